@@ -1,0 +1,161 @@
+"""The `invoke` command: launch options (click) -> Settings -> a front end.
+
+    invoke                          the interactive invoke> shell
+    invoke "a cat -s 20"            one line, then exit
+    invoke < prompts.txt            stdin that is not a terminal: one command per line
+    invoke --from_file prompts.txt  the same, from a file ("-" = stdin)
+
+Nothing here imports torch: `invoke --help` stays instant. The model loads on the first image.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from invoke import __version__
+from invoke.errors import InvokeError
+from invoke.request import SAMPLERS
+
+HELP = """Draw pictures with Stable Diffusion models from the terminal.
+
+\b
+  invoke                              the interactive invoke> shell
+  invoke "a red circle -s 20 -S 42"   run one command line, then exit
+  invoke -o shots "a cat" -s 20 -n 3  the words after the launch options form the line
+  invoke < prompts.txt                one command per line from stdin
+  invoke --from_file prompts.txt      the same from a file ("-" = stdin)
+  invoke --dry-run < prompts.txt      check a batch: print each canonical command or its error
+
+A command line is a prompt followed by switches (-s steps, -S seed, -n images, -W/-H size,
+-C guidance, -A sampler, -I init image, -f strength, ...); type !help in the shell for all of
+them. Every image stores the exact command that remakes it (read it back with !fetch FILE).
+
+Without --model the embedded default model is used (see configs/models.yaml). Until a trained
+default model ships, that is a tiny random-weight TEST model: it draws noise, not pictures.
+"""
+
+
+def _line_defaults(**values: object) -> str:
+    """Launch defaults as line switches, so one parser validates both."""
+    switches = {
+        "steps": "-s",
+        "width": "-W",
+        "height": "-H",
+        "cfg_scale": "-C",
+        "sampler": "-A",
+        "strength": "-f",
+    }
+    words = []
+    for name, switch in switches.items():
+        if values.get(name) is not None:
+            words += [switch, str(values[name])]
+    for flag in ("fit", "grid"):
+        if values.get(flag):
+            words.append(f"--{flag}")
+    return " ".join(words)
+
+
+@click.command(
+    help=HELP,
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+        "max_content_width": 100,
+    },
+)
+@click.option("-o", "--outdir", type=click.Path(path_type=Path), default=None,
+              help="Output folder [outputs/img-samples].")
+@click.option("--model", default=None, help="A model name from models.yaml, or a diffusers folder.")
+@click.option("--config", type=click.Path(path_type=Path), default=None,
+              help="The models.yaml to use [your own copy, else configs/models.yaml].")
+@click.option("--precision", type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
+              default="auto", show_default=True,
+              help="auto = float16 on CUDA and MPS, float32 on CPU.")
+@click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto",
+              show_default=True, help="Where the model runs.")
+@click.option("--from_file", "from_file", default=None, metavar="PATH|-",
+              help="Run the command lines of a file ('-' = stdin).")
+@click.option("--dry-run", "dry_run", is_flag=True,
+              help="Print each line's canonical command or its error; generate nothing.")
+@click.option("--fnformat", default=None, help="File name template [{prefix}.{seed}.png].")
+@click.option("--steps", type=int, default=None, help="Default -s: sampling steps [50].")
+@click.option("--width", type=int, default=None, help="Default -W [the model's size].")
+@click.option("--height", type=int, default=None, help="Default -H [the model's size].")
+@click.option("--cfg_scale", type=float, default=None, help="Default -C: guidance scale [7.5].")
+@click.option("--sampler", default=None, metavar="|".join(SAMPLERS[:3]) + "|...",
+              help="Default -A [k_lms].")
+@click.option("--strength", type=float, default=None, help="Default -f: img2img strength [0.75].")
+@click.option("--fit", is_flag=True, help="Default --fit: scale init images into -W x -H.")
+@click.option("--grid", is_flag=True, help="Default -g: also save each command's images as a grid.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.version_option(__version__, "--version", prog_name="invoke")
+@click.argument("line", nargs=-1, type=click.UNPROCESSED)
+def cli(
+    outdir: Path | None,
+    model: str | None,
+    config: Path | None,
+    precision: str,
+    device: str,
+    from_file: str | None,
+    dry_run: bool,
+    fnformat: str | None,
+    line: tuple[str, ...],
+    debug: bool,
+    **defaults: object,
+) -> None:
+    from invoke.parse import join_args, parse_request
+    from invoke.settings import DEFAULT_OUTDIR, Settings
+
+    try:
+        launch = parse_request(f'"" {_line_defaults(**defaults)}')
+        if fnformat is not None:
+            parse_request(f'"" --fnformat {fnformat}')
+    except InvokeError as exc:
+        raise click.UsageError(f"launch default {exc}") from exc
+    settings = Settings(
+        outdir=outdir or DEFAULT_OUTDIR,
+        model=model,
+        config=config,
+        precision=precision,
+        device=device,
+        fnformat=fnformat or Settings.fnformat,
+        defaults=launch,
+        debug=debug,
+    )
+    from invoke.session import Session
+    from invoke.shell import batch
+
+    runner = Session(settings, dry_run=dry_run)
+    if line:
+        sys.exit(batch.run_one(runner, join_args(list(line)), dry_run=dry_run))
+    if from_file is not None or not sys.stdin.isatty():
+        sys.exit(batch.run_batch(runner, _read_lines(from_file), dry_run=dry_run))
+    if dry_run:
+        raise click.UsageError("--dry-run checks a batch: give lines on stdin or --from_file")
+    from invoke.shell import repl
+
+    sys.exit(repl.run_repl(runner))
+
+
+def _read_lines(from_file: str | None) -> list[str]:
+    """Command lines as text; bytes that are not UTF-8 become U+FFFD (and then a parse error)."""
+    if from_file in (None, "-"):
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            data = Path(from_file).read_bytes()
+        except OSError as exc:
+            raise click.BadParameter(f"{from_file}: {exc.strerror}", param_hint="--from_file") from exc
+    return data.decode("utf-8", errors="replace").splitlines()
+
+
+def main() -> None:
+    cli(prog_name="invoke")
+
+
+if __name__ == "__main__":
+    main()

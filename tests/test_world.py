@@ -1,0 +1,80 @@
+"""The procedural world: determinism, captions, and a checker good enough to score a model with."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from invoke import world
+
+
+def test_same_seed_same_picture_and_caption() -> None:
+    a_img, a_cap, a_lab = world.sample(np.random.default_rng(5))
+    b_img, b_cap, b_lab = world.sample(np.random.default_rng(5))
+    assert a_cap == b_cap and a_lab == b_lab
+    assert a_img.tobytes() == b_img.tobytes()
+    c_img, _, _ = world.sample(np.random.default_rng(6))
+    assert c_img.tobytes() != a_img.tobytes()
+
+
+def test_caption_round_trips_through_parser() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        _, cap, lab = world.sample(rng)
+        assert world.parse_caption(cap) == lab
+    assert world.parse_caption("A Red circle on a blue background, -s 20") == world.Labels(
+        "red", "blue", "circle"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a red circle", "a mauve circle on a blue background", "a red circle on a red background"],
+)
+def test_parser_rejects_what_the_world_cannot_draw(text: str) -> None:
+    with pytest.raises(ValueError, match="colour"):
+        world.parse_caption(text)
+
+
+def test_world_covers_enough_colours_and_shapes() -> None:
+    assert len(world.COLORS) >= 8 and len(set(world.COLORS.values())) == len(world.COLORS)
+    assert {"circle", "square", "triangle"} <= set(world.SHAPES) and len(world.SHAPES) >= 5
+    labs = {world.sample(np.random.default_rng(s))[2] for s in range(400)}
+    assert {lab.shape for lab in labs} == set(world.SHAPES)
+    assert {lab.fg_color for lab in labs} == set(world.COLORS)
+    assert all(lab.fg_color != lab.bg_color for lab in labs)
+    assert set(world.vocabulary()) >= {"background", "red", "circle"}
+
+
+def _accuracy(images_labels: list[tuple[Image.Image, world.Labels]]) -> tuple[float, ...]:
+    hits = np.zeros(3)
+    for img, lab in images_labels:
+        got = world.check(img)
+        hits += [got.fg_color == lab.fg_color, got.bg_color == lab.bg_color, got.shape == lab.shape]
+    return tuple(hits / len(images_labels))
+
+
+def test_checker_reads_ground_truth() -> None:
+    rng = np.random.default_rng(2024)
+    data = [(img, lab) for img, _, lab in (world.sample(rng) for _ in range(300))]
+    fg, bg, shape = _accuracy(data)
+    assert fg >= 0.98 and bg >= 0.98 and shape >= 0.98, (fg, bg, shape)
+
+
+def test_checker_survives_blur_noise_and_colour_drift() -> None:
+    # Generated pictures are never clean: soft edges, speckle, a slight colour cast.
+    rng = np.random.default_rng(99)
+    data = []
+    for _ in range(200):
+        img, _, lab = world.sample(rng)
+        px = np.asarray(img.filter(ImageFilter.GaussianBlur(1.2)), dtype=np.float32)
+        px = px + rng.normal(0, 10, px.shape) + rng.normal(0, 12, 3)
+        data.append((Image.fromarray(np.clip(px, 0, 255).astype(np.uint8)), lab))
+    fg, bg, shape = _accuracy(data)
+    assert fg >= 0.95 and bg >= 0.95 and shape >= 0.95, (fg, bg, shape)
+
+
+def test_checker_does_not_call_a_blank_picture_a_shape() -> None:
+    got = world.check(Image.new("RGB", (64, 64), world.COLORS["green"]))
+    assert got.bg_color == "green" and got.shape == "none" and got.fg_color != "green"

@@ -1,0 +1,149 @@
+"""A tiny Stable Diffusion-architecture model with random weights: for tests, never for pictures.
+
+It has every part of SD 1.x (CLIP text encoder, conditional UNet, KL VAE with the 8x scale factor,
+SD 1.5's scheduler config), just very small, so the real loading and sampling code runs on it in
+milliseconds. Native size 64x64 (8x8 latents).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from invoke.backend.clip_vocab import BOS, EOS, MAX_LENGTH, build_clip_tokenizer
+
+# A few words so common test prompts map to whole tokens; anything else falls back to characters.
+WORDS = tuple(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "on",
+        "in",
+        "with",
+        "and",
+        "red",
+        "green",
+        "blue",
+        "yellow",
+        "black",
+        "white",
+        "circle",
+        "square",
+        "triangle",
+        "background",
+        "cat",
+        "dog",
+        "cow",
+        "house",
+        "tree",
+        "sky",
+        "photo",
+        "painting",
+        "portrait",
+        "landscape",
+    ]
+)
+
+# SD 1.5's scheduler_config.json as published: the keys it lacks (timestep_spacing...) must stay
+# absent so that each sampler uses its own default, as it does for the real model.
+SD15_SCHEDULER = {
+    "_class_name": "PNDMScheduler",
+    "_diffusers_version": "0.6.0",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+    "clip_sample": False,
+}
+
+TEXT_DIM = 32
+LATENT_SIZE = 8  # x the VAE's 8 = 64 px
+
+
+def build_test_model(path: str | Path, seed: int = 0) -> Path:
+    """Write a diffusers folder (StableDiffusionPipeline layout, safetensors); return its path."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab_size = build_clip_tokenizer(out / "tokenizer", WORDS)
+    vocab = json.loads((out / "tokenizer" / "vocab.json").read_text(encoding="utf-8"))
+
+    # Weights come from torch's global generator inside fork_rng, so the caller's random state
+    # is left as it was and the same seed always gives the same model.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=vocab_size,
+                hidden_size=TEXT_DIM,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=MAX_LENGTH,
+                projection_dim=TEXT_DIM,
+                hidden_act="quick_gelu",
+                bos_token_id=vocab[BOS],
+                eos_token_id=vocab[EOS],
+                pad_token_id=vocab[EOS],
+            )
+        )
+        unet = UNet2DConditionModel(
+            sample_size=LATENT_SIZE,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=TEXT_DIM,
+            attention_head_dim=8,
+            norm_num_groups=8,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            # Four blocks: three downsamplings, the 8x scale factor of every SD 1.x/2.x VAE.
+            block_out_channels=(8, 16, 16, 16),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=8,
+            sample_size=LATENT_SIZE * 8,
+            scaling_factor=0.18215,
+        )
+
+    # The text encoder is written by hand: transformers' save_pretrained draws a progress bar.
+    (out / "text_encoder").mkdir(exist_ok=True)
+    text_encoder.config.save_pretrained(out / "text_encoder")
+    weights = out / "text_encoder" / "model.safetensors"
+    save_file(text_encoder.state_dict(), weights, {"format": "pt"})
+    unet.save_pretrained(out / "unet", safe_serialization=True)
+    vae.save_pretrained(out / "vae", safe_serialization=True)
+    (out / "scheduler").mkdir(exist_ok=True)
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER, indent=2))
+    model_index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.42.1",
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "PNDMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (out / "model_index.json").write_text(json.dumps(model_index, indent=2))
+    return out

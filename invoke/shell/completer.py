@@ -1,0 +1,121 @@
+"""Tab completion: `!` command names, switch names, sampler names, file paths."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
+from prompt_toolkit.document import Document
+
+from invoke.request import SAMPLERS
+from invoke.shell.commands import COMMANDS
+from invoke.shell.runner import Runner
+
+
+@dataclass(frozen=True)
+class SwitchSpec:
+    """One line switch as the shell shows it: every spelling, its value's name, help, completion."""
+
+    names: tuple[str, ...]  # "-s", "--steps"
+    metavar: str  # "" for a flag
+    help: str
+    complete: str | None  # "path" | "sampler" | None
+
+
+def switch_specs() -> list[SwitchSpec]:
+    """The parser's SWITCHES table, read at call time (the parser owns it)."""
+    from invoke.parse import SWITCHES
+
+    specs = []
+    for switch in SWITCHES:
+        names = tuple(n for n in (*switch.short, *switch.long) if n)
+        specs.append(SwitchSpec(names, switch.metavar or "", switch.help, switch.complete))
+    return specs
+
+
+class ShellCompleter(Completer):
+    def __init__(self, runner: Runner | None = None) -> None:
+        self.runner = runner
+        self.paths = PathCompleter(expanduser=True)
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent):
+        before = document.text_before_cursor
+        word = document.get_word_before_cursor(WORD=True)
+        earlier = before[: len(before) - len(word)].split()
+        if before.lstrip().startswith("!"):
+            yield from self._command(before.lstrip(), word, earlier, complete_event)
+            return
+        specs = switch_specs()
+        if word.startswith("-"):
+            attached = _attached_sampler(word, specs)
+            if attached is not None:
+                yield from _choices(attached, SAMPLERS, start=-len(attached))
+                return
+            yield from _switches(word, specs)
+            return
+        kind = _kind_after(earlier[-1], specs) if earlier else None
+        if kind == "sampler":
+            yield from _choices(word, SAMPLERS, start=-len(word))
+        elif kind == "path":
+            yield from self._path(word, complete_event)
+
+    def _command(self, line: str, word: str, earlier: list[str], event: CompleteEvent):
+        if not earlier:  # still typing the command name
+            for cmd in COMMANDS.values():
+                name = "!" + ("" if cmd.name == "NN" else cmd.name)
+                if cmd.name != "NN" and name.startswith(word):
+                    yield Completion(name, start_position=-len(word), display_meta=cmd.help)
+            return
+        cmd = COMMANDS.get(earlier[0][1:])
+        if cmd is None or cmd.complete is None:
+            if cmd is not None and cmd.name == "dream":
+                # `!dream LINE` completes like the line itself
+                rest = line[len(earlier[0]) :].lstrip()
+                yield from self.get_completions(Document(rest, len(rest)), event)
+            return
+        if cmd.complete == "path":
+            yield from self._path(word, event)
+        elif callable(cmd.complete) and self.runner is not None:
+            yield from _choices(word, sorted(cmd.complete(self.runner)), start=-len(word))
+
+    def _path(self, word: str, event: CompleteEvent) -> Iterable[Completion]:
+        # Quotes a user opened around a path are not part of the file name.
+        quote = word[:1] if word[:1] in "'\"" else ""
+        path = word[len(quote) :]
+        yield from self.paths.get_completions(Document(path, len(path)), event)
+
+
+def _names(specs: list[SwitchSpec]) -> set[str]:
+    return {name for spec in specs for name in spec.names}
+
+
+def _switches(word: str, specs: list[SwitchSpec]) -> Iterable[Completion]:
+    for spec in specs:
+        for name in spec.names:
+            if name.startswith(word):
+                yield Completion(name, start_position=-len(word), display_meta=spec.help)
+
+
+def _kind_after(previous: str, specs: list[SwitchSpec]) -> str | None:
+    for spec in specs:
+        if previous in spec.names and spec.metavar:
+            return spec.complete
+    return None
+
+
+def _attached_sampler(word: str, specs: list[SwitchSpec]) -> str | None:
+    """InvokeAI users write `-Ak_lms`: a short sampler switch with its value glued on."""
+    match = re.fullmatch(r"(-[A-Za-z])(\w+)", word)
+    if match is None or word in _names(specs):
+        return None
+    if _kind_after(match.group(1), specs) != "sampler":
+        return None
+    return match.group(2)
+
+
+def _choices(word: str, choices: Iterable[str], start: int) -> Iterable[Completion]:
+    for choice in choices:
+        if choice.startswith(word):
+            yield Completion(choice, start_position=start)

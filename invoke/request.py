@@ -2,11 +2,23 @@
 
 `parse(req.to_command()) == req` holds for every valid request, so the canonical line that is
 printed, logged and stored in each PNG is also the line that remakes the image.
+
+The switch table (`SWITCHES`) lives here rather than in parse.py because three things read it:
+the parser (names, text -> value), `Request.validate()` (ranges) and `Request.to_command()`
+(canonical order and spelling). `invoke.parse` re-exports it.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import shlex
+import string
+import unicodedata
 from dataclasses import dataclass
+from typing import Any
+
+from invoke.errors import ParseError
 
 SAMPLERS: tuple[str, ...] = (
     "ddim",
@@ -22,6 +34,522 @@ SAMPLERS: tuple[str, ...] = (
 )
 
 INTERMEDIATE_KINDS: tuple[str, ...] = ("preview", "decode")
+
+MAX_LINE = 20000  # characters; a line longer than this is almost surely a paste accident
+SEED_MAX = 2**32 - 1
+SEED_REUSE_MIN = -1_000_000  # `-S -N`: the N-th previous seed; nobody has a longer history
+FNFORMAT_FIELDS: tuple[str, ...] = (
+    "prefix",
+    "seed",
+    "steps",
+    "cfg_scale",
+    "sampler",
+    "width",
+    "height",
+    "iteration",
+)
+# The types outputs.py passes when it fills a --fnformat template (used to try a template out).
+_FNFORMAT_SAMPLE: dict[str, Any] = {
+    "prefix": "000001",
+    "seed": 42,
+    "steps": 20,
+    "cfg_scale": 7.5,
+    "sampler": "k_lms",
+    "width": 512,
+    "height": 512,
+    "iteration": 1,
+}
+# Format specs are limited to padding/precision so a template cannot ask for a 100 MB name.
+_FNFORMAT_SPEC = re.compile(r"0?[0-9]{0,2}(?:\.[0-9]{1,2})?[dfs]?")
+
+# What the parser takes for a switch rather than a value: `-s`, `--seed`, but not `-1`.
+SWITCH_LIKE = re.compile(r"--?[A-Za-z]")
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+
+
+def show_value(text: str) -> str:
+    """A value as an error message shows it: quoted when blank or spaced, cut when huge."""
+    if len(text) > 40:
+        text = text[:37] + "..."
+    if text == "" or any(ch in " \t" for ch in text):
+        return f"'{text}'"
+    return text
+
+
+def bad_character(text: str) -> tuple[int, str] | None:
+    """The first character no command line may hold (controls other than tab, lone surrogates)."""
+    for index, ch in enumerate(text):
+        if ch == "\t":
+            continue
+        if unicodedata.category(ch) in ("Cc", "Cs"):
+            return index, ch
+    return None
+
+
+def describe_character(ch: str) -> str:
+    if unicodedata.category(ch) == "Cs":
+        return "bytes that are not UTF-8 text"
+    return f"a control character U+{ord(ch):04X}"
+
+
+def quote_prompt(text: str) -> str:
+    """The prompt in double quotes, escaped so that shlex (posix) reads back exactly `text`."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _range_text(lo: float, hi: float, open_lo: bool = False) -> str:
+    return f"{'(' if open_lo else '['}{_num(lo)}, {_num(hi)}]"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Switch:
+    """One line switch. `names` are every spelling the parser accepts; `canonical` is what
+    `to_command()` writes. `complete` tells the shell's completer what may follow:
+    "path", "sampler", "seed" or None."""
+
+    field: str
+    names: tuple[str, ...]
+    canonical: str
+    help: str
+    complete: str | None = None
+    metavar: str = ""
+
+    @property
+    def takes_value(self) -> bool:
+        return True
+
+    @property
+    def long(self) -> str:
+        return next(n for n in self.names if n.startswith("--"))
+
+    @property
+    def label(self) -> str:
+        """`-f/--strength`: how error messages and help name the switch."""
+        short = [n for n in self.names if len(n) == 2]
+        return f"{short[0]}/{self.long}" if short else self.long
+
+    @property
+    def expects(self) -> str:
+        """What a value looks like, for "needs a value" messages and help."""
+        return self.metavar
+
+    def fail(self, value: str, allowed: str) -> ParseError:
+        return ParseError(self.label, show_value(value), allowed)
+
+    def read(self, text: str) -> Any:
+        """Text from the command line -> the request field's value; raises ParseError."""
+        raise NotImplementedError
+
+    def check(self, value: Any) -> None:
+        """Raise ParseError unless `value` is allowed in the request field."""
+        raise NotImplementedError
+
+    def show(self, value: Any) -> str:
+        """The value as the canonical line writes it (before shell quoting)."""
+        return str(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlagSwitch(Switch):
+    @property
+    def takes_value(self) -> bool:
+        return False
+
+    def read(self, text: str) -> Any:
+        raise self.fail(text, "takes no value")
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, bool):
+            raise self.fail(repr(value), "is not True or False")
+
+
+@dataclass(frozen=True, kw_only=True)
+class IntSwitch(Switch):
+    lo: int
+    hi: int
+
+    @property
+    def expects(self) -> str:
+        return f"a whole number in {self.lo}..{self.hi}"
+
+    def read(self, text: str) -> Any:
+        if not _INT.fullmatch(text):
+            raise self.fail(text, f"is not a whole number; use {self.lo}..{self.hi}")
+        # Python refuses int() on >4300 digits; anything that long is out of range anyway.
+        if len(text.lstrip("+-0")) > 30:
+            raise self.out_of_range(text)
+        value = int(text)
+        self.check(value, text)
+        return value
+
+    def check(self, value: Any, text: str | None = None) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(repr(value), f"is not a whole number; use {self.lo}..{self.hi}")
+        if not self.lo <= value <= self.hi:
+            raise self.out_of_range(str(value) if text is None else text)
+
+    def out_of_range(self, text: str) -> ParseError:
+        return self.fail(text, f"is not in {self.lo}..{self.hi}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedSwitch(IntSwitch):
+    @property
+    def expects(self) -> str:
+        return f"a seed in 0..{self.hi}, or -1 for the last image's"
+
+    def out_of_range(self, text: str) -> ParseError:
+        return self.fail(
+            text, f"is not in 0..{self.hi} (or {self.lo}..-1 to reuse an earlier seed)"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class FloatSwitch(Switch):
+    lo: float
+    hi: float
+    open_lo: bool = False
+
+    @property
+    def expects(self) -> str:
+        return f"a number in {_range_text(self.lo, self.hi, self.open_lo)}"
+
+    def read(self, text: str) -> Any:
+        allowed = _range_text(self.lo, self.hi, self.open_lo)
+        if _NOT_FINITE.fullmatch(text):
+            raise self.fail(text, f"is not a finite number; use {allowed}")
+        if not _FLOAT.fullmatch(text):
+            raise self.fail(text, f"is not a number; use {allowed}")
+        value = float(text)
+        if not math.isfinite(value):  # 1e999
+            raise self.fail(text, f"is not in {allowed}")
+        self.check(value, text)
+        return value
+
+    def check(self, value: Any, text: str | None = None) -> None:
+        allowed = _range_text(self.lo, self.hi, self.open_lo)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(repr(value), f"is not a number; use {allowed}")
+        shown = repr(value) if text is None else text
+        if not math.isfinite(value):
+            raise self.fail(shown, f"is not a finite number; use {allowed}")
+        too_low = value <= self.lo if self.open_lo else value < self.lo
+        if too_low or value > self.hi:
+            raise self.fail(shown, f"is not in {allowed}")
+
+    def show(self, value: Any) -> str:
+        return repr(float(value))  # shortest text that reads back as the same float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PathSwitch(Switch):
+    def read(self, text: str) -> Any:
+        self.check(text)
+        return text
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, str):
+            raise self.fail(repr(value), f"is not text; give {self.metavar}")
+        if value.strip(" \t") == "":
+            raise self.fail(value, f"is empty; give {self.metavar}")
+        bad = bad_character(value)
+        if bad:
+            raise self.fail(value, f"contains {describe_character(bad[1])}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChoiceSwitch(Switch):
+    choices: tuple[str, ...]
+
+    @property
+    def expects(self) -> str:
+        return "one of " + ", ".join(self.choices)
+
+    def read(self, text: str) -> Any:
+        value = text.lower()
+        self.check(value, text)
+        return value
+
+    def check(self, value: Any, text: str | None = None) -> None:
+        if value not in self.choices:
+            shown = text if text is not None else str(value)
+            raise self.fail(shown, f"is not one of {', '.join(self.choices)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariationsSwitch(Switch):
+    @property
+    def expects(self) -> str:
+        return "seed:weight[,seed:weight...], e.g. 12:0.1,34:0.2"
+
+    def read(self, text: str) -> Any:
+        parts = text.split(",")
+        chain = []
+        for part in parts:
+            seed_text, colon, weight_text = part.strip(" \t").partition(":")
+            if not (colon and _INT.fullmatch(seed_text) and _FLOAT.fullmatch(weight_text)):
+                raise self.fail(
+                    part if len(parts) > 1 and part.strip(" \t") else text,
+                    f"is not seed:weight; use {self.expects}",
+                )
+            if len(seed_text.lstrip("+-0")) > 30 or not 0 <= int(seed_text) <= SEED_MAX:
+                raise self.fail(part.strip(" \t"), f"has a seed not in 0..{SEED_MAX}")
+            weight = float(weight_text)
+            if not 0 <= weight <= 1:
+                raise self.fail(part.strip(" \t"), "has a weight not in [0, 1]")
+            chain.append(Variation(int(seed_text), weight))
+        return tuple(chain)
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, tuple) or not value:
+            raise self.fail(repr(value), f"is not a chain; use {self.expects}")
+        for v in value:
+            if not isinstance(v, Variation):
+                raise self.fail(repr(v), "is not a Variation")
+            if isinstance(v.seed, bool) or not isinstance(v.seed, int):
+                raise self.fail(repr(v.seed), f"is not a seed in 0..{SEED_MAX}")
+            if not 0 <= v.seed <= SEED_MAX:
+                raise self.fail(f"{v.seed}:{v.weight}", f"has a seed not in 0..{SEED_MAX}")
+            w = v.weight
+            if (
+                isinstance(w, bool)
+                or not isinstance(w, (int, float))
+                or not math.isfinite(w)
+                or not 0 <= w <= 1
+            ):
+                raise self.fail(f"{v.seed}:{w}", "has a weight not in [0, 1]")
+
+    def show(self, value: Any) -> str:
+        return ",".join(f"{v.seed}:{float(v.weight)!r}" for v in value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FnformatSwitch(Switch):
+    @property
+    def expects(self) -> str:
+        return "a file name template ending in .png, e.g. {prefix}.{seed}.png"
+
+    def read(self, text: str) -> Any:
+        self.check(text)
+        return text
+
+    def check(self, value: Any) -> None:
+        fields = " ".join("{" + f + "}" for f in FNFORMAT_FIELDS)
+        if not isinstance(value, str):
+            raise self.fail(repr(value), f"is not text; use {self.expects}")
+        for bad, why in (("/", "a /"), ("\\", "a \\"), ("\0", "a NUL"), ("..", "'..'")):
+            if bad in value:
+                raise self.fail(value, f"contains {why}; a file name template may not")
+        bad_char = bad_character(value)
+        if bad_char:
+            raise self.fail(value, f"contains {describe_character(bad_char[1])}")
+        try:
+            pieces = list(string.Formatter().parse(value))
+        except ValueError as err:
+            raise self.fail(value, f"has bad {{}} syntax ({err}); fields: {fields}") from None
+        for _literal, name, spec, conversion in pieces:
+            if name is None:
+                continue
+            if name not in FNFORMAT_FIELDS:
+                raise self.fail(value, f"uses {{{name}}}; allowed fields: {fields}")
+            if conversion or not _FNFORMAT_SPEC.fullmatch(spec or ""):
+                raise self.fail(
+                    value, f"has a format {{{name}...}} that is not allowed; e.g. {{seed:06d}}"
+                )
+        try:
+            name = value.format(**_FNFORMAT_SAMPLE)
+        except (ValueError, TypeError) as err:
+            raise self.fail(value, f"cannot be filled in ({err})") from None
+        if not value.endswith(".png") or not name.endswith(".png") or len(name) <= len(".png"):
+            raise self.fail(value, "must end in .png, e.g. {prefix}.{seed}.png")
+
+
+# The canonical order: to_command() writes switches in this order.
+SWITCHES: tuple[Switch, ...] = (
+    IntSwitch(
+        field="steps",
+        names=("-s", "--steps"),
+        canonical="-s",
+        help="sampling steps",
+        metavar="N",
+        lo=1,
+        hi=1000,
+    ),
+    SeedSwitch(
+        field="seed",
+        names=("-S", "--seed"),
+        canonical="-S",
+        help="seed; a negative value reuses an earlier seed (-1 = the last image's)",
+        complete="seed",
+        metavar="SEED",
+        lo=SEED_REUSE_MIN,
+        hi=SEED_MAX,
+    ),
+    IntSwitch(
+        field="iterations",
+        names=("-n", "--iterations"),
+        canonical="-n",
+        help="number of images",
+        metavar="N",
+        lo=1,
+        hi=1000,
+    ),
+    IntSwitch(
+        field="width",
+        names=("-W", "--width"),
+        canonical="-W",
+        help="image width (rounded down to a multiple of 8)",
+        metavar="PIXELS",
+        lo=16,
+        hi=4096,
+    ),
+    IntSwitch(
+        field="height",
+        names=("-H", "--height"),
+        canonical="-H",
+        help="image height (rounded down to a multiple of 8)",
+        metavar="PIXELS",
+        lo=16,
+        hi=4096,
+    ),
+    FloatSwitch(
+        field="cfg_scale",
+        names=("-C", "--cfg_scale"),
+        canonical="-C",
+        help="classifier-free guidance scale",
+        metavar="SCALE",
+        lo=0.0,
+        hi=100.0,
+    ),
+    ChoiceSwitch(
+        field="sampler",
+        names=("-A", "-m", "--sampler"),
+        canonical="-A",
+        help="sampler: " + ", ".join(SAMPLERS),
+        complete="sampler",
+        metavar="SAMPLER",
+        choices=SAMPLERS,
+    ),
+    PathSwitch(
+        field="init_img",
+        names=("-I", "--init_img"),
+        canonical="-I",
+        help="init image for img2img (-1 = the previous output)",
+        complete="path",
+        metavar="a file path",
+    ),
+    FloatSwitch(
+        field="strength",
+        names=("-f", "--strength"),
+        canonical="-f",
+        help="img2img strength: how much the init image is changed",
+        metavar="STRENGTH",
+        lo=0.0,
+        hi=1.0,
+        open_lo=True,
+    ),
+    FlagSwitch(
+        field="fit",
+        names=("-T", "-fit", "--fit"),
+        canonical="--fit",
+        help="fit the init image inside the -W x -H box, keeping its aspect",
+    ),
+    PathSwitch(
+        field="init_mask",
+        names=("-M", "--init_mask"),
+        canonical="-M",
+        help="inpainting mask image",
+        complete="path",
+        metavar="a file path",
+    ),
+    FlagSwitch(
+        field="invert_mask",
+        names=("--invert_mask",),
+        canonical="--invert_mask",
+        help="invert the mask",
+    ),
+    FloatSwitch(
+        field="variation_amount",
+        names=("-v", "--variation_amount"),
+        canonical="-v",
+        help="variation amount",
+        metavar="AMOUNT",
+        lo=0.0,
+        hi=1.0,
+    ),
+    VariationsSwitch(
+        field="with_variations",
+        names=("-V", "--with_variations"),
+        canonical="-V",
+        help="seed:weight,seed:weight chain applied to the base seed's noise",
+        metavar="SEED:WEIGHT,...",
+    ),
+    FlagSwitch(
+        field="grid",
+        names=("-g", "--grid"),
+        canonical="-g",
+        help="also save all images of the command as one grid",
+    ),
+    PathSwitch(
+        field="outdir",
+        names=("-o", "--outdir"),
+        canonical="-o",
+        help="output folder for this command",
+        complete="path",
+        metavar="a folder path",
+    ),
+    FlagSwitch(
+        field="log_tokenization",
+        names=("-t", "--log_tokenization"),
+        canonical="-t",
+        help="show how the prompt was tokenized",
+    ),
+    FlagSwitch(
+        field="skip_normalize",
+        names=("-x", "--skip_normalize"),
+        canonical="-x",
+        help="don't normalize text:weight sub-prompt weights",
+    ),
+    IntSwitch(
+        field="save_intermediates",
+        names=("--save_intermediates",),
+        canonical="--save_intermediates",
+        help="save every N-th step (and the last); 0 = none",
+        metavar="N",
+        lo=0,
+        hi=10000,
+    ),
+    ChoiceSwitch(
+        field="intermediates",
+        names=("--intermediates",),
+        canonical="--intermediates",
+        help="how intermediates are made: preview (fast estimate) or decode (VAE)",
+        metavar="KIND",
+        choices=INTERMEDIATE_KINDS,
+    ),
+    FnformatSwitch(
+        field="fnformat",
+        names=("--fnformat",),
+        canonical="--fnformat",
+        help="file name template; fields " + " ".join("{" + f + "}" for f in FNFORMAT_FIELDS),
+        metavar="TEMPLATE",
+    ),
+    IntSwitch(
+        field="png_compression",
+        names=("-z", "--png_compression"),
+        canonical="-z",
+        help="PNG compression level",
+        metavar="LEVEL",
+        lo=0,
+        hi=9,
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -59,3 +587,50 @@ class Request:
     intermediates: str | None = None  # "preview" | "decode"
     fnformat: str | None = None
     png_compression: int | None = None
+
+    def validate(self) -> Request:
+        """Raise ParseError (naming the switch, value and what is allowed) unless every field is
+        in range and the canonical line fits in MAX_LINE; return self for chaining."""
+        if not isinstance(self.prompt, str):
+            raise ParseError("prompt", show_value(repr(self.prompt)), "is not text")
+        bad = bad_character(self.prompt)
+        if bad:
+            raise ParseError(
+                "prompt", "", f"contains {describe_character(bad[1])} at position {bad[0] + 1}"
+            )
+        for switch in SWITCHES:
+            value = getattr(self, switch.field)
+            if not _given(switch, value):
+                continue
+            switch.check(value)
+        length = len(self.to_command())
+        if length > MAX_LINE:
+            raise ParseError(
+                "line", "", f"would be {length} characters long; the limit is {MAX_LINE}"
+            )
+        return self
+
+    def to_command(self) -> str:
+        """The canonical line: `"prompt" -s 20 -S 42 ...`, switches in SWITCHES order, fields that
+        are None / False / () left out."""
+        words = [quote_prompt(self.prompt)]
+        for switch in SWITCHES:
+            value = getattr(self, switch.field)
+            if not _given(switch, value):
+                continue
+            if not switch.takes_value:
+                words.append(switch.canonical)
+                continue
+            text = switch.show(value)
+            if SWITCH_LIKE.match(text):
+                # `-I -foo` would read as two switches; `--init_img=-foo` cannot.
+                words.append(f"{switch.long}={shlex.quote(text)}")
+            else:
+                words += [switch.canonical, shlex.quote(text)]
+        return " ".join(words)
+
+
+def _given(switch: Switch, value: Any) -> bool:
+    if not switch.takes_value:
+        return value is not False
+    return value is not None and value != ()

@@ -1,0 +1,347 @@
+"""Text -> Request: the invoke> command line, as InvokeAI users type it.
+
+A line is `<prompt> <switches>`. A line that starts with a quote has its first shell word as the
+prompt; otherwise the prompt is the raw text up to the first whitespace followed by `-letter` or
+`--letter` (so `a half-moon` and `a cat -1 year` stay prompt text, and an apostrophe in an
+unquoted prompt is just an apostrophe). The switches are split with posix shell rules. A `#` at
+the start of a word outside quotes starts a comment. Everything here is pure: no torch, no files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+from dataclasses import dataclass
+
+from invoke.errors import ParseError
+from invoke.request import (
+    MAX_LINE,
+    SWITCH_LIKE,
+    SWITCHES,
+    Request,
+    Switch,
+    bad_character,
+    describe_character,
+    quote_prompt,
+    show_value,
+)
+
+__all__ = [
+    "SWITCHES",
+    "PromptParts",
+    "ShellCommand",
+    "join_args",
+    "parse_line",
+    "parse_request",
+    "quote_prompt",
+    "split_prompt",
+]
+
+QUIT_WORDS = ("q", "quit", "exit")
+
+_BY_NAME: dict[str, Switch] = {name: sw for sw in SWITCHES for name in sw.names}
+_LONG_NAMES = sorted(name for name in _BY_NAME if name.startswith("--"))
+# InvokeAI switches this version does not have (yet): say so instead of "unknown".
+_NOT_YET = (
+    "--seamless",
+    "--hires_fix",
+    "-G",
+    "--gfpgan_strength",
+    "-U",
+    "--upscale",
+    "-ft",
+    "--facetool",
+    "--threshold",
+    "--perlin",
+    "--embiggen",
+)
+_SHELL_SPACE = " \t"  # what shlex splits on, once control characters are refused
+# Where an unquoted prompt ends: a comment, or the first switch-looking word.
+_PROMPT_END = re.compile(r"(?:^|(?<=[ \t]))(?:#|--?[A-Za-z])")
+
+
+@dataclass(frozen=True)
+class ShellCommand:
+    """`!name args` (`!fetch a.png` -> name "fetch", args "a.png"), or `q` -> name "quit"."""
+
+    name: str
+    args: str = ""
+
+
+@dataclass(frozen=True)
+class PromptParts:
+    """A prompt split for the text encoder: weighted positive sub-prompts and the negative."""
+
+    positive: tuple[tuple[str, float], ...]
+    negative: str
+
+
+def parse_line(text: str) -> Request | ShellCommand | None:
+    """One line typed at invoke>, read from a batch, or given on the command line.
+
+    None for a blank or comment-only line. Raises ParseError for a line that cannot be used."""
+    line, lead = _clean(text)
+    if not line or line.startswith(("#", "//")):
+        return None
+    if line.startswith("!"):
+        name, rest = _split_word(line[1:])
+        if name == "dream":
+            rest_lead = lead + len(line) - len(rest)
+            return _parse_dream(rest, rest_lead) if rest else None
+        if not name:
+            raise ParseError("!", "", "needs a command name, e.g. !history or !fetch FILE")
+        return ShellCommand(name, rest)
+    return _parse_dream(line, lead)
+
+
+def parse_request(text: str) -> Request:
+    """Like parse_line, for places that need a request: anything else is a ParseError."""
+    result = parse_line(text)
+    if isinstance(result, Request):
+        return result
+    if result is None:
+        raise ParseError("line", "", "is empty; give a prompt and switches, e.g. a cat -s 20")
+    if result.name == "quit":
+        raise ParseError(text.strip(), "", "quits the shell; it is not a prompt")
+    raise ParseError(f"!{result.name}", "", "is a shell command, not a prompt")
+
+
+def join_args(argv: list[str]) -> str:
+    """Shell words after the launch options -> one command line.
+
+    One word is the line itself (`invoke "a cat -s 20"`). Several: the words before the first
+    switch are the prompt, the rest are switches and their values (`invoke a cat -s 20`)."""
+    if len(argv) == 1:
+        return argv[0]
+    first_switch = next((i for i, word in enumerate(argv) if SWITCH_LIKE.match(word)), len(argv))
+    words = [shlex.quote(word) for word in argv[first_switch:]]
+    if first_switch:
+        words.insert(0, quote_prompt(" ".join(argv[:first_switch])))
+    return " ".join(words)
+
+
+def split_prompt(prompt: str, skip_normalize: bool = False) -> PromptParts:
+    """`[...]` groups -> the negative prompt; `a cat:0.7 a dog:0.3` -> weighted sub-prompts.
+
+    A weight is `:number` at the end of a word; other colons are text, and `\\:` is always a
+    literal colon. Weights are scaled to sum to 1 unless skip_normalize (if they sum to 0, they
+    become equal). A prompt without weights is one sub-prompt of weight 1.0."""
+    negatives = [group.strip() for group in _NEGATIVE.findall(prompt)]
+    negative = _unescape(" ".join(group for group in negatives if group))
+    positive_text = _NEGATIVE.sub(" ", prompt)
+
+    parts: list[tuple[str, float]] = []
+    start = 0
+    for match in _WEIGHT.finditer(positive_text):
+        parts.append((positive_text[start : match.start()], float(match.group(1))))
+        start = match.end()
+    tail = positive_text[start:]
+    if tail.strip() or not parts:
+        parts.append((tail, 1.0))
+    parts = [(_tidy(text), weight) for text, weight in parts]
+    parts = [(text, weight) for text, weight in parts if text] or [("", 1.0)]
+
+    if not skip_normalize:
+        total = sum(weight for _, weight in parts)
+        if total == 0:
+            parts = [(text, 1.0 / len(parts)) for text, _ in parts]
+        else:
+            parts = [(text, weight / total) for text, weight in parts]
+    return PromptParts(positive=tuple(parts), negative=negative)
+
+
+_NEGATIVE = re.compile(r"\[([^\[\]]*)\]")
+# `:0.5` at the end of a word, not after a backslash (`\:0.5` is text).
+_WEIGHT = re.compile(r"(?<!\\):([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?=\s|$)")
+
+
+def _unescape(text: str) -> str:
+    return text.replace("\\:", ":")
+
+
+def _tidy(text: str) -> str:
+    # Removing `[...]` leaves double spaces; the text encoder does not care, logs read better.
+    return " ".join(_unescape(text).split())
+
+
+def _clean(text: str) -> tuple[str, int]:
+    """Refuse what no line may hold; return the stripped line and how much was cut on the left."""
+    text = text.rstrip("\r\n")
+    if len(text) > MAX_LINE:
+        raise ParseError("line", "", f"is {len(text)} characters long; the limit is {MAX_LINE}")
+    bad = bad_character(text)
+    if bad:
+        index, ch = bad
+        raise ParseError("line", "", f"has {describe_character(ch)} at column {index + 1}")
+    stripped = text.lstrip(_SHELL_SPACE)
+    return stripped.rstrip(_SHELL_SPACE), len(text) - len(stripped)
+
+
+def _split_word(text: str) -> tuple[str, str]:
+    """`fetch  a.png ` -> ("fetch", "a.png")."""
+    for index, ch in enumerate(text):
+        if ch in _SHELL_SPACE:
+            return text[:index], text[index:].strip(_SHELL_SPACE)
+    return text, ""
+
+
+def _parse_dream(line: str, lead: int) -> Request | ShellCommand | None:
+    if line.startswith(('"', "'")):
+        words = _shell_words(line, lead)
+        if not words:  # only a comment was left
+            return None
+        prompt, switch_words, quoted = words[0], words[1:], True
+    else:
+        end = _PROMPT_END.search(line)
+        if end is None:
+            prompt, switches = line, ""
+        elif line[end.start()] == "#":
+            prompt, switches = line[: end.start()], ""
+        else:
+            prompt, switches = line[: end.start()], line[end.start() :]
+        prompt = prompt.strip(_SHELL_SPACE)
+        switch_words = _shell_words(switches, lead + end.start()) if switches else []
+        quoted = False
+        if not switch_words and not prompt:
+            return None
+        if not switch_words and prompt in QUIT_WORDS:
+            return ShellCommand("quit", "")
+    values = _read_switches(switch_words, quoted)
+    return Request(prompt=prompt, **values).validate()
+
+
+def _shell_words(text: str, offset: int) -> list[str]:
+    """Posix shell words of `text`, up to a comment; quoting errors name the column."""
+    cut = _comment_start(text, offset)
+    try:
+        return shlex.split(text[:cut], posix=True)
+    except ValueError as err:  # _comment_start already caught what shlex refuses
+        raise ParseError("line", "", f"cannot be split into words ({err})") from None
+
+
+def _comment_start(text: str, offset: int) -> int:
+    """Index of a `#` that starts a word outside quotes (else len(text)), scanning as shlex does.
+    Raises ParseError for an unterminated quote or a trailing backslash."""
+    quote = ""
+    opened = 0
+    word_start = True
+    index = 0
+    while index < len(text):
+        ch = text[index]
+        if quote == "'":
+            if ch == "'":
+                quote = ""
+        elif quote == '"':
+            if ch == "\\":
+                index += 1  # in double quotes a backslash takes the next character with it
+            elif ch == '"':
+                quote = ""
+        elif ch == "\\":
+            if index + 1 == len(text):
+                raise ParseError(
+                    "line", "", "ends with a \\ that escapes nothing; remove it or write \\\\"
+                )
+            index += 1
+            word_start = False
+        elif ch in "\"'":
+            quote, opened, word_start = ch, index, False
+        elif ch in _SHELL_SPACE:
+            word_start = True
+        elif ch == "#" and word_start:
+            return index
+        else:
+            word_start = False
+        index += 1
+    if quote:
+        mark = '"' if quote == '"' else "'"
+        raise ParseError(
+            "line",
+            "",
+            f"has a {mark} at column {offset + opened + 1} that is never closed; "
+            f"close it, or escape it as \\{mark}",
+        )
+    return len(text)
+
+
+def _read_switches(words: list[str], quoted: bool) -> dict[str, object]:
+    """Switch words -> request field values. A switch given twice: the later value wins."""
+    values: dict[str, object] = {}
+    index = 0
+    while index < len(words):
+        word = words[index]
+        index += 1
+        if not SWITCH_LIKE.match(word):
+            where = "inside the quotes" if quoted else "before the first switch"
+            raise ParseError(
+                show_value(word),
+                "",
+                f"is not a switch or a switch's value; prompt text goes {where}",
+            )
+        switch, attached = _lookup(word, quoted)
+        if not switch.takes_value:
+            if attached is not None:
+                raise ParseError(switch.label, "", f"takes no value (got {show_value(word)})")
+            values[switch.field] = True
+            continue
+        if attached is None:
+            if index == len(words):
+                raise ParseError(switch.label, "", f"needs a value: {switch.expects}")
+            if SWITCH_LIKE.match(words[index]):
+                raise ParseError(
+                    switch.label,
+                    "",
+                    f"needs a value: {switch.expects} (got the switch {show_value(words[index])})",
+                )
+            attached = words[index]
+            index += 1
+        values[switch.field] = switch.read(attached)
+    return values
+
+
+def _lookup(word: str, quoted: bool) -> tuple[Switch, str | None]:
+    """A switch word -> (switch, value attached to it or None).
+
+    `--seed=42`, `-S42`, `-S=42`, `-Ak_lms`, `-fit`; a long name may be shortened to a unique
+    prefix (`--str 0.5`), as InvokeAI's argparse allowed."""
+    if word.startswith("--"):
+        name, eq, value = word.partition("=")
+        attached = value if eq else None
+        if name in _BY_NAME:
+            return _BY_NAME[name], attached
+        matches = [long for long in _LONG_NAMES if long.startswith(name)]
+        if len(matches) == 1:
+            return _BY_NAME[matches[0]], attached
+        if len(matches) > 1:
+            raise ParseError(name, "", f"is ambiguous: it could be {', '.join(matches)}")
+        raise _unknown(name, quoted)
+    if word in _BY_NAME:
+        return _BY_NAME[word], None
+    name, eq, value = word.partition("=")
+    if eq and name in _BY_NAME:  # `-fit=x`, `-s=20`
+        return _BY_NAME[name], value
+    if word[:2] in _BY_NAME:
+        attached = word[2:]
+        return _BY_NAME[word[:2]], attached.removeprefix("=")
+    raise _unknown(word, quoted)
+
+
+def _unknown(name: str, quoted: bool) -> ParseError:
+    if name in _NOT_YET:
+        return ParseError(name, "", "is an InvokeAI switch that this version does not support")
+    suggestion = _suggest(name)
+    if suggestion:
+        return ParseError(show_value(name), "", f"unknown switch (did you mean {suggestion}?)")
+    hint = "" if quoted else "; if it is part of the prompt, put the prompt in quotes"
+    return ParseError(show_value(name), "", f"unknown switch{hint}")
+
+
+def _suggest(name: str) -> str | None:
+    key = name.lstrip("-").lower().replace("-", "_")
+    if len(key) == 1:
+        # `-a` for `-A`, `-w` for `-W`: the same letter in the other case.
+        other = "-" + name.lstrip("-").swapcase()
+        return _BY_NAME[other].label if other in _BY_NAME else None
+    keys = {long.lstrip("-"): _BY_NAME[long].label for long in _LONG_NAMES}
+    close = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.75)
+    return keys[close[0]] if close else None

@@ -1,0 +1,253 @@
+"""Init images and masks for img2img and inpainting, loaded with PIL only (no torch here).
+
+Files are untrusted: the header size is checked against a pixel cap before any pixel is decoded,
+and every failure is an InitImageError naming the file, what is wrong and what would work.
+The mask convention everywhere: mode "L", 255 = redraw, 0 = keep.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from invoke.errors import InitImageError
+
+# 64 Mpixels (8192x8192): far above any SD size, far below what exhausts memory when decoded.
+MAX_PIXELS = 64 * 1024 * 1024
+MIN_SIDE = 8
+FORMATS_HINT = "PNG, JPEG, WebP or GIF"
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass
+class InitImage:
+    """An init image ready for img2img: RGB pixels, the inpainting mask if any, and notes."""
+
+    image: Image.Image  # mode RGB, size a multiple of `multiple`
+    mask: Image.Image | None  # mode L, same size, 255 = redraw; None = no transparency
+    notes: list[str] = field(default_factory=list)  # things the user should be told
+
+
+def resolve_image_path(value: str | os.PathLike[str], outdir: str | os.PathLike[str]) -> Path:
+    """`value` as given if it exists, else a bare file name looked up in `outdir`."""
+    given = Path(value)
+    if given.exists():
+        return given
+    looked = [str(given)]
+    if given.name == str(value) and str(value) not in ("", ".", ".."):
+        candidate = Path(outdir) / given.name
+        if candidate.exists():
+            return candidate
+        looked.append(str(candidate))
+    raise InitImageError(
+        f"{value}: no such image (looked at {' and '.join(looked)}); "
+        "give an existing path or the name of a file in the output folder"
+    )
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    """Open and fully decode the first frame, refusing oversized images before decoding."""
+    if not path.exists():
+        raise InitImageError(f"{what} {path}: no such file; give the path of a {FORMATS_HINT} file")
+    if path.is_dir():
+        raise InitImageError(f"{what} {path}: is a folder; give the path of a {FORMATS_HINT} file")
+    try:
+        img = Image.open(path)  # reads the header only
+    except UnidentifiedImageError:
+        raise InitImageError(
+            f"{what} {path}: not an image PIL can read; use a {FORMATS_HINT} file"
+        ) from None
+    except Image.DecompressionBombError:
+        # PIL's own (larger) cap tripped while reading the header: the same answer as ours.
+        raise InitImageError(
+            f"{what} {path}: far more than the {MAX_PIXELS / 1e6:.0f} Mpixels allowed; "
+            "scale it down first"
+        ) from None
+    except OSError as err:
+        raise InitImageError(
+            f"{what} {path}: cannot read ({err.strerror or err}); check the file's permissions"
+        ) from None
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        img.close()
+        raise InitImageError(
+            f"{what} {path}: {width}×{height} is {width * height / 1e6:.0f} Mpixels, more than the "
+            f"{MAX_PIXELS / 1e6:.0f} Mpixels allowed; scale it down first"
+        )
+    try:
+        img.seek(0)
+        img.load()
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        img.close()
+        raise InitImageError(
+            f"{what} {path}: the image data is truncated or corrupt ({err}); save it again"
+        ) from None
+    except Image.DecompressionBombError as err:
+        img.close()
+        raise InitImageError(f"{what} {path}: too large to load safely ({err})") from None
+    return img
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Gray images with more than 8 bits per pixel (I;16*, I, F) as 8-bit L, full range kept."""
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0) > 255):
+        arr = np.clip(np.rint(arr.astype(np.float64) / 257.0), 0, 255)
+    else:
+        arr = np.clip(np.rint(arr.astype(np.float64)), 0, 255)
+    return Image.fromarray(arr.astype(np.uint8), "L")
+
+
+def _rgb_and_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None, list[str]]:
+    """Any PIL mode -> (RGB image, alpha "L" or None, notes)."""
+    notes: list[str] = []
+    mode = img.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        notes.append(f"{mode} ({'16-bit' if mode != 'F' else 'float'}) image scaled to 8 bits")
+        return _to_8bit(img).convert("RGB"), None, notes
+    has_transparency = "transparency" in img.info or mode in ("RGBA", "LA", "PA", "RGBa", "La")
+    if has_transparency:
+        if mode in ("RGBa", "La"):  # premultiplied: un-premultiply through RGBA
+            img = img.convert("RGBA")
+        rgba = img.convert("RGBA")
+        return rgba.convert("RGB"), rgba.getchannel("A"), notes
+    if mode == "CMYK":
+        notes.append("CMYK image converted to RGB")
+    return img.convert("RGB"), None, notes
+
+
+def _round_down(value: int, multiple: int) -> int:
+    return value - value % multiple if multiple > 1 else value
+
+
+def _check_size(path: Path, what: str, size: tuple[int, int], multiple: int) -> None:
+    if min(size) < MIN_SIDE:
+        raise InitImageError(
+            f"{what} {path}: {size[0]}×{size[1]} is too small (after rounding down to a multiple "
+            f"of {multiple}); each side must be at least {max(MIN_SIDE, multiple)} pixels"
+        )
+
+
+def load_init_image(
+    path: str | os.PathLike[str],
+    width: int,
+    height: int,
+    fit: bool = False,
+    multiple: int = 8,
+) -> InitImage:
+    """Load an init image: EXIF orientation, any mode -> RGB, transparency -> mask, final size.
+
+    Size: without `fit`, the image's own size rounded down to `multiple` (the right/bottom edge is
+    cropped, so kept pixels stay exactly as they are); with `fit`, scaled to fit inside the
+    `width`×`height` box keeping its aspect, then rounded down (900×600 into 512×512 -> 512×336).
+    `width`×`height` is also the size below which results get poor (a note says so).
+    """
+    p = Path(path)
+    img = _open(p, "init image")
+    notes: list[str] = []
+    try:
+        if getattr(img, "is_animated", False):
+            notes.append(f"{p.name} is animated: using its first frame")
+        if img.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1):
+            notes.append(f"{p.name}: turned upright as its EXIF orientation says")
+        oriented = ImageOps.exif_transpose(img)
+        rgb, alpha, mode_notes = _rgb_and_alpha(oriented)
+    finally:
+        img.close()
+    notes.extend(f"{p.name}: {n}" for n in mode_notes)
+    own_w, own_h = rgb.size
+    if min(own_w, own_h) <= 1:
+        raise InitImageError(
+            f"init image {p}: {own_w}×{own_h} is too small; "
+            f"use an image of at least {max(MIN_SIDE, multiple)}×{max(MIN_SIDE, multiple)}"
+        )
+
+    mask: Image.Image | None = None
+    if alpha is not None:
+        a = np.asarray(alpha)
+        if (a < 255).any():
+            mask = Image.fromarray(np.where(a < 255, 255, 0).astype(np.uint8), "L")
+            holes = a == 0
+            if holes.any():
+                under = np.asarray(rgb)[holes]
+                black_or_white = (under == 0).all(axis=1) | (under == 255).all(axis=1)
+                if black_or_white.all():
+                    notes.append(
+                        f"warning: {p.name}: every transparent pixel is black or white, so the "
+                        "colour under the hole was erased; inpainting works better when it is kept"
+                    )
+
+    if own_w < width or own_h < height:
+        notes.append(
+            f"{p.name} is {own_w}×{own_h}, smaller than {width}×{height}: "
+            "results get poor below the model's size (try --fit with -W/-H)"
+        )
+
+    if fit:
+        # Integer arithmetic: the limiting side lands exactly on the box (no off-by-one).
+        if own_w * height >= own_h * width:
+            new_w, new_h = width, own_h * width // own_w
+        else:
+            new_w, new_h = own_w * height // own_h, height
+        target = (_round_down(new_w, multiple), _round_down(new_h, multiple))
+        _check_size(p, "init image", target, multiple)
+        if target != (own_w, own_h):
+            notes.append(
+                f"{p.name}: {own_w}×{own_h} fitted into {width}×{height} as {target[0]}×{target[1]}"
+            )
+            rgb = rgb.resize(target, Image.Resampling.LANCZOS)
+            if mask is not None:
+                # Any pixel the hole touches after scaling is redrawn (never keep a half-hole).
+                scaled = np.asarray(mask.resize(target, Image.Resampling.BILINEAR))
+                mask = Image.fromarray(np.where(scaled > 0, 255, 0).astype(np.uint8), "L")
+    else:
+        target = (_round_down(own_w, multiple), _round_down(own_h, multiple))
+        _check_size(p, "init image", target, multiple)
+        if target != (own_w, own_h):
+            notes.append(
+                f"{p.name}: {own_w}×{own_h} rounded down to {target[0]}×{target[1]} "
+                f"(a multiple of {multiple}); the right/bottom edge is cropped"
+            )
+            rgb = rgb.crop((0, 0, *target))
+            if mask is not None:
+                mask = mask.crop((0, 0, *target))
+    return InitImage(image=rgb, mask=mask, notes=notes)
+
+
+def load_mask(
+    path: str | os.PathLike[str],
+    size: tuple[int, int],
+    invert: bool = False,
+    notes: list[str] | None = None,
+) -> Image.Image:
+    """Load an inpainting mask as mode "L", 255 = redraw, sized `size` (the init image's).
+
+    White (luma >= 128) means redraw; in an image with transparency, transparent pixels
+    (alpha < 128) also mean redraw. `invert` swaps redraw and keep. Notes (a resize) are
+    appended to `notes` when given.
+    """
+    p = Path(path)
+    img = _open(p, "mask")
+    try:
+        oriented = ImageOps.exif_transpose(img)
+        rgb, alpha, _ = _rgb_and_alpha(oriented)
+    finally:
+        img.close()
+    redraw = np.asarray(rgb.convert("L")) >= 128
+    if alpha is not None:
+        redraw |= np.asarray(alpha) < 128
+    if invert:
+        redraw = ~redraw
+    mask = Image.fromarray(np.where(redraw, 255, 0).astype(np.uint8), "L")
+    if mask.size != tuple(size):
+        if notes is not None:
+            notes.append(
+                f"mask {p.name} is {mask.width}×{mask.height}: resized to the init image's "
+                f"{size[0]}×{size[1]}"
+            )
+        mask = mask.resize(tuple(size), Image.Resampling.NEAREST)
+    return mask

@@ -30,8 +30,10 @@ def switch_specs() -> list[SwitchSpec]:
 
     specs = []
     for switch in SWITCHES:
-        names = tuple(n for n in (*switch.short, *switch.long) if n)
-        specs.append(SwitchSpec(names, switch.metavar or "", switch.help, switch.complete))
+        metavar = switch.metavar if switch.takes_value else ""
+        if " " in metavar:  # "a file path" reads well in errors; help wants one word
+            metavar = metavar.split()[-1].upper()
+        specs.append(SwitchSpec(switch.names, metavar, switch.help, switch.complete))
     return specs
 
 

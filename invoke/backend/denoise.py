@@ -1,0 +1,63 @@
+"""The sampling loop: classifier-free guidance over a diffusers scheduler, with a step callback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from invoke.backend.job import StepInfo
+from invoke.backend.schedulers import takes_generator
+
+# Called after each scheduler step with (index into timesteps, latents); returns the latents to go
+# on with. Inpainting uses it to put the known region back.
+Blend = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def denoise(
+    unet: Any,
+    scheduler: Any,
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    steps: int,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    cfg_scale: float,
+    generators: list[torch.Generator],
+    on_step: Callable[[StepInfo], None] | None = None,
+    blend: Blend | None = None,
+) -> torch.Tensor:
+    """Run `timesteps` (`steps` user-visible steps) from `latents`; return the final latents.
+
+    Second-order samplers evaluate the UNet twice per step, so `timesteps` can be longer than
+    `steps`; a step ends where diffusers' progress bar would advance.
+    """
+    batch = latents.shape[0]
+    guided = cfg_scale > 1  # as diffusers: no unconditional pass when guidance cannot change it
+    context = torch.cat([uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)])
+    if not guided:
+        context = cond.expand(batch, -1, -1)
+    extra = {"generator": generators} if takes_generator(scheduler) else {}
+    # The timestep values for the callback, read once here: no device sync inside the loop.
+    timestep_values = timesteps.tolist()
+    warmup = len(timesteps) - steps * scheduler.order
+    if on_step is not None:
+        on_step(StepInfo(0, steps, timestep_values[0], latents))
+    step = 0
+    for i, t in enumerate(timesteps):
+        model_input = torch.cat([latents] * 2) if guided else latents
+        model_input = scheduler.scale_model_input(model_input, t)
+        noise_pred = unet(model_input, t, encoder_hidden_states=context, return_dict=False)[0]
+        if guided:
+            uncond_pred, cond_pred = noise_pred.chunk(2)
+            noise_pred = uncond_pred + cfg_scale * (cond_pred - uncond_pred)
+        latents = scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
+        if blend is not None:
+            latents = blend(i, latents)
+        if i == len(timesteps) - 1 or (i + 1 > warmup and (i + 1) % scheduler.order == 0):
+            step += 1
+            if on_step is not None:
+                on_step(StepInfo(step, steps, timestep_values[i], latents))
+    return latents

@@ -1,0 +1,142 @@
+"""txt2img, img2img and inpainting for one job: starting latents, the loop, the pictures.
+
+img2img follows diffusers' StableDiffusionImg2ImgPipeline step for step (the tests hold it to
+that): the `-s` schedule is computed in full, its last int(strength * steps) steps are taken, and
+the init image's latents are noised to the first of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from invoke.backend.denoise import denoise
+from invoke.backend.job import Job, StepInfo, img2img_steps
+from invoke.backend.noise import image_noise
+from invoke.backend.prompts import encode_prompt
+from invoke.backend.schedulers import make_scheduler
+from invoke.errors import InvokeError
+
+if TYPE_CHECKING:
+    from invoke.backend.models import Model
+
+
+@torch.no_grad()
+def generate(
+    model: Model, job: Job, on_step: Callable[[StepInfo], None] | None = None
+) -> list[Image.Image]:
+    _check(model, job)
+    # 1. Prompt embeddings, once for the whole batch.
+    cond, uncond = encode_prompt(model, job.prompt, job.skip_normalize, job.log_tokenization)
+
+    # 2. The schedule; img2img keeps its tail.
+    scheduler = make_scheduler(job.sampler, model.scheduler_config)
+    scheduler.set_timesteps(job.steps, device=model.device)
+    steps = job.steps if job.init_image is None else img2img_steps(job.steps, job.strength)
+    start = (job.steps - steps) * scheduler.order
+    timesteps = scheduler.timesteps[start:]
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+
+    # 3. Per-image noise from CPU generators, then one batch on the device.
+    shape = (4, job.height // model.size_multiple, job.width // model.size_multiple)
+    drawn = [image_noise(n, shape) for n in job.noises]
+    noise = torch.cat([n for n, _ in drawn]).to(model.device, model.dtype)
+    generators = [g for _, g in drawn]
+
+    # 4. Starting latents: pure noise, or the init image noised to the first timestep taken.
+    blend = None
+    if job.init_image is None:
+        latents = noise * scheduler.init_noise_sigma
+    else:
+        init = encode_image(model, job.init_image).expand(len(job.noises), -1, -1, -1)
+        latents = scheduler.add_noise(init, noise, timesteps[:1].repeat(len(job.noises)))
+        if job.mask is not None:
+            blend = _known_region_blend(model, scheduler, init, noise, timesteps, job.mask)
+
+    # 5. Denoise, decode; inpainting pastes the kept pixels back so they come out identical.
+    latents = denoise(
+        model.unet, scheduler, latents, timesteps, steps, cond, uncond, job.cfg_scale,
+        generators, on_step, blend,
+    )  # fmt: skip
+    images = model.decode(latents)
+    if job.mask is not None and job.init_image is not None:
+        images = [Image.composite(image, job.init_image, job.mask) for image in images]
+    return images
+
+
+def encode_image(model: Model, image: Image.Image) -> torch.Tensor:
+    """Init latents (1, 4, h, w): the VAE posterior's mean, so an image always gives the same."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    pixels = torch.from_numpy(array).permute(2, 0, 1)[None] * 2 - 1
+    pixels = pixels.to(model.device, model.dtype)
+    posterior = model.vae.encode(pixels).latent_dist
+    return posterior.mean * model.vae.config.scaling_factor
+
+
+def _known_region_blend(
+    model: Model,
+    scheduler: Any,
+    init: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    mask: Image.Image,
+) -> Callable[[int, torch.Tensor], torch.Tensor]:
+    """After step i, the kept region becomes the init latents noised to the next timestep.
+
+    A latent cell is redrawn if any pixel it covers is (a max-pool of the mask): the cells at the
+    edge of the hole are painted, and the pixel paste after decoding restores what is kept.
+    """
+    redraw = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0 >= 0.5)
+    cell = model.size_multiple
+    redraw = torch.nn.functional.max_pool2d(redraw[None, None].float(), cell, cell)
+    redraw = redraw.to(model.device, model.dtype)
+    last = len(timesteps) - 1
+
+    def blend(i: int, latents: torch.Tensor) -> torch.Tensor:
+        # After the last step the known region is the clean init latents.
+        known = init if i == last else scheduler.add_noise(init, noise, timesteps[i + 1 : i + 2])
+        return redraw * latents + (1 - redraw) * known
+
+    return blend
+
+
+def _check(model: Model, job: Job) -> None:
+    multiple = model.size_multiple
+    for switch, side in (("-W/--width", job.width), ("-H/--height", job.height)):
+        if side <= 0 or side % multiple:
+            raise InvokeError(f"{switch}: {side} is not a positive multiple of {multiple}")
+    if not job.noises:
+        raise InvokeError("nothing to generate: the job has no seeds")
+    if job.mask is not None and job.init_image is None:
+        raise InvokeError("-M/--init_mask: a mask needs an init image (-I)")
+    for what, image in (("init image", job.init_image), ("mask", job.mask)):
+        if image is not None and image.size != (job.width, job.height):
+            width, height = image.size
+            raise InvokeError(
+                f"{what}: {width}x{height} does not match -W {job.width} -H {job.height}"
+            )
+    if job.init_image is not None and img2img_steps(job.steps, job.strength) == 0:
+        raise InvokeError(_zero_steps_message(job.steps, job.strength))
+
+
+def _zero_steps_message(steps: int, strength: float) -> str:
+    """Say which -f (for these -s) or which -s (for this -f) would take at least one step."""
+    min_strength = math.ceil(100 / steps) / 100
+    while img2img_steps(steps, min_strength) < 1:
+        min_strength += 0.01
+    fix = f"use -f {min_strength:.2f} or more"
+    if strength > 0:
+        min_steps = math.ceil(1 / strength)
+        while img2img_steps(min_steps, strength) < 1:
+            min_steps += 1
+        fix += f", or -s {min_steps} or more"
+    return (
+        f"-f/--strength: {strength:g} with -s {steps} takes int({strength:g} x {steps}) = 0 steps; "
+        f"{fix}"
+    )

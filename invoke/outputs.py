@@ -21,7 +21,6 @@ import math
 import os
 import re
 import shlex
-import string
 import tempfile
 import unicodedata
 import zlib
@@ -34,7 +33,7 @@ from PIL import Image, PngImagePlugin
 
 from invoke import __version__
 from invoke.errors import InvokeError, MetadataError, OutputError
-from invoke.request import SAMPLERS, Request, Variation
+from invoke.request import SAMPLERS, SWITCHES, Request, Variation
 
 try:  # POSIX; Windows falls back to msvcrt below
     import fcntl
@@ -45,16 +44,6 @@ except ImportError:  # pragma: no cover - exercised only on Windows
 APP_ID = "invoke-dream"
 APP_VERSION = __version__
 DEFAULT_FNFORMAT = "{prefix}.{seed}.png"
-FNFORMAT_FIELDS = (
-    "prefix",
-    "seed",
-    "steps",
-    "cfg_scale",
-    "sampler",
-    "width",
-    "height",
-    "iteration",
-)
 DEFAULT_PNG_COMPRESSION = 6
 LOG_TXT = "invoke_log.txt"
 LOG_MD = "invoke_log.md"
@@ -95,25 +84,13 @@ _PREFIX_RE = re.compile(r"^(\d{6,})\.")
 
 
 def check_fnformat(fnformat: str) -> None:
-    """Raise OutputError unless `fnformat` uses only the known fields (no attribute access)."""
-    try:
-        parsed = list(string.Formatter().parse(fnformat))
-    except ValueError as err:
-        raise OutputError(
-            f"--fnformat: {fnformat!r} is not a valid template ({err}); "
-            f"use fields like {DEFAULT_FNFORMAT}"
-        ) from None
-    for _, field, _, _ in parsed:
-        if field is None:
-            continue
-        if field not in FNFORMAT_FIELDS:
-            raise OutputError(
-                f"--fnformat: {{{field}}} in {fnformat!r} is not a field; "
-                f"allowed: {', '.join('{' + f + '}' for f in FNFORMAT_FIELDS)}"
-            )
-    if not any(field == "prefix" for _, field, _, _ in parsed):
-        # Without the prefix, names of different command lines collide all the time.
-        raise OutputError(f"--fnformat: {fnformat!r} lacks {{prefix}}; e.g. {DEFAULT_FNFORMAT}")
+    """Raise ParseError (naming --fnformat) unless `fnformat` is a valid file name template.
+
+    The line parser owns the rules (known fields only, small format specs, ends in .png); a
+    template from the launch options or a config file gets the same check here.
+    """
+    switch = next(s for s in SWITCHES if s.field == "fnformat")
+    switch.check(fnformat)
 
 
 def sanitize_file_name(name: str) -> str:
@@ -149,7 +126,7 @@ def format_file_name(
     sampler: str | None = None,
     width: int | None = None,
     height: int | None = None,
-    iteration: int = 0,
+    iteration: int = 1,
 ) -> str:
     """Fill a `--fnformat` template; the result is a safe file name (see sanitize_file_name)."""
     check_fnformat(fnformat)
@@ -488,7 +465,7 @@ class OutputFolder:
 
     # -- names ---------------------------------------------------------------------------------
 
-    def image_name(self, prefix: str, request: Request, iteration: int = 0) -> str:
+    def image_name(self, prefix: str, request: Request, iteration: int = 1) -> str:
         """The file name (no folder) of one image: request.fnformat, else the folder's template."""
         return format_file_name(
             request.fnformat or self.fnformat,
@@ -585,7 +562,7 @@ class OutputFolder:
         *,
         model_id: str,
         model_hash: str,
-        iteration: int = 0,
+        iteration: int = 1,
         command: str | None = None,
         log: bool = True,
     ) -> Path:

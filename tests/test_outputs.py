@@ -1,0 +1,582 @@
+"""Outputs: prefixes, safe names, atomic never-overwriting writes, PNG chunks, logs, read-back."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+
+from invoke import outputs
+from invoke.errors import InvokeError, MetadataError, OutputError
+from invoke.outputs import (
+    OutputFolder,
+    a1111_parameters,
+    make_grid,
+    read_chunks,
+    read_command,
+    sanitize_file_name,
+)
+from invoke.parse import parse_request
+from invoke.request import Request, Variation
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = {"model_id": "tiny-test", "model_hash": "0123456789abcdef"}
+
+
+def request(**kw: object) -> Request:
+    fields = dict(
+        prompt="a red circle on a blue background",
+        steps=20,
+        seed=42,
+        width=64,
+        height=64,
+        cfg_scale=7.5,
+        sampler="k_lms",
+    )
+    fields.update(kw)
+    return Request(**fields)
+
+
+def picture(colour: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 64)):
+    return Image.new("RGB", size, colour)
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def foreign_png(path: Path, chunks: dict[str, str], *, zip_keys: tuple[str, ...] = ()) -> Path:
+    """A PNG as another program would write it."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in chunks.items():
+        info.add_text(key, value, zip=key in zip_keys)
+    picture().save(path, pnginfo=info)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Prefixes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_prefixes_count_up_and_the_folder_is_made_on_first_use(tmp_path: Path) -> None:
+    out = OutputFolder(tmp_path / "a" / "b")
+    assert not (tmp_path / "a").exists()
+    assert [out.reserve_prefix() for _ in range(3)] == ["000001", "000002", "000003"]
+    # A second object (another run) on the same folder carries on.
+    assert OutputFolder(tmp_path / "a" / "b").reserve_prefix() == "000004"
+
+
+def test_prefix_never_reuses_one_already_on_disk(tmp_path: Path) -> None:
+    (tmp_path / "000041.5.png").write_bytes(b"x")
+    (tmp_path / "000099.7").mkdir()  # a folder is not an image: ignored
+    out = OutputFolder(tmp_path)
+    assert out.reserve_prefix() == "000042"
+    (tmp_path / ".next_prefix").unlink()  # a lost counter cannot cause reuse either
+    assert out.reserve_prefix() == "000042"
+    (tmp_path / "000050.1.png").write_bytes(b"x")  # copied in by someone
+    assert out.reserve_prefix() == "000051"
+
+
+def test_two_processes_get_distinct_prefixes_files_and_log_lines(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        from PIL import Image
+        from invoke.outputs import OutputFolder
+        from invoke.request import Request
+        out = OutputFolder(sys.argv[1])
+        for i in range(25):
+            prefix = out.reserve_prefix()
+            req = Request(prompt="same", steps=1, seed=7, width=8, height=8, cfg_scale=7.5,
+                          sampler="k_lms")
+            out.save_image(Image.new("RGB", (8, 8)), req, prefix, model_id="m", model_hash="h")
+            print(prefix, flush=True)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results]
+    prefixes = [line for out, _ in results for line in out.split()]
+    assert len(prefixes) == 50 and len(set(prefixes)) == 50
+    pngs = [n for n in files(tmp_path) if n.endswith(".png")]
+    assert len(pngs) == 50
+    log_lines = (tmp_path / "invoke_log.txt").read_text().splitlines()
+    assert len(log_lines) == 50 and len(set(log_lines)) == 50
+    assert all(line.endswith(': "same" -s 1 -S 7 -W 8 -H 8 -C 7.5 -A k_lms') for line in log_lines)
+    md = (tmp_path / "invoke_log.md").read_text()
+    assert md.count("## ") == 50 and md.count("```") == 100
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("000001.42.png", "000001.42.png"),
+        ("../x.png", "_x.png"),
+        ("/etc/passwd", "_etc_passwd.png"),
+        ("..\\..\\x.png", "_.._x.png"),
+        ("CON.png", "_CON.png"),
+        ("nul.42.png", "_nul.42.png"),
+        ("com1", "_com1.png"),
+        (".bashrc", "bashrc.png"),
+        ("a\x00b.png", "a_b.png"),
+        ("..", "image.png"),
+        ("x.png. ", "x.png"),
+    ],
+)
+def test_names_cannot_escape_or_hide(name: str, expected: str) -> None:
+    assert sanitize_file_name(name) == expected
+
+
+def test_long_names_are_cut_to_a_safe_length() -> None:
+    name = sanitize_file_name("x" * 1000 + ".png")
+    assert name.endswith(".png") and len(name.encode()) <= 200
+
+
+def test_fnformat_fields_fill_the_name(tmp_path: Path) -> None:
+    out = OutputFolder(tmp_path, fnformat="{prefix}-{sampler}-{steps}-{width}x{height}-{seed}.png")
+    assert out.image_name("000007", request()) == "000007-k_lms-20-64x64-42.png"
+    req = request(fnformat="{prefix}.{iteration}.{cfg_scale}.png")
+    assert out.image_name("000007", req, iteration=3) == "000007.3.7.5.png"
+
+
+@pytest.mark.parametrize("bad", ["../{seed}.png", "{seed.__class__}.png", "{x}.png", "/tmp/a.png"])
+def test_bad_fnformat_is_refused_with_one_line(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(InvokeError) as err:
+        OutputFolder(tmp_path, fnformat=bad)
+    assert "--fnformat" in str(err.value) and "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic, never-overwriting writes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_existing_files_are_never_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "000001.42.png").write_bytes(b"precious")
+    (tmp_path / "000001.42-1.png").write_bytes(b"also precious")
+    out = OutputFolder(tmp_path)
+    path = out.save_image(picture(), request(), "000001", **MODEL)
+    assert path == tmp_path / "000001.42-2.png"
+    assert (tmp_path / "000001.42.png").read_bytes() == b"precious"
+    assert (tmp_path / "000001.42-1.png").read_bytes() == b"also precious"
+    with Image.open(path) as im:
+        assert im.size == (64, 64)
+    assert not [n for n in files(tmp_path) if n.startswith(".tmp")]
+
+
+def test_paths_keep_the_folder_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = OutputFolder("outputs/img-samples")
+    path = out.save_image(picture(), request(), out.reserve_prefix(), **MODEL)
+    assert str(path) == os.path.join("outputs", "img-samples", "000001.42.png")
+    log = Path("outputs/img-samples/invoke_log.txt").read_text()
+    assert log.startswith("outputs/img-samples/000001.42.png: ")
+
+
+def _boom(err_no: int):
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(err_no, os.strerror(err_no))
+
+    return fail
+
+
+@pytest.mark.parametrize("where", ["fsync", "link", "write"])
+def test_disk_full_raises_one_line_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    out = OutputFolder(tmp_path)
+    prefix = out.reserve_prefix()
+    before = files(tmp_path)
+    if where == "write":
+        real_fdopen = os.fdopen
+
+        class FullFile:
+            def __init__(self, fh) -> None:
+                self.fh = fh
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                self.fh.close()
+
+            def write(self, data: bytes) -> int:
+                self.fh.write(data[: len(data) // 2])  # half of it lands, then the disk is full
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(outputs.os, "fdopen", lambda *a, **k: FullFile(real_fdopen(*a, **k)))
+    else:
+        monkeypatch.setattr(outputs.os, where, _boom(errno.ENOSPC))
+    with pytest.raises(OutputError) as err:
+        out.save_image(picture(), request(), prefix, **MODEL)
+    monkeypatch.undo()
+    message = str(err.value)
+    assert "000001.42.png" in message and "disk is full" in message and "\n" not in message
+    assert files(tmp_path) == before  # no temp file, no half file, no log line
+
+
+def test_output_folder_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("x")
+    for folder in (tmp_path / "taken", tmp_path / "taken" / "sub"):
+        with pytest.raises(OutputError, match="taken") as err:
+            OutputFolder(folder).reserve_prefix()
+        assert "-o/--outdir" in str(err.value)
+
+
+def test_unwritable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = OutputFolder(tmp_path)
+    prefix = out.reserve_prefix()
+    before = files(tmp_path)
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", _boom(errno.EACCES))
+    with pytest.raises(OutputError, match="permission denied"):
+        out.save_image(picture(), request(), prefix, **MODEL)
+    monkeypatch.undo()
+    assert files(tmp_path) == before
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can write anywhere")
+def test_read_only_folder_for_real(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(OutputError, match="permission denied"):
+            OutputFolder(folder).reserve_prefix()
+    finally:
+        folder.chmod(0o700)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunks and read-back
+# ---------------------------------------------------------------------------------------------
+
+
+def test_chunks_have_the_reference_shape(tmp_path: Path) -> None:
+    req = request(prompt="a kitten's toy [blurry, dark]")
+    path = OutputFolder(tmp_path).save_image(picture(), req, "000001", **MODEL)
+    chunks = read_chunks(path)
+    assert chunks["Dream"] == req.to_command()
+    meta = json.loads(chunks["sd-metadata"])
+    assert set(meta) == {"model", "model_id", "model_hash", "app_id", "app_version", "image"}
+    assert meta["model"] == "stable diffusion" and meta["model_id"] == "tiny-test"
+    image = meta["image"]
+    assert set(image) == {
+        "type", "prompt", "seed", "variations", "sampler", "steps", "cfg_scale", "threshold",
+        "perlin", "width", "height", "seamless", "postprocessing", "init_img", "init_mask",
+        "strength", "orig_hash",
+    }  # fmt: skip
+    assert image["type"] == "txt2img"
+    assert image["prompt"] == [{"prompt": "a kitten's toy [blurry, dark]", "weight": 1.0}]
+    assert (image["seed"], image["steps"], image["cfg_scale"]) == (42, 20, 7.5)
+    assert len(image["orig_hash"]) == 64
+    assert chunks["parameters"] == (
+        "a kitten's toy\n"
+        "Negative prompt: blurry, dark\n"
+        "Steps: 20, Sampler: LMS, CFG scale: 7.5, Seed: 42, Size: 64x64, "
+        "Model hash: 0123456789, Model: tiny-test, Version: invoke-dream 0.1.0"
+    )
+
+
+def test_img2img_and_variation_metadata() -> None:
+    req = request(init_img="000001.42.png", strength=0.7, with_variations=(Variation(99, 0.25),))
+    text = a1111_parameters(req, model_id="m")
+    assert "Denoising strength: 0.7" in text and "Variation seed: 99" in text
+    meta = outputs.sd_metadata(req, model_id="m", model_hash="h")["image"]
+    assert meta["type"] == "img2img" and meta["strength"] == 0.7
+    assert meta["init_img"] == "000001.42.png"
+    assert meta["variations"] == [{"seed": 99, "weight": 0.25}]
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        request(),
+        request(prompt="a kitten's toy"),
+        request(prompt='say "cheese" [no \\ backslash]'),
+        request(prompt="東京の夜景, ネオン"),
+        request(prompt="a cat:0.5 a dog:0.5", skip_normalize=True),
+        request(init_img="000001.42.png", strength=0.7, fit=True),
+        request(with_variations=(Variation(12, 0.1), Variation(34, 0.2))),
+    ],
+    ids=["plain", "apostrophe", "quotes", "non-latin", "weights", "img2img", "variations"],
+)
+def test_round_trip_command(tmp_path: Path, req: Request) -> None:
+    path = OutputFolder(tmp_path).save_image(picture(), req, "000001", **MODEL)
+    command = read_command(path)
+    assert command == req.to_command()
+    assert parse_request(command) == req
+
+
+def test_invokeai_dream_chunk_with_escaped_apostrophe_and_their_switches(tmp_path: Path) -> None:
+    path = foreign_png(
+        tmp_path / "000012.1234.png",
+        {
+            "Dream": '"a kitten\\\'s toy" -s 50 -S 1234 -W 512 -H 512 -C 7.5 -A k_lms'
+            " -G 0.8 -U 2 0.75",
+            "sd-metadata": json.dumps({"app_id": "invoke-ai/InvokeAI", "image": {}}),
+        },
+    )
+    assert read_command(path) == '"a kitten\'s toy" -s 50 -S 1234 -W 512 -H 512 -C 7.5 -A k_lms'
+
+
+def test_invokeai_sd_metadata_with_prompt_list(tmp_path: Path) -> None:
+    meta = {
+        "model": "stable diffusion",
+        "model_id": "stable-diffusion-1.5",
+        "model_hash": "cc6cb27103417325ff94f52b7a5d2dde45a7515b25c255d8e396c90014281516",
+        "app_id": "invoke-ai/InvokeAI",
+        "app_version": "2.2.5",
+        "image": {
+            "prompt": [{"prompt": "a lighthouse at dusk", "weight": 1.0}],
+            "steps": 30,
+            "cfg_scale": 7.5,
+            "threshold": 0,
+            "perlin": 0,
+            "height": 512,
+            "width": 768,
+            "seed": 3357757885,
+            "seamless": False,
+            "hires_fix": False,
+            "type": "img2img",
+            "postprocessing": None,
+            "sampler": "k_euler_a",
+            "variations": [{"seed": 111, "weight": 0.1}],
+            "init_img": "outputs/init.png",
+            "strength": 0.6,
+        },
+    }
+    path = foreign_png(
+        tmp_path / "x.png", {"sd-metadata": json.dumps(meta)}, zip_keys=("sd-metadata",)
+    )
+    assert read_command(path) == (
+        '"a lighthouse at dusk" -s 30 -S 3357757885 -W 768 -H 512 -C 7.5 -A k_euler_a '
+        "-I outputs/init.png -f 0.6 -V 111:0.1"
+    )
+
+
+def test_invokeai_sd_metadata_with_string_prompt_and_weighted_parts(tmp_path: Path) -> None:
+    plain = {"image": {"prompt": "an old barn", "seed": 5, "steps": 10}}
+    path = foreign_png(tmp_path / "a.png", {"sd-metadata": json.dumps(plain)})
+    assert read_command(path) == '"an old barn" -s 10 -S 5'
+    parts = {
+        "image": {
+            "prompt": [{"prompt": "a cat", "weight": 0.7}, {"prompt": "a dog", "weight": 0.3}]
+        }
+    }
+    path = foreign_png(tmp_path / "b.png", {"sd-metadata": json.dumps(parts)})
+    command = read_command(path)
+    assert command == '"a cat:0.7 a dog:0.3"'
+
+
+def test_a1111_parameters(tmp_path: Path) -> None:
+    text = (
+        "a castle on a hill,\nhighly detailed\n"
+        "Negative prompt: blurry, lowres\n"
+        "Steps: 25, Sampler: Euler a, CFG scale: 6.5, Seed: 1234, Size: 512x768, "
+        'Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Lora hashes: "a: 1, b: 2", '
+        "Version: v1.6.0"
+    )
+    path = foreign_png(tmp_path / "a1111.png", {"parameters": text})
+    assert read_command(path) == (
+        '"a castle on a hill, highly detailed [blurry, lowres]" -s 25 -S 1234 -W 512 -H 768 '
+        "-C 6.5 -A k_euler_a"
+    )
+
+
+def test_our_parameters_chunk_alone_reads_back(tmp_path: Path) -> None:
+    req = request(prompt="a kitten's toy [blurry]", sampler="k_dpmpp_2_a")
+    path = foreign_png(tmp_path / "p.png", {"parameters": a1111_parameters(req, model_id="m")})
+    assert read_command(path) == req.to_command()
+
+
+# ---------------------------------------------------------------------------------------------
+# Untrusted metadata
+# ---------------------------------------------------------------------------------------------
+
+
+def _metadata_error(path: Path) -> str:
+    with pytest.raises(MetadataError) as err:
+        read_command(path)
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message
+    return message
+
+
+def test_missing_file_and_folder(tmp_path: Path) -> None:
+    assert "no such file" in _metadata_error(tmp_path / "nope.png")
+    assert "folder" in _metadata_error(tmp_path)
+
+
+def test_not_a_png(tmp_path: Path) -> None:
+    jpg = tmp_path / "photo.jpg"
+    picture().save(jpg)
+    assert "not a PNG" in _metadata_error(jpg)
+    txt = tmp_path / "notes.png"
+    txt.write_text("hello")
+    assert "not a PNG" in _metadata_error(txt)
+
+
+def test_png_without_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "plain.png"
+    picture().save(path)
+    assert "no Dream, sd-metadata or parameters" in _metadata_error(path)
+
+
+def test_malformed_json(tmp_path: Path) -> None:
+    path = foreign_png(tmp_path / "bad.png", {"sd-metadata": '{"image": {"prompt": "x",'})
+    assert "not valid JSON" in _metadata_error(path)
+    path = foreign_png(tmp_path / "list.png", {"sd-metadata": "[1, 2]"})
+    assert "not a JSON object" in _metadata_error(path)
+    path = foreign_png(
+        tmp_path / "types.png", {"sd-metadata": '{"image": {"prompt": "x", "steps": "many"}}'}
+    )
+    assert "not a number" in _metadata_error(path)
+
+
+def test_huge_chunk_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    path = foreign_png(tmp_path / "huge.png", {"Dream": '"' + "a" * 200_000 + '" -s 5'})
+    start = time.monotonic()
+    assert "64 KiB" in _metadata_error(path)
+    assert time.monotonic() - start < 1
+
+
+def test_compressed_chunk_bomb_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ztxt.png"
+    picture().save(path)
+    data = path.read_bytes()
+    body = b"Dream\x00\x00" + zlib.compress(b"a" * 50_000_000, 9)
+    chunk = (
+        len(body).to_bytes(4, "big")
+        + b"zTXt"
+        + body
+        + zlib.crc32(b"zTXt" + body).to_bytes(4, "big")
+    )
+    path.write_bytes(data[:33] + chunk + data[33:])  # right after IHDR
+    assert "64 KiB" in _metadata_error(path)
+
+
+@pytest.mark.parametrize(
+    "dream",
+    ['"a cat" -s 20; rm -rf ~', '"a cat" -s 20 && touch {marker}', "a cat -s `touch {marker}`"],
+)
+def test_shell_metacharacters_after_the_prompt_are_rejected(tmp_path: Path, dream: str) -> None:
+    marker = tmp_path / "pwned"
+    path = foreign_png(tmp_path / "evil.png", {"Dream": dream.format(marker=marker)})
+    _metadata_error(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("prompt", ["$(touch {marker})", "`touch {marker}`", "a cat; rm -rf ~"])
+def test_shell_metacharacters_in_the_prompt_stay_text(tmp_path: Path, prompt: str) -> None:
+    marker = tmp_path / "pwned"
+    text = prompt.format(marker=marker)
+    path = foreign_png(tmp_path / "evil.png", {"Dream": f"{json.dumps(text)} -s 5"})
+    command = read_command(path)
+    assert parse_request(command).prompt == text
+    assert not marker.exists()
+
+
+def test_control_characters_are_refused(tmp_path: Path) -> None:
+    path = foreign_png(tmp_path / "esc.png", {"Dream": '"a \x1b[2J cat" -s 5\nrm -rf ~'})
+    assert "control character" in _metadata_error(path)
+
+
+def test_truncated_png_keeps_what_it_read(tmp_path: Path) -> None:
+    path = OutputFolder(tmp_path).save_image(picture(), request(), "000001", **MODEL)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[: len(data) - 30])  # IDAT tail and IEND gone, text chunks intact
+    assert read_command(cut) == request().to_command()
+
+
+# ---------------------------------------------------------------------------------------------
+# Logs, grids, intermediates
+# ---------------------------------------------------------------------------------------------
+
+
+def test_logs_have_one_entry_per_image(tmp_path: Path) -> None:
+    out = OutputFolder(tmp_path)
+    prefix = out.reserve_prefix()
+    a = out.save_image(picture(), request(seed=1), prefix, **MODEL)
+    b = out.save_image(picture(), request(seed=2), prefix, **MODEL)
+    assert (tmp_path / "invoke_log.txt").read_text().splitlines() == [
+        f"{a}: {request(seed=1).to_command()}",
+        f"{b}: {request(seed=2).to_command()}",
+    ]
+    md = (tmp_path / "invoke_log.md").read_text()
+    assert md.startswith(
+        f"## 000001.1.png\n![](000001.1.png)\n\n```\n{request(seed=1).to_command()}\n```\n\n"
+    )
+    assert "## 000001.2.png" in md
+
+
+@pytest.mark.parametrize(
+    ("n", "cols", "rows"), [(1, 1, 1), (2, 2, 1), (3, 2, 2), (4, 2, 2), (5, 3, 2), (9, 3, 3)]
+)
+def test_grid_layout_is_near_square(n: int, cols: int, rows: int) -> None:
+    grid = make_grid([picture((i * 20, 0, 0), (16, 8)) for i in range(n)])
+    assert grid.size == (16 * cols, 8 * rows)
+    assert grid.getpixel((16 * ((n - 1) % cols), 8 * ((n - 1) // cols))) == ((n - 1) * 20, 0, 0)
+
+
+def test_save_grid_names_and_metadata(tmp_path: Path) -> None:
+    out = OutputFolder(tmp_path)
+    prefix = out.reserve_prefix()
+    reqs = [request(seed=s) for s in (42, 43, 44)]
+    path = out.save_grid([picture()] * 3, reqs, prefix, command=reqs[0].to_command(), **MODEL)
+    assert path.name == "000001.42.png"
+    with Image.open(path) as im:
+        assert im.size == (128, 128)
+    meta = json.loads(read_chunks(path)["sd-metadata"])
+    assert [im["seed"] for im in meta["images"]] == [42, 43, 44]
+    assert "image" not in meta
+    assert read_command(path) == reqs[0].to_command()
+
+
+def test_intermediates(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    out = OutputFolder(tmp_path)
+    steps = out.intermediates("000003", 42)
+    latents = np.arange(4 * 8 * 8, dtype=np.float32).reshape(1, 4, 8, 8)
+    for step, timestep in ((0, 999), (1, 800), (2, 600)):
+        steps.save_step(step, timestep, latents + step, picture((step * 100, 0, 0), (8, 8)))
+    strip = steps.finish()
+    folder = tmp_path / "intermediates" / "000003.42"
+    assert strip == folder / "steps.png"
+    assert files(folder) == [
+        "step-0000.png", "step-0000.safetensors", "step-0001.png", "step-0001.safetensors",
+        "step-0002.png", "step-0002.safetensors", "steps.png",
+    ]  # fmt: skip
+    with safe_open(folder / "step-0002.safetensors", framework="numpy") as f:
+        assert f.metadata() == {"step": "2", "timestep": "600.0"}
+        assert np.array_equal(f.get_tensor("latents"), latents + 2)
+    with Image.open(strip) as im:
+        assert im.size == (24, 8)
+        assert [im.getpixel((x, 0))[0] for x in (0, 8, 16)] == [0, 100, 200]

@@ -88,7 +88,7 @@ def parse_line(text: str) -> Request | ShellCommand | None:
         name, rest = _split_word(line[1:])
         if name == "dream":
             rest_lead = lead + len(line) - len(rest)
-            return _parse_dream(rest, rest_lead) if rest else None
+            return _parse_dream(rest, rest_lead, quit_words=False) if rest else None
         if not name:
             raise ParseError("!", "", "needs a command name, e.g. !history or !fetch FILE")
         return ShellCommand(name, rest)
@@ -186,7 +186,7 @@ def _split_word(text: str) -> tuple[str, str]:
     return text, ""
 
 
-def _parse_dream(line: str, lead: int) -> Request | ShellCommand | None:
+def _parse_dream(line: str, lead: int, quit_words: bool = True) -> Request | ShellCommand | None:
     if line.startswith(('"', "'")):
         words = _shell_words(line, lead)
         if not words:  # only a comment was left
@@ -205,7 +205,7 @@ def _parse_dream(line: str, lead: int) -> Request | ShellCommand | None:
         quoted = False
         if not switch_words and not prompt:
             return None
-        if not switch_words and prompt in QUIT_WORDS:
+        if quit_words and not switch_words and prompt in QUIT_WORDS:
             return ShellCommand("quit", "")
     values = _read_switches(switch_words, quoted)
     return Request(prompt=prompt, **values).validate()
@@ -302,8 +302,8 @@ def _read_switches(words: list[str], quoted: bool) -> dict[str, object]:
 def _lookup(word: str, quoted: bool) -> tuple[Switch, str | None]:
     """A switch word -> (switch, value attached to it or None).
 
-    `--seed=42`, `-S42`, `-S=42`, `-Ak_lms`, `-fit`; a long name may be shortened to a unique
-    prefix (`--str 0.5`), as InvokeAI's argparse allowed."""
+    `--seed=42`, `-S42`, `-S=42`, `-Ak_lms`, `-fit`, `-steps`; a long name may be shortened to a
+    unique prefix (`--str 0.5`), as InvokeAI's argparse allowed."""
     if word.startswith("--"):
         name, eq, value = word.partition("=")
         attached = value if eq else None
@@ -315,11 +315,12 @@ def _lookup(word: str, quoted: bool) -> tuple[Switch, str | None]:
         if len(matches) > 1:
             raise ParseError(name, "", f"is ambiguous: it could be {', '.join(matches)}")
         raise _unknown(name, quoted)
-    if word in _BY_NAME:
-        return _BY_NAME[word], None
     name, eq, value = word.partition("=")
-    if eq and name in _BY_NAME:  # `-fit=x`, `-s=20`
-        return _BY_NAME[name], value
+    attached = value if eq else None
+    if name in _BY_NAME:  # `-s`, `-fit`, `-s=20`
+        return _BY_NAME[name], attached
+    if "-" + name in _BY_NAME:  # `-steps 20`, `-outdir x`: a long name with one dash
+        return _BY_NAME["-" + name], attached
     if word[:2] in _BY_NAME:
         attached = word[2:]
         return _BY_NAME[word[:2]], attached.removeprefix("=")

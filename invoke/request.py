@@ -366,8 +366,10 @@ class FnformatSwitch(Switch):
             name = value.format(**_FNFORMAT_SAMPLE)
         except (ValueError, TypeError) as err:
             raise self.fail(value, f"cannot be filled in ({err})") from None
-        if not value.endswith(".png") or not name.endswith(".png") or len(name) <= len(".png"):
+        if not value.endswith(".png") or not name.endswith(".png"):
             raise self.fail(value, "must end in .png, e.g. {prefix}.{seed}.png")
+        if len(name) <= len(".png"):
+            raise self.fail(value, "needs a name before .png, e.g. {prefix}.{seed}.png")
 
 
 # The canonical order: to_command() writes switches in this order.

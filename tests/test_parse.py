@@ -1,0 +1,449 @@
+"""The invoke> line parser: InvokeAI spellings, the bad-input catalogue, prompts, and fuzzing."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from invoke.errors import ParseError
+from invoke.parse import (
+    SWITCHES,
+    PromptParts,
+    ShellCommand,
+    join_args,
+    parse_line,
+    parse_request,
+    split_prompt,
+)
+from invoke.request import MAX_LINE, SAMPLERS, Request, Variation
+
+# --- lines users type, as InvokeAI accepted them -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "a red circle on a blue background -s 20 -S 42 -C 7.5",
+            Request(prompt="a red circle on a blue background", steps=20, seed=42, cfg_scale=7.5),
+        ),
+        # attached values, InvokeAI style
+        ("a cat -s20 -S42 -Ak_lms -C7.5", Request("a cat", 20, 42, cfg_scale=7.5, sampler="k_lms")),
+        ("a cat -mK_EULER_A", Request("a cat", sampler="k_euler_a")),  # -m, any case
+        ("a cat --seed=42 --steps=20", Request("a cat", steps=20, seed=42)),
+        ("a cat -S=42", Request("a cat", seed=42)),
+        ("a cat -steps 20 -outdir shots", Request("a cat", steps=20, outdir="shots")),
+        ("a cat --str 0.5 -I x.png", Request("a cat", init_img="x.png", strength=0.5)),
+        # -V chains
+        (
+            "a cat -S 7 -V 12:0.1,34:0.2",
+            Request("a cat", seed=7, with_variations=(Variation(12, 0.1), Variation(34, 0.2))),
+        ),
+        (
+            "a cat -V ' 12:0.1 , 34:1'",
+            Request("a cat", with_variations=(Variation(12, 0.1), Variation(34, 1.0))),
+        ),
+        # negative values where they mean something
+        ("a cat -S -1", Request("a cat", seed=-1)),
+        ("a cat -I -1 -f 0.5", Request("a cat", init_img="-1", strength=0.5)),
+        ("a cat --init_img=-foo.png", Request("a cat", init_img="-foo.png")),
+        # flags in all spellings
+        ("a cat -T", Request("a cat", fit=True)),
+        ("a cat -fit", Request("a cat", fit=True)),
+        (
+            "a cat --fit -g -t -x --invert_mask",
+            Request(
+                "a cat",
+                fit=True,
+                grid=True,
+                log_tokenization=True,
+                skip_normalize=True,
+                invert_mask=True,
+            ),
+        ),
+        # the prompt ends at the first whitespace + -letter, not before
+        ("a half-moon -s 5", Request("a half-moon", steps=5)),
+        ("a cat -1 year old", Request("a cat -1 year old")),
+        ("a cat - dog", Request("a cat - dog")),
+        ('a kitten\'s toy -o "my dir"', Request("a kitten's toy", outdir="my dir")),
+        ('a "big" cat', Request('a "big" cat')),
+        ("  a cat   -s 5  ", Request("a cat", steps=5)),
+        # quoted prompts: the first shell word
+        ('"a cat -s 20" -n 2', Request("a cat -s 20", iterations=2)),
+        ("'a cat # not a comment' -n 2", Request("a cat # not a comment", iterations=2)),
+        ('"  spaced  "', Request("  spaced  ")),
+        ('"" -I x.png', Request("", init_img="x.png")),
+        # no prompt at all: -I's metadata supplies it later
+        ("-I x.png -s 10", Request("", steps=10, init_img="x.png")),
+        ("--seed 3", Request("", seed=3)),
+        # comments
+        ("a cat -s 5 # a comment", Request("a cat", steps=5)),
+        ("a cat # -s 5", Request("a cat")),
+        ('"a #1 cat" -o out#1 # c', Request("a #1 cat", outdir="out#1")),
+        ("a cat#1 -s 5", Request("a cat#1", steps=5)),
+        ("a cat -o 'x # y'", Request("a cat", outdir="x # y")),
+        # the later of two values wins; a flag twice is the flag
+        ("a cat -s 5 -s 6 --steps 7", Request("a cat", steps=7)),
+        ("a cat -g -g", Request("a cat", grid=True)),
+        # unicode and tabs
+        ("猫 🐱 über -s 5", Request("猫 🐱 über", steps=5)),
+        ("a\tcat\t-s\t5", Request("a\tcat", steps=5)),
+        ("a cat -s 5\n", Request("a cat", steps=5)),
+        ("a cat -s 5\r\n", Request("a cat", steps=5)),
+        # +sign and leading zeros are numbers
+        ("a cat -s +007 -C .5", Request("a cat", steps=7, cfg_scale=0.5)),
+        (
+            "a cat --intermediates DECODE --save_intermediates 0",
+            Request("a cat", save_intermediates=0, intermediates="decode"),
+        ),
+        (
+            "a cat --fnformat '{prefix}-{seed:06d}.png'",
+            Request("a cat", fnformat="{prefix}-{seed:06d}.png"),
+        ),
+        # words that are shell commands, when they are not alone
+        ("q -s 5", Request("q", steps=5)),
+        ('"q"', Request("q")),
+    ],
+)
+def test_lines_users_type(line: str, expected: Request) -> None:
+    assert parse_line(line) == expected
+
+
+def test_single_quotes_follow_shell_rules() -> None:
+    assert parse_line("'it'\"'\"'s' -n 2") == Request("it's", iterations=2)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("q", ShellCommand("quit", "")),
+        ("quit", ShellCommand("quit", "")),
+        ("  exit  ", ShellCommand("quit", "")),
+        ("q # bye", ShellCommand("quit", "")),
+        ("!fetch a.png", ShellCommand("fetch", "a.png")),
+        ("!fetch 'dir/*.png'  out.txt ", ShellCommand("fetch", "'dir/*.png'  out.txt")),
+        ("!12", ShellCommand("12", "")),
+        ("!history", ShellCommand("history", "")),
+        ("!search a # b", ShellCommand("search", "a # b")),  # args are the command's business
+    ],
+)
+def test_shell_commands(line: str, expected: ShellCommand) -> None:
+    assert parse_line(line) == expected
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["", "   ", "\t", "# a comment", "  # indented", "// c", "!dream", "!dream # c", "!dream   "],
+)
+def test_blank_and_comment_lines_are_none(line: str) -> None:
+    assert parse_line(line) is None
+
+
+def test_dream_prefix_is_the_same_line() -> None:
+    line = "a cat -s 20 -S 42 -Ak_lms"
+    assert parse_line("!dream " + line) == parse_line(line)
+    assert parse_line("!dream q") == Request("q")  # !dream says: this is a prompt
+    assert parse_line('!dream "a cat" -n 2') == Request("a cat", iterations=2)
+
+
+def test_parse_request_refuses_what_is_not_a_request() -> None:
+    for line, message in [
+        ("", "line: is empty; give a prompt and switches, e.g. a cat -s 20"),
+        ("# c", "line: is empty; give a prompt and switches, e.g. a cat -s 20"),
+        ("q", "q: quits the shell; it is not a prompt"),
+        ("!fetch a.png", "!fetch: is a shell command, not a prompt"),
+    ]:
+        with pytest.raises(ParseError) as err:
+            parse_request(line)
+        assert str(err.value) == message
+
+
+def test_line_length_limit_is_exact() -> None:
+    longest = '"' + "x" * (MAX_LINE - 2) + '"'
+    assert parse_line(longest) == Request("x" * (MAX_LINE - 2))
+    with pytest.raises(ParseError, match=r"^line: is 20001 characters long; the limit is 20000$"):
+        parse_line(longest + " ")
+    # an unquoted prompt that fits, but whose canonical (quoted, escaped) line would not
+    with pytest.raises(ParseError, match=r"^line: would be 20002 characters long; the limit"):
+        parse_line("x" * MAX_LINE)
+
+
+# --- the bad-input catalogue: one line each, naming switch, value and what is allowed ------
+
+SAMPLER_LIST = ", ".join(SAMPLERS)
+FIELDS = "{prefix} {seed} {steps} {cfg_scale} {sampler} {width} {height} {iteration}"
+QUOTE_HINT = "; if it is part of the prompt, put the prompt in quotes"
+
+BAD_LINES = [
+    # unknown switches, with a suggestion when one is close
+    ("a cat -q", "-q: unknown switch" + QUOTE_HINT),
+    ("a cat -dog", "-dog: unknown switch" + QUOTE_HINT),
+    ('"a cat" -dog', "-dog: unknown switch"),
+    ("a cat --stesp 20", "--stesp: unknown switch (did you mean -s/--steps?)"),
+    ("a cat --Steps 20", "--Steps: unknown switch (did you mean -s/--steps?)"),
+    ("a cat --cfg-scale 7", "--cfg-scale: unknown switch (did you mean -C/--cfg_scale?)"),
+    ("a cat -w 64", "-w: unknown switch (did you mean -W/--width?)"),
+    (
+        "a cat --s 20",
+        "--s: is ambiguous: it could be --sampler, --save_intermediates, --seed,"
+        " --skip_normalize, --steps, --strength",
+    ),
+    ("a cat --seamless", "--seamless: is an InvokeAI switch that this version does not support"),
+    # missing values
+    ("a cat -s", "-s/--steps: needs a value: a whole number in 1..1000"),
+    ("a cat -s -S 42", "-s/--steps: needs a value: a whole number in 1..1000 (got the switch -S)"),
+    ("a cat -m", f"-A/--sampler: needs a value: one of {SAMPLER_LIST}"),
+    ("a cat -I", "-I/--init_img: needs a value: a file path"),
+    # not numbers
+    ("a cat --steps=", "-s/--steps: '' is not a whole number; use 1..1000"),
+    ("a cat -s twenty", "-s/--steps: twenty is not a whole number; use 1..1000"),
+    ("a cat -s 1.5", "-s/--steps: 1.5 is not a whole number; use 1..1000"),
+    ("a cat -s 1e3", "-s/--steps: 1e3 is not a whole number; use 1..1000"),
+    ("a cat -S 1_000", "-S/--seed: 1_000 is not a whole number; use -1000000..4294967295"),
+    ("a cat -C 7,5", "-C/--cfg_scale: 7,5 is not a number; use [0, 100]"),
+    ("a cat -C nan", "-C/--cfg_scale: nan is not a finite number; use [0, 100]"),
+    ("a cat -C inf", "-C/--cfg_scale: inf is not a finite number; use [0, 100]"),
+    ("a cat -v NaN", "-v/--variation_amount: NaN is not a finite number; use [0, 1]"),
+    # out of range
+    ("a cat -s 0", "-s/--steps: 0 is not in 1..1000"),
+    ("a cat -s 1001", "-s/--steps: 1001 is not in 1..1000"),
+    ("a cat -s " + "9" * 50, "-s/--steps: " + "9" * 37 + "... is not in 1..1000"),
+    (
+        "a cat -S 4294967296",
+        "-S/--seed: 4294967296 is not in 0..4294967295 (or -1000000..-1 to reuse an earlier seed)",
+    ),
+    (
+        "a cat -S -1000001",
+        "-S/--seed: -1000001 is not in 0..4294967295 (or -1000000..-1 to reuse an earlier seed)",
+    ),
+    ("a cat -n 0", "-n/--iterations: 0 is not in 1..1000"),
+    ("a cat -n 100000", "-n/--iterations: 100000 is not in 1..1000"),
+    ("a cat -W 8", "-W/--width: 8 is not in 16..4096"),
+    ("a cat -W -64", "-W/--width: -64 is not in 16..4096"),
+    ("a cat -H 5000", "-H/--height: 5000 is not in 16..4096"),
+    ("a cat -C 1e999", "-C/--cfg_scale: 1e999 is not in [0, 100]"),
+    ("a cat -C 101", "-C/--cfg_scale: 101 is not in [0, 100]"),
+    ("a cat -C -0.5", "-C/--cfg_scale: -0.5 is not in [0, 100]"),
+    ("a cat -f 0", "-f/--strength: 0 is not in (0, 1]"),
+    ("a cat -f 1.5", "-f/--strength: 1.5 is not in (0, 1]"),
+    ("a cat -v 2", "-v/--variation_amount: 2 is not in [0, 1]"),
+    ("a cat --save_intermediates -1", "--save_intermediates: -1 is not in 0..10000"),
+    ("a cat -z 10", "-z/--png_compression: 10 is not in 0..9"),
+    # choices and paths
+    ("a cat -A k_foo", f"-A/--sampler: k_foo is not one of {SAMPLER_LIST}"),
+    ("a cat --intermediates full", "--intermediates: full is not one of preview, decode"),
+    ('a cat -I ""', "-I/--init_img: '' is empty; give a file path"),
+    ('a cat -M " "', "-M/--init_mask: ' ' is empty; give a file path"),
+    ("a cat -o ''", "-o/--outdir: '' is empty; give a folder path"),
+    # variation chains
+    (
+        "a cat -V 12",
+        "-V/--with_variations: 12 is not seed:weight; use seed:weight[,seed:weight...],"
+        " e.g. 12:0.1,34:0.2",
+    ),
+    (
+        "a cat -V 12:0.1,x",
+        "-V/--with_variations: x is not seed:weight; use seed:weight[,seed:weight...],"
+        " e.g. 12:0.1,34:0.2",
+    ),
+    (
+        "a cat -V 4294967296:0.1",
+        "-V/--with_variations: 4294967296:0.1 has a seed not in 0..4294967295",
+    ),
+    ("a cat -V 1:0.5,12:1.5", "-V/--with_variations: 12:1.5 has a weight not in [0, 1]"),
+    # flags given values
+    ("a cat --grid=yes", "-g/--grid: takes no value (got --grid=yes)"),
+    ("a cat -gt", "-g/--grid: takes no value (got -gt)"),
+    ("a cat --fit=1", "-T/--fit: takes no value (got --fit=1)"),
+    (
+        "a cat -g yes",
+        "yes: is not a switch or a switch's value; prompt text goes before the first switch",
+    ),
+    # file name templates
+    (
+        "a cat --fnformat ../{seed}.png",
+        "--fnformat: ../{seed}.png contains a /; a file name template may not",
+    ),
+    (
+        "a cat --fnformat '..{seed}.png'",
+        "--fnformat: ..{seed}.png contains '..'; a file name template may not",
+    ),
+    (
+        "a cat --fnformat 'a\\{seed}.png'",
+        "--fnformat: a\\{seed}.png contains a \\; a file name template may not",
+    ),
+    (
+        "a cat --fnformat {seed}.jpg",
+        "--fnformat: {seed}.jpg must end in .png, e.g. {prefix}.{seed}.png",
+    ),
+    (
+        "a cat --fnformat .png",
+        "--fnformat: .png needs a name before .png, e.g. {prefix}.{seed}.png",
+    ),
+    (
+        "a cat --fnformat {seed.png",
+        "--fnformat: {seed.png has bad {} syntax (expected '}' before end of string);"
+        f" fields: {FIELDS}",
+    ),
+    (
+        "a cat --fnformat {foo}.png",
+        f"--fnformat: {{foo}}.png uses {{foo}}; allowed fields: {FIELDS}",
+    ),
+    (
+        "a cat --fnformat {seed.__class__}.png",
+        f"--fnformat: {{seed.__class__}}.png uses {{seed.__class__}}; allowed fields: {FIELDS}",
+    ),
+    (
+        "a cat --fnformat {seed:9999}.png",
+        "--fnformat: {seed:9999}.png has a format {seed...} that is not allowed; e.g. {seed:06d}",
+    ),
+    (
+        "a cat --fnformat {sampler:d}.png",
+        "--fnformat: {sampler:d}.png cannot be filled in"
+        " (Unknown format code 'd' for object of type 'str')",
+    ),
+    # stray words
+    (
+        "a cat -s 20 on a mat",
+        "on: is not a switch or a switch's value; prompt text goes before the first switch",
+    ),
+    (
+        "a cat -s 20 -1",
+        "-1: is not a switch or a switch's value; prompt text goes before the first switch",
+    ),
+    (
+        '"a cat" on a mat',
+        "on: is not a switch or a switch's value; prompt text goes inside the quotes",
+    ),
+    # quoting and characters
+    (
+        'a cat -o "out',
+        'line: has a " at column 10 that is never closed; close it, or escape it as \\"',
+    ),
+    ('"a cat', 'line: has a " at column 1 that is never closed; close it, or escape it as \\"'),
+    ("  'a cat", "line: has a ' at column 3 that is never closed; close it, or escape it as \\'"),
+    ("a cat -o out\\", "line: ends with a \\ that escapes nothing; remove it or write \\\\"),
+    ("a cat\x1b[A -s 5", "line: has a control character U+001B at column 6"),
+    ("a\x00cat", "line: has a control character U+0000 at column 2"),
+    ("a\ncat", "line: has a control character U+000A at column 2"),
+    ("a cat\udcff", "line: has bytes that are not UTF-8 text at column 6"),  # surrogateescape'd
+    ("x" * 100_000, "line: is 100000 characters long; the limit is 20000"),
+    ("!", "!: needs a command name, e.g. !history or !fetch FILE"),
+]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"), BAD_LINES, ids=[repr(line[:30]) for line, _ in BAD_LINES]
+)
+def test_bad_input_gives_one_line_naming_the_problem(line: str, message: str) -> None:
+    with pytest.raises(ParseError) as err:
+        parse_line(line)
+    assert str(err.value) == message
+    assert "\n" not in str(err.value)
+
+
+def test_catalogue_is_big_enough() -> None:
+    assert len(BAD_LINES) >= 25
+
+
+# --- prompts: negative groups and weighted sub-prompts --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "skip", "expected"),
+    [
+        ("a cat", False, PromptParts((("a cat", 1.0),), "")),
+        ("", False, PromptParts((("", 1.0),), "")),
+        (
+            "a cat [blurry] on a mat [ugly, low res]",
+            False,
+            PromptParts((("a cat on a mat", 1.0),), "blurry ugly, low res"),
+        ),
+        ("[only negative]", False, PromptParts((("", 1.0),), "only negative")),
+        ("a cat:0.7 a dog:0.3", False, PromptParts((("a cat", 0.7), ("a dog", 0.3)), "")),
+        ("a cat:3 a dog:1", False, PromptParts((("a cat", 0.75), ("a dog", 0.25)), "")),
+        ("a cat:3 a dog:1", True, PromptParts((("a cat", 3.0), ("a dog", 1.0)), "")),
+        ("a cat:0.5", False, PromptParts((("a cat", 1.0),), "")),
+        ("a cat:1 a dog", False, PromptParts((("a cat", 0.5), ("a dog", 0.5)), "")),
+        ("a cat:1 a dog:-1", False, PromptParts((("a cat", 0.5), ("a dog", 0.5)), "")),
+        ("style: watercolor", False, PromptParts((("style: watercolor", 1.0),), "")),
+        ("ratio 16\\:9 poster", False, PromptParts((("ratio 16:9 poster", 1.0),), "")),
+        ("a\\:0.5 b", False, PromptParts((("a:0.5 b", 1.0),), "")),
+        ("a cat:0.5 [dog] a hat:0.5", False, PromptParts((("a cat", 0.5), ("a hat", 0.5)), "dog")),
+        ("a [b [c] d", False, PromptParts((("a [b d", 1.0),), "c")),
+    ],
+)
+def test_split_prompt(prompt: str, skip: bool, expected: PromptParts) -> None:
+    assert split_prompt(prompt, skip_normalize=skip) == expected
+
+
+@given(st.text(max_size=60))
+@settings(max_examples=300, deadline=None)
+def test_split_prompt_weights_sum_to_one(prompt: str) -> None:
+    parts = split_prompt(prompt)
+    assert parts.positive
+    assert abs(sum(w for _, w in parts.positive) - 1.0) < 1e-9
+
+
+# --- join_args: the launcher's words after its own options ----------------------------------
+
+
+def test_join_args() -> None:
+    line = join_args(["a red circle", "-s", "20", "-I", "my pic.png"])
+    assert parse_request(line) == Request("a red circle", steps=20, init_img="my pic.png")
+    assert join_args(["a cat -s 20"]) == "a cat -s 20"  # one word is the line
+    assert parse_request(join_args(["a", "cat", "-s", "20"])) == Request("a cat", steps=20)
+    assert parse_request(join_args(['say "hi" #1', "-o", "x y"])) == Request(
+        'say "hi" #1', outdir="x y"
+    )
+    assert parse_request(join_args(["-s", "20", "-I", "a.png"])) == Request(
+        steps=20, init_img="a.png"
+    )
+    assert join_args([]) == ""
+
+
+# --- the switch table, as the shell and README read it --------------------------------------
+
+
+def test_switch_table_for_the_completer() -> None:
+    by_label = {s.label: s for s in SWITCHES}
+    assert by_label["-A/--sampler"].names == ("-A", "-m", "--sampler")
+    assert by_label["-T/--fit"].takes_value is False
+    assert by_label["-I/--init_img"].complete == "path"
+    assert all(s.help for s in SWITCHES)
+
+
+# --- fuzzing: any line either parses and round-trips, or is a ParseError -------------------
+
+_WORDS = st.sampled_from(
+    [name for s in SWITCHES for name in s.names]
+    + ["-q", "--stesp", "--s", "--seed=", "-S42", "-Ak_lms", "-f0.5", "-fit", "-gt", "--grid=1"]
+    + ["0", "1", "-1", "20", "7.5", "1.5", "1e3", "nan", "inf", "-inf", "4294967296", "+3"]
+    + ["12:0.1,34:0.2", "1:2", "k_lms", "K_EULER", "preview", "{prefix}.{seed}.png", "{x"]
+    + ["a", "cat", "a half-moon", "kitten's", '"', "'", '"a cat"', "'x y'", "\\", "\\ ", "#"]
+    + ["# c", "#x", "//", "!dream", "!fetch", "q", "[ugly]", "a:0.5", "\\:", "猫", "=", "--"]
+)
+_SPACES = st.sampled_from([" ", " ", " ", "  ", "\t", ""])
+_TOKEN_LINES = st.lists(st.tuples(_WORDS, _SPACES), max_size=10).map(
+    lambda pairs: "".join(word + space for word, space in pairs)
+)
+_RAW_LINES = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+FUZZ_LINES = st.one_of(_TOKEN_LINES, _TOKEN_LINES, _RAW_LINES)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(FUZZ_LINES)
+def test_fuzz_lines_parse_or_raise_parse_error_and_round_trip(line: str) -> None:
+    try:
+        result = parse_line(line)
+    except ParseError as err:
+        assert "\n" not in str(err)
+        return
+    if not isinstance(result, Request):
+        return
+    assert result.validate() is result
+    canonical = result.to_command()
+    again = parse_request(canonical)
+    assert again == result
+    assert again.to_command() == canonical

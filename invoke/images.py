@@ -141,6 +141,8 @@ def load_init_image(
 ) -> InitImage:
     """Load an init image: EXIF orientation, any mode -> RGB, transparency -> mask, final size.
 
+    Notes do not repeat the file name: the caller shows them after it (`init.png: ...`).
+
     Size: without `fit`, the image's own size rounded down to `multiple` (the right/bottom edge is
     cropped, so kept pixels stay exactly as they are); with `fit`, scaled to fit inside the
     `width`×`height` box keeping its aspect, then rounded down (900×600 into 512×512 -> 512×336).
@@ -151,14 +153,14 @@ def load_init_image(
     notes: list[str] = []
     try:
         if getattr(img, "is_animated", False):
-            notes.append(f"{p.name} is animated: using its first frame")
+            notes.append("animated: using its first frame")
         if img.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1):
-            notes.append(f"{p.name}: turned upright as its EXIF orientation says")
+            notes.append("turned upright as its EXIF orientation says")
         oriented = ImageOps.exif_transpose(img)
         rgb, alpha, mode_notes = _rgb_and_alpha(oriented)
     finally:
         img.close()
-    notes.extend(f"{p.name}: {n}" for n in mode_notes)
+    notes.extend(mode_notes)
     own_w, own_h = rgb.size
     if min(own_w, own_h) <= 1:
         raise InitImageError(
@@ -177,13 +179,13 @@ def load_init_image(
                 black_or_white = (under == 0).all(axis=1) | (under == 255).all(axis=1)
                 if black_or_white.all():
                     notes.append(
-                        f"warning: {p.name}: every transparent pixel is black or white, so the "
+                        "warning: every transparent pixel is black or white, so the "
                         "colour under the hole was erased; inpainting works better when it is kept"
                     )
 
-    if own_w < width or own_h < height:
+    if not fit and (own_w < width or own_h < height):
         notes.append(
-            f"{p.name} is {own_w}×{own_h}, smaller than {width}×{height}: "
+            f"{own_w}×{own_h} is smaller than {width}×{height}: "
             "results get poor below the model's size (try --fit with -W/-H)"
         )
 
@@ -196,8 +198,9 @@ def load_init_image(
         target = (_round_down(new_w, multiple), _round_down(new_h, multiple))
         _check_size(p, "init image", target, multiple)
         if target != (own_w, own_h):
+            grown = " (scaled up: expect soft detail)" if target[0] > own_w else ""
             notes.append(
-                f"{p.name}: {own_w}×{own_h} fitted into {width}×{height} as {target[0]}×{target[1]}"
+                f"{own_w}×{own_h} fitted into {width}×{height} as {target[0]}×{target[1]}{grown}"
             )
             rgb = rgb.resize(target, Image.Resampling.LANCZOS)
             if mask is not None:
@@ -209,7 +212,7 @@ def load_init_image(
         _check_size(p, "init image", target, multiple)
         if target != (own_w, own_h):
             notes.append(
-                f"{p.name}: {own_w}×{own_h} rounded down to {target[0]}×{target[1]} "
+                f"{own_w}×{own_h} rounded down to {target[0]}×{target[1]} "
                 f"(a multiple of {multiple}); the right/bottom edge is cropped"
             )
             rgb = rgb.crop((0, 0, *target))

@@ -188,6 +188,9 @@ def test_image_smaller_than_model_size_is_noted(tmp_path: Path) -> None:
     loaded = load_init_image(path, 512, 512)
     assert loaded.image.size == (256, 256)
     assert any("smaller than 512×512" in n for n in loaded.notes)
+    fitted = load_init_image(path, 512, 512, fit=True)
+    assert fitted.image.size == (512, 512)
+    assert any("scaled up" in n for n in fitted.notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,3 +408,15 @@ def test_too_small_after_rounding_is_refused(tmp_path: Path) -> None:
 def test_mask_errors_name_the_mask(tmp_path: Path) -> None:
     with pytest.raises(InitImageError, match=r"^mask .*nomask\.png: no such file"):
         load_mask(tmp_path / "nomask.png", (16, 16))
+
+
+def test_shipped_test_pictures_load() -> None:
+    pictures = Path(__file__).resolve().parents[1] / "test-pictures"
+    sketch = load_init_image(pictures / "tree-and-river-sketch.png", 512, 512, fit=True)
+    assert sketch.image.size == (512, 384) and sketch.mask is None
+    hole = load_init_image(pictures / "inpaint-hole.png", 256, 192)
+    mask = load_mask(pictures / "inpaint-mask.png", hole.image.size)
+    assert hole.mask is not None
+    assert np.array_equal(np.asarray(hole.mask), np.asarray(mask))
+    upright = load_init_image(pictures / "rotated-exif6.jpg", 64, 96)
+    assert upright.image.size == (64, 96)

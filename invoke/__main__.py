@@ -67,27 +67,55 @@ def _line_defaults(**values: object) -> str:
         "max_content_width": 100,
     },
 )
-@click.option("-o", "--outdir", type=click.Path(path_type=Path), default=None,
-              help="Output folder [outputs/img-samples].")
+@click.option(
+    "-o",
+    "--outdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output folder [outputs/img-samples].",
+)
 @click.option("--model", default=None, help="A model name from models.yaml, or a diffusers folder.")
-@click.option("--config", type=click.Path(path_type=Path), default=None,
-              help="The models.yaml to use [your own copy, else configs/models.yaml].")
-@click.option("--precision", type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
-              default="auto", show_default=True,
-              help="auto = float16 on CUDA and MPS, float32 on CPU.")
-@click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto",
-              show_default=True, help="Where the model runs.")
-@click.option("--from_file", "from_file", default=None, metavar="PATH|-",
-              help="Run the command lines of a file ('-' = stdin).")
-@click.option("--dry-run", "dry_run", is_flag=True,
-              help="Print each line's canonical command or its error; generate nothing.")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The models.yaml to use [your own copy, else configs/models.yaml].",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
+    default="auto",
+    show_default=True,
+    help="auto = float16 on CUDA and MPS, float32 on CPU.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cuda", "mps", "cpu"]),
+    default="auto",
+    show_default=True,
+    help="Where the model runs.",
+)
+@click.option(
+    "--from_file",
+    "from_file",
+    default=None,
+    metavar="PATH|-",
+    help="Run the command lines of a file ('-' = stdin).",
+)
+@click.option(
+    "--dry-run",
+    "dry_run",
+    is_flag=True,
+    help="Print each line's canonical command or its error; generate nothing.",
+)
 @click.option("--fnformat", default=None, help="File name template [{prefix}.{seed}.png].")
 @click.option("--steps", type=int, default=None, help="Default -s: sampling steps [50].")
 @click.option("--width", type=int, default=None, help="Default -W [the model's size].")
 @click.option("--height", type=int, default=None, help="Default -H [the model's size].")
 @click.option("--cfg_scale", type=float, default=None, help="Default -C: guidance scale [7.5].")
-@click.option("--sampler", default=None, metavar="|".join(SAMPLERS[:3]) + "|...",
-              help="Default -A [k_lms].")
+@click.option(
+    "--sampler", default=None, metavar="|".join(SAMPLERS[:3]) + "|...", help="Default -A [k_lms]."
+)
 @click.option("--strength", type=float, default=None, help="Default -f: img2img strength [0.75].")
 @click.option("--fit", is_flag=True, help="Default --fit: scale init images into -W x -H.")
 @click.option("--grid", is_flag=True, help="Default -g: also save each command's images as a grid.")
@@ -129,7 +157,11 @@ def cli(
     from invoke.session import Session
     from invoke.shell import batch
 
-    runner = Session(settings, dry_run=dry_run)
+    try:
+        runner = Session(settings, dry_run=dry_run)
+    except InvokeError as exc:
+        click.echo(f"invoke: {exc}", err=True)
+        sys.exit(2)
     if line:
         sys.exit(batch.run_one(runner, join_args(list(line)), dry_run=dry_run))
     if from_file is not None or not sys.stdin.isatty():
@@ -149,7 +181,9 @@ def _read_lines(from_file: str | None) -> list[str]:
         try:
             data = Path(from_file).read_bytes()
         except OSError as exc:
-            raise click.BadParameter(f"{from_file}: {exc.strerror}", param_hint="--from_file") from exc
+            raise click.BadParameter(
+                f"{from_file}: {exc.strerror}", param_hint="--from_file"
+            ) from exc
     return data.decode("utf-8", errors="replace").splitlines()
 
 

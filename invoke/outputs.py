@@ -376,6 +376,14 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def file_seed(request: Request) -> int | None:
+    """The seed a file is named by: its last variation seed, else its own (InvokeAI's naming),
+    so the images of one `-v` command get distinct names."""
+    if request.with_variations:
+        return request.with_variations[-1].seed
+    return request.seed
+
+
 class OutputFolder:
     """One output folder: prefixes, image files, logs, grids and intermediates.
 
@@ -470,7 +478,7 @@ class OutputFolder:
         return format_file_name(
             request.fnformat or self.fnformat,
             prefix=prefix,
-            seed=request.seed,
+            seed=file_seed(request),
             steps=request.steps,
             cfg_scale=request.cfg_scale,
             sampler=request.sampler,

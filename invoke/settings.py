@@ -75,7 +75,9 @@ def config_path(settings: Settings) -> Path | None:
     """--config wins; then the user's copy; then the shipped one (absent when not a checkout)."""
     if settings.config is not None:
         if not settings.config.is_file():
-            raise InvokeError(f"--config: {settings.config} does not exist; give a models.yaml file")
+            raise InvokeError(
+                f"--config: {settings.config} does not exist; give a models.yaml file"
+            )
         return settings.config
     for candidate in (user_config_path(), SHIPPED_CONFIG):
         if candidate.is_file():
@@ -86,7 +88,9 @@ def config_path(settings: Settings) -> Path | None:
 def load_model_entries(path: Path | None) -> dict[str, ModelEntry]:
     """Read models.yaml; without one, the embedded model is the only entry."""
     if path is None:
-        return {"default": ModelEntry("default", "embedded default model", embedded=True, default=True)}
+        return {
+            "default": ModelEntry("default", "embedded default model", embedded=True, default=True)
+        }
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:

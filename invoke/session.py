@@ -1,0 +1,427 @@
+"""One command line -> jobs -> files: seeds, -n, variations, feedback loops, earlier outputs.
+
+The session is the `Runner` the front ends drive. It owns what a session remembers (seeds and
+files made so far, for `-S -1` and `-I -1`) and loads the model once, on the first image.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from invoke import outputs
+from invoke.backend.job import Job, Noise, StepInfo
+from invoke.errors import InvokeError
+from invoke.images import load_init_image, load_mask, resolve_image_path
+from invoke.parse import parse_request
+from invoke.request import Request, Variation
+from invoke.settings import (
+    EMBEDDED_MODEL_DIR,
+    SIZE_MULTIPLE,
+    ModelEntry,
+    Settings,
+    pick_model,
+    resolve,
+)
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from invoke.backend.models import Model
+
+MAX_BATCH = 8  # images per UNet batch for `-n`: big enough to pay, small enough to interrupt
+SEED_LIMIT = 2**32
+EMBEDDED_NATIVE_SIZE = (64, 64)
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One backend job and, for each image it makes, the per-image request that remakes it."""
+
+    job: Job
+    requests: tuple[Request, ...]
+
+
+class Session:
+    """Turns requests into images and files; implements the shell's Runner protocol."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        dry_run: bool = False,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.outdir = settings.outdir
+        self.dry_run = dry_run
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.progress = progress and not dry_run
+        self.entry: ModelEntry = pick_model(settings)
+        self._model: Model | None = None
+        self._seeds: list[int] = []  # every image's seed, in order: -S -1 is the last
+        self._files: list[Path] = []  # every image written: -I -1 is the last
+        self._commands = 0  # command lines that made images: the N of "[N.M]"
+
+    # -- the Runner protocol ------------------------------------------------------------------
+
+    def canonical(self, request: Request) -> str:
+        """The complete command a line stands for, without loading the model or drawing."""
+        resolved, _ = resolve(request, self.settings, self.native_size, self.size_multiple)
+        if resolved.init_img is not None and resolved.init_img != "-1":
+            resolve_image_path(resolved.init_img, self._outdir_for(resolved))
+        return resolved.to_command()
+
+    def fetch(self, path: str) -> str:
+        return outputs.read_command(Path(path).expanduser())
+
+    def generate(self, request: Request) -> list[Path]:
+        resolved, notes = resolve(request, self.settings, self.native_size, self.size_multiple)
+        for note in notes:
+            self._note(note)
+        outdir = self._outdir_for(resolved)
+        folder = outputs.OutputFolder(
+            outdir,
+            fnformat=resolved.fnformat or self.settings.fnformat,
+            png_compression=(
+                resolved.png_compression
+                if resolved.png_compression is not None
+                else self.settings.png_compression
+            ),
+        )
+        resolved = replace(resolved, seed=self._base_seed(resolved))
+        resolved = self._fill_prompt_from_init(resolved, outdir)
+        prefix = folder.reserve_prefix()
+        self._commands += 1
+        written: list[tuple[Path, str]] = []
+        made: list[tuple[Image.Image, Request]] = []
+        try:
+            for pass_ in self._passes(resolved, outdir, written):
+                images = self._run(pass_, resolved, folder, prefix)
+                for image, image_request in zip(images, pass_.requests, strict=True):
+                    path = self._save(folder, prefix, image, image_request)
+                    written.append((path, image_request.to_command()))
+                    made.append((image, image_request))
+            if resolved.grid and len(made) > 1:
+                self._save_grid(folder, prefix, [m[0] for m in made], [m[1] for m in made])
+        finally:
+            self._print_outputs(written)
+        return [path for path, _ in written]
+
+    # -- model ----------------------------------------------------------------------------------
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        if self._model is not None:
+            size = self._model.native_size
+            return (size, size) if isinstance(size, int) else size
+        if self.entry.width and self.entry.height:
+            return (self.entry.width, self.entry.height)
+        if self.entry.embedded and not (EMBEDDED_MODEL_DIR / "model_index.json").is_file():
+            return EMBEDDED_NATIVE_SIZE
+        return _native_size_from_files(self._model_dir())
+
+    @property
+    def size_multiple(self) -> int:
+        return self._model.size_multiple if self._model is not None else SIZE_MULTIPLE
+
+    @property
+    def model(self) -> Model:
+        if self._model is None:
+            from invoke.backend.models import load_model
+
+            started = time.perf_counter()
+            self._model = load_model(
+                self._model_dir(),
+                device=self.settings.device,
+                precision=self.settings.precision,
+                name=self.entry.name,
+            )
+            self._note(
+                f"model {self.entry.name} loaded on {self._model.device} "
+                f"({str(self._model.dtype).removeprefix('torch.')}) "
+                f"in {time.perf_counter() - started:.1f}s"
+            )
+        return self._model
+
+    @property
+    def model_hash(self) -> str:
+        return ""  # hashing user checkpoints arrives with the models issue
+
+    def _model_dir(self) -> Path:
+        if self.entry.embedded:
+            return embedded_model_dir()
+        assert self.entry.path is not None
+        return self.entry.path
+
+    # -- request -> passes ----------------------------------------------------------------------
+
+    def _outdir_for(self, request: Request) -> Path:
+        return Path(request.outdir).expanduser() if request.outdir else self.outdir
+
+    def _base_seed(self, request: Request) -> int:
+        if request.seed is None:
+            return secrets.randbelow(SEED_LIMIT)
+        if request.seed >= 0:
+            return request.seed
+        back = -request.seed
+        if back > len(self._seeds):
+            made = len(self._seeds)
+            raise InvokeError(
+                f"-S/--seed: {request.seed} means the seed of the image {back} back, but this "
+                f"session has made {made} image{'s' if made != 1 else ''}; give a seed 0..{SEED_LIMIT - 1}"
+            )
+        return self._seeds[-back]
+
+    def _init_path(self, request: Request, outdir: Path) -> Path | None:
+        if request.init_img is None:
+            return None
+        if request.init_img == "-1":
+            if not self._files:
+                raise InvokeError(
+                    "-I/--init_img: -1 means the previous output, but none exists yet"
+                )
+            return self._files[-1]
+        return resolve_image_path(request.init_img, outdir)
+
+    def _fill_prompt_from_init(self, request: Request, outdir: Path) -> Request:
+        """No prompt text with an init image: take the prompt stored in the image."""
+        if request.prompt.strip():
+            return request
+        path = self._init_path(request, outdir)
+        if path is None:
+            raise InvokeError('no prompt: type what to draw first, e.g. "a red circle -s 20"')
+        stored = parse_request(outputs.read_command(path))
+        self._note(f'prompt from {path.name}: "{stored.prompt}"')
+        return replace(request, prompt=stored.prompt)
+
+    def _passes(self, request: Request, outdir: Path, written: list[tuple[Path, str]]):
+        """Yield the jobs of one command line, lazily: a feedback pass needs the last file."""
+        count = request.iterations or 1
+        base = request.seed
+        assert base is not None
+        chain = tuple((v.seed, v.weight) for v in request.with_variations)
+        amount = request.variation_amount or 0.0
+        init_path = self._init_path(request, outdir)
+
+        if amount > 0 and init_path is not None:
+            # The InvokeAI img2img guide's loop: output k is the init image of pass k+1, each
+            # pass with variation noise around the base seed. Each file names its own init.
+            source = init_path
+            for k in range(count):
+                seed = derive_seed(base, k + 1)
+                noise = Noise(base, (*chain, (seed, amount)))
+                image_request = self._image_request(request, noise, source)
+                yield Pass(self._job(request, (noise,), source), (image_request,))
+                source = written[-1][0]
+            return
+
+        if amount > 0:
+            noises = [
+                Noise(base, (*chain, (derive_seed(base, k + 1), amount))) for k in range(count)
+            ]
+        else:
+            noises = [Noise(derive_seed(base, k), chain if k == 0 else ()) for k in range(count)]
+        for start in range(0, count, MAX_BATCH):
+            batch = tuple(noises[start : start + MAX_BATCH])
+            requests = tuple(self._image_request(request, n, init_path) for n in batch)
+            yield Pass(self._job(request, batch, init_path), requests)
+
+    def _image_request(self, request: Request, noise: Noise, init: Path | None) -> Request:
+        """The per-image request: exactly what remakes this one image, nothing about outputs."""
+        return replace(
+            request,
+            seed=noise.seed,
+            with_variations=tuple(Variation(s, w) for s, w in noise.variations),
+            init_img=str(init) if init is not None else None,
+            iterations=None,
+            variation_amount=None,
+            grid=False,
+            outdir=None,
+            log_tokenization=False,
+            save_intermediates=None,
+            intermediates=None,
+            fnformat=None,
+            png_compression=None,
+        )
+
+    def _job(self, request: Request, noises: tuple[Noise, ...], init: Path | None) -> Job:
+        assert request.steps and request.width and request.height
+        init_image = mask = None
+        width, height = request.width, request.height
+        if init is not None:
+            loaded = load_init_image(
+                init, request.width, request.height, request.fit, self.size_multiple
+            )
+            for note in loaded.notes:
+                self._note(f"{init.name}: {note}")
+            init_image, mask = loaded.image, loaded.mask
+            width, height = init_image.size
+            if request.init_mask is not None:
+                mask_path = resolve_image_path(request.init_mask, self._outdir_for(request))
+                mask_notes: list[str] = []
+                mask = load_mask(mask_path, init_image.size, request.invert_mask, mask_notes)
+                for note in mask_notes:
+                    self._note(f"{mask_path.name}: {note}")
+        return Job(
+            prompt=request.prompt,
+            skip_normalize=request.skip_normalize,
+            steps=request.steps,
+            cfg_scale=request.cfg_scale if request.cfg_scale is not None else 7.5,
+            sampler=request.sampler or "k_lms",
+            width=width,
+            height=height,
+            noises=noises,
+            init_image=init_image,
+            mask=mask,
+            strength=request.strength if request.strength is not None else 0.75,
+            intermediate_every=request.save_intermediates or 0,
+            log_tokenization=request.log_tokenization,
+        )
+
+    # -- running and saving ---------------------------------------------------------------------
+
+    def _run(
+        self, pass_: Pass, request: Request, folder: outputs.OutputFolder, prefix: str
+    ) -> list[Image.Image]:
+        job = pass_.job
+        model = self.model
+        if job.init_image is not None:
+            self._note(
+                f"img2img: {job.steps_taken} of {job.steps} steps at strength {job.strength:.2f}"
+            )
+        bar = self._progress_bar(job)
+        every = job.intermediate_every
+        dumps = (
+            [folder.intermediates(prefix, outputs.file_seed(r)) for r in pass_.requests]
+            if every
+            else []
+        )
+
+        def on_step(info: StepInfo) -> None:
+            if info.step > 0 and bar is not None:
+                bar.update(1)
+            if dumps and (info.step % every == 0 or info.step == info.total):
+                decode = request.intermediates == "decode"
+                pictures = model.decode(info.latents) if decode else model.preview(info.latents)
+                latents = info.latents.float().cpu().numpy()
+                for i, dump in enumerate(dumps):
+                    dump.save_step(info.step, info.timestep, latents[i], pictures[i])
+
+        try:
+            images = model.generate(job, on_step=on_step)
+        finally:
+            if bar is not None:
+                bar.close()
+        for dump in dumps:
+            dump.finish()
+        return images
+
+    def _progress_bar(self, job: Job) -> Any:
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        label = "image" if len(job.noises) == 1 else f"{len(job.noises)} images"
+        return tqdm(total=job.steps_taken, desc=label, unit="step", file=self.err, leave=False)
+
+    def _save(
+        self, folder: outputs.OutputFolder, prefix: str, image: Image.Image, request: Request
+    ) -> Path:
+        path = folder.save_image(
+            image, request, prefix, model_id=self.entry.name, model_hash=self.model_hash
+        )
+        assert request.seed is not None
+        self._seeds.append(request.seed)
+        self._files.append(path)
+        return path
+
+    def _save_grid(
+        self,
+        folder: outputs.OutputFolder,
+        prefix: str,
+        images: list[Image.Image],
+        requests: list[Request],
+    ) -> None:
+        # Each image is saved on its own too, so the grid's name says what it is.
+        name = f"{prefix}.{outputs.file_seed(requests[0])}.grid.png"
+        path = folder.save_grid(
+            images,
+            requests,
+            prefix,
+            model_id=self.entry.name,
+            model_hash=self.model_hash,
+            name=name,
+        )
+        self._note(f"grid: {path}")
+
+    def _print_outputs(self, written: list[tuple[Path, str]]) -> None:
+        if not written:
+            return
+        print("Outputs:", file=self.out)
+        for i, (path, command) in enumerate(written, start=1):
+            label = f"{self._commands}" if len(written) == 1 else f"{self._commands}.{i}"
+            print(f"[{label}] {path}: {command}", file=self.out)
+        self.out.flush()
+
+    def _note(self, text: str) -> None:
+        if not self.dry_run:
+            print(f">> {text}", file=self.err)
+
+
+def derive_seed(base: int, k: int) -> int:
+    """Image k's seed in a command: the base for k = 0, then a fixed function of (base, k),
+    so `-S 42 -n 3` makes the same three images every time."""
+    if k == 0:
+        return base
+    return random.Random(base * 1_000_003 + k).randrange(SEED_LIMIT)
+
+
+def embedded_model_dir() -> Path:
+    """The shipped default model; until one is trained, a tiny random test model built once."""
+    if (EMBEDDED_MODEL_DIR / "model_index.json").is_file():
+        return EMBEDDED_MODEL_DIR
+    from invoke.backend.testmodel import build_test_model
+
+    cache = _cache_dir() / "test-model-v1"
+    if not (cache / "model_index.json").is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        staging = cache.with_name(f"{cache.name}.tmp-{secrets.token_hex(4)}")
+        build_test_model(staging, seed=0)
+        try:
+            staging.rename(cache)
+        except OSError:  # another process built it first: theirs is identical
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+    return cache
+
+
+def _cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "invoke-dream"
+
+
+def _native_size_from_files(folder: Path) -> tuple[int, int]:
+    """A diffusers folder's native size, read from its configs without loading weights."""
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+    except (OSError, ValueError):
+        return (512, 512)  # the loader will say what is wrong with the folder
+    sample = unet.get("sample_size", 64)
+    factor = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
+    if isinstance(sample, list):
+        return (sample[1] * factor, sample[0] * factor)
+    return (sample * factor, sample * factor)

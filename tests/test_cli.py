@@ -1,0 +1,160 @@
+"""The `invoke` command end to end: one-shot lines, stdin batches, --dry-run, the real model path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from invoke.__main__ import cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in a temp folder with the user's config and cache dirs pointed inside it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def invoke(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), input=stdin, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def png_text(path: Path) -> dict[str, str]:
+    with Image.open(path) as image:
+        image.load()
+        return dict(image.text)
+
+
+def pixels(path: Path) -> bytes:
+    with Image.open(path) as image:
+        return image.convert("RGB").tobytes()
+
+
+def test_help_teaches_without_importing_torch() -> None:
+    code = (
+        "import sys, invoke.__main__\n"
+        "assert 'torch' not in sys.modules, 'torch imported by invoke.__main__'\n"
+        "from click.testing import CliRunner\n"
+        "r = CliRunner().invoke(invoke.__main__.cli, ['--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "assert 'torch' not in sys.modules, 'torch imported by --help'\n"
+        "print(r.output)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "--outdir" in done.stdout and "--dry-run" in done.stdout and "TEST model" in done.stdout
+
+
+def test_one_shot_writes_png_with_chunks_and_its_command_remakes_it(
+    isolated: Path, tiny_model_dir: Path
+) -> None:
+    code, out, err = invoke(
+        "--model",
+        str(tiny_model_dir),
+        "--outdir",
+        "o1",
+        "a red circle on a blue background -s 4 -S 42",
+    )
+    assert code == 0, err
+    first = isolated / "o1" / "000001.42.png"
+    assert first.is_file()
+    chunks = png_text(first)
+    assert {"Dream", "sd-metadata", "parameters"} <= set(chunks)
+    command = chunks["Dream"]
+    assert command == '"a red circle on a blue background" -s 4 -S 42 -W 64 -H 64 -C 7.5 -A k_lms'
+    assert f"[1] o1/000001.42.png: {command}" in out
+
+    code, out, err = invoke("--model", str(tiny_model_dir), "--outdir", "o1", command)
+    assert code == 0, err
+    second = isolated / "o1" / "000002.42.png"
+    assert pixels(second) == pixels(first)
+    log = (isolated / "o1" / "invoke_log.txt").read_text().splitlines()
+    assert len(log) == 2 and log[0].endswith(command)
+
+
+def test_words_after_launch_options_form_the_line(isolated: Path, tiny_model_dir: Path) -> None:
+    code, out, err = invoke(
+        "--model", str(tiny_model_dir), "--outdir", "shots", "a red circle", "-s", "2", "-n", "3"
+    )
+    assert code == 0, err
+    files = sorted((isolated / "shots").glob("000001.*.png"))
+    assert len(files) == 3
+    for n in (1, 2, 3):
+        assert f"[1.{n}] shots/000001." in out
+
+
+def test_stdin_batch_counts_lines_and_keeps_going(isolated: Path, tiny_model_dir: Path) -> None:
+    good = "a cat -s 3 -S 1\n\n# c\na dog -s 3 -S 2 -n 2\n"
+    code, out, err = invoke("--model", str(tiny_model_dir), "--outdir", "o2", stdin=good)
+    assert code == 0, err
+    assert len(list((isolated / "o2").glob("*.png"))) == 3
+
+    code, out, err = invoke(
+        "--model", str(tiny_model_dir), "--outdir", "o3", stdin=good + "a cow -f 1.5\n"
+    )
+    assert code == 1
+    assert len(list((isolated / "o3").glob("*.png"))) == 3
+    assert "line 5: -f/--strength: 1.5" in out + err
+
+
+def test_dry_run_output_is_a_fixed_point(isolated: Path) -> None:
+    lines = "a cat -s 3 -S 1\na dog -n 2 -C 5 -A k_euler_a\n'quoted: prompt' -W 100 -H 80\n"
+    code, out, err = invoke("--dry-run", stdin=lines)
+    assert code == 0, err
+    printed = [line for line in out.splitlines() if line.startswith('"')]
+    assert len(printed) == 3
+    assert printed[0] == '"a cat" -s 3 -S 1 -W 64 -H 64 -C 7.5 -A k_lms'
+    assert "-W 96 -H 80" in printed[2]  # rounded down to the VAE's multiple of 8
+    code, again, err = invoke("--dry-run", stdin="\n".join(printed) + "\n")
+    assert code == 0, err
+    assert [line for line in again.splitlines() if line.startswith('"')] == printed
+    assert not (isolated / "outputs").exists()  # nothing generated
+
+
+def test_launch_defaults_apply_and_are_validated(isolated: Path) -> None:
+    code, out, err = invoke("--steps", "12", "--sampler", "ddim", "--dry-run", stdin="a cat -S 3\n")
+    assert code == 0, err
+    assert '"a cat" -s 12 -S 3 -W 64 -H 64 -C 7.5 -A ddim' in out
+    code, out, err = invoke("--strength", "1.5", "a cat")
+    assert code != 0
+    assert "-f/--strength: 1.5" in out + err
+
+
+def test_bad_model_is_one_clear_line(isolated: Path) -> None:
+    code, out, err = invoke("--model", "no-such-model", "a cat -s 2")
+    assert code != 0
+    message = (out + err).strip()
+    assert "no-such-model" in message and "Traceback" not in message
+
+
+def test_real_process_default_model_end_to_end(isolated: Path) -> None:
+    """The console entry point as a user runs it, on the embedded default model."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "invoke",
+            "--outdir",
+            "o1",
+            "a red circle on a blue background -s 4 -S 42",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=isolated,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (isolated / "o1" / "000001.42.png").is_file()

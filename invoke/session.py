@@ -178,7 +178,7 @@ class Session:
             made = len(self._seeds)
             raise InvokeError(
                 f"-S/--seed: {request.seed} means the seed of the image {back} back, but this "
-                f"session has made {made} image{'s' if made != 1 else ''}; give a seed 0..{SEED_LIMIT - 1}"
+                f"session has made {made}; give a seed 0..{SEED_LIMIT - 1}"
             )
         return self._seeds[-back]
 

@@ -1,4 +1,4 @@
-"""The `invoke` command end to end: one-shot lines, stdin batches, --dry-run, the real model path."""
+"""The `invoke` command end to end: one-shot lines, stdin batches, --dry-run, real models."""
 
 from __future__ import annotations
 

@@ -429,7 +429,52 @@ _TOKEN_LINES = st.lists(st.tuples(_WORDS, _SPACES), max_size=10).map(
     lambda pairs: "".join(word + space for word, space in pairs)
 )
 _RAW_LINES = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
-FUZZ_LINES = st.one_of(_TOKEN_LINES, _TOKEN_LINES, _RAW_LINES)
+# Mostly-valid lines, so that many accepted lines carry switches: a prompt, then switches with
+# values near and past their limits, spelled `-s 5`, `-s5` or `--steps=5`.
+_SAMPLE_VALUES = {
+    "steps": ["1", "1000", "0", "20"],
+    "seed": ["-1", "0", "4294967295", "-1000000", "42"],
+    "iterations": ["1", "3", "1001"],
+    "width": ["16", "64", "4096", "15"],
+    "height": ["16", "512", "4097"],
+    "cfg_scale": ["0", "7.5", "100", "1e-3", "-0.0", "100.0000001"],
+    "sampler": [*SAMPLERS, "K_LMS", "euler"],
+    "init_img": ["-1", "x.png", "'my pic.png'", "'-1'", "''", "a#b", '"q\\"t"', "'x"],
+    "strength": ["1", "0.75", "1e-300", "0"],
+    "init_mask": ["m.png", "'a b'"],
+    "variation_amount": ["0", "1", "0.5"],
+    "with_variations": ["12:0.1,34:0.2", "1:1", "0:0", "1:0.5,"],
+    "outdir": ["out", "'o u t'", "-1"],
+    "save_intermediates": ["0", "10000", "5"],
+    "intermediates": ["preview", "DECODE", "x"],
+    "fnformat": ["{prefix}.{seed}.png", "'{seed:06d} {sampler}.png'", "{seed}.jpg"],
+    "png_compression": ["0", "9", "6"],
+}
+
+
+@st.composite
+def _switch_words(draw: st.DrawFn) -> str:
+    switch = draw(st.sampled_from(SWITCHES))
+    name = draw(st.sampled_from(switch.names))
+    if not switch.takes_value:
+        return name
+    value = draw(st.sampled_from(_SAMPLE_VALUES[switch.field]))
+    form = draw(st.sampled_from(["apart", "apart", "attached", "equals"]))
+    if form == "equals":
+        return f"{switch.long}={value}"
+    if form == "attached" and len(name) == 2:
+        return name + value
+    return f"{name} {value}"
+
+
+_PROMPT_WORDS = st.sampled_from(["a cat", '"a cat"', "'x'", "a-b", "猫", "a:0.5 b", "[ugly]", ""])
+_SWITCH_LINES = st.builds(
+    lambda prompt, switches, tail: " ".join([prompt, *switches]) + tail,
+    _PROMPT_WORDS,
+    st.lists(_switch_words(), max_size=6),
+    st.sampled_from(["", "", " # c", " x", "'"]),
+)
+FUZZ_LINES = st.one_of(_TOKEN_LINES, _SWITCH_LINES, _SWITCH_LINES, _RAW_LINES)
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -91,6 +94,8 @@ from invoke.request import MAX_LINE, SAMPLERS, Request, Variation
         ("a\tcat\t-s\t5", Request("a\tcat", steps=5)),
         ("a cat -s 5\n", Request("a cat", steps=5)),
         ("a cat -s 5\r\n", Request("a cat", steps=5)),
+        # batch input decoded with errors="replace": U+FFFD is text (the batch echoes it)
+        ("a cat \ufffd -s 3", Request("a cat \ufffd", steps=3)),
         # +sign and leading zeros are numbers
         ("a cat -s +007 -C .5", Request("a cat", steps=7, cfg_scale=0.5)),
         (
@@ -401,6 +406,11 @@ def test_join_args() -> None:
         steps=20, init_img="a.png"
     )
     assert join_args([]) == ""
+
+
+def test_parser_imports_no_torch() -> None:
+    code = "import sys, invoke.parse; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --- the switch table, as the shell and README read it --------------------------------------

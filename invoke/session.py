@@ -35,7 +35,10 @@ if TYPE_CHECKING:
 
     from invoke.backend.models import Model
 
-MAX_BATCH = 8  # images per UNet batch for `-n`: big enough to pay, small enough to interrupt
+# Images per UNet batch for `-n` on CUDA: big enough to pay, small enough to interrupt. Elsewhere
+# batching buys little, and one image at a time keeps every printed command an exact remake (a
+# batch's arithmetic differs from a single image's in the last bits).
+CUDA_BATCH = 8
 SEED_LIMIT = 2**32
 EMBEDDED_NATIVE_SIZE = (64, 64)
 
@@ -231,8 +234,9 @@ class Session:
             ]
         else:
             noises = [Noise(derive_seed(base, k), chain if k == 0 else ()) for k in range(count)]
-        for start in range(0, count, MAX_BATCH):
-            batch = tuple(noises[start : start + MAX_BATCH])
+        size = CUDA_BATCH if self.model.device.type == "cuda" else 1
+        for start in range(0, count, size):
+            batch = tuple(noises[start : start + size])
             requests = tuple(self._image_request(request, n, init_path) for n in batch)
             yield Pass(self._job(request, batch, init_path), requests)
 

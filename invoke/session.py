@@ -103,12 +103,16 @@ class Session:
         )
         resolved = replace(resolved, seed=self._base_seed(resolved))
         resolved = self._fill_prompt_from_init(resolved, outdir)
-        prefix = folder.reserve_prefix()
-        self._commands += 1
         written: list[tuple[Path, str]] = []
         made: list[tuple[Image.Image, Request]] = []
+        prefix = ""
         try:
             for pass_ in self._passes(resolved, outdir, written):
+                if not prefix:
+                    # Only once the first job is ready (init image read, model loaded), so a
+                    # line that fails early does not use up a prefix.
+                    prefix = folder.reserve_prefix()
+                    self._commands += 1
                 images = self._run(pass_, resolved, folder, prefix)
                 for image, image_request in zip(images, pass_.requests, strict=True):
                     path = self._save(folder, prefix, image, image_request)

@@ -1,0 +1,202 @@
+"""The generation path against diffusers' own pipelines (the oracle), on the tiny model, on CPU."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from invoke.backend.generate import encode_image
+from invoke.backend.job import Job, Noise, StepInfo
+from invoke.backend.models import Model, load_model
+from invoke.backend.schedulers import make_scheduler
+from invoke.errors import InvokeError
+from invoke.request import SAMPLERS
+
+STOCHASTIC = ("k_euler_a", "k_dpm_2_a", "k_dpmpp_2_a")
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir: Path) -> Model:
+    return load_model(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def init_image() -> Image.Image:
+    """A smooth RGB picture, so the VAE has something structured to encode."""
+    y, x = np.mgrid[0:64, 0:64]
+    rgb = np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).astype(np.uint8)
+    return Image.fromarray(rgb)
+
+
+def make_job(**changes: object) -> Job:
+    job = Job(
+        prompt="a red circle [blue]",
+        skip_normalize=False,
+        steps=4,
+        cfg_scale=7.5,
+        sampler="k_euler",
+        width=64,
+        height=64,
+        noises=(Noise(42),),
+    )
+    return replace(job, **changes)
+
+
+def pixels(images: list[Image.Image]) -> np.ndarray:
+    return np.stack([np.asarray(image, dtype=np.int16) for image in images])
+
+
+def pipeline(model: Model, cls_name: str, sampler: str):  # type: ignore[no-untyped-def]
+    import diffusers
+
+    cls = getattr(diffusers, cls_name)
+    pipe = cls(
+        vae=model.vae,
+        text_encoder=model.text_encoder,
+        tokenizer=model.tokenizer,
+        unet=model.unet,
+        scheduler=make_scheduler(sampler, model.scheduler_config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_txt2img_equals_diffusers_pipeline(model: Model, sampler: str) -> None:
+    ours = model.generate(make_job(sampler=sampler, steps=3))
+    pipe = pipeline(model, "StableDiffusionPipeline", sampler)
+    theirs = pipe(
+        prompt="a red circle",
+        negative_prompt="blue",
+        num_inference_steps=3,
+        guidance_scale=7.5,
+        height=64,
+        width=64,
+        generator=[torch.Generator().manual_seed(42)],
+    ).images
+    assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_img2img_equals_diffusers_pipeline(
+    model: Model, init_image: Image.Image, sampler: str
+) -> None:
+    job = make_job(sampler=sampler, steps=5, strength=0.6, init_image=init_image)
+    ours = model.generate(job)
+    pipe = pipeline(model, "StableDiffusionImg2ImgPipeline", sampler)
+    # Given latents, the pipeline skips its own (sampled) VAE encode and noises exactly these.
+    with torch.no_grad():
+        init_latents = encode_image(model, init_image)
+    theirs = pipe(
+        prompt="a red circle",
+        negative_prompt="blue",
+        image=init_latents,
+        strength=0.6,
+        num_inference_steps=5,
+        guidance_scale=7.5,
+        generator=[torch.Generator().manual_seed(42)],
+    ).images
+    assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("steps", "strength", "taken"),
+    [(10, 0.7, 7), (10, 0.4, 4), (50, 0.4, 20), (29, 0.7, 20), (30, 0.7, 21)],
+)
+@pytest.mark.parametrize("sampler", ["ddim", "k_heun"])
+def test_img2img_takes_int_strength_times_steps(
+    model: Model, init_image: Image.Image, steps: int, strength: float, taken: int, sampler: str
+) -> None:
+    seen: list[StepInfo] = []
+    job = make_job(sampler=sampler, steps=steps, strength=strength, init_image=init_image)
+    model.generate(job, on_step=seen.append)
+    assert [info.step for info in seen] == list(range(taken + 1))
+    assert all(info.total == taken for info in seen)
+    assert job.steps_taken == taken
+
+
+def test_txt2img_reports_every_step_and_the_start(model: Model) -> None:
+    seen: list[StepInfo] = []
+    model.generate(make_job(steps=6, sampler="k_dpm_2", noises=(Noise(1), Noise(2))), seen.append)
+    assert [info.step for info in seen] == list(range(7))
+    assert all(tuple(info.latents.shape) == (2, 4, 8, 8) for info in seen)
+    # Steps run from high noise to low: the reported timesteps fall.
+    timesteps = [info.timestep for info in seen[1:]]
+    assert timesteps == sorted(timesteps, reverse=True)
+
+
+def test_zero_img2img_steps_is_an_error_saying_what_works(
+    model: Model, init_image: Image.Image
+) -> None:
+    with pytest.raises(InvokeError) as err:
+        model.generate(make_job(steps=10, strength=0.05, init_image=init_image))
+    message = str(err.value)
+    assert "0 steps" in message
+    assert "-f 0.10" in message
+    assert "-s 20" in message
+
+
+@pytest.mark.parametrize("sampler", ["k_euler_a", "k_dpmpp_2_a", "k_lms"])
+def test_batch_images_equal_each_seed_alone(model: Model, sampler: str) -> None:
+    noises = (Noise(7), Noise(8, ((9, 0.3),)), Noise(10))
+    batch = model.generate(make_job(sampler=sampler, noises=noises))
+    alone = [model.generate(make_job(sampler=sampler, noises=(n,)))[0] for n in noises]
+    assert len(batch) == 3
+    assert np.abs(pixels(batch) - pixels(alone)).max() <= 2
+    assert np.abs(pixels(batch[:1]) - pixels(batch[2:])).max() > 2  # different seeds differ
+
+
+def test_variations_are_deterministic_and_change_the_image(model: Model) -> None:
+    base = model.generate(make_job(noises=(Noise(5),)))
+    varied = make_job(noises=(Noise(5, ((6, 0.2), (7, 0.1))),))
+    first, second = model.generate(varied), model.generate(varied)
+    assert np.array_equal(pixels(first), pixels(second))
+    assert np.abs(pixels(first) - pixels(base)).max() > 2
+    zero = model.generate(make_job(noises=(Noise(5, ((6, 0.0),)),)))
+    assert np.array_equal(pixels(zero), pixels(base))
+
+
+def test_inpainting_keeps_unmasked_pixels_identical(model: Model, init_image: Image.Image) -> None:
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[20:40, 24:44] = 255
+    job = make_job(init_image=init_image, mask=Image.fromarray(mask), strength=1.0, steps=4)
+    out = pixels(model.generate(job))[0]
+    init = np.asarray(init_image, dtype=np.int16)
+    assert np.array_equal(out[mask == 0], init[mask == 0])
+    assert np.abs(out[mask == 255] - init[mask == 255]).mean() > 10
+
+
+def test_negative_prompt_and_weights_change_the_image(model: Model) -> None:
+    plain = pixels(model.generate(make_job(prompt="a red circle")))
+    negative = pixels(model.generate(make_job(prompt="a red circle [blue]")))
+    weighted = pixels(model.generate(make_job(prompt="a red circle:0.3 a blue square:0.7")))
+    assert np.abs(plain - negative).max() > 2
+    assert np.abs(plain - weighted).max() > 2
+
+
+def test_decode_and_preview_of_the_final_latents(model: Model) -> None:
+    seen: list[StepInfo] = []
+    images = model.generate(make_job(noises=(Noise(1), Noise(2))), seen.append)
+    final = seen[-1].latents
+    assert np.array_equal(pixels(model.decode(final)), pixels(images))
+    previews = model.preview(final)
+    assert [p.size for p in previews] == [(64, 64), (64, 64)]
+    assert all(p.mode == "RGB" for p in previews)
+
+
+def test_size_must_be_a_multiple_of_the_vae_factor(model: Model) -> None:
+    with pytest.raises(InvokeError, match="-W/--width: 60 is not a positive multiple of 8"):
+        model.generate(make_job(width=60))
+
+
+def test_mask_without_init_image_is_an_error(model: Model) -> None:
+    with pytest.raises(InvokeError, match="-M/--init_mask"):
+        model.generate(make_job(mask=Image.new("L", (64, 64), 255)))

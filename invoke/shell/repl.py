@@ -25,6 +25,7 @@ from invoke.shell.commands import (
 )
 from invoke.shell.completer import ShellCompleter
 from invoke.shell.history import HISTORY_NAME, ShellHistory
+from invoke.shell.keys import shell_key_bindings
 from invoke.shell.runner import Runner, prompt_text
 from invoke.shell.validator import LineValidator
 
@@ -57,6 +58,7 @@ def run_repl(
         complete_while_typing=False,
         validator=LineValidator(),
         validate_while_typing=True,
+        key_bindings=shell_key_bindings(),
         input=input,
         output=output,
     )

@@ -181,6 +181,19 @@ def test_fetch_a_pattern_writes_a_batch_file_that_replays(tmp_path, monkeypatch)
     ]
 
 
+def test_fetch_never_writes_over_an_image_and_takes_names_with_spaces(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    stored = {"a.png": "a cat -s 3", "my pic.png": "a dog -s 4"}
+    for name in stored:
+        Path(name).write_bytes(b"png")
+    runner = FakeRunner(tmp_path, stored)
+    status, out, err = run(runner, ["!fetch a.png 'my pic.png'", "!fetch my pic.png"])
+    assert status == 1
+    assert err[0].startswith("line 1: !fetch: my pic.png looks like an image")
+    assert Path("a.png").read_bytes() == Path("my pic.png").read_bytes() == b"png"
+    assert out[-1] == "a dog -s 4"
+
+
 def test_fetch_errors_are_failed_lines(runner):
     status, _, err = run(runner, ["!fetch", "!fetch nothing/*.png out.txt", "!fetch nope.png"])
     assert status == 1

@@ -237,6 +237,7 @@ def _existing(ctx: ShellContext, name: str) -> Path:
     return path
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 FETCH_USAGE = "!fetch FILE.png, or !fetch 'PATTERN' OUTFILE to save the commands of many images"
 
 
@@ -248,6 +249,10 @@ FETCH_USAGE = "!fetch FILE.png, or !fetch 'PATTERN' OUTFILE to save the commands
     complete="path",
 )
 def _fetch(ctx: ShellContext, args: str) -> None:
+    if args.strip() and _existing(ctx, args.strip()).is_file():
+        # One file, even with a space in its name: `!fetch my picture.png`.
+        ctx.offer(ctx.runner.fetch(str(_existing(ctx, args.strip()))))
+        return
     words = _words("fetch", args, FETCH_USAGE)
     if len(words) > 2:
         raise InvokeError(f"!fetch: too many words ({len(words)}); usage: {FETCH_USAGE}")
@@ -255,6 +260,12 @@ def _fetch(ctx: ShellContext, args: str) -> None:
     if len(words) == 1 and not glob.has_magic(pattern):
         ctx.offer(ctx.runner.fetch(str(_existing(ctx, pattern))))
         return
+    if len(words) == 2 and Path(words[1]).suffix.lower() in IMAGE_SUFFIXES:
+        # `!fetch a.png b.png` would overwrite b.png with text: never lose a user's image.
+        raise InvokeError(
+            f"!fetch: {words[1]} looks like an image, not a file for commands; "
+            f"fetch one image at a time, or write to a text file: !fetch '{pattern}' commands.txt"
+        )
     paths = _glob(ctx, pattern)
     if len(words) == 1:
         if len(paths) > 1:

@@ -169,7 +169,10 @@ def load_model(
 def _load_parts(folder: Path, dtype: torch.dtype) -> dict[str, Any]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    # low_cpu_mem_usage=False: without accelerate diffusers warns at length and does this anyway.
+    diffusers_options = {"torch_dtype": dtype, "local_files_only": True, "use_safetensors": True}
     loaders: dict[str, Callable[[], Any]] = {
         "tokenizer": lambda: CLIPTokenizer.from_pretrained(
             folder / "tokenizer", local_files_only=True
@@ -178,22 +181,29 @@ def _load_parts(folder: Path, dtype: torch.dtype) -> dict[str, Any]:
             folder / "text_encoder", dtype=dtype, local_files_only=True, use_safetensors=True
         ),
         "unet": lambda: UNet2DConditionModel.from_pretrained(
-            folder / "unet", torch_dtype=dtype, local_files_only=True, use_safetensors=True
+            folder / "unet", low_cpu_mem_usage=False, **diffusers_options
         ),
         "vae": lambda: AutoencoderKL.from_pretrained(
-            folder / "vae", torch_dtype=dtype, local_files_only=True, use_safetensors=True
+            folder / "vae", low_cpu_mem_usage=False, **diffusers_options
         ),
         "scheduler_config": lambda: _read_json(folder / "scheduler" / "scheduler_config.json"),
     }
     parts = {}
-    for part, load in loaders.items():
-        try:
-            parts[part] = load()
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as err:
-            # Library messages run to many lines; the first names the file or key at fault.
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            where = part.removesuffix("_config")
-            raise ModelError(f"model {folder}: cannot load {where}/ ({first})") from err
+    # transformers draws a "Loading weights" bar per model; the front ends draw their own.
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        for part, load in loaders.items():
+            try:
+                parts[part] = load()
+            except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as err:
+                # Library messages run to many lines; the first names the file or key at fault.
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                where = part.removesuffix("_config")
+                raise ModelError(f"model {folder}: cannot load {where}/ ({first})") from err
+    finally:
+        if bars:
+            transformers_logging.enable_progress_bar()
     return parts
 
 

@@ -309,6 +309,13 @@ def test_sampler_names_complete_after_the_sampler_switch():
     assert complete("a cat -Ak_dpmpp") == ["a cat -Ak_dpmpp_2", "a cat -Ak_dpmpp_2_a"]
 
 
+def test_seeds_of_this_session_complete_after_the_seed_switch(runner):
+    assert complete("a cat -S ", runner) == []
+    runner.recent_seeds = lambda: [42, 7, 42, 1234]
+    assert complete("a cat -S ", runner) == ["a cat -S 1234", "a cat -S 42", "a cat -S 7"]
+    assert complete("a cat --seed 4", runner) == ["a cat --seed 42"]
+
+
 def test_prompt_words_do_not_complete():
     assert complete("a ca") == []
     assert complete("a cat -s 2") == []

@@ -62,6 +62,15 @@ class ShellCompleter(Completer):
             yield from _choices(word, SAMPLERS, start=-len(word))
         elif kind == "path":
             yield from self._path(word, complete_event)
+        elif kind == "seed":
+            yield from _choices(word, self._seeds(), start=-len(word))
+
+    def _seeds(self) -> list[str]:
+        """This session's seeds, newest first, from an optional `recent_seeds()` on the runner."""
+        recent = getattr(self.runner, "recent_seeds", None)
+        if recent is None:
+            return []
+        return list(dict.fromkeys(str(seed) for seed in reversed(list(recent()))))
 
     def _command(self, line: str, word: str, earlier: list[str], event: CompleteEvent):
         if not earlier:  # still typing the command name

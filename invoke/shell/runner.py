@@ -40,6 +40,14 @@ class LabelledRunner(Runner, Protocol):
         ...
 
 
+class SeedfulRunner(Runner, Protocol):
+    """A runner that remembers its seeds: `-S <Tab>` then offers them, newest first."""
+
+    def recent_seeds(self) -> list[int]:
+        """Every image's seed in this session, oldest first."""
+        ...
+
+
 def prompt_text(runner: Runner) -> str:
     """The prompt for the next line; asked every time, because `!switch` may change the model."""
     label = getattr(runner, "prompt_label", None)

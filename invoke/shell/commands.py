@@ -2,7 +2,7 @@
 
 Commands are registered with `@command(...)` together with their usage and help text, so `!help`,
 the completer and the dispatcher read one table. A new command (`!models`, `!switch NAME`, ...) is a
-decorated function in any module that `invoke/shell/__init__.py` imports:
+decorated function in a module that `invoke/shell/__init__.py` imports:
 
     @command("switch", "!switch NAME", "Make NAME the active model.", complete=model_names)
     def _switch(ctx: ShellContext, args: str) -> None:
@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from invoke.errors import InvokeError
+from invoke.parse import ShellCommand, parse_line, parse_request
 from invoke.shell.history import ShellHistory
+from invoke.shell.switches import switch_specs
 
 if TYPE_CHECKING:
-    from invoke.parse import ShellCommand
     from invoke.request import Request
     from invoke.shell.runner import Runner
 
@@ -94,7 +95,7 @@ def command(name: str, usage: str, help: str, *, complete: Completion = None):
 
 
 def find_command(name: str) -> Command:
-    if name.isdigit():
+    if name.isascii() and name.isdigit():
         return COMMANDS["NN"]
     found = COMMANDS.get(name)
     if found is None or name == "NN":
@@ -115,8 +116,6 @@ def run_command(ctx: ShellContext, shell_command: ShellCommand) -> None:
 
 def run_line(ctx: ShellContext, text: str) -> bool:
     """Run one line (request or `!` command); False when it asks to quit. Errors propagate."""
-    from invoke.parse import ShellCommand, parse_line
-
     parsed = parse_line(text)
     if parsed is None:
         return True
@@ -348,8 +347,6 @@ def _help(ctx: ShellContext, args: str) -> None:
 
 
 def help_lines() -> list[str]:
-    from invoke.shell.completer import switch_specs
-
     lines = ["Commands:"]
     for cmd in COMMANDS.values():
         lines.append(f"  {cmd.usage:<40} {cmd.help}")
@@ -365,6 +362,4 @@ def help_lines() -> list[str]:
 @command("dream", "!dream LINE", "Run LINE as a command line (the same as typing LINE).")
 def _dream(ctx: ShellContext, args: str) -> None:
     # parse_line already turns `!dream X` into X; this covers a parser that hands it over.
-    from invoke.parse import parse_request
-
     run_request(ctx, parse_request(args))

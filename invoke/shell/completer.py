@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
@@ -12,29 +11,7 @@ from prompt_toolkit.document import Document
 from invoke.request import SAMPLERS
 from invoke.shell.commands import COMMANDS
 from invoke.shell.runner import Runner
-
-
-@dataclass(frozen=True)
-class SwitchSpec:
-    """One line switch as the shell shows it: every spelling, its value's name, help, completion."""
-
-    names: tuple[str, ...]  # "-s", "--steps"
-    metavar: str  # "" for a flag
-    help: str
-    complete: str | None  # "path" | "sampler" | None
-
-
-def switch_specs() -> list[SwitchSpec]:
-    """The parser's SWITCHES table, read at call time (the parser owns it)."""
-    from invoke.parse import SWITCHES
-
-    specs = []
-    for switch in SWITCHES:
-        metavar = switch.metavar if switch.takes_value else ""
-        if " " in metavar:  # "a file path" reads well in errors; help wants one word
-            metavar = metavar.split()[-1].upper()
-        specs.append(SwitchSpec(switch.names, metavar, switch.help, switch.complete))
-    return specs
+from invoke.shell.switches import SwitchSpec, switch_specs
 
 
 class ShellCompleter(Completer):

@@ -8,6 +8,7 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.validation import ValidationError, Validator
 
 from invoke.errors import InvokeError, ParseError
+from invoke.parse import parse_line
 
 
 class LineValidator(Validator):
@@ -18,8 +19,6 @@ class LineValidator(Validator):
     """
 
     def validate(self, document: Document) -> None:
-        from invoke.parse import parse_line
-
         text = document.text
         head = text.lstrip()
         if head.startswith("!") and not re.match(r"!dream(\s|$)", head):

@@ -267,3 +267,15 @@ def test_one_shot_fetch_prints_and_dry_run_prints_canonical(tmp_path):
 def test_one_shot_blank_line_is_an_error(runner):
     status, _, err = one(runner, "   ")
     assert status == 1 and err[0].startswith("nothing to run")
+
+
+def test_a_closed_output_pipe_ends_the_batch_instead_of_failing_every_line(runner):
+    def closed(text: str) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    err: list[str] = []
+    with pytest.raises(BrokenPipeError):
+        run_batch(runner, ["a cat", "a dog"], dry_run=True, out=closed, err=err.append)
+    assert err == ["invoke> a cat"]
+    with pytest.raises(BrokenPipeError):
+        run_one(runner, "a cat", dry_run=True, out=closed, err=err.append)

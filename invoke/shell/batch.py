@@ -91,6 +91,8 @@ def run_lines(ctx: ShellContext, lines: Iterable[str | bytes]) -> BatchResult:
             except InvokeError as exc:
                 result.failed.append(number)
                 ctx.err(f"line {number}: {printable(str(exc))}")
+            except BrokenPipeError:
+                raise  # the reader went away (`| head`): nobody to report to, stop quietly
             except Exception as exc:  # a batch outlives our own bugs: one line, go on
                 result.failed.append(number)
                 ctx.err(f"line {number}: {unexpected(exc, ctx.debug)}")
@@ -124,6 +126,8 @@ def run_one(
     except KeyboardInterrupt:
         err(STOPPED)
         return INTERRUPTED
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): the launcher ends quietly
     except Exception as exc:  # one line for the user, not a traceback
         err(unexpected(exc, debug))
         return 1

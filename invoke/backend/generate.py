@@ -19,7 +19,7 @@ from invoke.backend.denoise import denoise
 from invoke.backend.job import Job, StepInfo, img2img_steps
 from invoke.backend.noise import image_noise
 from invoke.backend.prompts import encode_prompt
-from invoke.backend.schedulers import make_scheduler
+from invoke.backend.schedulers import make_scheduler, numpy_quiet
 from invoke.errors import InvokeError
 
 if TYPE_CHECKING:
@@ -36,7 +36,8 @@ def generate(
 
     # 2. The schedule; img2img keeps its tail.
     scheduler = make_scheduler(job.sampler, model.scheduler_config)
-    scheduler.set_timesteps(job.steps, device=model.device)
+    with numpy_quiet():
+        scheduler.set_timesteps(job.steps, device=model.device)
     steps = job.steps if job.init_image is None else img2img_steps(job.steps, job.strength)
     start = (job.steps - steps) * scheduler.order
     timesteps = scheduler.timesteps[start:]

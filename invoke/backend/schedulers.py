@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from invoke.errors import ParseError
@@ -34,7 +37,20 @@ def make_scheduler(sampler: str, model_config: dict[str, Any]) -> Any:
     class_name, overrides = _SCHEDULERS[sampler]
     config = {k: v for k, v in model_config.items() if not k.startswith("_")}
     cls = _lms_class() if sampler == "k_lms" else getattr(diffusers, class_name)
-    return cls.from_config({**config, **overrides})
+    with numpy_quiet():
+        return cls.from_config({**config, **overrides})
+
+
+@contextmanager
+def numpy_quiet() -> Iterator[None]:
+    """Silence numpy 2's `__array__` deprecation warnings from diffusers' schedulers.
+
+    Their setup hands torch tensors to numpy, KDPM2 one scalar at a time; numpy 2 warns on each
+    (thousands per run) about a protocol detail that does not change the numbers.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="__array", category=DeprecationWarning)
+        yield
 
 
 def _lms_class() -> type:

@@ -163,14 +163,14 @@ def cli(
         click.echo(f"invoke: {exc}", err=True)
         sys.exit(2)
     if line:
-        sys.exit(batch.run_one(runner, join_args(list(line)), dry_run=dry_run))
+        sys.exit(batch.run_one(runner, join_args(list(line)), dry_run=dry_run, debug=debug))
     if from_file is not None or not sys.stdin.isatty():
-        sys.exit(batch.run_batch(runner, _read_lines(from_file), dry_run=dry_run))
+        sys.exit(batch.run_batch(runner, _read_lines(from_file), dry_run=dry_run, debug=debug))
     if dry_run:
         raise click.UsageError("--dry-run checks a batch: give lines on stdin or --from_file")
     from invoke.shell import repl
 
-    sys.exit(repl.run_repl(runner))
+    sys.exit(repl.run_repl(runner, debug=debug))
 
 
 def _read_lines(from_file: str | None) -> list[str]:
@@ -188,7 +188,12 @@ def _read_lines(from_file: str | None) -> list[str]:
 
 
 def main() -> None:
-    cli(prog_name="invoke")
+    try:
+        cli(prog_name="invoke")
+    except BrokenPipeError:
+        # `invoke --dry-run < lines | head`: the reader left; stop quietly, as Unix tools do.
+        sys.stderr.close()
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,10 @@ class Session:
             resolve_image_path(resolved.init_img, self._outdir_for(resolved))
         return resolved.to_command()
 
+    def recent_seeds(self) -> list[int]:
+        """Seeds of this session's images, oldest first (tab completion after -S)."""
+        return list(self._seeds)
+
     def fetch(self, path: str) -> str:
         return outputs.read_command(Path(path).expanduser())
 

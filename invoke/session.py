@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from invoke import outputs
+from invoke import interrupts, outputs
 from invoke.backend.job import Job, Noise, StepInfo
 from invoke.errors import InvokeError
 from invoke.images import load_init_image, load_mask, resolve_image_path
@@ -122,6 +122,8 @@ class Session:
                     path = self._save(folder, prefix, image, image_request)
                     written.append((path, image_request.to_command()))
                     made.append((image, image_request))
+                if interrupts.stop_requested():
+                    break
             if resolved.grid and len(made) > 1:
                 self._save_grid(folder, prefix, [m[0] for m in made], [m[1] for m in made])
         finally:

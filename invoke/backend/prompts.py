@@ -11,13 +11,10 @@ log = logging.getLogger(__name__)
 
 
 def token_ids(tokenizer: Any, text: str) -> tuple[list[int], list[int]]:
-    """(ids padded to the model's length with BOS/EOS, tokens that did not fit and were dropped)."""
-    limit = tokenizer.model_max_length
-    ids = tokenizer(text, truncation=False).input_ids
-    kept, dropped = ids[: limit - 1], ids[limit - 1 : -1]
-    kept = [*kept, tokenizer.eos_token_id]
-    kept += [tokenizer.pad_token_id] * (limit - len(kept))
-    return kept, dropped
+    """(the prompt's tokens that fit, those past the limit), without the start/end tokens."""
+    room = tokenizer.model_max_length - 2  # 77 = start + 75 + end
+    ids = tokenizer(text, truncation=False, verbose=False).input_ids[1:-1]
+    return ids[:room], ids[room:]
 
 
 def _text(tokenizer: Any, ids: list[int]) -> str:
@@ -26,19 +23,22 @@ def _text(tokenizer: Any, ids: list[int]) -> str:
 
 def embed_text(model: Any, text: str, log_tokenization: bool = False) -> torch.Tensor:
     """The text encoder's last hidden state (1, 77, dim) for one piece of text."""
-    ids, dropped = token_ids(model.tokenizer, text)
+    tokenizer = model.tokenizer
+    kept, dropped = token_ids(tokenizer, text)
     if log_tokenization:
-        shown = [i for i in ids[1:] if i not in (model.tokenizer.eos_token_id,)]
         # -t is output the user asked for, so it is printed, as InvokeAI did.
-        print(f">> Tokens ({len(shown)}): {_text(model.tokenizer, shown)}")
+        print(f">> Tokens ({len(kept)}): {_text(tokenizer, kept)}")
         if dropped:
-            print(f">> Tokens dropped past {len(ids)}: {_text(model.tokenizer, dropped)}")
+            print(f">> Tokens dropped ({len(dropped)}): {_text(tokenizer, dropped)}")
     if dropped:
         log.warning(
-            "prompt is longer than %d tokens; dropped: %s",
-            len(ids),
-            _text(model.tokenizer, dropped),
+            "prompt is longer than CLIP's %d tokens; dropped: %s",
+            tokenizer.model_max_length,
+            _text(tokenizer, dropped),
         )
+    # Padded as diffusers' pipelines do it: start, tokens, end, then pad to the full length.
+    ids = [tokenizer.bos_token_id, *kept, tokenizer.eos_token_id]
+    ids += [tokenizer.pad_token_id] * (tokenizer.model_max_length - len(ids))
     tensor = torch.tensor([ids], device=model.device)
     return model.text_encoder(tensor, return_dict=False)[0]
 

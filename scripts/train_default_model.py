@@ -386,6 +386,20 @@ def stage_unet(args: argparse.Namespace, device: torch.device) -> None:
     log(f"unet: done, {step} steps in {(time.time() - t0) / 60:.1f} min")
 
 
+@torch.no_grad()
+def latent_rgb_fit(vae, scale: float) -> tuple[list[list[float]], list[float]]:
+    """Least-squares linear map from scaled latents to the 4x4-averaged picture, on 512 pictures."""
+    rng = np.random.default_rng([TRAIN_SEED, 3])
+    x = to_tensor([world.sample(rng)[0] for _ in range(512)])
+    z = vae.float().encode(x).latent_dist.mean * scale
+    target = F.avg_pool2d(x, 4)  # one latent cell covers 4x4 pixels
+    zf = torch.cat([z.permute(0, 2, 3, 1).reshape(-1, 4), torch.ones(z.numel() // 4, 1)], 1)
+    sol = torch.linalg.lstsq(zf, target.permute(0, 2, 3, 1).reshape(-1, 3)).solution
+    return [[round(v, 4) for v in row] for row in sol[:4].tolist()], [
+        round(v, 4) for v in sol[4].tolist()
+    ]
+
+
 def stage_export(args: argparse.Namespace) -> None:
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
@@ -415,9 +429,18 @@ def stage_export(args: argparse.Namespace) -> None:
     # names) needs vocab.json + merges.txt, so ship those too: pyproject allows transformers>=4.40.
     for name in ("vocab.json", "merges.txt"):
         shutil.copyfile(args.work / "tokenizer" / name, args.out / "tokenizer" / name)
+    vae_state = torch.load(args.work / "vae.pt", map_location=device)
+    factors, bias = latent_rgb_fit(vae, float(state["scale"]))
     meta = {
         "trained_steps": state["step"],
         "train_minutes": round(state["elapsed"] / 60, 1),
+        "vae_steps": vae_state["step"],
+        "vae_minutes": round(vae_state["elapsed"] / 60, 1),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        # Linear latent -> RGB in [-1, 1] (rgb = latents @ factors + bias, per latent cell):
+        # this VAE's own numbers for fast previews; SD 1.x's table does not fit its latents.
+        "latent_rgb_factors": factors,
+        "latent_rgb_bias": bias,
         "ema": not args.no_ema,
         "world": {"colors": list(world.COLORS), "shapes": list(world.SHAPES),
                   "size": world.SIZE},

@@ -28,17 +28,21 @@ def denoise(
     generators: list[torch.Generator],
     on_step: Callable[[StepInfo], None] | None = None,
     blend: Blend | None = None,
+    condition: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run `timesteps` (`steps` user-visible steps) from `latents`; return the final latents.
 
     Second-order samplers evaluate the UNet twice per step, so `timesteps` can be longer than
-    `steps`; a step ends where diffusers' progress bar would advance.
+    `steps`; a step ends where diffusers' progress bar would advance. `condition`: extra UNet
+    input channels (an inpainting UNet's mask and masked image), the same at every step.
     """
     batch = latents.shape[0]
     guided = cfg_scale > 1  # as diffusers: no unconditional pass when guidance cannot change it
     context = torch.cat([uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)])
     if not guided:
         context = cond.expand(batch, -1, -1)
+    if condition is not None:
+        condition = torch.cat([condition] * 2) if guided else condition
     extra = {"generator": generators} if takes_generator(scheduler) else {}
     # The timestep values for the callback, read once here: no device sync inside the loop.
     timestep_values = timesteps.tolist()
@@ -49,6 +53,8 @@ def denoise(
     for i, t in enumerate(timesteps):
         model_input = torch.cat([latents] * 2) if guided else latents
         model_input = scheduler.scale_model_input(model_input, t)
+        if condition is not None:
+            model_input = torch.cat([model_input, condition], dim=1)
         noise_pred = unet(model_input, t, encoder_hidden_states=context, return_dict=False)[0]
         if guided:
             uncond_pred, cond_pred = noise_pred.chunk(2)

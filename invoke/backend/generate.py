@@ -51,19 +51,23 @@ def generate(
     generators = [g for _, g in drawn]
 
     # 4. Starting latents: pure noise, or the init image noised to the first timestep taken.
-    blend = None
-    if job.init_image is None:
+    # An inpainting UNet at full strength starts from pure noise, as diffusers' pipeline does.
+    batch = len(job.noises)
+    blend = condition = None
+    if model.inpainting:
+        condition = _inpainting_condition(model, job).expand(batch, -1, -1, -1)
+    if job.init_image is None or (model.inpainting and job.strength >= 1):
         latents = noise * scheduler.init_noise_sigma
     else:
-        init = encode_image(model, job.init_image).expand(len(job.noises), -1, -1, -1)
-        latents = scheduler.add_noise(init, noise, timesteps[:1].repeat(len(job.noises)))
-        if job.mask is not None:
+        init = encode_image(model, job.init_image).expand(batch, -1, -1, -1)
+        latents = scheduler.add_noise(init, noise, timesteps[:1].repeat(batch))
+        if job.mask is not None and not model.inpainting:
             blend = _known_region_blend(model, scheduler, init, noise, timesteps, job.mask)
 
     # 5. Denoise, decode; inpainting pastes the kept pixels back so they come out identical.
     latents = denoise(
         model.unet, scheduler, latents, timesteps, steps, cond, uncond, job.cfg_scale,
-        generators, on_step, blend,
+        generators, on_step, blend, condition,
     )  # fmt: skip
     images = model.decode(latents)
     if job.mask is not None and job.init_image is not None:
@@ -73,11 +77,36 @@ def generate(
 
 def encode_image(model: Model, image: Image.Image) -> torch.Tensor:
     """Init latents (1, 4, h, w): the VAE posterior's mean, so an image always gives the same."""
+    return _encode(model, _pixels(image))
+
+
+def _pixels(image: Image.Image) -> torch.Tensor:
+    """(1, 3, h, w) in [-1, 1], as diffusers' image processor makes them."""
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    pixels = torch.from_numpy(array).permute(2, 0, 1)[None] * 2 - 1
-    pixels = pixels.to(model.device, model.dtype)
-    posterior = model.vae.encode(pixels).latent_dist
+    return torch.from_numpy(array).permute(2, 0, 1)[None] * 2 - 1
+
+
+def _encode(model: Model, pixels: torch.Tensor) -> torch.Tensor:
+    posterior = model.vae.encode(pixels.to(model.device, model.dtype)).latent_dist
     return posterior.mean * model.vae.config.scaling_factor
+
+
+def _inpainting_condition(model: Model, job: Job) -> torch.Tensor:
+    """An inpainting UNet's extra input (1, 5, h, w): the mask, then the masked image's latents.
+
+    Without a mask everything is redrawn (txt2img and img2img on an inpainting model).
+    """
+    size = (job.height, job.width)
+    if job.mask is None:
+        redraw = torch.ones((1, 1, *size))
+    else:
+        redraw = torch.from_numpy(np.asarray(job.mask.convert("L"), dtype=np.float32) / 255.0)
+        redraw = (redraw >= 0.5).float()[None, None]
+    pixels = torch.zeros((1, 3, *size)) if job.init_image is None else _pixels(job.init_image)
+    masked_latents = _encode(model, pixels * (redraw < 0.5))
+    latent_size = masked_latents.shape[-2:]
+    mask = torch.nn.functional.interpolate(redraw, size=latent_size).to(model.device, model.dtype)
+    return torch.cat([mask, masked_latents], dim=1)
 
 
 def _known_region_blend(

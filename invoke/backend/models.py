@@ -30,7 +30,13 @@ PRECISIONS = {
 DEVICES = ("auto", "cuda", "mps", "cpu")
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 # Pipelines whose parts are SD 1.x/2.x's: the own sampling loop covers these.
-SD_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
+SD_PIPELINES = (
+    "StableDiffusionPipeline",
+    "StableDiffusionImg2ImgPipeline",
+    "StableDiffusionInpaintPipeline",
+)
+# 4: plain latents; 9: an inpainting UNet, which also sees the mask and the masked image's latents.
+UNET_CHANNELS = (4, 9)
 
 # SD 1.x latent channels -> RGB, a least-squares fit (InvokeAI 2.3's values): a preview costs a
 # matrix product instead of a VAE decode.
@@ -82,6 +88,11 @@ class Model:
     def size_multiple(self) -> int:
         """Pixels per latent cell: image sides must be multiples of it."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def inpainting(self) -> bool:
+        """A 9-channel inpainting UNet (sd-v1-5-inpainting and the like)."""
+        return int(self.unet.config.in_channels) == 9
 
     @property
     def native_size(self) -> int:
@@ -146,10 +157,10 @@ def load_model(
     torch_device = pick_device(device)
     dtype = pick_dtype(precision, torch_device)
     parts = _load_parts(folder, dtype)
-    if parts["unet"].config.in_channels != 4:
+    if parts["unet"].config.in_channels not in UNET_CHANNELS:
         raise ModelError(
-            f"model {folder}: its UNet takes {parts['unet'].config.in_channels} channels "
-            f"(an inpainting model?); only 4-channel UNets are supported for now"
+            f"model {folder}: its UNet takes {parts['unet'].config.in_channels} input channels; "
+            f"only 4 (Stable Diffusion) or 9 (its inpainting models) are supported"
         )
     for module in ("unet", "vae", "text_encoder"):
         parts[module].to(torch_device).eval().requires_grad_(False)

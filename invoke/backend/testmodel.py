@@ -69,8 +69,12 @@ TEXT_DIM = 32
 LATENT_SIZE = 8  # x the VAE's 8 = 64 px
 
 
-def build_test_model(path: str | Path, seed: int = 0) -> Path:
-    """Write a diffusers folder (StableDiffusionPipeline layout, safetensors); return its path."""
+def build_test_model(path: str | Path, seed: int = 0, inpainting: bool = False) -> Path:
+    """Write a diffusers folder (StableDiffusionPipeline layout, safetensors); return its path.
+
+    `inpainting`: a 9-channel UNet in a StableDiffusionInpaintPipeline folder, like
+    sd-v1-5-inpainting (latents + mask + masked-image latents in).
+    """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -100,7 +104,7 @@ def build_test_model(path: str | Path, seed: int = 0) -> Path:
         )
         unet = UNet2DConditionModel(
             sample_size=LATENT_SIZE,
-            in_channels=4,
+            in_channels=9 if inpainting else 4,
             out_channels=4,
             block_out_channels=(32, 64),
             layers_per_block=1,
@@ -133,8 +137,9 @@ def build_test_model(path: str | Path, seed: int = 0) -> Path:
     vae.save_pretrained(out / "vae", safe_serialization=True)
     (out / "scheduler").mkdir(exist_ok=True)
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER, indent=2))
+    pipeline = "StableDiffusionInpaintPipeline" if inpainting else "StableDiffusionPipeline"
     model_index = {
-        "_class_name": "StableDiffusionPipeline",
+        "_class_name": pipeline,
         "_diffusers_version": "0.42.1",
         "feature_extractor": [None, None],
         "requires_safety_checker": False,

@@ -83,6 +83,9 @@ class Model:
     unet: Any  # diffusers.UNet2DConditionModel
     vae: Any  # diffusers.AutoencoderKL
     scheduler_config: dict[str, Any] = field(repr=False)
+    # rgb = latents @ factors + bias; SD 1.x's table unless the folder ships its VAE's own.
+    latent_rgb_factors: tuple[tuple[float, float, float], ...] = SD1_LATENT_RGB
+    latent_rgb_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
     def size_multiple(self) -> int:
@@ -119,8 +122,9 @@ class Model:
     @torch.no_grad()
     def preview(self, latents: torch.Tensor) -> list[Image.Image]:
         """A fast linear latent->RGB estimate, upscaled to the image size: for intermediates."""
-        factors = torch.tensor(SD1_LATENT_RGB, device=latents.device, dtype=torch.float32)
-        rgb = torch.einsum("bchw,cr->bhwr", latents.float(), factors)
+        factors = torch.tensor(self.latent_rgb_factors, device=latents.device, dtype=torch.float32)
+        bias = torch.tensor(self.latent_rgb_bias, device=latents.device, dtype=torch.float32)
+        rgb = torch.einsum("bchw,cr->bhwr", latents.float(), factors) + bias
         array = ((rgb + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
         _, _, h, w = latents.shape
         size = (w * self.size_multiple, h * self.size_multiple)
@@ -174,7 +178,24 @@ def load_model(
         device=torch_device,
         dtype=dtype,
         **parts,
+        **_preview_factors(folder),
     )
+
+
+def _preview_factors(folder: Path) -> dict[str, Any]:
+    """A VAE's own latent->RGB fit, if the folder has one (the default model's training.json).
+
+    SD 1.x's table is wrong for any other VAE; a missing or unusable file just keeps it.
+    """
+    try:
+        meta = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+        factors = tuple(tuple(float(v) for v in row) for row in meta["latent_rgb_factors"])
+        bias = tuple(float(v) for v in meta.get("latent_rgb_bias", (0.0, 0.0, 0.0)))
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if len(factors) != 4 or any(len(row) != 3 for row in factors) or len(bias) != 3:
+        return {}
+    return {"latent_rgb_factors": factors, "latent_rgb_bias": bias}
 
 
 def _load_parts(folder: Path, dtype: torch.dtype) -> dict[str, Any]:

@@ -82,3 +82,21 @@ def test_bad_device_and_precision(tiny_model_dir: Path) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ModelError, match="--device: cuda is not available"):
             load_model(tiny_model_dir, device="cuda")
+
+
+def test_preview_uses_the_folders_own_latent_rgb_fit(tmp_path: Path, tiny_model_dir: Path) -> None:
+    latents = torch.zeros((1, 4, 8, 8))
+    latents[0, 0] = 0.5  # channel 0 only
+    sd1 = load_model(tiny_model_dir).preview(latents)[0]
+    # SD 1.x's table: channel 0 -> (0.3444, 0.1385, 0.0670) * 0.5, mapped from [-1, 1] to 0..255.
+    assert sd1.size == (64, 64)
+    assert sd1.getpixel((32, 32)) == tuple(
+        round((0.5 * f + 1) / 2 * 255) for f in (0.3444, 0.1385, 0.0670)
+    )
+
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "fitted")
+    factors = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    meta = {"latent_rgb_factors": factors, "latent_rgb_bias": [0.0, -1.0, 0.0]}
+    (copy / "training.json").write_text(json.dumps(meta))
+    own = load_model(copy).preview(latents)[0]
+    assert own.getpixel((32, 32)) == (191, 0, 128)

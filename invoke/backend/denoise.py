@@ -38,9 +38,9 @@ def denoise(
     """
     batch = latents.shape[0]
     guided = cfg_scale > 1  # as diffusers: no unconditional pass when guidance cannot change it
-    context = torch.cat([uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)])
-    if not guided:
-        context = cond.expand(batch, -1, -1)
+    context = cond.expand(batch, -1, -1)
+    if guided:
+        context = torch.cat([uncond.expand(batch, -1, -1), context])
     if condition is not None:
         condition = torch.cat([condition] * 2) if guided else condition
     extra = {"generator": generators} if takes_generator(scheduler) else {}

@@ -201,3 +201,17 @@ def test_size_must_be_a_multiple_of_the_vae_factor(model: Model) -> None:
 def test_mask_without_init_image_is_an_error(model: Model) -> None:
     with pytest.raises(InvokeError, match="-M/--init_mask"):
         model.generate(make_job(mask=Image.new("L", (64, 64), 255)))
+
+
+def test_cfg_scale_one_skips_guidance_like_diffusers(model: Model) -> None:
+    ours = model.generate(make_job(cfg_scale=1.0, prompt="a red circle", sampler="ddim"))
+    pipe = pipeline(model, "StableDiffusionPipeline", "ddim")
+    theirs = pipe(
+        prompt="a red circle",
+        num_inference_steps=4,
+        guidance_scale=1.0,
+        height=64,
+        width=64,
+        generator=[torch.Generator().manual_seed(42)],
+    ).images
+    assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1

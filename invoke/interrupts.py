@@ -3,12 +3,14 @@ stops at once. Pure: the batch runner arms it, the session looks at it between i
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _stop_after_image = threading.Event()
+_armed = 0  # nesting depth: `!replay` inside a batch must not disarm the outer batch's handler
 
 
 def stop_requested() -> bool:
@@ -19,8 +21,10 @@ def stop_requested() -> bool:
 @contextmanager
 def two_stage(notify: Callable[[str], None]) -> Iterator[None]:
     """While active, the first SIGINT only sets the flag (and says so); the next one raises
-    KeyboardInterrupt as usual. Outside the main thread signals cannot be caught: a no-op."""
-    if threading.current_thread() is not threading.main_thread():
+    KeyboardInterrupt as usual. Outside the main thread signals cannot be caught: a no-op.
+    Nested uses share the outermost one's handler and flag."""
+    global _armed
+    if threading.current_thread() is not threading.main_thread() or _armed:
         yield
         return
 
@@ -28,11 +32,16 @@ def two_stage(notify: Callable[[str], None]) -> Iterator[None]:
         if _stop_after_image.is_set():
             raise KeyboardInterrupt
         _stop_after_image.set()
-        notify("stopping after the current image (Ctrl-C again to stop now)")
+        # The signal may land while stderr is mid-write (a progress bar): a reentrant write then
+        # raises RuntimeError, and losing this notice beats failing the image being made.
+        with contextlib.suppress(RuntimeError):
+            notify("stopping after the current image (Ctrl-C again to stop now)")
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
+    _armed += 1
     try:
         yield
     finally:
+        _armed -= 1
         signal.signal(signal.SIGINT, previous)
         _stop_after_image.clear()

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from invoke import interrupts
 from invoke.errors import InvokeError
 from invoke.shell.commands import (
     STOPPED,
@@ -41,6 +42,7 @@ class BatchResult:
     stopped: str = ""  # why the batch ended early, if it did
     interrupted: bool = False
     dry_run: bool = False
+    last: int = 0  # the input line number reached
 
     @property
     def status(self) -> int:
@@ -76,32 +78,44 @@ def run_batch(
 
 def run_lines(ctx: ShellContext, lines: Iterable[str | bytes]) -> BatchResult:
     result = BatchResult(dry_run=ctx.dry_run)
-    echo = ctx.err if ctx.dry_run else ctx.out
-    number = 0
     try:
-        for number, raw in enumerate(lines, 1):
-            text = _text(raw).strip()
-            if not text or text.startswith(("#", "//")):
-                continue
-            echo(DEFAULT_PROMPT + printable(text))
-            try:
-                if not run_line(ctx, text):
-                    result.stopped = f"stopped by q at line {number}"
-                    break
-            except InvokeError as exc:
-                result.failed.append(number)
-                ctx.err(f"line {number}: {printable(str(exc))}")
-            except BrokenPipeError:
-                raise  # the reader went away (`| head`): nobody to report to, stop quietly
-            except Exception as exc:  # a batch outlives our own bugs: one line, go on
-                result.failed.append(number)
-                ctx.err(f"line {number}: {unexpected(exc, ctx.debug)}")
-            result.run += 1
+        # Ctrl-C once: finish the image being made, then stop with the summary; twice: stop now.
+        with interrupts.two_stage(ctx.err):
+            _run_numbered(ctx, lines, result)
     except KeyboardInterrupt:
+        # The second Ctrl-C (or the first, outside the main thread): stop at once.
         result.interrupted = True
-        result.stopped = f"stopped by Ctrl-C at line {number}; finished images were kept"
+        result.stopped = f"stopped by Ctrl-C at line {result.last}; finished images were kept"
     ctx.err(result.summary)
     return result
+
+
+def _run_numbered(ctx: ShellContext, lines: Iterable[str | bytes], result: BatchResult) -> None:
+    echo = ctx.err if ctx.dry_run else ctx.out
+    for number, raw in enumerate(lines, 1):
+        result.last = number
+        text = _text(raw).strip()
+        if not text or text.startswith(("#", "//")):
+            continue
+        echo(DEFAULT_PROMPT + printable(text))
+        try:
+            if not run_line(ctx, text):
+                result.stopped = f"stopped by q at line {number}"
+                return
+        except InvokeError as exc:
+            result.failed.append(number)
+            ctx.err(f"line {number}: {printable(str(exc))}")
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): nobody to report to, stop quietly
+        except Exception as exc:  # a batch outlives our own bugs: one line, go on
+            result.failed.append(number)
+            ctx.err(f"line {number}: {unexpected(exc, ctx.debug)}")
+        result.run += 1
+        if interrupts.stop_requested():
+            # A first Ctrl-C: the session finished the image it was making; so do we.
+            result.interrupted = True
+            result.stopped = f"stopped by Ctrl-C after line {number}; finished images were kept"
+            return
 
 
 def run_one(

@@ -152,8 +152,9 @@ def split_prompt(prompt: str, skip_normalize: bool = False) -> PromptParts:
 
 
 _NEGATIVE = re.compile(r"\[([^\[\]]*)\]")
-# `:0.5` at the end of a word, not after a backslash (`\:0.5` is text).
-_WEIGHT = re.compile(r"(?<!\\):([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?=\s|$)")
+# `:0.5` at the end of a word, not after a backslash (`\:0.5` is text). At most 6 digits before
+# the point, so weights (and their sum) stay finite.
+_WEIGHT = re.compile(r"(?<!\\):([+-]?(?:[0-9]{1,6}(?:\.[0-9]*)?|\.[0-9]+))(?=\s|$)")
 
 
 def _unescape(text: str) -> str:

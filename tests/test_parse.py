@@ -377,13 +377,19 @@ def test_catalogue_is_big_enough() -> None:
         ("a\\:0.5 b", False, PromptParts((("a:0.5 b", 1.0),), "")),
         ("a cat:0.5 [dog] a hat:0.5", False, PromptParts((("a cat", 0.5), ("a hat", 0.5)), "dog")),
         ("a [b [c] d", False, PromptParts((("a [b d", 1.0),), "c")),
+        ("a:" + "9" * 400, False, PromptParts((("a:" + "9" * 400, 1.0),), "")),
     ],
 )
 def test_split_prompt(prompt: str, skip: bool, expected: PromptParts) -> None:
     assert split_prompt(prompt, skip_normalize=skip) == expected
 
 
-@given(st.text(max_size=60))
+@given(
+    st.lists(
+        st.one_of(st.text(max_size=8), st.sampled_from([":0.5 ", ":-1 ", ":1e3", ":999999 ", "["])),
+        max_size=8,
+    ).map("".join)
+)
 @settings(max_examples=300, deadline=None)
 def test_split_prompt_weights_sum_to_one(prompt: str) -> None:
     parts = split_prompt(prompt)

@@ -119,6 +119,31 @@ def _line_defaults(**values: object) -> str:
 @click.option("--strength", type=float, default=None, help="Default -f: img2img strength [0.75].")
 @click.option("--fit", is_flag=True, help="Default --fit: scale init images into -W x -H.")
 @click.option("--grid", is_flag=True, help="Default -g: also save each command's images as a grid.")
+@click.option(
+    "--offload",
+    is_flag=True,
+    help="Keep model parts in CPU memory, on the GPU only while used (small GPUs).",
+)
+@click.option(
+    "--compile/--no-compile",
+    "compile_unet",
+    default=None,
+    help="torch.compile the UNet [on CUDA where the work amortizes the compile].",
+)
+@click.option(
+    "--allow-pickle",
+    "allow_pickle",
+    is_flag=True,
+    help="Allow pickle checkpoints (.ckpt/.pt/.bin): they can run code; still loaded "
+    "with weights_only=True.",
+)
+@click.option(
+    "--max_loaded_models",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="Models kept in memory for a fast !switch.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 @click.version_option(__version__, "--version", prog_name="invoke")
 @click.argument("line", nargs=-1, type=click.UNPROCESSED)
@@ -133,6 +158,10 @@ def cli(
     fnformat: str | None,
     line: tuple[str, ...],
     debug: bool,
+    offload: bool,
+    compile_unet: bool | None,
+    allow_pickle: bool,
+    max_loaded_models: int,
     **defaults: object,
 ) -> None:
     from invoke.parse import join_args, parse_request
@@ -153,6 +182,10 @@ def cli(
         fnformat=fnformat or Settings.fnformat,
         defaults=launch,
         debug=debug,
+        offload=offload,
+        allow_pickle=allow_pickle,
+        compile=compile_unet,
+        max_loaded_models=max_loaded_models,
     )
     from invoke.session import Session
     from invoke.shell import batch

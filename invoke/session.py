@@ -158,6 +158,9 @@ class Session:
                 device=self.settings.device,
                 precision=self.settings.precision,
                 name=self.entry.name,
+                offload=self.settings.offload,
+                allow_pickle=self.settings.allow_pickle,
+                compile=self.settings.compile,
             )
             self._note(
                 f"model {self.entry.name} loaded on {self._model.device} "

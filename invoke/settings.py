@@ -58,6 +58,10 @@ class Settings:
     png_compression: int = DEFAULT_PNG_COMPRESSION
     defaults: Request = field(default_factory=Request)  # line-switch defaults given at launch
     debug: bool = False
+    offload: bool = False  # model parts on the GPU only while used
+    allow_pickle: bool = False  # pickle checkpoints are code: refused unless asked for
+    compile: bool | None = None  # torch.compile the UNet; None = where it pays
+    max_loaded_models: int = 2  # models kept in memory for a fast !switch
 
 
 def user_config_path() -> Path:

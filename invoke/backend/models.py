@@ -132,9 +132,21 @@ class Model:
 
 
 def load_model(
-    path: str | Path, device: str = "auto", precision: str = "auto", name: str | None = None
+    path: str | Path,
+    device: str = "auto",
+    precision: str = "auto",
+    name: str | None = None,
+    *,
+    offload: bool = False,
+    allow_pickle: bool = False,
+    compile: bool | None = None,
 ) -> Model:
-    """Load a diffusers Stable Diffusion folder; raise ModelError naming what is wrong."""
+    """Load a diffusers Stable Diffusion folder; raise ModelError naming what is wrong.
+
+    offload: keep parts in CPU memory, on the GPU only while used (small GPUs).
+    allow_pickle: let pickle checkpoints (.ckpt/.pt/.bin) load, still with weights_only=True.
+    compile: torch.compile the UNet (None = decide by device and workload).
+    """
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ModelError(f"model {folder}: no such folder; give a diffusers model folder")

@@ -206,18 +206,14 @@ def cli(
     sys.exit(repl.run_repl(runner, debug=debug))
 
 
-def _read_lines(from_file: str | None) -> list[str]:
-    """Command lines as text; bytes that are not UTF-8 become U+FFFD (and then a parse error)."""
+def _read_lines(from_file: str | None) -> list[bytes]:
+    """The batch's lines as bytes: the batch runner decodes each and reports a bad one by number."""
     if from_file in (None, "-"):
-        data = sys.stdin.buffer.read()
-    else:
-        try:
-            data = Path(from_file).read_bytes()
-        except OSError as exc:
-            raise click.BadParameter(
-                f"{from_file}: {exc.strerror}", param_hint="--from_file"
-            ) from exc
-    return data.decode("utf-8", errors="replace").splitlines()
+        return sys.stdin.buffer.read().splitlines()
+    try:
+        return Path(from_file).read_bytes().splitlines()
+    except OSError as exc:
+        raise click.BadParameter(f"{from_file}: {exc.strerror}", param_hint="--from_file") from exc
 
 
 def main() -> None:

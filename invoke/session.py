@@ -6,18 +6,22 @@ files made so far, for `-S -1` and `-I -1`) and loads the model once, on the fir
 
 from __future__ import annotations
 
+import gc
+import inspect
 import json
 import random
 import secrets
 import sys
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from invoke import interrupts, outputs
 from invoke.backend.job import Job, Noise, StepInfo
-from invoke.errors import InvokeError
+from invoke.errors import InvokeError, ModelError
 from invoke.images import load_init_image, load_mask, resolve_image_path
 from invoke.parse import parse_request
 from invoke.request import Request, Variation
@@ -26,6 +30,11 @@ from invoke.settings import (
     SIZE_MULTIPLE,
     ModelEntry,
     Settings,
+    change_models_file,
+    config_path,
+    load_model_entries,
+    model_source,
+    model_status,
     pick_model,
     resolve,
 )
@@ -41,6 +50,8 @@ if TYPE_CHECKING:
 CUDA_BATCH = 8
 SEED_LIMIT = 2**32
 EMBEDDED_NATIVE_SIZE = (64, 64)
+# A checkpoint file's size before it is read (--dry-run): the family's usual training size.
+FAMILY_SIZES = {"sd-1": 512, "sd-2": 768, "sdxl": 1024, "sdxl-refiner": 1024, "kandinsky-2.2": 512}
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,12 @@ class Session:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.progress = progress and not dry_run
-        self.entry: ModelEntry = pick_model(settings)
-        self._model: Model | None = None
+        self.entries: dict[str, ModelEntry] = load_model_entries(config_path(settings))
+        self.entry: ModelEntry = pick_model(settings, self.entries)
+        # `--model PATH` outside models.yaml: still listed by !models and a !switch target.
+        self._unlisted = {} if self.entry.listed else {self.entry.name: self.entry}
+        # Loaded models, least recently used first; at most settings.max_loaded_models.
+        self._loaded: OrderedDict[str, Model] = OrderedDict()
         self._seeds: list[int] = []  # every image's seed, in order: -S -1 is the last
         self._files: list[Path] = []  # every image written: -I -1 is the last
         self._commands = 0  # command lines that made images: the N of "[N.M]"
@@ -134,50 +149,161 @@ class Session:
 
     @property
     def native_size(self) -> tuple[int, int]:
-        if self._model is not None:
-            size = self._model.native_size
+        """The active model's size: models.yaml's width/height, else the model's own."""
+        entry = self.entry
+        if entry.width and entry.height:
+            return (entry.width, entry.height)
+        size = self._size_of_files()
+        return (entry.width or size[0], entry.height or size[1])
+
+    def _size_of_files(self) -> tuple[int, int]:
+        model = self._loaded.get(self.entry.name)
+        if model is None and self.entry.file is not None and not self.dry_run:
+            model = self.model  # a checkpoint's size is only known once it is read
+        if model is not None:
+            size = model.native_size
             return (size, size) if isinstance(size, int) else size
-        if self.entry.width and self.entry.height:
-            return (self.entry.width, self.entry.height)
         if self.entry.embedded and not (EMBEDDED_MODEL_DIR / "model_index.json").is_file():
             return EMBEDDED_NATIVE_SIZE
-        return _native_size_from_files(self._model_dir())
+        if self.entry.file is not None:  # --dry-run: the family's usual size, or SD 1.x's
+            side = FAMILY_SIZES.get(self.entry.family or "", 512)
+            return (side, side)
+        return _native_size_from_files(self._model_source(self.entry))
 
     @property
     def size_multiple(self) -> int:
-        return self._model.size_multiple if self._model is not None else SIZE_MULTIPLE
+        model = self._loaded.get(self.entry.name)
+        return model.size_multiple if model is not None else SIZE_MULTIPLE
 
     @property
     def model(self) -> Model:
-        if self._model is None:
-            from invoke.backend.models import load_model
+        """The active model: loaded on first use, kept (LRU) for a fast !switch back."""
+        name = self.entry.name
+        if name in self._loaded:
+            self._loaded.move_to_end(name)
+            return self._loaded[name]
+        # Make room first: two big models at once may not fit where one does.
+        while self._loaded and len(self._loaded) >= max(1, self.settings.max_loaded_models):
+            dropped, _ = self._loaded.popitem(last=False)
+            gc.collect()
+            self._note(f"model {dropped} unloaded (--max_loaded_models)")
+        self._loaded[name] = self._load(self.entry)
+        return self._loaded[name]
 
-            started = time.perf_counter()
-            self._model = load_model(
-                self._model_dir(),
-                device=self.settings.device,
-                precision=self.settings.precision,
-                name=self.entry.name,
-                offload=self.settings.offload,
-                allow_pickle=self.settings.allow_pickle,
-                compile=self.settings.compile,
-            )
-            self._note(
-                f"model {self.entry.name} loaded on {self._model.device} "
-                f"({str(self._model.dtype).removeprefix('torch.')}) "
-                f"in {time.perf_counter() - started:.1f}s"
-            )
-        return self._model
+    def _load(self, entry: ModelEntry) -> Model:
+        from invoke.backend.models import load_model
+
+        started = time.perf_counter()
+        precision = self.settings.precision
+        if precision == "auto" and entry.precision is not None:
+            precision = entry.precision  # the launch option wins when given
+        # models.yaml's vae/family reach a backend that takes them; a vae it cannot use is said.
+        accepted = inspect.signature(load_model).parameters
+        extras: dict[str, Any] = {}
+        for key, value in (("vae", entry.vae), ("family", entry.family)):
+            if value is None:
+                continue
+            if key in accepted:
+                extras[key] = value
+            elif key == "vae":
+                self._note(f"model {entry.name}: vae: {value} is not supported yet; ignored")
+        model = load_model(
+            self._model_source(entry),
+            device=self.settings.device,
+            precision=precision,
+            name=entry.name,
+            offload=self.settings.offload,
+            allow_pickle=self.settings.allow_pickle,
+            compile=self.settings.compile,
+            **extras,
+        )
+        self._note(
+            f"model {entry.name} loaded on {model.device} "
+            f"({str(model.dtype).removeprefix('torch.')}) "
+            f"in {time.perf_counter() - started:.1f}s"
+        )
+        return model
 
     @property
     def model_hash(self) -> str:
-        return ""  # hashing user checkpoints arrives with the models issue
+        """The active model's sha256 when the backend gives one (sd-metadata.model_hash)."""
+        model = self._loaded.get(self.entry.name)
+        value = getattr(model, "model_hash", "") if model is not None else ""
+        if callable(value):
+            value = value()
+        return str(value or "")
 
-    def _model_dir(self) -> Path:
-        if self.entry.embedded:
+    def _model_source(self, entry: ModelEntry) -> Path:
+        if entry.embedded:
             return embedded_model_dir()
-        assert self.entry.path is not None
-        return self.entry.path
+        return model_source(entry, self.settings.allow_downloads)
+
+    # -- the model list (!models, !switch, !import_model, ...) -------------------------------------
+
+    def prompt_label(self) -> str:
+        return f"({self.entry.name}) invoke> "
+
+    def model_names(self) -> list[str]:
+        """models.yaml's names, then a `--model PATH` model that is in no list."""
+        return [*self.entries, *(n for n in self._unlisted if n not in self.entries)]
+
+    def model_entry(self, name: str) -> ModelEntry:
+        found = self.entries.get(name) or self._unlisted.get(name)
+        if found is None:
+            raise ModelError(
+                f"model {name}: not in {self.models_file_name()}; the models are "
+                f"{', '.join(self.model_names())} (see !models)"
+            )
+        return found
+
+    def model_state(self, name: str) -> str:
+        """active, loaded, not loaded or missing (files not on this machine)."""
+        entry = self.model_entry(name)
+        if name in self._loaded:
+            return "active" if name == self.entry.name else "loaded"
+        if model_status(entry) != "ok":
+            return "missing"
+        return "active" if name == self.entry.name else "not loaded"
+
+    def switch(self, name: str) -> ModelEntry:
+        """Make `name` the active model, loading it now (unless --dry-run) so a model that
+        cannot load leaves the active one in place."""
+        entry = self.model_entry(name)
+        if entry.name == self.entry.name:
+            return entry
+        source = self._model_source(entry)
+        if not source.exists():
+            raise ModelError(f"model {name}: {source} does not exist (see !models)")
+        previous = self.entry
+        self.entry = entry
+        if not self.dry_run:
+            try:
+                self.model.name  # noqa: B018 - loads it: the error is the switch's
+            except BaseException:
+                self.entry = previous
+                raise
+        return entry
+
+    def models_file_name(self) -> str:
+        path = config_path(self.settings)
+        return str(path) if path is not None else "the built-in model list"
+
+    def change_models(self, change: Callable[[dict[str, Any]], None]) -> Path:
+        """Change models.yaml (the user's copy) and use the result; returns the file written."""
+        written = change_models_file(self.settings, change)
+        self.reload_models()
+        return written
+
+    def reload_models(self) -> None:
+        """Read models.yaml again; loaded models whose entry went or changed source are dropped."""
+        entries = load_model_entries(config_path(self.settings))
+        for name in list(self._loaded):
+            old, new = self.entries.get(name), entries.get(name)
+            if old is not None and (new is None or _source_of(new) != _source_of(old)):
+                del self._loaded[name]
+        self.entries = entries
+        if self.entry.listed:
+            self.entry = entries.get(self.entry.name, self.entry)
 
     # -- request -> passes ----------------------------------------------------------------------
 
@@ -393,6 +519,10 @@ class Session:
     def _note(self, text: str) -> None:
         if not self.dry_run:
             print(f">> {text}", file=self.err)
+
+
+def _source_of(entry: ModelEntry) -> tuple[object, ...]:
+    return (entry.path, entry.file, entry.repo_id, entry.embedded, entry.vae, entry.precision)
 
 
 def derive_seed(base: int, k: int) -> int:

@@ -5,10 +5,15 @@ Pure: no torch. `Settings` is immutable; `resolve()` turns a parsed line into a 
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
+import secrets
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -32,17 +37,73 @@ DEFAULT_PNG_COMPRESSION = 6
 SIZE_MULTIPLE = 8  # what the VAE needs; InvokeAI used 64
 
 
+# models.yaml: the keys an entry may have, and what each one means (also the error hints).
+MODEL_KEYS = {
+    "description": "a line shown by !models",
+    "path": "a local diffusers folder",
+    "file": "a single .safetensors or .ckpt checkpoint",
+    "repo_id": "a Hugging Face hub id, used from the local cache",
+    "embedded": "true for the model that ships inside the package",
+    "family": "sd-1, sd-2, sdxl, sdxl-refiner or kandinsky-2.2 (detected when omitted)",
+    "width": "native width in pixels",
+    "height": "native height in pixels",
+    "vae": "a diffusers VAE folder to use instead of the model's own",
+    "precision": "auto, float32, float16 or bfloat16",
+    "default": "true on the model used without --model",
+}
+SOURCE_KEYS = ("path", "file", "repo_id", "embedded")
+FAMILIES = ("sd-1", "sd-2", "sdxl", "sdxl-refiner", "kandinsky-2.2")
+PRECISIONS = ("auto", "float32", "float16", "bfloat16")
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+# Names are typed after !switch and looked up before paths by --model: no spaces, no slashes.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+MODEL_NAME_RULE = "letters, digits and . _ + - (no spaces or slashes)"
+# What a hub snapshot needs for a diffusers pipeline: the folder layout, not root checkpoints.
+REPO_FILES = ("model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors")
+
+
 @dataclass(frozen=True)
 class ModelEntry:
-    """One entry of models.yaml."""
+    """One entry of models.yaml: where a model's files are and how to use them.
+
+    Exactly one source: `path` (a diffusers folder), `file` (one .safetensors/.ckpt file),
+    `repo_id` (a hub id, from the local Hugging Face cache) or `embedded` (the shipped model).
+    """
 
     name: str
     description: str = ""
-    path: Path | None = None  # a local diffusers folder; None with `embedded`
+    path: Path | None = None
+    file: Path | None = None
+    repo_id: str | None = None
     embedded: bool = False
+    family: str | None = None  # None = detected from the files by the backend
     width: int | None = None
     height: int | None = None
+    vae: Path | None = None
+    precision: str | None = None  # None = the launch option's
     default: bool = False
+    listed: bool = True  # False for a `--model PATH` that is in no models.yaml
+
+    @property
+    def source(self) -> str:
+        """Where the model comes from, in the user's words."""
+        if self.embedded:
+            return "embedded in the package"
+        return str(self.path or self.file or self.repo_id)
+
+
+EMBEDDED_ENTRY = ModelEntry(
+    "default", "Embedded default model, ships inside the package", embedded=True, default=True
+)
+
+
+class ModelsFileError(ModelError):
+    """A models.yaml that cannot be used: one line per problem, each naming the file."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {problem}" for problem in problems))
 
 
 @dataclass(frozen=True)
@@ -62,6 +123,7 @@ class Settings:
     allow_pickle: bool = False  # pickle checkpoints are code: refused unless asked for
     compile: bool | None = None  # torch.compile the UNet; None = where it pays
     max_loaded_models: int = 2  # models kept in memory for a fast !switch
+    allow_downloads: bool = False  # repo_id models: fetch from the hub when not cached
 
 
 def user_config_path() -> Path:
@@ -90,50 +152,320 @@ def config_path(settings: Settings) -> Path | None:
 
 
 def load_model_entries(path: Path | None) -> dict[str, ModelEntry]:
-    """Read models.yaml; without one, the embedded model is the only entry."""
+    """Read and check models.yaml; without one, the embedded model is the only entry."""
     if path is None:
-        return {
-            "default": ModelEntry("default", "embedded default model", embedded=True, default=True)
-        }
+        return {EMBEDDED_ENTRY.name: EMBEDDED_ENTRY}
+    return parse_model_entries(read_models_file(path), path)
+
+
+def read_models_file(path: Path) -> dict[str, Any]:
+    """models.yaml as YAML data (a mapping of names to entries), unchecked."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ModelError(f"{path}: cannot read the model list ({exc.__class__.__name__})") from exc
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model list ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ModelsFileError(path, ["not UTF-8 text"]) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        what = getattr(exc, "problem", None) or type(exc).__name__
+        raise ModelsFileError(path, [f"not valid YAML{where} ({what})"]) from exc
+    if raw is None:
+        return {}
     if not isinstance(raw, dict):
-        raise ModelError(f"{path}: expected named model entries at the top level")
+        raise ModelsFileError(
+            path, ["expected named model entries at the top level, e.g. `sd-1.5:` then settings"]
+        )
+    return raw
+
+
+def parse_model_entries(raw: dict[str, Any], path: Path) -> dict[str, ModelEntry]:
+    """Check every entry; all problems are reported at once, one line each."""
+    problems: list[str] = []
     entries: dict[str, ModelEntry] = {}
     for name, body in raw.items():
-        if not isinstance(body, dict):
-            raise ModelError(f"{path}: entry {name!r} must be a mapping of settings")
-        source = body.get("path")
-        entries[str(name)] = ModelEntry(
-            name=str(name),
-            description=str(body.get("description", "")),
-            path=(path.parent / source).resolve() if source else None,
-            embedded=bool(body.get("embedded", False)),
-            width=body.get("width"),
-            height=body.get("height"),
-            default=bool(body.get("default", False)),
+        entry = _parse_entry(name, body, path.parent, problems)
+        if entry is not None:
+            entries[entry.name] = entry
+    defaults = [
+        name for name, body in raw.items() if isinstance(body, dict) and body.get("default")
+    ]
+    if len(defaults) > 1:
+        problems.append(
+            f"{len(defaults)} entries say `default: true` ({', '.join(map(str, defaults))}); "
+            f"keep it on one"
         )
-    if not entries:
-        raise ModelError(f"{path}: no models listed")
+    if not raw:
+        problems.append("no models listed; add one, e.g. `default: {embedded: true}`")
+    if problems:
+        raise ModelsFileError(path, problems)
     return entries
 
 
-def pick_model(settings: Settings) -> ModelEntry:
-    """The entry `--model` names (a name or a folder), else the `default: true` one."""
-    entries = load_model_entries(config_path(settings))
+def _parse_entry(name: Any, body: Any, base: Path, problems: list[str]) -> ModelEntry | None:
+    if isinstance(name, (int, float)) and not isinstance(name, bool):
+        problems.append(f"model name {name} reads as a number; quote it: '{name}':")
+        return None
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        problems.append(f"model name {name!r}: use {MODEL_NAME_RULE}")
+        return None
+    if not isinstance(body, dict):
+        problems.append(f"{name}: expected settings under the name (description, path, ...)")
+        return None
+    found = len(problems)
+    for key in body:
+        if key not in MODEL_KEYS:
+            near = difflib.get_close_matches(str(key), MODEL_KEYS, n=1)
+            hint = f"did you mean {near[0]}?" if near else f"known keys: {', '.join(MODEL_KEYS)}"
+            problems.append(f"{name}: unknown key {key!r}; {hint}")
+
+    def value(key: str, kind: type | tuple[type, ...], what: str) -> Any:
+        got = body.get(key)
+        if got is None:
+            return None
+        if isinstance(got, bool) != (kind is bool) or not isinstance(got, kind):
+            problems.append(f"{name}: {key} must be {what}, not {got!r}")
+            return None
+        return got
+
+    def folder_or_file(key: str) -> Path | None:
+        text = value(key, str, "a path")
+        if text is None:
+            return None
+        if not text.strip():
+            problems.append(f"{name}: {key} is empty; give a path")
+            return None
+        where = Path(text).expanduser()
+        return where if where.is_absolute() else (base / where).resolve()
+
+    def choice(key: str, allowed: tuple[str, ...]) -> str | None:
+        got = value(key, str, f"one of {', '.join(allowed)}")
+        if got is not None and got not in allowed:
+            problems.append(f"{name}: {key} {got!r} is not one of {', '.join(allowed)}")
+            return None
+        return got
+
+    def size(key: str) -> int | None:
+        got = value(key, int, f"a whole number of pixels (a multiple of {SIZE_MULTIPLE})")
+        if got is not None and (got < SIZE_MULTIPLE or got % SIZE_MULTIPLE):
+            problems.append(f"{name}: {key} {got} must be a positive multiple of {SIZE_MULTIPLE}")
+            return None
+        return got
+
+    description = value("description", (str, int, float), "text")
+    repo_id = value("repo_id", str, "a hub id like owner/name")
+    if repo_id is not None and not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", repo_id):
+        problems.append(f"{name}: repo_id {repo_id!r} is not a hub id like owner/name")
+    file = folder_or_file("file")
+    if file is not None and file.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        problems.append(
+            f"{name}: file {file.name} is not a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}); "
+            f"a diffusers folder goes under path:"
+        )
+    entry = ModelEntry(
+        name=name,
+        description="" if description is None else str(description),
+        path=folder_or_file("path"),
+        file=file,
+        repo_id=repo_id,
+        embedded=bool(value("embedded", bool, "true or false")),
+        family=choice("family", FAMILIES),
+        width=size("width"),
+        height=size("height"),
+        vae=folder_or_file("vae"),
+        precision=choice("precision", PRECISIONS),
+        default=bool(value("default", bool, "true or false")),
+    )
+    sources = [key for key in SOURCE_KEYS if body.get(key) not in (None, False)]
+    if not sources:
+        problems.append(
+            f"{name}: no source; give one of path: (a diffusers folder), file: (a .safetensors "
+            f"or .ckpt file), repo_id: (a hub id) or embedded: true"
+        )
+    elif len(sources) > 1:
+        problems.append(f"{name}: has {' and '.join(sources)}; give exactly one source")
+    return entry if len(problems) == found else None
+
+
+def default_entry(entries: dict[str, ModelEntry]) -> ModelEntry:
+    """The `default: true` entry, else the first one."""
+    return next((e for e in entries.values() if e.default), next(iter(entries.values())))
+
+
+def pick_model(settings: Settings, entries: dict[str, ModelEntry] | None = None) -> ModelEntry:
+    """The entry `--model` names (a name, a diffusers folder or a checkpoint file), else the
+    `default: true` one."""
+    if entries is None:
+        entries = load_model_entries(config_path(settings))
     wanted = settings.model
     if wanted is None:
-        defaults = [e for e in entries.values() if e.default]
-        return defaults[0] if defaults else next(iter(entries.values()))
+        return default_entry(entries)
     if wanted in entries:
         return entries[wanted]
-    folder = Path(wanted).expanduser()
-    if folder.exists():
-        return ModelEntry(name=folder.name, description=str(folder), path=folder.resolve())
+    where = Path(wanted).expanduser()
+    if where.exists():
+        return entry_for_path(where, taken=entries, switch="--model")
     known = ", ".join(sorted(entries))
-    raise ModelError(f"--model: {wanted} is neither a model in models.yaml ({known}) nor a path")
+    raise ModelError(
+        f"--model: {wanted} is neither a model in models.yaml ({known}) nor a path to a "
+        f"diffusers folder or a .safetensors/.ckpt file"
+    )
+
+
+def entry_for_path(where: Path, taken: Iterable[str] = (), switch: str = "--model") -> ModelEntry:
+    """An unlisted model given by its folder or file, named after it (unique among `taken`)."""
+    where = where.expanduser().resolve()
+    if where.is_file():
+        if where.suffix.lower() not in CHECKPOINT_SUFFIXES:
+            raise ModelError(
+                f"{switch}: {where} is not a checkpoint file; give a diffusers folder or a "
+                f"{', '.join(CHECKPOINT_SUFFIXES)} file"
+            )
+        base, source = where.stem, {"file": where}
+    elif where.is_dir():
+        base, source = where.name, {"path": where}
+    else:
+        raise ModelError(f"{switch}: {where} does not exist; give a diffusers folder or a file")
+    return ModelEntry(
+        name=unique_model_name(base, taken), description=str(where), listed=False, **source
+    )
+
+
+def unique_model_name(base: str, taken: Iterable[str]) -> str:
+    """`base` made a valid model name not in `taken`: `sd15`, `sd15-2`, ..."""
+    cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "-", base).strip("-._+") or "model"
+    used = set(taken)
+    name, n = cleaned, 1
+    while name in used:
+        n += 1
+        name = f"{cleaned}-{n}"
+    return name
+
+
+def model_source(entry: ModelEntry, allow_downloads: bool = False) -> Path:
+    """The folder or file to load for a non-embedded entry; a repo_id is looked up in the local
+    Hugging Face cache (downloaded only when allowed)."""
+    if entry.path is not None:
+        return entry.path
+    if entry.file is not None:
+        return entry.file
+    if entry.repo_id is None:
+        raise ModelError(f"model {entry.name}: has no path, file or repo_id")
+    return _repo_snapshot(entry, allow_downloads)
+
+
+def _repo_snapshot(entry: ModelEntry, allow_downloads: bool) -> Path:
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    assert entry.repo_id is not None
+    try:
+        folder = snapshot_download(
+            entry.repo_id, allow_patterns=list(REPO_FILES), local_files_only=not allow_downloads
+        )
+    except LocalEntryNotFoundError as exc:
+        how = "" if allow_downloads else " or launch with --allow-downloads"
+        raise ModelError(
+            f"model {entry.name}: {entry.repo_id} is not in the local Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}); download it once with "
+            f"`hf download {entry.repo_id}`{how}"
+        ) from exc
+    except (HfHubHTTPError, OSError) as exc:
+        raise ModelError(
+            f"model {entry.name}: cannot download {entry.repo_id} ({type(exc).__name__}); "
+            f"check the id and the network, or download it with `hf download {entry.repo_id}`"
+        ) from exc
+    return Path(folder)
+
+
+def model_status(entry: ModelEntry) -> str:
+    """ "ok" when the entry's files are on this machine, else "missing" (nothing is loaded)."""
+    if entry.embedded:
+        return "ok"
+    if entry.path is not None:
+        return "ok" if entry.path.is_dir() else "missing"
+    if entry.file is not None:
+        return "ok" if entry.file.is_file() else "missing"
+    try:
+        _repo_snapshot(entry, allow_downloads=False)
+    except ModelError:
+        return "missing"
+    return "ok"
+
+
+# -- changing models.yaml -------------------------------------------------------------------------
+
+WRITTEN_HEADER = (
+    "# The models invoke knows by name; written by invoke's !import_model, !edit_model and\n"
+    "# !del_model (edit by hand too). The format is described in invoke's configs/models.yaml.\n\n"
+)
+
+
+def writable_config_path(settings: Settings) -> Path:
+    """Where model commands write: the file --config names, else the user's own copy. Never the
+    shipped configs/models.yaml."""
+    if settings.config is None:
+        return user_config_path()
+    if settings.config.resolve() == SHIPPED_CONFIG.resolve():
+        raise ModelError(
+            f"--config {settings.config}: the shipped model list is never changed; copy it and "
+            f"name the copy with --config, or leave --config out to change your own copy at "
+            f"{user_config_path()}"
+        )
+    return settings.config
+
+
+def change_models_file(settings: Settings, change: Callable[[dict[str, Any]], None]) -> Path:
+    """Apply `change` to the YAML data of the models.yaml in use and write the result to the
+    writable copy (created from the file in use on first change), atomically. Returns its path."""
+    target = writable_config_path(settings)
+    source = config_path(settings)
+    if source is None:
+        raw: dict[str, Any] = {
+            "default": {
+                "description": EMBEDDED_ENTRY.description,
+                "embedded": True,
+                "default": True,
+            }
+        }
+    else:
+        raw = read_models_file(source)  # read now: another process may have changed it
+        if source.resolve().parent != target.resolve().parent:
+            raw = _anchored(raw, source.parent)
+    change(raw)
+    parse_model_entries(raw, target)  # never write a file that would not load
+    text = WRITTEN_HEADER + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, width=100)
+    write_atomically(target, text)
+    return target
+
+
+def _anchored(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths made absolute, so they still point at the same files from another folder."""
+    moved: dict[str, Any] = {}
+    for name, body in raw.items():
+        if isinstance(body, dict):
+            body = dict(body)
+            for key in ("path", "file", "vae"):
+                text = body.get(key)
+                if isinstance(text, str) and text and not Path(text).expanduser().is_absolute():
+                    body[key] = str((base / text).resolve())
+        moved[name] = body
+    return moved
+
+
+def write_atomically(target: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    staging = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.write_text(text, encoding="utf-8")
+        os.replace(staging, target)
+    except OSError as exc:
+        staging.unlink(missing_ok=True)
+        raise ModelError(f"cannot write {target}: {exc.strerror}") from exc
 
 
 def round_size(value: int, multiple: int = SIZE_MULTIPLE) -> int:

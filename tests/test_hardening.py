@@ -1,0 +1,918 @@
+"""Hardening: a catalogue of bad input, Ctrl-C in batches, and names that must stay in the outdir.
+
+Everything goes through the real front end (`invoke.__main__.cli` with the tiny model): each bad
+line is followed by a good one in the same batch, so every case also checks that the batch goes
+on after it. `CATALOGUE` below is the table docs/bad-input.md is generated from:
+
+    .venv/bin/python tests/test_hardening.py > docs/bad-input.md
+
+In expected messages `{d}` is the folder of test files and `…` stands for any text (a library's
+own words, which we quote but do not own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+GOOD_LINE = "a good line -s 1 -S 7"  # follows every bad line: the batch must still make it
+
+
+# -- the catalogue --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input and what the user sees.
+
+    outcome "error": `line 1: <message>` on stderr, the next line still runs, exit status 1.
+    outcome "note":  the input is odd but usable: a `>> <message>` note, its image is made, exit 0.
+    outcome "shown": the line succeeds and prints <message> (a command fetched, never executed).
+    """
+
+    id: str
+    group: str
+    line: str | bytes
+    message: str
+    outcome: str = "error"
+    xfail: str = ""  # why it fails today and what must change (strict: fixing it shows up)
+
+
+D = "{d}"  # the folder of test files, filled in at run time
+
+CATALOGUE: tuple[Case, ...] = (
+    # -- the line parser ------------------------------------------------------------------------
+    Case(
+        "unknown switch",
+        "parser",
+        "a cat -s 1 --bogus 3",
+        "--bogus: unknown switch; if it is part of the prompt, put the prompt in quotes",
+    ),
+    Case(
+        "unknown short switch",
+        "parser",
+        "a cat -s 1 -Q",
+        "-Q: unknown switch; if it is part of the prompt, put the prompt in quotes",
+    ),
+    Case(
+        "missing value",
+        "parser",
+        "a cat -s",
+        "-s/--steps: needs a value: a whole number in 1..1000",
+    ),
+    Case(
+        "not a number",
+        "parser",
+        "a cat -s ten",
+        "-s/--steps: ten is not a whole number; use 1..1000",
+    ),
+    Case(
+        "fraction for a count",
+        "parser",
+        "a cat -n 2.5",
+        "-n/--iterations: 2.5 is not a whole number; use 1..1000",
+    ),
+    Case(
+        "not a float",
+        "parser",
+        "a cat -C high",
+        "-C/--cfg_scale: high is not a number; use [0, 100]",
+    ),
+    Case(
+        "NaN", "parser", "a cat -C nan", "-C/--cfg_scale: nan is not a finite number; use [0, 100]"
+    ),
+    Case(
+        "infinity",
+        "parser",
+        "a cat -f inf",
+        "-f/--strength: inf is not a finite number; use (0, 1]",
+    ),
+    Case("negative steps", "parser", "a cat -s -3", "-s/--steps: -3 is not in 1..1000"),
+    Case("zero steps", "parser", "a cat -s 0", "-s/--steps: 0 is not in 1..1000"),
+    Case("huge steps", "parser", "a cat -s 100000000", "-s/--steps: 100000000 is not in 1..1000"),
+    Case("zero width", "parser", "a cat -W 0", "-W/--width: 0 is not in 16..4096"),
+    Case("negative height", "parser", "a cat -H -64", "-H/--height: -64 is not in 16..4096"),
+    Case("huge width", "parser", "a cat -W 100000", "-W/--width: 100000 is not in 16..4096"),
+    Case("zero iterations", "parser", "a cat -n 0", "-n/--iterations: 0 is not in 1..1000"),
+    Case(
+        "huge iterations",
+        "parser",
+        "a cat -n 1000000",
+        "-n/--iterations: 1000000 is not in 1..1000",
+    ),
+    Case(
+        "seed 2^32",
+        "parser",
+        "a cat -S 4294967296",
+        "-S/--seed: 4294967296 is not in 0..4294967295 (or -1000000..-1 to reuse an earlier seed)",
+    ),
+    Case(
+        "seed of 40 digits",
+        "parser",
+        "a cat -S " + "9" * 40,
+        "-S/--seed: "
+        + "9" * 40
+        + " is not in 0..4294967295 (or -1000000..-1 to reuse an earlier seed)",
+    ),
+    Case(
+        "earlier seed that does not exist",
+        "parser",
+        "a cat -s 1 -S -5",
+        "-S/--seed: -5 means the seed of the image 5 back, but this session has made 0; "
+        "give a seed 0..4294967295",
+    ),
+    Case("strength above 1", "parser", "a cat -f 1.5", "-f/--strength: 1.5 is not in (0, 1]"),
+    Case(
+        "unknown sampler",
+        "parser",
+        "a cat -A k_bogus",
+        "-A/--sampler: k_bogus is not one of ddim, plms, k_lms, k_euler, k_euler_a, k_heun, "
+        "k_dpm_2, k_dpm_2_a, k_dpmpp_2, k_dpmpp_2_a",
+    ),
+    Case("variation seed not a number", "parser", "a cat -V 12:x", "-V/--with_variations: 12:x …"),
+    Case(
+        "unterminated double quote",
+        "parser",
+        '"a cat -s 1',
+        'line: has a " at column 1 that is never closed; close it, or escape it as \\"',
+    ),
+    Case(
+        "unterminated single quote",
+        "parser",
+        "a cat -s 1 'x",
+        "line: has a ' at column 12 that is never closed; close it, or escape it as \\'",
+    ),
+    Case(
+        "escape sequence",
+        "parser",
+        "a cat\x1b[2J -s 1",
+        "line: has a control character U+001B at column 6",
+    ),
+    Case("NUL", "parser", "a\x00cat -s 1", "line: has a control character U+0000 at column 2"),
+    Case(
+        "non-UTF-8 byte in a value",
+        "parser",
+        b"a cat -s \xff\xfe",
+        "-s/--steps: \ufffd\ufffd is not a whole number; use 1..1000",
+    ),
+    Case(
+        "100 kB line",
+        "parser",
+        "x" * 100_000,
+        "line: is 100000 characters long; the limit is 20000",
+    ),
+    Case(
+        "no prompt",
+        "parser",
+        "-s 1 -S 3",
+        'no prompt: type what to draw first, e.g. "a red circle -s 20"',
+    ),
+    Case(
+        "unknown ! command",
+        "parser",
+        "!bogus",
+        "!bogus: unknown command; the commands are … (see !help)",
+    ),
+    Case(
+        "img2img that would take 0 steps",
+        "parser",
+        f"a cat -s 1 -I {D}/good.png",
+        "-f/--strength: 0.75 with -s 1 takes int(0.75 x 1) = 0 steps; "
+        "use -f 1.00 or more, or -s 2 or more",
+    ),
+    Case(
+        "non-UTF-8 byte in the prompt",
+        "parser",
+        b"a \xff cat -s 1 -S 3",
+        '[1] …: "a \ufffd cat" -s 1 -S 3 …',
+        outcome="shown",
+    ),
+    # -- init images and masks ------------------------------------------------------------------
+    Case(
+        "missing init image",
+        "image",
+        f"a cat -s 2 -I {D}/missing.png",
+        f"{D}/missing.png: no such image (looked at {D}/missing.png); give an existing path or "
+        "the name of a file in the output folder",
+    ),
+    Case(
+        "init image is a folder",
+        "image",
+        f"a cat -s 2 -I {D}/folder.png",
+        f"init image {D}/folder.png: is a folder; give the path of a PNG, JPEG, WebP or GIF file",
+    ),
+    Case(
+        "init image not an image",
+        "image",
+        f"a cat -s 2 -I {D}/text.png",
+        f"init image {D}/text.png: not an image PIL can read; use a PNG, JPEG, WebP or GIF file",
+    ),
+    Case(
+        "truncated PNG",
+        "image",
+        f"a cat -s 2 -I {D}/truncated.png",
+        f"init image {D}/truncated.png: the image data is truncated or corrupt (…); save it again",
+    ),
+    Case(
+        "1×1 image",
+        "image",
+        f"a cat -s 2 -I {D}/1x1.png",
+        f"init image {D}/1x1.png: 1×1 is too small; use an image of at least 8×8",
+    ),
+    Case(
+        "4×4 image",
+        "image",
+        f"a cat -s 2 -I {D}/4x4.png",
+        f"init image {D}/4x4.png: 0×0 is too small (after rounding down to a multiple of 8); "
+        "each side must be at least 8 pixels",
+    ),
+    Case(
+        "20000×20000 decompression bomb",
+        "image",
+        f"a cat -s 2 -I {D}/bomb.png",
+        f"init image {D}/bomb.png: far more than the 67 Mpixels allowed; scale it down first",
+    ),
+    Case(
+        "bomb as a mask",
+        "image",
+        f"a cat -s 2 -f 0.5 -I {D}/good.png -M {D}/bomb.png",
+        f"mask {D}/bomb.png: far more than the 67 Mpixels allowed; scale it down first",
+    ),
+    Case(
+        "missing mask",
+        "image",
+        f"a cat -s 2 -f 0.5 -I {D}/good.png -M {D}/missing.png",
+        f"{D}/missing.png: no such image (looked at {D}/missing.png); give an existing path or "
+        "the name of a file in the output folder",
+    ),
+    Case(
+        "mask not an image",
+        "image",
+        f"a cat -s 2 -f 0.5 -I {D}/good.png -M {D}/text.png",
+        f"mask {D}/text.png: not an image PIL can read; use a PNG, JPEG, WebP or GIF file",
+    ),
+    Case(
+        "mask without an init image",
+        "image",
+        f"a cat -s 2 -M {D}/mask-32x48.png",
+        "-M/--init_mask: a mask needs an init image; add -I FILE",
+        xfail="session.py/settings.resolve ignores -M without -I (the image is made, the mask "
+        "silently unused, and -M stays in the stored command); it should raise InvokeError "
+        "'-M/--init_mask: a mask needs an init image; add -I FILE'",
+    ),
+    Case(
+        "animated GIF",
+        "image",
+        f"a cat -s 2 -f 0.5 -I {D}/animated.gif",
+        "animated.gif: animated: using its first frame",
+        outcome="note",
+    ),
+    Case(
+        "16-bit PNG",
+        "image",
+        f"a cat -s 2 -f 0.5 -I {D}/16bit.png",
+        "16bit.png: I;16 (16-bit) image scaled to 8 bits",
+        outcome="note",
+    ),
+    Case(
+        "CMYK JPEG",
+        "image",
+        f"a cat -s 2 -f 0.5 -I {D}/cmyk.jpg",
+        "cmyk.jpg: CMYK image converted to RGB",
+        outcome="note",
+    ),
+    Case(
+        "mask of another size",
+        "image",
+        f"a cat -s 2 -f 0.5 -I {D}/good.png -M {D}/mask-32x48.png",
+        "mask-32x48.png: mask mask-32x48.png is 32×48: resized to the init image's 64×64",
+        outcome="note",
+    ),
+    # -- PNG metadata for !fetch ----------------------------------------------------------------
+    Case(
+        "PNG without chunks",
+        "fetch",
+        f"!fetch {D}/plain.png",
+        f"{D}/plain.png: has no Dream, sd-metadata or parameters text; it was not made by "
+        "invoke, InvokeAI or AUTOMATIC1111",
+    ),
+    Case(
+        "malformed JSON",
+        "fetch",
+        f"!fetch {D}/bad-json.png",
+        f"{D}/bad-json.png: no usable command in its metadata (sd-metadata is not valid JSON (…))",
+    ),
+    Case(
+        "JSON of the wrong shape",
+        "fetch",
+        f"!fetch {D}/json-shape.png",
+        f"{D}/json-shape.png: no usable command in its metadata (sd-metadata: has no image object)",
+    ),
+    Case(
+        "huge chunk",
+        "fetch",
+        f"!fetch {D}/huge-chunk.png",
+        f"{D}/huge-chunk.png: the 'Dream' chunk is 200006 bytes, more than the 64 KiB allowed; "
+        "not metadata invoke can use",
+    ),
+    Case(
+        "shell metacharacters after the prompt",
+        "fetch",
+        f"!fetch {D}/shell-tail.png",
+        f"{D}/shell-tail.png: no usable command in its metadata (Dream: touch: is not a switch or "
+        "a switch's value; prompt text goes inside the quotes)",
+    ),
+    Case(
+        "shell metacharacters in the prompt",
+        "fetch",
+        f"!fetch {D}/shell-prompt.png",
+        '"$(touch {d}/PWNED); `touch {d}/PWNED`" -s 1 -S 3',
+        outcome="shown",
+    ),
+    Case(
+        "control character in the chunk",
+        "fetch",
+        f"!fetch {D}/escape.png",
+        f"{D}/escape.png: no usable command in its metadata (Dream: the Dream chunk holds a "
+        "control character '\\x1b')",
+    ),
+    Case(
+        "not a PNG",
+        "fetch",
+        f"!fetch {D}/cmyk.jpg",
+        f"{D}/cmyk.jpg: not a PNG file; !fetch reads PNG metadata only",
+    ),
+    Case(
+        "missing file",
+        "fetch",
+        f"!fetch {D}/missing.png",
+        f"{D}/missing.png: no such file; give the path of a PNG made by invoke",
+    ),
+    Case(
+        "a folder",
+        "fetch",
+        f"!fetch {D}/folder.png",
+        f"{D}/folder.png: is a folder; give the path of a PNG file",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """`--model <folder>` that cannot be used; a batch of two lines. `status` is the exit status:
+    2 when the launcher refuses it at once, 1 when every line fails on loading it."""
+
+    id: str
+    model: str  # a name made by the `models` fixture
+    message: str
+    status: int = 1
+    xfail: str = ""
+
+
+M = "{m}"  # the folder of broken models
+
+MODEL_CASES: tuple[ModelCase, ...] = (
+    ModelCase(
+        "missing folder",
+        "missing",
+        f"invoke: --model: {M}/missing is neither a model in models.yaml (…) nor a path to a "
+        "diffusers folder or a .safetensors/.ckpt file",
+        status=2,
+    ),
+    ModelCase(
+        "empty folder",
+        "empty",
+        f"model {M}/empty: not a diffusers model folder (no model_index.json); it needs "
+        "model_index.json and unet, vae, text_encoder, tokenizer, scheduler/",
+    ),
+    ModelCase(
+        "not a diffusers folder",
+        "photos",
+        f"model {M}/photos: not a diffusers model folder (no model_index.json); it needs "
+        "model_index.json and unet, vae, text_encoder, tokenizer, scheduler/",
+    ),
+    ModelCase(
+        "wrong family (Flux)",
+        "flux",
+        f"model {M}/flux: a FluxPipeline is not supported; only Stable Diffusion "
+        "1.x/2.x (StableDiffusionPipeline) folders are",
+    ),
+    ModelCase(
+        "unreadable model_index.json",
+        "bad-index",
+        f"model {M}/bad-index: model_index.json is unreadable (…)",
+    ),
+    ModelCase(
+        "weights file missing",
+        "no-weights",
+        f"model {M}/no-weights: cannot load unet/ (…diffusion_pytorch_model.safetensors…)",
+    ),
+    ModelCase(
+        "corrupt safetensors header",
+        "corrupt",
+        f"model {M}/corrupt: unet/diffusion_pytorch_model.safetensors is damaged (…); "
+        "download or convert the model again",
+        xfail="backend/models.py says 'cannot load unet/ (Unable to load weights from checkpoint "
+        "file for ... at ...)': it names the file twice but neither says it is damaged nor what "
+        "to do; it should say '<file> is damaged (<why>); download or convert the model again'",
+    ),
+    ModelCase(
+        "a checkpoint file, not a folder",
+        "model.ckpt",
+        f"model {M}/model.ckpt: is a file, not a folder; give a diffusers model folder (…)",
+        xfail="backend/models.py says 'no such folder' for a file that exists; it should say "
+        "it is a file, not a diffusers folder (single-file .ckpt/.safetensors are not supported)",
+    ),
+)
+
+
+# -- test files -----------------------------------------------------------------------------------
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _with_text(path: Path, **chunks: str) -> None:
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in chunks.items():
+        info.add_text(key, value)
+    Image.new("RGB", (8, 8), "gray").save(path, pnginfo=info)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("bad-input")
+    Image.new("RGB", (64, 64), "red").save(d / "good.png")
+    data = (d / "good.png").read_bytes()
+    (d / "truncated.png").write_bytes(data[: len(data) // 2])
+    (d / "text.png").write_text("not an image\n")
+    (d / "folder.png").mkdir()
+    Image.new("RGB", (1, 1)).save(d / "1x1.png")
+    Image.new("RGB", (4, 4)).save(d / "4x4.png")
+    # A decompression bomb costs nothing to write: only its header claims 20000×20000.
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    (d / "bomb.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + _png_chunk(b"IEND", b"")
+    )
+    frames = [Image.new("RGB", (64, 64), colour) for colour in ("red", "blue")]
+    frames[0].save(d / "animated.gif", save_all=True, append_images=frames[1:], duration=100)
+    ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    Image.fromarray(ramp).save(d / "16bit.png")
+    Image.new("CMYK", (64, 64), (0, 100, 0, 0)).save(d / "cmyk.jpg")
+    Image.new("L", (32, 48), 255).save(d / "mask-32x48.png")
+    Image.new("RGB", (8, 8)).save(d / "plain.png")
+    _with_text(d / "bad-json.png", **{"sd-metadata": "{not json"})
+    _with_text(d / "json-shape.png", **{"sd-metadata": '{"image": 5}'})
+    _with_text(d / "huge-chunk.png", Dream="a" * 200_000)
+    _with_text(d / "shell-tail.png", Dream=f'"x"; touch {d}/PWNED; $(touch {d}/PWNED) -s 1')
+    _with_text(d / "shell-prompt.png", Dream=f'"$(touch {d}/PWNED); `touch {d}/PWNED`" -s 1 -S 3')
+    _with_text(d / "escape.png", Dream='"a\x1b[2Jcat" -s 1')
+    return d
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    m = tmp_path_factory.mktemp("models")
+    (m / "empty").mkdir()
+    (m / "photos").mkdir()
+    (m / "photos" / "cat.jpg").write_bytes(b"\xff\xd8\xff")
+    for name in ("flux", "bad-index", "no-weights", "corrupt"):
+        shutil.copytree(tiny_model_dir, m / name)
+    index = json.loads((m / "flux" / "model_index.json").read_text())
+    index["_class_name"] = "FluxPipeline"
+    (m / "flux" / "model_index.json").write_text(json.dumps(index))
+    (m / "bad-index" / "model_index.json").write_text("{not json")
+    (m / "no-weights" / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    # A safetensors file starts with an 8-byte header length: make it absurd.
+    weights = m / "corrupt" / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"\xff" * 8 + weights.read_bytes()[8:])
+    (m / "model.ckpt").write_bytes(b"PK\x03\x04 not a diffusers folder")
+    return m
+
+
+# -- running the front end ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temp cwd with the user's config and cache dirs inside it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path
+
+
+@dataclass
+class Ran:
+    status: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        # Progress bars end in \r, not \n: what follows one is a line of its own on a terminal.
+        return [line.strip() for line in re.split(r"[\r\n]", self.err) if line.strip()]
+
+
+def run_cli(args: list[str], stdin: str | bytes | None = None) -> Ran:
+    from click.testing import CliRunner
+
+    from invoke.__main__ import cli
+
+    result = CliRunner().invoke(cli, args, input=stdin)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a traceback would have reached the user
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+def pattern(message: str) -> re.Pattern[str]:
+    """An expected message as a regex: literal text, `…` = anything."""
+    return re.compile(".*".join(re.escape(part) for part in message.split("…")), re.DOTALL)
+
+
+def assert_no_traceback(ran: Ran) -> None:
+    for text in (ran.out, ran.err):
+        assert "Traceback" not in text
+        assert "unexpected error" not in text  # our own bug reached the user as one line
+
+
+def _fill(value: str | bytes, **names: Path) -> str | bytes:
+    if isinstance(value, bytes):
+        return value
+    for key, path in names.items():
+        value = value.replace("{" + key + "}", str(path))
+    return value
+
+
+def _params(cases):
+    return [
+        pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=c.xfail)])
+        if c.xfail
+        else pytest.param(c, id=c.id)
+        for c in cases
+    ]
+
+
+@pytest.mark.parametrize("case", _params(CATALOGUE))
+def test_bad_input_is_one_line_and_the_batch_goes_on(
+    case: Case, files: Path, isolated: Path, tiny_model_dir: Path
+) -> None:
+    line = _fill(case.line, d=files)
+    good = "\n" + GOOD_LINE + "\n"
+    stdin = line + good.encode() if isinstance(line, bytes) else line + good
+    outdir = isolated / "out"
+    ran = run_cli(["--model", str(tiny_model_dir), "--outdir", str(outdir)], stdin)
+    assert_no_traceback(ran)
+    expected = pattern(_fill(case.message, d=files))
+    lines = ran.err_lines
+    if case.outcome == "error":
+        assert ran.status == 1, ran.err
+        reports = [line for line in lines if line.startswith("line 1:")]
+        assert len(reports) == 1, lines
+        assert expected.fullmatch(reports[0].removeprefix("line 1: ")), reports[0]
+        assert lines[-1] == "2 lines run, 1 failed (line 1)"
+    else:
+        assert ran.status == 0, ran.err
+        if case.outcome == "note":
+            assert any(expected.fullmatch(line.removeprefix(">> ")) for line in lines), lines
+            assert len(list(outdir.glob("000001.*.png"))) == 1
+        else:
+            assert any(expected.fullmatch(line) for line in ran.out.splitlines()), ran.out
+        assert lines[-1] == "2 lines run, 0 failed"
+    # The good line after it still made its image (no prefix used up by a failing line).
+    assert len(list(outdir.glob("*.7.png"))) == 1
+    assert not list(files.glob("PWNED*"))  # a fetched command is text, never run
+    assert not list(outdir.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("case", _params(MODEL_CASES))
+def test_unusable_model_is_one_line(case: ModelCase, models: Path, isolated: Path) -> None:
+    ran = run_cli(
+        ["--model", str(models / case.model), "--outdir", str(isolated / "out")],
+        "a cat -s 1\na dog -s 1\n",
+    )
+    assert_no_traceback(ran)
+    assert ran.status == case.status, ran.err
+    expected = pattern(_fill(case.message, m=models))
+    lines = ran.err_lines
+    if case.status == 2:  # refused at launch: nothing else said
+        assert len(lines) == 1 and expected.fullmatch(lines[0]), lines
+    else:  # each line says why it cannot run; the batch still ends with its summary
+        for n in (1, 2):
+            report = [line for line in lines if line.startswith(f"line {n}:")]
+            assert len(report) == 1, lines
+            assert expected.fullmatch(report[0].removeprefix(f"line {n}: ")), report[0]
+        assert lines[-1] == "2 lines run, 2 failed (lines 1, 2)"
+    assert not list((isolated / "out").glob("*.png"))
+
+
+def test_catalogue_covers_the_issue() -> None:
+    assert len(CATALOGUE) + len(MODEL_CASES) >= 40
+    assert {c.group for c in CATALOGUE} == {"parser", "image", "fetch"}
+    assert len({c.id for c in CATALOGUE} | {c.id for c in MODEL_CASES}) == len(CATALOGUE) + len(
+        MODEL_CASES
+    )
+
+
+def test_docs_table_is_the_catalogue() -> None:
+    assert (REPO / "docs" / "bad-input.md").read_text(encoding="utf-8") == markdown()
+
+
+# -- a batch of 10 good and 10 bad lines ----------------------------------------------------------
+
+
+def test_ten_good_and_ten_bad_lines(isolated: Path, tiny_model_dir: Path) -> None:
+    bad = [
+        "a cat -s 0",
+        "a cat --bogus",
+        '"a cat',
+        "a cat -C nan",
+        "a cat -W 99999",
+        "a cat -S 4294967296",
+        "a cat -f 1.5",
+        "a cat -I missing.png",
+        "!fetch missing.png",
+        "a cat -n 0",
+    ]
+    lines, bad_numbers = ["# ten good, ten bad, in turn"], []
+    for n in range(10):
+        lines.append(f"good {n} -s 1 -S {n}")
+        lines.append(bad[n])
+        bad_numbers.append(len(lines))
+    ran = run_cli(["--model", str(tiny_model_dir), "--outdir", "out"], "\n".join(lines) + "\n")
+    assert_no_traceback(ran)
+    assert ran.status == 1
+    assert len(list((isolated / "out").glob("*.png"))) == 10
+    numbers = ", ".join(map(str, bad_numbers))
+    assert ran.err_lines[-1] == f"20 lines run, 10 failed (lines {numbers})"
+    for n in bad_numbers:
+        assert sum(line.startswith(f"line {n}: ") for line in ran.err_lines) == 1
+
+
+# -- untrusted names ------------------------------------------------------------------------------
+
+
+def _files_outside(root: Path, outdir: Path) -> list[Path]:
+    skip = (outdir, root / "config", root / "cache")
+    return [
+        p for p in root.rglob("*") if p.is_file() and not any(p.is_relative_to(s) for s in skip)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("launch", "line", "status", "message"),
+    [
+        (
+            ["--fnformat", "../x{seed}.png"],
+            "a -s 1 -S 1",
+            2,
+            "…--fnformat: ../x{seed}.png contains a /…",
+        ),
+        (
+            ["--fnformat", "/tmp/x{seed}.png"],
+            "a -s 1 -S 1",
+            2,
+            "…--fnformat: /tmp/x{seed}.png contains a /…",
+        ),
+        (["--fnformat", "x\0.png"], "a -s 1 -S 1", 2, "…control character U+0000…"),
+        (
+            [],
+            "a -s 1 -S 1 --fnformat ..{seed}.png",
+            1,
+            "line 1: --fnformat: ..{seed}.png contains '..'…",
+        ),
+        (
+            [],
+            "a -s 1 -S 1 --fnformat '..\\x.png'",
+            1,
+            "line 1: --fnformat: ..\\x.png contains a \\…",
+        ),
+        (
+            [],
+            "a -s 1 -S 1 --fnformat '{prefix:/>9}.png'",
+            1,
+            "line 1: --fnformat: {prefix:/>9}.png contains a /…",
+        ),
+        (
+            [],
+            "a -s 1 -S 1 -o 'x\0y'",
+            1,
+            "line 1: line: has a control character U+0000 at column 18",
+        ),
+    ],
+    ids=[
+        "launch ../",
+        "launch absolute",
+        "launch NUL",
+        "line ..",
+        "line backslash",
+        "line format spec /",
+        "-o NUL",
+    ],
+)
+def test_names_that_would_escape_are_refused(
+    isolated: Path, tiny_model_dir: Path, launch: list[str], line: str, status: int, message: str
+) -> None:
+    ran = run_cli(["--model", str(tiny_model_dir), "--outdir", "out", *launch], line + "\n")
+    assert_no_traceback(ran)
+    assert ran.status == status
+    assert any(pattern(message).fullmatch(text) for text in ran.err_lines), ran.err_lines
+    assert _files_outside(isolated, isolated / "out") == []
+    assert not list(Path("/tmp").glob("x1.png"))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--fnformat", "CON.png"], "_CON.png"),
+        (["--fnformat", "nul.{seed}.png"], "_nul.1.png"),
+        (["--fnformat", "LPT1.png"], "_LPT1.png"),
+        (["--fnformat", ".{seed}.png"], "1.png"),  # no hidden files
+        ([], "000001.1.png"),  # the prompt never names the file
+    ],
+)
+def test_reserved_and_hidden_names_become_plain_files(
+    isolated: Path, tiny_model_dir: Path, args: list[str], expected: str
+) -> None:
+    ran = run_cli(
+        ["--model", str(tiny_model_dir), "--outdir", "out", *args],
+        '"../../etc/passwd /tmp/x CON" -s 1 -S 1\n',
+    )
+    assert ran.status == 0, ran.err
+    assert [p.name for p in (isolated / "out").glob("*.png")] == [expected]
+    assert _files_outside(isolated, isolated / "out") == []
+
+
+# -- Ctrl-C in a batch, with a real process -------------------------------------------------------
+
+# Line 2 is slow enough (hundreds of ms a step at 256×256 on the shared CPU) to be interrupted
+# mid-image; line 3 must never run.
+SLOW_BATCH = "first -s 1 -S 1\nsecond -s 30 -S 2 -W 256 -H 256 -n 2\nthird -s 1 -S 3\n"
+
+
+def _start_batch(tmp_path: Path, model: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    batch = tmp_path / "batch.txt"
+    batch.write_text(SLOW_BATCH)
+    outdir = tmp_path / "out"
+    err = tmp_path / "stderr.txt"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env["XDG_CACHE_HOME"] = env["XDG_CONFIG_HOME"] = str(tmp_path / "home")
+    command = [sys.executable, "-m", "invoke", "--model", str(model), "--outdir", str(outdir)]
+    process = subprocess.Popen(
+        [*command, "--from_file", str(batch)],
+        stdout=subprocess.PIPE,
+        stderr=err.open("wb"),
+        cwd=tmp_path,
+        env=env,
+    )
+    # Line 1's file means the model is loaded and line 2 has begun; give it a moment to be
+    # inside the sampling loop.
+    deadline = time.monotonic() + 60
+    while not list(outdir.glob("000001.*.png")):
+        assert process.poll() is None, err.read_text()
+        assert time.monotonic() < deadline, "the first image never appeared"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    return process, outdir, err
+
+
+def _assert_every_file_complete(outdir: Path) -> list[str]:
+    from PIL import Image
+
+    assert not list(outdir.glob(".tmp-*"))
+    names = sorted(p.name for p in outdir.glob("*.png"))
+    for name in names:
+        with Image.open(outdir / name) as image:
+            image.load()  # raises on a truncated file
+            assert "Dream" in image.text
+    return names
+
+
+def test_first_ctrl_c_finishes_the_image_then_stops_with_a_summary(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    process, outdir, err = _start_batch(tmp_path, tiny_model_dir)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    text = err.read_text()
+    assert process.returncode == 130, text
+    assert "stopping after the current image (Ctrl-C again to stop now)" in text
+    summary = [line for line in re.split(r"[\r\n]", text) if line.strip()][-1]
+    assert (
+        summary
+        == "2 lines run, 0 failed; stopped by Ctrl-C after line 2; finished images were kept"
+    )
+    # Line 2's first image was finished and saved; its second image and line 3 were not made.
+    assert _assert_every_file_complete(outdir) == ["000001.1.png", "000002.2.png"]
+    assert "Traceback" not in text
+    assert len((outdir / "invoke_log.txt").read_text().splitlines()) == 2
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path: Path, tiny_model_dir: Path) -> None:
+    process, outdir, err = _start_batch(tmp_path, tiny_model_dir)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    process.communicate(timeout=120)
+    stopped_in = time.monotonic() - sent
+    text = err.read_text()
+    assert process.returncode == 130, text
+    summary = [line for line in re.split(r"[\r\n]", text) if line.strip()][-1]
+    assert summary == "1 line run, 0 failed; stopped by Ctrl-C at line 2; finished images were kept"
+    assert _assert_every_file_complete(outdir) == ["000001.1.png"]
+    assert stopped_in < 3, f"took {stopped_in:.1f}s to stop"
+    assert "Traceback" not in text
+
+
+# -- the docs table -------------------------------------------------------------------------------
+
+
+def _cell(value: str | bytes) -> str:
+    if isinstance(value, bytes):
+        text = "bytes " + repr(value)
+    else:
+        text = value if len(value) < 200 else f"{value[:12]}… ({len(value)} characters)"
+        text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    text = text.replace("{d}/", "").replace("{m}/", "").replace("{d}", "DIR")
+    return "`" + text.replace("|", "\\|").replace("`", "ˋ") + "`"
+
+
+def markdown() -> str:
+    """docs/bad-input.md: the catalogue as tables."""
+    out = [
+        "# Bad input: what the user sees",
+        "",
+        "Generated from `CATALOGUE` and `MODEL_CASES` in `tests/test_hardening.py` "
+        "(`.venv/bin/python tests/test_hardening.py > docs/bad-input.md`); a test checks that "
+        "this file matches. Each bad line runs in a batch followed by a good line: the message is "
+        "printed as `line N: <message>`, the good line still makes its image, and the batch "
+        "exits with status 1. `…` stands for text quoted from a library (e.g. PIL's or JSON's "
+        "own words). File names are relative to the test's folder.",
+        "",
+        "Outcomes: **error** = one line on stderr, the line is skipped; **note** = usable with a "
+        "`>>` note, the image is made; **shown** = the line succeeds and prints this (a fetched "
+        "command is printed, never executed). Cases marked *xfail* fail today; the reason says "
+        "what must change.",
+        "",
+    ]
+    titles = {"parser": "The line parser", "image": "Init images and masks", "fetch": "`!fetch`"}
+    number = 0
+    for group, title in titles.items():
+        out += [
+            f"## {title}",
+            "",
+            "| # | case | input line | outcome | message |",
+            "|---|---|---|---|---|",
+        ]
+        for case in CATALOGUE:
+            if case.group != group:
+                continue
+            number += 1
+            outcome = case.outcome + (" (*xfail*: " + case.xfail + ")" if case.xfail else "")
+            out.append(
+                f"| {number} | {case.id} | {_cell(case.line)} | {outcome} | {_cell(case.message)} |"
+            )
+        out.append("")
+    out += [
+        "## Models (`--model FOLDER`)",
+        "",
+        "Status 2: refused at launch. Status 1: each line of the batch reports the message.",
+        "",
+        "| # | case | model | status | message |",
+        "|---|---|---|---|---|",
+    ]
+    for case in MODEL_CASES:
+        number += 1
+        status = str(case.status) + (" (*xfail*: " + case.xfail + ")" if case.xfail else "")
+        out.append(
+            f"| {number} | {case.id} | {_cell(case.model)} | {status} | {_cell(case.message)} |"
+        )
+    out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown())

@@ -46,16 +46,24 @@ def denoise(
     extra = {"generator": generators} if takes_generator(scheduler) else {}
     # The timestep values for the callback, read once here: no device sync inside the loop.
     timestep_values = timesteps.tolist()
+    # Schedulers index host-side tables with t and branch on it (DDIM/PNDM: `if prev_t >= 0`):
+    # a device t would make each step wait for the GPU, so they get host copies. The UNet gets
+    # float32 on the device, one dtype for every sampler (one compiled graph); its timestep
+    # embedding casts to float32 first, so the numbers are the same.
+    host_timesteps = timesteps.cpu()
+    unet_timesteps = timesteps.to(latents.device, torch.float32)
     warmup = len(timesteps) - steps * scheduler.order
     if on_step is not None:
         on_step(StepInfo(0, steps, timestep_values[0], latents))
     step = 0
-    for i, t in enumerate(timesteps):
+    for i, t in enumerate(host_timesteps):
         model_input = torch.cat([latents] * 2) if guided else latents
         model_input = scheduler.scale_model_input(model_input, t)
         if condition is not None:
             model_input = torch.cat([model_input, condition], dim=1)
-        noise_pred = unet(model_input, t, encoder_hidden_states=context, return_dict=False)[0]
+        noise_pred = unet(
+            model_input, unet_timesteps[i], encoder_hidden_states=context, return_dict=False
+        )[0]
         if guided:
             uncond_pred, cond_pred = noise_pred.chunk(2)
             noise_pred = uncond_pred + cfg_scale * (cond_pred - uncond_pred)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from invoke.backend import speed
 from invoke.backend.denoise import denoise
 from invoke.backend.job import Job, StepInfo, img2img_steps
 from invoke.backend.noise import image_noise
@@ -31,8 +32,29 @@ def generate(
     model: Model, job: Job, on_step: Callable[[StepInfo], None] | None = None
 ) -> list[Image.Image]:
     _check(model, job)
-    # 1. Prompt embeddings, once for the whole batch.
-    cond, uncond = encode_prompt(model, job.prompt, job.skip_normalize, job.log_tokenization)
+    unet = speed.unet_for(model, job)
+    if unet is model.unet:
+        with speed.timed(model, job):
+            return speed.guard_memory(model, job, lambda: _generate(model, job, on_step, unet))
+    try:
+        return speed.guard_memory(model, job, lambda: _generate(model, job, on_step, unet))
+    except Exception as err:
+        if not speed.is_compile_error(err):
+            raise
+        # A compile that fails (no C compiler, an unsupported op) must not cost the image.
+        speed.give_up_compiling(model, err)
+    return generate(model, job, on_step)
+
+
+def _generate(
+    model: Model, job: Job, on_step: Callable[[StepInfo], None] | None, unet: Any
+) -> list[Image.Image]:
+    # 1. Prompt embeddings, once for the whole command (the passes of `-n` share them).
+    cond, uncond = speed.prompt_embeddings(
+        model,
+        job,
+        lambda: encode_prompt(model, job.prompt, job.skip_normalize, job.log_tokenization),
+    )
 
     # 2. The schedule; img2img keeps its tail.
     scheduler = make_scheduler(job.sampler, model.scheduler_config)
@@ -66,7 +88,7 @@ def generate(
 
     # 5. Denoise, decode; inpainting pastes the kept pixels back so they come out identical.
     latents = denoise(
-        model.unet, scheduler, latents, timesteps, steps, cond, uncond, job.cfg_scale,
+        unet, scheduler, latents, timesteps, steps, cond, uncond, job.cfg_scale,
         generators, on_step, blend, condition,
     )  # fmt: skip
     images = model.decode(latents)

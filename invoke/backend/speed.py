@@ -1,0 +1,347 @@
+"""The CUDA fast path: what runs faster where, and what happens when memory runs out.
+
+What is on by default, where, and why:
+
+- **SDPA attention** (torch.nn.functional.scaled_dot_product_attention): everywhere. diffusers'
+  attention processors use it by default on torch 2; on CUDA it picks the flash or memory-efficient
+  kernel, which never materializes the (tokens x tokens) attention matrix. `prepare` only checks
+  that no model left it off.
+- **channels_last** (NHWC) UNet and VAE: CUDA only. cuDNN's tensor-core convolutions work in NHWC;
+  in NCHW every convolution pays a layout transpose. On CPU it changes little and would change the
+  last bits of every picture made so far.
+- **Fused QKV projections** (`fuse_qkv_projections` on UNet and VAE): CUDA only. One (3d x d)
+  matmul instead of three (d x d) ones per self-attention (one (2d x d) for cross-attention's K
+  and V) fills the GPU better and launches fewer kernels. The separate q/k/v weights are then
+  re-pointed into the fused ones, so the weights cost no extra memory. Off on CPU for the same
+  reason as channels_last: outputs move by float rounding only, but remakes should stay exact.
+- **torch.compile of the UNet** with mode="reduce-overhead" (inductor kernels replayed as CUDA
+  graphs: one launch per UNet call instead of hundreds, which is what batch 1 is bound by):
+  CUDA only, and only *where it pays*. Compiling SD 1.5's UNet takes over a minute on a cold
+  cache, longer than one image takes eagerly, so with `compile=None` (the default) each input
+  shape (batch, guidance, latent size) runs eagerly until the eager time this process has spent
+  on that shape reaches what its compile is expected to cost (the ski-rental rule: never worse than
+  twice the better choice in hindsight, and it needs no guess of how much work is coming). A
+  one-shot `invoke "..."` never compiles; a shell session or a batch file that keeps making images
+  of one size compiles after a while and runs faster from then on. A new size is its own shape and
+  starts eager again, so trying sizes in the shell never stalls on compiles. `compile=True` compiles
+  every shape at its first use (the benchmark, long batches); `compile=False` never compiles.
+  On CPU and MPS compile is off unless forced: the UNet there is bound by arithmetic, not launches,
+  and inductor's CPU compile on a small machine costs minutes. A forced compile on CPU uses the
+  default mode (CUDA graphs need CUDA).
+- **Inductor's on-disk caches** (FX graph cache and AOTAutograd cache) are switched on and kept
+  under `$XDG_CACHE_HOME/invoke/torchinductor` (unless TORCHINDUCTOR_CACHE_DIR is set) instead
+  of torch's /tmp default, so a second process, even after a reboot, loads compiled kernels
+  instead of compiling them. With a warm cache the expected compile cost, and so the ski-rental
+  threshold, is lower.
+
+Elsewhere in the backend, for the same reasons: prompt embeddings are computed once per command
+(cached here between the passes of one `-n` command), the step loop takes no host-device sync
+(timesteps are read to the host once, schedulers get host timesteps), `-n` is batched on CUDA
+(session.CUDA_BATCH) and decoded by the VAE in one batch.
+
+Out of memory: `out_of_memory` turns torch.OutOfMemoryError into one InvokeError naming the size
+and batch that were too big and what to try, after freeing what the failed attempt held.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from invoke.errors import InvokeError
+
+if TYPE_CHECKING:
+    from invoke.backend.job import Job
+    from invoke.backend.models import Model
+
+log = logging.getLogger(__name__)
+
+# Expected cost of compiling the UNet for one shape, the ski-rental threshold. Cold: BENCH.md
+# measured 82 s for SD 1.5's UNet on an H100 (reduce-overhead). Warm: issue 6's target for a fresh
+# process on a warm cache (<= 15 s beyond eager); an assumption, not a measurement.
+COMPILE_COLD_S = 80.0
+COMPILE_WARM_S = 15.0
+# Distinct shapes one process may compile; dynamo's default limit (8) would silently fall back.
+RECOMPILE_LIMIT = 32
+
+# (batch of UNet inputs, channels, latent height, latent width): what a compiled graph is for.
+Shape = tuple[int, ...]
+
+
+@dataclass(eq=False)
+class _State:
+    """Per-model speed state: the compile choice, eager time per shape, the prompt cache."""
+
+    compile: bool  # may compile at all (False on CPU/MPS unless forced, or --no-compile)
+    force: bool  # compile every shape at first use
+    compiled: Any = None  # the torch.compile wrapper of model.unet (shares its parameters)
+    eager_seconds: dict[Shape, float] = field(default_factory=dict)
+    bought: set[Shape] = field(default_factory=set)
+    prompt_key: tuple[str, bool] | None = None
+    prompt_value: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+_STATES: weakref.WeakKeyDictionary[Any, _State] = weakref.WeakKeyDictionary()
+
+
+def _state(model: Model) -> _State:
+    state = _STATES.get(model)
+    if state is None:  # a Model built without prepare(): plain path, never compiled
+        state = _STATES[model] = _State(compile=False, force=False)
+    return state
+
+
+# -- at load time ---------------------------------------------------------------------------------
+
+
+def prepare(model: Model, compile: bool | None = None) -> None:
+    """Apply the defaults above to a freshly loaded model (called by load_model).
+
+    compile: None = where it pays (CUDA, per shape, once eager time reaches the compile cost);
+    True = compile every shape at first use, on any device; False = never.
+    """
+    cuda = model.device.type == "cuda"
+    _check_sdpa(model.unet)
+    _check_sdpa(model.vae)
+    if cuda:
+        fuse_qkv(model.unet)
+        fuse_qkv(model.vae)
+        # NHWC convolutions are the fast path for tensor cores.
+        model.unet.to(memory_format=torch.channels_last)
+        model.vae.to(memory_format=torch.channels_last)
+    allowed = cuda if compile is None else compile
+    _STATES[model] = _State(compile=allowed, force=bool(compile))
+    if allowed:
+        use_disk_cache()
+
+
+def _check_sdpa(module: Any) -> None:
+    """Put back SDPA attention if a model's config left the slow O(n^2)-memory processor on."""
+    from diffusers.models.attention_processor import AttnProcessor
+
+    processors = getattr(module, "attn_processors", {})
+    if any(type(p) is AttnProcessor for p in processors.values()):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        module.set_attn_processor(AttnProcessor2_0())
+
+
+def fuse_qkv(module: Any) -> None:
+    """diffusers' fused QKV projections, without keeping a second copy of the weights.
+
+    fuse_projections copies q, k and v into a new to_qkv (to_kv for cross-attention) and leaves
+    the originals in place, unused by the fused processor: for SD 1.5 that is tens of MB of dead
+    weights. Re-pointing the originals into slices of the fused weight frees them and keeps
+    unfuse_qkv_projections working.
+    """
+    from diffusers.models.attention_processor import Attention
+
+    module.fuse_qkv_projections()
+    for attn in module.modules():
+        if not isinstance(attn, Attention):
+            continue
+        fused = getattr(attn, "to_qkv", None)
+        parts = (attn.to_q, attn.to_k, attn.to_v)
+        if fused is None:
+            fused, parts = getattr(attn, "to_kv", None), (attn.to_k, attn.to_v)
+        if fused is None:
+            continue
+        start = 0
+        for part in parts:
+            rows = part.weight.shape[0]
+            part.weight.data = fused.weight.data[start : start + rows]
+            if part.bias is not None and fused.bias is not None:
+                part.bias.data = fused.bias.data[start : start + rows]
+            start += rows
+
+
+def use_disk_cache() -> Path:
+    """Keep inductor's compiled graphs on disk across processes (and reboots); return where."""
+    import torch._dynamo.config
+    import torch._functorch.config
+    import torch._inductor.config
+
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(base / "invoke" / "torchinductor")
+    # Respect a user who forced a cache off through torch's own variables.
+    if "TORCHINDUCTOR_FX_GRAPH_CACHE" not in os.environ:
+        torch._inductor.config.fx_graph_cache = True
+    if "TORCHINDUCTOR_AUTOGRAD_CACHE" not in os.environ:
+        torch._functorch.config.enable_autograd_cache = True
+    limit = getattr(torch._dynamo.config, "recompile_limit", None)
+    if limit is not None and limit < RECOMPILE_LIMIT:
+        torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+
+
+def cache_is_warm() -> bool:
+    """Whether inductor's FX graph cache holds anything yet (then compiles mostly load kernels)."""
+    folder = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")) / "fxgraph"
+    return (
+        bool(os.environ.get("TORCHINDUCTOR_CACHE_DIR"))
+        and folder.is_dir()
+        and any(folder.iterdir())
+    )
+
+
+# -- per job --------------------------------------------------------------------------------------
+
+
+class _CompiledUNet:
+    """Calls the compiled UNet, starting a new CUDA-graph step first.
+
+    With reduce-overhead the outputs live in the graph's static memory; marking the step tells
+    torch that the previous call's output (already consumed by the scheduler) may be overwritten.
+    """
+
+    def __init__(self, compiled: Any, cuda_graphs: bool) -> None:
+        self.compiled = compiled
+        self.cuda_graphs = cuda_graphs
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        return self.compiled(*args, **kwargs)
+
+
+def unet_shape(model: Model, job: Job) -> Shape:
+    """The UNet's input shape for a job: what one compiled graph is specialized to."""
+    guided = 2 if job.cfg_scale > 1 else 1
+    channels = int(model.unet.config.in_channels)
+    cell = model.size_multiple
+    return (guided * len(job.noises), channels, job.height // cell, job.width // cell)
+
+
+def should_compile(model: Model, shape: Shape) -> bool:
+    """Whether this shape runs compiled: forced, or its eager time has paid for a compile."""
+    state = _state(model)
+    if not state.compile:
+        return False
+    if state.force or shape in state.bought:
+        return True
+    threshold = COMPILE_WARM_S if cache_is_warm() else COMPILE_COLD_S
+    return state.eager_seconds.get(shape, 0.0) >= threshold
+
+
+def unet_for(model: Model, job: Job) -> Any:
+    """The UNet to run this job with: the eager module, or the compiled one where it pays."""
+    shape = unet_shape(model, job)
+    if not should_compile(model, shape):
+        return model.unet
+    state = _state(model)
+    cuda = model.device.type == "cuda"
+    if state.compiled is None:
+        # fullgraph: SD UNets trace without breaks; a break would silently cost the CUDA graph.
+        # dynamic=False: one specialized graph per shape, the fastest kernels for each.
+        mode = "reduce-overhead" if cuda else None
+        state.compiled = torch.compile(model.unet, mode=mode, fullgraph=True, dynamic=False)
+    if shape not in state.bought:
+        state.bought.add(shape)
+        log.warning(
+            "compiling the UNet for %dx%d, batch %d (once per size; kept in inductor's cache)",
+            job.width,
+            job.height,
+            len(job.noises),
+        )
+    return _CompiledUNet(state.compiled, cuda_graphs=cuda)
+
+
+def record(model: Model, job: Job, seconds: float) -> None:
+    """Count an eager job's time toward compiling its shape."""
+    state = _state(model)
+    shape = unet_shape(model, job)
+    state.eager_seconds[shape] = state.eager_seconds.get(shape, 0.0) + seconds
+
+
+@contextmanager
+def timed(model: Model, job: Job) -> Iterator[None]:
+    """Time an eager job (its decode ends with a copy to the host: the GPU has finished by then).
+
+    A job that fails or is interrupted does not count.
+    """
+    started = time.perf_counter()
+    yield
+    record(model, job, time.perf_counter() - started)
+
+
+def prompt_embeddings(
+    model: Model,
+    job: Job,
+    encode: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The job's (cond, uncond), computed once while the prompt stays the same.
+
+    A `-n 16` command is 2 passes on CUDA and 16 on CPU, each a job with the same prompt; the
+    text encoder runs once. -t (log_tokenization) always encodes, so the tokens are printed.
+    """
+    state = _state(model)
+    key = (job.prompt, job.skip_normalize)
+    if job.log_tokenization or state.prompt_key != key or state.prompt_value is None:
+        state.prompt_value = encode()
+        state.prompt_key = key
+    return state.prompt_value
+
+
+# -- out of memory --------------------------------------------------------------------------------
+
+
+def free_memory() -> None:
+    """Give back what a failed attempt held: Python's cycles first, then CUDA's cached blocks."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def out_of_memory_message(model: Model, job: Job) -> str:
+    count = len(job.noises)
+    batch = "1 image" if count == 1 else f"{count} images in one batch"
+    where = f"{model.device.type} memory" if model.device.type != "cpu" else "memory"
+    fixes = ["a smaller -W/-H"]
+    if count > 1 or model.device.type == "cuda":
+        fixes.append("a smaller -n (CUDA batches up to 8 images at once)")
+    fixes.append("--offload (parts on the GPU only while used)")
+    return (
+        f"out of {where} generating {job.width}x{job.height}, {batch} "
+        f"({str(model.dtype).removeprefix('torch.')}); try {', '.join(fixes[:-1])} or {fixes[-1]}"
+    )
+
+
+def guard_memory(model: Model, job: Job, run: Callable[[], Any]) -> Any:
+    """run(), with an out-of-memory error turned into a one-line InvokeError after freeing memory.
+
+    The error's traceback holds the failed call's frames and their tensors; the memory is freed
+    only after leaving the except clause (which drops it), so the error is raised from there.
+    """
+    try:
+        return run()
+    except torch.OutOfMemoryError:
+        pass
+    free_memory()
+    raise InvokeError(out_of_memory_message(model, job))
+
+
+def give_up_compiling(model: Model, err: Exception) -> None:
+    """Run this model eagerly from now on, saying why (the first line of torch's long message)."""
+    state = _state(model)
+    state.compile = False
+    state.force = False
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    log.warning("torch.compile failed, going on without it: %s", first)
+
+
+def is_compile_error(err: BaseException) -> bool:
+    """torch.compile's own failures (dynamo and inductor errors derive from one class)."""
+    import torch._dynamo.exc
+
+    return isinstance(err, torch._dynamo.exc.TorchDynamoException)

@@ -142,7 +142,13 @@ CATALOGUE: tuple[Case, ...] = (
         "-A/--sampler: k_bogus is not one of ddim, plms, k_lms, k_euler, k_euler_a, k_heun, "
         "k_dpm_2, k_dpm_2_a, k_dpmpp_2, k_dpmpp_2_a",
     ),
-    Case("variation seed not a number", "parser", "a cat -V 12:x", "-V/--with_variations: 12:x …"),
+    Case(
+        "variation seed not a number",
+        "parser",
+        "a cat -V 12:x",
+        "-V/--with_variations: 12:x is not seed:weight; use seed:weight[,seed:weight...], "
+        "e.g. 12:0.1,34:0.2",
+    ),
     Case(
         "unterminated double quote",
         "parser",

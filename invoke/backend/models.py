@@ -1,12 +1,15 @@
-"""Loading a Stable Diffusion diffusers folder onto a device, and the `Model` the session drives.
+"""Loading a model onto a device, and the `Model` the session drives.
 
-Each component is loaded on its own from local files (safetensors only: model files are untrusted),
-so a broken folder is reported as the one part that is wrong, in one line.
+Sources: a diffusers folder (SD 1.x/2.x, SDXL base and refiner, Kandinsky 2.2), or one original-
+layout checkpoint file (single_file.py). The family is read from the files (families.py). Each
+component is loaded on its own from local files (safetensors unless the user allowed pickle: model
+files are untrusted), so a broken folder is reported as the one part that is wrong, in one line.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +19,11 @@ import torch
 from PIL import Image
 from safetensors import SafetensorError
 
+from invoke.backend.families import FAMILIES, KANDINSKY_PIPELINES, SDXL_FAMILIES, folder_family
 from invoke.backend.job import Job, StepInfo
-from invoke.errors import ModelError
+from invoke.errors import InvokeError, ModelError
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = {
     "float32": torch.float32,
@@ -29,12 +35,22 @@ PRECISIONS = {
 }
 DEVICES = ("auto", "cuda", "mps", "cpu")
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-# Pipelines whose parts are SD 1.x/2.x's: the own sampling loop covers these.
-SD_PIPELINES = (
-    "StableDiffusionPipeline",
-    "StableDiffusionImg2ImgPipeline",
-    "StableDiffusionInpaintPipeline",
-)
+# The folders each family needs (the SDXL refiner has only the second, OpenCLIP, text encoder).
+FAMILY_COMPONENTS = {
+    "sdxl": (
+        "unet",
+        "vae",
+        "text_encoder",
+        "tokenizer",
+        "text_encoder_2",
+        "tokenizer_2",
+        "scheduler",
+    ),
+    "sdxl-refiner": ("unet", "vae", "text_encoder_2", "tokenizer_2", "scheduler"),
+}
+# Images with more pixels than this many native-size squares are VAE-coded in tiles: a large
+# --fit image would otherwise need the whole picture's activations at once (GBs at 2048 px).
+TILING_AREA = 2
 # 4: plain latents; 9: an inpainting UNet, which also sees the mask and the masked image's latents.
 UNET_CHANNELS = (4, 9)
 
@@ -62,7 +78,7 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """auto = float16 on GPUs (half the memory, tensor cores), float32 on CPUs (fp16 is slow)."""
+    """auto = float16 on GPUs (CUDA, MPS: half the memory, tensor cores), float32 on CPUs."""
     if precision == "auto":
         return torch.float16 if device.type in ("cuda", "mps") else torch.float32
     if precision not in PRECISIONS:
@@ -72,20 +88,39 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 @dataclass(eq=False)
 class Model:
-    """A loaded SD 1.x/2.x model: its parts, where they live, and what it generates natively."""
+    """A loaded model: its parts, where they live, its family and what it generates natively."""
 
     name: str
     path: Path
     device: torch.device
     dtype: torch.dtype
-    tokenizer: Any  # transformers.CLIPTokenizer
-    text_encoder: Any  # transformers.CLIPTextModel
+    tokenizer: Any  # transformers.CLIPTokenizer (None: the SDXL refiner)
+    text_encoder: Any  # transformers.CLIPTextModel (None: the SDXL refiner)
     unet: Any  # diffusers.UNet2DConditionModel
-    vae: Any  # diffusers.AutoencoderKL
+    vae: Any  # diffusers.AutoencoderKL (Kandinsky: its VQModel, "movq")
     scheduler_config: dict[str, Any] = field(repr=False)
     # rgb = latents @ factors + bias; SD 1.x's table unless the folder ships its VAE's own.
     latent_rgb_factors: tuple[tuple[float, float, float], ...] = SD1_LATENT_RGB
     latent_rgb_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    family: str = "sd-1"  # a key of families.FAMILIES
+    # SDXL's second (OpenCLIP bigG, with projection) text encoder and its tokenizer.
+    tokenizer_2: Any = None
+    text_encoder_2: Any = None
+    # SDXL base: an empty negative prompt is zeros, not the encoding of "" (its model_index.json).
+    force_zeros_for_empty_prompt: bool = False
+    pipeline: Any = field(default=None, repr=False)  # Kandinsky: diffusers' combined pipeline
+    offloader: Any = field(default=None, repr=False)  # offload.Offloader with --offload on a GPU
+    _hash: str | None = field(default=None, repr=False)
+    _vae_fp32: bool = field(default=False, repr=False)  # fp16 decoded to NaN once: use fp32
+
+    @property
+    def model_hash(self) -> str:
+        """sha256 of the weights file (a folder's UNet weights), cached beside it."""
+        if self._hash is None:
+            from invoke.backend.hashing import model_hash
+
+            self._hash = model_hash(self.path)
+        return self._hash
 
     @property
     def size_multiple(self) -> int:
@@ -100,21 +135,74 @@ class Model:
     @property
     def native_size(self) -> int:
         """The side length the model was trained at (512 for SD 1.5, 64 for the test model)."""
-        return int(self.unet.config.sample_size) * self.size_multiple
+        latent_cell = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return int(self.unet.config.sample_size) * latent_cell
 
     def generate(
         self, job: Job, on_step: Callable[[StepInfo], None] | None = None
     ) -> list[Image.Image]:
         """One image per `Noise` of the job, all in one UNet batch."""
-        from invoke.backend.generate import generate
-
+        self._refuse(job)
+        if hasattr(self.vae, "enable_tiling"):
+            big = job.width * job.height > TILING_AREA * self.native_size**2
+            self.vae.enable_tiling() if big else self.vae.disable_tiling()
+        if self.family in SDXL_FAMILIES:
+            from invoke.backend.sdxl import generate
+        elif self.family == "kandinsky-2.2":
+            from invoke.backend.kandinsky import generate
+        else:
+            from invoke.backend.generate import generate
         return generate(self, job, on_step)
+
+    def _refuse(self, job: Job) -> None:
+        """Switches this family cannot honour: one line each, never silently ignored."""
+        what = f"model {self.name} ({self.family})"
+        if self.family == "sdxl-refiner" and job.init_image is None:
+            raise InvokeError(f"{what} only refines images: give an init image with -I")
+        if self.family != "kandinsky-2.2":
+            return
+        # diffusers' Kandinsky pipelines draw their own noise and own their loop.
+        if any(n.variations for n in job.noises):
+            raise InvokeError(f"-v/-V: {what} cannot make variations; drop -v/-V")
+        if job.intermediate_every:
+            raise InvokeError(f"--save_intermediates: {what} cannot save intermediates")
+        if job.mask is not None:
+            raise InvokeError(f"-M/--init_mask: {what} cannot inpaint; drop the mask")
+
+    def vae_run(self, method: str, tensor: torch.Tensor) -> Any:
+        """vae.encode (-> its latent distribution) or vae.decode (-> pixels).
+
+        A float16 VAE that gives NaN (SDXL's does) is run again in float32, said once per model;
+        later calls go straight to float32, the VAE going back to the model's dtype after each so
+        the rest of the code keeps one dtype.
+        """
+
+        def run(dtype: torch.dtype) -> Any:
+            out = getattr(self.vae, method)(tensor.to(self.device, dtype))
+            return out.latent_dist if method == "encode" else out.sample
+
+        if not self._vae_fp32:
+            result = run(self.dtype)
+            check = result.mean if method == "encode" else result
+            if self.dtype == torch.float32 or not torch.isnan(check).any():
+                return result
+            log.warning(
+                "model %s: the VAE gives NaN in %s; decoding in float32 from now on (slower)",
+                self.name,
+                str(self.dtype).removeprefix("torch."),
+            )
+            self._vae_fp32 = True
+        self.vae.to(torch.float32)
+        try:
+            return run(torch.float32)
+        finally:
+            self.vae.to(self.dtype)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """The VAE's pictures of `latents` (batch, 4, h, w), as diffusers' pipelines make them."""
-        latents = latents.to(self.device, self.dtype)
-        pixels = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
+        scaled = latents / self.vae.config.scaling_factor
+        pixels = self.vae_run("decode", scaled).float()
         pixels = (pixels / 2 + 0.5).clamp(0, 1)
         array = pixels.cpu().permute(0, 2, 3, 1).float().numpy()
         return [Image.fromarray(a) for a in (array * 255).round().astype("uint8")]
@@ -140,16 +228,28 @@ def load_model(
     offload: bool = False,
     allow_pickle: bool = False,
     compile: bool | None = None,
+    family: str | None = None,
+    config: str | Path | None = None,
 ) -> Model:
-    """Load a diffusers Stable Diffusion folder; raise ModelError naming what is wrong.
+    """Load a diffusers folder or a single checkpoint file; raise ModelError naming what is wrong.
 
-    offload: keep parts in CPU memory, on the GPU only while used (small GPUs).
+    offload: keep parts in CPU memory, on the GPU only while used (small GPUs; no-op on the CPU).
     allow_pickle: let pickle checkpoints (.ckpt/.pt/.bin) load, still with weights_only=True.
     compile: torch.compile the UNet (None = decide by device and workload).
+    family: the family when the files cannot tell (SD 2.x single files: sd-2 or sd-2-v).
+    config: a diffusers config folder for a single file (default: the family's shipped one).
     """
-    folder = Path(path).expanduser()
+    source = Path(path).expanduser()
+    if source.is_file():
+        return _load_file(
+            source, device, precision, name, offload, allow_pickle, compile, family, config
+        )
+    folder = source
     if not folder.is_dir():
-        raise ModelError(f"model {folder}: no such folder; give a diffusers model folder")
+        raise ModelError(
+            f"model {folder}: no such folder or file; give a diffusers model folder or a "
+            f".safetensors checkpoint"
+        )
     index_file = folder / "model_index.json"
     if not index_file.is_file():
         raise ModelError(
@@ -160,39 +260,119 @@ def load_model(
         index = json.loads(index_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelError(f"model {folder}: model_index.json is unreadable ({err})") from err
-    pipeline = index.get("_class_name") if isinstance(index, dict) else None
-    if pipeline not in SD_PIPELINES:
-        raise ModelError(
-            f"model {folder}: a {pipeline} is not supported; only Stable Diffusion 1.x/2.x "
-            f"(StableDiffusionPipeline) folders are"
-        )
-    missing = [c for c in COMPONENTS if not (folder / c).is_dir()]
+    if not isinstance(index, dict):
+        raise ModelError(f"model {folder}: model_index.json is not a JSON object")
+    detected = folder_family(folder, index)
+    if family is not None and family not in FAMILIES:
+        raise ModelError(f"family: {family} is not one of {', '.join(FAMILIES)}")
+    if family is not None and _kind(family) != _kind(detected):
+        raise ModelError(f"model {folder}: family {family} given, but the folder holds {detected}")
+    family = family or detected
+    components = FAMILY_COMPONENTS.get(family, COMPONENTS)
+    if index.get("_class_name") in KANDINSKY_PIPELINES:
+        components = ("unet", "movq", "scheduler", "prior_prior", "prior_text_encoder")
+    missing = [c for c in components if not (folder / c).is_dir()]
     if missing:
         raise ModelError(f"model {folder}: missing {', '.join(m + '/' for m in missing)}")
+    if not allow_pickle:
+        _refuse_pickle_only(folder, components)
 
     torch_device = pick_device(device)
     dtype = pick_dtype(precision, torch_device)
-    parts = _load_parts(folder, dtype)
+    if family == "kandinsky-2.2":
+        from invoke.backend.kandinsky import load_kandinsky
+
+        parts = load_kandinsky(folder, torch_device, dtype, offload=offload)
+    else:
+        parts = _load_parts(folder, dtype, components, allow_pickle)
+        if family in SDXL_FAMILIES:
+            parts["force_zeros_for_empty_prompt"] = bool(
+                index.get("force_zeros_for_empty_prompt", True)
+            )
+    return _finish(
+        name or folder.name, folder, torch_device, dtype, family, parts, offload, compile,
+        _preview_factors(folder),
+    )  # fmt: skip
+
+
+def _kind(family: str) -> str:
+    """sd-2 and sd-2-v share their files; a v-prediction choice is not a contradiction."""
+    return "sd-2" if family in ("sd-2", "sd-2-v") else family
+
+
+def _load_file(
+    file: Path,
+    device: str,
+    precision: str,
+    name: str | None,
+    offload: bool,
+    allow_pickle: bool,
+    compile: bool | None,
+    family: str | None,
+    config: str | Path | None,
+) -> Model:
+    from invoke.backend.single_file import load_single_file, read_checkpoint
+
+    torch_device = pick_device(device)
+    dtype = pick_dtype(precision, torch_device)
+    if family == "kandinsky-2.2":
+        read_checkpoint(file, allow_pickle)  # the pickle refusal comes first
+        raise ModelError(f"model {file}: kandinsky-2.2 models load from diffusers folders only")
+    family, parts = load_single_file(
+        file, dtype, allow_pickle=allow_pickle, family=family, config=config
+    )
+    return _finish(
+        name or file.stem, file, torch_device, dtype, family, parts, offload, compile, {}
+    )
+
+
+def _finish(
+    name: str,
+    path: Path,
+    torch_device: torch.device,
+    dtype: torch.dtype,
+    family: str,
+    parts: dict[str, Any],
+    offload: bool,
+    compile: bool | None,
+    preview: dict[str, Any],
+) -> Model:
     if parts["unet"].config.in_channels not in UNET_CHANNELS:
         raise ModelError(
-            f"model {folder}: its UNet takes {parts['unet'].config.in_channels} input channels; "
+            f"model {path}: its UNet takes {parts['unet'].config.in_channels} input channels; "
             f"only 4 (Stable Diffusion) or 9 (its inpainting models) are supported"
         )
-    for module in ("unet", "vae", "text_encoder"):
-        parts[module].to(torch_device).eval().requires_grad_(False)
+    for module in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if parts.get(module) is not None:
+            parts[module].eval().requires_grad_(False)
+            if not offload and parts.get("pipeline") is None:
+                parts[module].to(torch_device)
     model = Model(
-        name=name or folder.name,
-        path=folder,
-        device=torch_device,
-        dtype=dtype,
-        **parts,
-        **_preview_factors(folder),
+        name=name, path=path, device=torch_device, dtype=dtype, family=family, **parts, **preview
     )
+    if offload and model.pipeline is None:
+        from invoke.backend.offload import enable_offload
+
+        model.offloader = enable_offload(model)
     # The CUDA fast path (channels_last, fused QKV, compile where it pays): see speed.py.
     from invoke.backend.speed import prepare
 
     prepare(model, compile)
     return model
+
+
+def _refuse_pickle_only(folder: Path, components: tuple[str, ...]) -> None:
+    """A part whose weights exist only as pickle (.bin/.ckpt/.pt) needs --allow-pickle."""
+    for part in components:
+        files = [p.suffix for p in (folder / part).iterdir() if p.is_file()]
+        if (
+            any(s in (".bin", ".ckpt", ".pt", ".pth") for s in files)
+            and ".safetensors" not in files
+        ):
+            raise ModelError(
+                f"model {folder}: {part}/ has only pickle weights (.bin), which can run code "
+                f"when loaded; pickle files need --allow-pickle"
+            )
 
 
 def _preview_factors(folder: Path) -> dict[str, Any]:
@@ -211,19 +391,34 @@ def _preview_factors(folder: Path) -> dict[str, Any]:
     return {"latent_rgb_factors": factors, "latent_rgb_bias": bias}
 
 
-def _load_parts(folder: Path, dtype: torch.dtype) -> dict[str, Any]:
+def _load_parts(
+    folder: Path, dtype: torch.dtype, components: tuple[str, ...], allow_pickle: bool = False
+) -> dict[str, Any]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
     from transformers.utils import logging as transformers_logging
 
+    # Pickle weights (.bin) only when allowed; both libraries then read them weights_only=True.
+    safetensors = None if allow_pickle else True
     # low_cpu_mem_usage=False: without accelerate diffusers warns at length and does this anyway.
-    diffusers_options = {"torch_dtype": dtype, "local_files_only": True, "use_safetensors": True}
+    diffusers_options = {
+        "torch_dtype": dtype,
+        "local_files_only": True,
+        "use_safetensors": safetensors,
+    }
+    text_options = {"dtype": dtype, "local_files_only": True, "use_safetensors": safetensors}
     loaders: dict[str, Callable[[], Any]] = {
         "tokenizer": lambda: CLIPTokenizer.from_pretrained(
             folder / "tokenizer", local_files_only=True
         ),
         "text_encoder": lambda: CLIPTextModel.from_pretrained(
-            folder / "text_encoder", dtype=dtype, local_files_only=True, use_safetensors=True
+            folder / "text_encoder", **text_options
+        ),
+        "tokenizer_2": lambda: CLIPTokenizer.from_pretrained(
+            folder / "tokenizer_2", local_files_only=True
+        ),
+        "text_encoder_2": lambda: CLIPTextModelWithProjection.from_pretrained(
+            folder / "text_encoder_2", **text_options
         ),
         "unet": lambda: UNet2DConditionModel.from_pretrained(
             folder / "unet", low_cpu_mem_usage=False, **diffusers_options
@@ -233,14 +428,15 @@ def _load_parts(folder: Path, dtype: torch.dtype) -> dict[str, Any]:
         ),
         "scheduler_config": lambda: _read_json(folder / "scheduler" / "scheduler_config.json"),
     }
-    parts = {}
+    wanted = [p for p in loaders if p.removesuffix("_config") in components]
+    parts: dict[str, Any] = {"tokenizer": None, "text_encoder": None}
     # transformers draws a "Loading weights" bar per model; the front ends draw their own.
     bars = transformers_logging.is_progress_bar_enabled()
     transformers_logging.disable_progress_bar()
     try:
-        for part, load in loaders.items():
+        for part in wanted:
             try:
-                parts[part] = load()
+                parts[part] = loaders[part]()
             except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as err:
                 # Library messages run to many lines; the first names the file or key at fault.
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -1,0 +1,261 @@
+"""Single checkpoint files in the original (LDM / sgm) layout, loaded offline.
+
+The weights come from the file; the architecture comes from a diffusers-format config folder:
+one shipped per family in configs/model-configs/ (made by scripts/make_model_configs.py), or the
+user's own (`<file stem>.config/` beside the checkpoint, or `config=`). diffusers' key conversion
+functions rename the weights; we build and fill each part ourselves so that a checkpoint that does
+not fit its config is an error naming the missing weights, not a silently random part.
+
+Model files are untrusted: safetensors by default; pickle files (.ckpt/.pt/.pth/.bin) only when
+the user allowed them, and then through torch.load(weights_only=True), which unpickles tensors and
+plain containers only, never arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from invoke.backend.families import (
+    SDXL_FAMILIES,
+    UNET_IN_KEY,
+    check_family,
+    checkpoint_family,
+)
+from invoke.errors import ModelError
+
+CONFIG_ROOT = Path(__file__).resolve().parent.parent.parent / "configs" / "model-configs"
+TOKENIZER_FILES = CONFIG_ROOT / "clip-tokenizer"
+SAFE_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+SIDECAR_CONFIG = ".config"  # model.safetensors + model.config/ (a diffusers config folder)
+
+# (part, checkpoint prefix the text encoder lives under, OpenCLIP layout?) per family.
+_TEXT_ENCODERS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "sd-1": (("text_encoder", "cond_stage_model.transformer.", False),),
+    "sd-2": (("text_encoder", "cond_stage_model.model.", True),),
+    "sd-2-v": (("text_encoder", "cond_stage_model.model.", True),),
+    "sdxl": (
+        ("text_encoder", "conditioner.embedders.0.transformer.", False),
+        ("text_encoder_2", "conditioner.embedders.1.model.", True),
+    ),
+    "sdxl-refiner": (("text_encoder_2", "conditioner.embedders.0.model.", True),),
+}
+
+
+def read_checkpoint(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
+    """The file's tensors by name, on the CPU."""
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise ModelError(
+                f"model {path}: {suffix} is a pickle file, which can run code when loaded; "
+                f"pickle files need --allow-pickle (then only tensors are read), or convert it "
+                f"to .safetensors"
+            )
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+            # weights_only refuses anything but tensors and containers with UnpicklingError.
+            raise ModelError(f"model {path}: cannot read the pickle file ({_first(err)})") from err
+        if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+            data = data["state_dict"]  # Lightning checkpoints wrap the weights
+    elif suffix in SAFE_SUFFIXES:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            data = load_file(path, device="cpu")
+        except (OSError, SafetensorError) as err:
+            raise ModelError(
+                f"model {path}: cannot read the safetensors file ({_first(err)})"
+            ) from err
+    else:
+        raise ModelError(
+            f"model {path}: {suffix or 'no suffix'} is not a model file; give a diffusers folder, "
+            f"a .safetensors checkpoint, or a .ckpt/.pt/.bin one with --allow-pickle"
+        )
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ModelError(f"model {path}: the file holds no table of weights")
+    return data
+
+
+def config_folder(path: Path, family: str, config: str | Path | None) -> Path:
+    """A checkpoint's diffusers config folder: given, beside it, or the family's shipped one."""
+    if config is not None:
+        folder = Path(config).expanduser()
+    elif path.with_name(path.stem + SIDECAR_CONFIG).is_dir():
+        folder = path.with_name(path.stem + SIDECAR_CONFIG)
+    else:
+        folder = CONFIG_ROOT / family
+    if not (folder / "unet" / "config.json").is_file():
+        raise ModelError(
+            f"model {path}: config folder {folder} has no unet/config.json; give a diffusers "
+            f"config folder for this checkpoint"
+        )
+    return folder
+
+
+def v_prediction_from_yaml(path: Path) -> bool | None:
+    """`parameterization: v` in the original config beside a checkpoint (x.yaml for x.ckpt)."""
+    yaml_file = path.with_suffix(".yaml")
+    if not yaml_file.is_file():
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
+        params = data["model"]["params"]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise ModelError(f"model {path}: cannot read {yaml_file.name} ({_first(err)})") from err
+    return params.get("parameterization") == "v" if isinstance(params, dict) else None
+
+
+def load_single_file(
+    path: Path,
+    dtype: torch.dtype,
+    *,
+    allow_pickle: bool,
+    family: str | None = None,
+    config: str | Path | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """(family, the Model's parts) from one checkpoint file."""
+    checkpoint = read_checkpoint(path, allow_pickle)
+    if family is not None:
+        check_family(family)
+        if family not in _TEXT_ENCODERS:
+            raise ModelError(f"model {path}: {family} models load from diffusers folders only")
+        if family == "sd-2" and v_prediction_from_yaml(path):
+            family = "sd-2-v"  # the original config beside the file knows best
+    else:
+        try:
+            family = checkpoint_family(checkpoint, v_prediction_from_yaml(path))
+        except ModelError as err:
+            raise ModelError(f"model {path}: {err}") from None
+    folder = config_folder(path, family, config)
+    try:
+        parts = _build_parts(checkpoint, folder, family)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise ModelError(f"model {path}: does not fit {folder.name} ({_first(err)})") from err
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if parts.get(part) is not None:
+            parts[part].to(dtype)
+    return family, parts
+
+
+def _build_parts(checkpoint: dict[str, torch.Tensor], folder: Path, family: str) -> dict[str, Any]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+    )
+
+    if UNET_IN_KEY not in checkpoint:
+        raise KeyError(f"no UNet weights ({UNET_IN_KEY})")
+    unet_config = dict(UNet2DConditionModel.load_config(folder / "unet"))
+    # The same family comes as a 4-channel and a 9-channel (inpainting) UNet.
+    unet_config["in_channels"] = int(checkpoint[UNET_IN_KEY].shape[1])
+    unet = _fill(
+        UNet2DConditionModel, unet_config, convert_ldm_unet_checkpoint(checkpoint, unet_config)
+    )
+    vae_config = dict(AutoencoderKL.load_config(folder / "vae"))
+    vae = _fill(AutoencoderKL, vae_config, convert_ldm_vae_checkpoint(checkpoint, vae_config))
+    parts: dict[str, Any] = {
+        "unet": unet,
+        "vae": vae,
+        "scheduler_config": _json(folder / "scheduler" / "scheduler_config.json"),
+        "tokenizer": None,
+        "text_encoder": None,
+    }
+    for part, prefix, open_clip in _TEXT_ENCODERS[family]:
+        with_projection = part == "text_encoder_2"
+        parts[part] = _text_encoder(checkpoint, folder / part, prefix, open_clip, with_projection)
+        tokenizer = part.replace("text_encoder", "tokenizer")
+        parts[tokenizer] = clip_tokenizer(folder / tokenizer)
+    if family in SDXL_FAMILIES:
+        index = _json(folder / "model_index.json")
+        parts["force_zeros_for_empty_prompt"] = bool(
+            index.get("force_zeros_for_empty_prompt", True)
+        )
+    return parts
+
+
+def clip_tokenizer(settings_folder: Path) -> Any:
+    """CLIP's tokenizer: the shared BPE files plus this folder's tokenizer_config.json.
+
+    The 1.6 MB vocabulary is shipped once (configs/model-configs/clip-tokenizer/); the families
+    differ only in settings (SD 2.x and SDXL's second tokenizer pad with "!").
+    """
+    from transformers import CLIPTokenizer
+
+    if (settings_folder / "vocab.json").is_file():  # a user's config folder with its own files
+        return CLIPTokenizer.from_pretrained(settings_folder, local_files_only=True)
+    settings = _json(settings_folder / "tokenizer_config.json")
+    keep = ("bos_token", "eos_token", "unk_token", "pad_token", "model_max_length")
+    options = {k: settings[k] for k in keep if isinstance(settings.get(k), (str, int))}
+    return CLIPTokenizer(
+        vocab=str(TOKENIZER_FILES / "vocab.json"),
+        merges=str(TOKENIZER_FILES / "merges.txt"),
+        **options,
+    )
+
+
+def _fill(cls: Any, config: dict[str, Any], state: dict[str, torch.Tensor]) -> Any:
+    """A diffusers model built from `config` with exactly the converted weights.
+
+    Built on the meta device (no random init of 2.6 B SDXL parameters) and then given the file's
+    tensors; any parameter the file lacks is an error.
+    """
+    with torch.device("meta"):
+        model = cls.from_config(config)
+    missing, _ = model.load_state_dict(state, strict=False, assign=True)
+    left = missing or [n for n, t in model.state_dict().items() if t.is_meta]
+    if left:
+        raise KeyError(f"{cls.__name__} weights missing: {len(left)}, e.g. {left[0]}")
+    return model.eval()
+
+
+def _text_encoder(
+    checkpoint: dict[str, torch.Tensor],
+    folder: Path,
+    prefix: str,
+    open_clip: bool,
+    projection: bool,
+) -> Any:
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_clip_checkpoint,
+        convert_open_clip_checkpoint,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig.from_pretrained(folder, local_files_only=True)
+    model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+    if open_clip:
+        state = convert_open_clip_checkpoint(model, checkpoint, prefix=prefix)
+    else:
+        own = {k: v for k, v in checkpoint.items() if k.startswith(prefix)}
+        state = convert_ldm_clip_checkpoint(own)
+    if not hasattr(model, "text_model"):
+        # transformers >= 5.6 flattened CLIPTextModel; the converters still write text_model.*
+        state = {k.removeprefix("text_model."): v for k, v in state.items()}
+    missing, _ = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing:
+        raise KeyError(f"{folder.name} weights missing: {len(missing)}, e.g. {missing[0]}")
+    return model.eval()
+
+
+def _json(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} is not a JSON object")
+    return data
+
+
+def _first(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -51,7 +51,7 @@ CUDA_BATCH = 8
 SEED_LIMIT = 2**32
 EMBEDDED_NATIVE_SIZE = (64, 64)
 # A checkpoint file's size before it is read (--dry-run): the family's usual training size.
-FAMILY_SIZES = {"sd-1": 512, "sd-2": 768, "sdxl": 1024, "sdxl-refiner": 1024, "kandinsky-2.2": 512}
+FAMILY_SIZES = {"sd-2-v": 768, "sdxl": 1024, "sdxl-refiner": 1024}  # others: 512
 
 
 @dataclass(frozen=True)
@@ -200,13 +200,14 @@ class Session:
         # models.yaml's vae/family reach a backend that takes them; a vae it cannot use is said.
         accepted = inspect.signature(load_model).parameters
         extras: dict[str, Any] = {}
-        for key, value in (("vae", entry.vae), ("family", entry.family)):
+        wanted = (("vae", entry.vae), ("family", entry.family), ("config", entry.config))
+        for key, value in wanted:
             if value is None:
                 continue
             if key in accepted:
                 extras[key] = value
-            elif key == "vae":
-                self._note(f"model {entry.name}: vae: {value} is not supported yet; ignored")
+            else:
+                self._note(f"model {entry.name}: {key}: {value} is not supported yet; ignored")
         model = load_model(
             self._model_source(entry),
             device=self.settings.device,
@@ -522,7 +523,16 @@ class Session:
 
 
 def _source_of(entry: ModelEntry) -> tuple[object, ...]:
-    return (entry.path, entry.file, entry.repo_id, entry.embedded, entry.vae, entry.precision)
+    return (
+        entry.path,
+        entry.file,
+        entry.repo_id,
+        entry.embedded,
+        entry.vae,
+        entry.config,
+        entry.precision,
+        entry.family,
+    )
 
 
 def derive_seed(base: int, k: int) -> int:

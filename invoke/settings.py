@@ -44,7 +44,8 @@ MODEL_KEYS = {
     "file": "a single .safetensors or .ckpt checkpoint",
     "repo_id": "a Hugging Face hub id, used from the local cache",
     "embedded": "true for the model that ships inside the package",
-    "family": "sd-1, sd-2, sdxl, sdxl-refiner or kandinsky-2.2 (detected when omitted)",
+    "family": "sd-1, sd-2, sd-2-v, sdxl, sdxl-refiner or kandinsky-2.2 (detected when omitted)",
+    "config": "a diffusers config folder for a single file (default: the family's shipped one)",
     "width": "native width in pixels",
     "height": "native height in pixels",
     "vae": "a diffusers VAE folder to use instead of the model's own",
@@ -52,7 +53,8 @@ MODEL_KEYS = {
     "default": "true on the model used without --model",
 }
 SOURCE_KEYS = ("path", "file", "repo_id", "embedded")
-FAMILIES = ("sd-1", "sd-2", "sdxl", "sdxl-refiner", "kandinsky-2.2")
+# The backend's family names (invoke/backend/families.py; settings stays free of torch).
+FAMILIES = ("sd-1", "sd-2", "sd-2-v", "sdxl", "sdxl-refiner", "kandinsky-2.2")
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 # Names are typed after !switch and looked up before paths by --model: no spaces, no slashes.
@@ -80,6 +82,7 @@ class ModelEntry:
     width: int | None = None
     height: int | None = None
     vae: Path | None = None
+    config: Path | None = None  # a single file's diffusers config folder
     precision: str | None = None  # None = the launch option's
     default: bool = False
     listed: bool = True  # False for a `--model PATH` that is in no models.yaml
@@ -276,6 +279,7 @@ def _parse_entry(name: Any, body: Any, base: Path, problems: list[str]) -> Model
         width=size("width"),
         height=size("height"),
         vae=folder_or_file("vae"),
+        config=folder_or_file("config"),
         precision=choice("precision", PRECISIONS),
         default=bool(value("default", bool, "true or false")),
     )
@@ -448,7 +452,7 @@ def _anchored(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     for name, body in raw.items():
         if isinstance(body, dict):
             body = dict(body)
-            for key in ("path", "file", "vae"):
+            for key in ("path", "file", "vae", "config"):
                 text = body.get(key)
                 if isinstance(text, str) and text and not Path(text).expanduser().is_absolute():
                     body[key] = str((base / text).resolve())

@@ -11,4 +11,7 @@ commands (`!models`, `!switch NAME`, ...) is imported below, so every front end 
 
 from __future__ import annotations
 
-from invoke.shell import commands  # noqa: F401 - registers the built-in ! commands
+from invoke.shell import (
+    commands,  # noqa: F401 - registers the built-in ! commands
+    model_commands,  # noqa: F401 - !models, !switch, !import_model, ...
+)

@@ -1,0 +1,415 @@
+"""The model commands: !models, !switch, !import_model, !edit_model, !del_model.
+
+They drive a runner that has a model list (`ModelRunner`, implemented by `invoke.session.Session`).
+Changes go to the user's own models.yaml (made from the shipped one on the first change), written
+atomically; the shipped file is never touched.
+
+In the interactive shell the commands that change the list ask for each value, showing the
+default in brackets (Enter takes it). `--yes`, and any batch (stdin, --from_file, !replay), take
+the defaults without asking; `--name`, `--description`, `-W/--width`, `-H/--height` give values
+up front, so scripts can import a model in one line:
+
+    !import_model /models/sd15 --name sd-1.5 --description "SD 1.5" --yes
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from invoke.errors import InvokeError
+from invoke.settings import (
+    CHECKPOINT_SUFFIXES,
+    MODEL_NAME,
+    MODEL_NAME_RULE,
+    SIZE_MULTIPLE,
+    ModelEntry,
+    unique_model_name,
+)
+from invoke.shell.commands import ShellContext, command, printable
+
+if TYPE_CHECKING:
+    from invoke.shell.runner import Runner
+
+T = TypeVar("T")
+ASK_TRIES = 3  # wrong answers in a row before the command gives up
+AUTO = "auto"  # a size left to the model: not written to models.yaml
+
+
+class ModelRunner(Protocol):
+    """What the model commands need from the runner (Session has it)."""
+
+    entry: ModelEntry  # the active model
+
+    def model_names(self) -> list[str]: ...
+    def model_entry(self, name: str) -> ModelEntry: ...
+    def model_state(self, name: str) -> str: ...
+    def switch(self, name: str) -> ModelEntry: ...
+    def models_file_name(self) -> str: ...
+    def change_models(self, change: Callable[[dict[str, Any]], None]) -> Path: ...
+
+
+def model_names(runner: Runner) -> Iterable[str]:
+    """Tab completion after !switch, !edit_model, !del_model."""
+    names = getattr(runner, "model_names", None)
+    return names() if names is not None else ()
+
+
+def _runner(ctx: ShellContext, name: str) -> ModelRunner:
+    runner = ctx.runner
+    if not all(hasattr(runner, a) for a in ("model_names", "switch", "change_models")):
+        raise InvokeError(f"!{name}: this front end has no model list")
+    return runner  # type: ignore[return-value]
+
+
+# -- arguments and questions ----------------------------------------------------------------------
+
+OPTIONS = {
+    "--name": "name",
+    "--description": "description",
+    "-W": "width",
+    "--width": "width",
+    "-H": "height",
+    "--height": "height",
+}
+
+
+@dataclass
+class Args:
+    words: list[str] = field(default_factory=list)  # the words that are not options
+    yes: bool = False
+    given: dict[str, str] = field(default_factory=dict)  # --name etc.: answers given up front
+
+
+def _parse_args(name: str, args: str, usage: str, options: Iterable[str] = ()) -> Args:
+    try:
+        words = shlex.split(args)
+    except ValueError as exc:
+        raise InvokeError(f"!{name}: {args.strip()} has {exc}; usage: {usage}") from exc
+    parsed = Args()
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in ("-y", "--yes"):
+            parsed.yes = True
+        elif word in OPTIONS and OPTIONS[word] in options:
+            if i + 1 >= len(words):
+                raise InvokeError(f"!{name}: {word} needs a value; usage: {usage}")
+            parsed.given[OPTIONS[word]] = words[i + 1]
+            i += 1
+        elif word.startswith("-") and len(word) > 1 and not Path(word).exists():
+            raise InvokeError(f"!{name}: unknown option {word}; usage: {usage}")
+        else:
+            parsed.words.append(word)
+        i += 1
+    if len(parsed.words) != 1:
+        got = "nothing" if not parsed.words else f"{len(parsed.words)} words"
+        raise InvokeError(f"!{name}: takes one {usage.split()[1]}, got {got}; usage: {usage}")
+    return parsed
+
+
+def _read_answer(question: str) -> str:
+    """One line from the terminal the shell reads (prompt_toolkit's current input)."""
+    from prompt_toolkit import PromptSession
+
+    return PromptSession().prompt(question)
+
+
+def _ask(
+    ctx: ShellContext,
+    cmd: str,
+    args: Args,
+    key: str,
+    question: str,
+    default: str,
+    check: Callable[[str], T],
+) -> T:
+    """The answer for `key`: given as an option, else asked (Enter = default), else the default
+    when the command may not ask (--yes, batches). A bad answer is asked again."""
+    if key in args.given:
+        return check(args.given[key])
+    if args.yes or not ctx.interactive:
+        return check(default)
+    for attempt in range(ASK_TRIES):
+        try:
+            answer = _read_answer(f"{question} [{default}]: ").strip()
+        except (KeyboardInterrupt, EOFError) as exc:
+            raise InvokeError(f"!{cmd}: cancelled; models.yaml is unchanged") from exc
+        try:
+            return check(answer or default)
+        except InvokeError as exc:
+            if attempt == ASK_TRIES - 1:
+                raise
+            ctx.err(printable(str(exc)))
+    raise AssertionError("unreachable")
+
+
+def _name_check(cmd: str, taken: Iterable[str]) -> Callable[[str], str]:
+    used = set(taken)
+
+    def check(text: str) -> str:
+        if not MODEL_NAME.fullmatch(text):
+            raise InvokeError(f"!{cmd}: name {text!r}: use {MODEL_NAME_RULE}")
+        if text in used:
+            raise InvokeError(f"!{cmd}: a model named {text} exists; choose another name")
+        return text
+
+    return check
+
+
+def _description_check(text: str) -> str:
+    return " ".join(text.split())  # one line in models.yaml and in !models
+
+
+def _size_check(cmd: str, side: str) -> Callable[[str], int | None]:
+    def check(text: str) -> int | None:
+        if text.strip().lower() == AUTO:
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < SIZE_MULTIPLE or value % SIZE_MULTIPLE:
+            raise InvokeError(
+                f"!{cmd}: {side} {text!r} must be a positive multiple of {SIZE_MULTIPLE} "
+                f"(e.g. 512), or {AUTO} for the model's own size"
+            )
+        return value
+
+    return check
+
+
+def _ask_size(
+    ctx: ShellContext, cmd: str, args: Args, current: ModelEntry | None
+) -> dict[str, int | None]:
+    sizes: dict[str, int | None] = {}
+    for side in ("width", "height"):
+        now = getattr(current, side) if current is not None else None
+        default = str(now) if now else AUTO
+        question = f"{side.capitalize()} in pixels ({AUTO} = the model's own)"
+        sizes[side] = _ask(ctx, cmd, args, side, question, default, _size_check(cmd, side))
+    return sizes
+
+
+def _set_fields(body: dict[str, Any], values: dict[str, Any]) -> None:
+    """Put values into a models.yaml entry; None removes the key (the model's own value)."""
+    for key, value in values.items():
+        if value is None:
+            body.pop(key, None)
+        else:
+            body[key] = value
+
+
+# -- the commands ---------------------------------------------------------------------------------
+
+
+@command("models", "!models", "List the models of models.yaml: name, status, description.")
+def _models(ctx: ShellContext, args: str) -> None:
+    runner = _runner(ctx, "models")
+    names = runner.model_names()
+    width = max(len(n) for n in names)
+    ctx.out(f"models in {runner.models_file_name()} (* = active):")
+    for name in names:
+        entry = runner.model_entry(name)
+        mark = "*" if name == runner.entry.name else " "
+        about = entry.description or entry.source
+        if not entry.listed:
+            about += " (from --model, not in models.yaml)"
+        ctx.out(printable(f"{mark} {name:<{width}}  {runner.model_state(name):<10}  {about}"))
+
+
+@command(
+    "switch",
+    "!switch NAME",
+    "Make NAME (from !models) the active model; loaded ones switch at once.",
+    complete=model_names,
+)
+def _switch(ctx: ShellContext, args: str) -> None:
+    runner = _runner(ctx, "switch")
+    name = _parse_args("switch", args, "!switch NAME").words[0]
+    entry = runner.switch(name)
+    ctx.out(f"active model: {entry.name}")
+
+
+IMPORT_USAGE = "!import_model PATH [--name N] [--description D] [-W W] [-H H] [--yes]"
+
+
+@command(
+    "import_model",
+    IMPORT_USAGE,
+    "Add a diffusers folder or a .safetensors/.ckpt file to your models.yaml (asks name, "
+    "description, size; --yes takes the defaults).",
+    complete="path",
+)
+def _import_model(ctx: ShellContext, args: str) -> None:
+    cmd = "import_model"
+    runner = _runner(ctx, cmd)
+    parsed = _parse_args(cmd, args, IMPORT_USAGE, ("name", "description", "width", "height"))
+    where = Path(parsed.words[0]).expanduser().resolve()
+    source = _import_source(where)
+    names = runner.model_names()
+    for name in names:
+        entry = runner.model_entry(name)
+        if entry.listed and where in (entry.path, entry.file):
+            raise InvokeError(f"!{cmd}: {where} is already listed as {name} (see !models)")
+    base = where.stem if where.is_file() else where.name
+    name = _ask(
+        ctx,
+        cmd,
+        parsed,
+        "name",
+        "Name for the model",
+        unique_model_name(base, names),
+        _name_check(cmd, names),
+    )
+    description = _ask(
+        ctx,
+        cmd,
+        parsed,
+        "description",
+        "Description",
+        f"{name}, imported from {where.name}",
+        _description_check,
+    )
+    body: dict[str, Any] = {"description": description, **source}
+    _set_fields(body, _ask_size(ctx, cmd, parsed, None))
+    if ctx.dry_run:
+        ctx.out(f"--dry-run: would add {name} ({where}); nothing written")
+        return
+
+    def add(raw: dict[str, Any]) -> None:
+        if name in raw:
+            raise InvokeError(f"!{cmd}: a model named {name} exists; choose another name")
+        raw[name] = body
+
+    written = runner.change_models(add)
+    ctx.out(f"added {name} to {written}; !switch {name} to use it")
+
+
+def _import_source(where: Path) -> dict[str, str]:
+    if where.is_dir():
+        if not (where / "model_index.json").is_file():
+            raise InvokeError(
+                f"!import_model: {where} is not a diffusers model folder (no model_index.json); "
+                f"give such a folder or a .safetensors/.ckpt file"
+            )
+        return {"path": str(where)}
+    if where.is_file():
+        if where.suffix.lower() not in CHECKPOINT_SUFFIXES:
+            raise InvokeError(
+                f"!import_model: {where.name} is not a checkpoint; give a diffusers folder or a "
+                f"{', '.join(CHECKPOINT_SUFFIXES)} file"
+            )
+        return {"file": str(where)}
+    raise InvokeError(f"!import_model: {where} does not exist; give a diffusers folder or a file")
+
+
+EDIT_USAGE = "!edit_model NAME [--description D] [-W W] [-H H] [--yes]"
+
+
+@command(
+    "edit_model",
+    EDIT_USAGE,
+    "Change a model's description and size in your models.yaml (asks; Enter keeps a value).",
+    complete=model_names,
+)
+def _edit_model(ctx: ShellContext, args: str) -> None:
+    cmd = "edit_model"
+    runner = _runner(ctx, cmd)
+    parsed = _parse_args(cmd, args, EDIT_USAGE, ("description", "width", "height"))
+    entry = _listed_entry(runner, cmd, parsed.words[0])
+    values: dict[str, Any] = {
+        "description": _ask(
+            ctx, cmd, parsed, "description", "Description", entry.description, _description_check
+        )
+    }
+    values.update(_ask_size(ctx, cmd, parsed, entry))
+    now = {"description": entry.description, "width": entry.width, "height": entry.height}
+    if values == now:
+        ctx.out(f"{entry.name}: nothing changed")
+        return
+    if ctx.dry_run:
+        ctx.out(f"--dry-run: would change {entry.name}; nothing written")
+        return
+
+    def edit(raw: dict[str, Any]) -> None:
+        body = _raw_entry(raw, cmd, entry.name)
+        _set_fields(body, values)
+        if not body.get("description"):
+            body.pop("description", None)
+
+    written = runner.change_models(edit)
+    ctx.out(f"changed {entry.name} in {written}")
+
+
+@command(
+    "del_model",
+    "!del_model NAME [--yes]",
+    "Remove NAME from your models.yaml (not the active model; its files are kept).",
+    complete=model_names,
+)
+def _del_model(ctx: ShellContext, args: str) -> None:
+    cmd = "del_model"
+    runner = _runner(ctx, cmd)
+    parsed = _parse_args(cmd, args, "!del_model NAME [--yes]")
+    entry = _listed_entry(runner, cmd, parsed.words[0])
+    if entry.name == runner.entry.name:
+        raise InvokeError(f"!{cmd}: {entry.name} is the active model; !switch to another one first")
+    if not parsed.yes:
+        if not ctx.interactive:
+            raise InvokeError(
+                f"!{cmd}: deleting {entry.name} needs confirming; add --yes in a batch"
+            )
+        sure = _ask(
+            ctx,
+            cmd,
+            parsed,
+            "confirm",
+            f"Remove {entry.name} from {runner.models_file_name()}? Its files are kept (y/n)",
+            "n",
+            _yes_no,
+        )
+        if not sure:
+            ctx.out(f"{entry.name} kept")
+            return
+    if ctx.dry_run:
+        ctx.out(f"--dry-run: would remove {entry.name}; nothing written")
+        return
+
+    def delete(raw: dict[str, Any]) -> None:
+        _raw_entry(raw, cmd, entry.name)
+        del raw[entry.name]
+
+    written = runner.change_models(delete)
+    ctx.out(f"removed {entry.name} from {written} (its files are kept)")
+    if entry.default:
+        ctx.out("no model says default: true now; the first one is used without --model")
+
+
+def _yes_no(text: str) -> bool:
+    answer = text.strip().lower()
+    if answer in ("y", "yes"):
+        return True
+    if answer in ("n", "no"):
+        return False
+    raise InvokeError(f"!del_model: answer y or n, not {text!r}")
+
+
+def _listed_entry(runner: ModelRunner, cmd: str, name: str) -> ModelEntry:
+    entry = runner.model_entry(name)
+    if not entry.listed:
+        raise InvokeError(
+            f"!{cmd}: {name} came from --model and is not in models.yaml; "
+            f"!import_model {entry.source} to add it"
+        )
+    return entry
+
+
+def _raw_entry(raw: dict[str, Any], cmd: str, name: str) -> dict[str, Any]:
+    body = raw.get(name)
+    if not isinstance(body, dict):  # another process removed it since this shell read the file
+        raise InvokeError(f"!{cmd}: {name} is no longer in models.yaml (see !models)")
+    return body

@@ -1,0 +1,290 @@
+"""The model commands in the real shell on the real session, and --model at launch.
+
+The user's config folder is pointed at tmp_path, so a real ~/.config/invoke-dream/models.yaml never
+leaks in and the tests never write one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from PIL import Image
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.data_structures import Size
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output.vt100 import Vt100_Output
+
+from invoke.__main__ import cli
+from invoke.session import Session
+from invoke.settings import Settings, user_config_path
+from invoke.shell.batch import run_batch
+from invoke.shell.repl import run_repl
+
+ENTER = "\r"
+CTRL_D = "\x04"
+
+
+@pytest.fixture(scope="module")
+def second_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from invoke.backend.testmodel import build_test_model
+
+    return build_test_model(tmp_path_factory.mktemp("models") / "other", seed=1)
+
+
+@pytest.fixture
+def user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The user's models.yaml, in tmp_path; holds models a (active by default), b and gone."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    return user_config_path()
+
+
+def write_models(path: Path, models: dict[str, dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(models, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def two_models(user_config: Path, tiny_model_dir: Path, second_model_dir: Path) -> Path:
+    return write_models(
+        user_config,
+        {
+            "a": {"description": "first tiny model", "path": str(tiny_model_dir), "default": True},
+            "b": {"description": "second tiny model", "path": str(second_model_dir)},
+            "gone": {"description": "deleted long ago", "file": "/nowhere/x.safetensors"},
+        },
+    )
+
+
+def shell(session: Session, keys: str) -> tuple[int, list[str], str]:
+    """Type `keys` into the real shell; returns the status, printed lines and the screen text."""
+    printed: list[str] = []
+    screen = io.StringIO()
+    output = Vt100_Output(screen, lambda: Size(rows=24, columns=120), enable_cpr=False)
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=output):
+        pipe.send_text(keys)
+        status = run_repl(
+            session, input=pipe, output=output, out=printed.append, err=printed.append
+        )
+    return status, printed, screen.getvalue()
+
+
+def new_session(outdir: Path, **settings: object) -> Session:
+    return Session(
+        Settings(outdir=outdir, **settings), out=io.StringIO(), err=io.StringIO(), progress=False
+    )
+
+
+def sd_metadata(path: Path) -> dict:
+    with Image.open(path) as image:
+        image.load()
+        return json.loads(image.text["sd-metadata"])
+
+
+def test_models_lists_the_user_copy_with_status(tmp_path: Path, two_models: Path) -> None:
+    session = new_session(tmp_path / "out")
+    status, printed, _ = shell(session, f"!models{ENTER}{CTRL_D}")
+    assert status == 0
+    rows = {line.split()[1] if line.startswith("*") else line.split()[0]: line for line in printed}
+    assert str(two_models) in printed[0]
+    assert rows["a"].startswith("* a") and "active" in rows["a"] and "first tiny" in rows["a"]
+    assert "not loaded" in rows["b"] and "second tiny model" in rows["b"]
+    assert "missing" in rows["gone"]
+    # The user's copy overrides the shipped list: its embedded `default` is not offered.
+    assert "default" not in rows
+
+
+def test_switch_changes_prompt_and_next_images_model_id(tmp_path: Path, two_models: Path) -> None:
+    outdir = tmp_path / "out"
+    session = new_session(outdir)
+    keys = f"a cat -s 2 -S 1{ENTER}!switch b{ENTER}a cat -s 2 -S 1{ENTER}!models{ENTER}{CTRL_D}"
+    status, printed, screen = shell(session, keys)
+    assert status == 0, printed
+    assert "(a) invoke> " in screen and "(b) invoke> " in screen
+    assert screen.index("(a) invoke> ") < screen.index("(b) invoke> ")
+    first, second = outdir / "000001.1.png", outdir / "000002.1.png"
+    assert sd_metadata(first)["model_id"] == "a"
+    assert sd_metadata(second)["model_id"] == "b"
+    with Image.open(first) as one, Image.open(second) as two:
+        assert one.tobytes() != two.tobytes()  # really another model's weights
+    # Both stay loaded (--max_loaded_models 2): a is loaded, b is active.
+    assert any(line.startswith("  a") and "loaded" in line for line in printed), printed
+    assert any(line.startswith("* b") and "active" in line for line in printed), printed
+
+
+def test_switch_to_unknown_or_missing_model_keeps_the_active_one(
+    tmp_path: Path, two_models: Path
+) -> None:
+    session = new_session(tmp_path / "out")
+    status, printed, _ = shell(session, f"!switch nope{ENTER}!switch gone{ENTER}{CTRL_D}")
+    assert status == 0
+    assert any("nope" in line and "a, b, gone" in line for line in printed), printed
+    assert any("gone" in line and "does not exist" in line for line in printed), printed
+    assert session.prompt_label() == "(a) invoke> "
+
+
+def test_lru_keeps_at_most_max_loaded_models(tmp_path: Path, two_models: Path) -> None:
+    session = new_session(tmp_path / "out", max_loaded_models=1)
+    session.switch("b")
+    session.switch("a")
+    assert session.model_state("a") == "active"
+    assert session.model_state("b") == "not loaded"
+
+
+def test_import_edit_delete_round_trip_in_a_batch(
+    tmp_path: Path, two_models: Path, second_model_dir: Path, tiny_model_dir: Path
+) -> None:
+    checkpoint = tmp_path / "my model.safetensors"
+    checkpoint.write_bytes(b"not read by the import")
+    session = new_session(tmp_path / "out")
+    printed: list[str] = []
+    lines = [
+        f"!import_model '{checkpoint}'",  # no questions in a batch: the defaults
+        f"!import_model {second_model_dir}",  # already listed as b
+        "!edit_model my-model --description 'a checkpoint' -W 768 -H 512",
+        "!del_model b",  # a batch cannot confirm
+        "!del_model b --yes",
+        "!del_model a --yes",  # the active one
+    ]
+    status = run_batch(session, lines, out=printed.append, err=printed.append)
+    assert status == 1
+    text = "\n".join(printed)
+    assert "already listed as b" in text
+    assert "add --yes" in text
+    assert "a is the active model" in text
+    saved = yaml.safe_load(two_models.read_text())
+    assert list(saved) == ["a", "gone", "my-model"]  # others kept, in order
+    assert saved["a"] == {
+        "description": "first tiny model",
+        "path": str(tiny_model_dir),
+        "default": True,
+    }
+    assert saved["my-model"] == {
+        "description": "a checkpoint",
+        "file": str(checkpoint),
+        "width": 768,
+        "height": 512,
+    }
+    # The session uses the changed file at once.
+    assert session.model_names() == ["a", "gone", "my-model"]
+    assert session.model_entry("my-model").width == 768
+    assert not list(two_models.parent.glob(".*.tmp"))  # no staging file left behind
+
+
+def test_import_asks_in_the_shell_and_reasks_a_bad_answer(
+    tmp_path: Path, two_models: Path, tiny_model_dir: Path
+) -> None:
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    session = new_session(tmp_path / "out")
+    keys = (
+        f"!import_model {folder}{ENTER}"
+        f"has space{ENTER}mine{ENTER}"  # a bad name is asked again
+        f"{ENTER}"  # description: the default
+        f"100{ENTER}64{ENTER}"  # width: not a multiple of 8, again
+        f"auto{ENTER}"  # height: the model's own
+        f"!switch mine{ENTER}{CTRL_D}"
+    )
+    status, printed, screen = shell(session, keys)
+    assert status == 0, printed
+    assert any("'has space'" in line for line in printed), printed
+    assert any("'100'" in line and "multiple of 8" in line for line in printed), printed
+    assert "Name for the model [copy]: " in screen
+    saved = yaml.safe_load(two_models.read_text())["mine"]
+    assert saved == {
+        "description": "mine, imported from copy",
+        "path": str(folder.resolve()),
+        "width": 64,
+    }
+    assert session.prompt_label() == "(mine) invoke> "
+
+
+def test_edit_and_confirmed_delete_in_the_shell(tmp_path: Path, two_models: Path) -> None:
+    session = new_session(tmp_path / "out")
+    keys = (
+        f"!edit_model b{ENTER}renamed in the shell{ENTER}{ENTER}{ENTER}"
+        f"!del_model gone{ENTER}n{ENTER}"
+        f"!del_model gone{ENTER}y{ENTER}{CTRL_D}"
+    )
+    status, printed, _ = shell(session, keys)
+    assert status == 0, printed
+    saved = yaml.safe_load(two_models.read_text())
+    assert list(saved) == ["a", "b"]
+    assert saved["b"]["description"] == "renamed in the shell"
+    assert "gone kept" in printed
+
+
+def test_first_change_copies_the_list_in_use_never_the_shipped_file(
+    tmp_path: Path, user_config: Path, tiny_model_dir: Path
+) -> None:
+    shipped = Path(__file__).resolve().parent.parent / "configs" / "models.yaml"
+    before = shipped.read_bytes()
+    session = new_session(tmp_path / "out")
+    printed: list[str] = []
+    status = run_batch(
+        session, [f"!import_model {tiny_model_dir} --name t"], out=printed.append, err=print
+    )
+    assert status == 0
+    assert shipped.read_bytes() == before
+    saved = yaml.safe_load(user_config.read_text())
+    assert saved["default"]["embedded"] is True and saved["t"]["path"] == str(tiny_model_dir)
+    # --config naming the shipped file: refused, not written.
+    session = new_session(tmp_path / "out", config=shipped)
+    line = f"!import_model {tiny_model_dir} --name u"
+    status = run_batch(session, [line], out=printed.append, err=printed.append)
+    assert status == 1 and any("never changed" in line for line in printed)
+    assert shipped.read_bytes() == before
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout + result.stderr
+
+
+def test_launch_model_by_name_and_by_folder(
+    tmp_path: Path, two_models: Path, second_model_dir: Path
+) -> None:
+    code, text = invoke("--model", "b", "-o", "o1", "a cat -s 2 -S 3")
+    assert code == 0, text
+    assert sd_metadata(tmp_path / "o1" / "000001.3.png")["model_id"] == "b"
+    code, text = invoke("--model", str(second_model_dir), "-o", "o2", "a cat -s 2 -S 3")
+    assert code == 0, text
+    assert sd_metadata(tmp_path / "o2" / "000001.3.png")["model_id"] == "other"
+
+
+def test_bad_models_yaml_is_one_line_per_problem(tmp_path: Path, user_config: Path) -> None:
+    write_models(
+        user_config,
+        {
+            "one": {"path": "/m/one", "default": True, "widht": 512},
+            "two": {"file": "/m/two.safetensors", "default": True, "height": "big"},
+            "three": {"description": "no source"},
+        },
+    )
+    code, text = invoke("--dry-run", "a cat")
+    assert code == 2
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 4, text
+    assert "unknown key 'widht'; did you mean width?" in text
+    assert "height must be a whole number" in text and "'big'" in text
+    assert "three: no source" in text
+    assert "2 entries say `default: true` (one, two)" in text
+    assert all(str(user_config) in line for line in lines)
+
+
+def test_repo_id_not_cached_is_a_clear_error(tmp_path: Path, user_config: Path) -> None:
+    write_models(
+        user_config,
+        {"hub": {"repo_id": "invoke-tests/never-cached-model", "default": True}},
+    )
+    code, text = invoke("a cat -s 2")
+    assert code != 0
+    assert "invoke-tests/never-cached-model is not in the local Hugging Face cache" in text
+    assert "--allow-downloads" in text and "Traceback" not in text

@@ -124,8 +124,18 @@ class Model:
 
     @property
     def size_multiple(self) -> int:
-        """Pixels per latent cell: image sides must be multiples of it."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        """Image sides must be multiples of it: pixels per latent cell.
+
+        Kandinsky's pipeline rounds sides up to the square of its cell (64 px) and would return
+        another size than asked.
+        """
+        cell = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return cell * cell if self.family == "kandinsky-2.2" else cell
+
+    @property
+    def default_sampler(self) -> str:
+        """The sampler to use when the line names none (Kandinsky's loop cannot run k_lms)."""
+        return "ddim" if self.family == "kandinsky-2.2" else "k_lms"
 
     @property
     def inpainting(self) -> bool:
@@ -143,7 +153,7 @@ class Model:
     ) -> list[Image.Image]:
         """One image per `Noise` of the job, all in one UNet batch."""
         self._refuse(job)
-        if hasattr(self.vae, "enable_tiling"):
+        if hasattr(self.vae, "use_tiling"):  # AutoencoderKL; Kandinsky's VQModel cannot tile
             big = job.width * job.height > TILING_AREA * self.native_size**2
             self.vae.enable_tiling() if big else self.vae.disable_tiling()
         if self.family in SDXL_FAMILIES:
@@ -347,6 +357,10 @@ def _finish(
             parts[module].eval().requires_grad_(False)
             if not offload and parts.get("pipeline") is None:
                 parts[module].to(torch_device)
+    if family in SDXL_FAMILIES and not preview:
+        from invoke.backend.sdxl import SDXL_LATENT_RGB, SDXL_LATENT_RGB_BIAS
+
+        preview = {"latent_rgb_factors": SDXL_LATENT_RGB, "latent_rgb_bias": SDXL_LATENT_RGB_BIAS}
     model = Model(
         name=name, path=path, device=torch_device, dtype=dtype, family=family, **parts, **preview
     )

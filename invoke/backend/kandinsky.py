@@ -1,0 +1,147 @@
+"""Kandinsky 2.2 through diffusers' Auto pipelines (the combined prior + decoder pipeline).
+
+The folder is a saved KandinskyV22CombinedPipeline (prior_* parts, unet, scheduler, movq);
+AutoPipelineForImage2Image loads it as the img2img pipeline and AutoPipelineForText2Image shares
+its parts for txt2img. diffusers owns the loop here, so what it cannot do is refused up front
+(Model._refuse and _refuse below): variations and intermediates (it draws its own noise),
+inpainting masks, weighted sub-prompts, and the samplers its loop would run wrongly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from PIL import Image
+
+from invoke.backend.job import Job, StepInfo
+from invoke.backend.schedulers import make_scheduler, numpy_quiet
+from invoke.errors import InvokeError, ModelError
+
+if TYPE_CHECKING:
+    from invoke.backend.models import Model
+
+# The Kandinsky loop neither scales the model input (k_euler, k_lms... need it) nor takes samplers
+# whose step has no generator (plms) or that evaluate twice per step (k_heun, k_dpm_2).
+SAMPLERS = ("ddim", "k_dpmpp_2", "k_dpmpp_2_a")
+DEFAULT_SAMPLER = "ddim"
+
+
+def load_kandinsky(
+    folder: Path, device: torch.device, dtype: torch.dtype, *, offload: bool
+) -> dict[str, Any]:
+    """The Model's parts for a Kandinsky 2.2 combined folder."""
+    from diffusers import AutoPipelineForImage2Image
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    # Loading draws bars per part; the front ends draw their own.
+    bars = (
+        diffusers_logging.is_progress_bar_enabled(),
+        transformers_logging.is_progress_bar_enabled(),
+    )
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        pipe = AutoPipelineForImage2Image.from_pretrained(
+            folder,
+            dtype=dtype,
+            local_files_only=True,
+            use_safetensors=True,
+            low_cpu_mem_usage=False,  # without accelerate, the same thing minus a long warning
+        )
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"model {folder}: cannot load the Kandinsky pipeline ({first})") from err
+    finally:
+        if bars[0]:
+            diffusers_logging.enable_progress_bar()
+        if bars[1]:
+            transformers_logging.enable_progress_bar()
+    for each in (pipe, pipe.prior_pipe, pipe.decoder_pipe):
+        each.set_progress_bar_config(disable=True)
+    if offload and device.type != "cpu":
+        try:
+            pipe.enable_model_cpu_offload(device=device)
+        except (ImportError, ValueError, RuntimeError) as err:
+            raise ModelError(
+                f"model {folder}: --offload needs the accelerate package ({err})"
+            ) from err
+    else:
+        pipe.to(device)
+    return {
+        "pipeline": pipe,
+        "unet": pipe.unet,
+        "vae": pipe.movq,
+        "tokenizer": pipe.prior_tokenizer,
+        "text_encoder": pipe.prior_text_encoder,
+        "scheduler_config": dict(pipe.scheduler.config),
+    }
+
+
+def _refuse(model: Model, job: Job) -> tuple[str, str]:
+    """(prompt, negative prompt) for the pipeline, or InvokeError for what it cannot do."""
+    from invoke.parse import split_prompt
+
+    what = f"model {model.name} (kandinsky-2.2)"
+    if job.sampler not in SAMPLERS:
+        raise InvokeError(
+            f"-A/--sampler: {job.sampler} is not available for {what}; use {', '.join(SAMPLERS)}"
+        )
+    parts = split_prompt(job.prompt, skip_normalize=job.skip_normalize)
+    if len(parts.positive) > 1:
+        raise InvokeError(f"prompt: {what} takes no weighted sub-prompts (a:0.5 b:0.5); use one")
+    multiple = model.size_multiple
+    for switch, side in (("-W/--width", job.width), ("-H/--height", job.height)):
+        if side <= 0 or side % multiple:
+            raise InvokeError(f"{switch}: {side} is not a positive multiple of {multiple}")
+    text = parts.positive[0][0] if parts.positive else ""
+    return text, parts.negative
+
+
+@torch.no_grad()
+def generate(
+    model: Model, job: Job, on_step: Callable[[StepInfo], None] | None = None
+) -> list[Image.Image]:
+    from diffusers import AutoPipelineForText2Image
+
+    prompt, negative = _refuse(model, job)
+    pipe = model.pipeline
+    if job.init_image is None:
+        pipe = AutoPipelineForText2Image.from_pipe(pipe)
+        pipe.set_progress_bar_config(disable=True)
+    options: dict[str, Any] = {
+        "prompt": prompt,
+        "negative_prompt": negative or None,
+        "num_inference_steps": job.steps,
+        "guidance_scale": job.cfg_scale,
+        "width": job.width,
+        "height": job.height,
+    }
+    if job.init_image is not None:
+        options.update(image=job.init_image, strength=job.strength)
+    total, count = job.steps_taken, len(job.noises)
+    calls = 0
+
+    def step_end(_pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # One progress step per step of the whole job (its images run one after another).
+        nonlocal calls
+        calls += 1
+        if on_step is not None and calls % count == 0:
+            on_step(StepInfo(calls // count, total, int(t), kwargs["latents"]))
+        return kwargs
+
+    images = []
+    for noise in job.noises:
+        scheduler = make_scheduler(job.sampler, model.scheduler_config)
+        pipe.scheduler = pipe.decoder_pipe.scheduler = scheduler
+        generator = torch.Generator("cpu").manual_seed(noise.seed)
+        with numpy_quiet(), warnings.catch_warnings():
+            # The combined pipeline hands its parts a deprecated argument of its own.
+            warnings.filterwarnings("ignore", "`callback_steps` is deprecated", FutureWarning)
+            out = pipe(**options, generator=generator, callback_on_step_end=step_end)
+        images.append(out.images[0].convert("RGB"))
+    return images

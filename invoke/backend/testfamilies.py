@@ -1,0 +1,244 @@
+"""Tiny random models of the other families, for tests: SDXL base and refiner, Kandinsky 2.2.
+
+Each is a diffusers folder laid out as the real model's (same classes, same model_index.json
+keys), with a few-thousand-parameter architecture shaped after diffusers' own test fixtures, built
+offline in about a second. Random weights: never for pictures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from invoke.backend.clip_vocab import BOS, EOS, MAX_LENGTH, build_clip_tokenizer
+from invoke.backend.testmodel import SD15_SCHEDULER, WORDS
+
+TEXT_DIM = 32
+
+# SDXL's published scheduler: SD's noise schedule, Euler by default, "leading" spacing.
+SDXL_SCHEDULER = {
+    "_class_name": "EulerDiscreteScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "interpolation_type": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "trained_betas": None,
+    "use_karras_sigmas": False,
+}
+
+
+def _tokenizer(folder: Path, pad: str = EOS) -> dict[str, int]:
+    build_clip_tokenizer(folder, WORDS)
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["pad_token"] = pad  # SD 2.x and SDXL's OpenCLIP tokenizers pad with "!"
+    config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+
+
+def _text_config(vocab: dict[str, int], pad: str, act: str = "quick_gelu") -> Any:
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=TEXT_DIM,
+        intermediate_size=37,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_LENGTH,
+        projection_dim=TEXT_DIM,
+        hidden_act=act,
+        bos_token_id=vocab[BOS],
+        eos_token_id=vocab[EOS],
+        pad_token_id=vocab[pad],
+    )
+
+
+def _save_transformers(model: Any, folder: Path) -> None:
+    """config.json + model.safetensors, without transformers' progress bar."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(folder)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, folder / "model.safetensors", {"format": "pt"})
+
+
+def _vae(scaling_factor: float, force_upcast: bool) -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(8, 16, 16, 16),  # 8x, as every SD/SDXL VAE
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+        scaling_factor=scaling_factor,
+        force_upcast=force_upcast,
+    )
+
+
+def build_test_sdxl(path: str | Path, seed: int = 0, refiner: bool = False) -> Path:
+    """A StableDiffusionXLPipeline folder (or, `refiner`, a StableDiffusionXLImg2ImgPipeline one
+    with only the second text encoder and aesthetic-score time ids); native size 64x64."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab_2 = _tokenizer(out / "tokenizer_2", pad="!")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if not refiner:
+            vocab = _tokenizer(out / "tokenizer")
+            _save_transformers(CLIPTextModel(_text_config(vocab, EOS)), out / "text_encoder")
+        _save_transformers(
+            CLIPTextModelWithProjection(_text_config(vocab_2, "!", act="gelu")),
+            out / "text_encoder_2",
+        )
+        time_ids = 5 if refiner else 6
+        unet = UNet2DConditionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=TEXT_DIM if refiner else 2 * TEXT_DIM,
+            attention_head_dim=(4, 8),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=time_ids * 8 + TEXT_DIM,
+            norm_num_groups=8,
+        )
+        vae = _vae(0.13025, force_upcast=True)
+    unet.save_pretrained(out / "unet", safe_serialization=True)
+    vae.save_pretrained(out / "vae", safe_serialization=True)
+    (out / "scheduler").mkdir(exist_ok=True)
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SDXL_SCHEDULER, indent=2))
+    index = {
+        "_class_name": "StableDiffusionXLImg2ImgPipeline"
+        if refiner
+        else "StableDiffusionXLPipeline",
+        "_diffusers_version": "0.42.1",
+        "force_zeros_for_empty_prompt": not refiner,
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder": [None, None] if refiner else ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": [None, None] if refiner else ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    if refiner:
+        index["requires_aesthetics_score"] = True
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+    return out
+
+
+def build_test_kandinsky(path: str | Path, seed: int = 0) -> Path:
+    """A KandinskyV22CombinedPipeline folder (prior + decoder), images in multiples of 4 px."""
+    from diffusers import (
+        DDIMScheduler,
+        KandinskyV22CombinedPipeline,
+        PriorTransformer,
+        UnCLIPScheduler,
+        UNet2DConditionModel,
+        VQModel,
+    )
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = _tokenizer(out / "prior_tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(out / "prior_tokenizer", local_files_only=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        prior = PriorTransformer(
+            num_attention_heads=2, attention_head_dim=12, embedding_dim=TEXT_DIM, num_layers=1
+        )
+        # Random clip statistics would scale the embeddings to nothing; the real ones are O(1).
+        prior.clip_std = torch.nn.Parameter(torch.ones(prior.clip_std.shape))
+        text_encoder = CLIPTextModelWithProjection(_text_config(vocab, EOS, act="gelu"))
+        image_encoder = CLIPVisionModelWithProjection(
+            CLIPVisionConfig(
+                hidden_size=TEXT_DIM,
+                image_size=28,
+                projection_dim=TEXT_DIM,
+                intermediate_size=37,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                patch_size=14,
+            )
+        )
+        unet = UNet2DConditionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=8,  # learned variance, as the real decoder
+            addition_embed_type="image",
+            down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+            up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+            mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            encoder_hid_dim=TEXT_DIM,
+            encoder_hid_dim_type="image_proj",
+            cross_attention_dim=TEXT_DIM,
+            attention_head_dim=4,
+            resnet_time_scale_shift="scale_shift",
+            class_embed_type=None,
+        )
+        movq = VQModel(
+            block_out_channels=(32, 64),
+            down_block_types=("DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
+            up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D"),
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            layers_per_block=1,
+            norm_num_groups=8,
+            norm_type="spatial",
+            num_vq_embeddings=12,
+            vq_embed_dim=4,
+        )
+    schedule = {k: v for k, v in SD15_SCHEDULER.items() if not k.startswith("_")}
+    pipe = KandinskyV22CombinedPipeline(
+        unet=unet,
+        scheduler=DDIMScheduler.from_config({**schedule, "beta_schedule": "linear"}),
+        movq=movq,
+        prior_prior=prior,
+        prior_image_encoder=image_encoder,
+        prior_text_encoder=text_encoder,
+        prior_tokenizer=tokenizer,
+        prior_scheduler=UnCLIPScheduler(
+            variance_type="fixed_small_log",
+            prediction_type="sample",
+            num_train_timesteps=1000,
+            clip_sample=True,
+            clip_sample_range=10.0,
+        ),
+        prior_image_processor=CLIPImageProcessor(crop_size=28, size=28, resample=3),
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out

@@ -756,6 +756,7 @@ def test_names_that_would_escape_are_refused(
         (["--fnformat", "nul.{seed}.png"], "_nul.1.png"),
         (["--fnformat", "LPT1.png"], "_LPT1.png"),
         (["--fnformat", ".{seed}.png"], "1.png"),  # no hidden files
+        (["--fnformat", "x\u202egnp.{seed}.png"], "x_gnp.1.png"),  # no right-to-left override
         ([], "000001.1.png"),  # the prompt never names the file
     ],
 )

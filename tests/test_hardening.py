@@ -634,6 +634,36 @@ def test_unusable_model_is_one_line(case: ModelCase, models: Path, isolated: Pat
     assert not list((isolated / "out").glob("*.png"))
 
 
+def test_the_shell_survives_the_catalogue(
+    files: Path, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The image and !fetch errors typed into one interactive shell, then a good line: each
+    prints its one line and the shell goes on. (Parser errors never leave the edit buffer: the
+    validator shows them inline; test_shell.py covers that.)"""
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from invoke.session import Session
+    from invoke.settings import Settings
+    from invoke.shell.repl import run_repl
+
+    cases = [c for c in CATALOGUE if c.group != "parser" and c.outcome == "error" and not c.xfail]
+    keys = "".join(_fill(c.line, d=files) + "\r" for c in cases) + GOOD_LINE + "\r\x04"
+    outdir = tmp_path / "out"
+    session = Session(Settings(outdir=outdir, model=str(tiny_model_dir)), out=sys.stdout)
+    printed: list[str] = []
+    with create_pipe_input() as pipe:
+        pipe.send_text(keys)
+        status = run_repl(
+            session, input=pipe, output=DummyOutput(), out=printed.append, err=printed.append
+        )
+    assert status == 0
+    assert len(printed) == len(cases), printed
+    for case, line in zip(cases, printed, strict=True):
+        assert pattern(_fill(case.message, d=files)).fullmatch(line), (case.id, line)
+    assert len(list(outdir.glob("000001.7.png"))) == 1
+
+
 def test_catalogue_covers_the_issue() -> None:
     assert len(CATALOGUE) + len(MODEL_CASES) >= 40
     assert {c.group for c in CATALOGUE} == {"parser", "image", "fetch"}

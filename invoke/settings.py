@@ -437,6 +437,7 @@ def change_models_file(settings: Settings, change: Callable[[dict[str, Any]], No
         }
     else:
         raw = read_models_file(source)  # read now: another process may have changed it
+        parse_model_entries(raw, source)  # a file broken by hand is reported, not rewritten
         if source.resolve().parent != target.resolve().parent:
             raw = _anchored(raw, source.parent)
     change(raw)

@@ -16,7 +16,9 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 from prompt_toolkit.application import create_app_session
+from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.data_structures import Size
+from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output.vt100 import Vt100_Output
 
@@ -24,6 +26,7 @@ from invoke.__main__ import cli
 from invoke.session import Session
 from invoke.settings import Settings, user_config_path
 from invoke.shell.batch import run_batch
+from invoke.shell.completer import ShellCompleter
 from invoke.shell.repl import run_repl
 
 ENTER = "\r"
@@ -288,3 +291,27 @@ def test_repo_id_not_cached_is_a_clear_error(tmp_path: Path, user_config: Path) 
     assert code != 0
     assert "invoke-tests/never-cached-model is not in the local Hugging Face cache" in text
     assert "--allow-downloads" in text and "Traceback" not in text
+
+
+def test_switch_completes_model_names(tmp_path: Path, two_models: Path) -> None:
+    session = new_session(tmp_path / "out")
+    completer = ShellCompleter(session)
+    found = completer.get_completions(Document("!switch g"), CompleteEvent())
+    assert [c.text for c in found] == ["gone"]
+    found = completer.get_completions(Document("!del_model "), CompleteEvent())
+    assert [c.text for c in found] == ["a", "b", "gone"]
+
+
+def test_a_list_broken_by_hand_is_reported_not_overwritten(
+    tmp_path: Path, two_models: Path
+) -> None:
+    session = new_session(tmp_path / "out")
+    two_models.write_text("a:\n  pth: /x\n  default: true\nb:\n  default: true\n")
+    broken = two_models.read_text()
+    printed: list[str] = []
+    status = run_batch(session, ["!del_model gone --yes"], out=printed.append, err=printed.append)
+    assert status == 1
+    assert two_models.read_text() == broken
+    text = "\n".join(printed)
+    assert "unknown key 'pth'; did you mean path?" in text and "b: no source" in text
+    assert "\\n" not in text  # each problem on its own line, not escaped into one

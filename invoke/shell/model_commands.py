@@ -27,6 +27,7 @@ from invoke.settings import (
     MODEL_NAME_RULE,
     SIZE_MULTIPLE,
     ModelEntry,
+    ModelsFileError,
     unique_model_name,
 )
 from invoke.shell.commands import ShellContext, command, printable
@@ -194,6 +195,19 @@ def _ask_size(
     return sizes
 
 
+def _change(
+    ctx: ShellContext, runner: ModelRunner, change: Callable[[dict[str, Any]], None]
+) -> Path:
+    """Write models.yaml; a file broken by hand meanwhile is reported one line per problem."""
+    try:
+        return runner.change_models(change)
+    except ModelsFileError as exc:
+        *earlier, last = str(exc).splitlines()
+        for line in earlier:
+            ctx.err(printable(line))
+        raise InvokeError(last) from exc
+
+
 def _set_fields(body: dict[str, Any], values: dict[str, Any]) -> None:
     """Put values into a models.yaml entry; None removes the key (the model's own value)."""
     for key, value in values.items():
@@ -285,7 +299,7 @@ def _import_model(ctx: ShellContext, args: str) -> None:
             raise InvokeError(f"!{cmd}: a model named {name} exists; choose another name")
         raw[name] = body
 
-    written = runner.change_models(add)
+    written = _change(ctx, runner, add)
     ctx.out(f"added {name} to {written}; !switch {name} to use it")
 
 
@@ -341,7 +355,7 @@ def _edit_model(ctx: ShellContext, args: str) -> None:
         if not body.get("description"):
             body.pop("description", None)
 
-    written = runner.change_models(edit)
+    written = _change(ctx, runner, edit)
     ctx.out(f"changed {entry.name} in {written}")
 
 
@@ -383,7 +397,7 @@ def _del_model(ctx: ShellContext, args: str) -> None:
         _raw_entry(raw, cmd, entry.name)
         del raw[entry.name]
 
-    written = runner.change_models(delete)
+    written = _change(ctx, runner, delete)
     ctx.out(f"removed {entry.name} from {written} (its files are kept)")
     if entry.default:
         ctx.out("no model says default: true now; the first one is used without --model")

@@ -74,6 +74,9 @@ COMPILE_WARM_S = 15.0
 # Distinct shapes one process may compile; dynamo's default limit (8) would silently fall back.
 RECOMPILE_LIMIT = 32
 
+# Extra torch.compile arguments; tests trace with {"backend": "eager"} (seconds, not minutes).
+COMPILE_OPTIONS: dict[str, Any] = {}
+
 # (batch of UNet inputs, channels, latent height, latent width): what a compiled graph is for.
 Shape = tuple[int, ...]
 
@@ -244,8 +247,9 @@ def unet_for(model: Model, job: Job) -> Any:
     if state.compiled is None:
         # fullgraph: SD UNets trace without breaks; a break would silently cost the CUDA graph.
         # dynamic=False: one specialized graph per shape, the fastest kernels for each.
-        mode = "reduce-overhead" if cuda else None
-        state.compiled = torch.compile(model.unet, mode=mode, fullgraph=True, dynamic=False)
+        options: dict[str, Any] = {"mode": "reduce-overhead"} if cuda else {}
+        options.update(COMPILE_OPTIONS)
+        state.compiled = torch.compile(model.unet, fullgraph=True, dynamic=False, **options)
     if shape not in state.bought:
         state.bought.add(shape)
         log.warning(

@@ -1,0 +1,246 @@
+"""The speed path on the tiny model on CPU: every optimization keeps the pictures, OOM is one line.
+
+CUDA itself is not available here; these tests run the same code with the CUDA-only switches
+(fused QKV, channels_last, compile) turned on by hand on the CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from invoke.backend import generate as generate_module
+from invoke.backend import speed
+from invoke.backend.job import Job, Noise
+from invoke.backend.models import Model, load_model
+from invoke.errors import InvokeError
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
+
+
+def make_job(**changes: object) -> Job:
+    job = Job(
+        prompt="a red circle [blue]",
+        skip_normalize=False,
+        steps=4,
+        cfg_scale=7.5,
+        sampler="k_lms",
+        width=64,
+        height=64,
+        noises=(Noise(42),),
+    )
+    return replace(job, **changes)
+
+
+def pixels(images: list[Image.Image]) -> np.ndarray:
+    return np.stack([np.asarray(image, dtype=np.int16) for image in images])
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_model_dir: Path) -> Model:
+    return load_model(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def fast(tiny_model_dir: Path) -> Model:
+    """The CUDA configuration on the CPU: fused QKV and channels_last on UNet and VAE."""
+    model = load_model(tiny_model_dir, device="cpu")
+    for module in (model.unet, model.vae):
+        speed.fuse_qkv(module)
+        module.to(memory_format=torch.channels_last)
+    return model
+
+
+def test_cpu_defaults_leave_the_plain_path(plain: Model) -> None:
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    # Bit-exact remakes on CPU: no fusion, NCHW, SDPA, and the UNet runs eagerly.
+    assert all(type(p) is AttnProcessor2_0 for p in plain.unet.attn_processors.values())
+    assert not hasattr(plain.unet.down_blocks[0].attentions[0], "to_qkv")
+    assert speed.unet_for(plain, make_job()) is plain.unet
+
+
+def test_fused_qkv_shares_the_weights(fast: Model) -> None:
+    from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
+
+    attentions = [m for m in fast.unet.modules() if isinstance(m, Attention)]
+    assert attentions
+    assert all(type(p) is FusedAttnProcessor2_0 for p in fast.unet.attn_processors.values())
+    for attn in attentions:
+        fused = attn.to_kv if attn.is_cross_attention else attn.to_qkv
+        first = attn.to_k if attn.is_cross_attention else attn.to_q
+        # The unfused weights are views into the fused ones: no second copy of them.
+        assert first.weight.data_ptr() == fused.weight.data_ptr()
+        assert attn.to_v.weight.untyped_storage().data_ptr() == fused.weight.data_ptr()
+
+
+@pytest.mark.parametrize("sampler", ["k_lms", "ddim", "k_euler_a"])
+def test_fast_path_keeps_the_pictures(plain: Model, fast: Model, sampler: str) -> None:
+    job = make_job(sampler=sampler, noises=(Noise(3), Noise(4)))
+    seen: dict[str, torch.Tensor] = {}
+    ours = fast.generate(job, lambda info: seen.__setitem__("fast", info.latents))
+    theirs = plain.generate(job, lambda info: seen.__setitem__("plain", info.latents))
+    torch.testing.assert_close(seen["fast"], seen["plain"], rtol=1e-4, atol=1e-4)
+    assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1
+
+
+def test_batch_of_eight_equals_each_seed_alone_on_the_fast_path(fast: Model) -> None:
+    # session.CUDA_BATCH images in one UNet batch, as `-n 8` runs on CUDA.
+    noises = tuple(Noise(100 + k) for k in range(8))
+    batch = fast.generate(make_job(noises=noises, steps=3))
+    alone = [fast.generate(make_job(noises=(n,), steps=3))[0] for n in noises]
+    assert np.abs(pixels(batch) - pixels(alone)).max() <= 2
+
+
+def test_forced_compile_keeps_the_pictures(
+    tiny_model_dir: Path, plain: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Dynamo traces the real UNet; the eager backend skips inductor's minutes of C++ on CPU.
+    monkeypatch.setattr(speed, "COMPILE_OPTIONS", {"backend": "eager"})
+    model = load_model(tiny_model_dir, device="cpu", compile=True)
+    job = make_job(sampler="ddim")
+    assert speed.unet_for(model, job) is not model.unet
+    compiled = model.generate(job)
+    assert np.abs(pixels(compiled) - pixels(plain.generate(job))).max() <= 1
+    # Another sampler feeds the UNet float32 timesteps too: the same graph serves it.
+    again = model.generate(make_job(sampler="k_euler"))
+    assert np.abs(pixels(again) - pixels(plain.generate(make_job(sampler="k_euler")))).max() <= 1
+
+
+def test_compile_pays_per_shape_after_its_cost_in_eager_time(plain: Model) -> None:
+    model = replace(plain)  # a new Model on the same parts, with its own speed state
+    speed.prepare(model, compile=None)
+    assert not speed.should_compile(model, speed.unet_shape(model, make_job()))  # CPU: never
+    model = replace(plain)
+    speed.prepare(model, compile=True)
+    small, big = make_job(), make_job(width=128, noises=(Noise(1), Noise(2)))
+    assert speed.should_compile(model, speed.unet_shape(model, small))
+    model = replace(plain)
+    speed.prepare(model, compile=False)
+    speed.record(model, small, 1e6)
+    assert not speed.should_compile(model, speed.unet_shape(model, small))
+
+    # Where compiling is allowed but not forced (CUDA's default): rent until it would have paid.
+    model = replace(plain)
+    speed.prepare(model, compile=None)
+    speed._state(model).compile = True
+    shape = speed.unet_shape(model, small)
+    assert shape == (2, 4, 8, 8)  # CFG doubles the batch
+    assert speed.unet_shape(model, big) == (4, 4, 8, 16)
+    speed.record(model, small, speed.COMPILE_WARM_S - 1)
+    assert not speed.should_compile(model, shape)
+    speed.record(model, small, speed.COMPILE_COLD_S)
+    assert speed.should_compile(model, shape)
+    assert not speed.should_compile(model, speed.unet_shape(model, big))  # a new size starts eager
+
+
+def test_failed_compile_falls_back_to_eager(
+    tiny_model_dir: Path, plain: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch._dynamo.exc
+
+    model = load_model(tiny_model_dir, device="cpu", compile=True)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise torch._dynamo.exc.TorchDynamoException("inductor: no C compiler")
+
+    monkeypatch.setattr(speed._CompiledUNet, "__call__", broken)
+    images = model.generate(make_job())
+    assert np.abs(pixels(images) - pixels(plain.generate(make_job()))).max() <= 1
+    assert speed.unet_for(model, make_job()) is model.unet
+
+
+def test_prompt_is_encoded_once_per_command(plain: Model, monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = pixels(plain.generate(make_job(noises=(Noise(0),))))
+    calls: list[str] = []
+    real = generate_module.encode_prompt
+
+    def counting(model: Any, prompt: str, *args: Any) -> Any:
+        calls.append(prompt)
+        return real(model, prompt, *args)
+
+    monkeypatch.setattr(generate_module, "encode_prompt", counting)
+    model = replace(plain)
+    speed.prepare(model)
+    # `-n 3` on CPU: three one-image passes of the same prompt.
+    images = [model.generate(make_job(noises=(Noise(k),)))[0] for k in range(3)]
+    assert calls == ["a red circle [blue]"]
+    assert np.array_equal(pixels(images[:1]), reference)
+    model.generate(make_job(prompt="a blue square"))
+    model.generate(make_job(prompt="a blue square", log_tokenization=True))  # -t prints again
+    assert calls == ["a red circle [blue]", "a blue square", "a blue square"]
+
+
+def test_out_of_memory_is_one_line_saying_what_to_try(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = load_model(tiny_model_dir, device="cpu")
+    freed: list[bool] = []
+    real_free = speed.free_memory
+    monkeypatch.setattr(speed, "free_memory", lambda: (freed.append(True), real_free()))
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(model.unet, "forward", out_of_memory)
+        with pytest.raises(InvokeError) as err:
+            model.generate(make_job(width=128, height=64, noises=(Noise(1), Noise(2))))
+    message = str(err.value)
+    assert "\n" not in message
+    assert "128x64" in message and "2 images in one batch" in message
+    assert "-W/-H" in message and "-n" in message and "--offload" in message
+    assert err.value.__cause__ is None and err.value.__context__ is None  # no frames kept alive
+    assert freed == [True]
+    # The model goes on working afterwards, as the shell does.
+    assert len(model.generate(make_job())) == 1
+
+
+TINY_BENCH = ("--arch", "tiny", "--device", "cpu", "--runs", "1", "--steps", "2", "--size", "32")
+
+
+@pytest.mark.slow  # three Python processes importing diffusers: about 25 s on 2 shared cores
+def test_bench_smoke_run_prints_the_table_and_the_speedup() -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
+    done = subprocess.run(
+        [sys.executable, str(script), *TINY_BENCH],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    table = "\n".join(lines)
+    for row in ("txt2img batch 1, s/image", "img2img -f 0.75", "-n 16, s/image", "peak GPU MiB"):
+        assert row in table
+    assert "first image, fresh process" in table and "model load, s" in table
+    # Same weights, seed and sampler: both sides draw the same picture on CPU.
+    assert "largest pixel difference, ours vs diffusers (batch 1): 0" in table
+    speedup = lines[-1].removeprefix("speedup_vs_diffusers=")
+    assert lines[-1].startswith("speedup_vs_diffusers=") and float(speedup) > 0
+
+
+@pytest.mark.gpu
+def test_cuda_fast_path_matches_the_plain_cpu_path(tiny_model_dir: Path, plain: Model) -> None:
+    """On a GPU: fp16, fused QKV, channels_last and a batch of 8 stay within fp16 tolerance."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    model = load_model(tiny_model_dir, device="cuda", compile=False)
+    assert model.dtype == torch.float16
+    assert hasattr(model.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1, "to_qkv")
+    noises = tuple(Noise(100 + k) for k in range(8))
+    batch = model.generate(make_job(noises=noises, steps=3))
+    alone = [model.generate(make_job(noises=(n,), steps=3))[0] for n in noises]
+    assert np.abs(pixels(batch) - pixels(alone)).max() <= 2
+    reference = plain.generate(make_job(noises=noises[:1], steps=3))
+    assert np.abs(pixels(alone[:1]) - pixels(reference)).max() <= 4

@@ -315,3 +315,21 @@ def test_a_list_broken_by_hand_is_reported_not_overwritten(
     text = "\n".join(printed)
     assert "unknown key 'pth'; did you mean path?" in text and "b: no source" in text
     assert "\\n" not in text  # each problem on its own line, not escaped into one
+
+
+def test_repo_id_in_the_local_cache_loads_offline(
+    tmp_path: Path, user_config: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    # The layout `hf download` leaves: refs/main names the snapshot folder.
+    repo = tmp_path / "hub" / "models--invoke-tests--tiny"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    write_models(user_config, {"hub": {"repo_id": "invoke-tests/tiny", "default": True}})
+    code, text = invoke("-o", "o", "a cat -s 2 -S 4")
+    assert code == 0, text
+    assert sd_metadata(tmp_path / "o" / "000001.4.png")["model_id"] == "hub"

@@ -413,8 +413,8 @@ MODEL_CASES: tuple[ModelCase, ...] = (
     ModelCase(
         "wrong family (Flux)",
         "flux",
-        f"model {M}/flux: a FluxPipeline is not supported; only Stable Diffusion "
-        "1.x/2.x (StableDiffusionPipeline) folders are",
+        f"model {M}/flux: a FluxPipeline is not supported; only Stable Diffusion 1.x/2.x "
+        "(StableDiffusionPipeline), … folders are",
     ),
     ModelCase(
         "unreadable model_index.json",

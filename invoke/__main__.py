@@ -74,7 +74,11 @@ def _line_defaults(**values: object) -> str:
     default=None,
     help="Output folder [outputs/img-samples].",
 )
-@click.option("--model", default=None, help="A model name from models.yaml, or a diffusers folder.")
+@click.option(
+    "--model",
+    default=None,
+    help="A model name from models.yaml, a diffusers folder, or a .safetensors/.ckpt file.",
+)
 @click.option(
     "--config",
     type=click.Path(path_type=Path),
@@ -161,6 +165,7 @@ def cli(
     offload: bool,
     compile_unet: bool | None,
     allow_pickle: bool,
+    allow_downloads: bool,
     max_loaded_models: int,
     **defaults: object,
 ) -> None:
@@ -184,6 +189,7 @@ def cli(
         debug=debug,
         offload=offload,
         allow_pickle=allow_pickle,
+        allow_downloads=allow_downloads,
         compile=compile_unet,
         max_loaded_models=max_loaded_models,
     )

@@ -436,11 +436,18 @@ MODEL_CASES: tuple[ModelCase, ...] = (
         "to do; it should say '<file> is damaged (<why>); download or convert the model again'",
     ),
     ModelCase(
-        "a checkpoint file, not a folder",
+        "pickle checkpoint",
         "model.ckpt",
-        f"model {M}/model.ckpt: is a file, not a folder; give a diffusers model folder (…)",
-        xfail="backend/models.py says 'no such folder' for a file that exists; it should say "
-        "it is a file, not a diffusers folder (single-file .ckpt/.safetensors are not supported)",
+        f"model {M}/model.ckpt: .ckpt is a pickle file, which can run code when loaded; pickle "
+        "files need --allow-pickle (then only tensors are read), or convert it to .safetensors",
+    ),
+    ModelCase(
+        "corrupt single-file checkpoint",
+        "model.safetensors",
+        f"model {M}/model.safetensors: is damaged (…); download or convert the model again",
+        xfail="backend/models.py says 'cannot read the safetensors file (Error while "
+        "deserializing header: header too large)': it should say the file is damaged and what "
+        "to do, as for the folder case above",
     ),
 )
 
@@ -514,7 +521,8 @@ def models(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Pa
     # A safetensors file starts with an 8-byte header length: make it absurd.
     weights = m / "corrupt" / "unet" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(b"\xff" * 8 + weights.read_bytes()[8:])
-    (m / "model.ckpt").write_bytes(b"PK\x03\x04 not a diffusers folder")
+    (m / "model.ckpt").write_bytes(b"PK\x03\x04 a pickle, never unpickled")
+    (m / "model.safetensors").write_bytes(b"\xff" * 8 + b"{}")
     return m
 
 

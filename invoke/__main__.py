@@ -142,6 +142,13 @@ def _line_defaults(**values: object) -> str:
     "with weights_only=True.",
 )
 @click.option(
+    "--allow-downloads",
+    "allow_downloads",
+    is_flag=True,
+    help="Let repo_id models of models.yaml download from the Hugging Face hub "
+    "[off: only the local cache is used].",
+)
+@click.option(
     "--max_loaded_models",
     type=click.IntRange(1, 16),
     default=2,

@@ -37,7 +37,10 @@ What is on by default, where, and why:
 Elsewhere in the backend, for the same reasons: prompt embeddings are computed once per command
 (cached here between the passes of one `-n` command), the step loop takes no host-device sync
 (timesteps are read to the host once, schedulers get host timesteps), `-n` is batched on CUDA
-(session.CUDA_BATCH) and decoded by the VAE in one batch.
+(session.CUDA_BATCH) and decoded by the VAE in one batch. One sync per step is kept on purpose:
+ancestral/SDE samplers (k_euler_a, k_dpm_2_a, k_dpmpp_2_a) draw each step's noise from the
+images' CPU generators and copy it over, which is what makes a seed the same image at any batch
+size or position.
 
 Out of memory: `out_of_memory` turns torch.OutOfMemoryError into one InvokeError naming the size
 and batch that were too big and what to try, after freeing what the failed attempt held.
@@ -202,10 +205,12 @@ def cache_is_warm() -> bool:
 
 
 class _CompiledUNet:
-    """Calls the compiled UNet, starting a new CUDA-graph step first.
+    """Calls the compiled UNet as one CUDA-graph step whose output the caller may keep.
 
-    With reduce-overhead the outputs live in the graph's static memory; marking the step tells
-    torch that the previous call's output (already consumed by the scheduler) may be overwritten.
+    With reduce-overhead the outputs live in the graph's static memory and the next replay
+    overwrites them. Multistep schedulers (PLMS, LMS, DPM++) keep past model outputs, and without
+    guidance the UNet's output is exactly what they keep, so it is copied out (one latent-sized
+    copy per step); marking the step tells torch the previous replay's memory may be reused.
     """
 
     def __init__(self, compiled: Any, cuda_graphs: bool) -> None:
@@ -213,9 +218,11 @@ class _CompiledUNet:
         self.cuda_graphs = cuda_graphs
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        return self.compiled(*args, **kwargs)
+        if not self.cuda_graphs:
+            return self.compiled(*args, **kwargs)
+        torch.compiler.cudagraph_mark_step_begin()
+        out = self.compiled(*args, **kwargs)
+        return tuple(t.clone() for t in out)
 
 
 def unet_shape(model: Model, job: Job) -> Shape:
@@ -331,6 +338,10 @@ def guard_memory(model: Model, job: Job, run: Callable[[], Any]) -> Any:
         return run()
     except torch.OutOfMemoryError:
         pass
+    except RuntimeError as err:
+        # MPS (and older CUDA paths) say it in a plain RuntimeError.
+        if "out of memory" not in str(err).lower():
+            raise
     free_memory()
     raise InvokeError(out_of_memory_message(model, job))
 

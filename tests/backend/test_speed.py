@@ -21,7 +21,11 @@ from invoke.backend.job import Job, Noise
 from invoke.backend.models import Model, load_model
 from invoke.errors import InvokeError
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:__array:DeprecationWarning"),
+    # torch._dynamo's import touches torch.jit, which warns about itself.
+    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
+]
 
 
 def make_job(**changes: object) -> Job:
@@ -177,8 +181,30 @@ def test_prompt_is_encoded_once_per_command(plain: Model, monkeypatch: pytest.Mo
     assert calls == ["a red circle [blue]", "a blue square", "a blue square"]
 
 
+def test_cuda_graph_outputs_survive_the_next_replay() -> None:
+    # A CUDA-graph replay writes its output into the same static buffer every time; PLMS/LMS keep
+    # past outputs, so the wrapper must hand out copies.
+    static = torch.zeros(2)
+
+    def replay(x: torch.Tensor) -> tuple[torch.Tensor]:
+        static.copy_(x)
+        return (static,)
+
+    unet = speed._CompiledUNet(replay, cuda_graphs=True)
+    first = unet(torch.ones(2))[0]
+    unet(torch.full((2,), 2.0))
+    assert first.tolist() == [1.0, 1.0]
+
+
+OUT_OF_MEMORY = [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+    RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB)"),
+]
+
+
+@pytest.mark.parametrize("error", OUT_OF_MEMORY, ids=["cuda", "mps"])
 def test_out_of_memory_is_one_line_saying_what_to_try(
-    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
     model = load_model(tiny_model_dir, device="cpu")
     freed: list[bool] = []
@@ -186,7 +212,7 @@ def test_out_of_memory_is_one_line_saying_what_to_try(
     monkeypatch.setattr(speed, "free_memory", lambda: (freed.append(True), real_free()))
 
     def out_of_memory(*args: Any, **kwargs: Any) -> Any:
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        raise error
 
     with monkeypatch.context() as patch:
         patch.setattr(model.unet, "forward", out_of_memory)
@@ -200,6 +226,17 @@ def test_out_of_memory_is_one_line_saying_what_to_try(
     assert freed == [True]
     # The model goes on working afterwards, as the shell does.
     assert len(model.generate(make_job())) == 1
+
+
+def test_other_runtime_errors_are_not_called_out_of_memory(
+    plain: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(plain.unet, "forward", broken)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        plain.generate(make_job())
 
 
 TINY_BENCH = ("--arch", "tiny", "--device", "cpu", "--runs", "1", "--steps", "2", "--size", "32")

@@ -143,7 +143,8 @@ def load_single_file(
         raise ModelError(f"model {path}: does not fit {folder.name} ({_first(err)})") from err
     for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
         if parts.get(part) is not None:
-            parts[part].to(dtype)
+            # nn.Module.to: diffusers' own .to() warns about fp32 modules these models lack.
+            torch.nn.Module.to(parts[part], dtype)
     return family, parts
 
 

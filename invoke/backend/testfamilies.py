@@ -242,3 +242,140 @@ def build_test_kandinsky(path: str | Path, seed: int = 0) -> Path:
     )
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+# -- the original (LDM) checkpoint layout, for single-file tests --------------------------------
+
+_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
+_VAE_ATTENTION = {
+    "group_norm": "norm",
+    "to_q": "q",
+    "to_k": "k",
+    "to_v": "v",
+    "to_out.0": "proj_out",
+}
+
+
+def _rename(key: str, prefixes: list[tuple[str, str, dict[str, str]]]) -> str:
+    for old, new, inner in prefixes:
+        if key.startswith(old):
+            rest = key[len(old) :]
+            for a, b in inner.items():
+                if rest.startswith(a + "."):
+                    rest = b + rest[len(a) :]
+                    break
+            return new + rest
+    return key
+
+
+def unet_to_ldm(state: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A diffusers UNet2DConditionModel state dict in the original `model.diffusion_model.` keys
+    (the inverse of diffusers' convert_ldm_unet_checkpoint, for the block types SD uses)."""
+    per = config["layers_per_block"] + 1
+    blocks = len(config["block_out_channels"])
+    prefixes: list[tuple[str, str, dict[str, str]]] = [
+        ("time_embedding.linear_1.", "time_embed.0.", {}),
+        ("time_embedding.linear_2.", "time_embed.2.", {}),
+        ("add_embedding.linear_1.", "label_emb.0.0.", {}),
+        ("add_embedding.linear_2.", "label_emb.0.2.", {}),
+        ("conv_in.", "input_blocks.0.0.", {}),
+        ("conv_norm_out.", "out.0.", {}),
+        ("conv_out.", "out.2.", {}),
+        ("mid_block.attentions.0.", "middle_block.1.", {}),
+        ("mid_block.resnets.0.", "middle_block.0.", _RESNET),
+        ("mid_block.resnets.1.", "middle_block.2.", _RESNET),
+    ]
+    for i in range(blocks):
+        for j in range(per - 1):
+            slot = f"input_blocks.{i * per + j + 1}"
+            prefixes.append((f"down_blocks.{i}.resnets.{j}.", f"{slot}.0.", _RESNET))
+            prefixes.append((f"down_blocks.{i}.attentions.{j}.", f"{slot}.1.", {}))
+        if i < blocks - 1:
+            slot = f"input_blocks.{(i + 1) * per}.0.op."
+            prefixes.append((f"down_blocks.{i}.downsamplers.0.conv.", slot, {}))
+        attention = "CrossAttn" in config["up_block_types"][i]
+        for j in range(per):
+            prefixes.append(
+                (f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{i * per + j}.0.", _RESNET)
+            )
+            prefixes.append(
+                (f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{i * per + j}.1.", {})
+            )
+        if i < blocks - 1:
+            slot = f"output_blocks.{i * per + per - 1}.{2 if attention else 1}."
+            prefixes.append((f"up_blocks.{i}.upsamplers.0.", slot, {}))
+    return {"model.diffusion_model." + _rename(k, prefixes): v for k, v in state.items()}
+
+
+def vae_to_ldm(state: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A diffusers AutoencoderKL state dict in the original `first_stage_model.` keys."""
+    blocks = len(config["block_out_channels"])
+    resnet = {"conv_shortcut": "nin_shortcut"}
+    prefixes: list[tuple[str, str, dict[str, str]]] = []
+    for part in ("encoder", "decoder"):
+        prefixes += [
+            (f"{part}.mid_block.attentions.0.", f"{part}.mid.attn_1.", _VAE_ATTENTION),
+            (f"{part}.mid_block.resnets.0.", f"{part}.mid.block_1.", resnet),
+            (f"{part}.mid_block.resnets.1.", f"{part}.mid.block_2.", resnet),
+            (f"{part}.conv_norm_out.", f"{part}.norm_out.", {}),
+        ]
+    for i in range(blocks):
+        up = blocks - 1 - i
+        prefixes += [
+            (f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample.", {}),
+            (f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{up}.upsample.", {}),
+        ]
+        for j in range(config["layers_per_block"] + 1):
+            prefixes += [
+                (f"encoder.down_blocks.{i}.resnets.{j}.", f"encoder.down.{i}.block.{j}.", resnet),
+                (f"decoder.up_blocks.{i}.resnets.{j}.", f"decoder.up.{up}.block.{j}.", resnet),
+            ]
+    out = {}
+    for key, value in state.items():
+        new = _rename(key, prefixes)
+        if ".mid.attn_1." in new and new.endswith(".weight") and value.ndim == 2:
+            value = value[:, :, None, None]  # the original attention projections are 1x1 convs
+        out["first_stage_model." + new] = value
+    return out
+
+
+def write_ldm_checkpoint(folder: str | Path, file: str | Path) -> Path:
+    """One SD 1.x-layout checkpoint (.safetensors, or a pickle .ckpt) of an SD diffusers folder,
+    plus `<stem>.config/`: that folder's configs and tokenizer, no weights (its original config)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder, file = Path(folder), Path(file)
+    unet_config = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    vae_config = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+    state = unet_to_ldm(
+        load_file(folder / "unet" / "diffusion_pytorch_model.safetensors"), unet_config
+    )
+    state |= vae_to_ldm(
+        load_file(folder / "vae" / "diffusion_pytorch_model.safetensors"), vae_config
+    )
+    text = load_file(folder / "text_encoder" / "model.safetensors")
+    prefix = "cond_stage_model.transformer.text_model."
+    state |= {prefix + k.removeprefix("text_model."): v for k, v in text.items()}
+    state = {k: v.contiguous() for k, v in state.items()}
+    file.parent.mkdir(parents=True, exist_ok=True)
+    if file.suffix == ".safetensors":
+        save_file(state, file)
+    else:
+        torch.save({"state_dict": state}, file)
+    config = file.with_name(file.stem + ".config")
+    for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        (config / part).mkdir(parents=True, exist_ok=True)
+        for each in (folder / part).iterdir():
+            if each.suffix in (".json", ".txt"):
+                shutil.copy(each, config / part / each.name)
+    shutil.copy(folder / "model_index.json", config / "model_index.json")
+    return file

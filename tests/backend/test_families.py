@@ -1,0 +1,302 @@
+"""The model families: detected from the files, generating through the same switches, refusing
+what they cannot do; precision and memory (fp16 VAE NaN fallback, offload, VAE tiling)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from invoke.backend.families import FAMILIES, folder_family
+from invoke.backend.job import Job, Noise, StepInfo
+from invoke.backend.models import Model, load_model, pick_dtype
+from invoke.backend.noise import image_noise
+from invoke.backend.schedulers import make_scheduler
+from invoke.backend.sdxl import encode_image
+from invoke.backend.single_file import CONFIG_ROOT
+from invoke.backend.testfamilies import build_test_kandinsky, build_test_sdxl
+from invoke.errors import InvokeError, ModelError
+
+# diffusers' own pipelines (the oracle) set up schedulers without our numpy_quiet.
+pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(1)  # tiny tensors on a shared 2-core machine: threads only spin
+    return tmp_path_factory.mktemp("families")
+
+
+@pytest.fixture(scope="module")
+def sdxl(models_dir: Path) -> Model:
+    return load_model(build_test_sdxl(models_dir / "sdxl"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def refiner(models_dir: Path) -> Model:
+    return load_model(build_test_sdxl(models_dir / "refiner", refiner=True), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def kandinsky(models_dir: Path) -> Model:
+    return load_model(build_test_kandinsky(models_dir / "kandinsky"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def picture() -> Image.Image:
+    y, x = np.mgrid[0:64, 0:64]
+    return Image.fromarray(np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).astype(np.uint8))
+
+
+def job(**changes: object) -> Job:
+    base = Job(
+        prompt="a red circle [blue]",
+        skip_normalize=False,
+        steps=3,
+        cfg_scale=7.5,
+        sampler="k_euler",
+        width=64,
+        height=64,
+        noises=(Noise(42),),
+    )
+    return replace(base, **changes)
+
+
+def pixels(images: list[Image.Image]) -> np.ndarray:
+    return np.stack([np.asarray(image, dtype=np.int16) for image in images])
+
+
+# -- detection ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["sd-1", "sd-2", "sd-2-v", "sdxl", "sdxl-refiner"])
+def test_shipped_config_folders_are_detected_as_their_family(family: str) -> None:
+    folder = CONFIG_ROOT / family
+    index = json.loads((folder / "model_index.json").read_text())
+    assert folder_family(folder, index) == family
+
+
+def test_loaded_models_know_their_family(
+    tiny_model_dir: Path, sdxl: Model, refiner: Model, kandinsky: Model
+) -> None:
+    assert load_model(tiny_model_dir, device="cpu").family == "sd-1"
+    assert (sdxl.family, refiner.family, kandinsky.family) == (
+        "sdxl",
+        "sdxl-refiner",
+        "kandinsky-2.2",
+    )
+    assert refiner.text_encoder is None and refiner.text_encoder_2 is not None
+    assert set(FAMILIES) >= {sdxl.family, refiner.family, kandinsky.family}
+
+
+def test_v_prediction_folder_is_sd_2_v_and_samples_with_v(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "v")
+    config_file = copy / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "prediction_type": "v_prediction"}))
+    model = load_model(copy, device="cpu")
+    assert model.family == "sd-2-v"
+    assert make_scheduler("ddim", model.scheduler_config).config.prediction_type == "v_prediction"
+    eps = load_model(tiny_model_dir, device="cpu").generate(job(sampler="ddim", steps=2))
+    assert not np.array_equal(pixels(model.generate(job(sampler="ddim", steps=2))), pixels(eps))
+
+
+def test_family_given_that_contradicts_the_folder(tiny_model_dir: Path) -> None:
+    with pytest.raises(ModelError, match="family sdxl given, but the folder holds sd-1"):
+        load_model(tiny_model_dir, device="cpu", family="sdxl")
+    with pytest.raises(ModelError, match="family: sd-9 is not one of sd-1"):
+        load_model(tiny_model_dir, device="cpu", family="sd-9")
+
+
+# -- SDXL -----------------------------------------------------------------------------------------
+
+
+def sdxl_pipeline(model: Model, sampler: str, img2img: bool = False):  # type: ignore[no-untyped-def]
+    import diffusers
+
+    cls = (
+        diffusers.StableDiffusionXLImg2ImgPipeline
+        if img2img
+        else diffusers.StableDiffusionXLPipeline
+    )
+    pipe = cls(
+        vae=model.vae,
+        text_encoder=model.text_encoder,
+        text_encoder_2=model.text_encoder_2,
+        tokenizer=model.tokenizer,
+        tokenizer_2=model.tokenizer_2,
+        unet=model.unet,
+        scheduler=make_scheduler(sampler, model.scheduler_config),
+        force_zeros_for_empty_prompt=model.force_zeros_for_empty_prompt,
+        **({"requires_aesthetics_score": model.family == "sdxl-refiner"} if img2img else {}),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize(
+    ("prompt", "negative"), [("a red circle [blue]", "blue"), ("a red circle", None)]
+)
+def test_sdxl_txt2img_equals_diffusers_pipeline(
+    sdxl: Model, prompt: str, negative: str | None
+) -> None:
+    """Both text encoders, pooled embeds, time ids; an empty negative prompt is zeros."""
+    ours = sdxl.generate(job(prompt=prompt))
+    noise, _ = image_noise(Noise(42), (4, 8, 8))
+    theirs = sdxl_pipeline(sdxl, "k_euler")(
+        prompt="a red circle",
+        negative_prompt=negative,
+        num_inference_steps=3,
+        guidance_scale=7.5,
+        width=64,
+        height=64,
+        latents=noise,
+        output_type="pil",
+    ).images
+    assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1
+
+
+@pytest.mark.parametrize("which", ["sdxl", "refiner"])
+def test_sdxl_img2img_equals_diffusers_pipeline(
+    which: str, sdxl: Model, refiner: Model, picture: Image.Image
+) -> None:
+    """int(strength * steps) steps from the init latents; the refiner's aesthetic-score ids."""
+    model = sdxl if which == "sdxl" else refiner
+    steps: list[int] = []
+    ours = model.generate(job(init_image=picture, strength=0.5, steps=4), steps.append)
+    assert len(steps) == 1 + 2  # the start, then int(0.5 * 4) steps
+    theirs = sdxl_pipeline(model, "k_euler", img2img=True)(
+        prompt="a red circle",
+        negative_prompt="blue",
+        image=encode_image(model, picture),  # latents: ours are the posterior's mean
+        strength=0.5,
+        num_inference_steps=4,
+        guidance_scale=7.5,
+        generator=torch.Generator().manual_seed(42),
+        output_type="pil",
+    ).images
+    assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1
+
+
+def test_sdxl_batch_is_its_seeds_alone(sdxl: Model) -> None:
+    both = sdxl.generate(job(noises=(Noise(1), Noise(2)), steps=2))
+    alone = sdxl.generate(job(noises=(Noise(2),), steps=2))
+    assert np.abs(pixels(both[1:]) - pixels(alone)).max() <= 1
+    assert not np.array_equal(pixels(both[:1]), pixels(both[1:]))
+
+
+def test_sdxl_variations_and_samplers_change_the_image(sdxl: Model) -> None:
+    plain = pixels(sdxl.generate(job(steps=2)))
+    varied = pixels(sdxl.generate(job(steps=2, noises=(Noise(42, ((7, 0.5),)),))))
+    other = pixels(sdxl.generate(job(steps=2, sampler="ddim")))
+    assert not np.array_equal(plain, varied) and not np.array_equal(plain, other)
+
+
+def test_refiner_refuses_txt2img_and_refines(refiner: Model, picture: Image.Image) -> None:
+    with pytest.raises(InvokeError, match=r"\(sdxl-refiner\) only refines images: give an init"):
+        refiner.generate(job())
+    assert refiner.generate(job(init_image=picture, strength=0.5, steps=4))[0].size == (64, 64)
+
+
+# -- Kandinsky 2.2 --------------------------------------------------------------------------------
+
+
+def kjob(**changes: object) -> Job:
+    return job(**{"sampler": "ddim", "width": 32, "height": 32, "cfg_scale": 4.0, **changes})
+
+
+def test_kandinsky_img2img_is_seeded_and_reports_steps(
+    kandinsky: Model, picture: Image.Image
+) -> None:
+    small = picture.resize((32, 32))
+    steps: list[StepInfo] = []
+    first = kandinsky.generate(kjob(init_image=small, strength=0.7, steps=4), steps.append)
+    assert first[0].size == (32, 32) and first[0].mode == "RGB"
+    assert [s.step for s in steps] == [1, 2]  # int(0.7 * 4)
+    again = kandinsky.generate(kjob(init_image=small, strength=0.7, steps=4))
+    other = kandinsky.generate(kjob(init_image=small, strength=0.7, steps=4, noises=(Noise(7),)))
+    assert np.array_equal(pixels(first), pixels(again))
+    assert not np.array_equal(pixels(first), pixels(other))
+    assert len(kandinsky.generate(kjob(steps=2))) == 1  # txt2img through AutoPipelineForText2Image
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"noises": (Noise(1, ((2, 0.3),)),)}, r"-v/-V: model kandinsky \(kandinsky-2.2\) cannot"),
+        ({"intermediate_every": 1}, "--save_intermediates: .* cannot save intermediates"),
+        ({"sampler": "k_lms"}, "-A/--sampler: k_lms is not available .*; use ddim, k_dpmpp_2"),
+        ({"prompt": "a cat:0.5 a dog:0.5"}, "takes no weighted sub-prompts"),
+        ({"width": 30}, "-W/--width: 30 is not a positive multiple of 4"),
+    ],
+)
+def test_kandinsky_refuses_what_its_pipeline_cannot_do(
+    kandinsky: Model, changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvokeError, match=message) as err:
+        kandinsky.generate(kjob(**changes))
+    assert "\n" not in str(err.value)
+
+
+def test_kandinsky_refuses_masks(kandinsky: Model, picture: Image.Image) -> None:
+    small = picture.resize((32, 32))
+    with pytest.raises(InvokeError, match=r"-M/--init_mask: .* cannot inpaint"):
+        kandinsky.generate(kjob(init_image=small, mask=Image.new("L", (32, 32), 255)))
+    assert kandinsky.default_sampler == "ddim"
+
+
+# -- precision and memory -------------------------------------------------------------------------
+
+
+def test_auto_precision_per_device() -> None:
+    assert pick_dtype("auto", torch.device("cpu")) == torch.float32
+    assert pick_dtype("auto", torch.device("cuda")) == torch.float16
+    assert pick_dtype("auto", torch.device("mps")) == torch.float16
+    assert pick_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_vae_nan_in_half_precision_decodes_again_in_float32(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = load_model(tiny_model_dir, device="cpu", precision="bfloat16")
+    real_decode = model.vae.decode
+
+    def nan_unless_float32(z: torch.Tensor, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        out = real_decode(z, *args, **kwargs)
+        if z.dtype != torch.float32:
+            out.sample = torch.full_like(out.sample, float("nan"))
+        return out
+
+    monkeypatch.setattr(model.vae, "decode", nan_unless_float32)
+    latents = image_noise(Noise(3), (4, 8, 8))[0]
+    with caplog.at_level(logging.WARNING):
+        first = model.decode(latents)
+        second = model.decode(latents)
+    said = [r.message for r in caplog.records if "NaN" in r.message]
+    assert len(said) == 1 and "float32" in said[0]
+    assert np.array_equal(pixels(first), pixels(second))
+    assert pixels(first).std() > 0  # a picture, not the black of NaN
+    assert next(model.vae.parameters()).dtype == torch.bfloat16  # back for the next encode
+
+
+def test_offload_on_the_cpu_is_a_no_op(tiny_model_dir: Path) -> None:
+    model = load_model(tiny_model_dir, device="cpu", offload=True)
+    assert model.offloader is None
+    assert model.generate(job(steps=1))[0].size == (64, 64)
+
+
+def test_vae_tiles_images_well_above_native_size(tiny_model_dir: Path) -> None:
+    model = load_model(tiny_model_dir, device="cpu")
+    big = model.generate(job(steps=1, width=192, height=192))
+    assert big[0].size == (192, 192) and model.vae.use_tiling
+    model.generate(job(steps=1))
+    assert not model.vae.use_tiling

@@ -1,0 +1,176 @@
+"""Single checkpoint files in the original LDM layout, loaded offline; the shipped CLIP vocab."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import os
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from invoke.backend.job import Job, Noise
+from invoke.backend.models import load_model
+from invoke.backend.single_file import CONFIG_ROOT, TOKENIZER_FILES, clip_tokenizer
+from invoke.backend.testfamilies import write_ldm_checkpoint
+from invoke.errors import ModelError
+
+SAMPLES = (
+    "a photo of a cat",
+    "A Portrait of an old man, oil on canvas, by Rembrandt; dramatic lighting!!",
+    "it's 2024 -- cyberpunk city at night, neon signs 'OPEN 24/7' & rain",
+    "über café naïve façade",
+    "a very    spaced   prompt\twith\ttabs",
+    "emoji 🐱 and symbols @#$%^*()",
+)
+
+
+@pytest.fixture(scope="module")
+def single_file(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("single")
+    return write_ldm_checkpoint(tiny_model_dir, folder / "tiny-ldm.safetensors")
+
+
+def job() -> Job:
+    return Job("a red circle [blue]", False, 2, 7.5, "k_euler", 64, 64, (Noise(5),))
+
+
+def test_ldm_file_loads_offline_as_the_folder_it_came_from(
+    tiny_model_dir: Path, single_file: Path
+) -> None:
+    """Every weight arrives under its diffusers name; the same seed makes the same image."""
+    folder = load_model(tiny_model_dir, device="cpu")
+    model = load_model(single_file, device="cpu")
+    assert (model.family, model.name, model.path) == ("sd-1", "tiny-ldm", single_file)
+    for part in ("unet", "vae", "text_encoder"):
+        theirs, ours = getattr(folder, part).state_dict(), getattr(model, part).state_dict()
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), part
+    assert np.array_equal(
+        np.asarray(model.generate(job())[0]), np.asarray(folder.generate(job())[0])
+    )
+
+
+def test_checkpoint_missing_weights_names_them(single_file: Path, tmp_path: Path) -> None:
+    state = load_file(single_file)
+    del state["model.diffusion_model.out.2.weight"]
+    broken = tmp_path / "broken.safetensors"
+    save_file(state, broken)
+    (tmp_path / "broken.config").symlink_to(single_file.with_name("tiny-ldm.config"))
+    with pytest.raises(
+        ModelError, match=r"broken.safetensors: does not fit .*weights missing"
+    ) as err:
+        load_model(broken, device="cpu")
+    assert "\n" not in str(err.value)
+
+
+def test_file_that_is_not_a_stable_diffusion_checkpoint(tmp_path: Path) -> None:
+    other = tmp_path / "lora.safetensors"
+    save_file({"lora_unet_down.alpha": torch.ones(1)}, other)
+    with pytest.raises(
+        ModelError, match="not a Stable Diffusion checkpoint in the original layout"
+    ):
+        load_model(other, device="cpu")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(ModelError, match=r"notes.txt: .txt is not a model file"):
+        load_model(notes, device="cpu")
+
+
+def test_family_from_the_original_yaml_beside_the_file(tmp_path: Path) -> None:
+    from invoke.backend.families import checkpoint_family
+    from invoke.backend.single_file import v_prediction_from_yaml
+
+    ckpt = tmp_path / "v2-1_768.safetensors"
+    assert v_prediction_from_yaml(ckpt) is None
+    ckpt.with_suffix(".yaml").write_text("model:\n  params:\n    parameterization: v\n")
+    assert v_prediction_from_yaml(ckpt) is True
+    sd2 = ["cond_stage_model.model.token_embedding.weight"]
+    assert checkpoint_family(sd2, v_prediction=False) == "sd-2"
+    assert checkpoint_family(sd2, v_prediction=None) == "sd-2-v"
+    assert checkpoint_family(["conditioner.embedders.1.model.positional_embedding"]) == "sdxl"
+    assert checkpoint_family(["conditioner.embedders.0.model.text_projection"]) == "sdxl-refiner"
+
+
+# -- the shipped CLIP vocabulary ------------------------------------------------------------------
+
+
+def test_shipped_tokenizers_give_clips_ids() -> None:
+    """CLIP ViT-L/14's published ids for a known sentence, and each family's padding token."""
+    sd1 = clip_tokenizer(CONFIG_ROOT / "sd-1" / "tokenizer")
+    assert sd1("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert len(sd1) == 49408 and sd1.pad_token_id == 49407
+    assert clip_tokenizer(CONFIG_ROOT / "sd-2" / "tokenizer").pad_token_id == 0  # "!"
+    assert clip_tokenizer(CONFIG_ROOT / "sdxl" / "tokenizer_2").pad_token_id == 0
+    assert (TOKENIZER_FILES / "vocab.json").stat().st_size < 2_000_000
+
+
+def _open_clip_tokenizer_module() -> types.ModuleType:
+    """open_clip's tokenizer.py, from an installed open_clip or OPEN_CLIP_DIR (an unpacked wheel).
+
+    Loaded on its own (the package __init__ pulls in timm and more). Without ftfy, its text fixer
+    is the identity: the sample sentences need no fixing.
+    """
+    spec = importlib.util.find_spec("open_clip")
+    folder = Path(os.environ.get("OPEN_CLIP_DIR", "")) / "open_clip"
+    if spec is not None and spec.submodule_search_locations:
+        folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / "tokenizer.py").is_file():
+        pytest.skip("open_clip is not installed (set OPEN_CLIP_DIR to an unpacked wheel)")
+    if importlib.util.find_spec("ftfy") is None:
+        sys.modules.setdefault("ftfy", types.SimpleNamespace(fix_text=lambda text: text))  # type: ignore[arg-type]
+    module_spec = importlib.util.spec_from_file_location(
+        "open_clip_tokenizer", folder / "tokenizer.py"
+    )
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def test_shipped_vocabulary_tokenizes_as_open_clip() -> None:
+    module = _open_clip_tokenizer_module()
+    bpe = Path(module.default_bpe())
+    theirs = module.SimpleTokenizer(str(bpe))
+    ours = clip_tokenizer(CONFIG_ROOT / "sd-1" / "tokenizer")
+    for text in SAMPLES:
+        assert ours(text).input_ids[1:-1] == theirs.encode(text), text
+    # The shipped files are exactly what the script makes from that BPE file.
+    with gzip.open(bpe) as stream:
+        merges = stream.read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    shipped = (TOKENIZER_FILES / "merges.txt").read_text(encoding="utf-8").splitlines()[1:]
+    assert shipped == merges
+
+
+# -- the full-size architecture (slow: GBs of random weights) -------------------------------------
+
+
+@pytest.mark.slow
+def test_full_size_sd15_ldm_checkpoint_loads_through_the_shipped_config(tmp_path: Path) -> None:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from invoke.backend.testfamilies import unet_to_ldm, vae_to_ldm
+
+    config = CONFIG_ROOT / "sd-1"
+    unet_config = dict(UNet2DConditionModel.load_config(config / "unet"))
+    vae_config = dict(AutoencoderKL.load_config(config / "vae"))
+    unet = UNet2DConditionModel.from_config(unet_config)
+    vae = AutoencoderKL.from_config(vae_config)
+    text = CLIPTextModel(CLIPTextConfig.from_pretrained(config / "text_encoder"))
+    state = unet_to_ldm(unet.state_dict(), unet_config) | vae_to_ldm(vae.state_dict(), vae_config)
+    prefix = "cond_stage_model.transformer.text_model."
+    state |= {prefix + k.removeprefix("text_model."): v for k, v in text.state_dict().items()}
+    file = tmp_path / "sd15-random.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, file)
+    model = load_model(file, device="cpu", precision="float32")
+    assert model.family == "sd-1" and model.native_size == 512
+    got = model.unet.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in unet.state_dict().items())
+    assert model.model_hash == hashlib.sha256(file.read_bytes()).hexdigest()

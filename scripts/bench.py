@@ -8,11 +8,12 @@ StableDiffusionPipeline.from_pretrained, ours through invoke.backend.models.load
 
 Measured, each for diffusers and ours: s/image and it/s of batch-1 txt2img; img2img at -f 0.75;
 `-n 16` per image (ours batches as the session does: session.CUDA_BATCH per UNet batch on CUDA,
-one at a time elsewhere; diffusers takes num_images_per_prompt=16); peak GPU memory (CUDA only);
-first image in a fresh process, compile included (a subprocess, after this process has warmed
-inductor's cache); model load time. One warm-up, then the median of --runs, with the GPU
-synchronized around each run. The last line is exactly `speedup_vs_diffusers=X.XX` (batch-1
-txt2img, diffusers' time over ours).
+one at a time elsewhere; diffusers takes num_images_per_prompt=16); model load time; and, in a
+fresh process per side (after this process has warmed inductor's cache): the first image,
+compile included, and peak GPU memory (CUDA only) at batch 1 and at -n 16. One warm-up, then
+the median of --runs, the sides taking turns run by run, with the GPU synchronized around each
+run. The last line is exactly `speedup_vs_diffusers=X.XX` (batch-1 txt2img, diffusers' time
+over ours).
 
     python scripts/bench.py --arch tiny --device cpu     # smoke run, under a minute on 2 cores
     python scripts/bench.py                              # SD 1.5, 512x512, 50 steps, on CUDA
@@ -44,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from invoke.backend.job import Job, Noise
 from invoke.backend.models import load_model, pick_device, pick_dtype
 from invoke.backend.schedulers import make_scheduler
+from invoke.session import CUDA_BATCH  # imported by both sides' fresh processes alike
 
 PROMPT = "a photo of a red house with a tree"
 SEED = 42
@@ -175,7 +177,6 @@ class Diffusers:
         self.pipe.set_progress_bar_config(disable=True)
         self.img2img = StableDiffusionImg2ImgPipeline(**self.pipe.components)
         self.img2img.set_progress_bar_config(disable=True)
-        self.modules = (self.pipe.unet, self.pipe.vae, self.pipe.text_encoder)
 
     def txt2img(self, size: int, steps: int, count: int = 1) -> list[Image.Image]:
         return self.pipe(
@@ -205,7 +206,6 @@ class Ours:
     ):
         self.model = load_model(folder, device=device, precision=precision, compile=compile)
         self.sampler = sampler
-        self.modules = (self.model.unet, self.model.vae, self.model.text_encoder)
 
     def job(self, size: int, steps: int, noises: tuple[Noise, ...], **extra: Any) -> Job:
         return Job(
@@ -221,8 +221,6 @@ class Ours:
         )
 
     def txt2img(self, size: int, steps: int, count: int = 1) -> list[Image.Image]:
-        from invoke.session import CUDA_BATCH
-
         # As the session runs `-n`: CUDA_BATCH images per UNet batch on CUDA, else one at a time.
         per_batch = CUDA_BATCH if self.model.device.type == "cuda" else 1
         images: list[Image.Image] = []
@@ -246,55 +244,34 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def weight_bytes(modules: tuple[Any, ...]) -> int:
-    """Bytes of distinct storage behind the modules' weights (views into one tensor count once)."""
-    seen: dict[int, int] = {}
-    for module in modules:
-        for tensor in [*module.parameters(), *module.buffers()]:
-            storage = tensor.untyped_storage()
-            seen[storage.data_ptr()] = storage.nbytes()
-    return sum(seen.values())
-
-
 def measure(
-    runs: int, device: torch.device, sides: dict[str, tuple[Callable[[], object], tuple[Any, ...]]]
-) -> dict[str, tuple[float, float | None]]:
-    """side -> (median seconds of `runs` after one warm-up, peak GPU MiB or None).
+    runs: int, device: torch.device, sides: dict[str, Callable[[], object]]
+) -> dict[str, float]:
+    """side -> median seconds of `runs` after one warm-up.
 
     The sides take turns run by run, so a machine that gets busier or quieter (shared CPUs, GPU
-    clocks) moves both alike. Both sides' weights sit on the GPU at once; a side's peak is its
-    own weights plus the most memory one of its runs allocated beyond what was there before it.
+    clocks) moves both alike.
     """
-    for run, _ in sides.values():
+    for run in sides.values():
         run()
     times: dict[str, list[float]] = {name: [] for name in sides}
-    extra: dict[str, int] = dict.fromkeys(sides, 0)
     for _ in range(runs):
-        for name, (run, _) in sides.items():
+        for name, run in sides.items():
             synchronize(device)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-                before = torch.cuda.memory_allocated(device)
             started = time.perf_counter()
             run()
             synchronize(device)
             times[name].append(time.perf_counter() - started)
-            if device.type == "cuda":
-                used = torch.cuda.max_memory_allocated(device) - before
-                extra[name] = max(extra[name], used)
-    results: dict[str, tuple[float, float | None]] = {}
-    for name, (_, modules) in sides.items():
-        peak = (weight_bytes(modules) + extra[name]) / 2**20 if device.type == "cuda" else None
-        results[name] = (statistics.median(times[name]), peak)
-    return results
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def first_image(args: argparse.Namespace, folder: Path, side: str) -> float:
-    """Seconds from starting a fresh Python process to its first finished image."""
+def fresh_process(args: argparse.Namespace, folder: Path, side: str) -> dict[str, float]:
+    """One side alone in a new Python process: its first image (seconds from the process's start,
+    compile included) and, on CUDA, its peak GPU memory at batch 1 and at `-n 16`."""
     command = [
         sys.executable,
         __file__,
-        "--first-image",
+        "--fresh-process",
         side,
         "--model-dir",
         str(folder),
@@ -317,23 +294,41 @@ def first_image(args: argparse.Namespace, folder: Path, side: str) -> float:
         repr(time.time()),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines or not lines[-1].startswith("first_image_s="):
+    figures = {}
+    for line in done.stdout.splitlines():
+        key, equals, value = line.partition("=")
+        if equals and key in ("first_image_s", "peak1_mib", "peak16_mib"):
+            figures[key] = float(value)
+    if done.returncode != 0 or "first_image_s" not in figures:
         sys.stderr.write(done.stderr)
         raise SystemExit(f"bench: the fresh-process run for {side} failed ({done.returncode})")
-    return float(lines[-1].removeprefix("first_image_s="))
+    return figures
 
 
-def child_first_image(args: argparse.Namespace) -> None:
+def child_fresh_process(args: argparse.Namespace) -> None:
+    """The subprocess side of fresh_process; prints key=value lines.
+
+    Peak memory is measured here, one side per process, as the most memory the caching allocator
+    held (max_memory_reserved): it counts what CUDA graph pools keep, which allocated-bytes
+    statistics miss, and nothing of the other side.
+    """
     folder = Path(args.model_dir)
     device = pick_device(args.device)
-    if args.first_image == "ours":
+    if args.fresh_process == "ours":
         side: Any = Ours(folder, args.device, args.precision, args.sampler, args.compile)
     else:
         side = Diffusers(folder, device, pick_dtype(args.precision, device), args.sampler)
     side.txt2img(args.size, args.steps)
     synchronize(device)
-    print(f"first_image_s={time.time() - args.t0:.3f}")
+    print(f"first_image_s={time.time() - args.t0:.3f}", flush=True)
+    if device.type != "cuda":
+        return
+    for key, count in (("peak1_mib", 1), ("peak16_mib", N_IMAGES)):
+        torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(2):  # the first run of a new shape may compile; the second is steady
+            side.txt2img(args.size, args.steps, count)
+        synchronize(device)
+        print(f"{key}={torch.cuda.max_memory_reserved(device) / 2**20:.1f}", flush=True)
 
 
 def quiet_libraries() -> None:
@@ -383,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--model-dir", help="where the sd15 folder is cached")
-    parser.add_argument("--first-image", choices=("ours", "diffusers"), help=argparse.SUPPRESS)
+    parser.add_argument("--fresh-process", choices=("ours", "diffusers"), help=argparse.SUPPRESS)
     parser.add_argument("--t0", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.size = args.size or DEFAULTS[args.arch]["size"]
@@ -399,9 +394,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.compile is None:
         # The benchmark runs each shape many times: compiling pays wherever CUDA graphs exist.
         args.compile = device.type == "cuda"
-    if args.first_image:
+    if args.fresh_process:
         quiet_libraries()
-        child_first_image(args)
+        child_fresh_process(args)
         return
 
     quiet_libraries()
@@ -439,18 +434,16 @@ def run_bench(args: argparse.Namespace, folder: Path, device: torch.device, dtyp
     figures: dict[str, dict[str, float | None]] = {"diffusers": {}, "ours": {}}
     sides = {"diffusers": theirs, "ours": ours}
 
-    def both(work: Callable[[Any], object]) -> dict[str, tuple[float, float | None]]:
-        return measure(
-            runs, device, {n: (lambda s=s: work(s), s.modules) for n, s in sides.items()}
-        )
+    def both(work: Callable[[Any], object]) -> dict[str, float]:
+        return measure(runs, device, {n: (lambda s=s: work(s)) for n, s in sides.items()})
 
     batch1 = both(lambda side: side.txt2img(size, steps))
     img2img = both(lambda side: side.img2img_run(init, steps))
     many = both(lambda side: side.txt2img(size, steps, N_IMAGES))
     for name, fig in figures.items():
-        fig["t2i"], fig["peak1"] = batch1[name]
-        fig["i2i"] = img2img[name][0]
-        fig["n16"], fig["peak16"] = many[name][0] / N_IMAGES, many[name][1]
+        fig["t2i"] = batch1[name]
+        fig["i2i"] = img2img[name]
+        fig["n16"] = many[name] / N_IMAGES
         fig["load"] = min(load_times[name])
     # The two sides' batch-1 pictures (same seed, sampler and weights) agree up to rounding.
     difference = np.abs(
@@ -462,7 +455,10 @@ def run_bench(args: argparse.Namespace, folder: Path, device: torch.device, dtyp
     if device.type == "cuda":
         torch.cuda.empty_cache()
     for name in ("diffusers", "ours"):
-        figures[name]["first"] = first_image(args, folder, name)
+        fresh = fresh_process(args, folder, name)
+        figures[name]["first"] = fresh["first_image_s"]
+        figures[name]["peak1"] = fresh.get("peak1_mib")
+        figures[name]["peak16"] = fresh.get("peak16_mib")
 
     d, o = figures["diffusers"], figures["ours"]
     cache = " (warm cache)" if args.compile else ""

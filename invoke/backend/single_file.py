@@ -213,6 +213,7 @@ def _fill(cls: Any, config: dict[str, Any], state: dict[str, torch.Tensor]) -> A
     """
     with torch.device("meta"):
         model = cls.from_config(config)
+    _check_shapes(cls.__name__, model, state)
     missing, _ = model.load_state_dict(state, strict=False, assign=True)
     left = missing or [n for n, t in model.state_dict().items() if t.is_meta]
     if left:
@@ -243,11 +244,23 @@ def _text_encoder(
     if not hasattr(model, "text_model"):
         # transformers >= 5.6 flattened CLIPTextModel; the converters still write text_model.*
         state = {k.removeprefix("text_model."): v for k, v in state.items()}
+    _check_shapes(folder.name, model, state)
     missing, _ = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing:
         raise KeyError(f"{folder.name} weights missing: {len(missing)}, e.g. {missing[0]}")
     return model.eval()
+
+
+def _check_shapes(what: str, model: Any, state: dict[str, torch.Tensor]) -> None:
+    """A checkpoint of another size than the config (SD 1.x weights, SDXL config...) in one line."""
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(
+                f"{what} {key} is {list(value.shape)} in the file but {list(own[key].shape)} "
+                f"in the config"
+            )
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import importlib.util
 import os
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -174,3 +175,10 @@ def test_full_size_sd15_ldm_checkpoint_loads_through_the_shipped_config(tmp_path
     got = model.unet.state_dict()
     assert all(torch.equal(got[k], v) for k, v in unet.state_dict().items())
     assert model.model_hash == hashlib.sha256(file.read_bytes()).hexdigest()
+
+
+def test_checkpoint_of_another_size_than_its_config(single_file: Path, tmp_path: Path) -> None:
+    """Without its own config folder the tiny checkpoint meets SD 1.5's shipped one."""
+    alone = Path(shutil.copy(single_file, tmp_path / "alone.safetensors"))
+    with pytest.raises(ModelError, match=r"alone.safetensors: does not fit sd-1 \(UNet2DCondition"):
+        load_model(alone, device="cpu")

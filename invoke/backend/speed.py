@@ -116,16 +116,24 @@ def prepare(model: Model, compile: bool | None = None) -> None:
     compile: None = where it pays (CUDA, per shape, once eager time reaches the compile cost);
     True = compile every shape at first use, on any device; False = never.
     """
+    if getattr(model, "pipeline", None) is not None:
+        # Kandinsky runs through diffusers' own pipeline, not our loop: nothing here applies.
+        _STATES[model] = _State(compile=False, force=False)
+        return
     cuda = model.device.type == "cuda"
+    # --offload moves parts between devices with .to(), which turns the fused layers' shared
+    # weights back into copies, and its per-part hooks break a full-graph compile.
+    offloaded = getattr(model, "offloader", None) is not None
     _check_sdpa(model.unet)
     _check_sdpa(model.vae)
     if cuda:
-        fuse_qkv(model.unet)
-        fuse_qkv(model.vae)
+        if not offloaded:
+            fuse_qkv(model.unet)
+            fuse_qkv(model.vae)
         # NHWC convolutions are the fast path for tensor cores.
         model.unet.to(memory_format=torch.channels_last)
         model.vae.to(memory_format=torch.channels_last)
-    allowed = cuda if compile is None else compile
+    allowed = (cuda and not offloaded) if compile is None else compile
     _STATES[model] = _State(compile=allowed, force=bool(compile))
     if allowed:
         use_disk_cache()
@@ -150,8 +158,13 @@ def fuse_qkv(module: Any) -> None:
     weights. Re-pointing the originals into slices of the fused weight frees them and keeps
     unfuse_qkv_projections working.
     """
-    from diffusers.models.attention_processor import Attention
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
+    processors = getattr(module, "attn_processors", {})
+    if not hasattr(module, "fuse_qkv_projections") or not processors:
+        return  # Kandinsky's VQ VAE, models without attention
+    if any(type(p) is not AttnProcessor2_0 for p in processors.values()):
+        return  # added-KV or custom processors: fusing would replace what they do
     module.fuse_qkv_projections()
     for attn in module.modules():
         if not isinstance(attn, Attention):

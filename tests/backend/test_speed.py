@@ -84,6 +84,19 @@ def test_fused_qkv_shares_the_weights(fast: Model) -> None:
         assert attn.to_v.weight.untyped_storage().data_ptr() == fused.weight.data_ptr()
 
 
+def test_fusing_leaves_custom_attention_alone(tiny_model_dir: Path) -> None:
+    from diffusers.models.attention_processor import AttnProcessor
+
+    model = load_model(tiny_model_dir, device="cpu")
+    # A processor that is not plain SDPA (added-KV UNets, custom ones) keeps its own projections.
+    model.unet.set_attn_processor(AttnProcessor())
+    speed.fuse_qkv(model.unet)
+    assert all(type(p) is AttnProcessor for p in model.unet.attn_processors.values())
+    assert not hasattr(
+        model.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1, "to_qkv"
+    )
+
+
 @pytest.mark.parametrize("sampler", ["k_lms", "ddim", "k_euler_a"])
 def test_fast_path_keeps_the_pictures(plain: Model, fast: Model, sampler: str) -> None:
     job = make_job(sampler=sampler, noises=(Noise(3), Noise(4)))

@@ -173,7 +173,10 @@ class Diffusers:
         self.pipe = StableDiffusionPipeline.from_pretrained(
             folder, dtype=dtype, safety_checker=None, local_files_only=True
         ).to(device)
-        self.pipe.scheduler = make_scheduler(sampler, dict(self.pipe.scheduler.config))
+        # The folder's own scheduler file, as our loader reads it: a loaded config carries the
+        # first class's defaults, which are not every sampler's.
+        config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+        self.pipe.scheduler = make_scheduler(sampler, config)
         self.pipe.set_progress_bar_config(disable=True)
         self.img2img = StableDiffusionImg2ImgPipeline(**self.pipe.components)
         self.img2img.set_progress_bar_config(disable=True)

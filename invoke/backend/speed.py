@@ -14,17 +14,19 @@ What is on by default, where, and why:
   and V) fills the GPU better and launches fewer kernels. The separate q/k/v weights are then
   re-pointed into the fused ones, so the weights cost no extra memory. Off on CPU for the same
   reason as channels_last: outputs move by float rounding only, but remakes should stay exact.
-- **torch.compile of the UNet** with mode="reduce-overhead" (inductor kernels replayed as CUDA
-  graphs: one launch per UNet call instead of hundreds, which is what batch 1 is bound by):
-  CUDA only, and only *where it pays*. Compiling SD 1.5's UNet takes over a minute on a cold
-  cache, longer than one image takes eagerly, so with `compile=None` (the default) each input
-  shape (batch, guidance, latent size) runs eagerly until the eager time this process has spent
-  on that shape reaches what its compile is expected to cost (the ski-rental rule: never worse than
-  twice the better choice in hindsight, and it needs no guess of how much work is coming). A
-  one-shot `invoke "..."` never compiles; a shell session or a batch file that keeps making images
-  of one size compiles after a while and runs faster from then on. A new size is its own shape and
-  starts eager again, so trying sizes in the shell never stalls on compiles. `compile=True` compiles
-  every shape at its first use (the benchmark, long batches); `compile=False` never compiles.
+- **torch.compile of the UNet** with mode="reduce-overhead" (fused inductor kernels, replayed
+  as CUDA graphs: one launch per UNet call instead of hundreds; BENCH.md measured one SD 1.5
+  UNet call at 26 ms eager and 7.7 ms compiled on an H100): CUDA only, and only *where it
+  pays*. Compiling SD 1.5's UNet took 82 s on a cold cache there, far longer than one image
+  takes eagerly, so with `compile=None` (the default) each input shape (batch, guidance, latent
+  size) runs eagerly until the eager time this process has spent on that shape reaches what its
+  compile is expected to cost (the ski-rental rule: never worse than twice the better choice in
+  hindsight, and it needs no guess of how much work is coming). A one-shot `invoke "..."` never
+  compiles; a shell session or a batch file that keeps making images of one size compiles after
+  a while and runs faster from then on. A new size or batch is its own shape and starts eager
+  again, so trying sizes in the shell never stalls on compiles. `compile=True` (--compile)
+  compiles every shape at its first use (the benchmark, long batches); `compile=False`
+  (--no-compile) never compiles.
   On CPU and MPS compile is off unless forced: the UNet there is bound by arithmetic, not launches,
   and inductor's CPU compile on a small machine costs minutes. A forced compile on CPU uses the
   default mode (CUDA graphs need CUDA).
@@ -42,8 +44,18 @@ ancestral/SDE samplers (k_euler_a, k_dpm_2_a, k_dpmpp_2_a) draw each step's nois
 images' CPU generators and copy it over, which is what makes a seed the same image at any batch
 size or position.
 
-Out of memory: `out_of_memory` turns torch.OutOfMemoryError into one InvokeError naming the size
-and batch that were too big and what to try, after freeing what the failed attempt held.
+Out of memory: `guard_memory` turns torch.OutOfMemoryError (and MPS's out-of-memory RuntimeError)
+into one InvokeError naming the size and batch that were too big and what to try (smaller -W/-H,
+-n, --offload), after freeing what the failed attempt held; the shell goes on.
+
+Which models get what: SD 1.x/2.x (generate.py's loop) get all of the above. SDXL gets fused QKV
+and channels_last from `prepare`, but its own loop (sdxl.py) does not yet call `unet_for`,
+`prompt_embeddings` or `guard_memory`. Kandinsky runs diffusers' pipeline: none of it. With
+--offload the parts move between devices, so QKV stays unfused (a move would copy the shared
+weights apart) and compile is off unless forced.
+
+None of the CUDA behaviour here has been measured by the code's author (no GPU in that session);
+the CPU tests run the same code with the switches turned on by hand.
 """
 
 from __future__ import annotations

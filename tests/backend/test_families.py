@@ -300,3 +300,29 @@ def test_vae_tiles_images_well_above_native_size(tiny_model_dir: Path) -> None:
     assert big[0].size == (192, 192) and model.vae.use_tiling
     model.generate(job(steps=1))
     assert not model.vae.use_tiling
+
+
+def test_offloader_brings_each_part_in_as_it_is_used(tiny_model_dir: Path) -> None:
+    """The hooks fire for the text encoder, the UNet and the VAE's decode, in that order.
+
+    (On the CPU the moves themselves cost nothing; on a GPU the same hooks move the parts.)
+    """
+    from invoke.backend.offload import Offloader
+
+    model = load_model(tiny_model_dir, device="cpu")
+    parts = {"text_encoder": model.text_encoder, "unet": model.unet, "vae": model.vae}
+    offloader = Offloader(parts, torch.device("cpu"))
+    used: list[str] = []
+    names = {id(part): name for name, part in parts.items()}
+    real_use = offloader.use
+
+    def spy(part: object) -> None:
+        if not used or used[-1] != names[id(part)]:
+            used.append(names[id(part)])
+        real_use(part)
+
+    offloader.use = spy  # type: ignore[method-assign]
+    model.generate(job(steps=2))
+    assert used == ["text_encoder", "unet", "vae"]
+    assert offloader.active is model.vae
+    offloader.remove()

@@ -182,7 +182,9 @@ def cli(
     try:
         launch = parse_request(f'"" {_line_defaults(**defaults)}')
         if fnformat is not None:
-            parse_request(f'"" --fnformat {fnformat}')
+            from invoke.outputs import check_fnformat
+
+            check_fnformat(fnformat)
     except InvokeError as exc:
         raise click.UsageError(f"launch default {exc}") from exc
     settings = Settings(

@@ -73,6 +73,8 @@ def show_value(text: str) -> str:
     """A value as an error message shows it: quoted when blank or spaced, cut when huge."""
     if len(text) > 40:
         text = text[:37] + "..."
+    # control characters shown as escapes: never sent raw to a terminal
+    text = "".join(f"\\x{ord(ch):02x}" if ord(ch) < 32 and ch != "\t" else ch for ch in text)
     if text == "" or any(ch in " \t" for ch in text):
         return f"'{text}'"
     return text
@@ -345,7 +347,8 @@ class FnformatSwitch(Switch):
             raise self.fail(repr(value), f"is not text; use {self.expects}")
         for bad, why in (("/", "a /"), ("\\", "a \\"), ("\0", "a NUL"), ("..", "'..'")):
             if bad in value:
-                raise self.fail(value, f"contains {why}; a file name template may not")
+                reason = f"contains {why}, which no file name may; use {self.expects}"
+                raise self.fail(value, reason)
         bad_char = bad_character(value)
         if bad_char:
             raise self.fail(value, f"contains {describe_character(bad_char[1])}")

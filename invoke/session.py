@@ -343,7 +343,10 @@ class Session:
         path = self._init_path(request, outdir)
         if path is None:
             raise InvokeError('no prompt: type what to draw first, e.g. "a red circle -s 20"')
-        stored = parse_request(outputs.read_command(path))
+        try:
+            stored = parse_request(outputs.read_command(path))
+        except InvokeError as exc:
+            raise InvokeError(f"{exc}; or type a prompt before -I") from exc
         self._note(f'prompt from {path.name}: "{stored.prompt}"')
         return replace(request, prompt=stored.prompt)
 

@@ -502,8 +502,10 @@ def resolve(
         )
     merged = replace(merged, width=rounded[0], height=rounded[1])
     if merged.init_img is None:
-        # strength, fit and masks only mean something for img2img
-        merged = replace(merged, strength=None, fit=False)
+        if merged.init_mask is not None:
+            raise InvokeError("-M/--init_mask: a mask needs an init image; add -I FILE")
+        # strength, fit and mask inversion only mean something for img2img
+        merged = replace(merged, strength=None, fit=False, invert_mask=False)
     return merged, notes
 
 

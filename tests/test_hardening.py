@@ -275,9 +275,6 @@ CATALOGUE: tuple[Case, ...] = (
         "image",
         f"a cat -s 2 -M {D}/mask-32x48.png",
         "-M/--init_mask: a mask needs an init image; add -I FILE",
-        xfail="session.py/settings.resolve ignores -M without -I (the image is made, the mask "
-        "silently unused, and -M stays in the stored command); it should raise InvokeError "
-        "'-M/--init_mask: a mask needs an init image; add -I FILE'",
     ),
     Case(
         "animated GIF",
@@ -740,7 +737,7 @@ def _files_outside(root: Path, outdir: Path) -> list[Path]:
             2,
             "…--fnformat: /tmp/x{seed}.png contains a /…",
         ),
-        (["--fnformat", "x\0.png"], "a -s 1 -S 1", 2, "…control character U+0000…"),
+        (["--fnformat", "x\0.png"], "a -s 1 -S 1", 2, "…--fnformat: x\\x00.png contains a NUL…"),
         (
             [],
             "a -s 1 -S 1 --fnformat ..{seed}.png",

@@ -23,6 +23,8 @@ from invoke.request import MAX_LINE, SAMPLERS, Request, Variation
 
 # --- lines users type, as InvokeAI accepted them -------------------------------------------
 
+FNFORMAT_HINT = "use a file name template ending in .png, e.g. {prefix}.{seed}.png"
+
 
 @pytest.mark.parametrize(
     ("line", "expected"),
@@ -268,15 +270,15 @@ BAD_LINES = [
     # file name templates
     (
         "a cat --fnformat ../{seed}.png",
-        "--fnformat: ../{seed}.png contains a /; a file name template may not",
+        "--fnformat: ../{seed}.png contains a /, which no file name may; " + FNFORMAT_HINT,
     ),
     (
         "a cat --fnformat '..{seed}.png'",
-        "--fnformat: ..{seed}.png contains '..'; a file name template may not",
+        "--fnformat: ..{seed}.png contains '..', which no file name may; " + FNFORMAT_HINT,
     ),
     (
         "a cat --fnformat 'a\\{seed}.png'",
-        "--fnformat: a\\{seed}.png contains a \\; a file name template may not",
+        "--fnformat: a\\{seed}.png contains a \\, which no file name may; " + FNFORMAT_HINT,
     ),
     (
         "a cat --fnformat {seed}.jpg",

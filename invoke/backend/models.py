@@ -240,6 +240,7 @@ def load_model(
     compile: bool | None = None,
     family: str | None = None,
     config: str | Path | None = None,
+    vae: str | Path | None = None,
 ) -> Model:
     """Load a diffusers folder or a single checkpoint file; raise ModelError naming what is wrong.
 
@@ -248,11 +249,12 @@ def load_model(
     compile: torch.compile the UNet (None = decide by device and workload).
     family: the family when the files cannot tell (SD 2.x single files: sd-2 or sd-2-v).
     config: a diffusers config folder for a single file (default: the family's shipped one).
+    vae: another VAE for the model (a VAE folder, a model folder, or one VAE file).
     """
     source = Path(path).expanduser()
     if source.is_file():
         return _load_file(
-            source, device, precision, name, offload, allow_pickle, compile, family, config
+            source, device, precision, name, offload, allow_pickle, compile, family, config, vae
         )
     folder = source
     if not folder.is_dir():
@@ -299,10 +301,27 @@ def load_model(
             parts["force_zeros_for_empty_prompt"] = bool(
                 index.get("force_zeros_for_empty_prompt", True)
             )
+    _replace_vae(parts, vae, dtype, allow_pickle, family)
     return _finish(
         name or folder.name, folder, torch_device, dtype, family, parts, offload, compile,
         _preview_factors(folder),
     )  # fmt: skip
+
+
+def _replace_vae(
+    parts: dict[str, Any],
+    vae: str | Path | None,
+    dtype: torch.dtype,
+    allow_pickle: bool,
+    family: str,
+) -> None:
+    if vae is None:
+        return
+    if family == "kandinsky-2.2":
+        raise ModelError(f"vae {vae}: kandinsky-2.2 models keep their own MoVQ decoder")
+    from invoke.backend.single_file import load_vae
+
+    parts["vae"] = load_vae(vae, dict(parts["vae"].config), dtype, allow_pickle)
 
 
 def _kind(family: str) -> str:
@@ -320,6 +339,7 @@ def _load_file(
     compile: bool | None,
     family: str | None,
     config: str | Path | None,
+    vae: str | Path | None = None,
 ) -> Model:
     from invoke.backend.single_file import load_single_file, read_checkpoint
 
@@ -331,6 +351,7 @@ def _load_file(
     family, parts = load_single_file(
         file, dtype, allow_pickle=allow_pickle, family=family, config=config
     )
+    _replace_vae(parts, vae, dtype, allow_pickle, family)
     return _finish(
         name or file.stem, file, torch_device, dtype, family, parts, offload, compile, {}
     )

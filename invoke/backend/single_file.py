@@ -185,6 +185,44 @@ def _build_parts(checkpoint: dict[str, torch.Tensor], folder: Path, family: str)
     return parts
 
 
+def load_vae(
+    source: str | Path, like: dict[str, Any], dtype: torch.dtype, allow_pickle: bool
+) -> Any:
+    """A replacement VAE (models.yaml `vae:`): a diffusers VAE folder, a model folder's vae/, or
+    one VAE file (original layout, as vae-ft-mse-840000-ema-pruned, or diffusers keys) built on
+    the model's own VAE config `like`."""
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    path = Path(source).expanduser()
+    if (path / "vae" / "config.json").is_file():
+        path = path / "vae"
+    if path.is_dir():
+        try:
+            vae = AutoencoderKL.from_pretrained(
+                path,
+                torch_dtype=dtype,
+                local_files_only=True,
+                use_safetensors=None if allow_pickle else True,
+                low_cpu_mem_usage=False,
+            )
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+            raise ModelError(f"vae {path}: cannot load it ({_first(err)})") from err
+        return vae.eval()
+    if not path.is_file():
+        raise ModelError(f"vae {path}: no such folder or file; give a VAE folder or .safetensors")
+    state = read_checkpoint(path, allow_pickle)
+    config = {k: v for k, v in like.items() if not k.startswith("_")}
+    try:
+        if not any(k.startswith("decoder.up_blocks.") for k in state):
+            state = convert_ldm_vae_checkpoint(state, config)
+        vae = _fill(AutoencoderKL, config, state)
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise ModelError(f"vae {path}: does not fit this model's VAE ({_first(err)})") from err
+    torch.nn.Module.to(vae, dtype)
+    return vae
+
+
 def clip_tokenizer(settings_folder: Path) -> Any:
     """CLIP's tokenizer: the shared BPE files plus this folder's tokenizer_config.json.
 

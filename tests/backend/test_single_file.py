@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -182,3 +183,40 @@ def test_checkpoint_of_another_size_than_its_config(single_file: Path, tmp_path:
     alone = Path(shutil.copy(single_file, tmp_path / "alone.safetensors"))
     with pytest.raises(ModelError, match=r"alone.safetensors: does not fit sd-1 \(UNet2DCondition"):
         load_model(alone, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("family", "parameters"),
+    [("sd-1", 859_520_964), ("sd-2", 865_910_724), ("sdxl", 2_567_463_684)],
+)
+def test_shipped_unet_configs_build_the_published_architectures(
+    family: str, parameters: int
+) -> None:
+    """Built on the meta device (no memory): a wrong number in a config changes the count."""
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(
+            UNet2DConditionModel.load_config(CONFIG_ROOT / family / "unet")
+        )
+    assert sum(p.numel() for p in unet.parameters()) == parameters
+
+
+def test_another_vae_from_a_folder_or_an_original_layout_file(
+    tiny_model_dir: Path, tmp_path: Path, single_file: Path
+) -> None:
+    from invoke.backend.testfamilies import vae_to_ldm
+    from invoke.backend.testmodel import build_test_model
+
+    other = build_test_model(tmp_path / "other", seed=1)
+    expected = load_model(other, device="cpu").vae.state_dict()
+    vae_file = tmp_path / "other-vae.safetensors"
+    config = json.loads((other / "vae" / "config.json").read_text())
+    state = vae_to_ldm(load_file(other / "vae" / "diffusion_pytorch_model.safetensors"), config)
+    save_file({k.removeprefix("first_stage_model."): v for k, v in state.items()}, vae_file)
+    for vae in (other, other / "vae", vae_file):
+        for source in (tiny_model_dir, single_file):
+            got = load_model(source, device="cpu", vae=vae).vae.state_dict()
+            assert all(torch.equal(got[k], v) for k, v in expected.items()), (vae, source)
+    with pytest.raises(ModelError, match=r"vae .*nowhere: no such folder or file"):
+        load_model(tiny_model_dir, device="cpu", vae=tmp_path / "nowhere")

@@ -346,9 +346,54 @@ def vae_to_ldm(state: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[s
     return out
 
 
+def open_clip_to_ldm(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """A CLIPTextModelWithProjection state dict in OpenCLIP's keys (SD 2.x, SDXL): q, k and v
+    in one in_proj, the projection transposed (the inverse of diffusers'
+    convert_open_clip_checkpoint)."""
+    renames = {
+        "embeddings.token_embedding.weight": "token_embedding.weight",
+        "embeddings.position_embedding.weight": "positional_embedding",
+        "final_layer_norm.": "ln_final.",
+    }
+    inner = {
+        "layer_norm1": "ln_1",
+        "layer_norm2": "ln_2",
+        "mlp.fc1": "mlp.c_fc",
+        "mlp.fc2": "mlp.c_proj",
+        "self_attn.out_proj": "attn.out_proj",
+    }
+    out: dict[str, torch.Tensor] = {}
+    projections: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        key = key.removeprefix("text_model.")
+        if key == "text_projection.weight":
+            out[prefix + "text_projection"] = value.T.contiguous()
+            continue
+        if key.startswith("encoder.layers."):
+            layer, rest = key.removeprefix("encoder.layers.").split(".", 1)
+            if rest.startswith("self_attn.") and rest[len("self_attn.")] in "qkv":
+                which, kind = rest.removeprefix("self_attn.").split("_proj.")
+                projections.setdefault(f"{layer}.{kind}", {})[which] = value
+                continue
+            for a, b in inner.items():
+                rest = rest.replace(a, b)
+            out[f"{prefix}transformer.resblocks.{layer}.{rest}"] = value
+            continue
+        for a, b in renames.items():
+            if key.startswith(a):
+                key = b + key[len(a) :]
+        out[prefix + key] = value
+    for name, qkv in projections.items():
+        layer, kind = name.split(".")
+        fused = torch.cat([qkv["q"], qkv["k"], qkv["v"]])
+        out[f"{prefix}transformer.resblocks.{layer}.attn.in_proj_{kind}"] = fused
+    return out
+
+
 def write_ldm_checkpoint(folder: str | Path, file: str | Path) -> Path:
-    """One SD 1.x-layout checkpoint (.safetensors, or a pickle .ckpt) of an SD diffusers folder,
-    plus `<stem>.config/`: that folder's configs and tokenizer, no weights (its original config)."""
+    """One original-layout checkpoint (.safetensors, or a pickle .ckpt) of an SD 1.x or SDXL
+    (base or refiner) diffusers folder, plus `<stem>.config/`: that folder's configs and
+    tokenizers, no weights."""
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -362,9 +407,19 @@ def write_ldm_checkpoint(folder: str | Path, file: str | Path) -> Path:
     state |= vae_to_ldm(
         load_file(folder / "vae" / "diffusion_pytorch_model.safetensors"), vae_config
     )
-    text = load_file(folder / "text_encoder" / "model.safetensors")
-    prefix = "cond_stage_model.transformer.text_model."
-    state |= {prefix + k.removeprefix("text_model."): v for k, v in text.items()}
+    sdxl = (folder / "text_encoder_2").is_dir()
+    parts = ["unet", "vae", "scheduler"]
+    if (folder / "text_encoder").is_dir():
+        text = load_file(folder / "text_encoder" / "model.safetensors")
+        prefix = "conditioner.embedders.0" if sdxl else "cond_stage_model"
+        prefix += ".transformer.text_model."
+        state |= {prefix + k.removeprefix("text_model."): v for k, v in text.items()}
+        parts += ["text_encoder", "tokenizer"]
+    if sdxl:
+        text = load_file(folder / "text_encoder_2" / "model.safetensors")
+        embedder = 1 if (folder / "text_encoder").is_dir() else 0
+        state |= open_clip_to_ldm(text, f"conditioner.embedders.{embedder}.model.")
+        parts += ["text_encoder_2", "tokenizer_2"]
     state = {k: v.contiguous() for k, v in state.items()}
     file.parent.mkdir(parents=True, exist_ok=True)
     if file.suffix == ".safetensors":
@@ -372,7 +427,7 @@ def write_ldm_checkpoint(folder: str | Path, file: str | Path) -> Path:
     else:
         torch.save({"state_dict": state}, file)
     config = file.with_name(file.stem + ".config")
-    for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+    for part in parts:
         (config / part).mkdir(parents=True, exist_ok=True)
         for each in (folder / part).iterdir():
             if each.suffix in (".json", ".txt"):

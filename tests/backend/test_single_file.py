@@ -220,3 +220,30 @@ def test_another_vae_from_a_folder_or_an_original_layout_file(
             assert all(torch.equal(got[k], v) for k, v in expected.items()), (vae, source)
     with pytest.raises(ModelError, match=r"vae .*nowhere: no such folder or file"):
         load_model(tiny_model_dir, device="cpu", vae=tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("refiner", [False, True], ids=["sdxl", "sdxl-refiner"])
+def test_sdxl_checkpoint_in_the_sgm_layout_loads_as_its_folder(
+    tmp_path: Path, refiner: bool
+) -> None:
+    """conditioner.embedders.* (CLIP-L, OpenCLIP bigG with fused in_proj) back to both encoders."""
+    from PIL import Image
+
+    from invoke.backend.testfamilies import build_test_sdxl
+
+    folder = build_test_sdxl(tmp_path / "xl", refiner=refiner)
+    file = write_ldm_checkpoint(folder, tmp_path / "xl.safetensors")
+    theirs, ours = load_model(folder, device="cpu"), load_model(file, device="cpu")
+    assert ours.family == theirs.family == ("sdxl-refiner" if refiner else "sdxl")
+    assert ours.force_zeros_for_empty_prompt == theirs.force_zeros_for_empty_prompt
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if getattr(theirs, part) is None:
+            assert getattr(ours, part) is None
+            continue
+        a, b = getattr(theirs, part).state_dict(), getattr(ours, part).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    init = Image.new("RGB", (64, 64), (200, 40, 90))
+    line = Job(
+        "a red circle [blue]", False, 2, 7.5, "k_euler", 64, 64, (Noise(5),), init, None, 1.0
+    )
+    assert np.array_equal(np.asarray(ours.generate(line)[0]), np.asarray(theirs.generate(line)[0]))

@@ -247,3 +247,23 @@ def test_sdxl_checkpoint_in_the_sgm_layout_loads_as_its_folder(
         "a red circle [blue]", False, 2, 7.5, "k_euler", 64, 64, (Noise(5),), init, None, 1.0
     )
     assert np.array_equal(np.asarray(ours.generate(line)[0]), np.asarray(theirs.generate(line)[0]))
+
+
+def test_sd2_checkpoint_with_an_open_clip_text_encoder(
+    tiny_model_dir: Path, single_file: Path, tmp_path: Path
+) -> None:
+    """cond_stage_model.model.* (OpenCLIP's layout) is SD 2.x; its .yaml says epsilon or v."""
+    from invoke.backend.testfamilies import open_clip_to_ldm
+
+    state = {k: v for k, v in load_file(single_file).items() if not k.startswith("cond_stage")}
+    text = load_file(tiny_model_dir / "text_encoder" / "model.safetensors")
+    state |= open_clip_to_ldm(text, "cond_stage_model.model.")
+    file = tmp_path / "sd2.safetensors"
+    save_file(state, file)
+    shutil.copytree(single_file.with_name("tiny-ldm.config"), tmp_path / "sd2.config")
+    (tmp_path / "sd2.yaml").write_text("model:\n  params:\n    parameterization: eps\n")
+    model = load_model(file, device="cpu")
+    assert model.family == "sd-2"
+    expected = load_model(tiny_model_dir, device="cpu").text_encoder.state_dict()
+    got = model.text_encoder.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in expected.items())

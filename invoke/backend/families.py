@@ -40,6 +40,9 @@ SDXL_PIPELINES = (
 KANDINSKY_PIPELINES = (
     "KandinskyV22CombinedPipeline",
     "KandinskyV22Img2ImgCombinedPipeline",
+    # A decoder folder alone (kandinsky-2-2-decoder): diffusers adds the prior its README names.
+    "KandinskyV22Pipeline",
+    "KandinskyV22Img2ImgPipeline",
 )
 
 # Original (LDM / sgm) checkpoint keys that tell the families apart, the same landmarks diffusers'

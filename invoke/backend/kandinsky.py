@@ -1,6 +1,7 @@
 """Kandinsky 2.2 through diffusers' Auto pipelines (the combined prior + decoder pipeline).
 
-The folder is a saved KandinskyV22CombinedPipeline (prior_* parts, unet, scheduler, movq);
+The folder is a saved KandinskyV22CombinedPipeline (prior_* parts, unet, scheduler, movq), or a
+decoder folder whose README.md names its prior (as kandinsky-2-2-decoder in the hub cache);
 AutoPipelineForImage2Image loads it as the img2img pipeline and AutoPipelineForText2Image shares
 its parts for txt2img. diffusers owns the loop here, so what it cannot do is refused up front
 (Model._refuse and _refuse below): variations and intermediates (it draws its own noise),
@@ -55,6 +56,12 @@ def load_kandinsky(
         )
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if not (folder / "prior_prior").is_dir():
+            raise ModelError(
+                f"model {folder}: a Kandinsky 2.2 decoder folder needs its prior (the one its "
+                f"README.md names, in the hub cache), or save the combined pipeline "
+                f"(KandinskyV22CombinedPipeline) in one folder ({first})"
+            ) from err
         raise ModelError(f"model {folder}: cannot load the Kandinsky pipeline ({first})") from err
     finally:
         if bars[0]:

@@ -282,7 +282,9 @@ def load_model(
     family = family or detected
     components = FAMILY_COMPONENTS.get(family, COMPONENTS)
     if index.get("_class_name") in KANDINSKY_PIPELINES:
-        components = ("unet", "movq", "scheduler", "prior_prior", "prior_text_encoder")
+        components = ("unet", "movq", "scheduler")
+        if "prior_prior" in index:  # a combined folder holds its prior
+            components += ("prior_prior", "prior_text_encoder", "prior_image_encoder")
     missing = [c for c in components if not (folder / c).is_dir()]
     if missing:
         raise ModelError(f"model {folder}: missing {', '.join(m + '/' for m in missing)}")

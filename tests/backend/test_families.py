@@ -326,3 +326,19 @@ def test_offloader_brings_each_part_in_as_it_is_used(tiny_model_dir: Path) -> No
     assert used == ["text_encoder", "unet", "vae"]
     assert offloader.active is model.vae
     offloader.remove()
+
+
+def test_kandinsky_decoder_folder_without_its_prior(tmp_path: Path, kandinsky: Model) -> None:
+    decoder = tmp_path / "decoder"
+    for part in ("unet", "scheduler", "movq"):
+        shutil.copytree(kandinsky.path / part, decoder / part)
+    index = {
+        "_class_name": "KandinskyV22Pipeline",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "movq": ["diffusers", "VQModel"],
+    }
+    (decoder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelError, match=r"a Kandinsky 2\.2 decoder folder needs its prior") as err:
+        load_model(decoder, device="cpu")
+    assert "\n" not in str(err.value)

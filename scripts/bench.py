@@ -388,6 +388,10 @@ def main(argv: list[str] | None = None) -> None:
     args.steps = args.steps or DEFAULTS[args.arch]["steps"]
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if int(STRENGTH * args.steps) < 1:
+        parser.error(
+            f"--steps {args.steps}: img2img at -f {STRENGTH} would take no step; use 2 or more"
+        )
     # The tiny model's tensors are too small for threads: on 2 shared cores they only spin.
     threads = args.threads or (1 if args.arch == "tiny" else 0)
     args.threads = threads

@@ -116,10 +116,11 @@ def test_batch_of_eight_equals_each_seed_alone_on_the_fast_path(fast: Model) -> 
 
 
 def test_forced_compile_keeps_the_pictures(
-    tiny_model_dir: Path, plain: Model, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, plain: Model, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Dynamo traces the real UNet; the eager backend skips inductor's minutes of C++ on CPU.
     monkeypatch.setattr(speed, "COMPILE_OPTIONS", {"backend": "eager"})
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     model = load_model(tiny_model_dir, device="cpu", compile=True)
     job = make_job(sampler="ddim")
     assert speed.unet_for(model, job) is not model.unet
@@ -130,11 +131,14 @@ def test_forced_compile_keeps_the_pictures(
     assert np.abs(pixels(again) - pixels(plain.generate(make_job(sampler="k_euler")))).max() <= 1
 
 
-def test_compile_pays_per_shape_after_its_cost_in_eager_time(plain: Model) -> None:
+def test_compile_pays_per_shape_after_its_cost_in_eager_time(
+    plain: Model, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     model = replace(plain)  # a new Model on the same parts, with its own speed state
     speed.prepare(model, compile=None)
     assert not speed.should_compile(model, speed.unet_shape(model, make_job()))  # CPU: never
     model = replace(plain)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # an empty (cold) cache
     speed.prepare(model, compile=True)
     small, big = make_job(), make_job(width=128, noises=(Noise(1), Noise(2)))
     assert speed.should_compile(model, speed.unet_shape(model, small))
@@ -150,18 +154,24 @@ def test_compile_pays_per_shape_after_its_cost_in_eager_time(plain: Model) -> No
     shape = speed.unet_shape(model, small)
     assert shape == (2, 4, 8, 8)  # CFG doubles the batch
     assert speed.unet_shape(model, big) == (4, 4, 8, 16)
-    speed.record(model, small, speed.COMPILE_WARM_S - 1)
+    speed.record(model, small, speed.COMPILE_COLD_S - 1)
     assert not speed.should_compile(model, shape)
-    speed.record(model, small, speed.COMPILE_COLD_S)
+    # A warm inductor cache makes compiling cheap: the same eager time now pays for it.
+    (tmp_path / "fxgraph").mkdir()
+    (tmp_path / "fxgraph" / "entry").write_bytes(b"x")
+    assert speed.should_compile(model, shape)
+    (tmp_path / "fxgraph" / "entry").unlink()
+    speed.record(model, small, 1)
     assert speed.should_compile(model, shape)
     assert not speed.should_compile(model, speed.unet_shape(model, big))  # a new size starts eager
 
 
 def test_failed_compile_falls_back_to_eager(
-    tiny_model_dir: Path, plain: Model, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, plain: Model, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import torch._dynamo.exc
 
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     model = load_model(tiny_model_dir, device="cpu", compile=True)
 
     def broken(*args: Any, **kwargs: Any) -> Any:

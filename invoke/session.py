@@ -7,7 +7,6 @@ files made so far, for `-S -1` and `-I -1`) and loads the model once, on the fir
 from __future__ import annotations
 
 import gc
-import inspect
 import json
 import random
 import secrets
@@ -107,7 +106,14 @@ class Session:
         return outputs.read_command(Path(path).expanduser())
 
     def generate(self, request: Request) -> list[Path]:
-        resolved, notes = resolve(request, self.settings, self.native_size, self.size_multiple)
+        model = self.model  # loaded first: its size and default sampler fill the line
+        resolved, notes = resolve(
+            request,
+            self.settings,
+            self.native_size,
+            model.size_multiple,
+            model_defaults=Request(sampler=model.default_sampler),
+        )
         for note in notes:
             self._note(note)
         outdir = self._outdir_for(resolved)
@@ -197,17 +203,6 @@ class Session:
         precision = self.settings.precision
         if precision == "auto" and entry.precision is not None:
             precision = entry.precision  # the launch option wins when given
-        # models.yaml's vae/family reach a backend that takes them; a vae it cannot use is said.
-        accepted = inspect.signature(load_model).parameters
-        extras: dict[str, Any] = {}
-        wanted = (("vae", entry.vae), ("family", entry.family), ("config", entry.config))
-        for key, value in wanted:
-            if value is None:
-                continue
-            if key in accepted:
-                extras[key] = value
-            else:
-                self._note(f"model {entry.name}: {key}: {value} is not supported yet; ignored")
         model = load_model(
             self._model_source(entry),
             device=self.settings.device,
@@ -216,7 +211,9 @@ class Session:
             offload=self.settings.offload,
             allow_pickle=self.settings.allow_pickle,
             compile=self.settings.compile,
-            **extras,
+            family=entry.family,
+            config=entry.config,
+            vae=entry.vae,
         )
         self._note(
             f"model {entry.name} loaded on {model.device} "
@@ -229,10 +226,7 @@ class Session:
     def model_hash(self) -> str:
         """The active model's sha256 when the backend gives one (sd-metadata.model_hash)."""
         model = self._loaded.get(self.entry.name)
-        value = getattr(model, "model_hash", "") if model is not None else ""
-        if callable(value):
-            value = value()
-        return str(value or "")
+        return model.model_hash if model is not None else ""
 
     def _model_source(self, entry: ModelEntry) -> Path:
         if entry.embedded:

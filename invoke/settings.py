@@ -482,14 +482,15 @@ def resolve(
     settings: Settings,
     native_size: tuple[int, int],
     multiple: int = SIZE_MULTIPLE,
+    model_defaults: Request | None = None,
 ) -> tuple[Request, list[str]]:
-    """Fill every unset switch: line > launch options > model size > built-in defaults.
+    """Fill every unset switch: line > launch options > the model's > built-in defaults.
 
     Returns the complete request and notes for the user (sizes rounded to the model's multiple).
     Seeds and init images are resolved later, by the session.
     """
     merged = request
-    for layer in (settings.defaults, BUILTIN_DEFAULTS):
+    for layer in (settings.defaults, model_defaults or Request(), BUILTIN_DEFAULTS):
         merged = _fill(merged, layer)
     notes: list[str] = []
     width = merged.width if merged.width is not None else native_size[0]

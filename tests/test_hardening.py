@@ -428,9 +428,6 @@ MODEL_CASES: tuple[ModelCase, ...] = (
         "corrupt",
         f"model {M}/corrupt: unet/diffusion_pytorch_model.safetensors is damaged (…); "
         "download or convert the model again",
-        xfail="backend/models.py says 'cannot load unet/ (Unable to load weights from checkpoint "
-        "file for ... at ...)': it names the file twice but neither says it is damaged nor what "
-        "to do; it should say '<file> is damaged (<why>); download or convert the model again'",
     ),
     ModelCase(
         "pickle checkpoint",
@@ -442,9 +439,6 @@ MODEL_CASES: tuple[ModelCase, ...] = (
         "corrupt single-file checkpoint",
         "model.safetensors",
         f"model {M}/model.safetensors: is damaged (…); download or convert the model again",
-        xfail="backend/models.py says 'cannot read the safetensors file (Error while "
-        "deserializing header: header too large)': it should say the file is damaged and what "
-        "to do, as for the folder case above",
     ),
 )
 

@@ -478,11 +478,38 @@ def _load_parts(
                 # Library messages run to many lines; the first names the file or key at fault.
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 where = part.removesuffix("_config")
+                damage = _damaged_weights(folder / where)
+                if damage is not None:
+                    name, why = damage
+                    raise ModelError(
+                        f"model {folder}: {where}/{name} is damaged ({why}); download or convert "
+                        f"the model again"
+                    ) from err
                 raise ModelError(f"model {folder}: cannot load {where}/ ({first})") from err
     finally:
         if bars:
             transformers_logging.enable_progress_bar()
     return parts
+
+
+def _damaged_weights(part: Path) -> tuple[str, str] | None:
+    """The first .safetensors file in `part` whose header is unreadable, and why.
+
+    diffusers reports a bad file as "Unable to load weights from checkpoint file for X at X",
+    hiding the reason; reading just the header (safe_open checks it against the file's size, so a
+    truncated download shows too) tells the user which file to replace.
+    """
+    from safetensors import safe_open
+
+    if not part.is_dir():
+        return None
+    for file in sorted(part.glob("*.safetensors")):
+        try:
+            with safe_open(file, framework="pt"):
+                pass
+        except SafetensorError as err:
+            return file.name, str(err).strip().splitlines()[0] or type(err).__name__
+    return None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

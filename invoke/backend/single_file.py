@@ -70,7 +70,12 @@ def read_checkpoint(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
 
         try:
             data = load_file(path, device="cpu")
-        except (OSError, SafetensorError) as err:
+        except SafetensorError as err:
+            # A bad header or a truncated download: nothing to fix but fetching the file again.
+            raise ModelError(
+                f"model {path}: is damaged ({_first(err)}); download or convert the model again"
+            ) from err
+        except OSError as err:  # permissions, a folder named *.safetensors: not the file's fault
             raise ModelError(
                 f"model {path}: cannot read the safetensors file ({_first(err)})"
             ) from err

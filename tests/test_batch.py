@@ -5,40 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import FakeRunner
 
-from invoke.errors import InvokeError
-from invoke.request import Request
 from invoke.shell.batch import run_batch, run_one
-
-
-class FakeRunner:
-    """Records what the shell asks for; prompts containing a keyword misbehave on purpose."""
-
-    def __init__(self, outdir: Path, stored: dict[str, str] | None = None) -> None:
-        self.outdir = outdir
-        self.requests: list[Request] = []
-        self.stored = stored or {}
-
-    def generate(self, request: Request) -> list[Path]:
-        if "interrupt" in request.prompt:
-            raise KeyboardInterrupt
-        if "crash" in request.prompt:
-            raise RuntimeError("kaput\nsecond line")
-        if "missing" in request.prompt:
-            raise InvokeError("-I/--init_img: missing.png does not exist; give an image file")
-        self.requests.append(request)
-        return [self.outdir / f"{len(self.requests):06d}.png"]
-
-    def canonical(self, request: Request) -> str:
-        if "missing" in request.prompt:
-            raise InvokeError("-I/--init_img: missing.png does not exist; give an image file")
-        return f'"{request.prompt}" -s {request.steps or 50} -S {request.seed or 0}'
-
-    def fetch(self, path: str) -> str:
-        name = Path(path).name
-        if name not in self.stored:
-            raise InvokeError(f"{path}: no command stored in this PNG")
-        return self.stored[name]
 
 
 def run(runner: FakeRunner, lines: list, **kw) -> tuple[int, list[str], list[str]]:

@@ -7,22 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from invoke.__main__ import cli
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in a temp folder with the user's config and cache dirs pointed inside it."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path
 
 
 def invoke(*args: str, stdin: str | None = None) -> tuple[int, str, str]:

@@ -520,15 +520,6 @@ def models(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Pa
 # -- running the front end ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A temp cwd with the user's config and cache dirs inside it."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path
-
-
 @dataclass
 class Ran:
     status: int

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import readme_request
 from PIL import Image, PngImagePlugin
 
 from invoke import outputs
@@ -31,20 +32,6 @@ from invoke.request import Request, Variation
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = {"model_id": "tiny-test", "model_hash": "0123456789abcdef"}
-
-
-def request(**kw: object) -> Request:
-    fields = dict(
-        prompt="a red circle on a blue background",
-        steps=20,
-        seed=42,
-        width=64,
-        height=64,
-        cfg_scale=7.5,
-        sampler="k_lms",
-    )
-    fields.update(kw)
-    return Request(**fields)
 
 
 def picture(colour: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 64)):
@@ -160,8 +147,8 @@ def test_long_names_are_cut_to_a_safe_length() -> None:
 
 def test_fnformat_fields_fill_the_name(tmp_path: Path) -> None:
     out = OutputFolder(tmp_path, fnformat="{prefix}-{sampler}-{steps}-{width}x{height}-{seed}.png")
-    assert out.image_name("000007", request()) == "000007-k_lms-20-64x64-42.png"
-    req = request(fnformat="{prefix}.{iteration}.{cfg_scale}.png")
+    assert out.image_name("000007", readme_request()) == "000007-k_lms-20-64x64-42.png"
+    req = readme_request(fnformat="{prefix}.{iteration}.{cfg_scale}.png")
     assert out.image_name("000007", req, iteration=3) == "000007.3.7.5.png"
 
 
@@ -181,7 +168,7 @@ def test_existing_files_are_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "000001.42.png").write_bytes(b"precious")
     (tmp_path / "000001.42-1.png").write_bytes(b"also precious")
     out = OutputFolder(tmp_path)
-    path = out.save_image(picture(), request(), "000001", **MODEL)
+    path = out.save_image(picture(), readme_request(), "000001", **MODEL)
     assert path == tmp_path / "000001.42-2.png"
     assert (tmp_path / "000001.42.png").read_bytes() == b"precious"
     assert (tmp_path / "000001.42-1.png").read_bytes() == b"also precious"
@@ -193,7 +180,7 @@ def test_existing_files_are_never_overwritten(tmp_path: Path) -> None:
 def test_paths_keep_the_folder_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     out = OutputFolder("outputs/img-samples")
-    path = out.save_image(picture(), request(), out.reserve_prefix(), **MODEL)
+    path = out.save_image(picture(), readme_request(), out.reserve_prefix(), **MODEL)
     assert str(path) == os.path.join("outputs", "img-samples", "000001.42.png")
     log = Path("outputs/img-samples/invoke_log.txt").read_text()
     assert log.startswith("outputs/img-samples/000001.42.png: ")
@@ -234,7 +221,7 @@ def test_disk_full_raises_one_line_and_leaves_nothing(
     else:
         monkeypatch.setattr(outputs.os, where, _boom(errno.ENOSPC))
     with pytest.raises(OutputError) as err:
-        out.save_image(picture(), request(), prefix, **MODEL)
+        out.save_image(picture(), readme_request(), prefix, **MODEL)
     monkeypatch.undo()
     message = str(err.value)
     assert "000001.42.png" in message and "disk is full" in message and "\n" not in message
@@ -255,7 +242,7 @@ def test_unwritable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     before = files(tmp_path)
     monkeypatch.setattr(outputs.tempfile, "mkstemp", _boom(errno.EACCES))
     with pytest.raises(OutputError, match="permission denied"):
-        out.save_image(picture(), request(), prefix, **MODEL)
+        out.save_image(picture(), readme_request(), prefix, **MODEL)
     monkeypatch.undo()
     assert files(tmp_path) == before
 
@@ -278,7 +265,7 @@ def test_read_only_folder_for_real(tmp_path: Path) -> None:
 
 
 def test_chunks_have_the_reference_shape(tmp_path: Path) -> None:
-    req = request(prompt="a kitten's toy [blurry, dark]")
+    req = readme_request(prompt="a kitten's toy [blurry, dark]")
     path = OutputFolder(tmp_path).save_image(picture(), req, "000001", **MODEL)
     chunks = read_chunks(path)
     assert chunks["Dream"] == req.to_command()
@@ -304,7 +291,9 @@ def test_chunks_have_the_reference_shape(tmp_path: Path) -> None:
 
 
 def test_img2img_and_variation_metadata() -> None:
-    req = request(init_img="000001.42.png", strength=0.7, with_variations=(Variation(99, 0.25),))
+    req = readme_request(
+        init_img="000001.42.png", strength=0.7, with_variations=(Variation(99, 0.25),)
+    )
     text = a1111_parameters(req, model_id="m")
     assert "Denoising strength: 0.7" in text and "Variation seed: 99" in text
     meta = outputs.sd_metadata(req, model_id="m", model_hash="h")["image"]
@@ -316,13 +305,13 @@ def test_img2img_and_variation_metadata() -> None:
 @pytest.mark.parametrize(
     "req",
     [
-        request(),
-        request(prompt="a kitten's toy"),
-        request(prompt='say "cheese" [no \\ backslash]'),
-        request(prompt="東京の夜景, ネオン"),
-        request(prompt="a cat:0.5 a dog:0.5", skip_normalize=True),
-        request(init_img="000001.42.png", strength=0.7, fit=True),
-        request(with_variations=(Variation(12, 0.1), Variation(34, 0.2))),
+        readme_request(),
+        readme_request(prompt="a kitten's toy"),
+        readme_request(prompt='say "cheese" [no \\ backslash]'),
+        readme_request(prompt="東京の夜景, ネオン"),
+        readme_request(prompt="a cat:0.5 a dog:0.5", skip_normalize=True),
+        readme_request(init_img="000001.42.png", strength=0.7, fit=True),
+        readme_request(with_variations=(Variation(12, 0.1), Variation(34, 0.2))),
     ],
     ids=["plain", "apostrophe", "quotes", "non-latin", "weights", "img2img", "variations"],
 )
@@ -410,7 +399,7 @@ def test_a1111_parameters(tmp_path: Path) -> None:
 
 
 def test_our_parameters_chunk_alone_reads_back(tmp_path: Path) -> None:
-    req = request(prompt="a kitten's toy [blurry]", sampler="k_dpmpp_2_a")
+    req = readme_request(prompt="a kitten's toy [blurry]", sampler="k_dpmpp_2_a")
     path = foreign_png(tmp_path / "p.png", {"parameters": a1111_parameters(req, model_id="m")})
     assert read_command(path) == req.to_command()
 
@@ -508,11 +497,11 @@ def test_control_characters_are_refused(tmp_path: Path) -> None:
 
 
 def test_truncated_png_keeps_what_it_read(tmp_path: Path) -> None:
-    path = OutputFolder(tmp_path).save_image(picture(), request(), "000001", **MODEL)
+    path = OutputFolder(tmp_path).save_image(picture(), readme_request(), "000001", **MODEL)
     data = path.read_bytes()
     cut = tmp_path / "cut.png"
     cut.write_bytes(data[: len(data) - 30])  # IDAT tail and IEND gone, text chunks intact
-    assert read_command(cut) == request().to_command()
+    assert read_command(cut) == readme_request().to_command()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,15 +512,15 @@ def test_truncated_png_keeps_what_it_read(tmp_path: Path) -> None:
 def test_logs_have_one_entry_per_image(tmp_path: Path) -> None:
     out = OutputFolder(tmp_path)
     prefix = out.reserve_prefix()
-    a = out.save_image(picture(), request(seed=1), prefix, **MODEL)
-    b = out.save_image(picture(), request(seed=2), prefix, **MODEL)
+    a = out.save_image(picture(), readme_request(seed=1), prefix, **MODEL)
+    b = out.save_image(picture(), readme_request(seed=2), prefix, **MODEL)
     assert (tmp_path / "invoke_log.txt").read_text().splitlines() == [
-        f"{a}: {request(seed=1).to_command()}",
-        f"{b}: {request(seed=2).to_command()}",
+        f"{a}: {readme_request(seed=1).to_command()}",
+        f"{b}: {readme_request(seed=2).to_command()}",
     ]
     md = (tmp_path / "invoke_log.md").read_text()
     assert md.startswith(
-        f"## 000001.1.png\n![](000001.1.png)\n\n```\n{request(seed=1).to_command()}\n```\n\n"
+        f"## 000001.1.png\n![](000001.1.png)\n\n```\n{readme_request(seed=1).to_command()}\n```\n\n"
     )
     assert "## 000001.2.png" in md
 
@@ -548,7 +537,7 @@ def test_grid_layout_is_near_square(n: int, cols: int, rows: int) -> None:
 def test_save_grid_names_and_metadata(tmp_path: Path) -> None:
     out = OutputFolder(tmp_path)
     prefix = out.reserve_prefix()
-    reqs = [request(seed=s) for s in (42, 43, 44)]
+    reqs = [readme_request(seed=s) for s in (42, 43, 44)]
     path = out.save_grid([picture()] * 3, reqs, prefix, command=reqs[0].to_command(), **MODEL)
     assert path.name == "000001.42.png"
     with Image.open(path) as im:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from helpers import readme_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,16 +26,7 @@ from invoke.request import (
 
 
 def test_canonical_line_of_the_readme_example() -> None:
-    r = Request(
-        prompt="a red circle on a blue background",
-        steps=20,
-        seed=42,
-        width=64,
-        height=64,
-        cfg_scale=7.5,
-        sampler="k_lms",
-    )
-    assert r.to_command() == (
+    assert readme_request().to_command() == (
         '"a red circle on a blue background" -s 20 -S 42 -W 64 -H 64 -C 7.5 -A k_lms'
     )
 

@@ -6,13 +6,13 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers import FakeRunner
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from prompt_toolkit.validation import ValidationError
 
-from invoke.errors import InvokeError
 from invoke.parse import parse_request
 from invoke.request import Request
 from invoke.shell.commands import COMMANDS, ShellContext, command, help_lines
@@ -25,34 +25,6 @@ ENTER = "\r"
 CTRL_C = "\x03"
 CTRL_D = "\x04"
 UP = "\x1b[A"
-
-
-class FakeRunner:
-    """Records the requests; prompts with a keyword misbehave the way a real run can."""
-
-    def __init__(self, outdir: Path, stored: dict[str, str] | None = None) -> None:
-        self.outdir = outdir
-        self.requests: list[Request] = []
-        self.stored = stored or {}
-
-    def generate(self, request: Request) -> list[Path]:
-        if "interrupt" in request.prompt:
-            raise KeyboardInterrupt
-        if "crash" in request.prompt:
-            raise RuntimeError("kaput")
-        if "missing" in request.prompt:
-            raise InvokeError("-I/--init_img: missing.png does not exist; give an image file")
-        self.requests.append(request)
-        return [self.outdir / f"{len(self.requests):06d}.png"]
-
-    def canonical(self, request: Request) -> str:
-        return f'"{request.prompt}"'
-
-    def fetch(self, path: str) -> str:
-        try:
-            return self.stored[Path(path).name]
-        except KeyError:
-            raise InvokeError(f"{path}: no command stored in this PNG") from None
 
 
 def shell(runner: FakeRunner, keys: str, later: str = "") -> tuple[int, list[str], list[str]]:
@@ -167,7 +139,10 @@ def test_errors_print_one_line_and_the_shell_goes_on(runner):
     assert prompts(runner) == ["a dog"]
     assert err[0] == "-I/--init_img: missing.png does not exist; give an image file"
     assert err[1].startswith("!frobnicate: unknown command")
-    assert err[2] == "unexpected error: RuntimeError: kaput (run with --debug for the traceback)"
+    assert (
+        err[2]
+        == "unexpected error: RuntimeError: kaput second line (run with --debug for the traceback)"
+    )
 
 
 def test_a_line_with_a_bad_switch_is_not_accepted(runner):

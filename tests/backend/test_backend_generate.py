@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import make_job, pixels, smooth_picture
 from PIL import Image
 
 from invoke.backend.generate import encode_image
-from invoke.backend.job import Job, Noise, StepInfo
+from invoke.backend.job import Noise, StepInfo
 from invoke.backend.models import Model, load_model
 from invoke.backend.schedulers import make_scheduler
 from invoke.errors import InvokeError
@@ -28,28 +28,7 @@ def model(tiny_model_dir: Path) -> Model:
 
 @pytest.fixture(scope="module")
 def init_image() -> Image.Image:
-    """A smooth RGB picture, so the VAE has something structured to encode."""
-    y, x = np.mgrid[0:64, 0:64]
-    rgb = np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).astype(np.uint8)
-    return Image.fromarray(rgb)
-
-
-def make_job(**changes: object) -> Job:
-    job = Job(
-        prompt="a red circle [blue]",
-        skip_normalize=False,
-        steps=4,
-        cfg_scale=7.5,
-        sampler="k_euler",
-        width=64,
-        height=64,
-        noises=(Noise(42),),
-    )
-    return replace(job, **changes)
-
-
-def pixels(images: list[Image.Image]) -> np.ndarray:
-    return np.stack([np.asarray(image, dtype=np.int16) for image in images])
+    return smooth_picture()
 
 
 def pipeline(model: Model, cls_name: str, sampler: str):  # type: ignore[no-untyped-def]

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import make_job, pixels, smooth_picture
 from PIL import Image
 
 from invoke.backend.families import FAMILIES, folder_family
@@ -51,26 +51,12 @@ def kandinsky(models_dir: Path) -> Model:
 
 @pytest.fixture(scope="module")
 def picture() -> Image.Image:
-    y, x = np.mgrid[0:64, 0:64]
-    return Image.fromarray(np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).astype(np.uint8))
+    return smooth_picture()
 
 
 def job(**changes: object) -> Job:
-    base = Job(
-        prompt="a red circle [blue]",
-        skip_normalize=False,
-        steps=3,
-        cfg_scale=7.5,
-        sampler="k_euler",
-        width=64,
-        height=64,
-        noises=(Noise(42),),
-    )
-    return replace(base, **changes)
-
-
-def pixels(images: list[Image.Image]) -> np.ndarray:
-    return np.stack([np.asarray(image, dtype=np.int16) for image in images])
+    """The shared small job, with 3 steps (the values these tests were written against)."""
+    return make_job(**{"steps": 3, **changes})
 
 
 # -- detection ------------------------------------------------------------------------------------

@@ -375,21 +375,22 @@ def test_bad_files_give_one_line_errors(tmp_path: Path, make, expected: str) -> 
     assert expected in message and path.name in message and "\n" not in message
 
 
-def test_truncated_png_is_refused(tmp_path: Path) -> None:
-    good = save(tmp_path, gradient(64, 64), "good.png", compress_level=0)
+@pytest.mark.parametrize(
+    ("suffix", "options", "message"),
+    [
+        (".png", {"compress_level": 0}, r"cut\.png: the image data is truncated"),
+        (".jpg", {}, r"cut\.jpg"),
+    ],
+    ids=["png", "jpeg"],
+)
+def test_truncated_image_is_refused(
+    tmp_path: Path, suffix: str, options: dict[str, object], message: str
+) -> None:
+    good = save(tmp_path, gradient(64, 64), "good" + suffix, **options)
     data = good.read_bytes()
-    cut = tmp_path / "cut.png"
+    cut = tmp_path / ("cut" + suffix)
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(InitImageError, match=r"cut\.png: the image data is truncated"):
-        load_init_image(cut, 64, 64)
-
-
-def test_truncated_jpeg_is_refused(tmp_path: Path) -> None:
-    good = save(tmp_path, gradient(64, 64), "good.jpg")
-    data = good.read_bytes()
-    cut = tmp_path / "cut.jpg"
-    cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(InitImageError, match=r"cut\.jpg"):
+    with pytest.raises(InitImageError, match=message):
         load_init_image(cut, 64, 64)
 
 

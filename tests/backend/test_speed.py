@@ -10,10 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import helpers
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import pixels
 
 from invoke.backend import generate as generate_module
 from invoke.backend import speed
@@ -29,21 +30,8 @@ pytestmark = [
 
 
 def make_job(**changes: object) -> Job:
-    job = Job(
-        prompt="a red circle [blue]",
-        skip_normalize=False,
-        steps=4,
-        cfg_scale=7.5,
-        sampler="k_lms",
-        width=64,
-        height=64,
-        noises=(Noise(42),),
-    )
-    return replace(job, **changes)
-
-
-def pixels(images: list[Image.Image]) -> np.ndarray:
-    return np.stack([np.asarray(image, dtype=np.int16) for image in images])
+    """The shared small job with k_lms, the sampler these tests were written against."""
+    return helpers.make_job(**{"sampler": "k_lms", **changes})
 
 
 @pytest.fixture(scope="module")
@@ -304,3 +292,18 @@ def test_cuda_fast_path_matches_the_plain_cpu_path(tiny_model_dir: Path, plain: 
     assert np.abs(pixels(batch) - pixels(alone)).max() <= 2
     reference = plain.generate(make_job(noises=noises[:1], steps=3))
     assert np.abs(pixels(alone[:1]) - pixels(reference)).max() <= 4
+
+
+@pytest.mark.gpu
+def test_cuda_compiled_unet_matches_eager(tiny_model_dir: Path) -> None:
+    """On a GPU: reduce-overhead (CUDA graphs) keeps the pictures, guided and unguided (PLMS keeps
+    past UNet outputs, which a graph replay would overwrite if they were not copied out)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    eager = load_model(tiny_model_dir, device="cuda", compile=False)
+    compiled = load_model(tiny_model_dir, device="cuda", compile=True)
+    for cfg_scale in (7.5, 1.0):
+        job = make_job(sampler="plms", cfg_scale=cfg_scale, steps=6, noises=(Noise(1), Noise(2)))
+        assert speed.unet_for(compiled, job) is not compiled.unet
+        ours, plain = compiled.generate(job), eager.generate(job)
+        assert np.abs(pixels(ours) - pixels(plain)).max() <= 3

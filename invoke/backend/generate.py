@@ -3,6 +3,10 @@
 img2img follows diffusers' StableDiffusionImg2ImgPipeline step for step (the tests hold it to
 that): the `-s` schedule is computed in full, its last int(strength * steps) steps are taken, and
 the init image's latents are noised to the first of them.
+
+Every family that runs our loop (SD 1.x/2.x, SDXL) runs this one; what differs is only its
+`Conditioning`: the prompt's embeddings and the UNet as denoise() calls it (sdxl.py adds its
+pooled embeddings and time ids there).
 """
 
 from __future__ import annotations
@@ -26,35 +30,53 @@ from invoke.errors import InvokeError
 if TYPE_CHECKING:
     from invoke.backend.models import Model
 
-
-@torch.no_grad()
-def generate(
-    model: Model, job: Job, on_step: Callable[[StepInfo], None] | None = None
-) -> list[Image.Image]:
-    _check(model, job)
-    unet = speed.unet_for(model, job)
-    if unet is model.unet:
-        with speed.timed(model, job):
-            return speed.guard_memory(model, job, lambda: _generate(model, job, on_step, unet))
-    try:
-        return speed.guard_memory(model, job, lambda: _generate(model, job, on_step, unet))
-    except Exception as err:
-        if not speed.is_compile_error(err):
-            raise
-        # A compile that fails (no C compiler, an unsupported op) must not cost the image.
-        speed.give_up_compiling(model, err)
-    return generate(model, job, on_step)
+# A family's piece of the loop: (model, job, the UNet to run) -> (cond, uncond, the UNet as
+# denoise() calls it). Everything else (noise, schedule, img2img, inpainting, decode) is shared.
+Conditioning = Callable[["Model", Job, Any], tuple[torch.Tensor, torch.Tensor, Any]]
 
 
-def _generate(
-    model: Model, job: Job, on_step: Callable[[StepInfo], None] | None, unet: Any
-) -> list[Image.Image]:
-    # 1. Prompt embeddings, once for the whole command (the passes of `-n` share them).
+def sd_conditioning(model: Model, job: Job, unet: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """SD 1.x/2.x: one text encoder's embeddings, once for the whole command (the passes of
+    `-n` share them); the UNet takes nothing else."""
     cond, uncond = speed.prompt_embeddings(
         model,
         job,
         lambda: encode_prompt(model, job.prompt, job.skip_normalize, job.log_tokenization),
     )
+    return cond, uncond, unet
+
+
+@torch.no_grad()
+def generate(
+    model: Model,
+    job: Job,
+    on_step: Callable[[StepInfo], None] | None = None,
+    conditioning: Conditioning = sd_conditioning,
+) -> list[Image.Image]:
+    _check(model, job)
+    unet = speed.unet_for(model, job)
+    if unet is model.unet:
+        with speed.timed(model, job):
+            return _generate(model, job, on_step, conditioning, unet)
+    try:
+        return _generate(model, job, on_step, conditioning, unet)
+    except Exception as err:
+        if not speed.is_compile_error(err):
+            raise
+        # A compile that fails (no C compiler, an unsupported op) must not cost the image.
+        speed.give_up_compiling(model, err)
+    return generate(model, job, on_step, conditioning)
+
+
+def _generate(
+    model: Model,
+    job: Job,
+    on_step: Callable[[StepInfo], None] | None,
+    conditioning: Conditioning,
+    unet: Any,
+) -> list[Image.Image]:
+    # 1. The family's conditioning: prompt embeddings (cached per command), the UNet's extras.
+    cond, uncond, unet = conditioning(model, job, unet)
 
     # 2. The schedule; img2img keeps its tail.
     scheduler = make_scheduler(job.sampler, model.scheduler_config)
@@ -109,8 +131,9 @@ def _pixels(image: Image.Image) -> torch.Tensor:
 
 
 def _encode(model: Model, pixels: torch.Tensor) -> torch.Tensor:
-    posterior = model.vae.encode(pixels.to(model.device, model.dtype)).latent_dist
-    return posterior.mean * model.vae.config.scaling_factor
+    # vae_run: a float16 VAE that gives NaN (SDXL's does) encodes in float32 instead.
+    posterior = model.vae_run("encode", pixels)
+    return (posterior.mean * model.vae.config.scaling_factor).to(model.dtype)
 
 
 def _inpainting_condition(model: Model, job: Job) -> torch.Tensor:

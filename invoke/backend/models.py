@@ -151,7 +151,12 @@ class Model:
     def generate(
         self, job: Job, on_step: Callable[[StepInfo], None] | None = None
     ) -> list[Image.Image]:
-        """One image per `Noise` of the job, all in one UNet batch."""
+        """One image per `Noise` of the job, all in one UNet batch.
+
+        Out of memory, in any family, is one InvokeError saying what to try (speed.guard_memory).
+        """
+        from invoke.backend.speed import guard_memory
+
         self._refuse(job)
         if hasattr(self.vae, "use_tiling"):  # AutoencoderKL; Kandinsky's VQModel cannot tile
             big = job.width * job.height > TILING_AREA * self.native_size**2
@@ -162,7 +167,7 @@ class Model:
             from invoke.backend.kandinsky import generate
         else:
             from invoke.backend.generate import generate
-        return generate(self, job, on_step)
+        return guard_memory(self, job, lambda: generate(self, job, on_step))
 
     def _refuse(self, job: Job) -> None:
         """Switches this family cannot honour: one line each, never silently ignored."""

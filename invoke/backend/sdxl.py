@@ -7,23 +7,25 @@ What SDXL adds, as diffusers' StableDiffusionXL pipelines do it (they are the te
   the base; the refiner has only the second encoder and takes an aesthetic score instead of the
   target size (6 for the prompt, 2.5 for the negative prompt);
 - the base model's empty negative prompt is zeros, not the encoding of "".
-Variations, seeds, samplers, CFG, img2img, masks and the step callback are the SD path's.
+That is all this file does (`conditioning`); the loop, variations, seeds, samplers, CFG, img2img,
+masks, the step callback, the compiled-or-eager UNet and the prompt cache are the SD path's
+(generate.py).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 
-from invoke.backend.denoise import denoise
-from invoke.backend.generate import _check, _inpainting_condition, _known_region_blend, _pixels
-from invoke.backend.job import Job, StepInfo, img2img_steps
-from invoke.backend.noise import image_noise
+from invoke.backend import generate as shared
+from invoke.backend import speed
+from invoke.backend.generate import encode_image as encode_image  # the same for SDXL
+from invoke.backend.job import Job, StepInfo
 from invoke.backend.prompts import _text, token_ids
-from invoke.backend.schedulers import make_scheduler, numpy_quiet
 
 if TYPE_CHECKING:
     from invoke.backend.models import Model
@@ -98,76 +100,25 @@ def time_ids(model: Model, job: Job) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-class AddedConditions:
-    """The UNet as denoise() calls it, with SDXL's pooled embeddings and time ids added.
-
-    Everything else (config, dtype...) is the UNet's own.
-    """
-
-    def __init__(self, unet: Any, added: dict[str, torch.Tensor]) -> None:
-        self._unet = unet
-        self._added = added
-
-    def __call__(self, sample: Any, timestep: Any, **kwargs: Any) -> Any:
-        return self._unet(sample, timestep, added_cond_kwargs=self._added, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._unet, name)
-
-
-@torch.no_grad()
-def generate(
-    model: Model, job: Job, on_step: Callable[[StepInfo], None] | None = None
-) -> list[Image.Image]:
-    _check(model, job)
-    cond, uncond, pooled, pooled_uncond = encode_prompt(
-        model, job.prompt, job.skip_normalize, job.log_tokenization
+def conditioning(model: Model, job: Job, unet: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """SDXL's piece of the shared loop: both encoders' embeddings (cached per command, as SD's),
+    and the UNet called with the pooled embeddings and time ids as added conditions."""
+    cond, uncond, pooled, pooled_uncond = speed.prompt_embeddings(
+        model,
+        job,
+        lambda: encode_prompt(model, job.prompt, job.skip_normalize, job.log_tokenization),
     )
-
-    scheduler = make_scheduler(job.sampler, model.scheduler_config)
-    with numpy_quiet():
-        scheduler.set_timesteps(job.steps, device=model.device)
-    steps = job.steps if job.init_image is None else img2img_steps(job.steps, job.strength)
-    start = (job.steps - steps) * scheduler.order
-    timesteps = scheduler.timesteps[start:]
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(start)
-
-    shape = (4, job.height // model.size_multiple, job.width // model.size_multiple)
-    drawn = [image_noise(n, shape) for n in job.noises]
-    noise = torch.cat([n for n, _ in drawn]).to(model.device, model.dtype)
-    generators = [g for _, g in drawn]
-
     batch = len(job.noises)
-    blend = condition = None
-    if model.inpainting:
-        condition = _inpainting_condition(model, job).expand(batch, -1, -1, -1)
-    if job.init_image is None or (model.inpainting and job.strength >= 1):
-        latents = noise * scheduler.init_noise_sigma
-    else:
-        init = encode_image(model, job.init_image).expand(batch, -1, -1, -1)
-        latents = scheduler.add_noise(init, noise, timesteps[:1].repeat(batch))
-        if job.mask is not None and not model.inpainting:
-            blend = _known_region_blend(model, scheduler, init, noise, timesteps, job.mask)
-
     ids, negative_ids = time_ids(model, job)
     text_embeds, added_ids = pooled.expand(batch, -1), ids.expand(batch, -1)
     if job.cfg_scale > 1:  # denoise() puts the unconditional half first
         text_embeds = torch.cat([pooled_uncond.expand(batch, -1), text_embeds])
         added_ids = torch.cat([negative_ids.expand(batch, -1), added_ids])
-    unet = AddedConditions(model.unet, {"text_embeds": text_embeds, "time_ids": added_ids})
-
-    latents = denoise(
-        unet, scheduler, latents, timesteps, steps, cond, uncond, job.cfg_scale,
-        generators, on_step, blend, condition,
-    )  # fmt: skip
-    images = model.decode(latents)
-    if job.mask is not None and job.init_image is not None:
-        images = [Image.composite(image, job.init_image, job.mask) for image in images]
-    return images
+    added = {"text_embeds": text_embeds, "time_ids": added_ids}
+    return cond, uncond, functools.partial(unet, added_cond_kwargs=added)
 
 
-def encode_image(model: Model, image: Image.Image) -> torch.Tensor:
-    """Init latents (1, 4, h, w) from the posterior's mean; SDXL's fp16 VAE may need fp32."""
-    posterior = model.vae_run("encode", _pixels(image))
-    return (posterior.mean * model.vae.config.scaling_factor).to(model.dtype)
+def generate(
+    model: Model, job: Job, on_step: Callable[[StepInfo], None] | None = None
+) -> list[Image.Image]:
+    return shared.generate(model, job, on_step, conditioning)

@@ -48,11 +48,10 @@ Out of memory: `guard_memory` turns torch.OutOfMemoryError (and MPS's out-of-mem
 into one InvokeError naming the size and batch that were too big and what to try (smaller -W/-H,
 -n, --offload), after freeing what the failed attempt held; the shell goes on.
 
-Which models get what: SD 1.x/2.x (generate.py's loop) get all of the above. SDXL gets fused QKV
-and channels_last from `prepare`, but its own loop (sdxl.py) does not yet call `unet_for`,
-`prompt_embeddings` or `guard_memory`. Kandinsky runs diffusers' pipeline: none of it. With
---offload the parts move between devices, so QKV stays unfused (a move would copy the shared
-weights apart) and compile is off unless forced.
+Which models get what: SD 1.x/2.x and SDXL run the same loop (generate.py; sdxl.py only adds its
+conditioning) and get all of the above. Kandinsky runs diffusers' pipeline: only `guard_memory`
+(Model.generate guards every family). With --offload the parts move between devices, so QKV
+stays unfused (a move would copy the shared weights apart) and compile is off unless forced.
 
 None of the CUDA behaviour here has been measured by the code's author (no GPU in that session);
 the CPU tests run the same code with the switches turned on by hand.
@@ -106,7 +105,7 @@ class _State:
     eager_seconds: dict[Shape, float] = field(default_factory=dict)
     bought: set[Shape] = field(default_factory=set)
     prompt_key: tuple[str, bool] | None = None
-    prompt_value: tuple[torch.Tensor, torch.Tensor] | None = None
+    prompt_value: tuple[torch.Tensor, ...] | None = None
 
 
 _STATES: weakref.WeakKeyDictionary[Any, _State] = weakref.WeakKeyDictionary()
@@ -314,9 +313,10 @@ def timed(model: Model, job: Job) -> Iterator[None]:
 def prompt_embeddings(
     model: Model,
     job: Job,
-    encode: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The job's (cond, uncond), computed once while the prompt stays the same.
+    encode: Callable[[], tuple[torch.Tensor, ...]],
+) -> tuple[torch.Tensor, ...]:
+    """The job's embeddings (cond, uncond; SDXL adds its pooled pair), computed once while the
+    prompt stays the same.
 
     A `-n 16` command is 2 passes on CUDA and 16 on CPU, each a job with the same prompt; the
     text encoder runs once. -t (log_tokenization) always encodes, so the tokens are printed.

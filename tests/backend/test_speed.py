@@ -250,6 +250,100 @@ def test_other_runtime_errors_are_not_called_out_of_memory(
         plain.generate(make_job())
 
 
+# -- SDXL and Kandinsky: the same guard, and SDXL the same UNet choice and prompt cache -----------
+
+
+@pytest.fixture(scope="module")
+def sdxl(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    from invoke.backend.testfamilies import build_test_sdxl
+
+    return load_model(build_test_sdxl(tmp_path_factory.mktemp("speed") / "sdxl"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def kandinsky(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    from invoke.backend.testfamilies import build_test_kandinsky
+
+    folder = build_test_kandinsky(tmp_path_factory.mktemp("speed") / "kandinsky")
+    return load_model(folder, device="cpu")
+
+
+@pytest.mark.parametrize("error", OUT_OF_MEMORY, ids=["cuda", "mps"])
+@pytest.mark.parametrize("family", ["sdxl", "kandinsky"])
+def test_out_of_memory_in_other_families_is_the_same_one_line(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, family: str, error: Exception
+) -> None:
+    model: Model = request.getfixturevalue(family)
+    size = 2 * model.size_multiple
+    job = make_job(
+        width=2 * size, height=size, noises=(Noise(1), Noise(2)), steps=2, sampler="ddim"
+    )
+    freed: list[bool] = []
+    real_free = speed.free_memory
+    monkeypatch.setattr(speed, "free_memory", lambda: (freed.append(True), real_free()))
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    with monkeypatch.context() as patch:
+        patch.setattr(model.unet, "forward", out_of_memory)
+        with pytest.raises(InvokeError) as err:
+            model.generate(job)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"{2 * size}x{size}" in message and "2 images in one batch" in message
+    assert "-W/-H" in message and "-n" in message and "--offload" in message
+    assert err.value.__cause__ is None and err.value.__context__ is None
+    assert freed == [True]
+    assert len(model.generate(replace(job, noises=(Noise(1),)))) == 1
+
+
+def test_sdxl_prompt_is_encoded_once_per_command(
+    sdxl: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from invoke.backend import sdxl as sdxl_module
+
+    job = make_job(steps=2, noises=(Noise(0),))
+    reference = pixels(sdxl.generate(job))
+    calls: list[str] = []
+    real = sdxl_module.encode_prompt
+
+    def counting(model: Any, prompt: str, *args: Any) -> Any:
+        calls.append(prompt)
+        return real(model, prompt, *args)
+
+    monkeypatch.setattr(sdxl_module, "encode_prompt", counting)
+    model = replace(sdxl)
+    speed.prepare(model)
+    images = [model.generate(replace(job, noises=(Noise(k),)))[0] for k in range(3)]
+    assert calls == ["a red circle [blue]"]
+    assert np.array_equal(pixels(images[:1]), reference)
+    model.generate(replace(job, prompt="a blue square"))
+    assert calls == ["a red circle [blue]", "a blue square"]
+
+
+def test_sdxl_forced_compile_keeps_the_pictures(
+    sdxl: Model, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(speed, "COMPILE_OPTIONS", {"backend": "eager"})
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    replays: list[bool] = []
+    real_call = speed._CompiledUNet.__call__
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        replays.append(True)
+        return real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(speed._CompiledUNet, "__call__", counting)
+    model = replace(sdxl)
+    speed.prepare(model, compile=True)
+    job = make_job(steps=2, sampler="ddim")
+    compiled = model.generate(job)
+    assert len(replays) == 2  # both steps ran the compiled UNet...
+    assert speed._state(model).compile  # ...and it traced: no fallback to eager
+    assert np.abs(pixels(compiled) - pixels(sdxl.generate(job))).max() <= 1
+
+
 TINY_BENCH = ("--arch", "tiny", "--device", "cpu", "--runs", "1", "--steps", "2", "--size", "32")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import helpers
 import numpy as np
@@ -268,34 +269,38 @@ def kandinsky(tmp_path_factory: pytest.TempPathFactory) -> Model:
     return load_model(folder, device="cpu")
 
 
+def recorded_calls(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[tuple]:
+    """Patch owner.name to note each call's positional arguments, then run the real one."""
+    real = getattr(owner, name)
+    calls: list[tuple] = []
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recording)
+    return calls
+
+
 @pytest.mark.parametrize("error", OUT_OF_MEMORY, ids=["cuda", "mps"])
 @pytest.mark.parametrize("family", ["sdxl", "kandinsky"])
 def test_out_of_memory_in_other_families_is_the_same_one_line(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, family: str, error: Exception
 ) -> None:
     model: Model = request.getfixturevalue(family)
-    size = 2 * model.size_multiple
-    job = make_job(
-        width=2 * size, height=size, noises=(Noise(1), Noise(2)), steps=2, sampler="ddim"
-    )
-    freed: list[bool] = []
-    real_free = speed.free_memory
-    monkeypatch.setattr(speed, "free_memory", lambda: (freed.append(True), real_free()))
-
-    def out_of_memory(*args: Any, **kwargs: Any) -> Any:
-        raise error
-
+    side = 2 * model.size_multiple
+    noises = (Noise(1), Noise(2))
+    job = make_job(width=2 * side, height=side, noises=noises, steps=2, sampler="ddim")
+    freed = recorded_calls(monkeypatch, speed, "free_memory")
     with monkeypatch.context() as patch:
-        patch.setattr(model.unet, "forward", out_of_memory)
+        patch.setattr(model.unet, "forward", mock.Mock(side_effect=error))
         with pytest.raises(InvokeError) as err:
             model.generate(job)
-    message = str(err.value)
-    assert "\n" not in message
-    assert f"{2 * size}x{size}" in message and "2 images in one batch" in message
-    assert "-W/-H" in message and "-n" in message and "--offload" in message
-    assert err.value.__cause__ is None and err.value.__context__ is None
-    assert freed == [True]
-    assert len(model.generate(replace(job, noises=(Noise(1),)))) == 1
+    # SD's line word for word (what it says is checked above): size, batch, what to try.
+    assert str(err.value) == speed.out_of_memory_message(model, job)
+    assert "\n" not in str(err.value) and f"{2 * side}x{side}, 2 images" in str(err.value)
+    assert err.value.__context__ is None and freed == [()]
+    assert len(model.generate(replace(job, noises=noises[:1]))) == 1
 
 
 def test_sdxl_prompt_is_encoded_once_per_command(
@@ -304,22 +309,15 @@ def test_sdxl_prompt_is_encoded_once_per_command(
     from invoke.backend import sdxl as sdxl_module
 
     job = make_job(steps=2, noises=(Noise(0),))
-    reference = pixels(sdxl.generate(job))
-    calls: list[str] = []
-    real = sdxl_module.encode_prompt
-
-    def counting(model: Any, prompt: str, *args: Any) -> Any:
-        calls.append(prompt)
-        return real(model, prompt, *args)
-
-    monkeypatch.setattr(sdxl_module, "encode_prompt", counting)
-    model = replace(sdxl)
+    first = pixels(sdxl.generate(job))
+    encoded = recorded_calls(monkeypatch, sdxl_module, "encode_prompt")
+    model = replace(sdxl)  # the same parts with a fresh (empty) prompt cache
     speed.prepare(model)
-    images = [model.generate(replace(job, noises=(Noise(k),)))[0] for k in range(3)]
-    assert calls == ["a red circle [blue]"]
-    assert np.array_equal(pixels(images[:1]), reference)
+    # `-n 3` on CPU: three one-image passes of one prompt; then a new prompt encodes again.
+    passes = [model.generate(replace(job, noises=(Noise(k),)))[0] for k in range(3)]
     model.generate(replace(job, prompt="a blue square"))
-    assert calls == ["a red circle [blue]", "a blue square"]
+    assert [prompt for _, prompt, *_ in encoded] == ["a red circle [blue]", "a blue square"]
+    assert np.array_equal(pixels(passes[:1]), first)
 
 
 def test_sdxl_forced_compile_keeps_the_pictures(
@@ -327,14 +325,7 @@ def test_sdxl_forced_compile_keeps_the_pictures(
 ) -> None:
     monkeypatch.setattr(speed, "COMPILE_OPTIONS", {"backend": "eager"})
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
-    replays: list[bool] = []
-    real_call = speed._CompiledUNet.__call__
-
-    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-        replays.append(True)
-        return real_call(self, *args, **kwargs)
-
-    monkeypatch.setattr(speed._CompiledUNet, "__call__", counting)
+    replays = recorded_calls(monkeypatch, speed._CompiledUNet, "__call__")
     model = replace(sdxl)
     speed.prepare(model, compile=True)
     job = make_job(steps=2, sampler="ddim")

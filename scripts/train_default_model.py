@@ -426,7 +426,17 @@ def stage_unet(args: argparse.Namespace, device: torch.device) -> None:
         tok = ids[idx].clone()
         drop = torch.rand(args.batch, generator=gen) < CAPTION_DROPOUT
         tok[drop] = empty
-        noise = torch.randn(x0.shape, generator=gen).to(device)
+        noise = torch.randn(x0.shape, generator=gen)
+        if args.noise_offset:
+            # Offset noise (a per-picture, per-channel constant): 16x16 latents have only 256
+            # cells, so pure noise's channel means (std 1/16) look like a colour to the UNet at
+            # the first, high-noise steps and it drew random backgrounds (never black) whatever
+            # the caption said. Training with extra noise in exactly that direction teaches it
+            # that the mean colour comes from the caption.
+            noise = noise + args.noise_offset * torch.randn(
+                (x0.shape[0], x0.shape[1], 1, 1), generator=gen
+            )
+        noise = noise.to(device)
         t = torch.randint(0, 1000, (args.batch,), generator=gen).to(device)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
@@ -546,6 +556,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=65.0, help="UNet training budget")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--noise-offset", type=float, default=0.15, help="offset noise std (0: off)")
     p.add_argument("--high-noise-cap", type=float, default=10.0, help="max loss weight (1/snr)")
     p.add_argument("--restart-clock", action="store_true", help="--resume weights, new budget")
     p.add_argument("--ema", type=float, default=0.999)

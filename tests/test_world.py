@@ -78,3 +78,22 @@ def test_checker_survives_blur_noise_and_colour_drift() -> None:
 def test_checker_does_not_call_a_blank_picture_a_shape() -> None:
     got = world.check(Image.new("RGB", (64, 64), world.COLORS["green"]))
     assert got.bg_color == "green" and got.shape == "none" and got.fg_color != "green"
+
+
+def test_shipped_default_model_draws_what_it_is_asked() -> None:
+    # Acceptance 1 of the default-model issue, through the real loader and sampling loop:
+    # `invoke "a red circle on a blue background -s 20 -S 1"` must show exactly that.
+    pytest.importorskip("torch")
+    from pathlib import Path
+
+    from invoke.backend.job import Job, Noise
+    from invoke.backend.models import load_model
+
+    folder = Path(world.__file__).parent / "default_model"
+    model = load_model(folder)
+    assert model.native_size == world.SIZE
+    prompts = ["a red circle on a blue background", "a yellow square on a black background"]
+    for prompt in prompts:
+        job = Job(prompt, False, 20, 7.5, "k_lms", 64, 64, (Noise(1),))
+        image = model.generate(job)[0]
+        assert world.check(image) == world.parse_caption(prompt), prompt

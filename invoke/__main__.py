@@ -33,8 +33,9 @@ A command line is a prompt followed by switches (-s steps, -S seed, -n images, -
 -C guidance, -A sampler, -I init image, -f strength, ...); type !help in the shell for all of
 them. Every image stores the exact command that remakes it (read it back with !fetch FILE).
 
-Without --model the embedded default model is used (see configs/models.yaml). Until a trained
-default model ships, that is a tiny random-weight TEST model: it draws noise, not pictures.
+Without --model the embedded default model is used (see configs/models.yaml): a small model
+this project trained on coloured shapes, e.g. "a red circle on a blue background" or "a green
+triangle on a white background" (10 colours; circle, square, triangle, diamond, star, cross).
 """
 
 

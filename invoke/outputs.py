@@ -377,6 +377,15 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()  # read once at import: os.umask can only be read by setting it
+
+
 def file_seed(request: Request) -> int | None:
     """The seed a file is named by: its last variation seed, else its own (InvokeAI's naming),
     so the images of one `-v` command get distinct names."""
@@ -504,6 +513,8 @@ class OutputFolder:
         try:
             fd, tmp_name = tempfile.mkstemp(dir=target_dir, prefix=".tmp-", suffix=".part")
             tmp = Path(tmp_name)
+            # mkstemp makes 0600; pictures get the mode any new file gets here (umask applies)
+            os.fchmod(fd, 0o666 & ~_UMASK)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()

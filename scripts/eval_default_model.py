@@ -62,7 +62,7 @@ def main() -> None:
     p.add_argument("--n-img2img", type=int, default=100, help="init pictures for keep/follow")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=7.5)
-    p.add_argument("--sampler", default="k_lms")
+    p.add_argument("--sampler", default=None, help="[the model's default, as invoke uses it]")
     p.add_argument("--outdir", type=Path, default=root / "runs" / "eval", help="contact sheets")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -71,6 +71,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
+    args.sampler = args.sampler or model.default_sampler
     size = model.native_size
     args.outdir.mkdir(parents=True, exist_ok=True)
     print(f"model {args.model} on {model.device} ({model.dtype}), native {size}x{size}", flush=True)

@@ -43,7 +43,7 @@ def test_help_teaches_without_importing_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
-    assert "--outdir" in done.stdout and "--dry-run" in done.stdout and "TEST model" in done.stdout
+    assert "--outdir" in done.stdout and "--dry-run" in done.stdout and "red circle" in done.stdout
 
 
 def test_one_shot_writes_png_with_chunks_and_its_command_remakes_it(
@@ -128,18 +128,14 @@ def test_bad_model_is_one_clear_line(isolated: Path) -> None:
     assert "no-such-model" in message and "Traceback" not in message
 
 
-def test_real_process_default_model_end_to_end(isolated: Path) -> None:
+def test_real_process_default_model_draws_what_it_is_asked(isolated: Path) -> None:
     """The console entry point as a user runs it, on the embedded default model."""
+    from invoke import world
+
     env = dict(os.environ, HF_HUB_OFFLINE="1")
+    line = "a red circle on a blue background -s 20 -S 1"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "invoke",
-            "--outdir",
-            "o1",
-            "a red circle on a blue background -s 4 -S 42",
-        ],
+        [sys.executable, "-m", "invoke", "--outdir", "o1", line],
         capture_output=True,
         text=True,
         cwd=isolated,
@@ -147,4 +143,7 @@ def test_real_process_default_model_end_to_end(isolated: Path) -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert (isolated / "o1" / "000001.42.png").is_file()
+    made = isolated / "o1" / "000001.1.png"
+    with Image.open(made) as image:
+        labels = world.check(image.convert("RGB"))
+    assert labels == world.parse_caption("a red circle on a blue background")

@@ -94,6 +94,6 @@ def test_shipped_default_model_draws_what_it_is_asked() -> None:
     assert model.native_size == world.SIZE
     prompts = ["a red circle on a blue background", "a yellow square on a black background"]
     for prompt in prompts:
-        job = Job(prompt, False, 20, 7.5, "k_lms", 64, 64, (Noise(1),))
+        job = Job(prompt, False, 20, 7.5, model.default_sampler, 64, 64, (Noise(1),))
         image = model.generate(job)[0]
         assert world.check(image) == world.parse_caption(prompt), prompt

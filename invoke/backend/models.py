@@ -102,6 +102,8 @@ class Model:
     # rgb = latents @ factors + bias; SD 1.x's table unless the folder ships its VAE's own.
     latent_rgb_factors: tuple[tuple[float, float, float], ...] = SD1_LATENT_RGB
     latent_rgb_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # The sampler its makers recommend (the default model's training.json says which).
+    recommended_sampler: str | None = None
     family: str = "sd-1"  # a key of families.FAMILIES
     # SDXL's second (OpenCLIP bigG, with projection) text encoder and its tokenizer.
     tokenizer_2: Any = None
@@ -134,7 +136,10 @@ class Model:
 
     @property
     def default_sampler(self) -> str:
-        """The sampler to use when the line names none (Kandinsky's loop cannot run k_lms)."""
+        """The sampler to use when the line names none: the model's recommendation, else k_lms
+        (InvokeAI's default), except on Kandinsky, whose loop cannot run k_lms."""
+        if self.recommended_sampler is not None:
+            return self.recommended_sampler
         return "ddim" if self.family == "kandinsky-2.2" else "k_lms"
 
     @property
@@ -385,10 +390,10 @@ def _finish(
             parts[module].eval().requires_grad_(False)
             if not offload and parts.get("pipeline") is None:
                 parts[module].to(torch_device)
-    if family in SDXL_FAMILIES and not preview:
+    if family in SDXL_FAMILIES and "latent_rgb_factors" not in preview:
         from invoke.backend.sdxl import SDXL_LATENT_RGB, SDXL_LATENT_RGB_BIAS
 
-        preview = {"latent_rgb_factors": SDXL_LATENT_RGB, "latent_rgb_bias": SDXL_LATENT_RGB_BIAS}
+        preview |= {"latent_rgb_factors": SDXL_LATENT_RGB, "latent_rgb_bias": SDXL_LATENT_RGB_BIAS}
     model = Model(
         name=name, path=path, device=torch_device, dtype=dtype, family=family, **parts, **preview
     )
@@ -418,19 +423,28 @@ def _refuse_pickle_only(folder: Path, components: tuple[str, ...]) -> None:
 
 
 def _preview_factors(folder: Path) -> dict[str, Any]:
-    """A VAE's own latent->RGB fit, if the folder has one (the default model's training.json).
+    """What a model folder's training.json (the default model's) says of it: its VAE's own
+    latent->RGB fit and the sampler it works best with.
 
     SD 1.x's table is wrong for any other VAE; a missing or unusable file just keeps it.
     """
+    from invoke.request import SAMPLERS
+
     try:
         meta = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    notes: dict[str, Any] = {}
+    if meta.get("default_sampler") in SAMPLERS:
+        notes["recommended_sampler"] = meta["default_sampler"]
+    try:
         factors = tuple(tuple(float(v) for v in row) for row in meta["latent_rgb_factors"])
         bias = tuple(float(v) for v in meta.get("latent_rgb_bias", (0.0, 0.0, 0.0)))
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-    if len(factors) != 4 or any(len(row) != 3 for row in factors) or len(bias) != 3:
-        return {}
-    return {"latent_rgb_factors": factors, "latent_rgb_bias": bias}
+    except (ValueError, KeyError, TypeError):
+        return notes
+    if len(factors) == 4 and all(len(row) == 3 for row in factors) and len(bias) == 3:
+        notes |= {"latent_rgb_factors": factors, "latent_rgb_bias": bias}
+    return notes
 
 
 def _load_parts(

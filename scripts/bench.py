@@ -87,7 +87,7 @@ def build_sd15(out: Path, device: torch.device) -> None:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from invoke.backend.clip_vocab import BOS, EOS, MAX_LENGTH, build_clip_tokenizer
-    from invoke.backend.testmodel import SD15_SCHEDULER, WORDS
+    from invoke.backend.testmodel import WORDS, write_pipeline_files
 
     if out.exists():
         shutil.rmtree(out)
@@ -144,21 +144,7 @@ def build_sd15(out: Path, device: torch.device) -> None:
     text_encoder.config.save_pretrained(out / "text_encoder")
     state = {k: v.contiguous().cpu() for k, v in text_encoder.state_dict().items()}
     save_file(state, out / "text_encoder" / "model.safetensors", {"format": "pt"})
-    (out / "scheduler").mkdir()
-    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER, indent=2))
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": "0.42.1",
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", "PNDMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+    write_pipeline_files(out)
 
 
 # -- the two sides --------------------------------------------------------------------------------

@@ -135,9 +135,16 @@ def build_test_model(path: str | Path, seed: int = 0, inpainting: bool = False) 
     save_file(text_encoder.state_dict(), weights, {"format": "pt"})
     unet.save_pretrained(out / "unet", safe_serialization=True)
     vae.save_pretrained(out / "vae", safe_serialization=True)
+    pipeline = "StableDiffusionInpaintPipeline" if inpainting else "StableDiffusionPipeline"
+    write_pipeline_files(out, pipeline)
+    return out
+
+
+def write_pipeline_files(out: Path, pipeline: str = "StableDiffusionPipeline") -> None:
+    """The scheduler config (SD 1.5's) and model_index.json of an SD folder whose unet/, vae/,
+    text_encoder/ and tokenizer/ are saved already: what makes it a diffusers pipeline folder."""
     (out / "scheduler").mkdir(exist_ok=True)
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER, indent=2))
-    pipeline = "StableDiffusionInpaintPipeline" if inpainting else "StableDiffusionPipeline"
     model_index = {
         "_class_name": pipeline,
         "_diffusers_version": "0.42.1",
@@ -151,4 +158,3 @@ def build_test_model(path: str | Path, seed: int = 0, inpainting: bool = False) 
         "vae": ["diffusers", "AutoencoderKL"],
     }
     (out / "model_index.json").write_text(json.dumps(model_index, indent=2))
-    return out

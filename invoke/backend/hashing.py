@@ -65,7 +65,10 @@ def model_hash(path: Path) -> str:
     for cached in candidates:
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_text(record, encoding="utf-8")
+            # temp + rename: a reader (another process) never sees half a record
+            partial = cached.with_name(f".{cached.name}.{os.getpid()}.part")
+            partial.write_text(record, encoding="utf-8")
+            os.replace(partial, cached)
         except OSError:
             continue  # read-only folder: try the user cache
         break

@@ -67,8 +67,11 @@ def model_hash(path: Path) -> str:
             cached.parent.mkdir(parents=True, exist_ok=True)
             # temp + rename: a reader (another process) never sees half a record
             partial = cached.with_name(f".{cached.name}.{os.getpid()}.part")
-            partial.write_text(record, encoding="utf-8")
-            os.replace(partial, cached)
+            try:
+                partial.write_text(record, encoding="utf-8")
+                os.replace(partial, cached)
+            finally:
+                partial.unlink(missing_ok=True)
         except OSError:
             continue  # read-only folder: try the user cache
         break

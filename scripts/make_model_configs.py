@@ -24,6 +24,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from invoke.backend.families import sd_index, sdxl_index
+
 OUT = Path(__file__).resolve().parent.parent / "configs" / "model-configs"
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MERGES = 49152 - 256 - 2  # CLIP's vocabulary: 256 bytes x 2 (</w>), the merges, 2 specials
@@ -243,39 +245,6 @@ def sdxl_unet(refiner: bool) -> dict[str, Any]:
         "projection_class_embeddings_input_dim": 2816,  # 6 time ids x 256 + 1280 pooled
         "transformer_layers_per_block": [1, 2, 10],
     }
-
-
-def sd_index(pipeline: str = "StableDiffusionPipeline") -> dict[str, Any]:
-    return {
-        "_class_name": pipeline,
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", "PNDMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-
-
-def sdxl_index(refiner: bool) -> dict[str, Any]:
-    index: dict[str, Any] = {
-        "_class_name": "StableDiffusionXLImg2ImgPipeline"
-        if refiner
-        else "StableDiffusionXLPipeline",
-        "force_zeros_for_empty_prompt": not refiner,
-        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
-        "text_encoder": [None, None] if refiner else ["transformers", "CLIPTextModel"],
-        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
-        "tokenizer": [None, None] if refiner else ["transformers", "CLIPTokenizer"],
-        "tokenizer_2": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    if refiner:
-        index["requires_aesthetics_score"] = True
-    return index
 
 
 def families() -> dict[str, dict[str, dict[str, Any]]]:

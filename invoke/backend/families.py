@@ -110,3 +110,38 @@ def _json(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def sd_index(pipeline: str = "StableDiffusionPipeline") -> dict[str, Any]:
+    """model_index.json of an SD 1.x/2.x folder (shipped configs, test models, bench)."""
+    return {
+        "_class_name": pipeline,
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "PNDMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+
+
+def sdxl_index(refiner: bool) -> dict[str, Any]:
+    """model_index.json of an SDXL base or refiner folder."""
+    index: dict[str, Any] = {
+        "_class_name": "StableDiffusionXLImg2ImgPipeline"
+        if refiner
+        else "StableDiffusionXLPipeline",
+        "force_zeros_for_empty_prompt": not refiner,
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder": [None, None] if refiner else ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": [None, None] if refiner else ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    if refiner:
+        index["requires_aesthetics_score"] = True
+    return index

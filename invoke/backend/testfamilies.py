@@ -131,22 +131,9 @@ def build_test_sdxl(path: str | Path, seed: int = 0, refiner: bool = False) -> P
     vae.save_pretrained(out / "vae", safe_serialization=True)
     (out / "scheduler").mkdir(exist_ok=True)
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SDXL_SCHEDULER, indent=2))
-    index = {
-        "_class_name": "StableDiffusionXLImg2ImgPipeline"
-        if refiner
-        else "StableDiffusionXLPipeline",
-        "_diffusers_version": "0.42.1",
-        "force_zeros_for_empty_prompt": not refiner,
-        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
-        "text_encoder": [None, None] if refiner else ["transformers", "CLIPTextModel"],
-        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
-        "tokenizer": [None, None] if refiner else ["transformers", "CLIPTokenizer"],
-        "tokenizer_2": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    if refiner:
-        index["requires_aesthetics_score"] = True
+    from invoke.backend.families import sdxl_index
+
+    index = sdxl_index(refiner)
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
     return out
 

@@ -145,16 +145,7 @@ def write_pipeline_files(out: Path, pipeline: str = "StableDiffusionPipeline") -
     text_encoder/ and tokenizer/ are saved already: what makes it a diffusers pipeline folder."""
     (out / "scheduler").mkdir(exist_ok=True)
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER, indent=2))
-    model_index = {
-        "_class_name": pipeline,
-        "_diffusers_version": "0.42.1",
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", "PNDMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
+    from invoke.backend.families import sd_index
+
+    model_index = sd_index(pipeline)
     (out / "model_index.json").write_text(json.dumps(model_index, indent=2))

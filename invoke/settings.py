@@ -17,12 +17,13 @@ from typing import Any
 
 import yaml
 
+from invoke import CONFIGS_DIR
 from invoke.errors import InvokeError, ModelError
 from invoke.request import Request
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 EMBEDDED_MODEL_DIR = PACKAGE_DIR / "default_model"
-SHIPPED_CONFIG = PACKAGE_DIR.parent / "configs" / "models.yaml"
+SHIPPED_CONFIG = CONFIGS_DIR / "models.yaml"
 
 # What a line gets when neither the line, the launch options nor the model say otherwise.
 BUILTIN_DEFAULTS = Request(

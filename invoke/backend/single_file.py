@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from invoke import CONFIGS_DIR
 from invoke.backend.families import (
     SDXL_FAMILIES,
     UNET_IN_KEY,
@@ -28,7 +29,7 @@ from invoke.backend.families import (
 )
 from invoke.errors import ModelError
 
-CONFIG_ROOT = Path(__file__).resolve().parent.parent.parent / "configs" / "model-configs"
+CONFIG_ROOT = CONFIGS_DIR / "model-configs"
 TOKENIZER_FILES = CONFIG_ROOT / "clip-tokenizer"
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")

@@ -49,7 +49,7 @@ MODEL_KEYS = {
     "config": "a diffusers config folder for a single file (default: the family's shipped one)",
     "width": "native width in pixels",
     "height": "native height in pixels",
-    "vae": "a diffusers VAE folder to use instead of the model's own",
+    "vae": "a VAE folder, model folder or VAE file to use instead of the model's own",
     "precision": "auto, float32, float16 or bfloat16",
     "default": "true on the model used without --model",
 }

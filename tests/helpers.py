@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -87,3 +88,82 @@ def smooth_picture() -> Image.Image:
     """A 64x64 RGB gradient, so the VAE has something structured to encode."""
     y, x = np.mgrid[0:64, 0:64]
     return Image.fromarray(np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).astype(np.uint8))
+
+
+def sdxl_pipeline(model: Any, sampler: str, pipeline: str = "StableDiffusionXLPipeline") -> Any:
+    """diffusers' SDXL `pipeline` (a class name) on `model`'s parts: the oracle for our loop."""
+    import diffusers
+
+    from invoke.backend.schedulers import make_scheduler
+
+    extra = {}
+    if pipeline != "StableDiffusionXLPipeline":
+        extra["requires_aesthetics_score"] = model.family == "sdxl-refiner"
+    pipe = getattr(diffusers, pipeline)(
+        vae=model.vae,
+        text_encoder=model.text_encoder,
+        text_encoder_2=model.text_encoder_2,
+        tokenizer=model.tokenizer,
+        tokenizer_2=model.tokenizer_2,
+        unet=model.unet,
+        scheduler=make_scheduler(sampler, model.scheduler_config),
+        force_zeros_for_empty_prompt=model.force_zeros_for_empty_prompt,
+        **extra,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# -- 9-channel inpainting models against diffusers' inpaint pipelines ----------------------------
+
+
+def inpaint_job(**changes: object) -> Job:
+    """smooth_picture with a 24x32 hole to redraw, at full strength: 3 k_euler_a steps, seed 3."""
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[16:48, 16:40] = 255
+    fields = dict(
+        steps=3, sampler="k_euler_a", noises=(Noise(3),), init_image=smooth_picture(),
+        mask=Image.fromarray(mask), strength=1.0,
+    )  # fmt: skip
+    return make_job(**{**fields, **changes})
+
+
+def diffusers_inpaint(pipe: Any, model: Any, job: Job) -> np.ndarray:
+    """diffusers' inpaint `pipe` (SD or SDXL) run as `job` (prompt, sizes, steps, seeds) on a
+    9-channel `model`, as pixels. It is given our masked-image latents, and below full strength
+    our init latents: the VAE posterior's mean, where diffusers would sample them from the seed's
+    generator. No init image and no mask (txt2img) is a black image all redrawn."""
+    import torch
+
+    from invoke.backend.generate import _inpainting_condition, encode_image
+    from invoke.parse import split_prompt
+
+    parts = split_prompt(job.prompt, job.skip_normalize)
+    ((prompt, _),) = parts.positive
+    with torch.no_grad():
+        masked_latents = _inpainting_condition(model, job)[:, 1:]
+    size = (job.width, job.height)
+    init, mask, strength = job.init_image, job.mask, job.strength
+    if init is None:
+        init, strength = Image.new("RGB", size), 1.0
+    images = pipe(
+        prompt=prompt, negative_prompt=parts.negative or None,
+        image=init if strength >= 1 else encode_image(model, init),
+        mask_image=Image.new("L", size, 255) if mask is None else mask,
+        masked_image_latents=masked_latents,
+        strength=strength, num_inference_steps=job.steps, guidance_scale=job.cfg_scale,
+        height=job.height, width=job.width,
+        generator=[torch.Generator().manual_seed(noise.seed) for noise in job.noises],
+    ).images  # fmt: skip
+    return pixels(images)
+
+
+def redrawn_difference(ours: np.ndarray, theirs: np.ndarray, job: Job) -> int:
+    """The largest pixel difference between two batches of `job` where its mask redraws; where it
+    keeps, ours must be the init image to the pixel."""
+    if job.mask is None:
+        return int(np.abs(ours - theirs).max())
+    redrawn = np.asarray(job.mask) == 255
+    init = np.asarray(job.init_image, dtype=np.int16)
+    assert all(np.array_equal(image[~redrawn], init[~redrawn]) for image in ours)
+    return int(np.abs(ours[:, redrawn] - theirs[:, redrawn]).max())

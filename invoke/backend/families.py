@@ -127,12 +127,12 @@ def sd_index(pipeline: str = "StableDiffusionPipeline") -> dict[str, Any]:
     }
 
 
-def sdxl_index(refiner: bool) -> dict[str, Any]:
-    """model_index.json of an SDXL base or refiner folder."""
+def sdxl_index(refiner: bool, inpainting: bool = False) -> dict[str, Any]:
+    """model_index.json of an SDXL base or refiner folder (`inpainting`: a 9-channel UNet's, as
+    stable-diffusion-xl-1.0-inpainting-0.1)."""
+    pipeline = "Inpaint" if inpainting else "Img2Img" if refiner else ""
     index: dict[str, Any] = {
-        "_class_name": "StableDiffusionXLImg2ImgPipeline"
-        if refiner
-        else "StableDiffusionXLPipeline",
+        "_class_name": f"StableDiffusionXL{pipeline}Pipeline",
         "force_zeros_for_empty_prompt": not refiner,
         "scheduler": ["diffusers", "EulerDiscreteScheduler"],
         "text_encoder": [None, None] if refiner else ["transformers", "CLIPTextModel"],

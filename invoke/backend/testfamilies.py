@@ -91,9 +91,12 @@ def _vae(scaling_factor: float, force_upcast: bool) -> Any:
     )
 
 
-def build_test_sdxl(path: str | Path, seed: int = 0, refiner: bool = False) -> Path:
+def build_test_sdxl(
+    path: str | Path, seed: int = 0, refiner: bool = False, inpainting: bool = False
+) -> Path:
     """A StableDiffusionXLPipeline folder (or, `refiner`, a StableDiffusionXLImg2ImgPipeline one
-    with only the second text encoder and aesthetic-score time ids); native size 64x64."""
+    with only the second text encoder and aesthetic-score time ids; or, `inpainting`, a
+    StableDiffusionXLInpaintPipeline one with a 9-channel UNet); native size 64x64."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -112,7 +115,7 @@ def build_test_sdxl(path: str | Path, seed: int = 0, refiner: bool = False) -> P
         time_ids = 5 if refiner else 6
         unet = UNet2DConditionModel(
             sample_size=8,
-            in_channels=4,
+            in_channels=9 if inpainting else 4,
             out_channels=4,
             block_out_channels=(32, 64),
             layers_per_block=1,
@@ -133,7 +136,7 @@ def build_test_sdxl(path: str | Path, seed: int = 0, refiner: bool = False) -> P
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SDXL_SCHEDULER, indent=2))
     from invoke.backend.families import sdxl_index
 
-    index = sdxl_index(refiner)
+    index = sdxl_index(refiner, inpainting)
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
     return out
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_job, pixels, smooth_picture
+from helpers import make_job, pixels, sdxl_pipeline, smooth_picture
 from PIL import Image
 
 from invoke.backend.families import FAMILIES, folder_family
@@ -106,29 +106,6 @@ def test_family_given_that_contradicts_the_folder(tiny_model_dir: Path) -> None:
 # -- SDXL -----------------------------------------------------------------------------------------
 
 
-def sdxl_pipeline(model: Model, sampler: str, img2img: bool = False):  # type: ignore[no-untyped-def]
-    import diffusers
-
-    cls = (
-        diffusers.StableDiffusionXLImg2ImgPipeline
-        if img2img
-        else diffusers.StableDiffusionXLPipeline
-    )
-    pipe = cls(
-        vae=model.vae,
-        text_encoder=model.text_encoder,
-        text_encoder_2=model.text_encoder_2,
-        tokenizer=model.tokenizer,
-        tokenizer_2=model.tokenizer_2,
-        unet=model.unet,
-        scheduler=make_scheduler(sampler, model.scheduler_config),
-        force_zeros_for_empty_prompt=model.force_zeros_for_empty_prompt,
-        **({"requires_aesthetics_score": model.family == "sdxl-refiner"} if img2img else {}),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.mark.parametrize(
     ("prompt", "negative"), [("a red circle [blue]", "blue"), ("a red circle", None)]
 )
@@ -160,7 +137,7 @@ def test_sdxl_img2img_equals_diffusers_pipeline(
     steps: list[int] = []
     ours = model.generate(job(init_image=picture, strength=0.5, steps=4), steps.append)
     assert len(steps) == 1 + 2  # the start, then int(0.5 * 4) steps
-    theirs = sdxl_pipeline(model, "k_euler", img2img=True)(
+    theirs = sdxl_pipeline(model, "k_euler", "StableDiffusionXLImg2ImgPipeline")(
         prompt="a red circle",
         negative_prompt="blue",
         image=encode_image(model, picture),  # latents: ours are the posterior's mean

@@ -11,7 +11,9 @@ Stages (each resumable; state lives under --work, which should be git-ignored):
   cache   encode a fixed set of training pictures to latents once (UNet steps then skip the VAE)
   decoder fine-tune the VAE decoder alone on whole pictures (encoder frozen, latents unchanged)
   unet    train the UNet and the text encoder jointly, 10 % empty captions for classifier-free
-          guidance, min-SNR loss weighting, an EMA copy of the weights (what ships)
+          guidance, min-SNR loss weighting, offset noise, an EMA copy of the weights (what
+          ships), and wrong captions at low noise (--mismatch) so low img2img strength keeps
+          the init image
   export  write the pipeline folder (fp16 safetensors) to --out
 
     python scripts/train_default_model.py --stage all --vae-minutes 10 --minutes 65
@@ -44,6 +46,8 @@ from invoke.backend.clip_vocab import build_clip_tokenizer
 
 TRAIN_SEED = 20260401  # world pictures for training; eval_default_model.py must use other seeds
 CAPTION_DROPOUT = 0.1
+# What invoke uses for this model when a line names no sampler (training.json says so).
+DEFAULT_SAMPLER = "k_euler"
 MAX_TOKENS = 77
 
 
@@ -424,6 +428,18 @@ def stage_unet(args: argparse.Namespace, device: torch.device) -> None:
             # Every shape here is mirror-symmetric, so a mirrored latent is another valid picture.
             x0 = x0.flip(3)
         tok = ids[idx].clone()
+        t = torch.randint(0, 1000, (args.batch,), generator=gen)
+        if args.mismatch:
+            # Wrong captions at low noise, target unchanged: there the picture in x_t already
+            # settles colours and shape, so the UNet learns to trust it over the text. Without
+            # this, guidance repainted a conflicting prompt's colours even at -f 0.3 (a caption
+            # never disagreed with its picture in training); with it, low strength keeps the
+            # init image and high strength follows the prompt, as users expect of -f.
+            ramp = ((args.mismatch_fade - t) / (args.mismatch_fade - args.mismatch_below)).clamp(
+                0, 1
+            )
+            wrong = torch.rand(args.batch, generator=gen) < args.mismatch * ramp
+            tok[wrong] = ids[torch.randint(0, len(latents), (int(wrong.sum()),), generator=gen)]
         drop = torch.rand(args.batch, generator=gen) < CAPTION_DROPOUT
         tok[drop] = empty
         noise = torch.randn(x0.shape, generator=gen)
@@ -437,7 +453,7 @@ def stage_unet(args: argparse.Namespace, device: torch.device) -> None:
                 (x0.shape[0], x0.shape[1], 1, 1), generator=gen
             )
         noise = noise.to(device)
-        t = torch.randint(0, 1000, (args.batch,), generator=gen).to(device)
+        t = t.to(device)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = text(tok.to(device))[0]
@@ -530,8 +546,13 @@ def stage_export(args: argparse.Namespace) -> None:
         "world": {"colors": list(world.COLORS), "shapes": list(world.SHAPES),
                   "size": world.SIZE},
         "train_seed": TRAIN_SEED,
+        "default_sampler": DEFAULT_SAMPLER,
     }  # fmt: skip
-    (args.out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+    # Keep what an earlier export's file records beyond these fields (the training legs, notes).
+    old_meta = args.out / "training.json"
+    if old_meta.is_file():
+        meta = {**json.loads(old_meta.read_text()), **meta}
+    old_meta.write_text(json.dumps(meta, indent=2) + "\n")
     total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     log(f"export: {args.out} ({total / 1e6:.1f} MB), step {state['step']}, ema {not args.no_ema}")
 
@@ -558,6 +579,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--noise-offset", type=float, default=0.15, help="offset noise std (0: off)")
     p.add_argument("--high-noise-cap", type=float, default=10.0, help="max loss weight (1/snr)")
+    p.add_argument("--mismatch", type=float, default=0.9, help="wrong-caption rate, low noise")
+    p.add_argument("--mismatch-below", type=int, default=350, help="full rate for t below this")
+    p.add_argument("--mismatch-fade", type=int, default=550, help="rate 0 from this t on")
     p.add_argument("--restart-clock", action="store_true", help="--resume weights, new budget")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--save-every", type=float, default=180.0, help="seconds between checkpoints")

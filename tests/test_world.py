@@ -97,3 +97,28 @@ def test_shipped_default_model_draws_what_it_is_asked() -> None:
         job = Job(prompt, False, 20, 7.5, model.default_sampler, 64, 64, (Noise(1),))
         image = model.generate(job)[0]
         assert world.check(image) == world.parse_caption(prompt), prompt
+
+
+def test_shipped_default_model_strength_keeps_the_init_low_and_follows_the_prompt_high() -> None:
+    # What -f means to a user: at 0.3 the init picture survives a prompt that contradicts all
+    # of it (colours and shape); at 0.9 the prompt wins.
+    pytest.importorskip("torch")
+    from pathlib import Path
+
+    from invoke.backend.job import Job, Noise
+    from invoke.backend.models import load_model
+
+    model = load_model(Path(world.__file__).parent / "default_model")
+    rng = np.random.default_rng(4242)
+    for k in range(3):
+        init, _, lab = world.sample(rng)
+        other = world.Labels(
+            *(next(c for c in world.COLORS if c not in (lab.fg_color, lab.bg_color)),
+              next(c for c in reversed(world.COLORS) if c not in (lab.fg_color, lab.bg_color)),
+              next(s for s in world.SHAPES if s != lab.shape))
+        )  # fmt: skip
+        for strength, want in ((0.3, lab), (0.9, other)):
+            job = Job(world.caption(other), False, 20, 7.5, model.default_sampler, 64, 64,
+                      (Noise(100 + k),), init_image=init, strength=strength)  # fmt: skip
+            got = world.check(model.generate(job)[0])
+            assert got == want, (k, strength, world.caption(other), got)

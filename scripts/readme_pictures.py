@@ -1,0 +1,75 @@
+"""Make the README's pictures with `invoke` itself and the embedded default model.
+
+Every picture is an output of the real command line (its PNG carries the command that remakes
+it); only the inpainting input, a picture with a transparent hole, is cut here as a user would in
+an image editor. Run again after retraining the default model:
+
+    python scripts/readme_pictures.py            # writes docs/*.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+TXT2IMG = "a red circle on a blue background -s 20 -S 1"
+IMG2IMG = "a green triangle on a white background -I 000001.1.png -s 20 -S 7 -f {f}"
+STRENGTHS = ("0.3", "0.5", "0.7", "0.9")
+VARIATIONS = "a yellow star on a purple background -s 20 -S 3 -v 0.6 -n 3"
+INPAINT = "a yellow star on a blue background -I hole.png -s 20 -S 5 -f 1"
+
+
+def invoke(outdir: Path, lines: list[str], model: str | None) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "invoke", "--outdir", str(outdir)]
+    cmd += ["--model", model] if model else []
+    done = subprocess.run(cmd, input="\n".join(lines) + "\n", text=True, env=env, check=False)
+    if done.returncode != 0:
+        sys.exit(f"invoke failed (exit {done.returncode})")
+
+
+def only(outdir: Path, prefix: str) -> list[Path]:
+    return sorted(outdir.glob(f"{prefix}.*.png"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--docs", type=Path, default=ROOT / "docs")
+    p.add_argument("--model", help="another model to preview with [the embedded default]")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        lines = [TXT2IMG, *(IMG2IMG.format(f=f) for f in STRENGTHS), VARIATIONS]
+        invoke(out, lines, args.model)
+        # The inpainting input: the red circle picture with a transparent hole where the circle is.
+        first = Image.open(only(out, "000001")[0]).convert("RGBA")
+        w, h = first.size
+        alpha = Image.new("L", first.size, 255)
+        alpha.paste(0, (w // 8, h // 8, w - w // 8, h - h // 8))
+        first.putalpha(alpha)
+        first.save(out / "hole.png")
+        invoke(out, [INPAINT], args.model)
+
+        picks = {"red-circle-on-blue.png": only(out, "000001")[0]}
+        for k, f in enumerate(STRENGTHS):
+            picks[f"strength-{f}.png"] = only(out, f"{k + 2:06d}")[0]
+        for k, path in enumerate(only(out, "000006")):
+            picks[f"variation-{k + 1}.png"] = path
+        picks["inpaint-input.png"] = out / "hole.png"
+        picks["inpaint.png"] = only(out, "000007")[0]
+        args.docs.mkdir(exist_ok=True)
+        for name, src in picks.items():
+            shutil.copyfile(src, args.docs / name)
+            print(f"{args.docs / name}  <- {src.name}")
+
+
+if __name__ == "__main__":
+    main()

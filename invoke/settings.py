@@ -5,6 +5,7 @@ Pure: no torch. `Settings` is immutable; `resolve()` turns a parsed line into a 
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
@@ -164,6 +165,11 @@ def load_model_entries(path: Path | None) -> dict[str, ModelEntry]:
 
 def read_models_file(path: Path) -> dict[str, Any]:
     """models.yaml as YAML data (a mapping of names to entries), unchecked."""
+    return _read_models_text(path)[1]
+
+
+def _read_models_text(path: Path) -> tuple[str, dict[str, Any]]:
+    """models.yaml's text and its YAML data, read once."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -178,12 +184,12 @@ def read_models_file(path: Path) -> dict[str, Any]:
         what = getattr(exc, "problem", None) or type(exc).__name__
         raise ModelsFileError(path, [f"not valid YAML{where} ({what})"]) from exc
     if raw is None:
-        return {}
+        return text, {}
     if not isinstance(raw, dict):
         raise ModelsFileError(
             path, ["expected named model entries at the top level, e.g. `sd-1.5:` then settings"]
         )
-    return raw
+    return text, raw
 
 
 def parse_model_entries(raw: dict[str, Any], path: Path) -> dict[str, ModelEntry]:
@@ -425,27 +431,91 @@ def writable_config_path(settings: Settings) -> Path:
 
 def change_models_file(settings: Settings, change: Callable[[dict[str, Any]], None]) -> Path:
     """Apply `change` to the YAML data of the models.yaml in use and write the result to the
-    writable copy (created from the file in use on first change), atomically. Returns its path."""
+    writable copy (created from the file in use on first change), atomically. Returns its path.
+    Only the entries that changed are rewritten: the rest of the text, comments included, stays."""
     target = writable_config_path(settings)
     source = config_path(settings)
-    if source is None:
-        raw: dict[str, Any] = {
-            "default": {
-                "description": EMBEDDED_ENTRY.description,
-                "embedded": True,
-                "default": True,
-            }
+    text = ""
+    before: dict[str, Any] = {}
+    raw: dict[str, Any] = {
+        "default": {
+            "description": EMBEDDED_ENTRY.description,
+            "embedded": True,
+            "default": True,
         }
-    else:
-        raw = read_models_file(source)  # read now: another process may have changed it
-        parse_model_entries(raw, source)  # a file broken by hand is reported, not rewritten
+    }
+    if source is not None:
+        text, before = _read_models_text(source)  # read now: another process may have changed it
+        parse_model_entries(before, source)  # a file broken by hand is reported, not rewritten
+        raw = copy.deepcopy(before)  # `change` may change entries in place
         if source.resolve().parent != target.resolve().parent:
             raw = _anchored(raw, source.parent)
     change(raw)
     parse_model_entries(raw, target)  # never write a file that would not load
-    text = WRITTEN_HEADER + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, width=100)
+    copied = source is None or source.resolve() != target.resolve()  # the first change
+    spliced = _spliced(text, before, raw)
+    if spliced is None:
+        text = WRITTEN_HEADER + _dumped(raw)
+    elif copied and not spliced.startswith(WRITTEN_HEADER):
+        text = WRITTEN_HEADER + spliced
+    else:
+        text = spliced
     write_atomically(target, text)
     return target
+
+
+def _dumped(raw: dict[str, Any]) -> str:
+    return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _spliced(text: str, before: dict[str, Any], after: dict[str, Any]) -> str | None:
+    """`text` (the YAML of `before`) turned into the YAML of `after` entry by entry: an unchanged
+    entry keeps its text, a changed one is dumped again under its own leading comments (the `#`
+    lines right above its name), a deleted one goes with them, a new one is added at the end; all
+    other comments and blank lines stay. None where the text is too unusual for that (flow style,
+    anchors, duplicate names...): the result must load back as `after`, in its order."""
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.strip() and line[0] not in " \t#"]
+    names = []
+    for start in starts:
+        try:
+            parsed = yaml.safe_load(lines[start])
+        except yaml.YAMLError:
+            return None
+        if not isinstance(parsed, dict) or len(parsed) != 1:
+            return None
+        names.extend(parsed)
+    if names != list(before):
+        return None
+    out: list[str] = []
+    done = 0  # lines before this one are in `out` or left out
+    for name, start, following in zip(names, starts, [*starts[1:], len(lines)], strict=True):
+        lead = start
+        while lead > done and lines[lead - 1].startswith("#"):
+            lead -= 1
+        stop = following  # the body ends at its last indented line
+        while stop > start + 1 and (lines[stop - 1].startswith("#") or not lines[stop - 1].strip()):
+            stop -= 1
+        out += lines[done:lead]
+        if name in after:
+            out += lines[lead:start]
+            same = after[name] == before[name]
+            out += lines[start:stop] if same else [_dumped({name: after[name]})]
+        done = stop
+    out += lines[done:]
+    result = "".join(out)
+    added = {name: body for name, body in after.items() if name not in before}
+    if added:
+        if result and not result.endswith("\n"):
+            result += "\n"
+        if "\n\n" in result and not result.endswith("\n\n"):
+            result += "\n"  # the file sets entries apart with blank lines
+        result += _dumped(added)
+    try:
+        loaded = yaml.safe_load(result)
+    except yaml.YAMLError:
+        return None
+    return result if loaded == after and list(loaded) == list(after) else None
 
 
 def _anchored(raw: dict[str, Any], base: Path) -> dict[str, Any]:

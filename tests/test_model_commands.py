@@ -24,7 +24,7 @@ from prompt_toolkit.output.vt100 import Vt100_Output
 
 from invoke.__main__ import cli
 from invoke.session import Session
-from invoke.settings import Settings, user_config_path
+from invoke.settings import SHIPPED_CONFIG, WRITTEN_HEADER, Settings, user_config_path
 from invoke.shell.batch import run_batch
 from invoke.shell.completer import ShellCompleter
 from invoke.shell.repl import run_repl
@@ -333,3 +333,106 @@ def test_repo_id_in_the_local_cache_loads_offline(
     code, text = invoke("-o", "o", "a cat -s 2 -S 4")
     assert code == 0, text
     assert sd_metadata(tmp_path / "o" / "000001.4.png")["model_id"] == "hub"
+
+
+# -- models.yaml keeps what the user wrote ---------------------------------------------------------
+
+HAND_WRITTEN = """\
+# My models, kept by hand.
+
+# the one I use most
+a:  # tiny
+  description: first tiny model
+  path: {tiny}  # built by the tests
+  default: true
+
+b:
+  description: a checkpoint
+  file: /nowhere/b.safetensors
+
+# retired, kept for old prompts
+gone:
+  description: deleted long ago
+  file: /nowhere/x.safetensors
+# (end of list)
+"""
+GONE = """\
+# retired, kept for old prompts
+gone:
+  description: deleted long ago
+  file: /nowhere/x.safetensors
+"""
+
+
+def change_by_command(tmp_path: Path, line: str) -> None:
+    printed: list[str] = []
+    status = run_batch(
+        new_session(tmp_path / "out"), [line], out=printed.append, err=printed.append
+    )
+    assert status == 0, printed
+
+
+@pytest.mark.parametrize(
+    ("line", "old", "new"),
+    [
+        (
+            "!import_model {tmp}/new.safetensors --name new --description 'added' --yes",
+            "# (end of list)\n",
+            "# (end of list)\n\nnew:\n  description: added\n  file: {tmp}/new.safetensors\n",
+        ),
+        (
+            "!edit_model gone --description 'back again' --yes",
+            "  description: deleted long ago\n",
+            "  description: back again\n",
+        ),
+        ("!del_model gone --yes", GONE, ""),
+    ],
+    ids=["import", "edit", "delete"],
+)
+def test_model_commands_change_only_their_entry_and_keep_comments(
+    tmp_path: Path, user_config: Path, tiny_model_dir: Path, line: str, old: str, new: str
+) -> None:
+    (tmp_path / "new.safetensors").write_bytes(b"not read by the import")
+    user_config.parent.mkdir(parents=True)
+    before = HAND_WRITTEN.format(tiny=tiny_model_dir)
+    user_config.write_text(before, encoding="utf-8")
+    change_by_command(tmp_path, line.format(tmp=tmp_path))
+    assert user_config.read_text() == before.replace(old, new.format(tmp=tmp_path))
+
+
+def test_first_change_keeps_the_shipped_comments_and_adds_the_header_once(
+    tmp_path: Path, user_config: Path
+) -> None:
+    shipped = SHIPPED_CONFIG.read_text(encoding="utf-8")
+    (tmp_path / "m.safetensors").write_bytes(b"not read by the import")
+    change_by_command(tmp_path, f"!import_model {tmp_path}/m.safetensors --name m --yes")
+    added = (
+        f"\nm:\n  description: m, imported from m.safetensors\n  file: {tmp_path}/m.safetensors\n"
+    )
+    assert user_config.read_text() == WRITTEN_HEADER + shipped + added
+    change_by_command(tmp_path, "!edit_model m --description again --yes")
+    assert user_config.read_text() == WRITTEN_HEADER + shipped + added.replace(
+        "m, imported from m.safetensors", "again"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a:\n  path: &tiny {tiny}\n  default: true\nb:\n  path: *tiny\n",
+        "{{a: {{path: {tiny}, default: true}},\n b: {{path: {tiny}}}}}\n",
+    ],
+    ids=["anchor", "flow"],
+)
+def test_yaml_too_unusual_to_splice_is_written_whole(
+    tmp_path: Path, user_config: Path, tiny_model_dir: Path, text: str
+) -> None:
+    user_config.parent.mkdir(parents=True)
+    user_config.write_text(text.format(tiny=tiny_model_dir), encoding="utf-8")
+    change_by_command(tmp_path, "!edit_model a --description changed --yes")
+    written = user_config.read_text()
+    assert written.startswith(WRITTEN_HEADER) and written.count(WRITTEN_HEADER) == 1
+    assert yaml.safe_load(written) == {
+        "a": {"path": str(tiny_model_dir), "default": True, "description": "changed"},
+        "b": {"path": str(tiny_model_dir)},
+    }

@@ -15,6 +15,7 @@ from invoke.request import Request
 from invoke.session import Session
 from invoke.settings import (
     SHIPPED_CONFIG,
+    WRITTEN_HEADER,
     ModelsFileError,
     Settings,
     change_models_file,
@@ -176,23 +177,22 @@ def test_a_change_that_would_break_the_file_is_not_written(tmp_path: Path) -> No
     assert [p.name for p in user.parent.iterdir()] == ["models.yaml"]
 
 
-def test_first_change_anchors_relative_paths_of_the_shipped_style_list(tmp_path: Path) -> None:
+def test_first_change_anchors_relative_paths_of_the_shipped_style_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The list in use lives elsewhere (as the shipped one does); its relative paths must still
-    # point at the same folders from the user's copy.
+    # point at the same folders from the user's copy, and its comments stay around the entry.
     elsewhere = tmp_path / "checkout" / "configs"
     elsewhere.mkdir(parents=True)
     source = elsewhere / "models.yaml"
-    source.write_text("m:\n  path: ../models/sd\n  default: true\n", encoding="utf-8")
-    import invoke.settings as settings_module
-
-    original = settings_module.SHIPPED_CONFIG
-    settings_module.SHIPPED_CONFIG = source
-    try:
-        change_models_file(Settings(), lambda raw: None)
-    finally:
-        settings_module.SHIPPED_CONFIG = original
-    saved = yaml.safe_load(user_config_path().read_text())
-    assert saved["m"]["path"] == str(tmp_path / "checkout" / "models" / "sd")
+    text = (
+        "# the list\n\n# beside the checkout\nm:  # relative\n  path: {}\n  default: true\n# end\n"
+    )
+    source.write_text(text.format("../models/sd"), encoding="utf-8")
+    monkeypatch.setattr("invoke.settings.SHIPPED_CONFIG", source)
+    change_models_file(Settings(), lambda raw: None)
+    anchored = text.format(tmp_path / "checkout" / "models" / "sd").replace("  # relative", "")
+    assert user_config_path().read_text() == WRITTEN_HEADER + anchored
 
 
 def test_entry_precision_and_backend_hash_reach_the_loader_and_metadata(

@@ -122,3 +122,20 @@ def test_shipped_default_model_strength_keeps_the_init_low_and_follows_the_promp
                       (Noise(100 + k),), init_image=init, strength=strength)  # fmt: skip
             got = world.check(model.generate(job)[0])
             assert got == want, (k, strength, world.caption(other), got)
+
+
+def test_shipped_default_model_word_weights_decide_between_two_colours() -> None:
+    # `a red green circle` names two colours (unweighted, this model draws green); the weights
+    # decide: (red)1.5 (green)0.5 draws red, (red)0.5 (green)1.5 green.
+    pytest.importorskip("torch")
+    from pathlib import Path
+
+    from invoke.backend.job import Job, Noise
+    from invoke.backend.models import load_model
+
+    model = load_model(Path(world.__file__).parent / "default_model")
+    for red, green, want in ((1.5, 0.5, "red"), (0.5, 1.5, "green")):
+        prompt = f"a (red){red} (green){green} circle on a blue background"
+        for seed in (1, 2):
+            job = Job(prompt, False, 20, 7.5, model.default_sampler, 64, 64, (Noise(seed),))
+            assert world.check(model.generate(job)[0]).fg_color == want, (prompt, seed)

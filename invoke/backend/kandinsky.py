@@ -10,6 +10,7 @@ inpainting masks, weighted sub-prompts, and the samplers its loop would run wron
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 # The Kandinsky loop neither scales the model input (k_euler, k_lms... need it) nor takes samplers
 # whose step has no generator (plms) or that evaluate twice per step (k_heun, k_dpm_2).
+log = logging.getLogger(__name__)
+
 SAMPLERS = ("ddim", "k_dpmpp_2", "k_dpmpp_2_a")
 DEFAULT_SAMPLER = "ddim"
 
@@ -106,7 +109,19 @@ def _refuse(model: Model, job: Job) -> tuple[str, str]:
         if side <= 0 or side % multiple:
             raise InvokeError(f"{switch}: {side} is not a positive multiple of {multiple}")
     text = parts.positive[0][0] if parts.positive else ""
-    return text, parts.negative
+    return _plain(text, what), _plain(parts.negative, what)
+
+
+def _plain(text: str, what: str) -> str:
+    """The prompt without weighting syntax: the pipeline encodes plain text only."""
+    from invoke.prompt_syntax import Parts, is_weighted, parse_weighting, plain_text
+
+    parsed = parse_weighting(text)
+    if isinstance(parsed, Parts):
+        raise InvokeError(f"prompt: {what} takes no .{parsed.combine}(); use one prompt")
+    if is_weighted(parsed):
+        log.warning("%s takes no word weights; using the words as plain text", what)
+    return plain_text(parsed)
 
 
 @torch.no_grad()

@@ -1,61 +1,248 @@
-"""Prompt text -> CLIP embeddings: weighted sub-prompts, the negative prompt, the 77-token limit."""
+"""Prompt text -> CLIP embeddings: sub-prompts, the negative prompt, weights, the 77-token limit.
+
+The text is split twice, both times by pure code: parse.split_prompt takes off the `[negative]`
+groups and the `text:0.5` sub-prompts; prompt_syntax.parse_weighting reads each piece's `word+`,
+`(words)1.3`, `.blend()` and `.and()`. Here the pieces become embeddings:
+
+- A weight w on a token scales how far that token's embedding lies from the empty prompt's at the
+  same position (empty + w * (token - empty)): above 1 the concept is pushed harder, as if the
+  guidance scale were raised for that token alone.
+- Below 1, scaling is not enough: CLIP's attention has already spread "red" into the tokens
+  around it. So the result is also moved toward the embedding of the prompt with that fragment
+  left out, by 1 - w: `(red)0` is the prompt without "red", `(red)0.5` halfway there.
+- A prompt with no weights is encoded exactly as diffusers' pipelines do (one pass, no
+  arithmetic), so plain prompts give the same pictures as they always did.
+- `.and()` puts each part's 77-token embedding side by side; embeddings of different lengths
+  (a conjunction beside a plain sub-prompt, or beside the negative prompt) are padded with the
+  empty prompt's embedding, which the UNet's cross-attention takes as "nothing more".
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from invoke.prompt_syntax import Fragment, Parts, Sequence, parse_weighting
+
 log = logging.getLogger(__name__)
+
+# (hidden states (1, 77 * k, dim), pooled (1, proj) or None)
+Embedding = tuple[torch.Tensor, "torch.Tensor | None"]
 
 
 def token_ids(tokenizer: Any, text: str) -> tuple[list[int], list[int]]:
     """(the prompt's tokens that fit, those past the limit), without the start/end tokens."""
     room = tokenizer.model_max_length - 2  # 77 = start + 75 + end
-    ids = tokenizer(text, truncation=False, verbose=False).input_ids[1:-1]
+    ids = _ids(tokenizer, text)
     return ids[:room], ids[room:]
 
 
-def _text(tokenizer: Any, ids: list[int]) -> str:
-    return " ".join(t.removesuffix("</w>") for t in tokenizer.convert_ids_to_tokens(ids))
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, truncation=False, verbose=False).input_ids[1:-1]
+
+
+def _text(tokenizer: Any, ids: list[int], weights: list[float] | None = None) -> str:
+    words = [t.removesuffix("</w>") for t in tokenizer.convert_ids_to_tokens(ids)]
+    if weights is not None:
+        words = [w if x == 1.0 else f"{w}({x:g})" for w, x in zip(words, weights, strict=True)]
+    return " ".join(words)
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    """One tokenizer and its encoder, and how to read its output: padded ids (1, 77) ->
+    (hidden states (1, 77, dim), pooled (1, proj) or None)."""
+
+    tokenizer: Any
+    run: Callable[[torch.Tensor], Embedding]
+
+
+@dataclass
+class Encoders:
+    """A model's text encoders (SDXL has two, side by side), with the empty prompt cached."""
+
+    encoders: list[TextEncoder]
+    device: Any
+    log_tokenization: bool = False
+    _empty: list[tuple[Embedding, list[torch.Tensor]]] = field(default_factory=list)
+
+    def embed(self, parsed: Sequence | Parts, skip_normalize: bool = False) -> Embedding:
+        """One sub-prompt (or the negative prompt) as parsed by prompt_syntax."""
+        if not isinstance(parsed, Parts):
+            return self._sequence(parsed)
+        if parsed.combine == "and":
+            scaled = [
+                tuple(Fragment(f.text, f.weight * weight) for f in sequence)
+                for sequence, weight in parsed.parts
+            ]
+            embeddings = [self._sequence(sequence) for sequence in scaled]
+            pooled = [p for _, p in embeddings if p is not None]
+            hidden = torch.cat([h for h, _ in embeddings], dim=1)
+            return hidden, (sum(pooled) / len(pooled) if pooled else None)
+        weights = [weight for _, weight in parsed.parts]
+        total = 1.0 if skip_normalize else sum(weights)
+        return self.mix(
+            [(self._sequence(sequence), weight / total) for sequence, weight in parsed.parts]
+        )
+
+    def mix(self, weighted: list[tuple[Embedding, float]]) -> Embedding:
+        """The weighted sum of embeddings, the shorter ones padded to the longest."""
+        length = max(hidden.shape[1] for (hidden, _), _ in weighted)
+        hidden = sum(weight * self.pad(h, length) for (h, _), weight in weighted)
+        pooled = [(p, weight) for (_, p), weight in weighted if p is not None]
+        return hidden, (sum(weight * p for p, weight in pooled) if pooled else None)  # type: ignore[return-value]
+
+    def pad(self, hidden: torch.Tensor, length: int) -> torch.Tensor:
+        """Append the empty prompt's embedding until the sequence is `length` tokens long."""
+        empty = self._empty_encoded()[0][0].to(hidden.dtype)
+        while hidden.shape[1] < length:
+            hidden = torch.cat([hidden, empty], dim=1)
+        return hidden
+
+    def _empty_encoded(self) -> tuple[Embedding, list[torch.Tensor]]:
+        if not self._empty:
+            self._empty.append(self._encode([[] for _ in self.encoders]))
+        return self._empty[0]
+
+    # -- one sequence of weighted fragments -------------------------------------------------------
+
+    def _sequence(self, fragments: Sequence) -> Embedding:
+        fragments = fragments or (Fragment(""),)
+        tokens = [self._tokens(e.tokenizer, fragments) for e in self.encoders]
+        self._report(tokens[0], fragments)
+        (hidden, pooled), raw = self._encode([ids for ids, _ in tokens])
+        if all(f.weight == 1.0 for f in fragments):
+            return hidden, pooled
+        hidden = self._scaled(raw, [weights for _, weights in tokens])
+        # Each down-weighted fragment pulls toward the prompt without it (see the module's note).
+        total, norm = hidden, 1.0
+        for index, fragment in enumerate(fragments):
+            if fragment.weight >= 1.0:
+                continue
+            rest = fragments[:index] + fragments[index + 1 :] or (Fragment(""),)
+            rest_tokens = [self._tokens(e.tokenizer, rest) for e in self.encoders]
+            _, rest_raw = self._encode([ids for ids, _ in rest_tokens])
+            pull = (1.0 - fragment.weight) / max(fragment.weight, 1e-6)
+            total = total + pull * self._scaled(rest_raw, [weights for _, weights in rest_tokens])
+            norm += pull
+        return total / norm, pooled
+
+    def _tokens(self, tokenizer: Any, fragments: Sequence) -> tuple[list[int], list[float]]:
+        """The fragments' token ids, one after another, and each token's weight (all of them:
+        the 77-token limit is applied by _encode and reported by _report)."""
+        ids: list[int] = []
+        weights: list[float] = []
+        for fragment in fragments:
+            piece = _ids(tokenizer, fragment.text)
+            ids += piece
+            weights += [fragment.weight] * len(piece)
+        return ids, weights
+
+    def _report(self, tokens: tuple[list[int], list[float]], fragments: Sequence) -> None:
+        tokenizer = self.encoders[0].tokenizer
+        room = tokenizer.model_max_length - 2
+        ids, weights = tokens
+        kept, dropped = ids[:room], ids[room:]
+        weighted = any(f.weight != 1.0 for f in fragments)
+        if self.log_tokenization:
+            # -t is output the user asked for, so it is printed, as InvokeAI did.
+            shown = _text(tokenizer, kept, weights[:room] if weighted else None)
+            print(f">> Tokens ({len(kept)}): {shown}")
+            if dropped:
+                print(f">> Tokens dropped ({len(dropped)}): {_text(tokenizer, dropped)}")
+        if dropped:
+            log.warning(
+                "prompt is longer than CLIP's %d tokens; dropped: %s",
+                tokenizer.model_max_length,
+                _text(tokenizer, dropped),
+            )
+
+    def _encode(self, ids: list[list[int]]) -> tuple[Embedding, list[torch.Tensor]]:
+        """Each encoder on its ids (cut to 75, then start, end and padding as diffusers' pipelines
+        do it) -> (the features side by side with the last pooled output, each encoder's own)."""
+        hidden: list[torch.Tensor] = []
+        pooled = None
+        for encoder, piece in zip(self.encoders, ids, strict=True):
+            tokenizer = encoder.tokenizer
+            room = tokenizer.model_max_length - 2
+            padded = [tokenizer.bos_token_id, *piece[:room], tokenizer.eos_token_id]
+            padded += [tokenizer.pad_token_id] * (tokenizer.model_max_length - len(padded))
+            h, p = encoder.run(torch.tensor([padded], device=self.device))
+            hidden.append(h)
+            pooled = p if p is not None else pooled
+        return (torch.cat(hidden, dim=-1), pooled), hidden
+
+    def _scaled(self, raw: list[torch.Tensor], weights: list[list[float]]) -> torch.Tensor:
+        """Each encoder's tokens moved from the empty prompt's by their weights, side by side."""
+        _, empty_raw = self._empty_encoded()
+        out = []
+        for encoder, hidden, empty, token_weights in zip(
+            self.encoders, raw, empty_raw, weights, strict=True
+        ):
+            room = encoder.tokenizer.model_max_length - 2
+            scale = [1.0, *token_weights[:room]]
+            scale += [1.0] * (hidden.shape[1] - len(scale))
+            factor = torch.tensor(scale, device=hidden.device, dtype=hidden.dtype)[None, :, None]
+            out.append(empty + (hidden - empty) * factor)
+        return torch.cat(out, dim=-1)
+
+
+def sd_encoders(model: Any, log_tokenization: bool = False) -> Encoders:
+    """SD 1.x/2.x: one CLIP text encoder, its last hidden state."""
+
+    def run(ids: torch.Tensor) -> Embedding:
+        return model.text_encoder(ids, return_dict=False)[0], None
+
+    return Encoders([TextEncoder(model.tokenizer, run)], model.device, log_tokenization)
 
 
 def embed_text(model: Any, text: str, log_tokenization: bool = False) -> torch.Tensor:
-    """The text encoder's last hidden state (1, 77, dim) for one piece of text."""
-    tokenizer = model.tokenizer
-    kept, dropped = token_ids(tokenizer, text)
-    if log_tokenization:
-        # -t is output the user asked for, so it is printed, as InvokeAI did.
-        print(f">> Tokens ({len(kept)}): {_text(tokenizer, kept)}")
-        if dropped:
-            print(f">> Tokens dropped ({len(dropped)}): {_text(tokenizer, dropped)}")
-    if dropped:
-        log.warning(
-            "prompt is longer than CLIP's %d tokens; dropped: %s",
-            tokenizer.model_max_length,
-            _text(tokenizer, dropped),
+    """The text encoder's last hidden state (1, 77, dim) for one piece of plain text."""
+    return sd_encoders(model, log_tokenization).embed((Fragment(text),))[0]
+
+
+def encode_parts(
+    encoders: Encoders, prompt: str, skip_normalize: bool, zeros_for_empty_negative: bool = False
+) -> tuple[Embedding, Embedding]:
+    """(conditional, unconditional) embeddings of a whole prompt, of the same length.
+
+    `a:0.5 b:0.5` sub-prompts are the weighted sum of their embeddings (weights normalized by
+    split_prompt unless -x); the `[negative]` text, or "", is the unconditional input of CFG
+    (zeros for SDXL base models when there is no negative text, as diffusers does)."""
+    from invoke.parse import split_prompt
+
+    parts = split_prompt(prompt, skip_normalize=skip_normalize)
+    positive = parts.positive or (("", 1.0),)
+    weighted = [
+        (encoders.embed(parse_weighting(text), skip_normalize), weight) for text, weight in positive
+    ]
+    if len(weighted) == 1 and weighted[0][1] == 1.0:
+        cond = weighted[0][0]
+    else:
+        cond = encoders.mix(weighted)
+    if not parts.negative and zeros_for_empty_negative:
+        hidden, pooled = cond
+        uncond: Embedding = (
+            torch.zeros_like(hidden),
+            None if pooled is None else torch.zeros_like(pooled),
         )
-    # Padded as diffusers' pipelines do it: start, tokens, end, then pad to the full length.
-    ids = [tokenizer.bos_token_id, *kept, tokenizer.eos_token_id]
-    ids += [tokenizer.pad_token_id] * (tokenizer.model_max_length - len(ids))
-    tensor = torch.tensor([ids], device=model.device)
-    return model.text_encoder(tensor, return_dict=False)[0]
+        return cond, uncond
+    log_negative = encoders.log_tokenization
+    encoders.log_tokenization = log_negative and bool(parts.negative)
+    uncond = encoders.embed(parse_weighting(parts.negative), skip_normalize)
+    encoders.log_tokenization = log_negative
+    length = max(cond[0].shape[1], uncond[0].shape[1])
+    return (encoders.pad(cond[0], length), cond[1]), (encoders.pad(uncond[0], length), uncond[1])
 
 
 @torch.no_grad()
 def encode_prompt(
     model: Any, prompt: str, skip_normalize: bool = False, log_tokenization: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(conditional, unconditional) embeddings, each (1, 77, dim), computed once per job.
-
-    `a:0.5 b:0.5` sub-prompts are the weighted sum of their embeddings (weights normalized by
-    split_prompt unless -x); the `[negative]` text, or "", is the unconditional input of CFG.
-    """
-    from invoke.parse import split_prompt
-
-    parts = split_prompt(prompt, skip_normalize=skip_normalize)
-    positive = parts.positive or (("", 1.0),)
-    cond = sum(weight * embed_text(model, text, log_tokenization) for text, weight in positive)
-    uncond = embed_text(model, parts.negative, log_tokenization and bool(parts.negative))
-    return cond.to(model.dtype), uncond.to(model.dtype)
+    """(conditional, unconditional) embeddings, each (1, 77 * k, dim), computed once per job."""
+    cond, uncond = encode_parts(sd_encoders(model, log_tokenization), prompt, skip_normalize)
+    return cond[0].to(model.dtype), uncond[0].to(model.dtype)

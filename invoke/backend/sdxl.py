@@ -25,7 +25,7 @@ from invoke.backend import generate as shared
 from invoke.backend import speed
 from invoke.backend.generate import encode_image as encode_image  # the same for SDXL
 from invoke.backend.job import Job, StepInfo
-from invoke.backend.prompts import _text, token_ids
+from invoke.backend.prompts import Embedding, Encoders, TextEncoder, encode_parts
 
 if TYPE_CHECKING:
     from invoke.backend.models import Model
@@ -47,23 +47,20 @@ def _encoders(model: Model) -> list[tuple[Any, Any]]:
     return [(t, e) for t, e in pairs if e is not None]
 
 
-def embed_text(model: Model, text: str, log_tokenization: bool = False) -> tuple[Any, Any]:
-    """(hidden states (1, 77, dim1 + dim2), pooled (1, proj)) for one piece of text."""
-    hidden = []
-    pooled = None
-    for n, (tokenizer, encoder) in enumerate(_encoders(model)):
-        kept, dropped = token_ids(tokenizer, text)
-        if log_tokenization and n == 0:
-            print(f">> Tokens ({len(kept)}): {_text(tokenizer, kept)}")
-            if dropped:
-                print(f">> Tokens dropped ({len(dropped)}): {_text(tokenizer, dropped)}")
-        ids = [tokenizer.bos_token_id, *kept, tokenizer.eos_token_id]
-        ids += [tokenizer.pad_token_id] * (tokenizer.model_max_length - len(ids))
-        out = encoder(torch.tensor([ids], device=model.device), output_hidden_states=True)
-        hidden.append(out.hidden_states[-2])
-        if out[0].ndim == 2:  # the projected, pooled output (CLIPTextModelWithProjection)
-            pooled = out[0]
-    return torch.cat(hidden, dim=-1), pooled
+def sdxl_encoders(model: Model, log_tokenization: bool = False) -> Encoders:
+    """Both encoders (the refiner has only the second): penultimate hidden states, side by side,
+    and the second one's pooled, projected output."""
+
+    def reader(encoder: Any) -> Callable[[torch.Tensor], Embedding]:
+        def run(ids: torch.Tensor) -> Embedding:
+            out = encoder(ids, output_hidden_states=True)
+            pooled = out[0] if out[0].ndim == 2 else None  # CLIPTextModelWithProjection
+            return out.hidden_states[-2], pooled
+
+        return run
+
+    pairs = [TextEncoder(tokenizer, reader(encoder)) for tokenizer, encoder in _encoders(model)]
+    return Encoders(pairs, model.device, log_tokenization)
 
 
 @torch.no_grad()
@@ -71,19 +68,10 @@ def encode_prompt(
     model: Model, prompt: str, skip_normalize: bool = False, log_tokenization: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(cond, uncond, pooled cond, pooled uncond); weighted sub-prompts sum both kinds."""
-    from invoke.parse import split_prompt
-
-    parts = split_prompt(prompt, skip_normalize=skip_normalize)
-    positive = parts.positive or (("", 1.0),)
-    cond = pooled = 0
-    for text, weight in positive:
-        hidden, pool = embed_text(model, text, log_tokenization)
-        cond, pooled = cond + weight * hidden, pooled + weight * pool
-    if not parts.negative and model.force_zeros_for_empty_prompt:
-        uncond, pooled_uncond = torch.zeros_like(cond), torch.zeros_like(pooled)
-    else:
-        uncond, pooled_uncond = embed_text(model, parts.negative, log_tokenization)
-    return tuple(t.to(model.dtype) for t in (cond, uncond, pooled, pooled_uncond))  # type: ignore[return-value]
+    encoders = sdxl_encoders(model, log_tokenization)
+    zeros = bool(model.force_zeros_for_empty_prompt)
+    (cond, pooled), (uncond, pooled_uncond) = encode_parts(encoders, prompt, skip_normalize, zeros)
+    return tuple(t.to(model.dtype) for t in (cond, uncond, pooled, pooled_uncond))  # type: ignore[return-value,union-attr]
 
 
 def time_ids(model: Model, job: Job) -> tuple[torch.Tensor, torch.Tensor]:

@@ -164,6 +164,23 @@ def test_sdxl_variations_and_samplers_change_the_image(sdxl: Model) -> None:
     assert not np.array_equal(plain, varied) and not np.array_equal(plain, other)
 
 
+def test_sdxl_weights_act_on_both_encoders_and_and_runs(sdxl: Model) -> None:
+    from invoke.backend.sdxl import encode_prompt
+
+    plain, _, pooled, _ = encode_prompt(sdxl, "a red circle")
+    empty, *_ = encode_prompt(sdxl, "")
+    weighted, _, weighted_pooled, _ = encode_prompt(sdxl, "a (red)1.5 circle")
+    red = 2  # start, "a", "red": the features of both encoders, side by side
+    expected = empty[:, red] + 1.5 * (plain - empty)[:, red]
+    assert torch.allclose(weighted[:, red], expected, atol=1e-4)
+    assert torch.allclose(weighted[:, 3:], plain[:, 3:], atol=1e-5)
+    assert torch.equal(weighted_pooled, pooled)  # the pooled text embedding is the words'
+    cond, uncond, *_ = encode_prompt(sdxl, '("a red circle", "on blue").and()')
+    assert cond.shape[1] == uncond.shape[1] == 154 and not uncond.any()  # zeros: no negative
+    image = sdxl.generate(job(prompt='("a red circle", "on blue").and() [green]', steps=2))[0]
+    assert image.size == (64, 64)
+
+
 def test_refiner_refuses_txt2img_and_refines(refiner: Model, picture: Image.Image) -> None:
     with pytest.raises(InvokeError, match=r"\(sdxl-refiner\) only refines images: give an init"):
         refiner.generate(job())
@@ -200,6 +217,7 @@ def test_kandinsky_img2img_is_seeded_and_reports_steps(
         ({"sampler": "k_lms"}, "-A/--sampler: k_lms is not available .*; use ddim, k_dpmpp_2"),
         ({"prompt": "a cat:0.5 a dog:0.5"}, "takes no weighted sub-prompts"),
         ({"width": 30}, "-W/--width: 30 is not a positive multiple of 4"),
+        ({"prompt": '("a cat", "a dog").blend(1, 1)'}, r"\(kandinsky-2.2\) takes no .blend\(\)"),
     ],
 )
 def test_kandinsky_refuses_what_its_pipeline_cannot_do(
@@ -208,6 +226,16 @@ def test_kandinsky_refuses_what_its_pipeline_cannot_do(
     with pytest.raises(InvokeError, match=message) as err:
         kandinsky.generate(kjob(**changes))
     assert "\n" not in str(err.value)
+
+
+def test_kandinsky_reads_weighted_words_as_plain_text(
+    kandinsky: Model, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = pixels(kandinsky.generate(kjob(prompt="a red cat [blurry]", steps=2)))
+    with caplog.at_level(logging.WARNING):
+        weighted = kandinsky.generate(kjob(prompt="a (red)1.4 cat [blurry+]", steps=2))
+    assert np.array_equal(pixels(weighted), plain)
+    assert "(kandinsky-2.2) takes no word weights; using the words as plain text" in caplog.text
 
 
 def test_kandinsky_refuses_masks(kandinsky: Model, picture: Image.Image) -> None:

@@ -1,0 +1,210 @@
+"""InvokeAI 2.2+'s prompt weighting syntax, parsed into plain values (no torch here).
+
+What users type, and what it means here:
+- `ball+`, `ball++`, `ball-`: one word up- or down-weighted, 1.1 (0.9) per sign.
+- `(a red ball)+`, `(a red ball)1.3`: a group, with signs or a number; groups nest and their
+  weights multiply (`(a (red)++ ball)1.2` makes "red" 1.2 x 1.21). Parentheses with no weight
+  after them are text, as they always were (only what is inside may carry weights), so prompts
+  written before this syntax existed give the same pictures.
+- `("a cat", "a dog").blend(0.3, 0.7)`: the prompts' embeddings mixed by the weights (summed
+  to 1 unless -x, as `a cat:0.3 a dog:0.7` sub-prompts are).
+- `("a cat", "playing with a ball").and()` or `.and(1, 0.5)`: each prompt encoded on its own and
+  the embeddings put side by side (77 tokens each), so each keeps its full token budget; the
+  weights scale each part like a group's.
+- `\\(`, `\\)`, `\\+`, `\\-` are literal characters. An unmatched parenthesis is text, so a
+  smiley or a stray bracket never makes a line fail.
+How a weight acts on the embedding is the backend's business (backend/prompts.py).
+
+This works on one sub-prompt: the `[negative]` groups and `text:0.5` sub-prompts are split off
+before (parse.split_prompt).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from invoke.errors import ParseError
+
+__all__ = ["Fragment", "Parts", "Sequence", "is_weighted", "parse_weighting", "plain_text"]
+
+UP, DOWN = 1.1, 0.9
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """A run of prompt text and its weight (1.0 = as written)."""
+
+    text: str
+    weight: float = 1.0
+
+
+# A prompt without .blend/.and: fragments that are tokenized and encoded together.
+Sequence = tuple[Fragment, ...]
+
+
+@dataclass(frozen=True)
+class Parts:
+    """`(...).blend(...)` (combine="blend") or `(...).and(...)` (combine="and")."""
+
+    combine: str
+    parts: tuple[tuple[Sequence, float], ...]
+
+
+def parse_weighting(text: str) -> Sequence | Parts:
+    """A sub-prompt's text -> its weighted fragments, or the parts of a blend or conjunction.
+
+    Raises ParseError for a .blend/.and whose weights do not match its prompts."""
+    combined = _COMBINE.fullmatch(text.strip())
+    if combined:
+        prompts = _quoted_list(combined.group(1))
+        if prompts is not None:
+            name = combined.group(2)
+            weights = _weights(name, combined.group(3), len(prompts))
+            return Parts(name, tuple(zip((_sequence(p) for p in prompts), weights, strict=True)))
+    return _sequence(text)
+
+
+def plain_text(parsed: Sequence | Parts) -> str:
+    """The words without the syntax: for models that take a plain prompt."""
+    if isinstance(parsed, Parts):
+        return ", ".join(plain_text(sequence) for sequence, _ in parsed.parts)
+    return " ".join("".join(f.text for f in parsed).split())
+
+
+def is_weighted(parsed: Sequence | Parts) -> bool:
+    return isinstance(parsed, Parts) or any(f.weight != 1.0 for f in parsed)
+
+
+# -- .blend / .and --------------------------------------------------------------------------------
+
+_COMBINE = re.compile(r"\((.*)\)\.(blend|and)\(([^()]*)\)", re.DOTALL)
+_QUOTED = re.compile(r'\s*"((?:[^"\\]|\\.)*)"\s*')
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+
+
+def _quoted_list(inner: str) -> list[str] | None:
+    """`"a", "b"` -> ["a", "b"]; None when the text is not a list of quoted prompts."""
+    prompts, position = [], 0
+    while True:
+        match = _QUOTED.match(inner, position)
+        if not match:
+            return None
+        prompts.append(re.sub(r'\\(["\\])', r"\1", match.group(1)))
+        position = match.end()
+        if position == len(inner):
+            return prompts
+        if inner[position] != ",":
+            return None
+        position += 1
+
+
+def _weights(name: str, text: str, count: int) -> list[float]:
+    words = [w.strip() for w in text.split(",")] if text.strip() else []
+    if name == "and" and not words:
+        return [1.0] * count
+    example = ", ".join(["1"] * count)
+    if len(words) != count:
+        raise ParseError(
+            "prompt",
+            f".{name}({text.strip()})",
+            f"needs one weight per prompt ({count}), e.g. .{name}({example})",
+        )
+    for word in words:
+        if not re.fullmatch(_NUMBER, word):
+            raise ParseError(
+                "prompt", f".{name}({text.strip()})", f"takes numbers >= 0, e.g. .{name}({example})"
+            )
+    weights = [float(w) for w in words]
+    if name == "blend" and not any(weights):
+        raise ParseError("prompt", f".blend({text.strip()})", "needs a weight above 0")
+    return weights
+
+
+# -- weighted groups and words --------------------------------------------------------------------
+
+# What may follow a group or a signed word: the end, a space, or punctuation (`ball++,`).
+_AFTER = r"(?=$|[\s,.;:!?)\]])"
+_GROUP_WEIGHT = re.compile(rf"(\++|-+|{_NUMBER}){_AFTER}")
+_WORD_WEIGHT = re.compile(rf"([^\s()\\+-][^\s()\\]*?)(\++|-+){_AFTER}")
+
+
+def _sign_weight(signs: str) -> float:
+    return (UP if signs[0] == "+" else DOWN) ** len(signs)
+
+
+def _sequence(text: str, weight: float = 1.0) -> Sequence:
+    fragments: list[Fragment] = []
+    plain: list[str] = []  # text at this group's own weight, not yet a fragment
+
+    def flush() -> None:
+        if plain:
+            _append(fragments, Fragment("".join(plain), weight))
+            plain.clear()
+
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in "()+-":
+            plain.append(text[i + 1])
+            i += 2
+            continue
+        if ch == "(":
+            close = _matching(text, i)
+            if close is not None:
+                suffix = _GROUP_WEIGHT.match(text, close + 1)
+                if suffix:
+                    signs = suffix.group(1)
+                    factor = _sign_weight(signs) if signs[0] in "+-" else float(signs)
+                    flush()
+                    for fragment in _sequence(text[i + 1 : close], weight * factor):
+                        _append(fragments, fragment)
+                    i = suffix.end()
+                    continue
+                # Unweighted parentheses are the user's text (CLIP reads them, as it always
+                # did); only what is inside may carry weights.
+                plain.append("(")
+                flush()
+                for fragment in _sequence(text[i + 1 : close], weight):
+                    _append(fragments, fragment)
+                plain.append(")")
+                i = close + 1
+                continue
+        if not ch.isspace() and (i == 0 or text[i - 1].isspace() or text[i - 1] in "()"):
+            word = _WORD_WEIGHT.match(text, i)
+            if word:
+                flush()
+                _append(fragments, Fragment(word.group(1), weight * _sign_weight(word.group(2))))
+                i = word.end()
+                continue
+        plain.append(ch)
+        i += 1
+    flush()
+    return tuple(fragments)
+
+
+def _append(fragments: list[Fragment], fragment: Fragment) -> None:
+    """Add a fragment, keeping a space between words and merging runs of the same weight."""
+    fragment = Fragment(fragment.text, round(fragment.weight, 6))  # 1.1 ** 2 prints as 1.21
+    if fragments and fragments[-1].weight == fragment.weight:
+        fragments[-1] = Fragment(fragments[-1].text + fragment.text, fragment.weight)
+    elif fragment.text:
+        fragments.append(fragment)
+
+
+def _matching(text: str, start: int) -> int | None:
+    """Index of the `)` closing the `(` at start (escaped parentheses do not count), or None."""
+    depth, i = 0, start
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None

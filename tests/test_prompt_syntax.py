@@ -1,0 +1,110 @@
+"""InvokeAI 2.2+'s prompt weighting syntax: what each spelling means, and what stays plain text."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from invoke.errors import ParseError
+from invoke.parse import parse_line
+from invoke.prompt_syntax import Fragment, Parts, is_weighted, parse_weighting, plain_text
+
+F = Fragment
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a red circle", (F("a red circle"),)),
+        ("a ball+ here", (F("a "), F("ball", 1.1), F(" here"))),
+        ("a ball++, in the forest", (F("a "), F("ball", 1.21), F(", in the forest"))),
+        ("a ball--", (F("a "), F("ball", 0.81))),
+        ("a (red ball)1.3 here", (F("a "), F("red ball", 1.3), F(" here"))),
+        ("(red ball)- here", (F("red ball", 0.9), F(" here"))),
+        ("(a (red)++ ball)1.2", (F("a ", 1.2), F("red", 1.452), F(" ball", 1.2))),
+        ("(red)0 circle", (F("red", 0.0), F(" circle"))),
+        # parentheses without a weight are text; what is inside may still be weighted
+        ("portrait (oil painting) style", (F("portrait (oil painting) style"),)),
+        ("(1990)s fashion", (F("(1990)s fashion"),)),
+        ("((a ball+))", (F("((a "), F("ball", 1.1), F("))"))),
+        # what is not syntax stays text: escapes, inner hyphens, unmatched parentheses
+        ("a \\(literal\\) word\\+", (F("a (literal) word+"),)),
+        ("an x-ray, well-lit", (F("an x-ray, well-lit"),)),
+        ("smile :) (oops", (F("smile :) (oops"),)),
+        ("a -- b", (F("a -- b"),)),
+        ("(red) 1.3", (F("(red) 1.3"),)),
+    ],
+)
+def test_weighted_fragments(text: str, expected: tuple[Fragment, ...]) -> None:
+    assert parse_weighting(text) == expected
+
+
+def test_blend_and_conjunction() -> None:
+    blend = parse_weighting('("a red circle", "a (blue)+ square").blend(0.25, 0.75)')
+    assert blend == Parts(
+        "blend",
+        (((F("a red circle"),), 0.25), ((F("a "), F("blue", 1.1), F(" square")), 0.75)),
+    )
+    both = parse_weighting('("a cat", "playing with a \\"ball\\"").and()')
+    assert both == Parts("and", (((F("a cat"),), 1.0), ((F('playing with a "ball"'),), 1.0)))
+    assert parse_weighting('("a", "b").and(1, 0.5)') == Parts(
+        "and", (((F("a"),), 1.0), ((F("b"),), 0.5))
+    )
+    assert plain_text(both) == 'a cat, playing with a "ball"'
+    # Not a list of quoted prompts: plain words that happen to look alike.
+    assert parse_weighting("(a cat).blend(1)") == (F("(a cat).blend(1)"),)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '("a", "b").blend(1)',
+            "prompt: .blend(1) needs one weight per prompt (2), e.g. .blend(1, 1)",
+        ),
+        ('("a", "b").blend(1, x)', "prompt: .blend(1, x) takes numbers >= 0, e.g. .blend(1, 1)"),
+        ('("a", "b").blend(0, 0)', "prompt: .blend(0, 0) needs a weight above 0"),
+        (
+            '("a", "b", "c").and(1)',
+            "prompt: .and(1) needs one weight per prompt (3), e.g. .and(1, 1, 1)",
+        ),
+    ],
+)
+def test_bad_blends_are_one_line_naming_what_works(text: str, message: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_weighting(text)
+    assert str(caught.value) == message
+    # The line parser refuses it before any model runs (the shell's validator uses the same call).
+    with pytest.raises(ParseError) as caught:
+        parse_line(f"{text} [ugly] -s 10")
+    assert str(caught.value) == message
+
+
+def test_negative_prompt_is_checked_too() -> None:
+    with pytest.raises(ParseError, match="needs one weight per prompt"):
+        parse_line('a cat [("ugly", "blurry").blend(1)] -s 10')
+
+
+def test_weighted_prompts_round_trip_through_the_canonical_line() -> None:
+    request = parse_line('("a (red)++ cat", "a dog-").blend(1, 2) [blurry+] -s 10')
+    assert parse_line(request.to_command()) == request
+
+
+def test_is_weighted() -> None:
+    assert not is_weighted(parse_weighting("a (plain) cat"))
+    assert parse_weighting("a (plain) cat") == (F("a (plain) cat"),)
+    assert is_weighted(parse_weighting("a cat+"))
+    assert is_weighted(parse_weighting('("a", "b").and()'))
+
+
+@given(st.text(alphabet='ab ()+-.,0123456789\\"', max_size=40))
+def test_any_text_parses_and_keeps_its_words(text: str) -> None:
+    """Whatever is typed, parsing never fails outside .blend/.and and never invents letters."""
+    try:
+        parsed = parse_weighting(text)
+    except ParseError:
+        assert ".blend(" in text or ".and(" in text
+        return
+    letters = "".join(ch for ch in plain_text(parsed) if ch in "ab")
+    assert letters == "".join(ch for ch in text if ch in "ab")

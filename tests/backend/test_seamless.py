@@ -10,58 +10,31 @@ noise-like pictures whose seams say little, but the equivariance holds for any w
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import make_job, pixels, smooth_picture
+from helpers import make_job, pixels, roll_error, smooth_picture
 from PIL import Image
 from torch import nn
 
-from invoke.backend import generate as generate_module
 from invoke.backend import speed
-from invoke.backend.job import Job, Noise, StepInfo
+from invoke.backend.job import Noise, StepInfo
 from invoke.backend.models import Model, load_model
 from invoke.backend.seamless import wrapped_convolutions
 from invoke.errors import InvokeError
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
 
-# The tiny UNet downsamples once: rolling its 8x8 latents by 2 cells is 1 cell of the coarse grid.
+# The tiny UNets downsample once: rolling 8x8 latents by 2 cells is 1 cell of the coarse grid.
 CELLS = 2
-PIXELS = CELLS * 8  # the VAE's 8 pixels per latent cell
 
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir: Path) -> Model:
     return load_model(tiny_model_dir, device="cpu")
-
-
-def _rolled_noise(
-    monkeypatch: pytest.MonkeyPatch, dx: int, dy: int
-) -> Callable[[Noise, tuple[int, ...]], tuple[torch.Tensor, torch.Generator]]:
-    """Make the loop start from each image's own noise rolled by (dx, dy) latent cells."""
-    original = generate_module.image_noise
-
-    def rolled(noise: Noise, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Generator]:
-        latents, generator = original(noise, shape)
-        return torch.roll(latents, (dy, dx), dims=(2, 3)), generator
-
-    monkeypatch.setattr(generate_module, "image_noise", rolled)
-    return rolled
-
-
-def _roll_error(model: Model, job: Job, monkeypatch: pytest.MonkeyPatch, dx: int, dy: int) -> int:
-    """Largest pixel difference between the picture from rolled noise and the rolled picture."""
-    picture = pixels(model.generate(job))[0]
-    with monkeypatch.context() as patch:
-        _rolled_noise(patch, dx, dy)
-        from_rolled = pixels(model.generate(job))[0]
-    expected = np.roll(picture, (dy * 8, dx * 8), axis=(0, 1))
-    return int(np.abs(from_rolled - expected).max())
 
 
 # -- the padding itself ------------------------------------------------------------------------
@@ -112,20 +85,20 @@ def test_unknown_axis_is_one_line() -> None:
 
 def test_seamless_picture_is_a_torus(model: Model, monkeypatch: pytest.MonkeyPatch) -> None:
     seamless = make_job(seamless_axes=("x", "y"))
-    assert _roll_error(model, seamless, monkeypatch, CELLS, CELLS) <= 2  # float rounding only
+    assert roll_error(model, seamless, monkeypatch, CELLS, CELLS) <= 2  # float rounding only
     # The same check without --seamless fails by far: the edges are not like the middle.
-    assert _roll_error(model, make_job(), monkeypatch, CELLS, CELLS) > 40
+    assert roll_error(model, make_job(), monkeypatch, CELLS, CELLS) > 40
 
 
 def test_x_only_wraps_left_right_but_not_top_bottom(
     model: Model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     only_x = make_job(seamless_axes=("x",))
-    assert _roll_error(model, only_x, monkeypatch, CELLS, 0) <= 2
-    assert _roll_error(model, only_x, monkeypatch, 0, CELLS) > 40
+    assert roll_error(model, only_x, monkeypatch, CELLS, 0) <= 2
+    assert roll_error(model, only_x, monkeypatch, 0, CELLS) > 40
     only_y = make_job(seamless_axes=("y",))
-    assert _roll_error(model, only_y, monkeypatch, 0, CELLS) <= 2
-    assert _roll_error(model, only_y, monkeypatch, CELLS, 0) > 40
+    assert roll_error(model, only_y, monkeypatch, 0, CELLS) <= 2
+    assert roll_error(model, only_y, monkeypatch, CELLS, 0) > 40
 
 
 def test_seamless_does_not_leak_into_the_next_job(model: Model) -> None:
@@ -154,24 +127,17 @@ def test_seamless_batch_img2img_and_inpainting(model: Model) -> None:
     alone = [model.generate(make_job(noises=(n,), seamless_axes=("x", "y")))[0] for n in noises]
     assert np.abs(pixels(batch) - pixels(alone)).max() <= 2
 
+    # img2img and inpainting: the init image's encoding and the loop wrap; kept pixels stay kept.
     init = smooth_picture()
-    img2img = make_job(init_image=init, strength=0.6, steps=5)
-    plain, wrapped = (
-        pixels(model.generate(img2img)),
-        pixels(
-            model.generate(
-                make_job(init_image=init, strength=0.6, steps=5, seamless_axes=("x", "y"))
-            )
-        ),
-    )
-    assert np.abs(plain - wrapped).max() > 10
-
     mask = np.zeros((64, 64), dtype=np.uint8)
     mask[20:40, 24:44] = 255
-    inpaint = make_job(
-        init_image=init, mask=Image.fromarray(mask), strength=1.0, seamless_axes=("x", "y")
-    )
-    out = pixels(model.generate(inpaint))[0]
+    for changes in (
+        {"init_image": init, "strength": 0.6, "steps": 5},
+        {"init_image": init, "mask": Image.fromarray(mask), "strength": 1.0},
+    ):
+        plain = pixels(model.generate(make_job(**changes)))[0]
+        out = pixels(model.generate(make_job(**changes, seamless_axes=("x", "y"))))[0]
+        assert np.abs(out - plain).max() > 10
     kept = np.asarray(init, dtype=np.int16)
     assert np.array_equal(out[mask == 0], kept[mask == 0])
 

@@ -53,7 +53,7 @@ def _line_defaults(**values: object) -> str:
     for name, switch in switches.items():
         if values.get(name) is not None:
             words += [switch, str(values[name])]
-    for flag in ("fit", "grid"):
+    for flag in ("fit", "grid", "seamless"):
         if values.get(flag):
             words.append(f"--{flag}")
     return " ".join(words)
@@ -124,6 +124,7 @@ def _line_defaults(**values: object) -> str:
 @click.option("--strength", type=float, default=None, help="Default -f: img2img strength [0.75].")
 @click.option("--fit", is_flag=True, help="Default --fit: scale init images into -W x -H.")
 @click.option("--grid", is_flag=True, help="Default -g: also save each command's images as a grid.")
+@click.option("--seamless", is_flag=True, help="Default --seamless: tileable pictures.")
 @click.option(
     "--offload",
     is_flag=True,

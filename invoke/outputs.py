@@ -33,7 +33,7 @@ from PIL import Image, PngImagePlugin
 
 from invoke import __version__
 from invoke.errors import InvokeError, MetadataError, OutputError
-from invoke.request import SAMPLERS, SWITCHES, Request, Variation
+from invoke.request import SAMPLERS, SEAMLESS_AXES, SWITCHES, Request, Variation
 
 try:  # POSIX; Windows falls back to msvcrt below
     import fcntl
@@ -187,7 +187,7 @@ def image_metadata(request: Request, *, orig_hash: str = "") -> dict[str, Any]:
         if negative:
             prompt[-1]["prompt"] = f"{prompt[-1]['prompt']} [{negative}]"
     img2img = request.init_img is not None
-    return {
+    meta: dict[str, Any] = {
         "type": "img2img" if img2img else "txt2img",
         "prompt": prompt,
         "seed": request.seed,
@@ -199,13 +199,17 @@ def image_metadata(request: Request, *, orig_hash: str = "") -> dict[str, Any]:
         "perlin": 0,
         "width": request.width,
         "height": request.height,
-        "seamless": False,
+        "seamless": request.seamless,
         "postprocessing": None,
         "init_img": request.init_img,
         "init_mask": request.init_mask,
         "strength": request.strength if img2img else None,
         "orig_hash": orig_hash,
     }
+    if request.seamless:
+        # InvokeAI 2.x wrote only the flag (both axes); the axes say which, for one-axis tiles.
+        meta["seamless_axes"] = list(request.seamless_axes or SEAMLESS_AXES)
+    return meta
 
 
 def sd_metadata(
@@ -256,6 +260,10 @@ def a1111_parameters(request: Request, *, model_id: str, model_hash: str = "") -
         v = request.with_variations[0]
         fields.append(("Variation seed", str(v.seed)))
         fields.append(("Variation seed strength", _a1111_number(v.weight)))
+    if request.seamless and set(request.seamless_axes or SEAMLESS_AXES) == set(SEAMLESS_AXES):
+        # AUTOMATIC1111's tiling is both axes or none: a one-axis picture has no honest way to
+        # say it here (Dream and sd-metadata do).
+        fields.append(("Tiling", "True"))
     fields.append(("Version", f"{APP_ID} {APP_VERSION}"))
 
     def quoted(value: str) -> str:
@@ -902,8 +910,6 @@ _FOREIGN_SWITCHES: dict[str, int] = {
     "--perlin": 1,
     "--threshold": 1,
     "--hires_fix": 0,
-    "--seamless": 0,
-    "--seamless_axes": 1,
     "-embiggen": -1,
     "--embiggen": -1,
     "-embiggen_tiles": -1,
@@ -1050,6 +1056,11 @@ def _command_from_sd_metadata(meta: dict[str, Any]) -> str:
             )
         )
     fields["with_variations"] = tuple(chain)
+    if image.get("seamless") is True:
+        fields["seamless"] = True
+        axes = image.get("seamless_axes")
+        if axes is not None:
+            fields["seamless_axes"] = _seamless_axes(axes)
     init_img = image.get("init_img")
     if isinstance(init_img, str) and init_img:
         fields["init_img"] = _check_text(init_img, "image.init_img")
@@ -1059,6 +1070,17 @@ def _command_from_sd_metadata(meta: dict[str, Any]) -> str:
         if isinstance(init_mask, str) and init_mask:
             fields["init_mask"] = _check_text(init_mask, "image.init_mask")
     return _request_to_canonical(fields, "sd-metadata")
+
+
+def _seamless_axes(axes: Any) -> tuple[str, ...]:
+    """sd-metadata's `seamless_axes` (["x"] as we write it, or "x,y") as the switch reads it."""
+    if isinstance(axes, list) and all(isinstance(axis, str) for axis in axes):
+        axes = ",".join(axes)
+    if not isinstance(axes, str):
+        raise MetadataError(f"image.seamless_axes is {axes!r}, not a list of x and y")
+    switch = next(s for s in SWITCHES if s.field == "seamless_axes")
+    read = switch.read(_check_text(axes, "image.seamless_axes"))
+    return () if read == SEAMLESS_AXES else read  # both: the line says --seamless alone
 
 
 _A1111_FIELD = re.compile(r'\s*([\w ./+\-()]+):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
@@ -1108,6 +1130,8 @@ def _command_from_a1111(text: str) -> str:
         fields["sampler"] = _SAMPLER_FROM_A1111[sampler.lower()]
     elif sampler in SAMPLERS:
         fields["sampler"] = sampler
+    if values.get("Tiling", "").strip().lower() == "true":
+        fields["seamless"] = True
     if "Variation seed" in values and "Variation seed strength" in values:
         fields["with_variations"] = (
             Variation(

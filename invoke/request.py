@@ -34,6 +34,8 @@ SAMPLERS: tuple[str, ...] = (
 )
 
 INTERMEDIATE_KINDS: tuple[str, ...] = ("preview", "decode")
+# The axes --seamless can wrap around, in their canonical order: x (left-right), y (top-bottom).
+SEAMLESS_AXES: tuple[str, ...] = ("x", "y")
 
 MAX_LINE = 20000  # characters; a line longer than this is almost surely a paste accident
 SEED_MAX = 2**32 - 1
@@ -332,6 +334,42 @@ class VariationsSwitch(Switch):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AxesSwitch(Switch):
+    """`--seamless_axes x,y`: which image axes wrap around.
+
+    InvokeAI 2.3 read the value as a list of characters, so `x,y`, `xy` and `y,x` all meant both
+    axes; all are taken here too, and kept as a sorted tuple so equal choices are equal values."""
+
+    @property
+    def expects(self) -> str:
+        return "x, y or x,y"
+
+    def read(self, text: str) -> Any:
+        parts = text.lower().split(",")
+        letters = "".join(part.strip(" \t") for part in parts)
+        if (
+            not letters
+            or any(not part.strip(" \t") for part in parts)
+            or any(ch not in SEAMLESS_AXES for ch in letters)
+        ):
+            raise self.fail(text, f"is not a list of axes; use {self.expects}")
+        return tuple(axis for axis in SEAMLESS_AXES if axis in letters)
+
+    def check(self, value: Any) -> None:
+        if not (isinstance(value, tuple) and value and all(isinstance(a, str) for a in value)):
+            raise self.fail(repr(value), f"is not a list of axes; use {self.expects}")
+        shown = ",".join(value)
+        if any(axis not in SEAMLESS_AXES for axis in value):
+            raise self.fail(shown, f"is not a list of axes; use {self.expects}")
+        if value != tuple(axis for axis in SEAMLESS_AXES if axis in value):
+            # What the parser makes of any spelling: equal choices must be equal requests.
+            raise self.fail(shown, "must name each axis once, x before y")
+
+    def show(self, value: Any) -> str:
+        return ",".join(value)
+
+
+@dataclass(frozen=True, kw_only=True)
 class FnformatSwitch(Switch):
     @property
     def expects(self) -> str:
@@ -496,6 +534,19 @@ SWITCHES: tuple[Switch, ...] = (
         metavar="SEED:WEIGHT,...",
     ),
     FlagSwitch(
+        field="seamless",
+        names=("--seamless",),
+        canonical="--seamless",
+        help="tileable picture: the model's convolutions wrap around the edges",
+    ),
+    AxesSwitch(
+        field="seamless_axes",
+        names=("--seamless_axes",),
+        canonical="--seamless_axes",
+        help="with --seamless: the axes that wrap around, x, y or x,y [x,y]",
+        metavar="AXES",
+    ),
+    FlagSwitch(
         field="grid",
         names=("-g", "--grid"),
         canonical="-g",
@@ -594,6 +645,8 @@ class Request:
     invert_mask: bool = False
     variation_amount: float | None = None
     with_variations: tuple[Variation, ...] = ()
+    seamless: bool = False
+    seamless_axes: tuple[str, ...] = ()  # ("x",), ("y",) or ("x", "y"); () = both
     grid: bool = False
     outdir: str | None = None
     log_tokenization: bool = False

@@ -23,7 +23,7 @@ from invoke.backend.job import Job, Noise, StepInfo
 from invoke.errors import InvokeError, ModelError
 from invoke.images import load_init_image, load_mask, resolve_image_path
 from invoke.parse import parse_request
-from invoke.request import Request, Variation
+from invoke.request import SEAMLESS_AXES, Request, Variation
 from invoke.settings import (
     EMBEDDED_MODEL_DIR,
     SIZE_MULTIPLE,
@@ -427,6 +427,7 @@ class Session:
             strength=request.strength if request.strength is not None else 0.75,
             intermediate_every=request.save_intermediates or 0,
             log_tokenization=request.log_tokenization,
+            seamless_axes=(request.seamless_axes or SEAMLESS_AXES) if request.seamless else (),
         )
 
     # -- running and saving ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ import yaml
 
 from invoke import CONFIGS_DIR
 from invoke.errors import InvokeError, ModelError
-from invoke.request import Request
+from invoke.request import SEAMLESS_AXES, Request
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 EMBEDDED_MODEL_DIR = PACKAGE_DIR / "default_model"
@@ -578,6 +578,10 @@ def resolve(
             raise InvokeError("-M/--init_mask: a mask needs an init image; add -I FILE")
         # strength, fit and mask inversion only mean something for img2img
         merged = replace(merged, strength=None, fit=False, invert_mask=False)
+    if not merged.seamless or set(merged.seamless_axes) == set(SEAMLESS_AXES):
+        # Axes only mean something with --seamless, and both axes is what --seamless alone
+        # means: the printed command says it the short way, as InvokeAI wrote it.
+        merged = replace(merged, seamless_axes=())
     return merged, notes
 
 

@@ -167,3 +167,29 @@ def redrawn_difference(ours: np.ndarray, theirs: np.ndarray, job: Job) -> int:
     init = np.asarray(job.init_image, dtype=np.int16)
     assert all(np.array_equal(image[~redrawn], init[~redrawn]) for image in ours)
     return int(np.abs(ours[:, redrawn] - theirs[:, redrawn]).max())
+
+
+def roll_error(model: Any, job: Job, monkeypatch: Any, dx: int, dy: int) -> int:
+    """The largest pixel difference between `job`'s picture made from its starting noise rolled by
+    (dx, dy) latent cells, and its picture rolled by as many pixels (8 per cell).
+
+    Near 0 when every convolution wraps around (--seamless: the picture is a torus); large with
+    zero padding, where the edges differ from the middle. The roll must be whole cells of the
+    UNet's coarsest grid for the downsampling to commute with it.
+    """
+    import torch
+
+    from invoke.backend import generate as generate_module
+
+    original = generate_module.image_noise
+
+    def rolled(noise: Any, shape: tuple[int, ...]) -> Any:
+        latents, generator = original(noise, shape)
+        return torch.roll(latents, (dy, dx), dims=(2, 3)), generator
+
+    picture = pixels(model.generate(job))[0]
+    with monkeypatch.context() as patch:
+        patch.setattr(generate_module, "image_noise", rolled)
+        from_rolled = pixels(model.generate(job))[0]
+    expected = np.roll(picture, (dy * 8, dx * 8), axis=(0, 1))
+    return int(np.abs(from_rolled - expected).max())

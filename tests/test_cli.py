@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -119,6 +120,64 @@ def test_launch_defaults_apply_and_are_validated(isolated: Path) -> None:
     code, out, err = invoke("--strength", "1.5", "a cat")
     assert code != 0
     assert "-f/--strength: 1.5" in out + err
+
+
+def test_seamless_axes_are_said_the_short_way_and_only_with_seamless(isolated: Path) -> None:
+    lines = (
+        "a wall -S 1 --seamless\n"
+        "a wall -S 1 --seamless --seamless_axes y,x\n"  # both axes: what --seamless alone means
+        "a wall -S 1 --seamless --seamless_axes y\n"
+        "a wall -S 1 --seamless_axes x\n"  # axes without --seamless wrap nothing, as InvokeAI's
+    )
+    code, out, err = invoke("--dry-run", stdin=lines)
+    assert code == 0, err
+    base = '"a wall" -s 50 -S 1 -W 64 -H 64 -C 7.5 -A k_lms'
+    assert [line for line in out.splitlines() if line.startswith('"')] == [
+        f"{base} --seamless",
+        f"{base} --seamless",
+        f"{base} --seamless --seamless_axes y",
+        base,
+    ]
+    # A launch --seamless is every line's default, like --fit and --grid.
+    code, out, err = invoke("--seamless", "--dry-run", stdin="a wall -S 1\n")
+    assert code == 0, err
+    assert f"{base} --seamless" in out
+
+
+def test_seamless_image_carries_its_switch_and_remakes_itself(
+    isolated: Path, tiny_model_dir: Path
+) -> None:
+    from invoke.outputs import read_command
+
+    model = ("--model", str(tiny_model_dir), "--outdir", "o")
+    lines = "a red circle -s 3 -S 5\na red circle -s 3 -S 5 --seamless\na red circle -s 3 -S 5\n"
+    code, out, err = invoke(*model, stdin=lines)
+    assert code == 0, err
+    plain, seamless, plain_again = (isolated / "o" / f"00000{k}.5.png" for k in (1, 2, 3))
+    # Per line, not sticky: the line after a seamless one draws what it drew before.
+    assert pixels(plain_again) == pixels(plain) != pixels(seamless)
+
+    chunks = png_text(seamless)
+    command = '"a red circle" -s 3 -S 5 -W 64 -H 64 -C 7.5 -A k_lms --seamless'
+    assert chunks["Dream"] == command and f"o/000002.5.png: {command}" in out
+    assert json.loads(chunks["sd-metadata"])["image"]["seamless"] is True
+    assert json.loads(png_text(plain)["sd-metadata"])["image"]["seamless"] is False
+    assert "Tiling: True" in chunks["parameters"]
+    assert read_command(seamless) == command  # !fetch
+    code, out, err = invoke(*model, command)
+    assert code == 0, err
+    assert pixels(isolated / "o" / "000004.5.png") == pixels(seamless)
+
+    # One axis: the Dream line and sd-metadata say which; AUTOMATIC1111's Tiling cannot.
+    code, out, err = invoke(*model, "a red circle -s 3 -S 5 --seamless --seamless_axes x")
+    assert code == 0, err
+    only_x = isolated / "o" / "000005.5.png"
+    chunks = png_text(only_x)
+    assert chunks["Dream"].endswith("--seamless --seamless_axes x")
+    assert json.loads(chunks["sd-metadata"])["image"]["seamless_axes"] == ["x"]
+    assert "Tiling" not in chunks["parameters"]
+    assert read_command(only_x) == chunks["Dream"]
+    assert pixels(only_x) not in (pixels(seamless), pixels(plain))
 
 
 def test_bad_model_is_one_clear_line(isolated: Path) -> None:

@@ -312,8 +312,20 @@ def test_img2img_and_variation_metadata() -> None:
         readme_request(prompt="a cat:0.5 a dog:0.5", skip_normalize=True),
         readme_request(init_img="000001.42.png", strength=0.7, fit=True),
         readme_request(with_variations=(Variation(12, 0.1), Variation(34, 0.2))),
+        readme_request(seamless=True),
+        readme_request(seamless=True, seamless_axes=("y",)),
     ],
-    ids=["plain", "apostrophe", "quotes", "non-latin", "weights", "img2img", "variations"],
+    ids=[
+        "plain",
+        "apostrophe",
+        "quotes",
+        "non-latin",
+        "weights",
+        "img2img",
+        "variations",
+        "seamless",
+        "seamless-y",
+    ],
 )
 def test_round_trip_command(tmp_path: Path, req: Request) -> None:
     path = OutputFolder(tmp_path).save_image(picture(), req, "000001", **MODEL)
@@ -367,6 +379,50 @@ def test_invokeai_sd_metadata_with_prompt_list(tmp_path: Path) -> None:
         '"a lighthouse at dusk" -s 30 -S 3357757885 -W 768 -H 512 -C 7.5 -A k_euler_a '
         "-I outputs/init.png -f 0.6 -V 111:0.1"
     )
+
+
+@pytest.mark.parametrize(
+    ("req", "seamless_axes", "tiling"),
+    [
+        (readme_request(seamless=True), ["x", "y"], True),
+        (readme_request(seamless=True, seamless_axes=("x",)), ["x"], False),
+    ],
+    ids=["both", "x"],
+)
+def test_seamless_in_every_chunk_and_each_one_reads_back(
+    tmp_path: Path, req: Request, seamless_axes: list[str], tiling: bool
+) -> None:
+    path = OutputFolder(tmp_path).save_image(picture(), req, "000001", **MODEL)
+    chunks = read_chunks(path)
+    image = json.loads(chunks["sd-metadata"])["image"]
+    assert image["seamless"] is True and image["seamless_axes"] == seamless_axes
+    # AUTOMATIC1111 tiles both axes or none: one axis is not written as Tiling.
+    assert ("Tiling: True" in chunks["parameters"]) is tiling
+    assert read_command(path) == req.to_command()
+    meta_only = foreign_png(tmp_path / "meta.png", {"sd-metadata": chunks["sd-metadata"]})
+    assert read_command(meta_only) == req.to_command()
+    if tiling:
+        a1111 = foreign_png(tmp_path / "a1111.png", {"parameters": chunks["parameters"]})
+        assert read_command(a1111) == req.to_command()
+
+
+def test_invokeai_seamless_dream_line_and_sd_metadata_keep_the_switch(tmp_path: Path) -> None:
+    """InvokeAI 2.x wrote `--seamless` into Dream and `"seamless": true` into sd-metadata."""
+    dream = '"a brick wall" -s 30 -S 7 -W 512 -H 512 -C 7.5 --seamless -A k_euler'
+    path = foreign_png(
+        tmp_path / "a.png",
+        {"Dream": dream, "sd-metadata": json.dumps({"app_id": "invoke-ai/InvokeAI"})},
+    )
+    expected = '"a brick wall" -s 30 -S 7 -W 512 -H 512 -C 7.5 -A k_euler --seamless'
+    assert read_command(path) == expected
+    axes = foreign_png(tmp_path / "b.png", {"Dream": dream + " --seamless_axes x"})
+    assert read_command(axes) == expected + " --seamless_axes x"
+    meta = {"image": {"prompt": "a brick wall", "seed": 7, "steps": 30, "seamless": True}}
+    path = foreign_png(tmp_path / "c.png", {"sd-metadata": json.dumps(meta)})
+    assert read_command(path) == '"a brick wall" -s 30 -S 7 --seamless'
+    meta["image"]["seamless_axes"] = ["z"]
+    path = foreign_png(tmp_path / "d.png", {"sd-metadata": json.dumps(meta)})
+    assert "--seamless_axes: z is not a list of axes" in _metadata_error(path)
 
 
 def test_invokeai_sd_metadata_with_string_prompt_and_weighted_parts(tmp_path: Path) -> None:

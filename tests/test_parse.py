@@ -108,6 +108,18 @@ FNFORMAT_HINT = "use a file name template ending in .png, e.g. {prefix}.{seed}.p
             "a cat --fnformat '{prefix}-{seed:06d}.png'",
             Request("a cat", fnformat="{prefix}-{seed:06d}.png"),
         ),
+        # --seamless and its axes, spelled as InvokeAI 2.3 took them
+        ("a brick wall --seamless", Request("a brick wall", seamless=True)),
+        (
+            "a brick wall --seamless --seamless_axes x",
+            Request("a brick wall", seamless=True, seamless_axes=("x",)),
+        ),
+        (
+            "a wall --seamless_axes=Y --seamless",
+            Request("a wall", seamless=True, seamless_axes=("y",)),
+        ),
+        ("a wall --seamless_axes y,x", Request("a wall", seamless_axes=("x", "y"))),
+        ("a wall --seamless_axes xy", Request("a wall", seamless_axes=("x", "y"))),
         # words that are shell commands, when they are not alone
         ("q -s 5", Request("q", steps=5)),
         ('"q"', Request("q")),
@@ -193,10 +205,21 @@ BAD_LINES = [
     ("a cat -w 64", "-w: unknown switch (did you mean -W/--width?)"),
     (
         "a cat --s 20",
-        "--s: is ambiguous: it could be --sampler, --save_intermediates, --seed,"
-        " --skip_normalize, --steps, --strength",
+        "--s: is ambiguous: it could be --sampler, --save_intermediates, --seamless,"
+        " --seamless_axes, --seed, --skip_normalize, --steps, --strength",
     ),
-    ("a cat --seamless", "--seamless: is an InvokeAI switch that this version does not support"),
+    ("a cat --seam", "--seam: is ambiguous: it could be --seamless, --seamless_axes"),
+    ("a cat --hires_fix", "--hires_fix: is an InvokeAI switch that this version does not support"),
+    # --seamless_axes: only x and y, comma-separated
+    (
+        "a cat --seamless --seamless_axes z",
+        "--seamless_axes: z is not a list of axes; use x, y or x,y",
+    ),
+    ("a cat --seamless_axes x,z", "--seamless_axes: x,z is not a list of axes; use x, y or x,y"),
+    ("a cat --seamless_axes x,", "--seamless_axes: x, is not a list of axes; use x, y or x,y"),
+    ("a cat --seamless_axes ''", "--seamless_axes: '' is not a list of axes; use x, y or x,y"),
+    ("a cat --seamless_axes", "--seamless_axes: needs a value: x, y or x,y"),
+    ("a cat --seamless=1", "--seamless: takes no value (got --seamless=1)"),
     # missing values
     ("a cat -s", "-s/--steps: needs a value: a whole number in 1..1000"),
     ("a cat -s -S 42", "-s/--steps: needs a value: a whole number in 1..1000 (got the switch -S)"),
@@ -467,6 +490,7 @@ _SAMPLE_VALUES = {
     "intermediates": ["preview", "DECODE", "x"],
     "fnformat": ["{prefix}.{seed}.png", "'{seed:06d} {sampler}.png'", "{seed}.jpg"],
     "png_compression": ["0", "9", "6"],
+    "seamless_axes": ["x", "y", "x,y", "Y,X", "xy", "z", "x,", "''"],
 }
 
 

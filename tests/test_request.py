@@ -48,6 +48,8 @@ def test_every_switch_in_canonical_order() -> None:
         invert_mask=True,
         variation_amount=0.1,
         with_variations=(Variation(12, 0.1), Variation(34, 0.2)),
+        seamless=True,
+        seamless_axes=("y",),
         grid=True,
         outdir="out",
         log_tokenization=True,
@@ -59,8 +61,8 @@ def test_every_switch_in_canonical_order() -> None:
     )
     assert r.to_command() == (
         '"p" -s 1 -S 2 -n 3 -W 16 -H 24 -C 0.5 -A ddim -I in.png -f 0.25 --fit -M m.png'
-        " --invert_mask -v 0.1 -V 12:0.1,34:0.2 -g -o out -t -x --save_intermediates 5"
-        " --intermediates decode --fnformat '{prefix}.png' -z 9"
+        " --invert_mask -v 0.1 -V 12:0.1,34:0.2 --seamless --seamless_axes y -g -o out -t -x"
+        " --save_intermediates 5 --intermediates decode --fnformat '{prefix}.png' -z 9"
     )
     assert parse_request(r.to_command()) == r
 
@@ -113,7 +115,8 @@ def test_switch_table_covers_every_field_once() -> None:
     assert [s.field for s in SWITCHES] == fields
     names = [n for s in SWITCHES for n in s.names]
     assert len(names) == len(set(names))
-    canonical = "-s -S -n -W -H -C -A -I -f --fit -M --invert_mask -v -V -g -o -t -x"
+    canonical = "-s -S -n -W -H -C -A -I -f --fit -M --invert_mask -v -V --seamless"
+    canonical += " --seamless_axes -g -o -t -x"
     canonical += " --save_intermediates --intermediates --fnformat -z"
     assert [s.canonical for s in SWITCHES] == canonical.split(" ")
     kinds = {s.field: s.complete for s in SWITCHES if s.complete}
@@ -146,6 +149,21 @@ def test_switch_table_covers_every_field_once() -> None:
         (Request(intermediates="full"), "--intermediates: full is not one of preview, decode"),
         (Request(init_img=""), "-I/--init_img: '' is empty; give a file path"),
         (Request(fit=None), "-T/--fit: None is not True or False"),  # type: ignore[arg-type]
+        (Request(seamless=1), "--seamless: 1 is not True or False"),  # type: ignore[arg-type]
+        (
+            Request(seamless_axes=("z",)),
+            "--seamless_axes: z is not a list of axes; use x, y or x,y",
+        ),
+        # equal choices must be equal values: only the sorted, unrepeated spelling is valid
+        (
+            Request(seamless_axes=("y", "x")),
+            "--seamless_axes: y,x must name each axis once, x before y",
+        ),
+        (
+            Request(seamless_axes=("x", "x")),
+            "--seamless_axes: x,x must name each axis once, x before y",
+        ),
+        (Request(seamless_axes="x"), "--seamless_axes: 'x' is not a list of axes; use x, y or x,y"),  # type: ignore[arg-type]
         (
             Request(with_variations=(Variation(1, 1.5),)),
             "-V/--with_variations: 1:1.5 has a weight not in [0, 1]",
@@ -251,6 +269,8 @@ VALID_REQUESTS = st.builds(
     with_variations=st.lists(
         st.builds(Variation, st.integers(0, SEED_MAX), _unit()), max_size=3
     ).map(tuple),
+    seamless=st.booleans(),
+    seamless_axes=st.sampled_from([(), ("x",), ("y",), ("x", "y")]),
     grid=st.booleans(),
     outdir=_maybe(_PATHS),
     log_tokenization=st.booleans(),

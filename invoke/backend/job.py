@@ -36,6 +36,8 @@ class Job:
     strength: float = 0.75  # img2img only
     intermediate_every: int = 0  # 0: the caller wants no intermediates
     log_tokenization: bool = False
+    # --seamless: the axes ("x", "y") whose convolutions wrap around; () = ordinary zero padding.
+    seamless_axes: tuple[str, ...] = ()
 
     @property
     def steps_taken(self) -> int:

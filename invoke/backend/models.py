@@ -160,19 +160,26 @@ class Model:
 
         Out of memory, in any family, is one InvokeError saying what to try (speed.guard_memory).
         """
+        from invoke.backend.seamless import wrapped_convolutions
         from invoke.backend.speed import guard_memory
 
         self._refuse(job)
         if hasattr(self.vae, "use_tiling"):  # AutoencoderKL; Kandinsky's VQModel cannot tile
             big = job.width * job.height > TILING_AREA * self.native_size**2
-            self.vae.enable_tiling() if big else self.vae.disable_tiling()
+            # A seamless picture decodes whole: each VAE tile would wrap around onto itself and
+            # leave seams at every tile border, the opposite of what was asked.
+            tile = big and not job.seamless_axes
+            self.vae.enable_tiling() if tile else self.vae.disable_tiling()
         if self.family in SDXL_FAMILIES:
             from invoke.backend.sdxl import generate
         elif self.family == "kandinsky-2.2":
             from invoke.backend.kandinsky import generate
         else:
             from invoke.backend.generate import generate
-        return guard_memory(self, job, lambda: generate(self, job, on_step))
+        # --seamless holds for this job only: the convolutions are put back when it ends, however
+        # it ends. Intermediates decoded in on_step are inside the block, so they tile too.
+        with wrapped_convolutions((self.unet, self.vae), job.seamless_axes):
+            return guard_memory(self, job, lambda: generate(self, job, on_step))
 
     def _refuse(self, job: Job) -> None:
         """Switches this family cannot honour: one line each, never silently ignored."""

@@ -48,6 +48,10 @@ Out of memory: `guard_memory` turns torch.OutOfMemoryError (and MPS's out-of-mem
 into one InvokeError naming the size and batch that were too big and what to try (smaller -W/-H,
 -n, --offload), after freeing what the failed attempt held; the shell goes on.
 
+--seamless jobs (seamless.py patches the convolutions for one job) always run the eager UNet and
+their time does not count toward a compile: the compiled graph is the plain model's, and one
+compiled per seamless shape would be bought for a setting that is rarely used for long.
+
 Which models get what: SD 1.x/2.x and SDXL run the same loop (generate.py; sdxl.py only adds its
 conditioning) and get all of the above. Kandinsky runs diffusers' pipeline: only `guard_memory`
 (Model.generate guards every family). With --offload the parts move between devices, so QKV
@@ -269,7 +273,14 @@ def should_compile(model: Model, shape: Shape) -> bool:
 
 
 def unet_for(model: Model, job: Job) -> Any:
-    """The UNet to run this job with: the eager module, or the compiled one where it pays."""
+    """The UNet to run this job with: the eager module, or the compiled one where it pays.
+
+    A --seamless job always runs eagerly: its convolutions are patched for the job, a different
+    graph from the one compiled, and a CUDA-graph replay of the plain graph would draw the plain
+    picture whatever dynamo's guards make of the patch.
+    """
+    if job.seamless_axes:
+        return model.unet
     shape = unet_shape(model, job)
     if not should_compile(model, shape):
         return model.unet
@@ -293,7 +304,12 @@ def unet_for(model: Model, job: Job) -> Any:
 
 
 def record(model: Model, job: Job, seconds: float) -> None:
-    """Count an eager job's time toward compiling its shape."""
+    """Count an eager job's time toward compiling its shape.
+
+    A --seamless job does not count: it never runs compiled, so its time buys no compile.
+    """
+    if job.seamless_axes:
+        return
     state = _state(model)
     shape = unet_shape(model, job)
     state.eager_seconds[shape] = state.eager_seconds.get(shape, 0.0) + seconds

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_job, pixels, sdxl_pipeline, smooth_picture
+from helpers import make_job, pixels, roll_error, sdxl_pipeline, smooth_picture
 from PIL import Image
 
 from invoke.backend.families import FAMILIES, folder_family
@@ -181,6 +181,14 @@ def test_sdxl_weights_act_on_both_encoders_and_and_runs(sdxl: Model) -> None:
     assert image.size == (64, 64)
 
 
+def test_sdxl_seamless_picture_is_a_torus(sdxl: Model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SDXL runs the shared loop, so --seamless holds there as on SD (test_seamless.py)."""
+    seamless = job(steps=2, seamless_axes=("x", "y"))
+    # Its tiny UNet downsamples once, as SD's: 2 latent cells are one of its coarse grid.
+    assert roll_error(sdxl, seamless, monkeypatch, 2, 2) <= 2
+    assert roll_error(sdxl, job(steps=2), monkeypatch, 2, 2) > 20
+
+
 def test_refiner_refuses_txt2img_and_refines(refiner: Model, picture: Image.Image) -> None:
     with pytest.raises(InvokeError, match=r"\(sdxl-refiner\) only refines images: give an init"):
         refiner.generate(job())
@@ -207,6 +215,21 @@ def test_kandinsky_img2img_is_seeded_and_reports_steps(
     assert np.array_equal(pixels(first), pixels(again))
     assert not np.array_equal(pixels(first), pixels(other))
     assert len(kandinsky.generate(kjob(steps=2))) == 1  # txt2img through AutoPipelineForText2Image
+
+
+def test_kandinsky_seamless_wraps_its_unet_and_movq_for_one_job(kandinsky: Model) -> None:
+    # diffusers' pipeline runs the very unet and movq objects the Model holds: they wrap too.
+    before = pixels(kandinsky.generate(kjob(steps=2)))
+    seen: list[int] = []
+
+    def count_wrapped(info: StepInfo) -> None:
+        parts = (kandinsky.unet, kandinsky.vae)
+        seen.append(sum("_conv_forward" in vars(m) for p in parts for m in p.modules()))
+
+    wrapped = kandinsky.generate(kjob(steps=2, seamless_axes=("x", "y")), count_wrapped)
+    assert seen and min(seen) > 10
+    assert not np.array_equal(pixels(wrapped), before)
+    assert np.array_equal(pixels(kandinsky.generate(kjob(steps=2))), before)
 
 
 @pytest.mark.parametrize(

@@ -200,6 +200,10 @@ def test_kandinsky_img2img_is_seeded_and_reports_steps(
         ({"sampler": "k_lms"}, "-A/--sampler: k_lms is not available .*; use ddim, k_dpmpp_2"),
         ({"prompt": "a cat:0.5 a dog:0.5"}, "takes no weighted sub-prompts"),
         ({"width": 30}, "-W/--width: 30 is not a positive multiple of 4"),
+        (
+            {"width": 64, "height": 64, "first_pass": (32, 32)},
+            r"--hires_fix: model kandinsky \(kandinsky-2.2\) runs diffusers' own pipeline",
+        ),
     ],
 )
 def test_kandinsky_refuses_what_its_pipeline_cannot_do(

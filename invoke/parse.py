@@ -45,7 +45,6 @@ _LONG_NAMES = sorted(name for name in _BY_NAME if name.startswith("--"))
 # InvokeAI switches this version does not have (yet): say so instead of "unknown".
 _NOT_YET = (
     "--seamless",
-    "--hires_fix",
     "-G",
     "--gfpgan_strength",
     "-U",

@@ -108,6 +108,12 @@ FNFORMAT_HINT = "use a file name template ending in .png, e.g. {prefix}.{seed}.p
             "a cat --fnformat '{prefix}-{seed:06d}.png'",
             Request("a cat", fnformat="{prefix}-{seed:06d}.png"),
         ),
+        # --hires_fix, and `--hires` as InvokeAI's web server wrote it (a unique prefix)
+        (
+            "a cat -W 1024 -H 768 --hires_fix",
+            Request("a cat", width=1024, height=768, hires_fix=True),
+        ),
+        ("a cat --hires -f 0.6", Request("a cat", strength=0.6, hires_fix=True)),
         # words that are shell commands, when they are not alone
         ("q -s 5", Request("q", steps=5)),
         ('"q"', Request("q")),
@@ -197,6 +203,12 @@ BAD_LINES = [
         " --skip_normalize, --steps, --strength",
     ),
     ("a cat --seamless", "--seamless: is an InvokeAI switch that this version does not support"),
+    (
+        "a cat --hires_fix -I x.png",
+        "--hires_fix: makes a new picture in two passes and cannot start from an init image; "
+        "drop -I or --hires_fix",
+    ),
+    ("a cat --hires_fix=1", "--hires_fix: takes no value (got --hires_fix=1)"),
     # missing values
     ("a cat -s", "-s/--steps: needs a value: a whole number in 1..1000"),
     ("a cat -s -S 42", "-s/--steps: needs a value: a whole number in 1..1000 (got the switch -S)"),

@@ -101,6 +101,22 @@ def test_hires_fix_images_carry_the_switch_and_their_commands_remake_them(
     assert pixels(isolated / "h" / f"000002.{files[2].name.split('.')[1]}.png") == pixels(files[2])
 
 
+def test_hires_fix_intermediates_cover_both_passes(isolated: Path, tiny_model_dir: Path) -> None:
+    from safetensors.numpy import load_file
+
+    line = "a red circle -W 128 -H 96 --hires_fix -s 4 -S 5 --save_intermediates 2"
+    code, _, err = invoke("--model", str(tiny_model_dir), "--outdir", "i", line)
+    assert code == 0, err
+    folder = isolated / "i" / "intermediates" / "000001.5"
+    # Steps 0-4 are the first pass (72x48), then int(0.75 * 4) = 3 more at 128x96, the last kept.
+    shapes = {
+        int(path.stem[5:]): load_file(path)["latents"].shape
+        for path in folder.glob("step-*.safetensors")
+    }
+    assert shapes == {0: (4, 6, 9), 2: (4, 6, 9), 4: (4, 6, 9), 6: (4, 12, 16), 7: (4, 12, 16)}
+    assert (folder / "steps.png").is_file()
+
+
 def test_hires_fix_at_native_size_is_one_plain_pass(isolated: Path, tiny_model_dir: Path) -> None:
     for extra in ("", " --hires_fix"):
         line = f"a red circle -s 4 -S 42{extra}"

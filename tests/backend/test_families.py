@@ -164,6 +164,26 @@ def test_sdxl_variations_and_samplers_change_the_image(sdxl: Model) -> None:
     assert not np.array_equal(plain, varied) and not np.array_equal(plain, other)
 
 
+def test_sdxl_hires_fix_conditions_each_pass_on_its_own_size(sdxl: Model) -> None:
+    seen: list[tuple[tuple[int, ...], list[float]]] = []
+
+    def record(_module: object, args: tuple, kwargs: dict) -> None:
+        seen.append((tuple(args[0].shape[-2:]), kwargs["added_cond_kwargs"]["time_ids"][-1]))
+
+    handle = sdxl.unet.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        images = sdxl.generate(job(width=128, height=96, first_pass=(72, 48), steps=2))
+    finally:
+        handle.remove()
+    assert images[0].size == (128, 96)
+    # SDXL's size micro-conditioning says the size each pass draws at.
+    assert [(size, ids.tolist()) for size, ids in seen] == [
+        ((6, 9), [48, 72, 0, 0, 48, 72]),
+        ((6, 9), [48, 72, 0, 0, 48, 72]),
+        ((12, 16), [96, 128, 0, 0, 96, 128]),
+    ]
+
+
 def test_refiner_refuses_txt2img_and_refines(refiner: Model, picture: Image.Image) -> None:
     with pytest.raises(InvokeError, match=r"\(sdxl-refiner\) only refines images: give an init"):
         refiner.generate(job())

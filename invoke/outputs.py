@@ -200,10 +200,13 @@ def image_metadata(request: Request, *, orig_hash: str = "") -> dict[str, Any]:
         "width": request.width,
         "height": request.height,
         "seamless": request.seamless,
+        # InvokeAI 2.3 wrote this flag (type stays txt2img). The strength is kept with it: it
+        # sets the second pass, which InvokeAI left unrecorded (its default, 0.75, is ours too).
+        "hires_fix": request.hires_fix,
         "postprocessing": None,
         "init_img": request.init_img,
         "init_mask": request.init_mask,
-        "strength": request.strength if img2img else None,
+        "strength": request.strength if img2img or request.hires_fix else None,
         "orig_hash": orig_hash,
     }
     if request.seamless:
@@ -909,7 +912,6 @@ _FOREIGN_SWITCHES: dict[str, int] = {
     "--codeformer_fidelity": 1,
     "--perlin": 1,
     "--threshold": 1,
-    "--hires_fix": 0,
     "-embiggen": -1,
     "--embiggen": -1,
     "-embiggen_tiles": -1,
@@ -1069,6 +1071,12 @@ def _command_from_sd_metadata(meta: dict[str, Any]) -> str:
         init_mask = image.get("init_mask")
         if isinstance(init_mask, str) and init_mask:
             fields["init_mask"] = _check_text(init_mask, "image.init_mask")
+    elif image.get("hires_fix") is True:
+        # (InvokeAI 2.3 let --hires_fix override -I; here the two exclude each other, and the
+        # init image, above, is what such an image's metadata is more likely to mean.)
+        fields["hires_fix"] = True
+        if image.get("strength") is not None:
+            fields["strength"] = _number(image["strength"], float, "image.strength")
     return _request_to_canonical(fields, "sd-metadata")
 
 

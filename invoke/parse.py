@@ -44,7 +44,6 @@ _BY_NAME: dict[str, Switch] = {name: sw for sw in SWITCHES for name in sw.names}
 _LONG_NAMES = sorted(name for name in _BY_NAME if name.startswith("--"))
 # InvokeAI switches this version does not have (yet): say so instead of "unknown".
 _NOT_YET = (
-    "--hires_fix",
     "-G",
     "--gfpgan_strength",
     "-U",

@@ -479,6 +479,15 @@ SWITCHES: tuple[Switch, ...] = (
         metavar="SAMPLER",
         choices=SAMPLERS,
     ),
+    FlagSwitch(
+        field="hires_fix",
+        names=("--hires_fix",),
+        canonical="--hires_fix",
+        help=(
+            "above the model's native size: draw at about native size first, then upscale the "
+            "latents and redraw them at -f strength (default 0.75); txt2img only"
+        ),
+    ),
     PathSwitch(
         field="init_img",
         names=("-I", "--init_img"),
@@ -638,6 +647,7 @@ class Request:
     height: int | None = None
     cfg_scale: float | None = None
     sampler: str | None = None
+    hires_fix: bool = False  # txt2img in two passes when larger than the model's native size
     init_img: str | None = None  # "-1" = the previous output
     strength: float | None = None
     fit: bool = False
@@ -672,6 +682,15 @@ class Request:
             if not _given(switch, value):
                 continue
             switch.check(value)
+        if self.hires_fix and self.init_img is not None:
+            # The second pass already is img2img, on the first pass's latents: an init image
+            # would have to replace one of the two, and silently dropping either surprises.
+            raise ParseError(
+                "--hires_fix",
+                "",
+                "makes a new picture in two passes and cannot start from an init image; "
+                "drop -I or --hires_fix",
+            )
         length = len(self.to_command())
         if length > MAX_LINE:
             raise ParseError(

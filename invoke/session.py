@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from invoke import interrupts, outputs
-from invoke.backend.job import Job, Noise, StepInfo
+from invoke.backend.job import Job, Noise, StepInfo, hires_first_pass, img2img_steps
 from invoke.errors import InvokeError, ModelError
 from invoke.images import load_init_image, load_mask, resolve_image_path
 from invoke.parse import parse_request
@@ -116,6 +116,8 @@ class Session:
         )
         for note in notes:
             self._note(note)
+        if resolved.hires_fix:
+            self._note(self._hires_note(resolved))
         outdir = self._outdir_for(resolved)
         folder = outputs.OutputFolder(
             outdir,
@@ -395,6 +397,31 @@ class Session:
             png_compression=None,
         )
 
+    def _first_pass(self, request: Request) -> tuple[int, int] | None:
+        """--hires_fix's first-pass size against the model's native size (models.yaml's
+        width/height, else the model's own: the size -W/-H default to)."""
+        if not request.hires_fix or request.init_img is not None:
+            return None
+        assert request.width and request.height
+        return hires_first_pass(request.width, request.height, self.native_size, self.size_multiple)
+
+    def _hires_note(self, request: Request) -> str:
+        assert request.width and request.height and request.steps
+        first = self._first_pass(request)
+        if first is None:
+            native = "x".join(map(str, self.native_size))
+            return (
+                f"hires_fix: {request.width}x{request.height} is not larger than the model's "
+                f"native {native}; one pass, as without --hires_fix"
+            )
+        strength = request.strength if request.strength is not None else 0.75
+        taken = img2img_steps(request.steps, strength)
+        return (
+            f"hires_fix: {first[0]}x{first[1]} first, then its latents upscaled to "
+            f"{request.width}x{request.height} and redrawn at strength {strength:g} "
+            f"({taken} of {request.steps} steps)"
+        )
+
     def _job(self, request: Request, noises: tuple[Noise, ...], init: Path | None) -> Job:
         assert request.steps and request.width and request.height
         init_image = mask = None
@@ -428,6 +455,7 @@ class Session:
             intermediate_every=request.save_intermediates or 0,
             log_tokenization=request.log_tokenization,
             seamless_axes=(request.seamless_axes or SEAMLESS_AXES) if request.seamless else (),
+            first_pass=self._first_pass(request),
         )
 
     # -- running and saving ---------------------------------------------------------------------

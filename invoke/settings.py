@@ -576,8 +576,10 @@ def resolve(
     if merged.init_img is None:
         if merged.init_mask is not None:
             raise InvokeError("-M/--init_mask: a mask needs an init image; add -I FILE")
-        # strength, fit and mask inversion only mean something for img2img
-        merged = replace(merged, strength=None, fit=False, invert_mask=False)
+        # fit and mask inversion only mean something for img2img; strength also for
+        # --hires_fix, whose second pass is img2img (so its line keeps -f and remakes exactly)
+        strength = merged.strength if merged.hires_fix else None
+        merged = replace(merged, strength=strength, fit=False, invert_mask=False)
     if not merged.seamless or set(merged.seamless_axes) == set(SEAMLESS_AXES):
         # Axes only mean something with --seamless, and both axes is what --seamless alone
         # means: the printed command says it the short way, as InvokeAI wrote it.

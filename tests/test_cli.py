@@ -74,6 +74,71 @@ def test_one_shot_writes_png_with_chunks_and_its_command_remakes_it(
     assert len(log) == 2 and log[0].endswith(command)
 
 
+def test_hires_fix_images_carry_the_switch_and_their_commands_remake_them(
+    isolated: Path, tiny_model_dir: Path
+) -> None:
+    from invoke.outputs import read_command
+
+    line = "a red circle -W 128 -H 96 --hires_fix -s 4 -S 42 -n 3"
+    code, out, err = invoke("--model", str(tiny_model_dir), "--outdir", "h", line)
+    assert code == 0, err
+    assert "hires_fix: 72x48 first, then its latents upscaled to 128x96" in err
+    files = sorted((isolated / "h").glob("000001.*.png"))
+    assert len(files) == 3
+    for path in files:
+        chunks = png_text(path)
+        assert chunks["Dream"].endswith("-W 128 -H 96 -C 7.5 -A k_lms --hires_fix -f 0.75")
+        image = json.loads(chunks["sd-metadata"])["image"]
+        assert (image["type"], image["hires_fix"], image["strength"]) == ("txt2img", True, 0.75)
+        assert read_command(path) == chunks["Dream"]  # what !fetch gives back
+        with Image.open(path) as picture:
+            assert picture.size == (128, 96)
+    # The third image's printed command, run on its own, makes the same pixels.
+    third = png_text(files[2])["Dream"]
+    assert f"] h/{files[2].name}: {third}" in out
+    code, out, err = invoke("--model", str(tiny_model_dir), "--outdir", "h", third)
+    assert code == 0, err
+    assert pixels(isolated / "h" / f"000002.{files[2].name.split('.')[1]}.png") == pixels(files[2])
+
+
+def test_hires_fix_intermediates_cover_both_passes(isolated: Path, tiny_model_dir: Path) -> None:
+    from safetensors.numpy import load_file
+
+    line = "a red circle -W 128 -H 96 --hires_fix -s 4 -S 5 --save_intermediates 2"
+    code, _, err = invoke("--model", str(tiny_model_dir), "--outdir", "i", line)
+    assert code == 0, err
+    folder = isolated / "i" / "intermediates" / "000001.5"
+    # Steps 0-4 are the first pass (72x48), then int(0.75 * 4) = 3 more at 128x96, the last kept.
+    shapes = {
+        int(path.stem[5:]): load_file(path)["latents"].shape
+        for path in folder.glob("step-*.safetensors")
+    }
+    assert shapes == {0: (4, 6, 9), 2: (4, 6, 9), 4: (4, 6, 9), 6: (4, 12, 16), 7: (4, 12, 16)}
+    assert (folder / "steps.png").is_file()
+
+
+def test_hires_fix_at_native_size_is_one_plain_pass(isolated: Path, tiny_model_dir: Path) -> None:
+    for extra in ("", " --hires_fix"):
+        line = f"a red circle -s 4 -S 42{extra}"
+        code, _, err = invoke("--model", str(tiny_model_dir), "--outdir", "n", line)
+        assert code == 0, err
+    assert "hires_fix: 64x64 is not larger than the model's native 64x64; one pass" in err
+    assert pixels(isolated / "n" / "000002.42.png") == pixels(isolated / "n" / "000001.42.png")
+    assert png_text(isolated / "n" / "000002.42.png")["Dream"].endswith("--hires_fix -f 0.75")
+
+
+def test_dry_run_keeps_strength_only_where_it_acts(isolated: Path) -> None:
+    lines = "a cat -W 128 -H 128 --hires_fix -S 1\na cat -f 0.5 -S 1\na cat --hires -f 0.5 -S 1\n"
+    code, out, err = invoke("--dry-run", stdin=lines)
+    assert code == 0, err
+    printed = [line for line in out.splitlines() if line.startswith('"')]
+    assert printed == [
+        '"a cat" -s 50 -S 1 -W 128 -H 128 -C 7.5 -A k_lms --hires_fix -f 0.75',
+        '"a cat" -s 50 -S 1 -W 64 -H 64 -C 7.5 -A k_lms',
+        '"a cat" -s 50 -S 1 -W 64 -H 64 -C 7.5 -A k_lms --hires_fix -f 0.5',
+    ]
+
+
 def test_words_after_launch_options_form_the_line(isolated: Path, tiny_model_dir: Path) -> None:
     code, out, err = invoke(
         "--model", str(tiny_model_dir), "--outdir", "shots", "a red circle", "-s", "2", "-n", "3"

@@ -275,10 +275,10 @@ def test_chunks_have_the_reference_shape(tmp_path: Path) -> None:
     image = meta["image"]
     assert set(image) == {
         "type", "prompt", "seed", "variations", "sampler", "steps", "cfg_scale", "threshold",
-        "perlin", "width", "height", "seamless", "postprocessing", "init_img", "init_mask",
-        "strength", "orig_hash",
+        "perlin", "width", "height", "seamless", "hires_fix", "postprocessing", "init_img",
+        "init_mask", "strength", "orig_hash",
     }  # fmt: skip
-    assert image["type"] == "txt2img"
+    assert image["type"] == "txt2img" and image["hires_fix"] is False
     assert image["prompt"] == [{"prompt": "a kitten's toy [blurry, dark]", "weight": 1.0}]
     assert (image["seed"], image["steps"], image["cfg_scale"]) == (42, 20, 7.5)
     assert len(image["orig_hash"]) == 64
@@ -300,6 +300,39 @@ def test_img2img_and_variation_metadata() -> None:
     assert meta["type"] == "img2img" and meta["strength"] == 0.7
     assert meta["init_img"] == "000001.42.png"
     assert meta["variations"] == [{"seed": 99, "weight": 0.25}]
+
+
+def test_hires_fix_metadata_reads_back_with_its_strength(tmp_path: Path) -> None:
+    req = readme_request(width=128, height=96, hires_fix=True, strength=0.6)
+    meta = outputs.sd_metadata(req, model_id="m", model_hash="h")["image"]
+    # InvokeAI 2.3's shape: a txt2img image with the flag; the strength sets the second pass.
+    assert meta["type"] == "txt2img" and meta["hires_fix"] is True and meta["strength"] == 0.6
+    assert "Denoising strength" not in a1111_parameters(req, model_id="m")
+    path = OutputFolder(tmp_path).save_image(picture(), req, "000001", **MODEL)
+    assert read_command(path) == req.to_command()
+    assert "--hires_fix -f 0.6" in req.to_command()
+    # Without the Dream chunk, sd-metadata alone gives the switch back.
+    only_meta = foreign_png(
+        tmp_path / "m.png",
+        {"sd-metadata": json.dumps(outputs.sd_metadata(req, model_id="m", model_hash="h"))},
+    )
+    assert read_command(only_meta) == req.to_command()
+
+
+def test_invokeai_hires_fix_image_reads_back_as_the_switch(tmp_path: Path) -> None:
+    image = {
+        "type": "txt2img",
+        "prompt": [{"prompt": "a castle", "weight": 1.0}],
+        "seed": 7,
+        "steps": 30,
+        "width": 1024,
+        "height": 768,
+        "hires_fix": True,
+    }
+    path = foreign_png(tmp_path / "c.png", {"sd-metadata": json.dumps({"image": image})})
+    assert read_command(path) == '"a castle" -s 30 -S 7 -W 1024 -H 768 --hires_fix'
+    dream = foreign_png(tmp_path / "d.png", {"Dream": '"a castle" -s 30 -S 7 --hires_fix'})
+    assert read_command(dream) == '"a castle" -s 30 -S 7 --hires_fix'
 
 
 @pytest.mark.parametrize(

@@ -120,6 +120,12 @@ FNFORMAT_HINT = "use a file name template ending in .png, e.g. {prefix}.{seed}.p
         ),
         ("a wall --seamless_axes y,x", Request("a wall", seamless_axes=("x", "y"))),
         ("a wall --seamless_axes xy", Request("a wall", seamless_axes=("x", "y"))),
+        # --hires_fix, and `--hires` as InvokeAI's web server wrote it (a unique prefix)
+        (
+            "a cat -W 1024 -H 768 --hires_fix",
+            Request("a cat", width=1024, height=768, hires_fix=True),
+        ),
+        ("a cat --hires -f 0.6", Request("a cat", strength=0.6, hires_fix=True)),
         # words that are shell commands, when they are not alone
         ("q -s 5", Request("q", steps=5)),
         ('"q"', Request("q")),
@@ -209,7 +215,6 @@ BAD_LINES = [
         " --seamless_axes, --seed, --skip_normalize, --steps, --strength",
     ),
     ("a cat --seam", "--seam: is ambiguous: it could be --seamless, --seamless_axes"),
-    ("a cat --hires_fix", "--hires_fix: is an InvokeAI switch that this version does not support"),
     # --seamless_axes: only x and y, comma-separated
     (
         "a cat --seamless --seamless_axes z",
@@ -220,6 +225,13 @@ BAD_LINES = [
     ("a cat --seamless_axes ''", "--seamless_axes: '' is not a list of axes; use x, y or x,y"),
     ("a cat --seamless_axes", "--seamless_axes: needs a value: x, y or x,y"),
     ("a cat --seamless=1", "--seamless: takes no value (got --seamless=1)"),
+    (
+        "a cat --hires_fix -I x.png",
+        "--hires_fix: makes a new picture in two passes and cannot start from an init image; "
+        "drop -I or --hires_fix",
+    ),
+    ("a cat --hires_fix=1", "--hires_fix: takes no value (got --hires_fix=1)"),
+    ("a cat --embiggen 2", "--embiggen: is an InvokeAI switch that this version does not support"),
     # missing values
     ("a cat -s", "-s/--steps: needs a value: a whole number in 1..1000"),
     ("a cat -s -S 42", "-s/--steps: needs a value: a whole number in 1..1000 (got the switch -S)"),

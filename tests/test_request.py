@@ -67,6 +67,12 @@ def test_every_switch_in_canonical_order() -> None:
     assert parse_request(r.to_command()) == r
 
 
+def test_hires_fix_sits_after_the_sampler_and_keeps_its_strength() -> None:
+    r = Request(prompt="p", width=1024, height=768, sampler="ddim", hires_fix=True, strength=0.6)
+    assert r.to_command() == '"p" -W 1024 -H 768 -A ddim --hires_fix -f 0.6'
+    assert parse_request(r.to_command()) == r
+
+
 def test_unset_fields_are_left_out_and_the_prompt_is_always_quoted() -> None:
     assert Request().to_command() == '""'
     assert Request(prompt="cat").to_command() == '"cat"'
@@ -115,7 +121,7 @@ def test_switch_table_covers_every_field_once() -> None:
     assert [s.field for s in SWITCHES] == fields
     names = [n for s in SWITCHES for n in s.names]
     assert len(names) == len(set(names))
-    canonical = "-s -S -n -W -H -C -A -I -f --fit -M --invert_mask -v -V --seamless"
+    canonical = "-s -S -n -W -H -C -A --hires_fix -I -f --fit -M --invert_mask -v -V --seamless"
     canonical += " --seamless_axes -g -o -t -x"
     canonical += " --save_intermediates --intermediates --fnformat -z"
     assert [s.canonical for s in SWITCHES] == canonical.split(" ")
@@ -260,6 +266,7 @@ VALID_REQUESTS = st.builds(
     height=_maybe(st.integers(16, 4096)),
     cfg_scale=_maybe(st.floats(0, 100, allow_nan=False)),
     sampler=_maybe(st.sampled_from(SAMPLERS)),
+    hires_fix=st.booleans(),
     init_img=_maybe(_PATHS),
     strength=_maybe(_unit(exclude_min=True)),
     fit=st.booleans(),
@@ -279,7 +286,7 @@ VALID_REQUESTS = st.builds(
     intermediates=_maybe(st.sampled_from(INTERMEDIATE_KINDS)),
     fnformat=_maybe(_FNFORMATS),
     png_compression=_maybe(st.integers(0, 9)),
-)
+).filter(lambda r: not (r.hires_fix and r.init_img is not None))  # validate() refuses both
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

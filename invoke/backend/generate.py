@@ -4,6 +4,9 @@ img2img follows diffusers' StableDiffusionImg2ImgPipeline step for step (the tes
 that): the `-s` schedule is computed in full, its last int(strength * steps) steps are taken, and
 the init image's latents are noised to the first of them.
 
+--hires_fix (InvokeAI's txt2img2img) is two of these passes: txt2img at a smaller size, its
+latents upscaled bilinearly, then img2img on them (_hires_fix).
+
 Every family that runs our loop (SD 1.x/2.x, SDXL) runs this one; what differs is only its
 `Conditioning`: the prompt's embeddings and the UNet as denoise() calls it (sdxl.py adds its
 pooled embeddings and time ids there).
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,7 +25,7 @@ from PIL import Image
 
 from invoke.backend import speed
 from invoke.backend.denoise import denoise
-from invoke.backend.job import Job, StepInfo, img2img_steps
+from invoke.backend.job import Job, StepInfo, img2img_steps, second_pass_noise
 from invoke.backend.noise import image_noise
 from invoke.backend.prompts import encode_prompt
 from invoke.backend.schedulers import make_scheduler, numpy_quiet
@@ -54,27 +58,86 @@ def generate(
     conditioning: Conditioning = sd_conditioning,
 ) -> list[Image.Image]:
     _check(model, job)
+    if job.first_pass is not None:
+        latents = _hires_fix(model, job, on_step, conditioning)
+    else:
+        start = None if job.init_image is None else encode_image(model, job.init_image)
+        latents = _run_pass(model, job, on_step, conditioning, start)
+    # Decode; inpainting pastes the kept pixels back so they come out identical.
+    images = model.decode(latents)
+    if job.mask is not None and job.init_image is not None:
+        images = [Image.composite(image, job.init_image, job.mask) for image in images]
+    return images
+
+
+def _hires_fix(
+    model: Model,
+    job: Job,
+    on_step: Callable[[StepInfo], None] | None,
+    conditioning: Conditioning,
+) -> torch.Tensor:
+    """--hires_fix (InvokeAI's txt2img2img): txt2img at job.first_pass, the latents upscaled
+    bilinearly to the job's size, then img2img on them at job.strength with the second pass's
+    own noise. Both passes are plain jobs through _run_pass: one loop, and each pass's UNet shape
+    gets its own compile decision and eager-time count (speed.py).
+    """
+    assert job.first_pass is not None
+    width, height = job.first_pass
+    first = replace(job, width=width, height=height, first_pass=None)
+    second = replace(job, noises=tuple(second_pass_noise(n) for n in job.noises), first_pass=None)
+    first_on_step = second_on_step = None
+    if on_step is not None:
+        total, done = job.steps_taken, job.steps
+
+        def first_on_step(info: StepInfo) -> None:
+            on_step(replace(info, total=total))
+
+        def second_on_step(info: StepInfo) -> None:
+            # Step 0 of the second pass is no step: the first pass's last one already ended.
+            if info.step > 0:
+                on_step(replace(info, step=done + info.step, total=total))
+
+    small = _run_pass(model, first, first_on_step, conditioning, None)
+    cell = model.size_multiple
+    # In float32: half-precision bilinear interpolation is not on every device.
+    upscaled = torch.nn.functional.interpolate(
+        small.float(), size=(job.height // cell, job.width // cell), mode="bilinear"
+    ).to(small.dtype)
+    return _run_pass(model, second, second_on_step, conditioning, upscaled)
+
+
+def _run_pass(
+    model: Model,
+    job: Job,
+    on_step: Callable[[StepInfo], None] | None,
+    conditioning: Conditioning,
+    start: torch.Tensor | None,
+) -> torch.Tensor:
+    """One denoising pass on the UNet speed.py picks for the job's shape; its eager time counts
+    toward compiling that shape. Returns the final latents."""
     unet = speed.unet_for(model, job)
     if unet is model.unet:
         with speed.timed(model, job):
-            return _generate(model, job, on_step, conditioning, unet)
+            return _denoise_pass(model, job, on_step, conditioning, unet, start)
     try:
-        return _generate(model, job, on_step, conditioning, unet)
+        return _denoise_pass(model, job, on_step, conditioning, unet, start)
     except Exception as err:
         if not speed.is_compile_error(err):
             raise
         # A compile that fails (no C compiler, an unsupported op) must not cost the image.
         speed.give_up_compiling(model, err)
-    return generate(model, job, on_step, conditioning)
+    return _run_pass(model, job, on_step, conditioning, start)
 
 
-def _generate(
+def _denoise_pass(
     model: Model,
     job: Job,
     on_step: Callable[[StepInfo], None] | None,
     conditioning: Conditioning,
     unet: Any,
-) -> list[Image.Image]:
+    start: torch.Tensor | None,
+) -> torch.Tensor:
+    """txt2img (start None) or img2img from `start`, latents (1 or batch, 4, h, w)."""
     # 1. The family's conditioning: prompt embeddings (cached per command), the UNet's extras.
     cond, uncond, unet = conditioning(model, job, unet)
 
@@ -82,11 +145,11 @@ def _generate(
     scheduler = make_scheduler(job.sampler, model.scheduler_config)
     with numpy_quiet():
         scheduler.set_timesteps(job.steps, device=model.device)
-    steps = job.steps if job.init_image is None else img2img_steps(job.steps, job.strength)
-    start = (job.steps - steps) * scheduler.order
-    timesteps = scheduler.timesteps[start:]
+    steps = job.steps if start is None else img2img_steps(job.steps, job.strength)
+    begin = (job.steps - steps) * scheduler.order
+    timesteps = scheduler.timesteps[begin:]
     if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(start)
+        scheduler.set_begin_index(begin)
 
     # 3. Per-image noise from CPU generators, then one batch on the device.
     shape = (4, job.height // model.size_multiple, job.width // model.size_multiple)
@@ -94,29 +157,25 @@ def _generate(
     noise = torch.cat([n for n, _ in drawn]).to(model.device, model.dtype)
     generators = [g for _, g in drawn]
 
-    # 4. Starting latents: pure noise, or the init image noised to the first timestep taken.
+    # 4. Starting latents: pure noise, or the init latents noised to the first timestep taken.
     # An inpainting UNet at full strength starts from pure noise, as diffusers' pipeline does.
     batch = len(job.noises)
     blend = condition = None
     if model.inpainting:
         condition = _inpainting_condition(model, job).expand(batch, -1, -1, -1)
-    if job.init_image is None or (model.inpainting and job.strength >= 1):
+    if start is None or (model.inpainting and job.strength >= 1):
         latents = noise * scheduler.init_noise_sigma
     else:
-        init = encode_image(model, job.init_image).expand(batch, -1, -1, -1)
+        init = start.expand(batch, -1, -1, -1)
         latents = scheduler.add_noise(init, noise, timesteps[:1].repeat(batch))
         if job.mask is not None and not model.inpainting:
             blend = _known_region_blend(model, scheduler, init, noise, timesteps, job.mask)
 
-    # 5. Denoise, decode; inpainting pastes the kept pixels back so they come out identical.
-    latents = denoise(
+    # 5. Denoise.
+    return denoise(
         unet, scheduler, latents, timesteps, steps, cond, uncond, job.cfg_scale,
         generators, on_step, blend, condition,
     )  # fmt: skip
-    images = model.decode(latents)
-    if job.mask is not None and job.init_image is not None:
-        images = [Image.composite(image, job.init_image, job.mask) for image in images]
-    return images
 
 
 def encode_image(model: Model, image: Image.Image) -> torch.Tensor:
@@ -196,8 +255,22 @@ def _check(model: Model, job: Job) -> None:
             raise InvokeError(
                 f"{what}: {width}x{height} does not match -W {job.width} -H {job.height}"
             )
-    if job.init_image is not None and img2img_steps(job.steps, job.strength) == 0:
-        raise InvokeError(_zero_steps_message(job.steps, job.strength))
+    if job.first_pass is not None:
+        if job.init_image is not None:
+            raise InvokeError("--hires_fix: makes a new picture; it cannot start from -I")
+        for switch, side, first in (
+            ("-W/--width", job.width, job.first_pass[0]),
+            ("-H/--height", job.height, job.first_pass[1]),
+        ):
+            if not 0 < first <= side or first % multiple:
+                raise InvokeError(
+                    f"--hires_fix: first pass side {first} is not a positive multiple of "
+                    f"{multiple} no larger than {switch} {side}"
+                )
+    img2img = job.init_image is not None or job.first_pass is not None
+    if img2img and img2img_steps(job.steps, job.strength) == 0:
+        message = _zero_steps_message(job.steps, job.strength)
+        raise InvokeError(message if job.init_image is not None else f"--hires_fix: {message}")
 
 
 def _zero_steps_message(steps: int, strength: float) -> str:

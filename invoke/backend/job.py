@@ -5,6 +5,7 @@ One `Job` is one UNet batch: the same prompt and settings for every image, one `
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +39,16 @@ class Job:
     log_tokenization: bool = False
     # --seamless: the axes ("x", "y") whose convolutions wrap around; () = ordinary zero padding.
     seamless_axes: tuple[str, ...] = ()
+    # --hires_fix: (width, height) of the first, smaller txt2img pass; its latents are upscaled
+    # to width x height and redrawn img2img at `strength`. None: one pass (hires_first_pass).
+    first_pass: tuple[int, int] | None = None
 
     @property
     def steps_taken(self) -> int:
-        """Steps this job denoises: all for txt2img, int(strength * steps) for img2img."""
+        """Steps this job denoises: all for txt2img, int(strength * steps) for img2img, both
+        added up for --hires_fix's two passes."""
+        if self.first_pass is not None:
+            return self.steps + img2img_steps(self.steps, self.strength)
         if self.init_image is None:
             return self.steps
         return img2img_steps(self.steps, self.strength)
@@ -52,7 +59,9 @@ class StepInfo:
     """Passed to `on_step` after each step; step 0 is the starting latents, before any step."""
 
     step: int
-    total: int  # steps this job takes (step runs 0..total)
+    # Steps this job takes (step runs 0..total). With --hires_fix the count runs on through both
+    # passes: steps 1..s are the first pass (smaller latents), the rest the second pass.
+    total: int
     timestep: int | float  # the timestep just denoised (for step 0: the one about to be)
     latents: Any  # torch.Tensor (batch, 4, h/8, w/8) on the model's device; not a copy
 
@@ -60,3 +69,41 @@ class StepInfo:
 def img2img_steps(steps: int, strength: float) -> int:
     """Steps img2img actually takes: diffusers' int(strength * steps), exactly as InvokeAI did."""
     return int(strength * steps)
+
+
+def hires_first_pass(
+    width: int, height: int, native: tuple[int, int], multiple: int
+) -> tuple[int, int] | None:
+    """--hires_fix's first-pass size for a width x height picture, or None for one pass.
+
+    As InvokeAI 2.2/2.3's txt2img2img: the native area (native width x height) at the picture's
+    aspect ratio, the shorter side kept at least half the native one (so a wide panorama does not
+    start as a thin strip), rounded down to the latent cell. Never larger than the picture: a
+    picture no larger than native (by area) is drawn in one pass, as without --hires_fix.
+    """
+    native_w, native_h = native
+    if width * height <= native_w * native_h:
+        return None
+    scale = math.sqrt(native_w * native_h / (width * height))
+    scale = max(scale, (min(native_w, native_h) / 2) / min(width, height))
+    scale = min(scale, 1.0)
+    first = (
+        max(multiple, int(width * scale) // multiple * multiple),
+        max(multiple, int(height * scale) // multiple * multiple),
+    )
+    return None if first == (width, height) else first
+
+
+def second_pass_noise(noise: Noise) -> Noise:
+    """The noise --hires_fix's second pass adds to the upscaled latents: the image's own recipe
+    (seed, variation chain) with each seed mapped to another by a fixed one-to-one function.
+
+    It depends on nothing but the image's noise, so image k of `-n 8` is the same picture as its
+    seed alone; reusing the first pass's noise instead would correlate the two passes.
+    """
+    return Noise(_second_seed(noise.seed), tuple((_second_seed(s), w) for s, w in noise.variations))
+
+
+def _second_seed(seed: int) -> int:
+    # An odd multiplier mod 2**32 is a bijection: two images never share second-pass noise.
+    return (seed * 0x9E3779B1 + 0x7F4A7C15) % 2**32

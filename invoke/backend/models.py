@@ -188,6 +188,11 @@ class Model:
             raise InvokeError(f"{what} only refines images: give an init image with -I")
         if self.family != "kandinsky-2.2":
             return
+        if job.first_pass is not None:
+            raise InvokeError(
+                f"--hires_fix: {what} runs diffusers' own pipeline, which cannot redraw "
+                "upscaled latents; drop --hires_fix"
+            )
         # diffusers' Kandinsky pipelines draw their own noise and own their loop.
         if any(n.variations for n in job.noises):
             raise InvokeError(f"-v/-V: {what} cannot make variations; drop -v/-V")

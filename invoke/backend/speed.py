@@ -44,6 +44,10 @@ ancestral/SDE samplers (k_euler_a, k_dpm_2_a, k_dpmpp_2_a) draw each step's nois
 images' CPU generators and copy it over, which is what makes a seed the same image at any batch
 size or position.
 
+--hires_fix runs two UNet passes per image, at the first-pass size and at the full size: two
+shapes, each with its own eager-time count and compiled graph (generate._run_pass asks `unet_for`
+and times each pass on its own), and one prompt encoding for both.
+
 Out of memory: `guard_memory` turns torch.OutOfMemoryError (and MPS's out-of-memory RuntimeError)
 into one InvokeError naming the size and batch that were too big and what to try (smaller -W/-H,
 -n, --offload), after freeing what the failed attempt held; the shell goes on.
@@ -317,13 +321,24 @@ def record(model: Model, job: Job, seconds: float) -> None:
 
 @contextmanager
 def timed(model: Model, job: Job) -> Iterator[None]:
-    """Time an eager job (its decode ends with a copy to the host: the GPU has finished by then).
+    """Time one eager UNet pass of a job (a --hires_fix image is two, of two shapes).
 
-    A job that fails or is interrupted does not count.
+    The pass ends with latents still on the device, so the clock stops only once the device has
+    finished them: otherwise queued GPU work would be counted toward the next pass's shape. The
+    VAE's encode and decode run outside: compiling the UNet does nothing for them.
+    A pass that fails or is interrupted does not count.
     """
     started = time.perf_counter()
     yield
+    _synchronize(model.device)
     record(model, job, time.perf_counter() - started)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def prompt_embeddings(

@@ -189,6 +189,26 @@ def test_sdxl_seamless_picture_is_a_torus(sdxl: Model, monkeypatch: pytest.Monke
     assert roll_error(sdxl, job(steps=2), monkeypatch, 2, 2) > 20
 
 
+def test_sdxl_hires_fix_conditions_each_pass_on_its_own_size(sdxl: Model) -> None:
+    seen: list[tuple[tuple[int, ...], list[float]]] = []
+
+    def record(_module: object, args: tuple, kwargs: dict) -> None:
+        seen.append((tuple(args[0].shape[-2:]), kwargs["added_cond_kwargs"]["time_ids"][-1]))
+
+    handle = sdxl.unet.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        images = sdxl.generate(job(width=128, height=96, first_pass=(72, 48), steps=2))
+    finally:
+        handle.remove()
+    assert images[0].size == (128, 96)
+    # SDXL's size micro-conditioning says the size each pass draws at.
+    assert [(size, ids.tolist()) for size, ids in seen] == [
+        ((6, 9), [48, 72, 0, 0, 48, 72]),
+        ((6, 9), [48, 72, 0, 0, 48, 72]),
+        ((12, 16), [96, 128, 0, 0, 96, 128]),
+    ]
+
+
 def test_refiner_refuses_txt2img_and_refines(refiner: Model, picture: Image.Image) -> None:
     with pytest.raises(InvokeError, match=r"\(sdxl-refiner\) only refines images: give an init"):
         refiner.generate(job())
@@ -241,6 +261,10 @@ def test_kandinsky_seamless_wraps_its_unet_and_movq_for_one_job(kandinsky: Model
         ({"prompt": "a cat:0.5 a dog:0.5"}, "takes no weighted sub-prompts"),
         ({"width": 30}, "-W/--width: 30 is not a positive multiple of 4"),
         ({"prompt": '("a cat", "a dog").blend(1, 1)'}, r"\(kandinsky-2.2\) takes no .blend\(\)"),
+        (
+            {"width": 64, "height": 64, "first_pass": (32, 32)},
+            r"--hires_fix: model kandinsky \(kandinsky-2.2\) runs diffusers' own pipeline",
+        ),
     ],
 )
 def test_kandinsky_refuses_what_its_pipeline_cannot_do(

@@ -169,27 +169,39 @@ def redrawn_difference(ours: np.ndarray, theirs: np.ndarray, job: Job) -> int:
     return int(np.abs(ours[:, redrawn] - theirs[:, redrawn]).max())
 
 
-def roll_error(model: Any, job: Job, monkeypatch: Any, dx: int, dy: int) -> int:
-    """The largest pixel difference between `job`'s picture made from its starting noise rolled by
-    (dx, dy) latent cells, and its picture rolled by as many pixels (8 per cell).
+def roll_error(model: Any, job: Job, monkeypatch: Any, dx: int, dy: int) -> tuple[float, int]:
+    """How far `job` is from a torus: make it from its starting noise, and from that noise rolled
+    by (dx, dy) latent cells; return the largest difference between the second one's latents
+    (before decoding) and the first one's rolled as much, and the same for the pictures (rolled
+    by as many pixels).
 
-    Near 0 when every convolution wraps around (--seamless: the picture is a torus); large with
-    zero padding, where the edges differ from the middle. The roll must be whole cells of the
-    UNet's coarsest grid for the downsampling to commute with it.
+    The latents' error is float rounding when every UNet convolution wraps around (--seamless);
+    large with zero padding, where the edges differ from the middle. The pictures' error is small
+    but not zero with --seamless: the decoder sees a circular margin, not a torus. The roll must
+    be whole cells of the UNet's coarsest grid for the downsampling to commute with it.
     """
     import torch
 
     from invoke.backend import generate as generate_module
 
-    original = generate_module.image_noise
+    original_noise, original_decode = generate_module.image_noise, model.decode
+    latents: list[Any] = []
 
     def rolled(noise: Any, shape: tuple[int, ...]) -> Any:
-        latents, generator = original(noise, shape)
-        return torch.roll(latents, (dy, dx), dims=(2, 3)), generator
+        start, generator = original_noise(noise, shape)
+        return torch.roll(start, (dy, dx), dims=(2, 3)), generator
 
-    picture = pixels(model.generate(job))[0]
+    def decode(batch: Any) -> Any:
+        latents.append(batch.clone())
+        return original_decode(batch)
+
     with monkeypatch.context() as patch:
+        patch.setattr(model, "decode", decode)
+        picture = pixels(model.generate(job))[0]
         patch.setattr(generate_module, "image_noise", rolled)
         from_rolled = pixels(model.generate(job))[0]
-    expected = np.roll(picture, (dy * 8, dx * 8), axis=(0, 1))
-    return int(np.abs(from_rolled - expected).max())
+    cell = model.size_multiple
+    expected = torch.roll(latents[0], (dy, dx), dims=(2, 3))
+    latent_error = float((latents[1] - expected).abs().max())
+    expected_picture = np.roll(picture, (dy * cell, dx * cell), axis=(0, 1))
+    return latent_error, int(np.abs(from_rolled - expected_picture).max())

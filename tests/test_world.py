@@ -139,3 +139,29 @@ def test_shipped_default_model_word_weights_decide_between_two_colours() -> None
         for seed in (1, 2):
             job = Job(prompt, False, 20, 7.5, model.default_sampler, 64, 64, (Noise(seed),))
             assert world.check(model.generate(job)[0]).fg_color == want, (prompt, seed)
+
+
+def test_shipped_default_model_seamless_picture_tiles_and_keeps_its_colours(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # --seamless on the model a fresh install uses: the picture is still what was asked (its VAE
+    # decodes with a circular margin; wrapping the VAE's own padding turned the blue background
+    # into cyan noise), and it is a torus: made from its noise rolled by 4 latent cells (one cell
+    # of the UNet's coarsest grid), it is the picture rolled by 16 pixels.
+    pytest.importorskip("torch")
+    from pathlib import Path
+
+    from helpers import roll_error
+
+    from invoke.backend.job import Job, Noise
+    from invoke.backend.models import load_model
+
+    model = load_model(Path(world.__file__).parent / "default_model")
+    prompt = "a red circle on a blue background"
+    job = Job(prompt, False, 20, 7.5, model.default_sampler, 64, 64, (Noise(1),),
+              seamless_axes=("x", "y"))  # fmt: skip
+    got, want = world.check(model.generate(job)[0]), world.parse_caption(prompt)
+    # (The shape may be cut by an edge and continue across it: the checker cannot read that.)
+    assert (got.fg_color, got.bg_color) == (want.fg_color, want.bg_color)
+    latents, picture = roll_error(model, job, monkeypatch, 4, 4)
+    assert latents <= 1e-3 and picture <= 16, (latents, picture)

@@ -160,14 +160,15 @@ class Model:
 
         Out of memory, in any family, is one InvokeError saying what to try (speed.guard_memory).
         """
-        from invoke.backend.seamless import wrapped_convolutions
+        from invoke.backend.seamless import wrapped_convolutions, wrapped_decoder
         from invoke.backend.speed import guard_memory
 
         self._refuse(job)
         if hasattr(self.vae, "use_tiling"):  # AutoencoderKL; Kandinsky's VQModel cannot tile
             big = job.width * job.height > TILING_AREA * self.native_size**2
-            # A seamless picture decodes whole: each VAE tile would wrap around onto itself and
-            # leave seams at every tile border, the opposite of what was asked.
+            # A seamless picture decodes whole: tiles sit at fixed places and blend where they
+            # overlap, so the picture would stop being the same across the wrapped edges (and
+            # it is decoded with a circular margin, seamless.py, which tiles do not know about).
             tile = big and not job.seamless_axes
             self.vae.enable_tiling() if tile else self.vae.disable_tiling()
         if self.family in SDXL_FAMILIES:
@@ -178,7 +179,8 @@ class Model:
             from invoke.backend.generate import generate
         # --seamless holds for this job only: the convolutions are put back when it ends, however
         # it ends. Intermediates decoded in on_step are inside the block, so they tile too.
-        with wrapped_convolutions((self.unet, self.vae), job.seamless_axes):
+        axes = job.seamless_axes
+        with wrapped_convolutions((self.unet,), axes), wrapped_decoder(self.vae, axes):
             return guard_memory(self, job, lambda: generate(self, job, on_step))
 
     def _refuse(self, job: Job) -> None:

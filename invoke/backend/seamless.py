@@ -3,13 +3,20 @@
 A convolution near an edge normally sees zeros past it (zero padding), and the model learns to
 draw a border there. With circular padding the pixels past the right edge are those of the left
 edge (and bottom: top), so every layer treats the picture as a torus and its two sides continue
-each other. InvokeAI did this to every Conv2d of the model (UNet and VAE alike), per axis since
-2.3 (`--seamless_axes`): only x wraps left-right, only y top-bottom.
+each other. InvokeAI did this to every Conv2d of the model, per axis since 2.3
+(`--seamless_axes`): only x wraps left-right, only y top-bottom. Here the UNet's convolutions wrap.
+
+The VAE is treated differently: its convolutions keep their zero padding, and `wrapped_decoder`
+instead extends the latents circularly by a margin before decoding and crops the margin off the
+pixels. A decoder only ever saw zero-padded borders in training; some (the shipped 64x64 model's)
+draw wrong colours all over once no border is left, while a margin shows each edge the real
+continuation across the seam and keeps the decoder in its trained regime. The VAE's encoder (the
+init picture of img2img) is left alone: the wrapping UNet redraws its edges anyway.
 
 It is a setting of one job, not of the model: `wrapped_convolutions` patches the convolutions for
 the length of a `with` block and puts them back on the way out, exception or Ctrl-C included, so
-the next plain command gets the plain model. The patch is an instance attribute shadowing
-`Conv2d._conv_forward`; removing it leaves the module exactly as loaded.
+the next plain command gets the plain model. Each patch is an instance attribute shadowing a
+method (`Conv2d._conv_forward`, the VAE's `decode`); removing it leaves the module as loaded.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from torch import nn
 from invoke.errors import InvokeError
 
 AXES = ("x", "y")
+# Latent cells of real neighbourhood each edge sees when decoding: SD's VAE decoder reaches about
+# this far in practice (512x512 decodes at 80x80 latents instead of 64x64, 1.6x the work).
+DECODE_MARGIN = 8
 
 
 def _wrapping_forward(conv: nn.Conv2d, axes: tuple[str, ...]) -> Any:
@@ -95,3 +105,37 @@ def wrapped_convolutions(modules: Iterable[Any], axes: tuple[str, ...]) -> Itera
         for layer in patched:
             # The class's method shows through again: the layer is as it was loaded.
             del layer._conv_forward
+
+
+@contextmanager
+def wrapped_decoder(vae: Any, axes: tuple[str, ...]) -> Iterator[None]:
+    """Within the block, `vae.decode` draws pictures whose wrapped edges continue each other.
+
+    The latents are extended circularly by DECODE_MARGIN cells along `axes` (at most their own
+    size, all torch's circular padding allows), decoded, and the margin is cropped off the
+    pixels. Works for any decode whose first output is the picture (AutoencoderKL, VQModel).
+    """
+    if not axes or vae is None or "decode" in vars(vae):
+        yield
+        return
+    original = vae.decode
+
+    def decode(latents: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        height, width = latents.shape[-2:]
+        mx = min(DECODE_MARGIN, width) if "x" in axes else 0
+        my = min(DECODE_MARGIN, height) if "y" in axes else 0
+        out = original(F.pad(latents, (mx, mx, my, my), mode="circular"), *args, **kwargs)
+        picture = out[0] if isinstance(out, tuple) else out.sample
+        cell = picture.shape[-1] // (width + 2 * mx)
+        top, left = my * cell, mx * cell
+        cropped = picture[..., top : top + height * cell, left : left + width * cell]
+        if isinstance(out, tuple):
+            return (cropped, *out[1:])
+        out.sample = cropped
+        return out
+
+    vae.decode = decode
+    try:
+        yield
+    finally:
+        del vae.decode

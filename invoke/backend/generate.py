@@ -99,11 +99,36 @@ def _hires_fix(
 
     small = _run_pass(model, first, first_on_step, conditioning, None)
     cell = model.size_multiple
-    # In float32: half-precision bilinear interpolation is not on every device.
-    upscaled = torch.nn.functional.interpolate(
-        small.float(), size=(job.height // cell, job.width // cell), mode="bilinear"
-    ).to(small.dtype)
+    upscaled = upscale_latents(small, job.height // cell, job.width // cell, job.seamless_axes)
     return _run_pass(model, second, second_on_step, conditioning, upscaled)
+
+
+def upscale_latents(
+    latents: torch.Tensor, height: int, width: int, wrap: tuple[str, ...] = ()
+) -> torch.Tensor:
+    """Bilinear resize of (batch, c, h, w) latents to (height, width), as F.interpolate does it
+    (align_corners=False: edges clamp), except that along a wrapped (--seamless) axis the edge
+    interpolates toward the opposite edge, so latents that are a torus stay one."""
+    out = latents.float()  # half-precision arithmetic is not on every device
+    for dim, size, axis in ((2, height, "y"), (3, width, "x")):
+        old = out.shape[dim]
+        source = (torch.arange(size, device=out.device, dtype=torch.float32) + 0.5) * old / size
+        source = source - 0.5
+        if axis not in wrap:
+            source = source.clamp(min=0)
+        low = source.floor()
+        frac = source - low
+        low = low.long()
+        high = low + 1
+        if axis in wrap:
+            low, high = low % old, high % old
+        else:
+            low, high = low.clamp(max=old - 1), high.clamp(max=old - 1)
+        shape = [1] * out.ndim
+        shape[dim] = size
+        frac = frac.view(shape)
+        out = out.index_select(dim, low) * (1 - frac) + out.index_select(dim, high) * frac
+    return out.to(latents.dtype)
 
 
 def _run_pass(

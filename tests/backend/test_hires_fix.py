@@ -178,3 +178,21 @@ def test_forced_compile_compiles_both_shapes_and_keeps_the_picture(
     images = compiled.generate(job)
     assert speed._state(compiled).bought == {(2, 4, 6, 9), (2, 4, 12, 16)}
     assert np.abs(pixels(images) - pixels(model.generate(job))).max() <= 1
+
+
+def test_latent_upscale_is_bilinear_and_wraps_where_the_picture_does() -> None:
+    from invoke.backend.generate import upscale_latents
+
+    torch.manual_seed(0)
+    small = torch.randn(2, 4, 9, 6)
+    for size in ((16, 12), (12, 11), (9, 6)):
+        expected = torch.nn.functional.interpolate(small, size=size, mode="bilinear")
+        assert torch.allclose(upscale_latents(small, *size), expected, atol=1e-5)
+    # --seamless: the edges blend with the opposite edge, as if the latents were tiled around.
+    around = small.repeat(1, 1, 3, 3)
+    tiled = torch.nn.functional.interpolate(around, size=(54, 36), mode="bilinear")
+    wrapped = upscale_latents(small, 18, 12, ("x", "y"))
+    assert torch.allclose(wrapped, tiled[..., 18:36, 12:24], atol=1e-5)
+    only_x = upscale_latents(small, 18, 12, ("x",))
+    assert torch.allclose(only_x[..., 1:-1, :], wrapped[..., 1:-1, :], atol=1e-5)
+    assert not torch.allclose(only_x[..., :1, :], wrapped[..., :1, :], atol=1e-3)

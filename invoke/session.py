@@ -85,6 +85,8 @@ class Session:
         self._unlisted = {} if self.entry.listed else {self.entry.name: self.entry}
         # Loaded models, least recently used first; at most settings.max_loaded_models.
         self._loaded: OrderedDict[str, Model] = OrderedDict()
+        # Models that could not load: (entry, files' fingerprint) when it was tried, the error.
+        self._failed: dict[str, tuple[tuple[ModelEntry, Any], ModelError]] = {}
         self._seeds: list[int] = []  # every image's seed, in order: -S -1 is the last
         self._files: list[Path] = []  # every image written: -I -1 is the last
         self._commands = 0  # command lines that made images: the N of "[N.M]"
@@ -195,7 +197,19 @@ class Session:
             dropped, _ = self._loaded.popitem(last=False)
             gc.collect()
             self._note(f"model {dropped} unloaded (--max_loaded_models)")
-        self._loaded[name] = self._load(self.entry)
+        # A model that failed to load fails the same way until its files change: a batch of
+        # many lines on a broken model says why on each line without loading it again each time.
+        source = self._model_source(self.entry)
+        tried = (self.entry, _fingerprint(source))
+        failed = self._failed.get(name)
+        if failed is not None and failed[0] == tried:
+            raise failed[1]
+        try:
+            self._loaded[name] = self._load(self.entry)
+        except ModelError as err:
+            self._failed[name] = (tried, err)
+            raise
+        self._failed.pop(name, None)
         return self._loaded[name]
 
     def _load(self, entry: ModelEntry) -> Model:
@@ -559,6 +573,27 @@ def _source_of(entry: ModelEntry) -> tuple[object, ...]:
         entry.precision,
         entry.family,
     )
+
+
+def _fingerprint(source: Path, depth: int = 3) -> tuple[tuple[str, int, int], ...]:
+    """(path, size, modification time) of a model file, or of the files of a model folder down
+    to `depth` levels (a diffusers folder's weights sit at the second): what changes when the
+    user fixes a model's files."""
+    found: list[tuple[str, int, int]] = []
+    pending = [(source, 0)]
+    while pending:
+        path, level = pending.pop()
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        found.append((str(path), info.st_size, info.st_mtime_ns))
+        if path.is_dir() and level < depth:
+            try:
+                pending.extend((child, level + 1) for child in path.iterdir())
+            except OSError:
+                continue
+    return tuple(sorted(found))
 
 
 def derive_seed(base: int, k: int) -> int:

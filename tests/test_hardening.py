@@ -943,3 +943,40 @@ def markdown() -> str:
 
 if __name__ == "__main__":
     sys.stdout.write(markdown())
+
+
+def test_a_broken_model_is_tried_once_until_its_files_change(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 100-line batch on a model with a missing weights file: every line says why, but the
+    # model is not loaded again (and fails again) for each line; once the file is back, it loads.
+    import invoke.backend.models as models_module
+    from invoke.errors import ModelError
+    from invoke.parse import parse_line
+    from invoke.session import Session
+    from invoke.settings import Settings
+
+    broken = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    kept = tmp_path / "weights.safetensors"
+    weights.rename(kept)
+    tries: list[Path] = []
+    real_load = models_module.load_model
+
+    def counting_load(path: Path, *args: object, **kwargs: object) -> object:
+        tries.append(Path(path))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(models_module, "load_model", counting_load)
+    session = Session(Settings(outdir=tmp_path / "out", model=str(broken)), progress=False)
+    request = parse_line("a cat -s 1 -S 3")
+    errors = []
+    for _ in range(3):
+        with pytest.raises(ModelError) as caught:
+            session.generate(request)
+        errors.append(str(caught.value))
+    assert len(tries) == 1 and len(set(errors)) == 1
+    assert "cannot load unet/" in errors[0]
+    kept.rename(weights)  # the user puts the file back: the next line loads and draws
+    assert len(session.generate(request)) == 1 and len(tries) == 2

@@ -239,6 +239,21 @@ def encode_parts(
     return (encoders.pad(cond[0], length), cond[1]), (encoders.pad(uncond[0], length), uncond[1])
 
 
+def text_length(prompt: str, max_length: int = 77) -> int:
+    """How many tokens the UNet's cross-attention will see for this prompt: 77 per `.and()` part
+    of the longest sub-prompt (or negative prompt), as encode_parts pads them. Pure text: known
+    before anything is encoded, so a compiled graph can be picked for it."""
+    from invoke.parse import split_prompt
+
+    parts = split_prompt(prompt)
+    texts = [*(text for text, _ in parts.positive), parts.negative]
+    chunks = [
+        len(parsed.parts) if isinstance(parsed, Parts) and parsed.combine == "and" else 1
+        for parsed in map(parse_weighting, texts)
+    ]
+    return max_length * max(chunks)
+
+
 @torch.no_grad()
 def encode_prompt(
     model: Any, prompt: str, skip_normalize: bool = False, log_tokenization: bool = False

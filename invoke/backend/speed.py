@@ -99,7 +99,8 @@ RECOMPILE_LIMIT = 32
 # Extra torch.compile arguments; tests trace with {"backend": "eager"} (seconds, not minutes).
 COMPILE_OPTIONS: dict[str, Any] = {}
 
-# (batch of UNet inputs, channels, latent height, latent width): what a compiled graph is for.
+# (batch of UNet inputs, channels, latent height, latent width, prompt tokens): what a compiled
+# graph is for; a different one is another graph, compiled (and paid for) on its own.
 Shape = tuple[int, ...]
 
 
@@ -258,11 +259,15 @@ class _CompiledUNet:
 
 
 def unet_shape(model: Model, job: Job) -> Shape:
-    """The UNet's input shape for a job: what one compiled graph is specialized to."""
+    """The UNet's input shape for a job, and the prompt's token count (a `.and()` prompt is 77
+    per part): what one compiled graph is specialized to."""
+    from invoke.backend.prompts import text_length
+
     guided = 2 if job.cfg_scale > 1 else 1
     channels = int(model.unet.config.in_channels)
     cell = model.size_multiple
-    return (guided * len(job.noises), channels, job.height // cell, job.width // cell)
+    tokens = text_length(job.prompt)  # CLIP: 77 for every family here
+    return (guided * len(job.noises), channels, job.height // cell, job.width // cell, tokens)
 
 
 def should_compile(model: Model, shape: Shape) -> bool:

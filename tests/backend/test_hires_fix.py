@@ -165,7 +165,7 @@ def test_each_pass_counts_toward_its_own_shape(tiny_model_dir: Path) -> None:
     fresh = load_model(tiny_model_dir, device="cpu")
     fresh.generate(hires_job(steps=2))
     # Eager time is kept per UNet shape: the small pass's and the full-size pass's, apart.
-    assert set(speed._state(fresh).eager_seconds) == {(2, 4, 6, 9), (2, 4, 12, 16)}
+    assert set(speed._state(fresh).eager_seconds) == {(2, 4, 6, 9, 77), (2, 4, 12, 16, 77)}
 
 
 def test_forced_compile_compiles_both_shapes_and_keeps_the_picture(
@@ -176,7 +176,7 @@ def test_forced_compile_compiles_both_shapes_and_keeps_the_picture(
     compiled = load_model(tiny_model_dir, device="cpu", compile=True)
     job = hires_job(sampler="ddim", steps=2)
     images = compiled.generate(job)
-    assert speed._state(compiled).bought == {(2, 4, 6, 9), (2, 4, 12, 16)}
+    assert speed._state(compiled).bought == {(2, 4, 6, 9, 77), (2, 4, 12, 16, 77)}
     assert np.abs(pixels(images) - pixels(model.generate(job))).max() <= 1
 
 

@@ -141,8 +141,11 @@ def test_compile_pays_per_shape_after_its_cost_in_eager_time(
     speed.prepare(model, compile=None)
     speed._state(model).compile = True
     shape = speed.unet_shape(model, small)
-    assert shape == (2, 4, 8, 8)  # CFG doubles the batch
-    assert speed.unet_shape(model, big) == (4, 4, 8, 16)
+    assert shape == (2, 4, 8, 8, 77)  # CFG doubles the batch
+    assert speed.unet_shape(model, big) == (4, 4, 8, 16, 77)
+    # A conjunction's 154 tokens are another graph: it starts eager like a new size.
+    both = make_job(prompt='("a red circle", "on blue").and() [green]')
+    assert speed.unet_shape(model, both) == (2, 4, 8, 8, 154)
     speed.record(model, small, speed.COMPILE_COLD_S - 1)
     assert not speed.should_compile(model, shape)
     # A warm inductor cache makes compiling cheap: the same eager time now pays for it.
@@ -153,6 +156,7 @@ def test_compile_pays_per_shape_after_its_cost_in_eager_time(
     speed.record(model, small, 1)
     assert speed.should_compile(model, shape)
     assert not speed.should_compile(model, speed.unet_shape(model, big))  # a new size starts eager
+    assert not speed.should_compile(model, speed.unet_shape(model, both))
 
 
 def test_failed_compile_falls_back_to_eager(

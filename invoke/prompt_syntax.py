@@ -2,7 +2,8 @@
 
 What users type, and what it means here:
 - `ball+`, `ball++`, `ball-`: one word up- or down-weighted, 1.1 (0.9) per sign.
-- `(a red ball)+`, `(a red ball)1.3`: a group, with signs or a number; groups nest and their
+- `(a red ball)+`, `(a red ball)1.3`: a group, with signs or a number (AUTOMATIC1111's
+  `(a red ball:1.3)` is read the same, so prompts copied from it work); groups nest and their
   weights multiply (`(a (red)++ ball)1.2` makes "red" 1.2 x 1.21). Parentheses with no weight
   after them are text, as they always were (only what is inside may carry weights), so prompts
   written before this syntax existed give the same pictures.
@@ -126,7 +127,13 @@ def _weights(name: str, text: str, count: int) -> list[float]:
 # What may follow a group or a signed word: the end, a space, or punctuation (`ball++,`).
 _AFTER = r"(?=$|[\s,.;:!?)\]])"
 _GROUP_WEIGHT = re.compile(rf"(\++|-+|{_NUMBER}){_AFTER}")
+# AUTOMATIC1111's spelling of a weighted group, `(words:1.3)`, read the same as `(words)1.3`.
+_COLON_WEIGHT = re.compile(rf"(.*?)(?<!\\):\s*({_NUMBER})\s*", re.DOTALL)
 _WORD_WEIGHT = re.compile(rf"([^\s()\\+-][^\s()\\]*?)(\++|-+){_AFTER}")
+
+
+def _plausible(colon: re.Match[str]) -> bool:
+    return any(ch.isalpha() for ch in colon.group(1)) and float(colon.group(2)) < 10
 
 
 def _sign_weight(signs: str) -> float:
@@ -153,6 +160,14 @@ def _sequence(text: str, weight: float = 1.0) -> Sequence:
             close = _matching(text, i)
             if close is not None:
                 suffix = _GROUP_WEIGHT.match(text, close + 1)
+                colon = _COLON_WEIGHT.fullmatch(text, i + 1, close)
+                # Only words with a plausible weight: `(12:30)` and `(16:9)` stay text.
+                if colon and not suffix and _plausible(colon):
+                    flush()
+                    for fragment in _sequence(colon.group(1), weight * float(colon.group(2))):
+                        _append(fragments, fragment)
+                    i = close + 1
+                    continue
                 if suffix:
                     signs = suffix.group(1)
                     factor = _sign_weight(signs) if signs[0] in "+-" else float(signs)

@@ -24,6 +24,10 @@ F = Fragment
         ("(red ball)- here", (F("red ball", 0.9), F(" here"))),
         ("(a (red)++ ball)1.2", (F("a ", 1.2), F("red", 1.452), F(" ball", 1.2))),
         ("(red)0 circle", (F("red", 0.0), F(" circle"))),
+        # AUTOMATIC1111's spelling of the same; times and ratios stay text
+        ("a (red ball:1.3) here", (F("a "), F("red ball", 1.3), F(" here"))),
+        ("(masterpiece: 1.2), best", (F("masterpiece", 1.2), F(", best"))),
+        ("at (12:30), (16:9) (eta:42)", (F("at (12:30), (16:9) (eta:42)"),)),
         # parentheses without a weight are text; what is inside may still be weighted
         ("portrait (oil painting) style", (F("portrait (oil painting) style"),)),
         ("(1990)s fashion", (F("(1990)s fashion"),)),

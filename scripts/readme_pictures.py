@@ -2,7 +2,8 @@
 
 Every picture is an output of the real command line (its PNG carries the command that remakes
 it); only the inpainting input, a picture with a transparent hole, is cut here as a user would in
-an image editor. Run again after retraining the default model:
+an image editor, and the seamless picture is also shown tiled 2x2 to show its edges meet. Run
+again after retraining the default model:
 
     python scripts/readme_pictures.py            # writes docs/*.png
 """
@@ -25,6 +26,8 @@ IMG2IMG = "a green triangle on a white background -I 000001.1.png -s 20 -S 7 -f 
 STRENGTHS = ("0.3", "0.5", "0.7", "0.9")
 VARIATIONS = "a yellow star on a purple background -s 20 -S 3 -v 0.6 -n 3"
 INPAINT = "a yellow star on a blue background -I hole.png -s 20 -S 5 -f 1"
+HIRES = "a yellow star on a green background -W 192 -H 128 -s 20 -S 2"
+SEAMLESS = "a red circle on a blue background -s 20 -S 1 --seamless"
 
 
 def invoke(outdir: Path, lines: list[str], model: str | None) -> None:
@@ -57,6 +60,13 @@ def main() -> None:
         first.putalpha(alpha)
         first.save(out / "hole.png")
         invoke(out, [INPAINT], args.model)
+        invoke(out, [HIRES, f"{HIRES} --hires_fix", SEAMLESS], args.model)
+        tile = Image.open(only(out, "000010")[0])
+        tiled = Image.new("RGB", (tile.width * 2, tile.height * 2))
+        for x in (0, tile.width):
+            for y in (0, tile.height):
+                tiled.paste(tile, (x, y))
+        tiled.save(out / "seamless-2x2.png")
 
         picks = {"red-circle-on-blue.png": only(out, "000001")[0]}
         for k, f in enumerate(STRENGTHS):
@@ -65,6 +75,9 @@ def main() -> None:
             picks[f"variation-{k + 1}.png"] = path
         picks["inpaint-input.png"] = out / "hole.png"
         picks["inpaint.png"] = only(out, "000007")[0]
+        picks["hires-plain.png"] = only(out, "000008")[0]
+        picks["hires-fix.png"] = only(out, "000009")[0]
+        picks["seamless-2x2.png"] = out / "seamless-2x2.png"
         args.docs.mkdir(exist_ok=True)
         for name, src in picks.items():
             shutil.copyfile(src, args.docs / name)

@@ -940,6 +940,7 @@ _FOREIGN_SWITCHES: dict[str, int] = {
     "--text_mask": -1,
     "-tm": -1,
     "--out_direction": -1,
+    "--new_prompt": 1,
 }
 _NUMBER = re.compile(r"^-?\d+(\.\d*)?$")
 

@@ -52,9 +52,8 @@ _NO_FACE_MODELS = (
     "cannot download; !fix FILE --outcrop SIDE PIXELS is the post-processing it does"
 )
 _NO_UPSCALER = (
-    "needs the Real-ESRGAN upscaler, which this program does not ship and cannot download; for a "
-    "larger picture draw it larger (-W/-H --hires_fix) or extend it (!fix FILE --outcrop SIDE "
-    "PIXELS)"
+    "needs the Real-ESRGAN upscaler, which this program does not ship and cannot download; for "
+    "a larger picture use -W/-H --hires_fix, or !fix FILE --outcrop SIDE PIXELS"
 )
 _NOT_YET: dict[str, str] = {
     "-G": _NO_FACE_MODELS,

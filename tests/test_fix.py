@@ -156,15 +156,15 @@ def test_a_foreign_picture_without_metadata_needs_a_prompt_and_says_how(runner, 
         # InvokeAI's other !fix tools: why not, and what works instead
         (
             "!fix 000001.42.png -U 2 0.75",
-            "-U: upscaling needs the Real-ESRGAN upscaler, which this program does not ship and "
-            "cannot download; for a larger picture draw it larger (-W/-H --hires_fix) or extend "
-            "it (!fix FILE --outcrop SIDE PIXELS)",
+            "-U: upscaling needs the Real-ESRGAN upscaler, which this program does not ship "
+            "and cannot download; for a larger picture use -W/-H --hires_fix, or !fix FILE "
+            "--outcrop SIDE PIXELS",
         ),
         (
             "!fix 000001.42.png --embiggen 1.5",
             "--embiggen: embiggen needs the Real-ESRGAN upscaler, which this program does not "
-            "ship and cannot download; for a larger picture draw it larger (-W/-H --hires_fix) "
-            "or extend it (!fix FILE --outcrop SIDE PIXELS)",
+            "ship and cannot download; for a larger picture use -W/-H --hires_fix, or !fix "
+            "FILE --outcrop SIDE PIXELS",
         ),
         (
             "!fix 000001.42.png -G 0.8",

@@ -253,15 +253,15 @@ BAD_LINES = [
     # InvokeAI's post-processors: each says why not and what does work instead
     (
         "a cat --embiggen 2",
-        "--embiggen: embiggen needs the Real-ESRGAN upscaler, which this program does not ship "
-        "and cannot download; for a larger picture draw it larger (-W/-H --hires_fix) or extend "
-        "it (!fix FILE --outcrop SIDE PIXELS)",
+        "--embiggen: embiggen needs the Real-ESRGAN upscaler, which this program does not "
+        "ship and cannot download; for a larger picture use -W/-H --hires_fix, or !fix FILE "
+        "--outcrop SIDE PIXELS",
     ),
     (
         "a cat -U 2 0.75",
         "-U: upscaling needs the Real-ESRGAN upscaler, which this program does not ship and "
-        "cannot download; for a larger picture draw it larger (-W/-H --hires_fix) or extend it "
-        "(!fix FILE --outcrop SIDE PIXELS)",
+        "cannot download; for a larger picture use -W/-H --hires_fix, or !fix FILE --outcrop "
+        "SIDE PIXELS",
     ),
     (
         "a cat -G 0.8",

@@ -203,7 +203,7 @@ def image_metadata(request: Request, *, orig_hash: str = "") -> dict[str, Any]:
         # InvokeAI 2.3 wrote this flag (type stays txt2img). The strength is kept with it: it
         # sets the second pass, which InvokeAI left unrecorded (its default, 0.75, is ours too).
         "hires_fix": request.hires_fix,
-        "postprocessing": None,
+        "postprocessing": _postprocessing(request),
         "init_img": request.init_img,
         "init_mask": request.init_mask,
         "strength": request.strength if img2img or request.hires_fix else None,
@@ -213,6 +213,21 @@ def image_metadata(request: Request, *, orig_hash: str = "") -> dict[str, Any]:
         # InvokeAI 2.x wrote only the flag (both axes); the axes say which, for one-axis tiles.
         meta["seamless_axes"] = list(request.seamless_axes or SEAMLESS_AXES)
     return meta
+
+
+def _postprocessing(request: Request) -> list[dict[str, Any]] | None:
+    """InvokeAI 2.x recorded a `!fix` in `postprocessing` as {tool, dream_command}; an outcrop
+    is recorded the same way, with its sides and pixels (as InvokeAI's -c took them) so that
+    sd-metadata alone can bring the extension back."""
+    if not request.outcrop or request.init_img is None:
+        return None
+    return [
+        {
+            "tool": "outcrop",
+            "outcrop": [str(word) for pair in request.outcrop for word in pair],
+            "dream_command": request.to_fix_command(),
+        }
+    ]
 
 
 def sd_metadata(
@@ -924,9 +939,8 @@ _FOREIGN_SWITCHES: dict[str, int] = {
     "--karras_max": 1,
     "--text_mask": -1,
     "-tm": -1,
-    "--outcrop": -1,
-    "-c": -1,
     "--out_direction": -1,
+    "--new_prompt": 1,
 }
 _NUMBER = re.compile(r"^-?\d+(\.\d*)?$")
 
@@ -1071,6 +1085,9 @@ def _command_from_sd_metadata(meta: dict[str, Any]) -> str:
         init_mask = image.get("init_mask")
         if isinstance(init_mask, str) and init_mask:
             fields["init_mask"] = _check_text(init_mask, "image.init_mask")
+        outcrop = _outcrop_from(image.get("postprocessing"))
+        if outcrop:
+            fields["outcrop"] = outcrop
     elif image.get("hires_fix") is True:
         # (InvokeAI 2.3 let --hires_fix override -I; here the two exclude each other, and the
         # init image, above, is what such an image's metadata is more likely to mean.)
@@ -1078,6 +1095,22 @@ def _command_from_sd_metadata(meta: dict[str, Any]) -> str:
         if image.get("strength") is not None:
             fields["strength"] = _number(image["strength"], float, "image.strength")
     return _request_to_canonical(fields, "sd-metadata")
+
+
+def _outcrop_from(postprocessing: Any) -> tuple[tuple[str, int], ...]:
+    """The extension an img2img image's `postprocessing` records (ours: an `outcrop` entry with
+    its `outcrop` words); () when there is none."""
+    if not isinstance(postprocessing, list):
+        return ()
+    for entry in postprocessing:
+        if not (isinstance(entry, dict) and entry.get("tool") == "outcrop"):
+            continue
+        words = entry.get("outcrop")
+        if not isinstance(words, list) or not all(isinstance(w, str | int) for w in words):
+            raise MetadataError("image.postprocessing outcrop is not a list of sides and pixels")
+        switch = next(s for s in SWITCHES if s.field == "outcrop")
+        return switch.read(_check_text(" ".join(str(w) for w in words), "image.postprocessing"))
+    return ()
 
 
 def _seamless_axes(axes: Any) -> tuple[str, ...]:

@@ -29,9 +29,11 @@ from invoke.request import (
 
 __all__ = [
     "SWITCHES",
+    "FixLine",
     "PromptParts",
     "ShellCommand",
     "join_args",
+    "parse_fix",
     "parse_line",
     "parse_request",
     "quote_prompt",
@@ -42,18 +44,39 @@ QUIT_WORDS = ("q", "quit", "exit")
 
 _BY_NAME: dict[str, Switch] = {name: sw for sw in SWITCHES for name in sw.names}
 _LONG_NAMES = sorted(name for name in _BY_NAME if name.startswith("--"))
-# InvokeAI switches this version does not have (yet): say so instead of "unknown".
-_NOT_YET = (
-    "-G",
-    "--gfpgan_strength",
-    "-U",
-    "--upscale",
-    "-ft",
-    "--facetool",
-    "--threshold",
-    "--perlin",
-    "--embiggen",
+# InvokeAI switches this version does not have, and why: said instead of "unknown switch". The
+# post-processors need models (GFPGAN, CodeFormer, Real-ESRGAN) that are not shipped and cannot
+# be downloaded here. outputs._FOREIGN_SWITCHES drops each of these from an InvokeAI Dream line.
+_NO_FACE_MODELS = (
+    "face restoration needs GFPGAN or CodeFormer models, which this program does not ship and "
+    "cannot download; !fix FILE --outcrop SIDE PIXELS is the post-processing it does"
 )
+_NO_UPSCALER = (
+    "needs the Real-ESRGAN upscaler, which this program does not ship and cannot download; for "
+    "a larger picture use -W/-H --hires_fix, or !fix FILE --outcrop SIDE PIXELS"
+)
+_NOT_YET: dict[str, str] = {
+    "-G": _NO_FACE_MODELS,
+    "--gfpgan_strength": _NO_FACE_MODELS,
+    "--facetool_strength": _NO_FACE_MODELS,
+    "-ft": _NO_FACE_MODELS,
+    "--facetool": _NO_FACE_MODELS,
+    "-cf": _NO_FACE_MODELS,
+    "--codeformer_fidelity": _NO_FACE_MODELS,
+    "-U": "upscaling " + _NO_UPSCALER,
+    "--upscale": "upscaling " + _NO_UPSCALER,
+    "--upscale_strength": "upscaling " + _NO_UPSCALER,
+    "--embiggen": "embiggen " + _NO_UPSCALER,
+    "-embiggen": "embiggen " + _NO_UPSCALER,
+    "--embiggen_tiles": "embiggen " + _NO_UPSCALER,
+    "-embiggen_tiles": "embiggen " + _NO_UPSCALER,
+    "--new_prompt": (
+        "is InvokeAI's; here a new prompt goes after the file: "
+        '!fix FILE "a new prompt" --outcrop SIDE PIXELS'
+    ),
+    "--threshold": "is an InvokeAI switch that this version does not support",
+    "--perlin": "is an InvokeAI switch that this version does not support",
+}
 _SHELL_SPACE = " \t"  # what shlex splits on, once control characters are refused
 # Where an unquoted prompt ends: a comment, or the first switch-looking word.
 _PROMPT_END = re.compile(r"(?:^|(?<=[ \t]))(?:#|--?[A-Za-z])")
@@ -65,6 +88,17 @@ class ShellCommand:
 
     name: str
     args: str = ""
+
+
+@dataclass(frozen=True)
+class FixLine:
+    """`!fix FILE [PROMPT] [SWITCHES]`: the file as typed, and what the rest of the line gives.
+
+    `line` is not validated on its own: it lacks the init image that !fix adds (the shell fills
+    it in, with the file's own prompt and seed, and validates the whole)."""
+
+    file: str
+    line: Request
 
 
 @dataclass(frozen=True)
@@ -103,6 +137,25 @@ def parse_request(text: str) -> Request:
     if result.name == "quit":
         raise ParseError(text.strip(), "", "quits the shell; it is not a prompt")
     raise ParseError(f"!{result.name}", "", "is a shell command, not a prompt")
+
+
+def parse_fix(args: str) -> FixLine:
+    """The words after `!fix`: the file (shell-quoted when it has spaces), then prompt and
+    switches as on any line. Raises ParseError."""
+    text, lead = _clean(args)
+    lexer = shlex.shlex(text, posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    try:
+        file = lexer.get_token()
+    except ValueError as err:
+        raise ParseError("!fix", "", f"cannot read the file name ({err}); quote it") from None
+    if not file:
+        raise ParseError("!fix", "", "needs a file, e.g. !fix 000001.42.png --outcrop right 64")
+    consumed = lexer.instream.tell()  # shlex has read the file name and the space after it
+    rest = text[consumed:]
+    parsed = _parse_dream(rest, lead + consumed, quit_words=False, validate=False)
+    return FixLine(file=file, line=parsed if isinstance(parsed, Request) else Request())
 
 
 def join_args(argv: list[str]) -> str:
@@ -185,7 +238,9 @@ def _split_word(text: str) -> tuple[str, str]:
     return text, ""
 
 
-def _parse_dream(line: str, lead: int, quit_words: bool = True) -> Request | ShellCommand | None:
+def _parse_dream(
+    line: str, lead: int, quit_words: bool = True, validate: bool = True
+) -> Request | ShellCommand | None:
     if line.startswith(('"', "'")):
         words = _shell_words(line, lead)
         if not words:  # only a comment was left
@@ -207,7 +262,8 @@ def _parse_dream(line: str, lead: int, quit_words: bool = True) -> Request | She
         if quit_words and not switch_words and prompt in QUIT_WORDS:
             return ShellCommand("quit", "")
     values = _read_switches(switch_words, quoted)
-    return Request(prompt=prompt, **values).validate()
+    request = Request(prompt=prompt, **values)
+    return request.validate() if validate else request
 
 
 def _shell_words(text: str, offset: int) -> list[str]:
@@ -278,6 +334,16 @@ def _read_switches(words: list[str], quoted: bool) -> dict[str, object]:
                 f"is not a switch or a switch's value; prompt text goes {where}",
             )
         switch, attached = _lookup(word, quoted)
+        if switch.many:
+            # `--outcrop top 64 right 32`: every word up to the next switch is its value
+            run = [] if attached is None else [attached]
+            while index < len(words) and not SWITCH_LIKE.match(words[index]):
+                run.append(words[index])
+                index += 1
+            if not run:
+                raise ParseError(switch.label, "", f"needs a value: {switch.expects}")
+            values[switch.field] = switch.read(" ".join(run))
+            continue
         if not switch.takes_value:
             if attached is not None:
                 raise ParseError(switch.label, "", f"takes no value (got {show_value(word)})")
@@ -320,7 +386,10 @@ def _lookup(word: str, quoted: bool) -> tuple[Switch, str | None]:
         return _BY_NAME[name], attached
     if "-" + name in _BY_NAME:  # `-steps 20`, `-outdir x`: a long name with one dash
         return _BY_NAME["-" + name], attached
-    if word[:2] in _BY_NAME:
+    if name in _NOT_YET:
+        # `-ft gfpgan` is InvokeAI's facetool, not `-f t`; `-cf` is not `-c f`
+        raise _unknown(name, quoted)
+    if word[:2] in _BY_NAME and not _BY_NAME[word[:2]].many:
         attached = word[2:]
         return _BY_NAME[word[:2]], attached.removeprefix("=")
     raise _unknown(word, quoted)
@@ -328,7 +397,7 @@ def _lookup(word: str, quoted: bool) -> tuple[Switch, str | None]:
 
 def _unknown(name: str, quoted: bool) -> ParseError:
     if name in _NOT_YET:
-        return ParseError(name, "", "is an InvokeAI switch that this version does not support")
+        return ParseError(name, "", _NOT_YET[name])
     suggestion = _suggest(name)
     if suggestion:
         return ParseError(show_value(name), "", f"unknown switch (did you mean {suggestion}?)")

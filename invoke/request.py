@@ -15,7 +15,7 @@ import re
 import shlex
 import string
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from invoke.errors import ParseError
@@ -36,6 +36,10 @@ SAMPLERS: tuple[str, ...] = (
 INTERMEDIATE_KINDS: tuple[str, ...] = ("preview", "decode")
 # The axes --seamless can wrap around, in their canonical order: x (left-right), y (top-bottom).
 SEAMLESS_AXES: tuple[str, ...] = ("x", "y")
+# The sides --outcrop extends, in the order the canonical line names them (InvokeAI's docs wrote
+# `top 128 right 64 bottom 64`); the order given does not change the picture, so it is normalised.
+OUTCROP_DIRECTIONS: tuple[str, ...] = ("top", "right", "bottom", "left")
+OUTCROP_MAX = 4096  # pixels per side, as -W/-H allow
 
 MAX_LINE = 20000  # characters; a line longer than this is almost surely a paste accident
 SEED_MAX = 2**32 - 1
@@ -127,6 +131,12 @@ class Switch:
     @property
     def takes_value(self) -> bool:
         return True
+
+    @property
+    def many(self) -> bool:
+        """True for a switch followed by a run of words (`--outcrop top 64 right 32`): the parser
+        hands `read` those words joined by spaces, and the canonical line writes them unquoted."""
+        return False
 
     @property
     def long(self) -> str:
@@ -370,6 +380,70 @@ class AxesSwitch(Switch):
 
 
 @dataclass(frozen=True, kw_only=True)
+class OutcropSwitch(Switch):
+    """`--outcrop top 64 right 32` (`-c`, as InvokeAI spelled it): sides and pixels to extend.
+
+    The value is a tuple of (side, pixels) pairs in OUTCROP_DIRECTIONS order, so equal
+    extensions are equal requests whatever order they were typed in."""
+
+    @property
+    def many(self) -> bool:
+        return True
+
+    @property
+    def expects(self) -> str:
+        return "SIDE PIXELS pairs, SIDE one of " + ", ".join(OUTCROP_DIRECTIONS) + ", e.g. top 64"
+
+    def read(self, text: str) -> Any:
+        words = text.split()
+        if not words:
+            raise self.fail(text, f"needs {self.expects}")
+        given: dict[str, int] = {}
+        for index in range(0, len(words), 2):
+            side = words[index].lower()
+            if side not in OUTCROP_DIRECTIONS:
+                raise self.fail(words[index], f"is not a side; use {self.expects}")
+            if side in given:
+                raise self.fail(side, "is given twice; name each side once")
+            if index + 1 == len(words):
+                raise self.fail(side, "needs its pixels after it, e.g. " + f"{side} 64")
+            pixels = words[index + 1]
+            if not _INT.fullmatch(pixels) or len(pixels.lstrip("+-0")) > 30:
+                raise self.fail(
+                    f"{side} {pixels}", f"needs a whole number of pixels in 1..{OUTCROP_MAX}"
+                )
+            given[side] = int(pixels)
+        value = tuple((side, given[side]) for side in OUTCROP_DIRECTIONS if side in given)
+        self.check(value)
+        return value
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, tuple) or not value:
+            raise self.fail(repr(value), f"is not a list of sides; use {self.expects}")
+        for pair in value:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and pair[0] in OUTCROP_DIRECTIONS):
+                raise self.fail(repr(pair), f"is not a side and its pixels; use {self.expects}")
+            side, pixels = pair
+            if isinstance(pixels, bool) or not isinstance(pixels, int):
+                raise self.fail(
+                    f"{side} {pixels!r}", f"needs a whole number of pixels in 1..{OUTCROP_MAX}"
+                )
+            if not 1 <= pixels <= OUTCROP_MAX:
+                raise self.fail(
+                    f"{side} {pixels}", f"needs a whole number of pixels in 1..{OUTCROP_MAX}"
+                )
+        order = [side for side, _ in value]
+        if order != [side for side in OUTCROP_DIRECTIONS if side in order]:
+            # What the parser makes of any spelling: equal extensions must be equal requests.
+            raise self.fail(
+                self.show(value), "must name each side once, in the order top right bottom left"
+            )
+
+    def show(self, value: Any) -> str:
+        return " ".join(f"{side} {pixels}" for side, pixels in value)
+
+
+@dataclass(frozen=True, kw_only=True)
 class FnformatSwitch(Switch):
     @property
     def expects(self) -> str:
@@ -526,6 +600,16 @@ SWITCHES: tuple[Switch, ...] = (
         canonical="--invert_mask",
         help="invert the mask",
     ),
+    OutcropSwitch(
+        field="outcrop",
+        names=("-c", "--outcrop"),
+        canonical="--outcrop",
+        help=(
+            "extend the init image: SIDE PIXELS pairs (top, right, bottom, left), e.g. "
+            "--outcrop top 64 right 32; the new area is painted (see !fix)"
+        ),
+        metavar="SIDE PIXELS",
+    ),
     FloatSwitch(
         field="variation_amount",
         names=("-v", "--variation_amount"),
@@ -653,6 +737,8 @@ class Request:
     fit: bool = False
     init_mask: str | None = None
     invert_mask: bool = False
+    # --outcrop: (side, pixels) pairs in OUTCROP_DIRECTIONS order; () = no extension
+    outcrop: tuple[tuple[str, int], ...] = ()
     variation_amount: float | None = None
     with_variations: tuple[Variation, ...] = ()
     seamless: bool = False
@@ -691,12 +777,50 @@ class Request:
                 "makes a new picture in two passes and cannot start from an init image; "
                 "drop -I or --hires_fix",
             )
+        if self.outcrop:
+            self._check_outcrop()
         length = len(self.to_command())
         if length > MAX_LINE:
             raise ParseError(
                 "line", "", f"would be {length} characters long; the limit is {MAX_LINE}"
             )
         return self
+
+    def _check_outcrop(self) -> None:
+        """--outcrop builds its canvas and mask from the init image alone: say what it does not
+        combine with, rather than let one of the two silently lose."""
+        if self.init_img is None:
+            raise ParseError(
+                "-c/--outcrop",
+                "",
+                "extends an init image; add -I FILE, or use !fix FILE --outcrop SIDE PIXELS",
+            )
+        for given, switch, why in (
+            (self.init_mask is not None, "-M/--init_mask", "it makes its own mask"),
+            (self.invert_mask, "--invert_mask", "it makes its own mask"),
+            (self.fit, "--fit", "the new size is the image's own plus the pixels added"),
+            (
+                self.variation_amount is not None,
+                "-v/--variation_amount",
+                "-v with -I feeds each output back in, which would extend it again; "
+                "use -n for several versions",
+            ),
+        ):
+            if given:
+                raise ParseError("-c/--outcrop", "", f"cannot be combined with {switch}: {why}")
+
+    def to_fix_command(self) -> str:
+        """An --outcrop request as the `!fix` line that makes it again: the init image first,
+        then the prompt and switches, less -I and -W/-H (which !fix works out from the file).
+        InvokeAI recorded such a line in sd-metadata's `postprocessing`; so does outputs.py."""
+        if self.init_img is None or not self.outcrop:
+            raise ParseError("!fix", "", "needs an --outcrop request with an init image")
+        rest = replace(self, init_img=None, width=None, height=None, outcrop=())
+        outcrop = next(s for s in SWITCHES if s.field == "outcrop")
+        return (
+            f"!fix {shlex.quote(self.init_img)} {rest.to_command()} "
+            f"{outcrop.canonical} {outcrop.show(self.outcrop)}"
+        )
 
     def to_command(self) -> str:
         """The canonical line: `"prompt" -s 20 -S 42 ...`, switches in SWITCHES order, fields that
@@ -711,6 +835,10 @@ class Request:
                 words.append(switch.canonical)
                 continue
             text = switch.show(value)
+            if switch.many:
+                # plain words (sides and numbers): no quoting, each one word as typed
+                words += [switch.canonical, *text.split()]
+                continue
             if SWITCH_LIKE.match(text):
                 # `-I -foo` would read as two switches; `--init_img=-foo` cannot.
                 words.append(f"{switch.long}={shlex.quote(text)}")

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 from invoke import interrupts, outputs
 from invoke.backend.job import Job, Noise, StepInfo, hires_first_pass, img2img_steps
 from invoke.errors import InvokeError, ModelError
-from invoke.images import load_init_image, load_mask, resolve_image_path
+from invoke.images import (
+    init_image_size,
+    load_init_image,
+    load_mask,
+    outcrop_seam,
+    outcrop_size,
+    resolve_image_path,
+)
 from invoke.parse import parse_request
 from invoke.request import SEAMLESS_AXES, Request, Variation
 from invoke.settings import (
@@ -98,6 +105,7 @@ class Session:
         resolved, _ = resolve(request, self.settings, self.native_size, self.size_multiple)
         if resolved.init_img is not None and resolved.init_img != "-1":
             resolve_image_path(resolved.init_img, self._outdir_for(resolved))
+            resolved = self._outcrop_size(request, resolved, self._outdir_for(resolved))
         return resolved.to_command()
 
     def recent_seeds(self) -> list[int]:
@@ -132,6 +140,7 @@ class Session:
         )
         resolved = replace(resolved, seed=self._base_seed(resolved))
         resolved = self._fill_prompt_from_init(resolved, outdir)
+        resolved = self._outcrop_size(request, resolved, outdir)
         written: list[tuple[Path, str]] = []
         made: list[tuple[Image.Image, Request]] = []
         prefix = ""
@@ -360,6 +369,29 @@ class Session:
         self._note(f'prompt from {path.name}: "{stored.prompt}"')
         return replace(request, prompt=stored.prompt)
 
+    def _outcrop_size(self, line: Request, request: Request, outdir: Path) -> Request:
+        """--outcrop: -W/-H become the grown canvas's size, so the printed line, sd-metadata and
+        the file name's {width}/{height} tell the picture's real size (and the remake agrees)."""
+        if not request.outcrop:
+            return request
+        path = self._init_path(request, outdir)
+        assert path is not None  # validate() refuses --outcrop without -I
+        source = init_image_size(path, self.size_multiple)
+        width, height = outcrop_size(source, request.outcrop)
+        given = (line.width, line.height)
+        if given != (None, None) and given != (width, height):
+            self._note(
+                f"-W/-H: with --outcrop the size is {path.name}'s {source[0]}x{source[1]} plus the "
+                f"pixels added, {width}x{height}; the line's -W/-H are not used"
+            )
+        added = " ".join(f"{side} {pixels}" for side, pixels in request.outcrop)
+        seam = outcrop_seam(self.size_multiple)
+        self._note(
+            f"outcrop: {path.name} {source[0]}x{source[1]} grown to {width}x{height} ({added}); "
+            f"the new area and a {seam}-pixel strip of the old edge are painted"
+        )
+        return replace(request, width=width, height=height)
+
     def _passes(self, request: Request, outdir: Path, written: list[tuple[Path, str]]):
         """Yield the jobs of one command line, lazily: a feedback pass needs the last file."""
         count = request.iterations or 1
@@ -442,7 +474,12 @@ class Session:
         width, height = request.width, request.height
         if init is not None:
             loaded = load_init_image(
-                init, request.width, request.height, request.fit, self.size_multiple
+                init,
+                request.width,
+                request.height,
+                request.fit,
+                self.size_multiple,
+                outcrop=request.outcrop,
             )
             for note in loaded.notes:
                 self._note(f"{init.name}: {note}")

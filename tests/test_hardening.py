@@ -370,6 +370,78 @@ CATALOGUE: tuple[Case, ...] = (
         f"!fetch {D}/folder.png",
         f"{D}/folder.png: is a folder; give the path of a PNG file",
     ),
+    # -- !fix FILE --outcrop ... ------------------------------------------------------------------
+    Case(
+        "no such image",
+        "fix",
+        f"!fix {D}/missing.png --outcrop right 64",
+        f"!fix: {D}/missing.png: no such file (nor in …); give the path of an image",
+    ),
+    Case(
+        "not an image",
+        "fix",
+        f"!fix {D}/text.png --outcrop right 64",
+        f"!fix: init image {D}/text.png: not an image PIL can read; use a PNG, JPEG, WebP or GIF "
+        "file",
+    ),
+    Case(
+        "no metadata and no prompt (InvokeAI #1320)",
+        "fix",
+        f"!fix {D}/good.png --outcrop right 64",
+        f"!fix: {D}/good.png has no metadata with its prompt and seed; type a prompt after the "
+        f'file: !fix {D}/good.png "a red circle on a blue background" --outcrop right 64',
+    ),
+    Case(
+        "no metadata, a prompt on the line",
+        "fix",
+        f"!fix {D}/good.png a red background -s 2 --outcrop right 8",
+        "good.png has no metadata: using the line's prompt and a new seed",
+        outcome="note",
+    ),
+    Case(
+        "nothing to do",
+        "fix",
+        f"!fix {D}/good.png",
+        f"!fix: say how to extend {D}/good.png, e.g. !fix {D}/good.png --outcrop right 64 "
+        "(sides top, right, bottom, left); upscaling and face restoration need models this "
+        "program does not ship",
+    ),
+    Case(
+        "a side that is not one",
+        "fix",
+        f"!fix {D}/good.png --outcrop up 64",
+        "-c/--outcrop: up is not a side; use SIDE PIXELS pairs, SIDE one of top, right, bottom, "
+        "left, e.g. top 64",
+    ),
+    Case(
+        "pixels not a positive number",
+        "fix",
+        f"!fix {D}/good.png --outcrop top -8",
+        "-c/--outcrop: 'top -8' needs a whole number of pixels in 1..4096",
+    ),
+    Case(
+        "upscaling (Real-ESRGAN)",
+        "fix",
+        f"!fix {D}/good.png -U 2 0.75",
+        "-U: upscaling needs the Real-ESRGAN upscaler, which this program does not ship and "
+        "cannot download; for a larger picture use -W/-H --hires_fix, or !fix FILE --outcrop "
+        "SIDE PIXELS",
+    ),
+    Case(
+        "face restoration (GFPGAN, CodeFormer)",
+        "fix",
+        f"!fix {D}/good.png -G 0.8 -ft gfpgan",
+        "-G: face restoration needs GFPGAN or CodeFormer models, which this program does not "
+        "ship and cannot download; !fix FILE --outcrop SIDE PIXELS is the post-processing it does",
+    ),
+    Case(
+        "embiggen",
+        "fix",
+        f"!fix {D}/good.png --embiggen 2",
+        "--embiggen: embiggen needs the Real-ESRGAN upscaler, which this program does not "
+        "ship and cannot download; for a larger picture use -W/-H --hires_fix, or !fix FILE "
+        "--outcrop SIDE PIXELS",
+    ),
 )
 
 
@@ -630,14 +702,30 @@ def test_the_shell_survives_the_catalogue(
     """The image and !fetch errors typed into one interactive shell, then a good line: each
     prints its one line and the shell goes on. (Parser errors never leave the edit buffer: the
     validator shows them inline; test_shell.py covers that.)"""
+    from prompt_toolkit.document import Document
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput
+    from prompt_toolkit.validation import ValidationError
 
     from invoke.session import Session
     from invoke.settings import Settings
     from invoke.shell.repl import run_repl
+    from invoke.shell.validator import LineValidator
 
-    cases = [c for c in CATALOGUE if c.group != "parser" and c.outcome == "error" and not c.xfail]
+    def typed_through(case: Case) -> bool:
+        # a parse error in a `!fix` line stays in the edit buffer too (flagged inline)
+        try:
+            LineValidator().validate(Document(str(_fill(case.line, d=files))))
+        except ValidationError:
+            return False
+        return True
+
+    cases = [
+        c
+        for c in CATALOGUE
+        if c.group != "parser" and c.outcome == "error" and not c.xfail and typed_through(c)
+    ]
+    assert {c.group for c in cases} == {"image", "fetch", "fix"}
     keys = "".join(_fill(c.line, d=files) + "\r" for c in cases) + GOOD_LINE + "\r\x04"
     outdir = tmp_path / "out"
     session = Session(Settings(outdir=outdir, model=str(tiny_model_dir)), out=sys.stdout)
@@ -656,7 +744,7 @@ def test_the_shell_survives_the_catalogue(
 
 def test_catalogue_covers_the_issue() -> None:
     assert len(CATALOGUE) + len(MODEL_CASES) >= 40
-    assert {c.group for c in CATALOGUE} == {"parser", "image", "fetch"}
+    assert {c.group for c in CATALOGUE} == {"parser", "image", "fetch", "fix"}
     assert len({c.id for c in CATALOGUE} | {c.id for c in MODEL_CASES}) == len(CATALOGUE) + len(
         MODEL_CASES
     )
@@ -905,7 +993,12 @@ def markdown() -> str:
         "what must change.",
         "",
     ]
-    titles = {"parser": "The line parser", "image": "Init images and masks", "fetch": "`!fetch`"}
+    titles = {
+        "parser": "The line parser",
+        "image": "Init images and masks",
+        "fetch": "`!fetch`",
+        "fix": "`!fix`",
+    }
     number = 0
     for group, title in titles.items():
         out += [

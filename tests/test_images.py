@@ -13,7 +13,13 @@ import pytest
 from PIL import Image
 
 from invoke.errors import InitImageError
-from invoke.images import MAX_PIXELS, load_init_image, load_mask, resolve_image_path
+from invoke.images import (
+    MAX_PIXELS,
+    init_image_size,
+    load_init_image,
+    load_mask,
+    resolve_image_path,
+)
 
 
 def gradient(width: int, height: int) -> Image.Image:
@@ -421,3 +427,65 @@ def test_shipped_test_pictures_load() -> None:
     assert np.array_equal(np.asarray(hole.mask), np.asarray(mask))
     upright = load_init_image(pictures / "rotated-exif6.jpg", 64, 96)
     assert upright.image.size == (64, 96)
+
+
+# ---------------------------------------------------------------------------------------------
+# --outcrop: the grown canvas and its mask
+# ---------------------------------------------------------------------------------------------
+
+
+def test_outcrop_grows_the_canvas_with_the_edge_stretched_and_redraws_only_the_new_area(
+    tmp_path: Path,
+) -> None:
+    source = gradient(40, 32)
+    path = save(tmp_path, source, "g.png")
+    loaded = load_init_image(path, 64, 64, outcrop=(("top", 8), ("right", 16)), multiple=8)
+    image, mask = np.asarray(loaded.image), np.asarray(loaded.mask)
+    old = np.asarray(source)
+    assert loaded.image.size == (56, 40) and loaded.mask.size == (56, 40)
+    assert not loaded.notes  # not "smaller than the model's size": the canvas is what counts
+    assert np.array_equal(image[8:, :40], old)  # the picture itself, untouched, 8 down
+    # the new area starts as the nearest edge pixels (the corner as the corner pixel)
+    assert np.array_equal(image[:8, :40], np.broadcast_to(old[0], (8, 40, 3)))
+    assert np.array_equal(image[8:, 40:], np.broadcast_to(old[:, -1:], (32, 16, 3)))
+    assert (image[:8, 40:] == old[0, -1]).all()
+    # redraw: all of the new area; a 16-pixel ramp into the old picture along the grown sides
+    # (at most half the side: 32 high gives a 16-row ramp), keep the rest
+    assert (mask[:8] == 255).all() and (mask[:, 40:] == 255).all()
+    ramp = np.rint(255 * np.arange(16, 0, -1) / 17).astype(np.uint8)  # 240 ... 15
+    assert np.array_equal(mask[8:24, 0], ramp)  # down from the top edge, far from the right
+    assert np.array_equal(mask[30, 24:40], ramp[::-1])  # towards the right edge
+    assert (mask[24:, :24] == 0).all()
+
+
+def test_outcrop_of_a_small_picture_keeps_its_middle_and_its_holes(tmp_path: Path) -> None:
+    rgba = Image.new("RGBA", (16, 16), (200, 10, 10, 255))
+    rgba.putpixel((8, 12), (0, 0, 0, 0))  # a hole far from the grown side
+    path = save(tmp_path, rgba, "small.png")
+    loaded = load_init_image(path, 64, 64, outcrop=(("left", 8),), multiple=8)
+    mask = np.asarray(loaded.mask)
+    assert mask.shape == (16, 24)
+    assert (mask[:, :8] == 255).all()
+    assert mask[0, 8] > mask[0, 15] > 0 and (mask[:, 16:] == 0).sum() == 16 * 8 - 1  # 8-px ramp
+    assert mask[12, 16] == 255  # the hole is still redrawn
+
+
+def test_outcrop_beyond_the_pixel_cap_is_refused(tmp_path: Path) -> None:
+    # each side may add 4096; all four grow 64x64 to 8256x8256, 68 Mpixels: refused before
+    # any pixel of the canvas is made
+    path = save(tmp_path, gradient(64, 64), "g.png")
+    wide = (("top", 4096), ("right", 4096), ("bottom", 4096), ("left", 4096))
+    with pytest.raises(InitImageError) as err:
+        load_init_image(path, 64, 64, outcrop=wide)
+    assert str(err.value) == (
+        "--outcrop: 64×64 grown to 8256×8256 is more than the 67 Mpixels allowed; add fewer pixels"
+    )
+
+
+def test_init_image_size_is_the_loaded_size_without_decoding_twice_wrong(tmp_path: Path) -> None:
+    pictures = Path(__file__).resolve().parents[1] / "test-pictures"
+    # EXIF orientation 6: stored landscape, loaded upright; sizes rounded down as loading does
+    assert init_image_size(pictures / "rotated-exif6.jpg") == (64, 96)
+    assert init_image_size(save(tmp_path, gradient(61, 35), "odd.png"), 8) == (56, 32)
+    with pytest.raises(InitImageError, match="no such file"):
+        init_image_size(tmp_path / "nowhere.png")

@@ -658,3 +658,21 @@ def test_intermediates(tmp_path: Path) -> None:
     with Image.open(strip) as im:
         assert im.size == (24, 8)
         assert [im.getpixel((x, 0))[0] for x in (0, 8, 16)] == [0, 100, 200]
+
+
+def test_invokeai_switches_we_refuse_are_dropped_from_foreign_dream_lines_and_ours_are_not() -> (
+    None
+):
+    # One list of InvokeAI switches this program lacks (the parser refuses them with a reason);
+    # !fetch must drop each from an InvokeAI Dream line, and never drop one of our own switches
+    # (--outcrop/-c used to be foreign: now they are ours and must survive).
+    from invoke.parse import _NOT_YET
+    from invoke.request import SWITCHES
+
+    ours = {name for switch in SWITCHES for name in switch.names}
+    assert set(_NOT_YET) <= set(outputs._FOREIGN_SWITCHES)
+    assert not ours & set(outputs._FOREIGN_SWITCHES)
+    line = '"a cat" -s 20 -I x.png -U 2 0.75 -G 0.8 -ft codeformer --outcrop top 64'
+    assert (
+        outputs._command_from_dream(line, ours=False) == '"a cat" -s 20 -I x.png --outcrop top 64'
+    )

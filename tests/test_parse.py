@@ -126,6 +126,24 @@ FNFORMAT_HINT = "use a file name template ending in .png, e.g. {prefix}.{seed}.p
             Request("a cat", width=1024, height=768, hires_fix=True),
         ),
         ("a cat --hires -f 0.6", Request("a cat", strength=0.6, hires_fix=True)),
+        # --outcrop / -c as InvokeAI 2.2/2.3 took it: SIDE PIXELS pairs up to the next switch, in
+        # any order and case; kept in one order so equal extensions are equal requests
+        (
+            "a cat -I x.png --outcrop top 64 right 32 -s 5",
+            Request("a cat", init_img="x.png", outcrop=(("top", 64), ("right", 32)), steps=5),
+        ),
+        (
+            "a cat -I x.png -c Left 8 bottom 16 top 24",
+            Request("a cat", init_img="x.png", outcrop=(("top", 24), ("bottom", 16), ("left", 8))),
+        ),
+        (
+            "a cat -I x.png --outcrop=right 8",
+            Request("a cat", init_img="x.png", outcrop=(("right", 8),)),
+        ),
+        (
+            "a cat -I x.png --outc right 8",
+            Request("a cat", init_img="x.png", outcrop=(("right", 8),)),
+        ),
         # words that are shell commands, when they are not alone
         ("q -s 5", Request("q", steps=5)),
         ('"q"', Request("q")),
@@ -231,7 +249,86 @@ BAD_LINES = [
         "drop -I or --hires_fix",
     ),
     ("a cat --hires_fix=1", "--hires_fix: takes no value (got --hires_fix=1)"),
-    ("a cat --embiggen 2", "--embiggen: is an InvokeAI switch that this version does not support"),
+    ("a cat --perlin 0.1", "--perlin: is an InvokeAI switch that this version does not support"),
+    # InvokeAI's post-processors: each says why not and what does work instead
+    (
+        "a cat --embiggen 2",
+        "--embiggen: embiggen needs the Real-ESRGAN upscaler, which this program does not "
+        "ship and cannot download; for a larger picture use -W/-H --hires_fix, or !fix FILE "
+        "--outcrop SIDE PIXELS",
+    ),
+    (
+        "a cat -U 2 0.75",
+        "-U: upscaling needs the Real-ESRGAN upscaler, which this program does not ship and "
+        "cannot download; for a larger picture use -W/-H --hires_fix, or !fix FILE --outcrop "
+        "SIDE PIXELS",
+    ),
+    (
+        "a cat -G 0.8",
+        "-G: face restoration needs GFPGAN or CodeFormer models, which this program does not "
+        "ship and cannot download; !fix FILE --outcrop SIDE PIXELS is the post-processing it does",
+    ),
+    (
+        # `-ft` was read as `-f t` (strength "t"): InvokeAI's facetool gets its own answer
+        "a cat -ft codeformer",
+        "-ft: face restoration needs GFPGAN or CodeFormer models, which this program does not "
+        "ship and cannot download; !fix FILE --outcrop SIDE PIXELS is the post-processing it does",
+    ),
+    (
+        "a cat -cf 0.7",
+        "-cf: face restoration needs GFPGAN or CodeFormer models, which this program does not "
+        "ship and cannot download; !fix FILE --outcrop SIDE PIXELS is the post-processing it does",
+    ),
+    # --outcrop: sides and pixels, only with an init image, not with what makes its own mask
+    (
+        "a cat --outcrop top 64",
+        "-c/--outcrop: extends an init image; add -I FILE, or use !fix FILE --outcrop SIDE PIXELS",
+    ),
+    (
+        "a cat -I x.png --outcrop up 64",
+        "-c/--outcrop: up is not a side; use SIDE PIXELS pairs, SIDE one of top, right, bottom, "
+        "left, e.g. top 64",
+    ),
+    ("a cat -I x.png --outcrop top", "-c/--outcrop: top needs its pixels after it, e.g. top 64"),
+    (
+        "a cat -I x.png --outcrop top -64",
+        "-c/--outcrop: 'top -64' needs a whole number of pixels in 1..4096",
+    ),
+    (
+        "a cat -I x.png -c top 0",
+        "-c/--outcrop: 'top 0' needs a whole number of pixels in 1..4096",
+    ),
+    (
+        "a cat -I x.png -c left 6.5",
+        "-c/--outcrop: 'left 6.5' needs a whole number of pixels in 1..4096",
+    ),
+    (
+        "a cat -I x.png -c left 5000",
+        "-c/--outcrop: 'left 5000' needs a whole number of pixels in 1..4096",
+    ),
+    (
+        "a cat -I x.png -c top 8 left 8 top 16",
+        "-c/--outcrop: top is given twice; name each side once",
+    ),
+    (
+        "a cat -I x.png --outcrop -s 3",
+        "-c/--outcrop: needs a value: SIDE PIXELS pairs, SIDE one of top, right, bottom, left, "
+        "e.g. top 64",
+    ),
+    (
+        "a cat -I x.png -c top 8 -M m.png",
+        "-c/--outcrop: cannot be combined with -M/--init_mask: it makes its own mask",
+    ),
+    (
+        "a cat -I x.png -c top 8 --fit",
+        "-c/--outcrop: cannot be combined with --fit: the new size is the image's own plus the "
+        "pixels added",
+    ),
+    (
+        "a cat -I x.png -c top 8 -v 0.2",
+        "-c/--outcrop: cannot be combined with -v/--variation_amount: -v with -I feeds each "
+        "output back in, which would extend it again; use -n for several versions",
+    ),
     # missing values
     ("a cat -s", "-s/--steps: needs a value: a whole number in 1..1000"),
     ("a cat -s -S 42", "-s/--steps: needs a value: a whole number in 1..1000 (got the switch -S)"),
@@ -503,6 +600,7 @@ _SAMPLE_VALUES = {
     "fnformat": ["{prefix}.{seed}.png", "'{seed:06d} {sampler}.png'", "{seed}.jpg"],
     "png_compression": ["0", "9", "6"],
     "seamless_axes": ["x", "y", "x,y", "Y,X", "xy", "z", "x,", "''"],
+    "outcrop": ["top 64", "right 8 TOP 16", "'left 8'", "up 8", "top", "top -5", "left 0", "8"],
 }
 
 

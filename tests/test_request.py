@@ -15,6 +15,7 @@ from invoke.request import (
     FNFORMAT_FIELDS,
     INTERMEDIATE_KINDS,
     MAX_LINE,
+    OUTCROP_DIRECTIONS,
     SAMPLERS,
     SEED_MAX,
     SEED_REUSE_MIN,
@@ -73,6 +74,34 @@ def test_hires_fix_sits_after_the_sampler_and_keeps_its_strength() -> None:
     assert parse_request(r.to_command()) == r
 
 
+def test_outcrop_sits_after_the_mask_switches_as_plain_words() -> None:
+    r = Request(prompt="p", init_img="in.png", strength=0.9, outcrop=(("top", 64), ("left", 8)))
+    assert r.to_command() == '"p" -I in.png -f 0.9 --outcrop top 64 left 8'
+    assert parse_request(r.to_command()) == r
+
+
+def test_an_outcrop_request_is_also_the_fix_line_that_makes_it() -> None:
+    # InvokeAI stored this `!fix` line in sd-metadata's postprocessing; it must say the same
+    # thing as the Dream line: file first, no -I, no -W/-H (the file and the pixels decide)
+    r = Request(
+        prompt="a red circle",
+        steps=20,
+        seed=7,
+        width=96,
+        height=64,
+        cfg_scale=7.5,
+        sampler="k_euler",
+        init_img="my pic.png",
+        strength=0.9,
+        outcrop=(("right", 32),),
+    )
+    assert r.to_fix_command() == (
+        "!fix 'my pic.png' \"a red circle\" -s 20 -S 7 -C 7.5 -A k_euler -f 0.9 --outcrop right 32"
+    )
+    with pytest.raises(ParseError):
+        Request(prompt="a cat", init_img="x.png").to_fix_command()
+
+
 def test_unset_fields_are_left_out_and_the_prompt_is_always_quoted() -> None:
     assert Request().to_command() == '""'
     assert Request(prompt="cat").to_command() == '"cat"'
@@ -121,7 +150,8 @@ def test_switch_table_covers_every_field_once() -> None:
     assert [s.field for s in SWITCHES] == fields
     names = [n for s in SWITCHES for n in s.names]
     assert len(names) == len(set(names))
-    canonical = "-s -S -n -W -H -C -A --hires_fix -I -f --fit -M --invert_mask -v -V --seamless"
+    canonical = "-s -S -n -W -H -C -A --hires_fix -I -f --fit -M --invert_mask --outcrop"
+    canonical += " -v -V --seamless"
     canonical += " --seamless_axes -g -o -t -x"
     canonical += " --save_intermediates --intermediates --fnformat -z"
     assert [s.canonical for s in SWITCHES] == canonical.split(" ")
@@ -272,6 +302,11 @@ VALID_REQUESTS = st.builds(
     fit=st.booleans(),
     init_mask=_maybe(_PATHS),
     invert_mask=st.booleans(),
+    outcrop=st.lists(
+        st.tuples(st.sampled_from(OUTCROP_DIRECTIONS), st.integers(1, 4096)),
+        max_size=4,
+        unique_by=lambda pair: pair[0],
+    ).map(lambda pairs: tuple(sorted(pairs, key=lambda p: OUTCROP_DIRECTIONS.index(p[0])))),
     variation_amount=_maybe(_unit()),
     with_variations=st.lists(
         st.builds(Variation, st.integers(0, SEED_MAX), _unit()), max_size=3
@@ -287,6 +322,19 @@ VALID_REQUESTS = st.builds(
     fnformat=_maybe(_FNFORMATS),
     png_compression=_maybe(st.integers(0, 9)),
 ).filter(lambda r: not (r.hires_fix and r.init_img is not None))  # validate() refuses both
+# --outcrop only with an init image, and without what would make a mask or size of its own
+VALID_REQUESTS = VALID_REQUESTS.filter(
+    lambda r: (
+        not r.outcrop
+        or (
+            r.init_img is not None
+            and r.init_mask is None
+            and not r.invert_mask
+            and not r.fit
+            and r.variation_amount is None
+        )
+    )
+)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -165,3 +165,45 @@ def test_shipped_default_model_seamless_picture_tiles_and_keeps_its_colours(
     assert (got.fg_color, got.bg_color) == (want.fg_color, want.bg_color)
     latents, picture = roll_error(model, job, monkeypatch, 4, 4)
     assert latents <= 1e-3 and picture <= 16, (latents, picture)
+
+
+def test_shipped_default_model_outcrop_continues_the_background(isolated) -> None:
+    # `!fix FILE --outcrop right 32` of a red circle on blue, through the session as a user runs
+    # it: the new strip is blue background (no second circle, no other colour), the old picture
+    # is kept apart from the blended strip, and the seam is as smooth as the inside (the model
+    # draws a lighter frame at every edge; without the blended strip the old right edge stayed
+    # as a line, a column-to-column step of about 20 against 1-2).
+    pytest.importorskip("torch")
+    import io
+
+    from invoke.images import outcrop_seam
+    from invoke.parse import parse_request
+    from invoke.session import Session
+    from invoke.settings import Settings
+    from invoke.shell.batch import run_batch
+
+    session = Session(Settings(outdir=isolated / "out"), out=io.StringIO(), err=io.StringIO())
+    prompt = "a red circle on a blue background"
+    blue = list(world.COLORS).index("blue")
+    for seed in (1, 2):
+        [source] = session.generate(parse_request(f"{prompt} -s 20 -S {seed}"))
+        errors: list[str] = []
+        lines = [f"!fix {source.name} --outcrop right 32"]
+        assert run_batch(session, lines, out=lambda _: None, err=errors.append) == 0, errors
+        made = session._files[-1]
+        old = np.asarray(Image.open(source), dtype=np.float32)
+        new = np.asarray(Image.open(made), dtype=np.float32)
+        assert new.shape == (64, 96, 3)
+        seam = outcrop_seam(session.size_multiple)
+        assert np.array_equal(new[:, : 64 - seam], old[:, : 64 - seam])
+        strip = new[:, 64:].reshape(-1, 3)
+        assert (world._nearest_color(strip) == blue).mean() > 0.99, seed
+        assert world.check(Image.fromarray(new.astype(np.uint8))).bg_color == "blue"
+        # the seam: rows that are background near the old right edge, column-to-column steps
+        rows = [
+            r
+            for r in range(64)
+            if (np.abs(old[r, 40:64] - world.COLORS["blue"]).sum(-1) < 60).all()
+        ]
+        steps = np.abs(np.diff(new[rows, 40:80].mean(0), axis=0)).sum(-1)
+        assert steps.max() < 6, (seed, steps.round(1))

@@ -13,5 +13,6 @@ from __future__ import annotations
 
 from invoke.shell import (
     commands,  # noqa: F401 - registers the built-in ! commands
+    fix,  # noqa: F401 - !fix FILE --outcrop ...
     model_commands,  # noqa: F401 - !models, !switch, !import_model, ...
 )

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from invoke.request import Request
     from invoke.shell.runner import Runner
 
-# How a command's argument words complete: "path", or a function of the runner giving the names.
+# How a command's argument words complete: "path"; "path+line", a path and then prompt and switches
+# as on a command line (`!fix FILE --outcrop ...`); or a function of the runner giving the names.
 Completion = str | Callable[["Runner"], Iterable[str]] | None
 Handler = Callable[["ShellContext", str], None]
 

@@ -63,7 +63,11 @@ class ShellCompleter(Completer):
                 rest = line[len(earlier[0]) :].lstrip()
                 yield from self.get_completions(Document(rest, len(rest)), event)
             return
-        if cmd.complete == "path":
+        if cmd.complete == "path+line" and len(earlier) > 1:
+            # past the file: the rest completes as a command line does (switches, samplers)
+            rest = line[len(earlier[0]) :].lstrip()
+            yield from self.get_completions(Document(rest, len(rest)), event)
+        elif cmd.complete in ("path", "path+line"):
             yield from self._path(word, event)
         elif callable(cmd.complete) and self.runner is not None:
             yield from _choices(word, sorted(cmd.complete(self.runner)), start=-len(word))

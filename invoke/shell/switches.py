@@ -22,7 +22,8 @@ def switch_specs() -> list[SwitchSpec]:
     specs = []
     for switch in SWITCHES:
         metavar = switch.metavar if switch.takes_value else ""
-        if " " in metavar:  # "a file path" reads well in errors; help wants one word
+        if " " in metavar and not switch.many:
+            # "a file path" reads well in errors; help wants one word (`SIDE PIXELS` is two)
             metavar = metavar.split()[-1].upper()
         specs.append(SwitchSpec(switch.names, metavar, switch.help, switch.complete))
     return specs

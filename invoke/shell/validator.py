@@ -8,23 +8,27 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.validation import ValidationError, Validator
 
 from invoke.errors import InvokeError, ParseError
-from invoke.parse import parse_line
+from invoke.parse import parse_fix, parse_line
 
 
 class LineValidator(Validator):
     """Runs the real parser on the line; a ParseError becomes the message at the bad switch.
 
     `!` commands are left alone (their arguments are checked when they run), except `!dream`,
-    which is a command line like any other.
+    which is a command line like any other, and `!fix FILE`, which is one after its file.
     """
 
     def validate(self, document: Document) -> None:
         text = document.text
         head = text.lstrip()
-        if head.startswith("!") and not re.match(r"!dream(\s|$)", head):
+        fix = re.match(r"!fix(\s|$)", head)
+        if head.startswith("!") and not fix and not re.match(r"!dream(\s|$)", head):
             return
         try:
-            parse_line(text)
+            if fix:
+                parse_fix(head[fix.end() :])  # the file's existence is checked on Enter
+            else:
+                parse_line(text)
         except ParseError as exc:
             raise ValidationError(error_position(text, exc), str(exc)) from exc
         except InvokeError as exc:

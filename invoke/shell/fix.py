@@ -1,0 +1,107 @@
+"""`!fix FILE ...`: post-process an image that exists, as InvokeAI 2.2/2.3's `!fix` did.
+
+What it does here is outcropping: `!fix FILE --outcrop top 64 right 32` grows FILE's canvas and
+paints the new area at FILE's own prompt, seed, steps, guidance and sampler (read from its
+metadata, as `!fetch` reads them), each overridable on the line. InvokeAI's other `!fix` tools
+(-U Real-ESRGAN upscaling, -G/-ft face restoration, --embiggen) need models this program does not
+ship and cannot download; the parser refuses those switches, saying so.
+
+`!fix` makes no file itself: it becomes an ordinary line, `"prompt" -s .. -S .. -I FILE -f 0.9
+--outcrop top 64 right 32`, run like any other. That line is what the new image stores and what
+remakes it, and FILE is only read (the new image gets the next NNNNNN.seed.png name).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import replace
+from pathlib import Path
+
+from invoke.errors import InitImageError, InvokeError
+from invoke.parse import parse_fix, parse_request
+from invoke.request import Request
+from invoke.shell.commands import ShellContext, _existing, command, run_request
+
+FIX_USAGE = "!fix FILE [PROMPT] --outcrop SIDE PIXELS [SIDE PIXELS ...] [-s -S -C -A -f -n -o]"
+EXAMPLE_PROMPT = "a red circle on a blue background"
+
+
+@command(
+    "fix",
+    FIX_USAGE,
+    "Extend FILE (an existing image) on the sides given (top, right, bottom, left) and paint "
+    "the new area at FILE's own prompt and seed; a new file, FILE is kept. A prompt or "
+    "switches on the line override FILE's.",
+    complete="path+line",
+)
+def _fix(ctx: ShellContext, args: str) -> None:
+    fix = parse_fix(args)
+    line = fix.line
+    shown = shlex.quote(fix.file)
+    # What !fix decides itself: a value on the line would be silently replaced, so refuse it.
+    if line.init_img is not None:
+        raise InvokeError(f"!fix: the image is {shown}, the word after !fix; drop -I")
+    if line.width is not None or line.height is not None:
+        raise InvokeError(
+            f"!fix: the new size is {shown}'s own plus the pixels --outcrop adds; drop -W/-H"
+        )
+    if line.hires_fix:
+        raise InvokeError(
+            "!fix: --hires_fix draws a new picture; to make this one larger use --outcrop"
+        )
+    if not line.outcrop:
+        raise InvokeError(
+            f"!fix: say how to extend {shown}, e.g. !fix {shown} --outcrop right 64 "
+            "(sides top, right, bottom, left); upscaling and face restoration need models "
+            "this program does not ship"
+        )
+    path = _existing(ctx, fix.file)
+    if not path.exists():
+        raise InvokeError(
+            f"!fix: {fix.file}: no such file (nor in {ctx.runner.outdir}); "
+            "give the path of an image"
+        )
+    if not path.is_file():
+        raise InvokeError(f"!fix: {fix.file} is a folder; give the path of an image")
+    request = replace(_with_stored(ctx, path, line), init_img=str(path)).validate()
+    run_request(ctx, request)
+
+
+def _with_stored(ctx: ShellContext, path: Path, line: Request) -> Request:
+    """The line's values, the rest from the image's own command (InvokeAI's `!fix` took the
+    image's prompt and seed unless the line gave them). An image without one (a photo, or a
+    picture from another program: InvokeAI crashed there, its #1320) needs a prompt on the line."""
+    try:
+        stored: Request | None = parse_request(ctx.runner.fetch(str(path)))
+    except InvokeError:
+        stored = None
+    if stored is None:
+        _check_image(path)
+        if not line.prompt.strip():
+            raise InvokeError(
+                f"!fix: {path} has no metadata with its prompt and seed; type a prompt after the "
+                f'file: !fix {shlex.quote(str(path))} "{EXAMPLE_PROMPT}" '
+                f"--outcrop {' '.join(f'{s} {p}' for s, p in line.outcrop)}"
+            )
+        ctx.err(f">> {path.name} has no metadata: using the line's prompt and a new seed")
+        return line
+    return replace(
+        line,
+        prompt=line.prompt if line.prompt.strip() else stored.prompt,
+        seed=line.seed if line.seed is not None else stored.seed,
+        steps=line.steps if line.steps is not None else stored.steps,
+        cfg_scale=line.cfg_scale if line.cfg_scale is not None else stored.cfg_scale,
+        sampler=line.sampler if line.sampler is not None else stored.sampler,
+        # how the prompt's weights read belongs with the prompt
+        skip_normalize=line.skip_normalize or (stored.skip_normalize and not line.prompt.strip()),
+    )
+
+
+def _check_image(path: Path) -> None:
+    """A file with no metadata may be no image at all: say that rather than ask for a prompt."""
+    from invoke.images import init_image_size  # PIL and numpy: only when !fix runs
+
+    try:
+        init_image_size(path)
+    except InitImageError as exc:
+        raise InvokeError(f"!fix: {exc}") from exc

@@ -87,6 +87,13 @@ def _line_defaults(**values: object) -> str:
     help="The models.yaml to use [your own copy, else configs/models.yaml].",
 )
 @click.option(
+    "--lora_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where withLora(name) and <lora:name> in a prompt find name.safetensors "
+    "[loras/ beside your models.yaml copy].",
+)
+@click.option(
     "--precision",
     type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
     default="auto",
@@ -176,6 +183,7 @@ def cli(
     allow_pickle: bool,
     allow_downloads: bool,
     max_loaded_models: int,
+    lora_dir: Path | None,
     **defaults: object,
 ) -> None:
     from invoke.parse import join_args, parse_request
@@ -203,6 +211,7 @@ def cli(
         allow_downloads=allow_downloads,
         compile=compile_unet,
         max_loaded_models=max_loaded_models,
+        lora_dir=lora_dir,
     )
     from invoke.session import Session
     from invoke.shell import batch

@@ -33,6 +33,7 @@ from PIL import Image, PngImagePlugin
 
 from invoke import __version__
 from invoke.errors import InvokeError, MetadataError, OutputError
+from invoke.prompt_syntax import split_loras
 from invoke.request import SAMPLERS, SEAMLESS_AXES, SWITCHES, Request, Variation
 
 try:  # POSIX; Windows falls back to msvcrt below
@@ -186,6 +187,10 @@ def image_metadata(request: Request, *, orig_hash: str = "") -> dict[str, Any]:
         prompt = [{"prompt": text, "weight": weight} for text, weight in positive]
         if negative:
             prompt[-1]["prompt"] = f"{prompt[-1]['prompt']} [{negative}]"
+        # split_prompt leaves LoRA references out; they hold for the whole line, so they go
+        # with the last part, as the negative prompt does, and a fetched line keeps them.
+        for use in split_loras(request.prompt)[1]:
+            prompt[-1]["prompt"] += f" withLora({use.name}, {use.weight:g})"
     img2img = request.init_img is not None
     meta: dict[str, Any] = {
         "type": "img2img" if img2img else "txt2img",
@@ -255,7 +260,9 @@ def a1111_parameters(request: Request, *, model_id: str, model_hash: str = "") -
         prompt_text = positive[0][0]
     else:
         prompt_text = " ".join(f"{t.replace(':', chr(92) + ':')}:{w:g}" for t, w in positive)
-    lines = [prompt_text]
+    # AUTOMATIC1111 names LoRAs in the prompt as <lora:name:weight>.
+    loras = [f"<lora:{u.name}:{u.weight:g}>" for u in split_loras(request.prompt)[1]]
+    lines = [" ".join([prompt_text, *loras])]
     if negative:
         lines.append(f"Negative prompt: {negative}")
     fields: list[tuple[str, str]] = []

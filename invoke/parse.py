@@ -177,7 +177,11 @@ def split_prompt(prompt: str, skip_normalize: bool = False) -> PromptParts:
 
     A weight is `:number` at the end of a word; other colons are text, and `\\:` is always a
     literal colon. Weights are scaled to sum to 1 unless skip_normalize (if they sum to 0, they
-    become equal). A prompt without weights is one sub-prompt of weight 1.0."""
+    become equal). A prompt without weights is one sub-prompt of weight 1.0. LoRA references
+    (withLora(...), <lora:...>) are not text: they are left out (prompt_syntax.split_loras)."""
+    from invoke.prompt_syntax import split_loras  # prompt_syntax imports errors only
+
+    prompt, _ = split_loras(prompt)
     negatives = [group.strip() for group in _NEGATIVE.findall(prompt)]
     negative = _unescape(" ".join(group for group in negatives if group))
     positive_text = _NEGATIVE.sub(" ", prompt)

@@ -14,6 +14,10 @@ What users type, and what it means here:
   weights scale each part like a group's.
 - `\\(`, `\\)`, `\\+`, `\\-` are literal characters. An unmatched parenthesis is text, so a
   smiley or a stray bracket never makes a line fail.
+- `withLora(name, 0.8)` (InvokeAI 2.3) and `<lora:name:0.8>` (AUTOMATIC1111) name a LoRA file to
+  merge into the model for this line, at that strength (1 when left out). They are not words:
+  split_loras takes them out of the prompt before anything else reads it, wherever they stand
+  (inside `[...]` too, as AUTOMATIC1111 does).
 How a weight acts on the embedding is the backend's business (backend/prompts.py).
 
 This works on one sub-prompt: the `[negative]` groups and `text:0.5` sub-prompts are split off
@@ -27,7 +31,16 @@ from dataclasses import dataclass
 
 from invoke.errors import ParseError
 
-__all__ = ["Fragment", "Parts", "Sequence", "is_weighted", "parse_weighting", "plain_text"]
+__all__ = [
+    "Fragment",
+    "LoraUse",
+    "Parts",
+    "Sequence",
+    "is_weighted",
+    "parse_weighting",
+    "plain_text",
+    "split_loras",
+]
 
 UP, DOWN = 1.1, 0.9
 
@@ -50,6 +63,63 @@ class Parts:
 
     combine: str
     parts: tuple[tuple[Sequence, float], ...]
+
+
+@dataclass(frozen=True)
+class LoraUse:
+    """A LoRA a prompt names, and how strongly to merge it (1.0 = as trained)."""
+
+    name: str
+    weight: float = 1.0
+
+
+# withLora(name) / withLora(name, 0.8); the name may be quoted. <lora:name> / <lora:name:0.8>.
+_WITH_LORA = re.compile(r"withLora\(([^()]*)\)", re.IGNORECASE)
+_ANGLE_LORA = re.compile(r"<lora:([^<>]*)>", re.IGNORECASE)
+
+
+def split_loras(prompt: str) -> tuple[str, tuple[LoraUse, ...]]:
+    """The prompt without its LoRA references, and the LoRAs in the order they first appear (a
+    name given twice is merged once, at the sum of its weights).
+
+    Raises ParseError for a reference without a name or with a weight that is not a number."""
+    found: list[tuple[int, LoraUse]] = []
+
+    def take(match: re.Match[str], use: LoraUse) -> str:
+        found.append((match.start(), use))
+        return " "
+
+    text = _WITH_LORA.sub(lambda m: take(m, _with_lora(m.group(0), m.group(1))), prompt)
+    text = _ANGLE_LORA.sub(lambda m: take(m, _angle_lora(m.group(0), m.group(1))), text)
+    if not found:
+        return prompt, ()
+    weights: dict[str, float] = {}
+    for _, use in sorted(found, key=lambda pair: pair[0]):
+        weights[use.name] = weights.get(use.name, 0.0) + use.weight
+    return " ".join(text.split()), tuple(LoraUse(n, round(w, 6)) for n, w in weights.items())
+
+
+def _with_lora(whole: str, inside: str) -> LoraUse:
+    name, _, weight = inside.partition(",")
+    return _lora_use(whole, name.strip().strip("\"'").strip(), weight, "withLora(name, 0.8)")
+
+
+def _angle_lora(whole: str, inside: str) -> LoraUse:
+    name, _, weight = inside.partition(":")
+    return _lora_use(whole, name.strip(), weight, "<lora:name:0.8>")
+
+
+def _lora_use(whole: str, name: str, weight: str, example: str) -> LoraUse:
+    if not name:
+        raise ParseError("prompt", whole, f"names no LoRA; write {example}")
+    weight = weight.strip()
+    if not weight:
+        return LoraUse(name)
+    if not re.fullmatch(rf"[+-]?{_NUMBER}", weight):
+        raise ParseError(
+            "prompt", whole, f"takes one number as its weight (1 = full strength), e.g. {example}"
+        )
+    return LoraUse(name, float(weight))
 
 
 def parse_weighting(text: str) -> Sequence | Parts:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from invoke import interrupts, outputs
-from invoke.backend.job import Job, Noise, StepInfo, hires_first_pass, img2img_steps
+from invoke.backend.job import Job, Lora, Noise, StepInfo, hires_first_pass, img2img_steps
 from invoke.errors import InvokeError, ModelError
 from invoke.images import (
     init_image_size,
@@ -30,6 +30,7 @@ from invoke.images import (
     resolve_image_path,
 )
 from invoke.parse import parse_request
+from invoke.prompt_syntax import split_loras
 from invoke.request import SEAMLESS_AXES, Request, Variation
 from invoke.settings import (
     EMBEDDED_MODEL_DIR,
@@ -38,7 +39,10 @@ from invoke.settings import (
     Settings,
     change_models_file,
     config_path,
+    find_lora,
     load_model_entries,
+    lora_folder,
+    lora_names,
     model_source,
     model_status,
     pick_model,
@@ -103,6 +107,7 @@ class Session:
     def canonical(self, request: Request) -> str:
         """The complete command a line stands for, without loading the model or drawing."""
         resolved, _ = resolve(request, self.settings, self.native_size, self.size_multiple)
+        self._loras(resolved)  # an unknown LoRA name fails here too
         if resolved.init_img is not None and resolved.init_img != "-1":
             resolve_image_path(resolved.init_img, self._outdir_for(resolved))
             resolved = self._outcrop_size(request, resolved, self._outdir_for(resolved))
@@ -111,6 +116,11 @@ class Session:
     def recent_seeds(self) -> list[int]:
         """Seeds of this session's images, oldest first (tab completion after -S)."""
         return list(self._seeds)
+
+    def loras(self) -> tuple[Path, list[str]]:
+        """The LoRA folder and the names in it (!loras, tab completion in a prompt)."""
+        folder = lora_folder(self.settings)
+        return folder, lora_names(folder)
 
     def fetch(self, path: str) -> str:
         return outputs.read_command(Path(path).expanduser())
@@ -491,8 +501,9 @@ class Session:
                 mask = load_mask(mask_path, init_image.size, request.invert_mask, mask_notes)
                 for note in mask_notes:
                     self._note(f"{mask_path.name}: {note}")
+        prompt, loras = self._loras(request)
         return Job(
-            prompt=request.prompt,
+            prompt=prompt,
             skip_normalize=request.skip_normalize,
             steps=request.steps,
             cfg_scale=request.cfg_scale if request.cfg_scale is not None else 7.5,
@@ -507,7 +518,15 @@ class Session:
             log_tokenization=request.log_tokenization,
             seamless_axes=(request.seamless_axes or SEAMLESS_AXES) if request.seamless else (),
             first_pass=self._first_pass(request),
+            loras=loras,
         )
+
+    def _loras(self, request: Request) -> tuple[str, tuple[Lora, ...]]:
+        """The prompt without its LoRA references, and their files (an unknown name is an
+        InvokeError that lists the names there are)."""
+        prompt, uses = split_loras(request.prompt)
+        folder = lora_folder(self.settings)
+        return prompt, tuple(Lora(u.name, str(find_lora(u.name, folder)), u.weight) for u in uses)
 
     # -- running and saving ---------------------------------------------------------------------
 

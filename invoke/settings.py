@@ -133,6 +133,7 @@ class Settings:
     compile: bool | None = None  # torch.compile the UNet; None = where it pays
     max_loaded_models: int = 2  # models kept in memory for a fast !switch
     allow_downloads: bool = False  # repo_id models: fetch from the hub when not cached
+    lora_dir: Path | None = None  # where withLora(name) looks; None = lora_folder()'s default
 
 
 def user_config_path() -> Path:
@@ -144,6 +145,51 @@ def user_config_path() -> Path:
     else:
         base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
     return base / "invoke-dream" / "models.yaml"
+
+
+def lora_folder(settings: Settings) -> Path:
+    """Where `withLora(name)` and `<lora:name>` look: --lora_dir, else `loras` beside the
+    user's models.yaml (~/.config/invoke-dream/loras on Linux)."""
+    if settings.lora_dir is not None:
+        return settings.lora_dir.expanduser()
+    return user_config_path().parent / "loras"
+
+
+def lora_names(folder: Path) -> list[str]:
+    """The LoRA names a folder offers: its .safetensors files' names, subfolders included."""
+    if not folder.is_dir():
+        return []
+    return sorted({p.stem for p in folder.rglob("*.safetensors") if p.is_file()})
+
+
+def find_lora(name: str, folder: Path) -> Path:
+    """A prompt's LoRA name -> its file: `name.safetensors` in the folder (or a subfolder), or
+    the path itself when the name is one (has a / or ends in .safetensors)."""
+    what = f"LoRA {name}"
+    if "/" in name or os.sep in name or name.lower().endswith(".safetensors"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise InvokeError(f"{what}: no such file; give a .safetensors file or a LoRA name")
+        return path
+    found = sorted(p for p in folder.rglob(f"{name}.safetensors") if p.is_file())
+    if len(found) == 1:
+        return found[0]
+    if found:
+        where = ", ".join(str(p.relative_to(folder)) for p in found)
+        raise InvokeError(
+            f"{what}: more than one file has that name in {folder} ({where}); name one by its path"
+        )
+    names = lora_names(folder)
+    if not names:
+        there = "has no .safetensors files" if folder.is_dir() else "does not exist"
+        raise InvokeError(
+            f"{what}: not found: {folder} {there}; put LoRA files there, launch with "
+            "--lora_dir DIR, or give the file's path"
+        )
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+    raise InvokeError(f"{what}: not found in {folder}; {hint}there: {shown}")
 
 
 def config_path(settings: Settings) -> Path | None:

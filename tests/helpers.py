@@ -205,3 +205,61 @@ def roll_error(model: Any, job: Job, monkeypatch: Any, dx: int, dy: int) -> tupl
     latent_error = float((latents[1] - expected).abs().max())
     expected_picture = np.roll(picture, (dy * cell, dx * cell), axis=(0, 1))
     return latent_error, int(np.abs(from_rolled - expected_picture).max())
+
+
+# -- LoRA files for the tiny models ---------------------------------------------------------------
+
+
+def layers(part: Any, where: tuple[str, ...]) -> dict[str, Any]:
+    """The Linear/Conv2d layers whose names contain one of `where`."""
+    from torch import nn
+
+    return {
+        n: m
+        for n, m in part.named_modules()
+        if isinstance(m, nn.Linear | nn.Conv2d) and any(w in n for w in where)
+    }
+
+
+def kohya_file(
+    model: Any, path: Path, seed: int = 0, rank: int = 2, alpha: float = 1.0, ldm: bool = False
+) -> Path:
+    """A LoRA in kohya's layout for `model`: attention, feed-forward and resnet convolutions of
+    the UNet (3x3 ones too: LoCon) and every Linear of the text encoders. `ldm`: UNet layers under
+    the original SD names (as kohya writes SDXL files)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from invoke.backend.testfamilies import unet_to_ldm
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    unet_layers = layers(model.unet, ("attentions", "resnets"))
+    names = {n: n for n in unet_layers}
+    if ldm:
+        renamed = unet_to_ldm({f"{n}.weight": torch.zeros(1) for n in names}, model.unet.config)
+        names = {
+            old.removesuffix(".weight"): new.removeprefix("model.diffusion_model.").removesuffix(
+                ".weight"
+            )
+            for old, new in zip((f"{n}.weight" for n in names), renamed, strict=True)
+        }
+    parts: list[tuple[str, dict[str, Any], dict[str, str]]] = [("lora_unet_", unet_layers, names)]
+    encoders = [("text_encoder", "lora_te1_" if model.text_encoder_2 else "lora_te_")]
+    encoders.append(("text_encoder_2", "lora_te2_"))
+    for attr, prefix in encoders:
+        part = getattr(model, attr)
+        if part is not None:
+            found = layers(part, ("layers",))
+            parts.append((prefix, found, {n: n for n in found}))
+    for prefix, found, renames in parts:
+        for name, module in found.items():
+            key = prefix + renames[name].replace(".", "_")
+            weight = module.weight
+            down_shape = (rank, *weight.shape[1:])
+            up_shape = (weight.shape[0], rank) + ((1, 1) if weight.ndim == 4 else ())
+            tensors[f"{key}.lora_down.weight"] = torch.randn(down_shape, generator=generator) / 4
+            tensors[f"{key}.lora_up.weight"] = torch.randn(up_shape, generator=generator) / 4
+            tensors[f"{key}.alpha"] = torch.tensor(alpha)
+    save_file(tensors, str(path))
+    return path

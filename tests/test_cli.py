@@ -271,3 +271,52 @@ def test_real_process_default_model_draws_what_it_is_asked(isolated: Path) -> No
     with Image.open(made) as image:
         labels = world.check(image.convert("RGB"))
     assert labels == world.parse_caption("a red circle on a blue background")
+
+
+def test_lora_lines_remake_their_pictures_and_plain_lines_stay_plain(
+    isolated: Path, tiny_model_dir: Path
+) -> None:
+    """A batch: plain, the LoRA (AUTOMATIC1111's spelling), plain again, the LoRA by
+    InvokeAI's spelling; then the stored command of the LoRA picture, run again."""
+    from helpers import kohya_file
+
+    from invoke.backend.models import load_model
+
+    (isolated / "loras" / "styles").mkdir(parents=True)
+    kohya_file(load_model(tiny_model_dir, device="cpu"), isolated / "loras/styles/ink.safetensors")
+    lines = (
+        "a red circle -s 4 -S 7\n"
+        "a red circle <lora:ink:0.8> -s 4 -S 7\n"
+        "a red circle -s 4 -S 7\n"
+        "a red circle withLora(ink, 0.8) -s 4 -S 7\n"
+    )
+    args = ("--model", str(tiny_model_dir), "--lora_dir", "loras", "--outdir", "o")
+    code, _, err = invoke(*args, stdin=lines)
+    assert code == 0, err
+    plain, styled, plain_again, styled_again = (
+        isolated / "o" / f"00000{n}.7.png" for n in (1, 2, 3, 4)
+    )
+    assert pixels(plain) == pixels(plain_again)
+    assert pixels(styled) == pixels(styled_again) != pixels(plain)
+
+    chunks = png_text(styled)
+    assert chunks["Dream"].startswith('"a red circle <lora:ink:0.8>" -s 4 -S 7')
+    assert chunks["parameters"].splitlines()[0] == "a red circle <lora:ink:0.8>"
+    code, _, err = invoke(*args, chunks["Dream"])
+    assert code == 0, err
+    assert pixels(isolated / "o" / "000005.7.png") == pixels(styled)
+
+
+def test_unknown_lora_is_one_line_naming_what_there_is(
+    isolated: Path, tiny_model_dir: Path
+) -> None:
+    (isolated / "loras").mkdir()
+    (isolated / "loras" / "ink.safetensors").write_bytes(b"")
+    lines = "a cat withLora(inc) -s 3 -S 1\na cat -s 3 -S 1\n"
+    for launch in (("--dry-run",), ("--model", str(tiny_model_dir))):
+        code, out, err = invoke(*launch, "--lora_dir", "loras", stdin=lines)
+        assert code == 1
+        said = [line for line in (out + err).splitlines() if "LoRA inc" in line]
+        assert len(said) == 1
+        assert "did you mean ink?" in said[0] and "line 1" in said[0]
+    assert len(list((isolated / "outputs" / "img-samples").glob("*.png"))) == 1

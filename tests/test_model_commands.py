@@ -436,3 +436,36 @@ def test_yaml_too_unusual_to_splice_is_written_whole(
         "a": {"path": str(tiny_model_dir), "default": True, "description": "changed"},
         "b": {"path": str(tiny_model_dir)},
     }
+
+
+def test_loras_lists_the_default_folder_and_completes_names_in_a_prompt(
+    tmp_path: Path, user_config: Path
+) -> None:
+    session = new_session(tmp_path / "out")
+    _, printed, _ = shell(session, f"!loras{ENTER}{CTRL_D}")
+    folder = user_config.parent / "loras"  # beside the user's models.yaml
+    assert printed == [f"no LoRA files in {folder}: put .safetensors LoRAs there, or launch "
+                       "with --lora_dir DIR"]  # fmt: skip
+    (folder / "people").mkdir(parents=True)
+    for name in ("inkwash", "people/portrait-light", "inkline"):
+        (folder / f"{name}.safetensors").write_bytes(b"")
+    (folder / "notes.txt").write_text("not a LoRA")
+    _, printed, _ = shell(session, f"!loras{ENTER}{CTRL_D}")
+    assert [line.strip() for line in printed[1:]] == ["inkline", "inkwash", "portrait-light"]
+
+    completer = ShellCompleter(session)
+
+    def complete(text: str) -> list[str]:
+        found = completer.get_completions(Document(text), CompleteEvent(completion_requested=True))
+        return [text[: len(text) + c.start_position] + c.text for c in found]
+
+    assert complete("a cat withLora(ink") == ["a cat withLora(inkline", "a cat withLora(inkwash"]
+    assert complete("a cat <lora:por") == ["a cat <lora:portrait-light"]
+    assert complete("a cat ink") == []
+
+
+def test_lora_dir_at_launch_replaces_the_default_folder(tmp_path: Path, user_config: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "grain.safetensors").write_bytes(b"")
+    session = new_session(tmp_path / "out", lora_dir=tmp_path / "mine")
+    assert session.loras() == (tmp_path / "mine", ["grain"])

@@ -7,8 +7,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from invoke.errors import ParseError
-from invoke.parse import parse_line
-from invoke.prompt_syntax import Fragment, Parts, is_weighted, parse_weighting, plain_text
+from invoke.parse import parse_line, split_prompt
+from invoke.prompt_syntax import (
+    Fragment,
+    LoraUse,
+    Parts,
+    is_weighted,
+    parse_weighting,
+    plain_text,
+    split_loras,
+)
 
 F = Fragment
 
@@ -112,3 +120,49 @@ def test_any_text_parses_and_keeps_its_words(text: str) -> None:
         return
     letters = "".join(ch for ch in plain_text(parsed) if ch in "ab")
     assert letters == "".join(ch for ch in text if ch in "ab")
+
+
+# -- LoRA references --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "text", "loras"),
+    [
+        ("a cat withLora(pixel-art, 0.7)", "a cat", (LoraUse("pixel-art", 0.7),)),
+        ("withLora(ink) a cat", "a cat", (LoraUse("ink", 1.0),)),
+        ('a cat withLora("ink", .5)', "a cat", (LoraUse("ink", 0.5),)),
+        ("a cat <lora:ink:0.6>, sketch", "a cat , sketch", (LoraUse("ink", 0.6),)),
+        ("a cat <lora:detail:-1>", "a cat", (LoraUse("detail", -1.0),)),
+        # AUTOMATIC1111 applies the ones inside the negative prompt too
+        ("a cat [blurry <lora:bad:0.5>]", "a cat [blurry ]", (LoraUse("bad", 0.5),)),
+        # in the order they first appear; a name twice is one LoRA at the summed weight
+        (
+            "<lora:b:0.2> x withLora(a, 0.5) <lora:b:0.3>",
+            "x",
+            (LoraUse("b", 0.5), LoraUse("a", 0.5)),
+        ),
+        ("a cat with lora (fur)", "a cat with lora (fur)", ()),
+    ],
+)
+def test_lora_references_leave_the_prompt(
+    prompt: str, text: str, loras: tuple[LoraUse, ...]
+) -> None:
+    assert split_loras(prompt) == (text, loras)
+
+
+def test_lora_references_are_not_words_for_the_text_encoder() -> None:
+    parts = split_prompt("a cat <lora:ink:0.8>:0.5 a dog withLora(x):0.5")
+    assert parts.positive == (("a cat", 0.5), ("a dog", 0.5))
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("a cat withLora(, 0.5)", "names no LoRA"),
+        ("a cat withLora(ink, lots)", "takes one number as its weight"),
+        ("a cat <lora:ink:0.5:0.2>", "takes one number as its weight"),
+    ],
+)
+def test_bad_lora_references_are_refused_when_the_line_is_read(line: str, message: str) -> None:
+    with pytest.raises(ParseError, match=message):
+        parse_line(line)

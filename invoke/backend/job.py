@@ -22,6 +22,15 @@ class Noise:
 
 
 @dataclass(frozen=True)
+class Lora:
+    """A LoRA file to merge into the model's weights for a job, at `weight` (1 = as trained)."""
+
+    name: str  # as the prompt named it, for messages
+    path: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class Job:
     # Field order is the contract's (/work/contracts.md), so positional construction works too.
     prompt: str
@@ -42,6 +51,8 @@ class Job:
     # --hires_fix: (width, height) of the first, smaller txt2img pass; its latents are upscaled
     # to width x height and redrawn img2img at `strength`. None: one pass (hires_first_pass).
     first_pass: tuple[int, int] | None = None
+    # LoRAs the prompt named (withLora/<lora:>), already taken out of `prompt`.
+    loras: tuple[Lora, ...] = ()
 
     @property
     def steps_taken(self) -> int:

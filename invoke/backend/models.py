@@ -112,6 +112,7 @@ class Model:
     force_zeros_for_empty_prompt: bool = False
     pipeline: Any = field(default=None, repr=False)  # Kandinsky: diffusers' combined pipeline
     offloader: Any = field(default=None, repr=False)  # offload.Offloader with --offload on a GPU
+    merged_loras: Any = field(default=None, repr=False)  # lora._Merged: the LoRAs merged now
     _hash: str | None = field(default=None, repr=False)
     _vae_fp32: bool = field(default=False, repr=False)  # fp16 decoded to NaN once: use fp32
 
@@ -164,6 +165,10 @@ class Model:
         from invoke.backend.speed import guard_memory
 
         self._refuse(job)
+        if self.pipeline is None:  # our own loop (not Kandinsky): the LoRAs the prompt names
+            from invoke.backend.lora import use_loras
+
+            use_loras(self, job.loras)
         if hasattr(self.vae, "use_tiling"):  # AutoencoderKL; Kandinsky's VQModel cannot tile
             big = job.width * job.height > TILING_AREA * self.native_size**2
             # A seamless picture decodes whole: tiles sit at fixed places and blend where they
@@ -190,6 +195,11 @@ class Model:
             raise InvokeError(f"{what} only refines images: give an init image with -I")
         if self.family != "kandinsky-2.2":
             return
+        if job.loras:
+            raise InvokeError(
+                f"withLora/<lora:>: {what} runs diffusers' own pipeline, which takes no LoRA "
+                "here; drop the LoRA from the prompt"
+            )
         if job.first_pass is not None:
             raise InvokeError(
                 f"--hires_fix: {what} runs diffusers' own pipeline, which cannot redraw "

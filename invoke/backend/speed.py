@@ -113,7 +113,7 @@ class _State:
     compiled: Any = None  # the torch.compile wrapper of model.unet (shares its parameters)
     eager_seconds: dict[Shape, float] = field(default_factory=dict)
     bought: set[Shape] = field(default_factory=set)
-    prompt_key: tuple[str, bool] | None = None
+    prompt_key: tuple[Any, ...] | None = None
     prompt_value: tuple[torch.Tensor, ...] | None = None
 
 
@@ -358,7 +358,7 @@ def prompt_embeddings(
     text encoder runs once. -t (log_tokenization) always encodes, so the tokens are printed.
     """
     state = _state(model)
-    key = (job.prompt, job.skip_normalize)
+    key = (job.prompt, job.skip_normalize, job.loras)  # a LoRA may change the text encoder
     if job.log_tokenization or state.prompt_key != key or state.prompt_value is None:
         state.prompt_value = encode()
         state.prompt_key = key

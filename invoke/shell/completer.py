@@ -1,4 +1,4 @@
-"""Tab completion: `!` command names, switch names, sampler names, file paths."""
+"""Tab completion: `!` command names, switch names, sampler names, file paths, LoRA names."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from invoke.shell.commands import COMMANDS
 from invoke.shell.runner import Runner
 from invoke.shell.switches import SwitchSpec, switch_specs
 
+# A LoRA name being typed in a prompt: `withLora(na` or `<lora:na`.
+_LORA_NAME = re.compile(r"(withLora\(|<lora:)([^,:()<>]*)", re.IGNORECASE)
+
 
 class ShellCompleter(Completer):
     def __init__(self, runner: Runner | None = None) -> None:
@@ -25,6 +28,10 @@ class ShellCompleter(Completer):
         earlier = before[: len(before) - len(word)].split()
         if before.lstrip().startswith("!"):
             yield from self._command(before.lstrip(), word, earlier, complete_event)
+            return
+        lora = _LORA_NAME.fullmatch(word)
+        if lora is not None:
+            yield from _choices(lora.group(2), self._lora_names(), start=-len(lora.group(2)))
             return
         specs = switch_specs()
         if word.startswith("-"):
@@ -48,6 +55,11 @@ class ShellCompleter(Completer):
         if recent is None:
             return []
         return list(dict.fromkeys(str(seed) for seed in reversed(list(recent()))))
+
+    def _lora_names(self) -> list[str]:
+        """Names in the LoRA folder, from an optional `loras()` on the runner."""
+        listing = getattr(self.runner, "loras", None)
+        return [] if listing is None else listing()[1]
 
     def _command(self, line: str, word: str, earlier: list[str], event: CompleteEvent):
         if not earlier:  # still typing the command name

@@ -236,6 +236,29 @@ def _models(ctx: ShellContext, args: str) -> None:
 
 
 @command(
+    "loras",
+    "!loras",
+    "List the LoRA files withLora(NAME, 0.8) and <lora:NAME:0.8> in a prompt can name.",
+)
+def _loras(ctx: ShellContext, args: str) -> None:
+    listing = getattr(ctx.runner, "loras", None)
+    if listing is None:
+        raise InvokeError("!loras: this front end has no LoRA folder")
+    folder, names = listing()
+    if not names:
+        ctx.out(
+            printable(
+                f"no LoRA files in {folder}: put .safetensors LoRAs there, or launch with "
+                "--lora_dir DIR"
+            )
+        )
+        return
+    ctx.out(printable(f"LoRAs in {folder} (use as withLora(NAME, 0.8) or <lora:NAME:0.8>):"))
+    for name in names:
+        ctx.out(printable(f"  {name}"))
+
+
+@command(
     "switch",
     "!switch NAME",
     "Make NAME (from !models) the active model; loaded ones switch at once.",

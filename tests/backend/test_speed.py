@@ -15,11 +15,11 @@ import helpers
 import numpy as np
 import pytest
 import torch
-from helpers import pixels
+from helpers import kohya_file, pixels
 
 from invoke.backend import generate as generate_module
 from invoke.backend import speed
-from invoke.backend.job import Job, Noise
+from invoke.backend.job import Job, Lora, Noise
 from invoke.backend.models import Model, load_model
 from invoke.errors import InvokeError
 
@@ -378,6 +378,11 @@ def test_real_inductor_compile_keeps_the_pictures(
     job = make_job(noises=(Noise(1), Noise(2)))
     assert np.abs(pixels(compiled.generate(job)) - pixels(plain.generate(job))).max() <= 2
     assert speed._state(compiled).compile and speed._state(compiled).bought  # no fallback
+    # A LoRA changes the weights in place: the compiled graph must read them, not a stale copy.
+    lora = (Lora("style", str(kohya_file(plain, tmp_path / "style.safetensors")), 1.0),)
+    styled = pixels(plain.generate(replace(job, loras=lora)))
+    assert np.abs(pixels(compiled.generate(replace(job, loras=lora))) - styled).max() <= 2
+    assert np.abs(pixels(compiled.generate(job)) - pixels(plain.generate(job))).max() <= 2
 
 
 @pytest.mark.gpu
@@ -409,3 +414,19 @@ def test_cuda_compiled_unet_matches_eager(tiny_model_dir: Path) -> None:
         assert speed.unet_for(compiled, job) is not compiled.unet
         ours, plain = compiled.generate(job), eager.generate(job)
         assert np.abs(pixels(ours) - pixels(plain)).max() <= 3
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_see_a_lora_merged_after_capture(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """On a GPU: a LoRA merged into the fused fp16 weights after the CUDA graph was recorded
+    draws what eager draws with it, and leaving it out draws the plain picture again."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    eager = load_model(tiny_model_dir, device="cuda", compile=False)
+    compiled = load_model(tiny_model_dir, device="cuda", compile=True)
+    job = make_job(steps=6, noises=(Noise(1), Noise(2)))
+    plain = pixels(compiled.generate(job))
+    lora = (Lora("style", str(kohya_file(eager, tmp_path / "style.safetensors")), 1.0),)
+    styled = pixels(eager.generate(replace(job, loras=lora)))
+    assert np.abs(pixels(compiled.generate(replace(job, loras=lora))) - styled).max() <= 3
+    assert (pixels(compiled.generate(job)) == plain).all()

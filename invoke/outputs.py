@@ -177,8 +177,12 @@ def image_hash(image: Image.Image) -> str:
     return h.hexdigest()
 
 
-def image_metadata(request: Request, *, orig_hash: str = "") -> dict[str, Any]:
-    """The `image` object of `sd-metadata` (InvokeAI 2.x shape) for one resolved request."""
+def image_metadata(
+    request: Request, *, orig_hash: str = "", lora_hashes: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The `image` object of `sd-metadata` (InvokeAI 2.x shape) for one resolved request.
+
+    lora_hashes: each LoRA's hash by name (lora_hash), recorded beside its name and weight."""
     positive, negative = _split_prompt(request)
     if len(positive) <= 1:
         # InvokeAI kept an unweighted prompt whole, `[negative]` included: same here.
@@ -214,6 +218,12 @@ def image_metadata(request: Request, *, orig_hash: str = "") -> dict[str, Any]:
         "strength": request.strength if img2img or request.hires_fix else None,
         "orig_hash": orig_hash,
     }
+    loras = split_loras(request.prompt)[1]
+    if loras:
+        hashes = lora_hashes or {}
+        meta["loras"] = [
+            {"name": u.name, "weight": u.weight, "hash": hashes.get(u.name, "")} for u in loras
+        ]
     if request.seamless:
         # InvokeAI 2.x wrote only the flag (both axes); the axes say which, for one-axis tiles.
         meta["seamless_axes"] = list(request.seamless_axes or SEAMLESS_AXES)
@@ -236,7 +246,12 @@ def _postprocessing(request: Request) -> list[dict[str, Any]] | None:
 
 
 def sd_metadata(
-    request: Request, *, model_id: str, model_hash: str, orig_hash: str = ""
+    request: Request,
+    *,
+    model_id: str,
+    model_hash: str,
+    orig_hash: str = "",
+    lora_hashes: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The whole `sd-metadata` object for one image."""
     return {
@@ -245,7 +260,7 @@ def sd_metadata(
         "model_hash": model_hash,
         "app_id": APP_ID,
         "app_version": APP_VERSION,
-        "image": image_metadata(request, orig_hash=orig_hash),
+        "image": image_metadata(request, orig_hash=orig_hash, lora_hashes=lora_hashes),
     }
 
 
@@ -253,7 +268,13 @@ def _a1111_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def a1111_parameters(request: Request, *, model_id: str, model_hash: str = "") -> str:
+def a1111_parameters(
+    request: Request,
+    *,
+    model_id: str,
+    model_hash: str = "",
+    lora_hashes: Mapping[str, str] | None = None,
+) -> str:
     """AUTOMATIC1111's `parameters` text, so other tools show our settings."""
     positive, negative = _split_prompt(request)
     if len(positive) == 1:
@@ -261,8 +282,8 @@ def a1111_parameters(request: Request, *, model_id: str, model_hash: str = "") -
     else:
         prompt_text = " ".join(f"{t.replace(':', chr(92) + ':')}:{w:g}" for t, w in positive)
     # AUTOMATIC1111 names LoRAs in the prompt as <lora:name:weight>.
-    loras = [f"<lora:{u.name}:{u.weight:g}>" for u in split_loras(request.prompt)[1]]
-    lines = [" ".join([prompt_text, *loras])]
+    uses = split_loras(request.prompt)[1]
+    lines = [" ".join([prompt_text, *(f"<lora:{u.name}:{u.weight:g}>" for u in uses)])]
     if negative:
         lines.append(f"Negative prompt: {negative}")
     fields: list[tuple[str, str]] = []
@@ -289,6 +310,10 @@ def a1111_parameters(request: Request, *, model_id: str, model_hash: str = "") -
         # AUTOMATIC1111's tiling is both axes or none: a one-axis picture has no honest way to
         # say it here (Dream and sd-metadata do).
         fields.append(("Tiling", "True"))
+    known = lora_hashes or {}
+    hashes = [f"{u.name}: {known[u.name]}" for u in uses if known.get(u.name)]
+    if hashes:
+        fields.append(("Lora hashes", ", ".join(hashes)))  # as AUTOMATIC1111 writes them
     fields.append(("Version", f"{APP_ID} {APP_VERSION}"))
 
     def quoted(value: str) -> str:
@@ -306,6 +331,7 @@ def png_chunks(
     model_hash: str,
     image: Image.Image | None = None,
     command: str | None = None,
+    lora_hashes: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """`Dream`, `sd-metadata` and `parameters` texts for one image made from `request`."""
     dream = command if command is not None else request.to_command()
@@ -314,11 +340,15 @@ def png_chunks(
         model_id=model_id,
         model_hash=model_hash,
         orig_hash=image_hash(image) if image is not None else "",
+        lora_hashes=lora_hashes,
+    )
+    parameters = a1111_parameters(
+        request, model_id=model_id, model_hash=model_hash, lora_hashes=lora_hashes
     )
     return {
         "Dream": dream,
         "sd-metadata": json.dumps(meta, ensure_ascii=False),
-        "parameters": a1111_parameters(request, model_id=model_id, model_hash=model_hash),
+        "parameters": parameters,
     }
 
 
@@ -329,6 +359,7 @@ def grid_chunks(
     model_hash: str,
     images: Sequence[Image.Image] = (),
     command: str | None = None,
+    lora_hashes: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Chunks for a grid: `sd-metadata` with `images: [...]`, `Dream` the command line."""
     if not requests:
@@ -340,13 +371,19 @@ def grid_chunks(
         "model_hash": model_hash,
         "app_id": APP_ID,
         "app_version": APP_VERSION,
-        "images": [image_metadata(r, orig_hash=h) for r, h in zip(requests, hashes, strict=False)],
+        "images": [
+            image_metadata(r, orig_hash=h, lora_hashes=lora_hashes)
+            for r, h in zip(requests, hashes, strict=False)
+        ],
     }
     first = requests[0]
+    parameters = a1111_parameters(
+        first, model_id=model_id, model_hash=model_hash, lora_hashes=lora_hashes
+    )
     return {
         "Dream": command if command is not None else first.to_command(),
         "sd-metadata": json.dumps(meta, ensure_ascii=False),
-        "parameters": a1111_parameters(first, model_id=model_id, model_hash=model_hash),
+        "parameters": parameters,
     }
 
 
@@ -618,6 +655,7 @@ class OutputFolder:
         iteration: int = 1,
         command: str | None = None,
         log: bool = True,
+        lora_hashes: Mapping[str, str] | None = None,
     ) -> Path:
         """Save one generated image with its metadata, then log it. Returns the path written.
 
@@ -626,7 +664,12 @@ class OutputFolder:
         """
         command = command if command is not None else request.to_command()
         chunks = png_chunks(
-            request, model_id=model_id, model_hash=model_hash, image=image, command=command
+            request,
+            model_id=model_id,
+            model_hash=model_hash,
+            image=image,
+            command=command,
+            lora_hashes=lora_hashes,
         )
         level = request.png_compression
         path = self.write_png(
@@ -647,12 +690,18 @@ class OutputFolder:
         command: str | None = None,
         name: str | None = None,
         log: bool = True,
+        lora_hashes: Mapping[str, str] | None = None,
     ) -> Path:
         """Save `make_grid(images)` as `<prefix>.<first seed>.png` (or `name`), grid metadata."""
         if len(images) != len(requests):
             raise OutputError(f"grid: {len(images)} images but {len(requests)} requests")
         chunks = grid_chunks(
-            requests, model_id=model_id, model_hash=model_hash, images=images, command=command
+            requests,
+            model_id=model_id,
+            model_hash=model_hash,
+            images=images,
+            command=command,
+            lora_hashes=lora_hashes,
         )
         name = name or sanitize_file_name(f"{prefix}.{requests[0].seed}.png")
         path = self.write_png(make_grid(images), name, chunks)

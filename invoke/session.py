@@ -101,6 +101,7 @@ class Session:
         self._seeds: list[int] = []  # every image's seed, in order: -S -1 is the last
         self._files: list[Path] = []  # every image written: -I -1 is the last
         self._commands = 0  # command lines that made images: the N of "[N.M]"
+        self._lora_hash_cache: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> hash
 
     # -- the Runner protocol ------------------------------------------------------------------
 
@@ -578,7 +579,12 @@ class Session:
         self, folder: outputs.OutputFolder, prefix: str, image: Image.Image, request: Request
     ) -> Path:
         path = folder.save_image(
-            image, request, prefix, model_id=self.entry.name, model_hash=self.model_hash
+            image,
+            request,
+            prefix,
+            model_id=self.entry.name,
+            model_hash=self.model_hash,
+            lora_hashes=self._lora_hashes(request),
         )
         assert request.seed is not None
         self._seeds.append(request.seed)
@@ -601,8 +607,22 @@ class Session:
             model_id=self.entry.name,
             model_hash=self.model_hash,
             name=name,
+            lora_hashes=self._lora_hashes(requests[0]),
         )
         self._note(f"grid: {path}")
+
+    def _lora_hashes(self, request: Request) -> dict[str, str]:
+        """Each LoRA's hash by the name the prompt gives it, computed once per file version."""
+        from invoke.backend.hashing import lora_hash
+
+        hashes = {}
+        for lora in self._loras(request)[1]:
+            stat = Path(lora.path).stat()
+            key = (lora.path, stat.st_size, stat.st_mtime_ns)
+            if key not in self._lora_hash_cache:
+                self._lora_hash_cache[key] = lora_hash(Path(lora.path))
+            hashes[lora.name] = self._lora_hash_cache[key]
+        return hashes
 
     def _print_outputs(self, written: list[tuple[Path, str]]) -> None:
         if not written:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -302,6 +303,13 @@ def test_lora_lines_remake_their_pictures_and_plain_lines_stay_plain(
     chunks = png_text(styled)
     assert chunks["Dream"].startswith('"a red circle <lora:ink:0.8>" -s 4 -S 7')
     assert chunks["parameters"].splitlines()[0] == "a red circle <lora:ink:0.8>"
+    # The file's hash as AUTOMATIC1111 writes it: sha256 of what follows the safetensors header.
+    data = (isolated / "loras/styles/ink.safetensors").read_bytes()
+    digest = hashlib.sha256(data[8 + int.from_bytes(data[:8], "little") :]).hexdigest()[:12]
+    assert f'Lora hashes: "ink: {digest}"' in chunks["parameters"]
+    recorded = json.loads(chunks["sd-metadata"])["image"]["loras"]
+    assert recorded == [{"name": "ink", "weight": 0.8, "hash": digest}]
+    assert "loras" not in json.loads(png_text(plain)["sd-metadata"])["image"]
     code, _, err = invoke(*args, chunks["Dream"])
     assert code == 0, err
     assert pixels(isolated / "o" / "000005.7.png") == pixels(styled)

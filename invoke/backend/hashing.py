@@ -1,4 +1,4 @@
-"""A model's sha256 for sd-metadata.model_hash, computed once and cached.
+"""A model's sha256 for sd-metadata.model_hash, computed once and cached; LoRA file hashes.
 
 Hashing a 7 GB SDXL checkpoint takes tens of seconds, so the digest is kept in a small JSON file
 beside the weights (`<file>.sha256`), valid while the file's size and mtime are unchanged. A
@@ -84,3 +84,17 @@ def _sha256(file: Path) -> str:
         while chunk := stream.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def lora_hash(path: Path) -> str:
+    """A LoRA file's hash as AUTOMATIC1111 and kohya-ss write it ("Lora hashes" in `parameters`,
+    and how model sites look a LoRA up): sha256 of the tensor data after the safetensors header,
+    the first 12 hex digits. The header (metadata, key order) can change without the weights
+    changing; this hash does not."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        header = int.from_bytes(stream.read(8), "little")
+        stream.seek(8 + header)
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]

@@ -295,3 +295,14 @@ def test_pickles_and_broken_files_are_one_line(model: Model, tmp_path: Path) -> 
     with pytest.raises(InvokeError, match="cannot be read") as caught:
         use_loras(model, (Lora("cut", str(tmp_path / "cut.safetensors"), 1.0),))
     assert "\n" not in str(caught.value)
+
+
+def test_lora_hash_follows_the_weights_not_the_header(tmp_path: Path) -> None:
+    from invoke.backend.hashing import lora_hash
+
+    weights = {"lora_unet_x.lora_down.weight": torch.ones(2, 3)}
+    save_file(weights, str(tmp_path / "a.safetensors"), metadata={"note": "one"})
+    save_file(weights, str(tmp_path / "b.safetensors"), metadata={"note": "another, longer"})
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 3)}, str(tmp_path / "c.safetensors"))
+    a, b, c = (lora_hash(tmp_path / f"{n}.safetensors") for n in "abc")
+    assert a == b != c and len(a) == 12

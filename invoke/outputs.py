@@ -35,6 +35,7 @@ from invoke import __version__
 from invoke.errors import InvokeError, MetadataError, OutputError
 from invoke.prompt_syntax import split_loras
 from invoke.request import SAMPLERS, SEAMLESS_AXES, SWITCHES, Request, Variation
+from invoke.settings import OUTCROP_STRENGTH
 
 try:  # POSIX; Windows falls back to msvcrt below
     import fcntl
@@ -1031,7 +1032,17 @@ def _clean_foreign_dream(text: str) -> str:
         m = re.search(r"\s-{1,2}[A-Za-z]", text)
         prompt, rest = (text[: m.start()], text[m.start() :]) if m else (text, "")
         prompt = prompt.replace("\\'", "'")
-    tokens = shlex.split(rest)
+    from invoke.parse import quote_prompt
+
+    return f"{quote_prompt(prompt.strip())} {_without_foreign_switches(rest)}".rstrip()
+
+
+def _without_foreign_switches(switches: str) -> str:
+    """An InvokeAI line's switches, shell-quoted, less the ones this program lacks and the
+    trailing comment (2.3 ended each line with `# model_id=NAME`)."""
+    tokens = shlex.split(switches)
+    comment = next((i for i, tok in enumerate(tokens) if tok.startswith("#")), len(tokens))
+    tokens = tokens[:comment]
     kept: list[str] = []
     i = 0
     while i < len(tokens):
@@ -1050,9 +1061,7 @@ def _clean_foreign_dream(text: str) -> str:
             continue
         kept.append(tok)
         i += 1
-    from invoke.parse import quote_prompt
-
-    return " ".join([quote_prompt(prompt.strip()), *(shlex.quote(t) for t in kept)])
+    return " ".join(shlex.quote(t) for t in kept)
 
 
 def _number(value: Any, kind: type, what: str) -> Any:
@@ -1100,6 +1109,13 @@ def _command_from_sd_metadata(meta: dict[str, Any]) -> str:
         image = meta["images"][0]  # a grid: its first image
     if not isinstance(image, dict):
         raise MetadataError("has no image object")
+    if "prompt" not in image and "prompt" in meta:
+        # InvokeAI 2.3's !fix of a picture without sd-metadata wrote the line's fields at the
+        # top level, beside an `image` that holds only `postprocessing`.
+        image = {**meta, **image}
+    outcrop = _last_outcrop(image.get("postprocessing"))
+    if outcrop is not None and "outcrop" not in outcrop:
+        return _command_from_invokeai_outcrop(image, outcrop)
     fields: dict[str, Any] = {"prompt": _prompt_from_parts(image.get("prompt"))}
     for key, kind in (
         ("steps", int),
@@ -1141,9 +1157,8 @@ def _command_from_sd_metadata(meta: dict[str, Any]) -> str:
         init_mask = image.get("init_mask")
         if isinstance(init_mask, str) and init_mask:
             fields["init_mask"] = _check_text(init_mask, "image.init_mask")
-        outcrop = _outcrop_from(image.get("postprocessing"))
-        if outcrop:
-            fields["outcrop"] = outcrop
+        if outcrop is not None:
+            fields["outcrop"] = _outcrop_from(outcrop)
     elif image.get("hires_fix") is True:
         # (InvokeAI 2.3 let --hires_fix override -I; here the two exclude each other, and the
         # init image, above, is what such an image's metadata is more likely to mean.)
@@ -1153,20 +1168,73 @@ def _command_from_sd_metadata(meta: dict[str, Any]) -> str:
     return _request_to_canonical(fields, "sd-metadata")
 
 
-def _outcrop_from(postprocessing: Any) -> tuple[tuple[str, int], ...]:
-    """The extension an img2img image's `postprocessing` records (ours: an `outcrop` entry with
-    its `outcrop` words); () when there is none."""
+def _outcrop_from(entry: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+    """The extension our own `outcrop` entry records in its `outcrop` words."""
+    words = entry.get("outcrop")
+    if not isinstance(words, list) or not all(isinstance(w, str | int) for w in words):
+        raise MetadataError("image.postprocessing outcrop is not a list of sides and pixels")
+    switch = next(s for s in SWITCHES if s.field == "outcrop")
+    return switch.read(_check_text(" ".join(str(w) for w in words), "image.postprocessing"))
+
+
+def _last_outcrop(postprocessing: Any) -> dict[str, Any] | None:
+    """The newest `outcrop` entry of `postprocessing`: InvokeAI appended one entry per !fix to
+    the source's list, so a later face fix keeps the outcrop that set the picture's size."""
     if not isinstance(postprocessing, list):
-        return ()
-    for entry in postprocessing:
-        if not (isinstance(entry, dict) and entry.get("tool") == "outcrop"):
-            continue
-        words = entry.get("outcrop")
-        if not isinstance(words, list) or not all(isinstance(w, str | int) for w in words):
-            raise MetadataError("image.postprocessing outcrop is not a list of sides and pixels")
-        switch = next(s for s in SWITCHES if s.field == "outcrop")
-        return switch.read(_check_text(" ".join(str(w) for w in words), "image.postprocessing"))
-    return ()
+        return None
+    found = [e for e in postprocessing if isinstance(e, dict) and e.get("tool") == "outcrop"]
+    return found[-1] if found else None
+
+
+# InvokeAI 2.3's `!fix` dream_command: `!fix FILE -s N ...`, FILE unquoted (it may hold spaces)
+# and always followed by -s.
+_INVOKEAI_FIX = re.compile(r"!fix\s+(?P<file>.+?)\s+(?P<switches>-s\s.*)", re.DOTALL)
+INVOKEAI_OUTCROP_CELL = 64  # InvokeAI's outcrop rounded each side's pixels up to 64
+
+
+def _command_from_invokeai_outcrop(image: dict[str, Any], entry: dict[str, Any]) -> str:
+    """A picture InvokeAI 2.3 outcropped (`!fix FILE -c top 64`), as an img2img line on FILE.
+
+    InvokeAI copied FILE's sd-metadata into the new picture (its prompt, seed and size are
+    FILE's) and appended {tool: outcrop, dream_command: "!fix FILE -s .. -S .. -W .. -H .. -C ..
+    -A .. -c SIDE PIXELS # model_id=.."}. The outcrop ran with FILE's prompt, the command's
+    steps, seed, scale and sampler, at strength 0.9, on a canvas each side grown by its pixels
+    rounded up to 64; the command's -W/-H are the model's default size, not the picture's, so
+    the line leaves the size to --outcrop, which takes it from FILE. InvokeAI left two things
+    unrecorded: a --new_prompt (FILE's prompt is all there is), and a -S typed on the !fix line
+    (its command names FILE's seed).
+    """
+    from invoke.parse import parse_fix
+
+    command = entry.get("dream_command")
+    found = _INVOKEAI_FIX.fullmatch(command.strip()) if isinstance(command, str) else None
+    if found is None:
+        raise MetadataError(
+            f"image.postprocessing outcrop: dream_command {command!r} is not InvokeAI's "
+            "!fix FILE -s STEPS ... -c SIDE PIXELS"
+        )
+    what = "image.postprocessing dream_command"
+    file = _check_text(found["file"], what)
+    try:
+        switches = _without_foreign_switches(_check_text(found["switches"], what))
+    except ValueError as err:  # shlex: an unbalanced quote
+        raise MetadataError(f"{what} {command!r} cannot be split into words ({err})") from None
+    line = parse_fix(f"{shlex.quote(file)} {switches}").line
+    if not line.outcrop:
+        raise MetadataError(f"{what} {command!r} has no -c SIDE PIXELS")
+    cell = INVOKEAI_OUTCROP_CELL
+    seed = line.seed if line.seed is not None else image.get("seed")
+    fields: dict[str, Any] = {
+        "prompt": _prompt_from_parts(image.get("prompt")),
+        "steps": line.steps,
+        "seed": None if seed is None else _number(seed, int, "image.seed"),
+        "cfg_scale": line.cfg_scale,
+        "sampler": line.sampler,
+        "init_img": file,
+        "strength": OUTCROP_STRENGTH,
+        "outcrop": tuple((side, -(-pixels // cell) * cell) for side, pixels in line.outcrop),
+    }
+    return _request_to_canonical(fields, "sd-metadata")
 
 
 def _seamless_axes(axes: Any) -> tuple[str, ...]:

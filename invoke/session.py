@@ -202,8 +202,23 @@ class Session:
 
     @property
     def size_multiple(self) -> int:
+        """Pixels per latent cell: the loaded model's, else read from its folder's configs, so a
+        --dry-run rounds sizes and --outcrop as the real run will (the default model's is 4)."""
         model = self._loaded.get(self.entry.name)
-        return model.size_multiple if model is not None else SIZE_MULTIPLE
+        if model is not None:
+            return model.size_multiple
+        entry = self.entry
+        if entry.file is not None:  # a checkpoint's VAE is only known once it is read
+            return SIZE_MULTIPLE
+        if entry.embedded:
+            if not (EMBEDDED_MODEL_DIR / "model_index.json").is_file():
+                return SIZE_MULTIPLE  # the stand-in test model (embedded_model_dir) has SD's 8
+            return _cell_from_files(EMBEDDED_MODEL_DIR)
+        try:
+            folder = model_source(entry)  # the local copy only: never downloads for this
+        except ModelError:
+            return SIZE_MULTIPLE  # loading will say what is missing
+        return _cell_from_files(folder)
 
     @property
     def model(self) -> Model:
@@ -715,7 +730,25 @@ def _native_size_from_files(folder: Path) -> tuple[int, int]:
     except (OSError, ValueError):
         return (512, 512)  # the loader will say what is wrong with the folder
     sample = unet.get("sample_size", 64)
-    factor = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
+    factor = _vae_cell(vae)
     if isinstance(sample, list):
         return (sample[1] * factor, sample[0] * factor)
     return (sample * factor, sample * factor)
+
+
+def _cell_from_files(folder: Path) -> int:
+    """A diffusers folder's pixels per latent cell without loading it (Model.size_multiple):
+    its VAE's, or the square of Kandinsky's MoVQ cell, as its pipeline rounds sides."""
+    for part, squared in (("vae", False), ("movq", True)):
+        try:
+            config = json.loads((folder / part / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        cell = _vae_cell(config)
+        return cell * cell if squared else cell
+    return SIZE_MULTIPLE
+
+
+def _vae_cell(config: dict[str, Any]) -> int:
+    """Each down block of the VAE but the last halves the image."""
+    return 2 ** (len(config.get("block_out_channels", [0, 0, 0, 0])) - 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from PIL import Image
 from invoke.backend.job import Job, Noise
 from invoke.errors import InvokeError
 from invoke.request import Request
+from invoke.shell.batch import run_batch
+from invoke.shell.runner import Runner
 
 
 def readme_request(**changes: object) -> Request:
@@ -59,6 +62,16 @@ class FakeRunner:
         if name not in self.stored:
             raise InvokeError(f"{path}: no command stored in this PNG")
         return self.stored[name]
+
+
+def batch(
+    runner: Runner, lines: Iterable[str | bytes], **kw: Any
+) -> tuple[int, list[str], list[str]]:
+    """Run `lines` as a batch: its exit status, then what it printed to stdout and to stderr."""
+    out: list[str] = []
+    err: list[str] = []
+    status = run_batch(runner, lines, out=out.append, err=err.append, **kw)
+    return status, out, err
 
 
 # -- the backend: jobs on the tiny models --------------------------------------------------------

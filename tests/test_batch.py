@@ -5,16 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import FakeRunner
+from helpers import FakeRunner, batch
 
 from invoke.shell.batch import run_batch, run_one
-
-
-def run(runner: FakeRunner, lines: list, **kw) -> tuple[int, list[str], list[str]]:
-    out: list[str] = []
-    err: list[str] = []
-    status = run_batch(runner, lines, out=out.append, err=err.append, **kw)
-    return status, out, err
 
 
 @pytest.fixture
@@ -24,7 +17,7 @@ def runner(tmp_path: Path) -> FakeRunner:
 
 def test_bad_line_is_reported_with_its_input_line_number_and_the_rest_run(runner):
     lines = ["a cat -s 3 -S 1", "", "# c", "a dog -s 3 -S 2", "a cow -f 1.5", "a pig -s 4"]
-    status, _, err = run(runner, lines)
+    status, _, err = batch(runner, lines)
     assert [r.prompt for r in runner.requests] == ["a cat", "a dog", "a pig"]
     assert status == 1
     [error] = [e for e in err if e.startswith("line ")]
@@ -34,7 +27,7 @@ def test_bad_line_is_reported_with_its_input_line_number_and_the_rest_run(runner
 
 def test_all_good_exits_0_and_echoes_each_command_line_only(runner):
     lines = ["// a note", "a cat -s 3", "   ", "# another", "a dog -S 7"]
-    status, out, err = run(runner, lines)
+    status, out, err = batch(runner, lines)
     assert status == 0
     assert out == ["invoke> a cat -s 3", "invoke> a dog -S 7"]
     assert err == ["2 lines run, 0 failed"]
@@ -44,7 +37,7 @@ def test_ten_good_and_ten_bad_lines_make_ten_images_and_list_the_bad_ones(runner
     lines = []
     for k in range(10):
         lines += [f"good {k} -s 3", f"bad {k} -s x"]
-    status, _, err = run(runner, lines)
+    status, _, err = batch(runner, lines)
     assert len(runner.requests) == 10
     assert status == 1
     bad = ", ".join(str(n) for n in range(2, 21, 2))
@@ -53,31 +46,31 @@ def test_ten_good_and_ten_bad_lines_make_ten_images_and_list_the_bad_ones(runner
 
 def test_dry_run_prints_only_canonical_commands_and_is_a_fixed_point(runner):
     lines = ["a cat -s 3 -S 1", "# comment", "a cow -f 1.5", "a dog"]
-    status, out, err = run(runner, lines, dry_run=True)
+    status, out, err = batch(runner, lines, dry_run=True)
     assert runner.requests == []
     assert status == 1
     assert out == ['"a cat" -s 3 -S 1', '"a dog" -s 50 -S 0']
     assert any(e.startswith("line 3: ") for e in err)
     assert err[-1] == "3 lines checked, 1 failed (line 3)"
-    status, again, _ = run(runner, out, dry_run=True)
+    status, again, _ = batch(runner, out, dry_run=True)
     assert (status, again) == (0, out)
 
 
 def test_dry_run_reports_runner_errors_as_failed_lines(runner):
-    status, _, err = run(runner, ["a missing init -s 3", "a cat"], dry_run=True)
+    status, _, err = batch(runner, ["a missing init -s 3", "a cat"], dry_run=True)
     assert status == 1
     assert "line 1: -I/--init_img: missing.png does not exist; give an image file" in err
 
 
 def test_q_stops_the_batch(runner):
-    status, _, err = run(runner, ["a cat", "q", "a dog"])
+    status, _, err = batch(runner, ["a cat", "q", "a dog"])
     assert [r.prompt for r in runner.requests] == ["a cat"]
     assert status == 0
     assert err[-1] == "1 line run, 0 failed; stopped by q at line 2"
 
 
 def test_ctrl_c_stops_the_batch_with_a_summary(runner):
-    status, _, err = run(runner, ["a cat", "# x", "interrupt me", "a dog"])
+    status, _, err = batch(runner, ["a cat", "# x", "interrupt me", "a dog"])
     assert [r.prompt for r in runner.requests] == ["a cat"]
     assert status == 130
     assert err[-1] == (
@@ -86,7 +79,7 @@ def test_ctrl_c_stops_the_batch_with_a_summary(runner):
 
 
 def test_an_unexpected_error_is_one_line_and_the_batch_goes_on(runner, capsys):
-    status, _, err = run(runner, ["crash now", "a dog"])
+    status, _, err = batch(runner, ["crash now", "a dog"])
     assert [r.prompt for r in runner.requests] == ["a dog"]
     assert status == 1
     assert err[0] == (
@@ -97,13 +90,13 @@ def test_an_unexpected_error_is_one_line_and_the_batch_goes_on(runner, capsys):
 
 
 def test_debug_shows_the_traceback(runner, capsys):
-    run(runner, ["crash now"], debug=True)
+    batch(runner, ["crash now"], debug=True)
     assert "Traceback" in capsys.readouterr().err
 
 
 def test_bytes_that_are_not_utf8_do_not_stop_the_batch(runner):
     lines = [b"a cat \xff\xfe -s 3\n", b"a dog -s \xff\r\n", "a cow \udcff -s 2", b"a pig"]
-    status, out, err = run(runner, lines)
+    status, out, err = batch(runner, lines)
     assert [r.prompt for r in runner.requests] == ["a cat \ufffd\ufffd", "a cow ?", "a pig"]
     assert status == 1
     assert err[0].startswith("line 2: -s/--steps")
@@ -111,14 +104,14 @@ def test_bytes_that_are_not_utf8_do_not_stop_the_batch(runner):
 
 
 def test_control_characters_are_echoed_as_escapes(runner):
-    _, out, _ = run(runner, ["a cat \x1b[31m red -s 3"])
+    _, out, _ = batch(runner, ["a cat \x1b[31m red -s 3"])
     assert out == ["invoke> a cat \\x1b[31m red -s 3"]
 
 
 def test_fetch_in_a_batch_prints_the_command(tmp_path):
     runner = FakeRunner(tmp_path, {"000001.42.png": '"a cat" -s 7 -S 42'})
     (tmp_path / "000001.42.png").write_bytes(b"")
-    status, out, _ = run(runner, [f"!fetch {tmp_path / '000001.42.png'}", "!fetch 000001.42.png"])
+    status, out, _ = batch(runner, [f"!fetch {tmp_path / '000001.42.png'}", "!fetch 000001.42.png"])
     assert status == 0
     assert out[1::2] == ['"a cat" -s 7 -S 42', '"a cat" -s 7 -S 42']
 
@@ -131,7 +124,7 @@ def test_fetch_a_pattern_writes_a_batch_file_that_replays(tmp_path, monkeypatch)
     for name in [*stored, "000003.3.png"]:
         (shots / name).write_bytes(b"")
     runner = FakeRunner(tmp_path, stored)
-    status, out, err = run(runner, ["!fetch 'shots/*.png' commands.txt"])
+    status, out, err = batch(runner, ["!fetch 'shots/*.png' commands.txt"])
     assert status == 0
     assert out[-1] == "wrote 2 commands to commands.txt"
     assert any("000003.3.png" in e for e in err)  # the image without a command is named
@@ -142,7 +135,7 @@ def test_fetch_a_pattern_writes_a_batch_file_that_replays(tmp_path, monkeypatch)
         f"# {Path('shots/000002.2.png')}",
         '"a dog" -s 4 -S 2',
     ]
-    status, _, _ = run(runner, ["!replay commands.txt"])
+    status, _, _ = batch(runner, ["!replay commands.txt"])
     assert status == 0
     assert [(r.prompt, r.steps, r.seed) for r in runner.requests] == [
         ("a cat", 3, 1),
@@ -156,7 +149,7 @@ def test_fetch_never_writes_over_an_image_and_takes_names_with_spaces(tmp_path, 
     for name in stored:
         Path(name).write_bytes(b"png")
     runner = FakeRunner(tmp_path, stored)
-    status, out, err = run(runner, ["!fetch a.png 'my pic.png'", "!fetch my pic.png"])
+    status, out, err = batch(runner, ["!fetch a.png 'my pic.png'", "!fetch my pic.png"])
     assert status == 1
     assert err[0].startswith("line 1: !fetch: my pic.png looks like an image")
     assert Path("a.png").read_bytes() == Path("my pic.png").read_bytes() == b"png"
@@ -164,7 +157,7 @@ def test_fetch_never_writes_over_an_image_and_takes_names_with_spaces(tmp_path, 
 
 
 def test_fetch_errors_are_failed_lines(runner):
-    status, _, err = run(runner, ["!fetch", "!fetch nothing/*.png out.txt", "!fetch nope.png"])
+    status, _, err = batch(runner, ["!fetch", "!fetch nothing/*.png out.txt", "!fetch nope.png"])
     assert status == 1
     assert err[0].startswith("line 1: !fetch: needs a file")
     assert err[1].startswith("line 2: !fetch: no file matches nothing/*.png")
@@ -176,7 +169,7 @@ def test_replay_failures_fail_the_replay_line_and_a_file_cannot_replay_itself(ru
     inner.write_text("a cat\na cow -f 9\n", encoding="utf-8")
     loop = tmp_path / "loop.txt"
     loop.write_text(f"a dog\n!replay {loop}\n", encoding="utf-8")
-    status, _, err = run(runner, [f"!replay {inner}", f"!replay {loop}", "!replay nowhere.txt"])
+    status, _, err = batch(runner, [f"!replay {inner}", f"!replay {loop}", "!replay nowhere.txt"])
     assert status == 1
     assert "line 2: " in err[0] and "-f/--strength" in err[0]  # inside inner.txt
     assert f"line 1: !replay {inner}: 2 lines run, 1 failed (line 2)" in err
@@ -186,7 +179,7 @@ def test_replay_failures_fail_the_replay_line_and_a_file_cannot_replay_itself(ru
 
 
 def test_history_commands_say_they_need_the_shell(runner):
-    status, _, err = run(runner, ["!history", "!3", "!frobnicate"])
+    status, _, err = batch(runner, ["!history", "!3", "!frobnicate"])
     assert status == 1
     assert err[0] == "line 1: !history: there is no history outside the interactive shell"
     assert err[1] == "line 2: !3: recalling history lines works in the interactive shell only"
@@ -194,7 +187,7 @@ def test_history_commands_say_they_need_the_shell(runner):
 
 
 def test_dream_is_the_same_as_the_line(runner):
-    status, _, _ = run(runner, ["!dream a cat -s 3"])
+    status, _, _ = batch(runner, ["!dream a cat -s 3"])
     assert status == 0
     assert (runner.requests[0].prompt, runner.requests[0].steps) == ("a cat", 3)
 

@@ -166,17 +166,49 @@ def test_stdin_batch_counts_lines_and_keeps_going(isolated: Path, tiny_model_dir
 
 
 def test_dry_run_output_is_a_fixed_point(isolated: Path) -> None:
-    lines = "a cat -s 3 -S 1\na dog -n 2 -C 5 -A k_euler_a\n'quoted: prompt' -W 100 -H 80\n"
+    lines = "a cat -s 3 -S 1\na dog -n 2 -C 5 -A k_euler_a\n'quoted: prompt' -W 102 -H 80\n"
     code, out, err = invoke("--dry-run", stdin=lines)
     assert code == 0, err
     printed = [line for line in out.splitlines() if line.startswith('"')]
     assert len(printed) == 3
     assert printed[0] == '"a cat" -s 3 -S 1 -W 64 -H 64 -C 7.5 -A k_lms'
-    assert "-W 96 -H 80" in printed[2]  # rounded down to the VAE's multiple of 8
+    assert "-W 100 -H 80" in printed[2]  # rounded down to the default model's multiple of 4
     code, again, err = invoke("--dry-run", stdin="\n".join(printed) + "\n")
     assert code == 0, err
     assert [line for line in again.splitlines() if line.startswith('"')] == printed
     assert not (isolated / "outputs").exists()  # nothing generated
+
+
+def test_dry_run_rounds_sizes_and_outcrop_as_the_real_run_does(isolated: Path) -> None:
+    """The default model's latent cell is 4 pixels, not SD's 8: --dry-run reads it from the
+    model's files, so it prints the command the real run prints."""
+    Image.new("RGB", (64, 64), (35, 65, 215)).save(isolated / "src.png")
+    lines = [
+        '"a cat" -s 2 -S 1 -A k_euler -I src.png --outcrop top 10',
+        '"a cat" -s 2 -S 1 -A k_euler -W 102 -H 76',
+    ]
+    code, out, err = invoke("--dry-run", stdin="\n".join(lines) + "\n")
+    assert code == 0, err
+    dry = [line for line in out.splitlines() if line.startswith('"')]
+    assert dry == [
+        '"a cat" -s 2 -S 1 -W 64 -H 76 -C 7.5 -A k_euler -I src.png -f 0.9 --outcrop top 12',
+        '"a cat" -s 2 -S 1 -W 100 -H 76 -C 7.5 -A k_euler',
+    ]
+    code, out, err = invoke("--outdir", "o", stdin="\n".join(lines) + "\n")
+    assert code == 0, err
+    assert "--outcrop: top 10 to 12 (rounded up to a multiple of 4)" in err
+    made = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("[")]
+    assert made == dry
+
+
+def test_dry_run_on_a_kandinsky_folder_rounds_to_its_pipelines_64_pixels(isolated: Path) -> None:
+    folder = isolated / "kandinsky"
+    (folder / "movq").mkdir(parents=True)
+    (folder / "model_index.json").write_text('{"_class_name": "KandinskyV22CombinedPipeline"}')
+    (folder / "movq" / "config.json").write_text('{"block_out_channels": [128, 256, 256, 512]}')
+    code, out, err = invoke("--model", str(folder), "--dry-run", "a cat -S 1 -W 100 -H 130")
+    assert code == 0, err
+    assert "-W 64 -H 128" in out
 
 
 def test_launch_defaults_apply_and_are_validated(isolated: Path) -> None:

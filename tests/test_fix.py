@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import FakeRunner
+from helpers import FakeRunner, batch
 from PIL import Image
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
@@ -20,7 +20,7 @@ from prompt_toolkit.validation import ValidationError
 from invoke import outputs
 from invoke.parse import parse_request
 from invoke.request import Request
-from invoke.shell.batch import run_batch, run_one
+from invoke.shell.batch import run_one
 from invoke.shell.commands import help_lines
 from invoke.shell.completer import ShellCompleter
 from invoke.shell.validator import LineValidator
@@ -32,13 +32,6 @@ def picture(path: Path, size: tuple[int, int] = (64, 64)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, (35, 65, 215)).save(path)
     return path
-
-
-def batch(runner: FakeRunner, lines: list[str], **kw) -> tuple[int, list[str], list[str]]:
-    out: list[str] = []
-    err: list[str] = []
-    status = run_batch(runner, lines, out=out.append, err=err.append, **kw)
-    return status, out, err
 
 
 @pytest.fixture
@@ -334,13 +327,11 @@ def test_fix_in_a_batch_and_with_a_prompt_on_a_foreign_picture(
     photo = picture(tmp_path / "photo.png", (40, 48))  # no metadata; 40 is a multiple of 8
     before = photo.read_bytes()
     session, _, _ = new_session(outdir, tiny_model_dir)
-    out: list[str] = []
-    err: list[str] = []
     lines = [
         f"!fix {photo} --outcrop left 8",  # no prompt: refused, and the batch goes on
         f"!fix {photo} a blue background -s 3 -S 5 --outcrop left 8",
     ]
-    status = run_batch(session, lines, out=out.append, err=err.append)
+    status, _, err = batch(session, lines)
     assert status == 1
     assert err[0].startswith(f"line 1: !fix: {photo} has no metadata with its prompt and seed")
     made = outdir / "000001.5.png"

@@ -414,6 +414,145 @@ def test_invokeai_sd_metadata_with_prompt_list(tmp_path: Path) -> None:
     )
 
 
+def invokeai_txt2img_metadata(prompt: str, seed: int) -> dict:
+    """sd-metadata as InvokeAI 2.3.5's metadata_dumps wrote it for a txt2img picture: the
+    `sampler` from its sampler_name, and no `seamless` or `init_img` (a missing comma in its
+    list of fields fused the two names)."""
+    return {
+        "model": "stable diffusion",
+        "model_id": "stable-diffusion-1.5",
+        "model_hash": "cc6cb27103417325ff94f52b7a5d2dde45a7515b25c255d8e396c90014281516",
+        "app_id": "invoke-ai/InvokeAI",
+        "app_version": "2.3.5",
+        "image": {
+            "prompt": [{"prompt": prompt, "weight": 1.0}],
+            "steps": 30,
+            "seed": seed,
+            "hires_fix": False,
+            "cfg_scale": 9.0,
+            "threshold": 0.0,
+            "perlin": 0.0,
+            "width": 512,
+            "height": 512,
+            "init_mask": None,
+            "facetool": "gfpgan",
+            "facetool_strength": 0.0,
+            "upscale": None,
+            "h_symmetry_time_pct": None,
+            "v_symmetry_time_pct": None,
+            "postprocessing": None,
+            "sampler": "k_euler_a",
+            "variations": [],
+            "type": "txt2img",
+        },
+    }
+
+
+def invokeai_fixed(meta: dict, *entries: tuple[str, str]) -> str:
+    """What InvokeAI 2.3's !fix left in the new picture: only an sd-metadata chunk (its
+    write_metadata rewrote the file without the Dream chunk), holding the source's metadata with
+    {tool, dream_command} appended to image.postprocessing for each !fix."""
+    fixed = json.loads(json.dumps(meta))
+    fixed["image"]["postprocessing"] = [{"tool": t, "dream_command": c} for t, c in entries]
+    return json.dumps(fixed)
+
+
+def test_fetch_of_an_invokeai_outcrop_is_img2img_on_its_source(isolated: Path) -> None:
+    from invoke.session import Session
+    from invoke.settings import Settings
+
+    outdir = isolated / "outputs"
+    outdir.mkdir()
+    meta = invokeai_txt2img_metadata("a lighthouse on a cliff", 1234)
+    source = outdir / "000012.1234.png"
+    dream = '"a lighthouse on a cliff" -s 30 -S 1234 -W 512 -H 512 -C 9.0 -A k_euler_a'
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Dream", dream + " # model_id=stable-diffusion-1.5")
+    info.add_text("sd-metadata", json.dumps(meta))
+    picture(size=(64, 64)).save(source, pnginfo=info)
+    # `!fix 000012.1234.png -c top 64 right 30`: each side grown by its pixels rounded up to 64
+    fix = (
+        f"!fix {source} -s 50 -S 1234 -W 512 -H 512 -C 7.5 -A k_lms -c top 64 right 30 "
+        "# model_id=stable-diffusion-1.5"
+    )
+    outcropped = outdir / "000012.1234.outcrop.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("sd-metadata", invokeai_fixed(meta, ("outcrop", fix)))
+    picture(size=(128, 128)).save(outcropped, pnginfo=info)
+
+    assert read_command(source) == dream
+    command = read_command(outcropped)
+    assert command == (
+        f'"a lighthouse on a cliff" -s 50 -S 1234 -C 7.5 -A k_lms -I {source} -f 0.9 '
+        "--outcrop top 64 right 64"
+    )
+    # run, it makes a picture of the outcropped one's size from the source
+    session = Session(Settings(outdir=outdir), dry_run=True)
+    assert "-W 128 -H 128" in session.canonical(parse_request(command))
+
+
+def test_invokeai_outcrop_with_spaces_its_switches_and_a_later_face_fix(tmp_path: Path) -> None:
+    meta = invokeai_txt2img_metadata("a red barn", 77)
+    source = "/home/me/my pics/000003.77.png"
+    outcrop = (
+        f"!fix {source} -s 25 -S 77 -W 512 -H 512 -C 6.0 --perlin 0.1 -A k_euler -c left 100 "
+        "# model_id=stable-diffusion-1.5"
+    )
+    # a face fix of the outcropped picture appends its own entry; the outcrop still sets it
+    faces = (
+        "!fix /home/me/my pics/000003.77.outcrop.png -s 50 -S 77 -W 512 -H 512 -C 7.5 -A k_lms "
+        "-G 0.8 -ft gfpgan # model_id=stable-diffusion-1.5"
+    )
+    path = foreign_png(
+        tmp_path / "000003.77.outcrop.gfpgan.png",
+        {"sd-metadata": invokeai_fixed(meta, ("outcrop", outcrop), ("gfpgan", faces))},
+    )
+    assert read_command(path) == (
+        "\"a red barn\" -s 25 -S 77 -C 6.0 -A k_euler -I '/home/me/my pics/000003.77.png' -f 0.9 "
+        "--outcrop left 128"
+    )
+
+
+def test_invokeai_outcrop_of_a_picture_without_metadata(tmp_path: Path) -> None:
+    """With no sd-metadata in the source, InvokeAI 2.3 wrote the !fix line's own fields at the
+    top level and an `image` holding only `postprocessing`."""
+    line = invokeai_txt2img_metadata("a blue sky", 0)["image"]  # --new_prompt "a blue sky"
+    fix = "!fix photo.png -s 50 -S 0 -W 512 -H 512 -C 7.5 -A k_lms -c bottom 64 # model_id=sd"
+    meta = {**line, "image": {"postprocessing": [{"tool": "outcrop", "dream_command": fix}]}}
+    path = foreign_png(tmp_path / "photo.outcrop.png", {"sd-metadata": json.dumps(meta)})
+    assert read_command(path) == (
+        '"a blue sky" -s 50 -S 0 -C 7.5 -A k_lms -I photo.png -f 0.9 --outcrop bottom 64'
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("!fix a.png", "dream_command '!fix a.png' is not InvokeAI's !fix FILE -s STEPS"),
+        ("!fix a.png -s 5 -S 1", "dream_command '!fix a.png -s 5 -S 1' has no -c SIDE PIXELS"),
+        ("!fix a.png -s 5 -c top 64 'x", "cannot be split into words (No closing quotation)"),
+        ("!fix a.png -s 5 -c north 64", "-c/--outcrop: north is not a side"),
+    ],
+)
+def test_an_unreadable_invokeai_outcrop_says_why(
+    tmp_path: Path, command: str, message: str
+) -> None:
+    meta = invokeai_txt2img_metadata("a red barn", 77)
+    path = foreign_png(
+        tmp_path / "a.png", {"sd-metadata": invokeai_fixed(meta, ("outcrop", command))}
+    )
+    assert message in _metadata_error(path)
+
+
+def test_invokeai_23_dream_line_ends_in_a_model_id_comment(tmp_path: Path) -> None:
+    dream = (
+        '"a cat" -s 50 -S 42 -W 512 -H 512 -C 7.5 --perlin 0.1 -A k_lms '
+        "# model_id=stable-diffusion-1.5"
+    )
+    path = foreign_png(tmp_path / "a.png", {"Dream": dream})
+    assert read_command(path) == '"a cat" -s 50 -S 42 -W 512 -H 512 -C 7.5 -A k_lms'
+
+
 @pytest.mark.parametrize(
     ("req", "seamless_axes", "tiling"),
     [

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from invoke import interrupts, outputs
+from invoke.backend.families import default_sampler, recommended_sampler
 from invoke.backend.job import Job, Lora, Noise, StepInfo, hires_first_pass, img2img_steps
 from invoke.errors import InvokeError, ModelError
 from invoke.images import (
@@ -107,7 +108,13 @@ class Session:
 
     def canonical(self, request: Request) -> str:
         """The complete command a line stands for, without loading the model or drawing."""
-        resolved, _ = resolve(request, self.settings, self.native_size, self.size_multiple)
+        resolved, _ = resolve(
+            request,
+            self.settings,
+            self.native_size,
+            self.size_multiple,
+            model_defaults=Request(sampler=self._default_sampler()),
+        )
         self._loras(resolved)  # an unknown LoRA name fails here too
         if resolved.init_img is not None and resolved.init_img != "-1":
             resolve_image_path(resolved.init_img, self._outdir_for(resolved))
@@ -207,18 +214,37 @@ class Session:
         model = self._loaded.get(self.entry.name)
         if model is not None:
             return model.size_multiple
+        folder = self._unloaded_folder()
+        return SIZE_MULTIPLE if folder is None else _cell_from_files(folder)
+
+    def _default_sampler(self) -> str:
+        """The sampler a line without -A gets: the loaded model's, else read from its folder
+        (the default model's training.json names one), so --dry-run prints what a run would."""
+        model = self._loaded.get(self.entry.name)
+        if model is not None:
+            return model.default_sampler
+        folder = self._unloaded_folder()
+        if folder is None:
+            return default_sampler(self.entry.family or "sd-1")
+        # Kandinsky is the family whose default differs: its folder has a MoVQ, not a VAE.
+        kandinsky = "kandinsky-2.2" if (folder / "movq").is_dir() else "sd-1"
+        return default_sampler(self.entry.family or kandinsky, recommended_sampler(folder))
+
+    def _unloaded_folder(self) -> Path | None:
+        """The active model's diffusers folder on this machine, to read configs from without
+        loading it; None for a single checkpoint file (known only once read), the stand-in test
+        model (embedded_model_dir) or a model that is not here (loading will say so)."""
         entry = self.entry
-        if entry.file is not None:  # a checkpoint's VAE is only known once it is read
-            return SIZE_MULTIPLE
+        if entry.file is not None:
+            return None
         if entry.embedded:
-            if not (EMBEDDED_MODEL_DIR / "model_index.json").is_file():
-                return SIZE_MULTIPLE  # the stand-in test model (embedded_model_dir) has SD's 8
-            return _cell_from_files(EMBEDDED_MODEL_DIR)
+            return (
+                EMBEDDED_MODEL_DIR if (EMBEDDED_MODEL_DIR / "model_index.json").is_file() else None
+            )
         try:
-            folder = model_source(entry)  # the local copy only: never downloads for this
+            return model_source(entry)  # the local copy only: never downloads for this
         except ModelError:
-            return SIZE_MULTIPLE  # loading will say what is missing
-        return _cell_from_files(folder)
+            return None
 
     @property
     def model(self) -> Model:

@@ -134,9 +134,9 @@ def test_dry_run_keeps_strength_only_where_it_acts(isolated: Path) -> None:
     assert code == 0, err
     printed = [line for line in out.splitlines() if line.startswith('"')]
     assert printed == [
-        '"a cat" -s 50 -S 1 -W 128 -H 128 -C 7.5 -A k_lms --hires_fix -f 0.75',
-        '"a cat" -s 50 -S 1 -W 64 -H 64 -C 7.5 -A k_lms',
-        '"a cat" -s 50 -S 1 -W 64 -H 64 -C 7.5 -A k_lms --hires_fix -f 0.5',
+        '"a cat" -s 50 -S 1 -W 128 -H 128 -C 7.5 -A k_euler --hires_fix -f 0.75',
+        '"a cat" -s 50 -S 1 -W 64 -H 64 -C 7.5 -A k_euler',
+        '"a cat" -s 50 -S 1 -W 64 -H 64 -C 7.5 -A k_euler --hires_fix -f 0.5',
     ]
 
 
@@ -171,7 +171,7 @@ def test_dry_run_output_is_a_fixed_point(isolated: Path) -> None:
     assert code == 0, err
     printed = [line for line in out.splitlines() if line.startswith('"')]
     assert len(printed) == 3
-    assert printed[0] == '"a cat" -s 3 -S 1 -W 64 -H 64 -C 7.5 -A k_lms'
+    assert printed[0] == '"a cat" -s 3 -S 1 -W 64 -H 64 -C 7.5 -A k_euler'
     assert "-W 100 -H 80" in printed[2]  # rounded down to the default model's multiple of 4
     code, again, err = invoke("--dry-run", stdin="\n".join(printed) + "\n")
     assert code == 0, err
@@ -180,12 +180,12 @@ def test_dry_run_output_is_a_fixed_point(isolated: Path) -> None:
 
 
 def test_dry_run_rounds_sizes_and_outcrop_as_the_real_run_does(isolated: Path) -> None:
-    """The default model's latent cell is 4 pixels, not SD's 8: --dry-run reads it from the
-    model's files, so it prints the command the real run prints."""
+    """The default model's latent cell is 4 pixels, not SD's 8, and its sampler k_euler, not
+    k_lms: --dry-run reads both from the model's files, so it prints what the real run prints."""
     Image.new("RGB", (64, 64), (35, 65, 215)).save(isolated / "src.png")
     lines = [
-        '"a cat" -s 2 -S 1 -A k_euler -I src.png --outcrop top 10',
-        '"a cat" -s 2 -S 1 -A k_euler -W 102 -H 76',
+        '"a cat" -s 2 -S 1 -I src.png --outcrop top 10',
+        '"a cat" -s 2 -S 1 -W 102 -H 76',
     ]
     code, out, err = invoke("--dry-run", stdin="\n".join(lines) + "\n")
     assert code == 0, err
@@ -208,7 +208,7 @@ def test_dry_run_on_a_kandinsky_folder_rounds_to_its_pipelines_64_pixels(isolate
     (folder / "movq" / "config.json").write_text('{"block_out_channels": [128, 256, 256, 512]}')
     code, out, err = invoke("--model", str(folder), "--dry-run", "a cat -S 1 -W 100 -H 130")
     assert code == 0, err
-    assert "-W 64 -H 128" in out
+    assert "-W 64 -H 128" in out and "-A ddim" in out  # its loop cannot run k_lms
 
 
 def test_launch_defaults_apply_and_are_validated(isolated: Path) -> None:
@@ -229,7 +229,7 @@ def test_seamless_axes_are_said_the_short_way_and_only_with_seamless(isolated: P
     )
     code, out, err = invoke("--dry-run", stdin=lines)
     assert code == 0, err
-    base = '"a wall" -s 50 -S 1 -W 64 -H 64 -C 7.5 -A k_lms'
+    base = '"a wall" -s 50 -S 1 -W 64 -H 64 -C 7.5 -A k_euler'
     assert [line for line in out.splitlines() if line.startswith('"')] == [
         f"{base} --seamless",
         f"{base} --seamless",

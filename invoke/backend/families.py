@@ -104,6 +104,23 @@ def checkpoint_family(keys: Iterable[str], v_prediction: bool | None = None) -> 
     )
 
 
+def default_sampler(family: str, recommended: str | None = None) -> str:
+    """The sampler a line that names none gets: the model's makers' recommendation (the default
+    model's training.json), else k_lms as in InvokeAI, except on Kandinsky, whose loop cannot
+    run k_lms."""
+    if recommended is not None:
+        return recommended
+    return "ddim" if family == "kandinsky-2.2" else "k_lms"
+
+
+def recommended_sampler(folder: Path) -> str | None:
+    """The sampler a model folder's training.json recommends (the default model has one)."""
+    from invoke.request import SAMPLERS
+
+    value = _json(folder / "training.json").get("default_sampler")
+    return value if value in SAMPLERS else None
+
+
 def _json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

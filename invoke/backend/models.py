@@ -19,7 +19,14 @@ import torch
 from PIL import Image
 from safetensors import SafetensorError
 
-from invoke.backend.families import FAMILIES, KANDINSKY_PIPELINES, SDXL_FAMILIES, folder_family
+from invoke.backend.families import (
+    FAMILIES,
+    KANDINSKY_PIPELINES,
+    SDXL_FAMILIES,
+    default_sampler,
+    folder_family,
+    recommended_sampler,
+)
 from invoke.backend.job import Job, StepInfo
 from invoke.errors import InvokeError, ModelError
 
@@ -139,9 +146,7 @@ class Model:
     def default_sampler(self) -> str:
         """The sampler to use when the line names none: the model's recommendation, else k_lms
         (InvokeAI's default), except on Kandinsky, whose loop cannot run k_lms."""
-        if self.recommended_sampler is not None:
-            return self.recommended_sampler
-        return "ddim" if self.family == "kandinsky-2.2" else "k_lms"
+        return default_sampler(self.family, self.recommended_sampler)
 
     @property
     def inpainting(self) -> bool:
@@ -452,15 +457,14 @@ def _preview_factors(folder: Path) -> dict[str, Any]:
 
     SD 1.x's table is wrong for any other VAE; a missing or unusable file just keeps it.
     """
-    from invoke.request import SAMPLERS
-
     try:
         meta = json.loads((folder / "training.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     notes: dict[str, Any] = {}
-    if meta.get("default_sampler") in SAMPLERS:
-        notes["recommended_sampler"] = meta["default_sampler"]
+    recommended = recommended_sampler(folder)
+    if recommended is not None:
+        notes["recommended_sampler"] = recommended
     try:
         factors = tuple(tuple(float(v) for v in row) for row in meta["latent_rgb_factors"])
         bias = tuple(float(v) for v in meta.get("latent_rgb_bias", (0.0, 0.0, 0.0)))

@@ -165,8 +165,9 @@ class Session:
         try:
             for pass_ in self._passes(resolved, outdir, written):
                 if not prefix:
-                    # Only once the first job is ready (init image read, model loaded), so a
-                    # line that fails early does not use up a prefix.
+                    # Only once the first job is ready (init image read, model loaded, its
+                    # LoRAs merged), so a line that fails early does not use up a prefix.
+                    self.model.prepare(pass_.job)
                     prefix = folder.reserve_prefix()
                     self._commands += 1
                 images = self._run(pass_, resolved, folder, prefix)

@@ -442,6 +442,60 @@ CATALOGUE: tuple[Case, ...] = (
         "ship and cannot download; for a larger picture use -W/-H --hires_fix, or !fix FILE "
         "--outcrop SIDE PIXELS",
     ),
+    # -- LoRAs named in the prompt --------------------------------------------------------------
+    Case(
+        "LoRA not in the folder",
+        "lora",
+        "a cat withLora(ink, 0.8) -s 1",
+        "LoRA ink: not found: …/loras does not exist; put LoRA files there, launch with "
+        "--lora_dir DIR, or give the file's path",
+    ),
+    Case(
+        "LoRA weight not a number",
+        "lora",
+        "a cat <lora:ink:strong> -s 1",
+        "prompt: <lora:ink:strong> takes one number as its weight (1 = full strength), e.g. "
+        "<lora:name:0.8>",
+    ),
+    Case(
+        "LoRA without a name",
+        "lora",
+        "a cat withLora() -s 1",
+        "prompt: withLora() names no LoRA; write withLora(name, 0.8)",
+    ),
+    Case(
+        "LoRA file that does not exist",
+        "lora",
+        f"a cat withLora({D}/nowhere.safetensors) -s 1",
+        "LoRA …/nowhere.safetensors: no such file; give a .safetensors file or a LoRA name",
+    ),
+    Case(
+        "pickled LoRA",
+        "lora",
+        f"a cat withLora({D}/old-lora.pt) -s 1",
+        "LoRA …/old-lora.pt: only .safetensors LoRA files are read (other "
+        "formats are pickles, which can run code); convert it to .safetensors",
+    ),
+    Case(
+        "LoRA for SDXL on an SD 1.x model",
+        "lora",
+        f"a cat withLora({D}/xl-lora.safetensors) -s 1",
+        "LoRA …/xl-lora.safetensors: changes text_encoder_2, which model … (sd-1) does not "
+        "have; it was made for another kind of model",
+    ),
+    Case(
+        "LyCORIS LoHa file",
+        "lora",
+        f"a cat withLora({D}/loha.safetensors) -s 1",
+        "LoRA …/loha.safetensors: is a LoHa network, not a LoRA; only LoRA files "
+        "(lora_down/lora_up or lora_A/lora_B weights) can be merged",
+    ),
+    Case(
+        "truncated LoRA file",
+        "lora",
+        f"a cat withLora({D}/cut-lora.safetensors) -s 1",
+        "LoRA …/cut-lora.safetensors: cannot be read: …",
+    ),
 )
 
 
@@ -565,6 +619,19 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _with_text(d / "shell-tail.png", Dream=f'"x"; touch {d}/PWNED; $(touch {d}/PWNED) -s 1')
     _with_text(d / "shell-prompt.png", Dream=f'"$(touch {d}/PWNED); `touch {d}/PWNED`" -s 1 -S 3')
     _with_text(d / "escape.png", Dream='"a\x1b[2Jcat" -s 1')
+    import torch
+    from safetensors.torch import save_file
+
+    (d / "old-lora.pt").write_bytes(b"PK\x03\x04 a pickle, never unpickled")
+    te2 = "lora_te2_text_model_encoder_layers_0_self_attn_q_proj"
+    pair = {
+        f"{te2}.lora_down.weight": torch.zeros(4, 1280),
+        f"{te2}.lora_up.weight": torch.zeros(1280, 4),
+    }
+    save_file(pair, str(d / "xl-lora.safetensors"))
+    save_file({"lora_unet_x.hada_w1_a": torch.zeros(2, 2)}, str(d / "loha.safetensors"))
+    data = (d / "xl-lora.safetensors").read_bytes()
+    (d / "cut-lora.safetensors").write_bytes(data[: len(data) // 2])
     return d
 
 
@@ -725,7 +792,7 @@ def test_the_shell_survives_the_catalogue(
         for c in CATALOGUE
         if c.group != "parser" and c.outcome == "error" and not c.xfail and typed_through(c)
     ]
-    assert {c.group for c in cases} == {"image", "fetch", "fix"}
+    assert {c.group for c in cases} == {"image", "fetch", "fix", "lora"}
     keys = "".join(_fill(c.line, d=files) + "\r" for c in cases) + GOOD_LINE + "\r\x04"
     outdir = tmp_path / "out"
     session = Session(Settings(outdir=outdir, model=str(tiny_model_dir)), out=sys.stdout)
@@ -744,7 +811,7 @@ def test_the_shell_survives_the_catalogue(
 
 def test_catalogue_covers_the_issue() -> None:
     assert len(CATALOGUE) + len(MODEL_CASES) >= 40
-    assert {c.group for c in CATALOGUE} == {"parser", "image", "fetch", "fix"}
+    assert {c.group for c in CATALOGUE} == {"parser", "image", "fetch", "fix", "lora"}
     assert len({c.id for c in CATALOGUE} | {c.id for c in MODEL_CASES}) == len(CATALOGUE) + len(
         MODEL_CASES
     )
@@ -998,6 +1065,7 @@ def markdown() -> str:
         "image": "Init images and masks",
         "fetch": "`!fetch`",
         "fix": "`!fix`",
+        "lora": "LoRAs in the prompt",
     }
     number = 0
     for group, title in titles.items():

@@ -141,7 +141,8 @@ def _delta(layer: _Layer, shape: torch.Size, strength: float) -> torch.Tensor:
 
 def read_lora(model: Model, lora: Lora) -> list[_Layer]:
     """The file's layers, each matched to the model's module and checked for shape."""
-    what = f"LoRA {lora.name} ({lora.path})"
+    # A name that is a path is not said twice.
+    what = f"LoRA {lora.name}" + ("" if lora.path == lora.name else f" ({lora.path})")
     path = Path(lora.path)
     if path.suffix.lower() != ".safetensors":
         raise InvokeError(

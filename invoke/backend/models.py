@@ -169,11 +169,7 @@ class Model:
         from invoke.backend.seamless import wrapped_convolutions, wrapped_decoder
         from invoke.backend.speed import guard_memory
 
-        self._refuse(job)
-        if self.pipeline is None:  # our own loop (not Kandinsky): the LoRAs the prompt names
-            from invoke.backend.lora import use_loras
-
-            use_loras(self, job.loras)
+        self.prepare(job)
         if hasattr(self.vae, "use_tiling"):  # AutoencoderKL; Kandinsky's VQModel cannot tile
             big = job.width * job.height > TILING_AREA * self.native_size**2
             # A seamless picture decodes whole: tiles sit at fixed places and blend where they
@@ -192,6 +188,15 @@ class Model:
         axes = job.seamless_axes
         with wrapped_convolutions((self.unet,), axes), wrapped_decoder(self.vae, axes):
             return guard_memory(self, job, lambda: generate(self, job, on_step))
+
+    def prepare(self, job: Job) -> None:
+        """What can fail before a step is taken: switches this family cannot honour, and the
+        LoRAs the prompt names (merged now, kept for the next job that names the same)."""
+        self._refuse(job)
+        if self.pipeline is None:  # our own loop (not Kandinsky)
+            from invoke.backend.lora import use_loras
+
+            use_loras(self, job.loras)
 
     def _refuse(self, job: Job) -> None:
         """Switches this family cannot honour: one line each, never silently ignored."""

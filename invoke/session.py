@@ -167,7 +167,8 @@ class Session:
                 if not prefix:
                     # Only once the first job is ready (init image read, model loaded, its
                     # LoRAs merged), so a line that fails early does not use up a prefix.
-                    self.model.prepare(pass_.job)
+                    for note in self.model.prepare(pass_.job):
+                        self._note(note)
                     prefix = folder.reserve_prefix()
                     self._commands += 1
                 images = self._run(pass_, resolved, folder, prefix)

@@ -324,8 +324,11 @@ def test_lora_lines_remake_their_pictures_and_plain_lines_stay_plain(
         "a red circle withLora(ink, 0.8) -s 4 -S 7\n"
     )
     args = ("--model", str(tiny_model_dir), "--lora_dir", "loras", "--outdir", "o")
-    code, _, err = invoke(*args, stdin=lines)
+    code, _, err = invoke(*args, stdin=lines + "a blue circle <lora:ink:0.8> -s 4 -S 7\n")
     assert code == 0, err
+    # Said when merged: not again for a line that keeps the same LoRA.
+    merged = ">> LoRA ink merged at 0.8 ("
+    assert err.count(merged) == 2 and "UNet layers" in err and "text encoder layers" in err
     plain, styled, plain_again, styled_again = (
         isolated / "o" / f"00000{n}.7.png" for n in (1, 2, 3, 4)
     )
@@ -344,7 +347,7 @@ def test_lora_lines_remake_their_pictures_and_plain_lines_stay_plain(
     assert "loras" not in json.loads(png_text(plain)["sd-metadata"])["image"]
     code, _, err = invoke(*args, chunks["Dream"])
     assert code == 0, err
-    assert pixels(isolated / "o" / "000005.7.png") == pixels(styled)
+    assert pixels(isolated / "o" / "000006.7.png") == pixels(styled)
 
 
 def test_unknown_lora_is_one_line_naming_what_there_is(

@@ -85,6 +85,7 @@ class _Layer:
     down: torch.Tensor
     up: torch.Tensor
     scale: float  # alpha / rank
+    component: str  # unet, text_encoder or text_encoder_2
 
 
 @dataclass(eq=False)
@@ -95,14 +96,15 @@ class _Merged:
     originals: dict[nn.Module, torch.Tensor] = field(default_factory=dict)
 
 
-def use_loras(model: Model, loras: tuple[Lora, ...]) -> None:
-    """Make the model's weights its own plus exactly these LoRAs (none: its own).
+def use_loras(model: Model, loras: tuple[Lora, ...]) -> list[str]:
+    """Make the model's weights its own plus exactly these LoRAs (none: its own); return a line
+    for each LoRA merged now (none when the model already had these).
 
     Every file is read and checked before any weight changes: a bad file leaves the model as it
     was and raises an InvokeError naming the file and what is wrong."""
     merged = _merged(model)
     if merged.loras == loras:
-        return
+        return []
     layers = [(lora, read_lora(model, lora)) for lora in loras]
     _restore(merged)
     with torch.no_grad():
@@ -113,6 +115,18 @@ def use_loras(model: Model, loras: tuple[Lora, ...]) -> None:
                     merged.originals[layer.module] = weight.detach().to("cpu", copy=True)
                 weight.add_(_delta(layer, weight.shape, lora.weight).to(weight.dtype))
     merged.loras = loras
+    return [
+        f"LoRA {lora.name} merged at {lora.weight:g} ({_parts(found)})" for lora, found in layers
+    ]
+
+
+def _parts(layers: list[_Layer]) -> str:
+    """How much of the model a LoRA changes, in words: "92 UNet layers, 24 text encoder"."""
+    counts: dict[str, int] = {}
+    for layer in layers:
+        counts[layer.component] = counts.get(layer.component, 0) + 1
+    names = {"unet": "UNet", "text_encoder": "text encoder", "text_encoder_2": "text encoder 2"}
+    return ", ".join(f"{n} {names[c]} layers" for c, n in counts.items())
 
 
 def _restore(merged: _Merged) -> None:
@@ -190,7 +204,7 @@ def read_lora(model: Model, lora: Lora) -> list[_Layer]:
                 f"{_shape(up, down)}, the model's is {tuple(weight.shape)}; it was made for "
                 "another kind of model"
             )
-        layers.append(_Layer(module, down, up, alpha / rank))
+        layers.append(_Layer(module, down, up, alpha / rank, component))
     return layers
 
 

@@ -189,14 +189,16 @@ class Model:
         with wrapped_convolutions((self.unet,), axes), wrapped_decoder(self.vae, axes):
             return guard_memory(self, job, lambda: generate(self, job, on_step))
 
-    def prepare(self, job: Job) -> None:
+    def prepare(self, job: Job) -> list[str]:
         """What can fail before a step is taken: switches this family cannot honour, and the
-        LoRAs the prompt names (merged now, kept for the next job that names the same)."""
+        LoRAs the prompt names (merged now, kept for the next job that names the same).
+        Returns what was done worth telling the user (a line per LoRA merged now)."""
         self._refuse(job)
-        if self.pipeline is None:  # our own loop (not Kandinsky)
-            from invoke.backend.lora import use_loras
+        if self.pipeline is not None:  # Kandinsky: diffusers' pipeline, no LoRAs (refused)
+            return []
+        from invoke.backend.lora import use_loras
 
-            use_loras(self, job.loras)
+        return use_loras(self, job.loras)
 
     def _refuse(self, job: Job) -> None:
         """Switches this family cannot honour: one line each, never silently ignored."""

@@ -241,19 +241,33 @@ def _models(ctx: ShellContext, args: str) -> None:
     "List the LoRA files withLora(NAME, 0.8) and <lora:NAME:0.8> in a prompt can name.",
 )
 def _loras(ctx: ShellContext, args: str) -> None:
-    listing = getattr(ctx.runner, "loras", None)
-    if listing is None:
-        raise InvokeError("!loras: this front end has no LoRA folder")
-    folder, names = listing()
+    _list_folder(ctx, "loras", "LoRA", "--lora_dir", "withLora(NAME, 0.8) or <lora:NAME:0.8>")
+
+
+@command(
+    "embeddings",
+    "!embeddings",
+    "List the textual inversion embeddings <NAME> in a prompt can use.",
+)
+def _embeddings(ctx: ShellContext, args: str) -> None:
+    _list_folder(ctx, "embeddings", "embedding", "--embedding_dir", "<NAME>")
+
+
+def _list_folder(ctx: ShellContext, listing: str, what: str, option: str, use: str) -> None:
+    """The names in a folder of files a prompt can name, from the runner's `listing()`."""
+    names_in = getattr(ctx.runner, listing, None)
+    if names_in is None:
+        raise InvokeError(f"!{listing}: this front end has no {what} folder")
+    folder, names = names_in()
     if not names:
         ctx.out(
             printable(
-                f"no LoRA files in {folder}: put .safetensors LoRAs there, or launch with "
-                "--lora_dir DIR"
+                f"no {what} files in {folder}: put .safetensors {what}s there, or launch with "
+                f"{option} DIR"
             )
         )
         return
-    ctx.out(printable(f"LoRAs in {folder} (use as withLora(NAME, 0.8) or <lora:NAME:0.8>):"))
+    ctx.out(printable(f"{what}s in {folder} (use as {use}):"))
     for name in names:
         ctx.out(printable(f"  {name}"))
 

@@ -257,7 +257,7 @@ def find_embedding(name: str, folder: Path, allow_pickle: bool) -> Path | None:
 
 def close_embedding(name: str, folder: Path) -> str | None:
     """The embedding a `<name>` that is none probably meant (a typo), for a note."""
-    close = difflib.get_close_matches(name, EMBEDDINGS.names(folder), n=1, cutoff=0.8)
+    close = difflib.get_close_matches(name, EMBEDDINGS.names(folder), n=1)
     return close[0] if close else None
 
 

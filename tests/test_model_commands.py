@@ -469,3 +469,57 @@ def test_lora_dir_at_launch_replaces_the_default_folder(tmp_path: Path, user_con
     (tmp_path / "mine" / "grain.safetensors").write_bytes(b"")
     session = new_session(tmp_path / "out", lora_dir=tmp_path / "mine")
     assert session.loras() == (tmp_path / "mine", ["grain"])
+
+
+def test_embeddings_lists_the_default_folder_and_completes_triggers(
+    tmp_path: Path, user_config: Path
+) -> None:
+    session = new_session(tmp_path / "out")
+    _, printed, _ = shell(session, f"!embeddings{ENTER}{CTRL_D}")
+    folder = user_config.parent / "embeddings"  # beside the user's models.yaml
+    assert printed == [f"no embedding files in {folder}: put .safetensors embeddings there, or "
+                       "launch with --embedding_dir DIR"]  # fmt: skip
+    (folder / "people" / "ink-wash").mkdir(parents=True)
+    for name in ("inkline.safetensors", "old-style.pt", "people/ink-wash/learned_embeds.bin"):
+        (folder / name).write_bytes(b"")
+    (folder / "notes.txt").write_text("not an embedding")
+    _, printed, _ = shell(session, f"!embeddings{ENTER}{CTRL_D}")
+    assert printed[0] == f"embeddings in {folder} (use as <NAME>):"
+    assert [line.strip() for line in printed[1:]] == ["ink-wash", "inkline", "old-style"]
+
+    completer = ShellCompleter(session)
+
+    def complete(text: str) -> list[str]:
+        found = completer.get_completions(Document(text), CompleteEvent(completion_requested=True))
+        return [text[: len(text) + c.start_position] + c.text for c in found]
+
+    assert complete("a cat <ink") == ["a cat <ink-wash>", "a cat <inkline>"]
+    assert complete("a (<ol") == ["a (<old-style>"]
+    assert complete("a cat [<inkl") == ["a cat [<inkline>"]
+    assert complete("a cat <lora:ink") == []  # LoRA names, and there are none
+    assert complete("a cat ink") == []
+
+
+def test_embedding_dir_at_launch_replaces_the_default_folder(
+    tmp_path: Path, user_config: Path
+) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "grain.safetensors").write_bytes(b"")
+    session = new_session(tmp_path / "out", embedding_dir=tmp_path / "mine")
+    assert session.embeddings() == (tmp_path / "mine", ["grain"])
+
+
+def test_an_embedding_name_with_several_files_takes_the_safetensors_one(tmp_path: Path) -> None:
+    from invoke.errors import InvokeError
+    from invoke.settings import find_embedding
+
+    assert find_embedding("ink", tmp_path / "nowhere", allow_pickle=False) is None
+    (tmp_path / "a").mkdir()
+    (tmp_path / "ink.pt").write_bytes(b"")
+    (tmp_path / "a" / "ink.safetensors").write_bytes(b"")  # converted from the .pt
+    assert find_embedding("ink", tmp_path, allow_pickle=False) == tmp_path / "a" / "ink.safetensors"
+    assert find_embedding("in*", tmp_path, allow_pickle=False) is None  # names are not patterns
+    (tmp_path / "ink").mkdir()
+    (tmp_path / "ink" / "learned_embeds.safetensors").write_bytes(b"")
+    with pytest.raises(InvokeError, match=r"embedding ink: more than one file .*rename all but"):
+        find_embedding("ink", tmp_path, allow_pickle=False)

@@ -12,6 +12,8 @@ groups and the `text:0.5` sub-prompts; prompt_syntax.parse_weighting reads each 
   left out, by 1 - w: `(red)0` is the prompt without "red", `(red)0.5` halfway there.
 - A prompt with no weights is encoded exactly as diffusers' pipelines do (one pass, no
   arithmetic), so plain prompts give the same pictures as they always did.
+- A textual inversion embedding's `<name>` (backend/embeddings.py) is the ids of its vectors'
+  rows in the token table, put where the text says `<name>`; weights act on them as on words.
 - `.and()` puts each part's 77-token embedding side by side; embeddings of different lengths
   (a conjunction beside a plain sub-prompt, or beside the negative prompt) are padded with the
   empty prompt's embedding, which the UNet's cross-attention takes as "nothing more".

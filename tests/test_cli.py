@@ -273,6 +273,15 @@ def test_real_process_default_model_draws_what_it_is_asked(isolated: Path) -> No
     assert labels == world.parse_caption("a red circle on a blue background")
 
 
+def seed_7_batch(args: tuple[str, ...], *prompts: str) -> tuple[list[Path], str]:
+    """The prompts at `-s 4 -S 7` as one stdin batch writing to o/: its pictures, one a line,
+    and what it said on stderr."""
+    lines = "".join(f"{prompt} -s 4 -S 7\n" for prompt in prompts)
+    code, _, err = invoke(*args, stdin=lines)
+    assert code == 0, err
+    return [Path("o") / f"{n:06d}.7.png" for n in range(1, len(prompts) + 1)], err
+
+
 def test_lora_lines_remake_their_pictures_and_plain_lines_stay_plain(
     isolated: Path, tiny_model_dir: Path
 ) -> None:
@@ -284,17 +293,13 @@ def test_lora_lines_remake_their_pictures_and_plain_lines_stay_plain(
 
     (isolated / "loras" / "styles").mkdir(parents=True)
     kohya_file(load_model(tiny_model_dir, device="cpu"), isolated / "loras/styles/ink.safetensors")
-    lines = (
-        "a red circle -s 4 -S 7\n"
-        "a red circle <lora:ink:0.8> -s 4 -S 7\n"
-        "a red circle -s 4 -S 7\n"
-        "a red circle withLora(ink, 0.8) -s 4 -S 7\n"
-    )
     args = ("--model", str(tiny_model_dir), "--lora_dir", "loras", "--outdir", "o")
-    code, _, err = invoke(*args, stdin=lines)
-    assert code == 0, err
-    plain, styled, plain_again, styled_again = (
-        isolated / "o" / f"00000{n}.7.png" for n in (1, 2, 3, 4)
+    (plain, styled, plain_again, styled_again), _ = seed_7_batch(
+        args,
+        "a red circle",
+        "a red circle <lora:ink:0.8>",
+        "a red circle",
+        "a red circle withLora(ink, 0.8)",
     )
     assert pixels(plain) == pixels(plain_again)
     assert pixels(styled) == pixels(styled_again) != pixels(plain)
@@ -332,16 +337,9 @@ def test_embedding_lines_remake_their_pictures_and_other_names_stay_text(
     from invoke.outputs import read_command
 
     embedding_file(isolated / "concepts" / "styles" / "ink.safetensors")
-    lines = (
-        "a red circle <ink> -s 4 -S 7\n"
-        "a red circle <unknown> -s 4 -S 7\n"
-        "a red circle <inc> -s 4 -S 7\n"
-        "a red circle (<ink>)1 -s 4 -S 7\n"
-    )
     args = ("--model", str(tiny_model_dir), "--embedding_path", "concepts", "--outdir", "o")
-    code, _, err = invoke(*args, stdin=lines)
-    assert code == 0, err
-    ink, unknown, near, ink_again = (isolated / "o" / f"00000{n}.7.png" for n in (1, 2, 3, 4))
+    words = ("<ink>", "<unknown>", "<inc>", "(<ink>)1")  # the last: weight 1 is no weight
+    (ink, unknown, near, ink_again), err = seed_7_batch(args, *(f"a red circle {w}" for w in words))
     assert pixels(ink) == pixels(ink_again) != pixels(unknown)
     assert pixels(near) != pixels(ink)
     assert err.count("did you mean") == 1

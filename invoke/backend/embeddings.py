@@ -27,6 +27,7 @@ settings.find_embedding), and are read with torch.load(weights_only=True).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,7 +116,7 @@ def read_embedding(model: Model, embedding: EmbeddingFile) -> list[torch.Tensor]
     return [tensors[key] for key, _ in wanted]
 
 
-def _widths(widths: Any) -> str:
+def _widths(widths: Iterable[tuple[str, int]]) -> str:
     """768, or clip_l 768 + clip_g 1280."""
     return " + ".join(f"{key} {width}".strip() for key, width in widths)
 

@@ -94,6 +94,15 @@ def _line_defaults(**values: object) -> str:
     "[loras/ beside your models.yaml copy].",
 )
 @click.option(
+    "--embedding_dir",
+    "--embedding_path",  # InvokeAI 2.x's name for it
+    "embedding_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where <name> in a prompt finds the textual inversion embedding name.safetensors "
+    "[embeddings/ beside your models.yaml copy].",
+)
+@click.option(
     "--precision",
     type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
     default="auto",
@@ -184,6 +193,7 @@ def cli(
     allow_downloads: bool,
     max_loaded_models: int,
     lora_dir: Path | None,
+    embedding_dir: Path | None,
     **defaults: object,
 ) -> None:
     from invoke.parse import join_args, parse_request
@@ -212,6 +222,7 @@ def cli(
         compile=compile_unet,
         max_loaded_models=max_loaded_models,
         lora_dir=lora_dir,
+        embedding_dir=embedding_dir,
     )
     from invoke.session import Session
     from invoke.shell import batch

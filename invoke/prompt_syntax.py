@@ -18,6 +18,11 @@ What users type, and what it means here:
   merge into the model for this line, at that strength (1 when left out). They are not words:
   split_loras takes them out of the prompt before anything else reads it, wherever they stand
   (inside `[...]` too, as AUTOMATIC1111 does).
+- `<name>` is a textual inversion embedding's trigger (InvokeAI 2.x's `<concept>`) when the
+  embeddings folder has a file of that name; otherwise it is text, as it always was. Triggers
+  are words like any other here: `(<name>)1.3` weights the embedding's vectors. Which names are
+  files is for the session to find out (embedding_names lists the candidates); the backend puts
+  each trigger's vectors where split_triggers says.
 How a weight acts on the embedding is the backend's business (backend/prompts.py).
 
 This works on one sub-prompt: the `[negative]` groups and `text:0.5` sub-prompts are split off
@@ -27,19 +32,23 @@ before (parse.split_prompt).
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from invoke.errors import ParseError
 
 __all__ = [
+    "NAME_CHARACTER",
     "Fragment",
     "LoraUse",
     "Parts",
     "Sequence",
+    "embedding_names",
     "is_weighted",
     "parse_weighting",
     "plain_text",
     "split_loras",
+    "split_triggers",
 ]
 
 UP, DOWN = 1.1, 0.9
@@ -120,6 +129,31 @@ def _lora_use(whole: str, name: str, weight: str, example: str) -> LoraUse:
             "prompt", whole, f"takes one number as its weight (1 = full strength), e.g. {example}"
         )
     return LoraUse(name, float(weight))
+
+
+# A `<name>`'s characters: no spaces, colons, slashes, brackets or parentheses, so `<lora:x>`,
+# `<3` and `>_<` name nothing, and in `(<name>:1.2)` the name ends before the weight.
+NAME_CHARACTER = r"[^\s<>:/\\()\[\]]"
+_TRIGGER = re.compile(rf"<({NAME_CHARACTER}+)>")
+
+
+def embedding_names(prompt: str) -> tuple[str, ...]:
+    """The names of a prompt's `<name>` words in the order they first appear, LoRA references
+    left out: the candidates for embeddings (those with a file in the folder are)."""
+    text, _ = split_loras(prompt)
+    return tuple(dict.fromkeys(_TRIGGER.findall(text)))
+
+
+def split_triggers(text: str, names: Collection[str]) -> list[tuple[str, bool]]:
+    """`a <x> cat` -> [("a ", False), ("x", True), (" cat", False)] when x is in `names`: text
+    and embedding names in order. Any other `<...>` stays text."""
+    pieces: list[tuple[str, bool]] = []
+    start = 0
+    for match in _TRIGGER.finditer(text):
+        if match.group(1) in names:
+            pieces += [(text[start : match.start()], False), (match.group(1), True)]
+            start = match.end()
+    return [*pieces, (text[start:], False)]
 
 
 def parse_weighting(text: str) -> Sequence | Parts:

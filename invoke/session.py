@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from invoke import interrupts, outputs
 from invoke.backend.families import default_sampler, recommended_sampler
-from invoke.backend.job import Job, Lora, Noise, StepInfo, hires_first_pass, img2img_steps
+from invoke.backend.job import (
+    EmbeddingFile,
+    Job,
+    Lora,
+    Noise,
+    StepInfo,
+    hires_first_pass,
+    img2img_steps,
+)
 from invoke.errors import InvokeError, ModelError
 from invoke.images import (
     init_image_size,
@@ -31,19 +39,21 @@ from invoke.images import (
     resolve_image_path,
 )
 from invoke.parse import parse_request
-from invoke.prompt_syntax import split_loras
+from invoke.prompt_syntax import embedding_names, split_loras
 from invoke.request import SEAMLESS_AXES, Request, Variation
 from invoke.settings import (
     EMBEDDED_MODEL_DIR,
+    EMBEDDINGS,
+    LORAS,
     SIZE_MULTIPLE,
     ModelEntry,
     Settings,
     change_models_file,
+    close_embedding,
     config_path,
+    find_embedding,
     find_lora,
     load_model_entries,
-    lora_folder,
-    lora_names,
     model_source,
     model_status,
     pick_model,
@@ -116,6 +126,7 @@ class Session:
             model_defaults=Request(sampler=self._default_sampler()),
         )
         self._loras(resolved)  # an unknown LoRA name fails here too
+        self._embeddings(resolved)  # and a pickled embedding without --allow-pickle
         if resolved.init_img is not None and resolved.init_img != "-1":
             resolve_image_path(resolved.init_img, self._outdir_for(resolved))
             resolved = self._outcrop_size(request, resolved, self._outdir_for(resolved))
@@ -127,8 +138,13 @@ class Session:
 
     def loras(self) -> tuple[Path, list[str]]:
         """The LoRA folder and the names in it (!loras, tab completion in a prompt)."""
-        folder = lora_folder(self.settings)
-        return folder, lora_names(folder)
+        folder = LORAS.folder(self.settings)
+        return folder, LORAS.names(folder)
+
+    def embeddings(self) -> tuple[Path, list[str]]:
+        """The embeddings folder and the names in it (!embeddings, tab completion of `<name>`)."""
+        folder = EMBEDDINGS.folder(self.settings)
+        return folder, EMBEDDINGS.names(folder)
 
     def fetch(self, path: str) -> str:
         return outputs.read_command(Path(path).expanduser())
@@ -146,6 +162,7 @@ class Session:
             self._note(note)
         if resolved.hires_fix:
             self._note(self._hires_note(resolved))
+        self._note_near_misses(resolved)
         outdir = self._outdir_for(resolved)
         folder = outputs.OutputFolder(
             outdir,
@@ -563,14 +580,41 @@ class Session:
             seamless_axes=(request.seamless_axes or SEAMLESS_AXES) if request.seamless else (),
             first_pass=self._first_pass(request),
             loras=loras,
+            embeddings=self._embeddings(request),
         )
 
     def _loras(self, request: Request) -> tuple[str, tuple[Lora, ...]]:
         """The prompt without its LoRA references, and their files (an unknown name is an
         InvokeError that lists the names there are)."""
         prompt, uses = split_loras(request.prompt)
-        folder = lora_folder(self.settings)
+        folder = LORAS.folder(self.settings)
         return prompt, tuple(Lora(u.name, str(find_lora(u.name, folder)), u.weight) for u in uses)
+
+    def _embeddings(self, request: Request) -> tuple[EmbeddingFile, ...]:
+        """The embedding files the prompt's `<name>` words stand for; a `<name>` with no file
+        in the folder is text (a pickle without --allow-pickle is an InvokeError)."""
+        folder = EMBEDDINGS.folder(self.settings)
+        found = []
+        for name in embedding_names(request.prompt):
+            path = find_embedding(name, folder, self.settings.allow_pickle)
+            if path is not None:
+                info = path.stat()
+                found.append(EmbeddingFile(name, str(path), (info.st_size, info.st_mtime_ns)))
+        return tuple(found)
+
+    def _note_near_misses(self, request: Request) -> None:
+        """A `<name>` that is text but nearly an embedding's name is probably a typo: say so
+        (the line still runs, with the text)."""
+        folder = EMBEDDINGS.folder(self.settings)
+        for name in embedding_names(request.prompt):
+            if find_embedding(name, folder, allow_pickle=True) is not None:
+                continue
+            close = close_embedding(name, folder)
+            if close is not None:
+                self._note(
+                    f"<{name}> is text: no embedding of that name in {folder}; "
+                    f"did you mean <{close}>?"
+                )
 
     # -- running and saving ---------------------------------------------------------------------
 

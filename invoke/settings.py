@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import glob
 import os
 import re
 import secrets
@@ -63,6 +64,7 @@ SOURCE_KEYS = ("path", "file", "repo_id", "embedded")
 FAMILIES = ("sd-1", "sd-2", "sd-2-v", "sdxl", "sdxl-refiner", "kandinsky-2.2")
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+PICKLE_SUFFIXES = CHECKPOINT_SUFFIXES[1:]  # files torch.load reads: they can run code
 # Names are typed after !switch and looked up before paths by --model: no spaces, no slashes.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 MODEL_NAME_RULE = "letters, digits and . _ + - (no spaces or slashes)"
@@ -133,7 +135,8 @@ class Settings:
     compile: bool | None = None  # torch.compile the UNet; None = where it pays
     max_loaded_models: int = 2  # models kept in memory for a fast !switch
     allow_downloads: bool = False  # repo_id models: fetch from the hub when not cached
-    lora_dir: Path | None = None  # where withLora(name) looks; None = lora_folder()'s default
+    lora_dir: Path | None = None  # where withLora(name) looks; None = LORAS.folder()'s default
+    embedding_dir: Path | None = None  # where <name> looks; None = EMBEDDINGS.folder()'s default
 
 
 def user_config_path() -> Path:
@@ -147,19 +150,67 @@ def user_config_path() -> Path:
     return base / "invoke-dream" / "models.yaml"
 
 
-def lora_folder(settings: Settings) -> Path:
-    """Where `withLora(name)` and `<lora:name>` look: --lora_dir, else `loras` beside the
-    user's models.yaml (~/.config/invoke-dream/loras on Linux)."""
-    if settings.lora_dir is not None:
-        return settings.lora_dir.expanduser()
-    return user_config_path().parent / "loras"
+@dataclass(frozen=True)
+class Library:
+    """A folder of files a prompt names by their file name (LoRAs, embeddings): where it is,
+    which files count, and the words its messages use."""
 
+    what: str  # "LoRA": in messages
+    setting: str  # the Settings field of its launch option ("lora_dir")
+    default: str  # its folder beside the user's models.yaml ("loras")
+    suffixes: tuple[str, ...]  # the files that count, the preferred kind first
+    inside: str = ""  # a folder NAME holding this file (plus a suffix) counts as NAME too
+    one_of_many: str = "rename all but one"  # what to do when a name has several files
 
-def lora_names(folder: Path) -> list[str]:
-    """The LoRA names a folder offers: its .safetensors files' names, subfolders included."""
-    if not folder.is_dir():
+    @property
+    def option(self) -> str:
+        return f"--{self.setting}"
+
+    def folder(self, settings: Settings) -> Path:
+        """The launch option's folder, else `default` beside the user's models.yaml
+        (~/.config/invoke-dream/loras for LoRAs on Linux)."""
+        chosen: Path | None = getattr(settings, self.setting)
+        if chosen is not None:
+            return chosen.expanduser()
+        return user_config_path().parent / self.default
+
+    def names(self, folder: Path) -> list[str]:
+        """The names a folder offers: its files' names, subfolders included."""
+        if not folder.is_dir():
+            return []
+        found = set()
+        for suffix in self.suffixes:
+            for path in folder.rglob(f"*{suffix}"):
+                if path.is_file():
+                    found.add(path.parent.name if path.stem == self.inside else path.stem)
+        return sorted(found)
+
+    def files(self, name: str, folder: Path) -> list[Path]:
+        """The files called `name` in the folder (or a subfolder), only those of the preferred
+        kind when there are several kinds (x.safetensors beside the x.pt it was made from).
+        More than one of that kind is an InvokeError saying which."""
+        pattern = glob.escape(name)
+        for suffix in self.suffixes:
+            found = sorted(p for p in folder.rglob(f"{pattern}{suffix}") if p.is_file())
+            if self.inside:
+                inner = folder.rglob(f"{pattern}/{self.inside}{suffix}")
+                found += sorted(p for p in inner if p.is_file())
+            if len(found) > 1:
+                where = ", ".join(str(p.relative_to(folder)) for p in found)
+                raise InvokeError(
+                    f"{self.what} {name}: more than one file has that name in {folder} ({where}); "
+                    f"{self.one_of_many}"
+                )
+            if found:
+                return found
         return []
-    return sorted({p.stem for p in folder.rglob("*.safetensors") if p.is_file()})
+
+
+LORAS = Library("LoRA", "lora_dir", "loras", (".safetensors",), one_of_many="name one by its path")
+# diffusers saves an embedding as NAME/learned_embeds.safetensors (.bin); .pt/.bin are pickles.
+EMBEDDINGS = Library(
+    "embedding", "embedding_dir", "embeddings", (".safetensors", ".pt", ".bin"), "learned_embeds"
+)
 
 
 def find_lora(name: str, folder: Path) -> Path:
@@ -171,15 +222,10 @@ def find_lora(name: str, folder: Path) -> Path:
         if not path.is_file():
             raise InvokeError(f"{what}: no such file; give a .safetensors file or a LoRA name")
         return path
-    found = sorted(p for p in folder.rglob(f"{name}.safetensors") if p.is_file())
-    if len(found) == 1:
-        return found[0]
+    found = LORAS.files(name, folder)
     if found:
-        where = ", ".join(str(p.relative_to(folder)) for p in found)
-        raise InvokeError(
-            f"{what}: more than one file has that name in {folder} ({where}); name one by its path"
-        )
-    names = lora_names(folder)
+        return found[0]
+    names = LORAS.names(folder)
     if not names:
         there = "has no .safetensors files" if folder.is_dir() else "does not exist"
         raise InvokeError(
@@ -190,6 +236,29 @@ def find_lora(name: str, folder: Path) -> Path:
     hint = f"did you mean {close[0]}? " if close else ""
     shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
     raise InvokeError(f"{what}: not found in {folder}; {hint}there: {shown}")
+
+
+def find_embedding(name: str, folder: Path, allow_pickle: bool) -> Path | None:
+    """A prompt's `<name>` -> its embedding file, or None: then `<name>` is the user's text.
+
+    A pickle file (.pt/.bin) is refused unless pickles were allowed at launch, as models are."""
+    found = EMBEDDINGS.files(name, folder) if folder.is_dir() else []
+    if not found:
+        return None
+    path = found[0]
+    if path.suffix.lower() in PICKLE_SUFFIXES and not allow_pickle:
+        raise InvokeError(
+            f"embedding <{name}> ({path}): {path.suffix} is a pickle file, which can run code "
+            "when loaded; launch with --allow-pickle (then only tensors are read), or convert it "
+            "to .safetensors"
+        )
+    return path
+
+
+def close_embedding(name: str, folder: Path) -> str | None:
+    """The embedding a `<name>` that is none probably meant (a typo), for a note."""
+    close = difflib.get_close_matches(name, EMBEDDINGS.names(folder), n=1)
+    return close[0] if close else None
 
 
 def config_path(settings: Settings) -> Path | None:

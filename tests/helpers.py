@@ -276,3 +276,23 @@ def kohya_file(
             tensors[f"{key}.alpha"] = torch.tensor(alpha)
     save_file(tensors, str(path))
     return path
+
+
+# -- textual inversion embeddings -----------------------------------------------------------------
+
+
+def embedding_vectors(count: int, width: int = 32, seed: int = 0) -> Any:
+    """`count` random vectors for the tiny models' 32-wide text encoders, larger than their own
+    token rows so that a picture shows them."""
+    import torch
+
+    return torch.randn(count, width, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+def embedding_file(path: Path, count: int = 2, width: int = 32, seed: int = 0) -> Path:
+    """An AUTOMATIC1111 .safetensors embedding (`emb_params`) at `path`."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"emb_params": embedding_vectors(count, width, seed)}, str(path))
+    return path

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from invoke.__main__ import cli
 
@@ -306,6 +306,15 @@ def test_real_process_default_model_draws_what_it_is_asked(isolated: Path) -> No
     assert labels == world.parse_caption("a red circle on a blue background")
 
 
+def seed_7_batch(args: tuple[str, ...], *prompts: str) -> tuple[list[Path], str]:
+    """The prompts at `-s 4 -S 7` as one stdin batch writing to o/: its pictures, one a line,
+    and what it said on stderr."""
+    lines = "".join(f"{prompt} -s 4 -S 7\n" for prompt in prompts)
+    code, _, err = invoke(*args, stdin=lines)
+    assert code == 0, err
+    return [Path("o") / f"{n:06d}.7.png" for n in range(1, len(prompts) + 1)], err
+
+
 def test_lora_lines_remake_their_pictures_and_plain_lines_stay_plain(
     isolated: Path, tiny_model_dir: Path
 ) -> None:
@@ -317,21 +326,18 @@ def test_lora_lines_remake_their_pictures_and_plain_lines_stay_plain(
 
     (isolated / "loras" / "styles").mkdir(parents=True)
     kohya_file(load_model(tiny_model_dir, device="cpu"), isolated / "loras/styles/ink.safetensors")
-    lines = (
-        "a red circle -s 4 -S 7\n"
-        "a red circle <lora:ink:0.8> -s 4 -S 7\n"
-        "a red circle -s 4 -S 7\n"
-        "a red circle withLora(ink, 0.8) -s 4 -S 7\n"
-    )
     args = ("--model", str(tiny_model_dir), "--lora_dir", "loras", "--outdir", "o")
-    code, _, err = invoke(*args, stdin=lines + "a blue circle <lora:ink:0.8> -s 4 -S 7\n")
-    assert code == 0, err
+    (plain, styled, plain_again, styled_again, _), err = seed_7_batch(
+        args,
+        "a red circle",
+        "a red circle <lora:ink:0.8>",
+        "a red circle",
+        "a red circle withLora(ink, 0.8)",
+        "a blue circle <lora:ink:0.8>",
+    )
     # Said when merged: not again for a line that keeps the same LoRA.
     merged = ">> LoRA ink merged at 0.8 ("
     assert err.count(merged) == 2 and "UNet layers" in err and "text encoder layers" in err
-    plain, styled, plain_again, styled_again = (
-        isolated / "o" / f"00000{n}.7.png" for n in (1, 2, 3, 4)
-    )
     assert pixels(plain) == pixels(plain_again)
     assert pixels(styled) == pixels(styled_again) != pixels(plain)
 
@@ -363,3 +369,63 @@ def test_unknown_lora_is_one_line_naming_what_there_is(
         assert len(said) == 1
         assert "did you mean ink?" in said[0] and "line 1" in said[0]
     assert len(list((isolated / "outputs" / "img-samples").glob("*.png"))) == 1
+
+
+def test_embedding_lines_remake_their_pictures_and_other_names_stay_text(
+    isolated: Path, tiny_model_dir: Path
+) -> None:
+    """A batch: the embedding, an unknown <name>, a near miss (text too, with a note), the
+    embedding again; then each of the picture's three metadata chunks, fetched and run again."""
+    from helpers import embedding_file
+
+    from invoke.outputs import read_command
+
+    embedding_file(isolated / "concepts" / "styles" / "ink.safetensors")
+    args = ("--model", str(tiny_model_dir), "--embedding_path", "concepts", "--outdir", "o")
+    words = ("<ink>", "<unknown>", "<inc>", "(<ink>)1")  # the last: weight 1 is no weight
+    (ink, unknown, near, ink_again), err = seed_7_batch(args, *(f"a red circle {w}" for w in words))
+    assert pixels(ink) == pixels(ink_again) != pixels(unknown)
+    assert pixels(near) != pixels(ink)
+    assert err.count("did you mean") == 1
+    assert ">> <inc> is text: no embedding of that name in concepts; did you mean <ink>?" in err
+
+    chunks = png_text(ink)
+    assert chunks["Dream"].startswith('"a red circle <ink>" -s 4 -S 7')
+    assert json.loads(chunks["sd-metadata"])["image"]["prompt"][0]["prompt"] == "a red circle <ink>"
+    assert chunks["parameters"].splitlines()[0] == "a red circle <ink>"
+    for key, text in chunks.items():  # !fetch reads each chunk back to the same prompt
+        alone = isolated / f"{key}.png"
+        info = PngImagePlugin.PngInfo()
+        info.add_text(key, text)
+        with Image.open(ink) as image:
+            image.save(alone, pnginfo=info)
+        assert read_command(alone).startswith('"a red circle <ink>" -s 4 -S 7'), key
+    code, _, err = invoke(*args, read_command(ink))
+    assert code == 0, err
+    assert pixels(isolated / "o" / "000005.7.png") == pixels(ink)
+
+
+def test_embedding_files_that_cannot_be_used_fail_their_line_only(
+    isolated: Path, tiny_model_dir: Path
+) -> None:
+    import torch
+    from helpers import embedding_file, embedding_vectors
+
+    folder = isolated / "config" / "invoke-dream" / "embeddings"  # the default folder
+    embedding_file(folder / "sd2.safetensors", width=48)
+    (folder / "cut.safetensors").write_bytes(b"\x10" + bytes(7) + b"{oops")
+    torch.save({"string_to_param": {"*": embedding_vectors(1)}, "name": "old"}, folder / "old.pt")
+    lines = "a <sd2> -s 2 -S 1\na <old> -s 2 -S 1\na <cut> -s 2 -S 1\na cat -s 2 -S 1\n"
+    code, out, err = invoke("--model", str(tiny_model_dir), stdin=lines)
+    assert code == 1
+    said = [line for line in (out + err).splitlines() if line.startswith("line ")]
+    assert len(said) == 3, said
+    assert said[0].startswith("line 1: embedding <sd2> (") and "48 wide" in said[0]
+    assert said[1].startswith("line 2: embedding <old> (") and "--allow-pickle" in said[1]
+    assert said[2].startswith("line 3: embedding <cut> (") and "is damaged" in said[2]
+    assert len(list((isolated / "outputs" / "img-samples").glob("*.png"))) == 1
+
+    code, out, err = invoke("--dry-run", stdin="a <old> -s 2\n")  # refused before any model
+    assert code == 1 and "line 1: embedding <old> (" in out + err
+    code, _, err = invoke("--model", str(tiny_model_dir), "--allow-pickle", "a <old> -s 2 -S 1")
+    assert code == 0, err

@@ -438,29 +438,64 @@ def test_yaml_too_unusual_to_splice_is_written_whole(
     }
 
 
-def test_loras_lists_the_default_folder_and_completes_names_in_a_prompt(
-    tmp_path: Path, user_config: Path
+@pytest.mark.parametrize(
+    ("command", "empty", "files", "listed"),
+    [
+        (
+            "loras",
+            "no LoRA files in {}: put .safetensors LoRAs there, or launch with --lora_dir DIR",
+            ("inkwash.safetensors", "people/portrait-light.safetensors", "inkline.safetensors"),
+            ["inkline", "inkwash", "portrait-light"],
+        ),
+        (
+            "embeddings",
+            "no embedding files in {}: put .safetensors embeddings there, or launch with "
+            "--embedding_dir DIR",
+            ("inkline.safetensors", "old-style.pt", "people/ink-wash/learned_embeds.bin"),
+            ["ink-wash", "inkline", "old-style"],
+        ),
+    ],
+)
+def test_loras_and_embeddings_list_their_default_folder(
+    tmp_path: Path,
+    user_config: Path,
+    command: str,
+    empty: str,
+    files: tuple[str, ...],
+    listed: list[str],
 ) -> None:
     session = new_session(tmp_path / "out")
-    _, printed, _ = shell(session, f"!loras{ENTER}{CTRL_D}")
-    folder = user_config.parent / "loras"  # beside the user's models.yaml
-    assert printed == [f"no LoRA files in {folder}: put .safetensors LoRAs there, or launch "
-                       "with --lora_dir DIR"]  # fmt: skip
-    (folder / "people").mkdir(parents=True)
-    for name in ("inkwash", "people/portrait-light", "inkline"):
-        (folder / f"{name}.safetensors").write_bytes(b"")
-    (folder / "notes.txt").write_text("not a LoRA")
-    _, printed, _ = shell(session, f"!loras{ENTER}{CTRL_D}")
-    assert [line.strip() for line in printed[1:]] == ["inkline", "inkwash", "portrait-light"]
+    _, printed, _ = shell(session, f"!{command}{ENTER}{CTRL_D}")
+    folder = user_config.parent / command  # beside the user's models.yaml
+    assert printed == [empty.format(folder)]
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"")
+    (folder / "notes.txt").write_text("neither")
+    _, printed, _ = shell(session, f"!{command}{ENTER}{CTRL_D}")
+    assert printed[0].lower().startswith(f"{command} in {folder} (use as ")
+    assert [line.strip() for line in printed[1:]] == listed
 
+
+def test_lora_and_embedding_names_complete_in_a_prompt(tmp_path: Path, user_config: Path) -> None:
+    session = new_session(tmp_path / "out")
+    for name in ("loras/inkwash.safetensors", "loras/people/portrait-light.safetensors",
+                 "embeddings/inkline.safetensors", "embeddings/old-style.pt",
+                 "embeddings/people/ink-wash/learned_embeds.bin"):  # fmt: skip
+        (user_config.parent / name).parent.mkdir(parents=True, exist_ok=True)
+        (user_config.parent / name).write_bytes(b"")
     completer = ShellCompleter(session)
 
     def complete(text: str) -> list[str]:
         found = completer.get_completions(Document(text), CompleteEvent(completion_requested=True))
         return [text[: len(text) + c.start_position] + c.text for c in found]
 
-    assert complete("a cat withLora(ink") == ["a cat withLora(inkline", "a cat withLora(inkwash"]
+    assert complete("a cat withLora(ink") == ["a cat withLora(inkwash"]
     assert complete("a cat <lora:por") == ["a cat <lora:portrait-light"]
+    assert complete("a cat <ink") == ["a cat <ink-wash>", "a cat <inkline>"]
+    assert complete("a (<ol") == ["a (<old-style>"]
+    assert complete("a cat [<inkl") == ["a cat [<inkline>"]
+    assert complete("a cat <lora:inkl") == []  # a LoRA name there, not an embedding's
     assert complete("a cat ink") == []
 
 
@@ -469,3 +504,28 @@ def test_lora_dir_at_launch_replaces_the_default_folder(tmp_path: Path, user_con
     (tmp_path / "mine" / "grain.safetensors").write_bytes(b"")
     session = new_session(tmp_path / "out", lora_dir=tmp_path / "mine")
     assert session.loras() == (tmp_path / "mine", ["grain"])
+
+
+def test_embedding_dir_at_launch_replaces_the_default_folder(
+    tmp_path: Path, user_config: Path
+) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "grain.safetensors").write_bytes(b"")
+    session = new_session(tmp_path / "out", embedding_dir=tmp_path / "mine")
+    assert session.embeddings() == (tmp_path / "mine", ["grain"])
+
+
+def test_an_embedding_name_with_several_files_takes_the_safetensors_one(tmp_path: Path) -> None:
+    from invoke.errors import InvokeError
+    from invoke.settings import find_embedding
+
+    assert find_embedding("ink", tmp_path / "nowhere", allow_pickle=False) is None
+    (tmp_path / "a").mkdir()
+    (tmp_path / "ink.pt").write_bytes(b"")
+    (tmp_path / "a" / "ink.safetensors").write_bytes(b"")  # converted from the .pt
+    assert find_embedding("ink", tmp_path, allow_pickle=False) == tmp_path / "a" / "ink.safetensors"
+    assert find_embedding("in*", tmp_path, allow_pickle=False) is None  # names are not patterns
+    (tmp_path / "ink").mkdir()
+    (tmp_path / "ink" / "learned_embeds.safetensors").write_bytes(b"")
+    with pytest.raises(InvokeError, match=r"embedding ink: more than one file .*rename all but"):
+        find_embedding("ink", tmp_path, allow_pickle=False)

@@ -12,10 +12,12 @@ from invoke.prompt_syntax import (
     Fragment,
     LoraUse,
     Parts,
+    embedding_names,
     is_weighted,
     parse_weighting,
     plain_text,
     split_loras,
+    split_triggers,
 )
 
 F = Fragment
@@ -166,3 +168,41 @@ def test_lora_references_are_not_words_for_the_text_encoder() -> None:
 def test_bad_lora_references_are_refused_when_the_line_is_read(line: str, message: str) -> None:
     with pytest.raises(ParseError, match=message):
         parse_line(line)
+
+
+# -- embedding triggers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "names"),
+    [
+        ("a portrait in the style of <midjourney-style>", ("midjourney-style",)),
+        ("<b> then <a> then <b> again [<bad_hands>]", ("b", "a", "bad_hands")),
+        ("(<ink>)1.3 cat, (<wash>:1.2) <v1.5>", ("ink", "wash", "v1.5")),
+        # LoRA references, hearts, faces, HTML-ish text with spaces: no names
+        ("a cat <lora:ink:0.8> withLora(x) <3 >_< <a b> <> <x/y>", ()),
+    ],
+)
+def test_embedding_names_are_the_angle_bracket_words(prompt: str, names: tuple[str, ...]) -> None:
+    assert embedding_names(prompt) == names
+
+
+def test_split_triggers_takes_out_only_the_given_names() -> None:
+    assert split_triggers("a <ink> cat <3 <dog><ink>", {"ink"}) == [
+        ("a ", False),
+        ("ink", True),
+        (" cat <3 <dog>", False),
+        ("ink", True),
+        ("", False),
+    ]
+    assert split_triggers("a <ink> cat", set()) == [("a <ink> cat", False)]
+
+
+def test_triggers_are_words_to_the_weighting_syntax() -> None:
+    assert parse_weighting("a (<ink>)1.3 cat <wash>+") == (
+        F("a "),
+        F("<ink>", 1.3),
+        F(" cat "),
+        F("<wash>", 1.1),
+    )
+    assert split_prompt("a <ink> cat:0.5 <wash>:0.5 [<bad-hands>]").negative == "<bad-hands>"

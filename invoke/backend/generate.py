@@ -45,7 +45,9 @@ def sd_conditioning(model: Model, job: Job, unet: Any) -> tuple[torch.Tensor, to
     cond, uncond = speed.prompt_embeddings(
         model,
         job,
-        lambda: encode_prompt(model, job.prompt, job.skip_normalize, job.log_tokenization),
+        lambda: encode_prompt(
+            model, job.prompt, job.skip_normalize, job.log_tokenization, job.embeddings
+        ),
     )
     return cond, uncond, unet
 

@@ -31,6 +31,17 @@ class Lora:
 
 
 @dataclass(frozen=True)
+class EmbeddingFile:
+    """A textual inversion embedding that a prompt's `<name>` stands for, and its file."""
+
+    name: str  # the trigger's name, without the angle brackets
+    path: str
+    # (size, modification time in ns) as the session found the file: one changed on disk is
+    # another embedding, read again, and no cached prompt embedding of the old one is reused.
+    stamp: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
 class Job:
     # Field order is the contract's (/work/contracts.md), so positional construction works too.
     prompt: str
@@ -53,6 +64,8 @@ class Job:
     first_pass: tuple[int, int] | None = None
     # LoRAs the prompt named (withLora/<lora:>), already taken out of `prompt`.
     loras: tuple[Lora, ...] = ()
+    # Embeddings the prompt's `<name>` words stand for; `prompt` keeps the `<name>` text.
+    embeddings: tuple[EmbeddingFile, ...] = ()
 
     @property
     def steps_taken(self) -> int:

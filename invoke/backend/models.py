@@ -120,6 +120,8 @@ class Model:
     pipeline: Any = field(default=None, repr=False)  # Kandinsky: diffusers' combined pipeline
     offloader: Any = field(default=None, repr=False)  # offload.Offloader with --offload on a GPU
     merged_loras: Any = field(default=None, repr=False)  # lora._Merged: the LoRAs merged now
+    # embeddings._Rows: the textual inversion embeddings its text encoders have rows for
+    embedding_rows: Any = field(default=None, repr=False)
     _hash: str | None = field(default=None, repr=False)
     _vae_fp32: bool = field(default=False, repr=False)  # fp16 decoded to NaN once: use fp32
 
@@ -211,6 +213,12 @@ class Model:
             raise InvokeError(
                 f"withLora/<lora:>: {what} runs diffusers' own pipeline, which takes no LoRA "
                 "here; drop the LoRA from the prompt"
+            )
+        if job.embeddings:
+            names = ", ".join(f"<{e.name}>" for e in job.embeddings)
+            raise InvokeError(
+                f"embeddings: {what} runs diffusers' own pipeline, which takes no textual "
+                f"inversion embeddings here; drop {names} from the prompt"
             )
         if job.first_pass is not None:
             raise InvokeError(

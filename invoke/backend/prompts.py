@@ -12,6 +12,8 @@ groups and the `text:0.5` sub-prompts; prompt_syntax.parse_weighting reads each 
   left out, by 1 - w: `(red)0` is the prompt without "red", `(red)0.5` halfway there.
 - A prompt with no weights is encoded exactly as diffusers' pipelines do (one pass, no
   arithmetic), so plain prompts give the same pictures as they always did.
+- A textual inversion embedding's `<name>` (backend/embeddings.py) is the ids of its vectors'
+  rows in the token table, put where the text says `<name>`; weights act on them as on words.
 - `.and()` puts each part's 77-token embedding side by side; embeddings of different lengths
   (a conjunction beside a plain sub-prompt, or beside the negative prompt) are padded with the
   empty prompt's embedding, which the UNet's cross-attention takes as "nothing more".
@@ -22,11 +24,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from invoke.prompt_syntax import Fragment, Parts, Sequence, parse_weighting
+from invoke.backend.embeddings import load_embeddings, text_encoders
+from invoke.prompt_syntax import Fragment, Parts, Sequence, parse_weighting, split_triggers
+
+if TYPE_CHECKING:
+    from invoke.backend.job import EmbeddingFile
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +51,39 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, truncation=False, verbose=False).input_ids[1:-1]
 
 
-def _text(tokenizer: Any, ids: list[int], weights: list[float] | None = None) -> str:
-    words = [t.removesuffix("</w>") for t in tokenizer.convert_ids_to_tokens(ids)]
-    if weights is not None:
-        words = [w if x == 1.0 else f"{w}({x:g})" for w, x in zip(words, weights, strict=True)]
-    return " ".join(words)
-
-
 @dataclass(frozen=True)
 class TextEncoder:
     """One tokenizer and its encoder, and how to read its output: padded ids (1, 77) ->
-    (hidden states (1, 77, dim), pooled (1, proj) or None)."""
+    (hidden states (1, 77, dim), pooled (1, proj) or None). `triggers`: the job's embeddings,
+    name -> the ids of its vectors' rows in this encoder (backend/embeddings.py)."""
 
     tokenizer: Any
     run: Callable[[torch.Tensor], Embedding]
+    triggers: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def ids(self, text: str) -> list[int]:
+        """The text's token ids, an embedding's `<name>` giving its vectors' ids."""
+        if not self.triggers:
+            return _ids(self.tokenizer, text)
+        ids: list[int] = []
+        for piece, is_trigger in split_triggers(text, self.triggers):
+            ids += self.triggers[piece] if is_trigger else _ids(self.tokenizer, piece)
+        return ids
+
+    def text(self, ids: list[int], weights: list[float] | None = None) -> str:
+        """Tokens as -t shows them: an embedding's are <name>, <name>_1, ... (diffusers' names)."""
+        names = {
+            i: f"<{name}>" + (f"_{k}" if k else "")
+            for name, rows in self.triggers.items()
+            for k, i in enumerate(rows)
+        }
+        words = [
+            names[i] if i in names else self.tokenizer.convert_ids_to_tokens(i).removesuffix("</w>")
+            for i in ids
+        ]
+        if weights is not None:
+            words = [w if x == 1.0 else f"{w}({x:g})" for w, x in zip(words, weights, strict=True)]
+        return " ".join(words)
 
 
 @dataclass
@@ -112,7 +137,7 @@ class Encoders:
 
     def _sequence(self, fragments: Sequence) -> Embedding:
         fragments = fragments or (Fragment(""),)
-        tokens = [self._tokens(e.tokenizer, fragments) for e in self.encoders]
+        tokens = [self._tokens(e, fragments) for e in self.encoders]
         self._report(tokens[0], fragments)
         (hidden, pooled), raw = self._encode([ids for ids, _ in tokens])
         if all(f.weight == 1.0 for f in fragments):
@@ -124,41 +149,41 @@ class Encoders:
             if fragment.weight >= 1.0:
                 continue
             rest = fragments[:index] + fragments[index + 1 :] or (Fragment(""),)
-            rest_tokens = [self._tokens(e.tokenizer, rest) for e in self.encoders]
+            rest_tokens = [self._tokens(e, rest) for e in self.encoders]
             _, rest_raw = self._encode([ids for ids, _ in rest_tokens])
             pull = (1.0 - fragment.weight) / max(fragment.weight, 1e-6)
             total = total + pull * self._scaled(rest_raw, [weights for _, weights in rest_tokens])
             norm += pull
         return total / norm, pooled
 
-    def _tokens(self, tokenizer: Any, fragments: Sequence) -> tuple[list[int], list[float]]:
+    def _tokens(self, encoder: TextEncoder, fragments: Sequence) -> tuple[list[int], list[float]]:
         """The fragments' token ids, one after another, and each token's weight (all of them:
         the 77-token limit is applied by _encode and reported by _report)."""
         ids: list[int] = []
         weights: list[float] = []
         for fragment in fragments:
-            piece = _ids(tokenizer, fragment.text)
+            piece = encoder.ids(fragment.text)
             ids += piece
             weights += [fragment.weight] * len(piece)
         return ids, weights
 
     def _report(self, tokens: tuple[list[int], list[float]], fragments: Sequence) -> None:
-        tokenizer = self.encoders[0].tokenizer
-        room = tokenizer.model_max_length - 2
+        encoder = self.encoders[0]
+        room = encoder.tokenizer.model_max_length - 2
         ids, weights = tokens
         kept, dropped = ids[:room], ids[room:]
         weighted = any(f.weight != 1.0 for f in fragments)
         if self.log_tokenization:
             # -t is output the user asked for, so it is printed, as InvokeAI did.
-            shown = _text(tokenizer, kept, weights[:room] if weighted else None)
+            shown = encoder.text(kept, weights[:room] if weighted else None)
             print(f">> Tokens ({len(kept)}): {shown}")
             if dropped:
-                print(f">> Tokens dropped ({len(dropped)}): {_text(tokenizer, dropped)}")
+                print(f">> Tokens dropped ({len(dropped)}): {encoder.text(dropped)}")
         if dropped:
             log.warning(
                 "prompt is longer than CLIP's %d tokens; dropped: %s",
-                tokenizer.model_max_length,
-                _text(tokenizer, dropped),
+                encoder.tokenizer.model_max_length,
+                encoder.text(dropped),
             )
 
     def _encode(self, ids: list[list[int]]) -> tuple[Embedding, list[torch.Tensor]]:
@@ -191,13 +216,29 @@ class Encoders:
         return torch.cat(out, dim=-1)
 
 
-def sd_encoders(model: Any, log_tokenization: bool = False) -> Encoders:
+def sd_encoders(
+    model: Any, log_tokenization: bool = False, embeddings: tuple[EmbeddingFile, ...] = ()
+) -> Encoders:
     """SD 1.x/2.x: one CLIP text encoder, its last hidden state."""
 
     def run(ids: torch.Tensor) -> Embedding:
         return model.text_encoder(ids, return_dict=False)[0], None
 
-    return Encoders([TextEncoder(model.tokenizer, run)], model.device, log_tokenization)
+    (triggers,) = embedding_triggers(model, embeddings)
+    encoder = TextEncoder(model.tokenizer, run, triggers)
+    return Encoders([encoder], model.device, log_tokenization)
+
+
+def embedding_triggers(
+    model: Any, embeddings: tuple[EmbeddingFile, ...]
+) -> list[dict[str, tuple[int, ...]]]:
+    """For each text encoder: the embeddings' names -> their vectors' ids in it (the files are
+    loaded into the model the first time)."""
+    loaded = load_embeddings(model, embeddings) if embeddings else {}
+    return [
+        {name: ids[index] for name, ids in loaded.items()}
+        for index in range(len(text_encoders(model)))
+    ]
 
 
 def embed_text(model: Any, text: str, log_tokenization: bool = False) -> torch.Tensor:
@@ -256,8 +297,13 @@ def text_length(prompt: str, max_length: int = 77) -> int:
 
 @torch.no_grad()
 def encode_prompt(
-    model: Any, prompt: str, skip_normalize: bool = False, log_tokenization: bool = False
+    model: Any,
+    prompt: str,
+    skip_normalize: bool = False,
+    log_tokenization: bool = False,
+    embeddings: tuple[EmbeddingFile, ...] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(conditional, unconditional) embeddings, each (1, 77 * k, dim), computed once per job."""
-    cond, uncond = encode_parts(sd_encoders(model, log_tokenization), prompt, skip_normalize)
+    encoders = sd_encoders(model, log_tokenization, embeddings)
+    cond, uncond = encode_parts(encoders, prompt, skip_normalize)
     return cond[0].to(model.dtype), uncond[0].to(model.dtype)

@@ -24,8 +24,14 @@ from PIL import Image
 from invoke.backend import generate as shared
 from invoke.backend import speed
 from invoke.backend.generate import encode_image as encode_image  # the same for SDXL
-from invoke.backend.job import Job, StepInfo
-from invoke.backend.prompts import Embedding, Encoders, TextEncoder, encode_parts
+from invoke.backend.job import EmbeddingFile, Job, StepInfo
+from invoke.backend.prompts import (
+    Embedding,
+    Encoders,
+    TextEncoder,
+    embedding_triggers,
+    encode_parts,
+)
 
 if TYPE_CHECKING:
     from invoke.backend.models import Model
@@ -47,7 +53,9 @@ def _encoders(model: Model) -> list[tuple[Any, Any]]:
     return [(t, e) for t, e in pairs if e is not None]
 
 
-def sdxl_encoders(model: Model, log_tokenization: bool = False) -> Encoders:
+def sdxl_encoders(
+    model: Model, log_tokenization: bool = False, embeddings: tuple[EmbeddingFile, ...] = ()
+) -> Encoders:
     """Both encoders (the refiner has only the second): penultimate hidden states, side by side,
     and the second one's pooled, projected output."""
 
@@ -59,16 +67,25 @@ def sdxl_encoders(model: Model, log_tokenization: bool = False) -> Encoders:
 
         return run
 
-    pairs = [TextEncoder(tokenizer, reader(encoder)) for tokenizer, encoder in _encoders(model)]
+    pairs = [
+        TextEncoder(tokenizer, reader(encoder), triggers)
+        for (tokenizer, encoder), triggers in zip(
+            _encoders(model), embedding_triggers(model, embeddings), strict=True
+        )
+    ]
     return Encoders(pairs, model.device, log_tokenization)
 
 
 @torch.no_grad()
 def encode_prompt(
-    model: Model, prompt: str, skip_normalize: bool = False, log_tokenization: bool = False
+    model: Model,
+    prompt: str,
+    skip_normalize: bool = False,
+    log_tokenization: bool = False,
+    embeddings: tuple[EmbeddingFile, ...] = (),
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(cond, uncond, pooled cond, pooled uncond); weighted sub-prompts sum both kinds."""
-    encoders = sdxl_encoders(model, log_tokenization)
+    encoders = sdxl_encoders(model, log_tokenization, embeddings)
     zeros = bool(model.force_zeros_for_empty_prompt)
     (cond, pooled), (uncond, pooled_uncond) = encode_parts(encoders, prompt, skip_normalize, zeros)
     return tuple(t.to(model.dtype) for t in (cond, uncond, pooled, pooled_uncond))  # type: ignore[return-value,union-attr]
@@ -94,7 +111,9 @@ def conditioning(model: Model, job: Job, unet: Any) -> tuple[torch.Tensor, torch
     cond, uncond, pooled, pooled_uncond = speed.prompt_embeddings(
         model,
         job,
-        lambda: encode_prompt(model, job.prompt, job.skip_normalize, job.log_tokenization),
+        lambda: encode_prompt(
+            model, job.prompt, job.skip_normalize, job.log_tokenization, job.embeddings
+        ),
     )
     batch = len(job.noises)
     ids, negative_ids = time_ids(model, job)

@@ -51,43 +51,49 @@ _TEXT_ENCODERS: dict[str, tuple[tuple[str, str, bool], ...]] = {
 def read_checkpoint(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
     """The file's tensors by name, on the CPU."""
     suffix = path.suffix.lower()
-    if suffix in PICKLE_SUFFIXES:
-        if not allow_pickle:
-            raise ModelError(
-                f"model {path}: {suffix} is a pickle file, which can run code when loaded; "
-                f"pickle files need --allow-pickle (then only tensors are read), or convert it "
-                f"to .safetensors"
-            )
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
-            # weights_only refuses anything but tensors and containers with UnpicklingError.
-            raise ModelError(f"model {path}: cannot read the pickle file ({_first(err)})") from err
-        if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-            data = data["state_dict"]  # Lightning checkpoints wrap the weights
-    elif suffix in SAFE_SUFFIXES:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            data = load_file(path, device="cpu")
-        except SafetensorError as err:
-            # A bad header or a truncated download: nothing to fix but fetching the file again.
-            raise ModelError(
-                f"model {path}: is damaged ({_first(err)}); download or convert the model again"
-            ) from err
-        except OSError as err:  # permissions, a folder named *.safetensors: not the file's fault
-            raise ModelError(
-                f"model {path}: cannot read the safetensors file ({_first(err)})"
-            ) from err
-    else:
+    if suffix not in SAFE_SUFFIXES + PICKLE_SUFFIXES:
         raise ModelError(
             f"model {path}: {suffix or 'no suffix'} is not a model file; give a diffusers folder, "
             f"a .safetensors checkpoint, or a .ckpt/.pt/.bin one with --allow-pickle"
         )
+    data = read_weights(path, allow_pickle)
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]  # Lightning checkpoints wrap the weights
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise ModelError(f"model {path}: the file holds no table of weights")
     return data
+
+
+def read_weights(path: Path, allow_pickle: bool, kind: str = "model", what: str = "") -> Any:
+    """A .safetensors file's tensors by name, or what a pickle file (.ckpt/.pt/.bin) holds, on
+    the CPU. Errors begin with `what` (default: "model PATH") and say what to do about the
+    `kind` of file it is."""
+    what = what or f"{kind} {path}"
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise ModelError(
+                f"{what}: {suffix} is a pickle file, which can run code when loaded; "
+                f"pickle files need --allow-pickle (then only tensors are read), or convert it "
+                f"to .safetensors"
+            )
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+            # weights_only refuses anything but tensors and containers with UnpicklingError.
+            raise ModelError(f"{what}: cannot read the pickle file ({_first(err)})") from err
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device="cpu")
+    except SafetensorError as err:
+        # A bad header or a truncated download: nothing to fix but fetching the file again.
+        raise ModelError(
+            f"{what}: is damaged ({_first(err)}); download or convert the {kind} again"
+        ) from err
+    except OSError as err:  # permissions, a folder named *.safetensors: not the file's fault
+        raise ModelError(f"{what}: cannot read the safetensors file ({_first(err)})") from err
 
 
 def config_folder(path: Path, family: str, config: str | Path | None) -> Path:

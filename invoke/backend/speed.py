@@ -358,7 +358,8 @@ def prompt_embeddings(
     text encoder runs once. -t (log_tokenization) always encodes, so the tokens are printed.
     """
     state = _state(model)
-    key = (job.prompt, job.skip_normalize, job.loras)  # a LoRA may change the text encoder
+    # A LoRA may change the text encoder; an embedding's file (its stamp) what `<name>` means.
+    key = (job.prompt, job.skip_normalize, job.loras, job.embeddings)
     if job.log_tokenization or state.prompt_key != key or state.prompt_value is None:
         state.prompt_value = encode()
         state.prompt_key = key

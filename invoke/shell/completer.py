@@ -1,4 +1,5 @@
-"""Tab completion: `!` command names, switch names, sampler names, file paths, LoRA names."""
+"""Tab completion: `!` command names, switch names, sampler names, file paths, LoRA names and
+embedding names."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterable
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
+from invoke.prompt_syntax import NAME_CHARACTER
 from invoke.request import SAMPLERS
 from invoke.shell.commands import COMMANDS
 from invoke.shell.runner import Runner
@@ -15,6 +17,8 @@ from invoke.shell.switches import SwitchSpec, switch_specs
 
 # A LoRA name being typed in a prompt: `withLora(na` or `<lora:na`.
 _LORA_NAME = re.compile(r"(withLora\(|<lora:)([^,:()<>]*)", re.IGNORECASE)
+# An embedding's `<name>` being typed, maybe inside a weighted group: `(<na`.
+_EMBEDDING_NAME = re.compile(rf"[(\[]*<({NAME_CHARACTER}*)")
 
 
 class ShellCompleter(Completer):
@@ -31,7 +35,13 @@ class ShellCompleter(Completer):
             return
         lora = _LORA_NAME.fullmatch(word)
         if lora is not None:
-            yield from _choices(lora.group(2), self._lora_names(), start=-len(lora.group(2)))
+            yield from _choices(lora.group(2), self._names("loras"), start=-len(lora.group(2)))
+            return
+        embedding = _EMBEDDING_NAME.fullmatch(word)
+        if embedding is not None:
+            typed = embedding.group(1)
+            names = [f"{name}>" for name in self._names("embeddings")]
+            yield from _choices(typed, names, start=-len(typed))
             return
         specs = switch_specs()
         if word.startswith("-"):
@@ -56,10 +66,11 @@ class ShellCompleter(Completer):
             return []
         return list(dict.fromkeys(str(seed) for seed in reversed(list(recent()))))
 
-    def _lora_names(self) -> list[str]:
-        """Names in the LoRA folder, from an optional `loras()` on the runner."""
-        listing = getattr(self.runner, "loras", None)
-        return [] if listing is None else listing()[1]
+    def _names(self, listing: str) -> list[str]:
+        """Names in a folder of files a prompt can name, from an optional `loras()` or
+        `embeddings()` on the runner."""
+        names_in = getattr(self.runner, listing, None)
+        return [] if names_in is None else names_in()[1]
 
     def _command(self, line: str, word: str, earlier: list[str], event: CompleteEvent):
         if not earlier:  # still typing the command name

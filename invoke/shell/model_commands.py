@@ -23,9 +23,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from invoke.errors import InvokeError
 from invoke.settings import (
     CHECKPOINT_SUFFIXES,
+    EMBEDDINGS,
+    LORAS,
     MODEL_NAME,
     MODEL_NAME_RULE,
     SIZE_MULTIPLE,
+    Library,
     ModelEntry,
     ModelsFileError,
     unique_model_name,
@@ -235,27 +238,33 @@ def _models(ctx: ShellContext, args: str) -> None:
         ctx.out(printable(f"{mark} {name:<{width}}  {runner.model_state(name):<10}  {about}"))
 
 
-@command(
-    "loras",
-    "!loras",
-    "List the LoRA files withLora(NAME, 0.8) and <lora:NAME:0.8> in a prompt can name.",
-)
-def _loras(ctx: ShellContext, args: str) -> None:
-    listing = getattr(ctx.runner, "loras", None)
-    if listing is None:
-        raise InvokeError("!loras: this front end has no LoRA folder")
-    folder, names = listing()
-    if not names:
-        ctx.out(
-            printable(
-                f"no LoRA files in {folder}: put .safetensors LoRAs there, or launch with "
-                "--lora_dir DIR"
+def _folder_command(listing: str, library: Library, use: str) -> None:
+    """Register `!<listing>`: the names in a folder of files a prompt can name, from the
+    runner's `listing()` (Session.loras, Session.embeddings)."""
+    what = library.what
+
+    def handler(ctx: ShellContext, args: str) -> None:
+        names_in = getattr(ctx.runner, listing, None)
+        if names_in is None:
+            raise InvokeError(f"!{listing}: this front end has no {what} folder")
+        folder, names = names_in()
+        if not names:
+            ctx.out(
+                printable(
+                    f"no {what} files in {folder}: put .safetensors {what}s there, or launch "
+                    f"with {library.option} DIR"
+                )
             )
-        )
-        return
-    ctx.out(printable(f"LoRAs in {folder} (use as withLora(NAME, 0.8) or <lora:NAME:0.8>):"))
-    for name in names:
-        ctx.out(printable(f"  {name}"))
+            return
+        ctx.out(printable(f"{what}s in {folder} (use as {use}):"))
+        for name in names:
+            ctx.out(printable(f"  {name}"))
+
+    command(listing, f"!{listing}", f"List the {what}s {use} in a prompt can name.")(handler)
+
+
+_folder_command("loras", LORAS, "withLora(NAME, 0.8) or <lora:NAME:0.8>")
+_folder_command("embeddings", EMBEDDINGS, "<NAME>")
 
 
 @command(

@@ -15,7 +15,7 @@ from helpers import make_job, pixels, roll_error, sdxl_pipeline, smooth_picture
 from PIL import Image
 
 from invoke.backend.families import FAMILIES, folder_family
-from invoke.backend.job import Job, Noise, StepInfo
+from invoke.backend.job import EmbeddingFile, Job, Noise, StepInfo
 from invoke.backend.models import Model, load_model, pick_dtype
 from invoke.backend.noise import image_noise
 from invoke.backend.schedulers import make_scheduler
@@ -265,6 +265,10 @@ def test_kandinsky_seamless_wraps_its_unet_and_movq_for_one_job(kandinsky: Model
         ({"prompt": "a cat:0.5 a dog:0.5"}, "takes no weighted sub-prompts"),
         ({"width": 30}, "-W/--width: 30 is not a positive multiple of 4"),
         ({"prompt": '("a cat", "a dog").blend(1, 1)'}, r"\(kandinsky-2.2\) takes no .blend\(\)"),
+        (
+            {"prompt": "a <ink> cat", "embeddings": (EmbeddingFile("ink", "ink.safetensors"),)},
+            r"embeddings: model kandinsky \(kandinsky-2.2\) .* drop <ink> from the prompt",
+        ),
         (
             {"width": 64, "height": 64, "first_pass": (32, 32)},
             r"--hires_fix: model kandinsky \(kandinsky-2.2\) runs diffusers' own pipeline",

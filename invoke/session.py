@@ -46,6 +46,7 @@ from invoke.settings import (
     EMBEDDINGS,
     LORAS,
     SIZE_MULTIPLE,
+    Library,
     ModelEntry,
     Settings,
     change_models_file,
@@ -136,15 +137,27 @@ class Session:
         """Seeds of this session's images, oldest first (tab completion after -S)."""
         return list(self._seeds)
 
-    def loras(self) -> tuple[Path, list[str]]:
-        """The LoRA folder and the names in it (!loras, tab completion in a prompt)."""
-        folder = LORAS.folder(self.settings)
-        return folder, LORAS.names(folder)
+    def loras(self) -> tuple[list[Path], list[str]]:
+        """The LoRA folders and the names in them (!loras, tab completion in a prompt)."""
+        return self._listing(LORAS)
 
-    def embeddings(self) -> tuple[Path, list[str]]:
-        """The embeddings folder and the names in it (!embeddings, tab completion of `<name>`)."""
-        folder = EMBEDDINGS.folder(self.settings)
-        return folder, EMBEDDINGS.names(folder)
+    def embeddings(self) -> tuple[list[Path], list[str]]:
+        """The embedding folders and the names in them (!embeddings, completion of `<name>`)."""
+        return self._listing(EMBEDDINGS)
+
+    def _listing(self, library: Library) -> tuple[list[Path], list[str]]:
+        folders = self._folders(library)
+        return folders, sorted({name for folder in folders for name in library.names(folder)})
+
+    def _folders(self, library: Library) -> list[Path]:
+        """Where a prompt's names are looked up: the user's folder (or the launch option's),
+        then the active model's own, when its folder ships one (the default model ships
+        loras/outline.safetensors)."""
+        folders = [library.folder(self.settings)]
+        model_folder = self._unloaded_folder()
+        if model_folder is not None and (model_folder / library.default).is_dir():
+            folders.append(model_folder / library.default)
+        return folders
 
     def fetch(self, path: str) -> str:
         return outputs.read_command(Path(path).expanduser())
@@ -587,16 +600,16 @@ class Session:
         """The prompt without its LoRA references, and their files (an unknown name is an
         InvokeError that lists the names there are)."""
         prompt, uses = split_loras(request.prompt)
-        folder = LORAS.folder(self.settings)
-        return prompt, tuple(Lora(u.name, str(find_lora(u.name, folder)), u.weight) for u in uses)
+        folders = self._folders(LORAS)
+        return prompt, tuple(Lora(u.name, str(find_lora(u.name, folders)), u.weight) for u in uses)
 
     def _embeddings(self, request: Request) -> tuple[EmbeddingFile, ...]:
         """The embedding files the prompt's `<name>` words stand for; a `<name>` with no file
         in the folder is text (a pickle without --allow-pickle is an InvokeError)."""
-        folder = EMBEDDINGS.folder(self.settings)
+        folders = self._folders(EMBEDDINGS)
         found = []
         for name in embedding_names(request.prompt):
-            path = find_embedding(name, folder, self.settings.allow_pickle)
+            path = find_embedding(name, folders, self.settings.allow_pickle)
             if path is not None:
                 info = path.stat()
                 found.append(EmbeddingFile(name, str(path), (info.st_size, info.st_mtime_ns)))
@@ -605,14 +618,14 @@ class Session:
     def _note_near_misses(self, request: Request) -> None:
         """A `<name>` that is text but nearly an embedding's name is probably a typo: say so
         (the line still runs, with the text)."""
-        folder = EMBEDDINGS.folder(self.settings)
+        folders = self._folders(EMBEDDINGS)
         for name in embedding_names(request.prompt):
-            if find_embedding(name, folder, allow_pickle=True) is not None:
+            if find_embedding(name, folders, allow_pickle=True) is not None:
                 continue
-            close = close_embedding(name, folder)
+            close = close_embedding(name, folders)
             if close is not None:
                 self._note(
-                    f"<{name}> is text: no embedding of that name in {folder}; "
+                    f"<{name}> is text: no embedding of that name in {folders[0]}; "
                     f"did you mean <{close}>?"
                 )
 

@@ -12,7 +12,7 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -213,19 +213,22 @@ EMBEDDINGS = Library(
 )
 
 
-def find_lora(name: str, folder: Path) -> Path:
-    """A prompt's LoRA name -> its file: `name.safetensors` in the folder (or a subfolder), or
-    the path itself when the name is one (has a / or ends in .safetensors)."""
+def find_lora(name: str, folders: Sequence[Path]) -> Path:
+    """A prompt's LoRA name -> its file: `name.safetensors` in the first of the folders that
+    has one (subfolders included), or the path itself when the name is one (has a / or ends in
+    .safetensors). The first folder is the user's: messages name it."""
     what = f"LoRA {name}"
     if "/" in name or os.sep in name or name.lower().endswith(".safetensors"):
         path = Path(name).expanduser()
         if not path.is_file():
             raise InvokeError(f"{what}: no such file; give a .safetensors file or a LoRA name")
         return path
-    found = LORAS.files(name, folder)
-    if found:
-        return found[0]
-    names = LORAS.names(folder)
+    for folder in folders:
+        found = LORAS.files(name, folder)
+        if found:
+            return found[0]
+    folder = folders[0]
+    names = sorted({n for f in folders for n in LORAS.names(f)})
     if not names:
         there = "has no .safetensors files" if folder.is_dir() else "does not exist"
         raise InvokeError(
@@ -238,11 +241,12 @@ def find_lora(name: str, folder: Path) -> Path:
     raise InvokeError(f"{what}: not found in {folder}; {hint}there: {shown}")
 
 
-def find_embedding(name: str, folder: Path, allow_pickle: bool) -> Path | None:
-    """A prompt's `<name>` -> its embedding file, or None: then `<name>` is the user's text.
+def find_embedding(name: str, folders: Sequence[Path], allow_pickle: bool) -> Path | None:
+    """A prompt's `<name>` -> its embedding file from the first folder that has one, or None:
+    then `<name>` is the user's text.
 
     A pickle file (.pt/.bin) is refused unless pickles were allowed at launch, as models are."""
-    found = EMBEDDINGS.files(name, folder) if folder.is_dir() else []
+    found = [p for f in folders if f.is_dir() for p in EMBEDDINGS.files(name, f)]
     if not found:
         return None
     path = found[0]
@@ -255,9 +259,10 @@ def find_embedding(name: str, folder: Path, allow_pickle: bool) -> Path | None:
     return path
 
 
-def close_embedding(name: str, folder: Path) -> str | None:
+def close_embedding(name: str, folders: Sequence[Path]) -> str | None:
     """The embedding a `<name>` that is none probably meant (a typo), for a note."""
-    close = difflib.get_close_matches(name, EMBEDDINGS.names(folder), n=1)
+    names = sorted({n for f in folders for n in EMBEDDINGS.names(f)})
+    close = difflib.get_close_matches(name, names, n=1)
     return close[0] if close else None
 
 

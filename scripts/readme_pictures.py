@@ -28,6 +28,7 @@ VARIATIONS = "a yellow star on a purple background -s 20 -S 3 -v 0.6 -n 3"
 INPAINT = "a yellow star on a blue background -I hole.png -s 20 -S 5 -f 1"
 HIRES = "a yellow star on a green background -W 192 -H 128 -s 20 -S 2"
 SEAMLESS = "a red circle on a blue background -s 20 -S 1 --seamless"
+LORA = "a black triangle on a yellow background -s 20 -S 2"  # then with <lora:outline:1>
 
 
 def invoke(outdir: Path, lines: list[str], model: str | None) -> None:
@@ -61,6 +62,8 @@ def main() -> None:
         first.save(out / "hole.png")
         invoke(out, [INPAINT], args.model)
         invoke(out, [HIRES, f"{HIRES} --hires_fix", SEAMLESS], args.model)
+        prompt, switches = LORA.split(" -", 1)
+        invoke(out, [LORA, f"{prompt} <lora:outline:1> -{switches}"], args.model)
         tile = Image.open(only(out, "000010")[0])
         tiled = Image.new("RGB", (tile.width * 2, tile.height * 2))
         for x in (0, tile.width):
@@ -78,6 +81,8 @@ def main() -> None:
         picks["hires-plain.png"] = only(out, "000008")[0]
         picks["hires-fix.png"] = only(out, "000009")[0]
         picks["seamless-2x2.png"] = out / "seamless-2x2.png"
+        picks["lora-plain.png"] = only(out, "000011")[0]
+        picks["lora-outline.png"] = only(out, "000012")[0]
         args.docs.mkdir(exist_ok=True)
         for name, src in picks.items():
             shutil.copyfile(src, args.docs / name)

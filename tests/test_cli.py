@@ -429,3 +429,25 @@ def test_embedding_files_that_cannot_be_used_fail_their_line_only(
     assert code == 1 and "line 1: embedding <old> (" in out + err
     code, _, err = invoke("--model", str(tiny_model_dir), "--allow-pickle", "a <old> -s 2 -S 1")
     assert code == 0, err
+
+
+def test_the_default_model_ships_a_lora_that_draws_outlines(isolated: Path) -> None:
+    """<lora:outline:1> on the default model (its folder's loras/outline.safetensors, made by
+    scripts/train_example_lora.py): the shape's middle turns to background, a ring stays."""
+    import numpy as np
+
+    prompt = "a red circle on a blue background"
+    (plain, ring), err = seed_7_batch(("--outdir", "o"), prompt, f"{prompt} <lora:outline:1>")
+    assert ">> LoRA outline merged at 1 (" in err
+
+    def red(path: Path) -> np.ndarray:
+        rgb = np.asarray(Image.open(path).convert("RGB"), dtype=int)
+        return (rgb[..., 0] > 150) & (rgb[..., 2] < 120)
+
+    filled, outline = red(plain), red(ring)
+    ys, xs = np.nonzero(outline)
+    cy, cx = int(ys.mean()), int(xs.mean())
+    middle = (slice(cy - 3, cy + 4), slice(cx - 3, cx + 4))
+    assert filled.sum() > 300 and outline.sum() > 100  # a red shape both times
+    assert filled[middle].mean() > 0.9  # the plain circle is red in the middle
+    assert outline[middle].mean() < 0.1  # the outlined one is not

@@ -459,12 +459,13 @@ def test_yaml_too_unusual_to_splice_is_written_whole(
 def test_loras_and_embeddings_list_their_default_folder(
     tmp_path: Path,
     user_config: Path,
+    tiny_model_dir: Path,
     command: str,
     empty: str,
     files: tuple[str, ...],
     listed: list[str],
 ) -> None:
-    session = new_session(tmp_path / "out")
+    session = new_session(tmp_path / "out", model=str(tiny_model_dir))  # ships none of its own
     _, printed, _ = shell(session, f"!{command}{ENTER}{CTRL_D}")
     folder = user_config.parent / command  # beside the user's models.yaml
     assert printed == [empty.format(folder)]
@@ -500,10 +501,16 @@ def test_lora_and_embedding_names_complete_in_a_prompt(tmp_path: Path, user_conf
 
 
 def test_lora_dir_at_launch_replaces_the_default_folder(tmp_path: Path, user_config: Path) -> None:
+    """The default model's own LoRA (loras/outline.safetensors in its folder) stays offered."""
+    from invoke.settings import EMBEDDED_MODEL_DIR
+
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "grain.safetensors").write_bytes(b"")
     session = new_session(tmp_path / "out", lora_dir=tmp_path / "mine")
-    assert session.loras() == (tmp_path / "mine", ["grain"])
+    own = EMBEDDED_MODEL_DIR / "loras"
+    assert session.loras() == ([tmp_path / "mine", own], ["grain", "outline"])
+    _, printed, _ = shell(session, f"!loras{ENTER}{CTRL_D}")
+    assert printed[0].startswith(f"LoRAs in {tmp_path / 'mine'} and {own} (use as ")
 
 
 def test_embedding_dir_at_launch_replaces_the_default_folder(
@@ -512,20 +519,22 @@ def test_embedding_dir_at_launch_replaces_the_default_folder(
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "grain.safetensors").write_bytes(b"")
     session = new_session(tmp_path / "out", embedding_dir=tmp_path / "mine")
-    assert session.embeddings() == (tmp_path / "mine", ["grain"])
+    assert session.embeddings() == ([tmp_path / "mine"], ["grain"])
 
 
 def test_an_embedding_name_with_several_files_takes_the_safetensors_one(tmp_path: Path) -> None:
     from invoke.errors import InvokeError
     from invoke.settings import find_embedding
 
-    assert find_embedding("ink", tmp_path / "nowhere", allow_pickle=False) is None
+    assert find_embedding("ink", [tmp_path / "nowhere"], allow_pickle=False) is None
     (tmp_path / "a").mkdir()
     (tmp_path / "ink.pt").write_bytes(b"")
     (tmp_path / "a" / "ink.safetensors").write_bytes(b"")  # converted from the .pt
-    assert find_embedding("ink", tmp_path, allow_pickle=False) == tmp_path / "a" / "ink.safetensors"
-    assert find_embedding("in*", tmp_path, allow_pickle=False) is None  # names are not patterns
+    assert (
+        find_embedding("ink", [tmp_path], allow_pickle=False) == tmp_path / "a" / "ink.safetensors"
+    )
+    assert find_embedding("in*", [tmp_path], allow_pickle=False) is None  # names are not patterns
     (tmp_path / "ink").mkdir()
     (tmp_path / "ink" / "learned_embeds.safetensors").write_bytes(b"")
     with pytest.raises(InvokeError, match=r"embedding ink: more than one file .*rename all but"):
-        find_embedding("ink", tmp_path, allow_pickle=False)
+        find_embedding("ink", [tmp_path], allow_pickle=False)

@@ -247,16 +247,17 @@ def _folder_command(listing: str, library: Library, use: str) -> None:
         names_in = getattr(ctx.runner, listing, None)
         if names_in is None:
             raise InvokeError(f"!{listing}: this front end has no {what} folder")
-        folder, names = names_in()
+        folders, names = names_in()
         if not names:
             ctx.out(
                 printable(
-                    f"no {what} files in {folder}: put .safetensors {what}s there, or launch "
+                    f"no {what} files in {folders[0]}: put .safetensors {what}s there, or launch "
                     f"with {library.option} DIR"
                 )
             )
             return
-        ctx.out(printable(f"{what}s in {folder} (use as {use}):"))
+        where = " and ".join(str(f) for f in folders)
+        ctx.out(printable(f"{what}s in {where} (use as {use}):"))
         for name in names:
             ctx.out(printable(f"  {name}"))
 

@@ -601,7 +601,12 @@ class Session:
         InvokeError that lists the names there are)."""
         prompt, uses = split_loras(request.prompt)
         folders = self._folders(LORAS)
-        return prompt, tuple(Lora(u.name, str(find_lora(u.name, folders)), u.weight) for u in uses)
+        loras = []
+        for use in uses:
+            path = find_lora(use.name, folders)
+            info = path.stat()
+            loras.append(Lora(use.name, str(path), use.weight, (info.st_size, info.st_mtime_ns)))
+        return prompt, tuple(loras)
 
     def _embeddings(self, request: Request) -> tuple[EmbeddingFile, ...]:
         """The embedding files the prompt's `<name>` words stand for; a `<name>` with no file

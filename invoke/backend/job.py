@@ -28,6 +28,9 @@ class Lora:
     name: str  # as the prompt named it, for messages
     path: str
     weight: float = 1.0
+    # (size, modification time in ns) as the session found the file: one changed on disk is
+    # another LoRA, merged again (the model keeps a merge while the jobs' LoRAs are equal).
+    stamp: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)

@@ -306,3 +306,17 @@ def test_lora_hash_follows_the_weights_not_the_header(tmp_path: Path) -> None:
     save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 3)}, str(tmp_path / "c.safetensors"))
     a, b, c = (lora_hash(tmp_path / f"{n}.safetensors") for n in "abc")
     assert a == b != c and len(a) == 12
+
+
+def test_a_file_changed_on_disk_is_merged_again(model: Model, tmp_path: Path) -> None:
+    """The session stamps each LoRA with its file's size and mtime: a retrained file under the
+    same name is another LoRA, so the old merge is not kept."""
+    from helpers import kohya_file
+
+    file = tmp_path / "retrained.safetensors"
+    kohya_file(model, file, seed=1)
+    first = pixels(model.generate(make_job(loras=(Lora("r", str(file), 1.0, (1, 1)),))))
+    kohya_file(model, file, seed=2)
+    second = pixels(model.generate(make_job(loras=(Lora("r", str(file), 1.0, (1, 2)),))))
+    assert abs(first - second).max() > 0
+    use_loras(model, ())

@@ -296,3 +296,20 @@ def embedding_file(path: Path, count: int = 2, width: int = 32, seed: int = 0) -
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"emb_params": embedding_vectors(count, width, seed)}, str(path))
     return path
+
+
+def type_into_shell(session: Any, keys: str) -> list[str]:
+    """Type `keys` into the real invoke> shell (no terminal); what it printed, line by line."""
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from invoke.shell.repl import run_repl
+
+    printed: list[str] = []
+    with create_pipe_input() as pipe:
+        pipe.send_text(keys)
+        status = run_repl(
+            session, input=pipe, output=DummyOutput(), out=printed.append, err=printed.append
+        )
+    assert status == 0
+    return printed

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import FakeRunner, batch
+from helpers import FakeRunner, batch, type_into_shell
 from PIL import Image
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
-from prompt_toolkit.input import create_pipe_input
-from prompt_toolkit.output import DummyOutput
 from prompt_toolkit.validation import ValidationError
 
 from invoke import outputs
@@ -240,19 +238,6 @@ def test_help_completion_and_the_validator_know_fix(tmp_path, monkeypatch):
 # -- real pictures on the tiny model -----------------------------------------------------------
 
 SEAM = 16  # the strip of the old edge that is blended (images.outcrop_seam for 8-pixel cells)
-
-
-def type_into_shell(session, keys: str) -> list[str]:
-    from invoke.shell.repl import run_repl
-
-    printed: list[str] = []
-    with create_pipe_input() as pipe:
-        pipe.send_text(keys)
-        status = run_repl(
-            session, input=pipe, output=DummyOutput(), out=printed.append, err=printed.append
-        )
-    assert status == 0
-    return printed
 
 
 def new_session(outdir: Path, model: Path):

@@ -769,14 +769,12 @@ def test_the_shell_survives_the_catalogue(
     """The image and !fetch errors typed into one interactive shell, then a good line: each
     prints its one line and the shell goes on. (Parser errors never leave the edit buffer: the
     validator shows them inline; test_shell.py covers that.)"""
+    from helpers import type_into_shell
     from prompt_toolkit.document import Document
-    from prompt_toolkit.input import create_pipe_input
-    from prompt_toolkit.output import DummyOutput
     from prompt_toolkit.validation import ValidationError
 
     from invoke.session import Session
     from invoke.settings import Settings
-    from invoke.shell.repl import run_repl
     from invoke.shell.validator import LineValidator
 
     def typed_through(case: Case) -> bool:
@@ -796,13 +794,7 @@ def test_the_shell_survives_the_catalogue(
     keys = "".join(_fill(c.line, d=files) + "\r" for c in cases) + GOOD_LINE + "\r\x04"
     outdir = tmp_path / "out"
     session = Session(Settings(outdir=outdir, model=str(tiny_model_dir)), out=sys.stdout)
-    printed: list[str] = []
-    with create_pipe_input() as pipe:
-        pipe.send_text(keys)
-        status = run_repl(
-            session, input=pipe, output=DummyOutput(), out=printed.append, err=printed.append
-        )
-    assert status == 0
+    printed = type_into_shell(session, keys)
     assert len(printed) == len(cases), printed
     for case, line in zip(cases, printed, strict=True):
         assert pattern(_fill(case.message, d=files)).fullmatch(line), (case.id, line)

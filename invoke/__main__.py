@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -59,6 +60,13 @@ def _line_defaults(**values: object) -> str:
     return " ".join(words)
 
 
+def _folder_option(*names: str, help: str) -> Any:
+    """A launch option naming a folder of things a line can name (LoRAs, embeddings...)."""
+    return click.option(
+        *names, type=click.Path(path_type=Path, file_okay=False), default=None, help=help
+    )
+
+
 @click.command(
     help=HELP,
     context_settings={
@@ -86,21 +94,22 @@ def _line_defaults(**values: object) -> str:
     default=None,
     help="The models.yaml to use [your own copy, else configs/models.yaml].",
 )
-@click.option(
+@_folder_option(
     "--lora_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
     help="Where withLora(name) and <lora:name> in a prompt find name.safetensors "
     "[loras/ beside your models.yaml copy].",
 )
-@click.option(
+@_folder_option(
     "--embedding_dir",
     "--embedding_path",  # InvokeAI 2.x's name for it
     "embedding_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
     help="Where <name> in a prompt finds the textual inversion embedding name.safetensors "
     "[embeddings/ beside your models.yaml copy].",
+)
+@_folder_option(
+    "--controlnet_dir",
+    help="Where --controlnet NAME finds the ControlNet folder NAME (diffusers format) "
+    "[controlnets/ beside your models.yaml copy].",
 )
 @click.option(
     "--precision",
@@ -194,6 +203,7 @@ def cli(
     max_loaded_models: int,
     lora_dir: Path | None,
     embedding_dir: Path | None,
+    controlnet_dir: Path | None,
     **defaults: object,
 ) -> None:
     from invoke.parse import join_args, parse_request
@@ -223,6 +233,7 @@ def cli(
         max_loaded_models=max_loaded_models,
         lora_dir=lora_dir,
         embedding_dir=embedding_dir,
+        controlnet_dir=controlnet_dir,
     )
     from invoke.session import Session
     from invoke.shell import batch

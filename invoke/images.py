@@ -346,3 +346,36 @@ def load_mask(
             )
         mask = mask.resize(tuple(size), Image.Resampling.NEAREST)
     return mask
+
+
+def load_control_image(
+    path: str | os.PathLike[str], size: tuple[int, int]
+) -> tuple[Image.Image, list[str]]:
+    """A ControlNet's conditioning image as RGB, `size` (width, height), and notes.
+
+    EXIF orientation is applied. Another size is scaled (Lanczos) to cover the picture and its
+    middle kept, so shapes are never stretched: an edge map of the same aspect is only scaled.
+    Transparency is dropped: a control image guides, it does not mask.
+    """
+    p = Path(path)
+    img = _open(p, "control image")
+    try:
+        rgb, _, notes = _rgb_and_alpha(ImageOps.exif_transpose(img))
+    finally:
+        img.close()
+    width, height = size
+    own_w, own_h = rgb.size
+    if (own_w, own_h) == (width, height):
+        return rgb, notes
+    scale = max(width / own_w, height / own_h)
+    scaled = (max(width, round(own_w * scale)), max(height, round(own_h * scale)))
+    rgb = rgb.resize(scaled, Image.Resampling.LANCZOS)
+    if scaled == (width, height):
+        notes.append(f"{own_w}×{own_h} scaled to the picture's {width}×{height}")
+        return rgb, notes
+    left, top = (scaled[0] - width) // 2, (scaled[1] - height) // 2
+    notes.append(
+        f"{own_w}×{own_h} is another shape than the picture's {width}×{height}: scaled to "
+        f"{scaled[0]}×{scaled[1]} and its middle kept (give -W/-H of its shape to keep it all)"
+    )
+    return rgb.crop((left, top, left + width, top + height)), notes

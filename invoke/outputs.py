@@ -228,7 +228,19 @@ def image_metadata(
     if request.seamless:
         # InvokeAI 2.x wrote only the flag (both axes); the axes say which, for one-axis tiles.
         meta["seamless_axes"] = list(request.seamless_axes or SEAMLESS_AXES)
+    if request.controlnet is not None:
+        meta["controlnet"] = {
+            "model": request.controlnet,
+            "image": request.control_image,
+            "weight": _or(request.control_weight, 1.0),
+            "start": _or(request.control_start, 0.0),
+            "end": _or(request.control_end, 1.0),
+        }
     return meta
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def _postprocessing(request: Request) -> list[dict[str, Any]] | None:
@@ -311,6 +323,18 @@ def a1111_parameters(
         # AUTOMATIC1111's tiling is both axes or none: a one-axis picture has no honest way to
         # say it here (Dream and sd-metadata do).
         fields.append(("Tiling", "True"))
+    if request.controlnet is not None:
+        # As the sd-webui-controlnet extension writes a unit: no preprocessor ran ("none"), and
+        # the image is scaled to cover the picture and cropped ("Crop and Resize").
+        unit = [
+            ("Module", "none"),
+            ("Model", request.controlnet),
+            ("Weight", _a1111_number(_or(request.control_weight, 1.0))),
+            ("Resize Mode", "Crop and Resize"),
+            ("Guidance Start", _a1111_number(_or(request.control_start, 0.0))),
+            ("Guidance End", _a1111_number(_or(request.control_end, 1.0))),
+        ]
+        fields.append(("ControlNet 0", ", ".join(f"{k}: {v}" for k, v in unit)))
     known = lora_hashes or {}
     hashes = [f"{u.name}: {known[u.name]}" for u in uses if known.get(u.name)]
     if hashes:
@@ -1149,6 +1173,18 @@ def _command_from_sd_metadata(meta: dict[str, Any]) -> str:
         axes = image.get("seamless_axes")
         if axes is not None:
             fields["seamless_axes"] = _seamless_axes(axes)
+    control = image.get("controlnet")
+    if (
+        isinstance(control, dict)
+        and isinstance(control.get("model"), str)
+        and isinstance(control.get("image"), str)
+    ):
+        fields["controlnet"] = _check_text(control["model"], "image.controlnet.model")
+        fields["control_image"] = _check_text(control["image"], "image.controlnet.image")
+        for key in ("weight", "start", "end"):
+            field = f"control_{key}"
+            if control.get(key) is not None:
+                fields[field] = _number(control[key], float, f"image.controlnet.{key}")
     init_img = image.get("init_img")
     if isinstance(init_img, str) and init_img:
         fields["init_img"] = _check_text(init_img, "image.init_img")

@@ -610,6 +610,55 @@ SWITCHES: tuple[Switch, ...] = (
         ),
         metavar="SIDE PIXELS",
     ),
+    PathSwitch(
+        field="controlnet",
+        names=("--controlnet",),
+        canonical="--controlnet",
+        help=(
+            "guide the picture by a ControlNet: a folder name in controlnets/, a folder path or "
+            "a hub id in the local cache; needs --control_image"
+        ),
+        complete="controlnet",
+        metavar="NAME",
+    ),
+    PathSwitch(
+        field="control_image",
+        names=("--control_image",),
+        canonical="--control_image",
+        help=(
+            "the image the ControlNet follows (an edge map, depth map, pose...), scaled and "
+            "cropped to the picture's size (-1 = the previous output)"
+        ),
+        complete="path",
+        metavar="a file path",
+    ),
+    FloatSwitch(
+        field="control_weight",
+        names=("--control_weight",),
+        canonical="--control_weight",
+        help="how strongly the ControlNet guides [1.0]",
+        metavar="WEIGHT",
+        lo=0.0,
+        hi=2.0,
+    ),
+    FloatSwitch(
+        field="control_start",
+        names=("--control_start",),
+        canonical="--control_start",
+        help="the ControlNet acts from this fraction of the steps on [0.0]",
+        metavar="FRACTION",
+        lo=0.0,
+        hi=1.0,
+    ),
+    FloatSwitch(
+        field="control_end",
+        names=("--control_end",),
+        canonical="--control_end",
+        help="the ControlNet acts until this fraction of the steps [1.0]",
+        metavar="FRACTION",
+        lo=0.0,
+        hi=1.0,
+    ),
     FloatSwitch(
         field="variation_amount",
         names=("-v", "--variation_amount"),
@@ -739,6 +788,11 @@ class Request:
     invert_mask: bool = False
     # --outcrop: (side, pixels) pairs in OUTCROP_DIRECTIONS order; () = no extension
     outcrop: tuple[tuple[str, int], ...] = ()
+    controlnet: str | None = None  # a ControlNet name, folder or hub id
+    control_image: str | None = None  # "-1" = the previous output
+    control_weight: float | None = None  # None = 1
+    control_start: float | None = None  # None = 0: from the first step
+    control_end: float | None = None  # None = 1: to the last step
     variation_amount: float | None = None
     with_variations: tuple[Variation, ...] = ()
     seamless: bool = False
@@ -779,6 +833,7 @@ class Request:
             )
         if self.outcrop:
             self._check_outcrop()
+        self._check_control()
         length = len(self.to_command())
         if length > MAX_LINE:
             raise ParseError(
@@ -808,6 +863,41 @@ class Request:
         ):
             if given:
                 raise ParseError("-c/--outcrop", "", f"cannot be combined with {switch}: {why}")
+
+    def _check_control(self) -> None:
+        """A ControlNet needs its image and the image its ControlNet; the other control switches
+        need both, and the part of the steps they give must not be empty."""
+        if self.controlnet is None and self.control_image is None:
+            for field, label in (
+                (self.control_weight, "--control_weight"),
+                (self.control_start, "--control_start"),
+                (self.control_end, "--control_end"),
+            ):
+                if field is not None:
+                    raise ParseError(
+                        label,
+                        "",
+                        "only means something with --controlnet NAME --control_image FILE",
+                    )
+            return
+        if self.control_image is None:
+            raise ParseError(
+                "--controlnet",
+                "",
+                "needs --control_image FILE: the image it follows (an edge map, a depth map...)",
+            )
+        if self.controlnet is None:
+            raise ParseError(
+                "--control_image", "", "needs --controlnet NAME: the ControlNet that reads it"
+            )
+        start = 0.0 if self.control_start is None else self.control_start
+        end = 1.0 if self.control_end is None else self.control_end
+        if start >= end:
+            raise ParseError(
+                "--control_start",
+                _num(start),
+                f"must be less than --control_end {_num(end)}: the ControlNet would act on no step",
+            )
 
     def to_fix_command(self) -> str:
         """An --outcrop request as the `!fix` line that makes it again: the init image first,

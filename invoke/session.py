@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from invoke import interrupts, outputs
 from invoke.backend.families import default_sampler, recommended_sampler
 from invoke.backend.job import (
+    Control,
     EmbeddingFile,
     Job,
     Lora,
@@ -32,6 +33,7 @@ from invoke.backend.job import (
 from invoke.errors import InvokeError, ModelError
 from invoke.images import (
     init_image_size,
+    load_control_image,
     load_init_image,
     load_mask,
     outcrop_seam,
@@ -42,6 +44,7 @@ from invoke.parse import parse_request
 from invoke.prompt_syntax import embedding_names, split_loras
 from invoke.request import SEAMLESS_AXES, Request, Variation
 from invoke.settings import (
+    CONTROLNETS,
     EMBEDDED_MODEL_DIR,
     EMBEDDINGS,
     LORAS,
@@ -52,6 +55,7 @@ from invoke.settings import (
     change_models_file,
     close_embedding,
     config_path,
+    find_controlnet,
     find_embedding,
     find_lora,
     load_model_entries,
@@ -128,9 +132,13 @@ class Session:
         )
         self._loras(resolved)  # an unknown LoRA name fails here too
         self._embeddings(resolved)  # and a pickled embedding without --allow-pickle
+        self._controlnet(resolved)  # and an unknown ControlNet
+        outdir = self._outdir_for(resolved)
+        if resolved.control_image not in (None, "-1"):
+            resolve_image_path(resolved.control_image, outdir)
         if resolved.init_img is not None and resolved.init_img != "-1":
-            resolve_image_path(resolved.init_img, self._outdir_for(resolved))
-            resolved = self._outcrop_size(request, resolved, self._outdir_for(resolved))
+            resolve_image_path(resolved.init_img, outdir)
+            resolved = self._outcrop_size(request, resolved, outdir)
         return resolved.to_command()
 
     def recent_seeds(self) -> list[int]:
@@ -144,6 +152,11 @@ class Session:
     def embeddings(self) -> tuple[list[Path], list[str]]:
         """The embedding folders and the names in them (!embeddings, completion of `<name>`)."""
         return self._listing(EMBEDDINGS)
+
+    def controlnets(self) -> tuple[list[Path], list[str]]:
+        """The ControlNet folders and the names in them (!controlnets, completion after
+        --controlnet)."""
+        return self._listing(CONTROLNETS)
 
     def _listing(self, library: Library) -> tuple[list[Path], list[str]]:
         folders = self._folders(library)
@@ -429,15 +442,17 @@ class Session:
         return self._seeds[-back]
 
     def _init_path(self, request: Request, outdir: Path) -> Path | None:
-        if request.init_img is None:
+        return self._image_path(request.init_img, "-I/--init_img", outdir)
+
+    def _image_path(self, value: str | None, switch: str, outdir: Path) -> Path | None:
+        """An image switch's file: -1 is the previous output, a bare name may be in outdir."""
+        if value is None:
             return None
-        if request.init_img == "-1":
+        if value == "-1":
             if not self._files:
-                raise InvokeError(
-                    "-I/--init_img: -1 means the previous output, but none exists yet"
-                )
+                raise InvokeError(f"{switch}: -1 means the previous output, but none exists yet")
             return self._files[-1]
-        return resolve_image_path(request.init_img, outdir)
+        return resolve_image_path(value, outdir)
 
     def _fill_prompt_from_init(self, request: Request, outdir: Path) -> Request:
         """No prompt text with an init image: take the prompt stored in the image."""
@@ -484,6 +499,11 @@ class Session:
         chain = tuple((v.seed, v.weight) for v in request.with_variations)
         amount = request.variation_amount or 0.0
         init_path = self._init_path(request, outdir)
+        control_path = self._image_path(request.control_image, "--control_image", outdir)
+        if control_path is not None:
+            # Resolved once: -1 stays the image it was when the line started, in every pass and
+            # in every image's command.
+            request = replace(request, control_image=str(control_path))
 
         if amount > 0 and init_path is not None:
             # The InvokeAI img2img guide's loop: output k is the init image of pass k+1, each
@@ -576,6 +596,7 @@ class Session:
                 for note in mask_notes:
                     self._note(f"{mask_path.name}: {note}")
         prompt, loras = self._loras(request)
+        control = self._control(request, width, height)
         return Job(
             prompt=prompt,
             skip_normalize=request.skip_normalize,
@@ -594,6 +615,7 @@ class Session:
             first_pass=self._first_pass(request),
             loras=loras,
             embeddings=self._embeddings(request),
+            control=control,
         )
 
     def _loras(self, request: Request) -> tuple[str, tuple[Lora, ...]]:
@@ -607,6 +629,35 @@ class Session:
             info = path.stat()
             loras.append(Lora(use.name, str(path), use.weight, (info.st_size, info.st_mtime_ns)))
         return prompt, tuple(loras)
+
+    def _controlnet(self, request: Request) -> Path | None:
+        """The weights file of the line's ControlNet (an unknown one is an InvokeError that
+        lists those there are)."""
+        if request.controlnet is None:
+            return None
+        folders = self._folders(CONTROLNETS)
+        return find_controlnet(request.controlnet, folders, self.settings.allow_downloads)
+
+    def _control(self, request: Request, width: int, height: int) -> Control | None:
+        """The job's ControlNet and its image, at the picture's size."""
+        weights = self._controlnet(request)
+        if weights is None:
+            return None
+        assert request.controlnet is not None and request.control_image is not None
+        path = Path(request.control_image)  # resolved by _passes
+        image, notes = load_control_image(path, (width, height))
+        for note in notes:
+            self._note(f"{path.name}: {note}")
+        info = weights.stat()
+        return Control(
+            name=request.controlnet,
+            path=str(weights),
+            image=image,
+            weight=1.0 if request.control_weight is None else request.control_weight,
+            start=request.control_start or 0.0,
+            end=1.0 if request.control_end is None else request.control_end,
+            stamp=(info.st_size, info.st_mtime_ns),
+        )
 
     def _embeddings(self, request: Request) -> tuple[EmbeddingFile, ...]:
         """The embedding files the prompt's `<name>` words stand for; a `<name>` with no file

@@ -137,6 +137,7 @@ class Settings:
     allow_downloads: bool = False  # repo_id models: fetch from the hub when not cached
     lora_dir: Path | None = None  # where withLora(name) looks; None = LORAS.folder()'s default
     embedding_dir: Path | None = None  # where <name> looks; None = EMBEDDINGS.folder()'s default
+    controlnet_dir: Path | None = None  # where --controlnet NAME looks; None = CONTROLNETS'
 
 
 def user_config_path() -> Path:
@@ -161,6 +162,7 @@ class Library:
     suffixes: tuple[str, ...]  # the files that count, the preferred kind first
     inside: str = ""  # a folder NAME holding this file (plus a suffix) counts as NAME too
     one_of_many: str = "rename all but one"  # what to do when a name has several files
+    stored_as: str = ""  # what to put in the folder, for messages [".safetensors {what}s"]
 
     @property
     def option(self) -> str:
@@ -211,6 +213,76 @@ LORAS = Library("LoRA", "lora_dir", "loras", (".safetensors",), one_of_many="nam
 EMBEDDINGS = Library(
     "embedding", "embedding_dir", "embeddings", (".safetensors", ".pt", ".bin"), "learned_embeds"
 )
+
+
+# A ControlNet is a diffusers folder NAME holding config.json (and its weights).
+CONTROLNETS = Library(
+    "ControlNet",
+    "controlnet_dir",
+    "controlnets",
+    (".json",),
+    "config",
+    "name one by its path",
+    "ControlNet folders (diffusers format: config.json and its .safetensors weights)",
+)
+# What a hub ControlNet repo needs here: the config and the safetensors weights (either variant).
+CONTROLNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors",
+                    "diffusion_pytorch_model.fp16.safetensors")  # fmt: skip
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def find_controlnet(name: str, folders: Sequence[Path], allow_downloads: bool = False) -> Path:
+    """--controlnet NAME -> the weights file of the ControlNet's diffusers folder.
+
+    The folder is NAME in the first of `folders` that has it (subfolders included), or NAME
+    itself when it is a path (has a /); a hub id (owner/name) that is no path is looked up in
+    the local Hugging Face cache."""
+    return _controlnet_weights(name, _controlnet_folder(name, folders, allow_downloads))
+
+
+def _controlnet_folder(name: str, folders: Sequence[Path], allow_downloads: bool) -> Path:
+    what = f"--controlnet: {name}"
+    if "/" in name or os.sep in name:
+        path = Path(name).expanduser()
+        if path.is_dir():
+            return path
+        if path.is_file():
+            raise InvokeError(
+                f"{what} is a single file; a ControlNet here is a diffusers folder (config.json "
+                "and diffusion_pytorch_model.safetensors), as the hub's repos hold it"
+            )
+        if _HUB_ID.fullmatch(name):
+            return hub_snapshot(name, f"ControlNet {name}", CONTROLNET_FILES, allow_downloads)
+        raise InvokeError(f"{what}: no such folder; give a ControlNet folder or a name")
+    for folder in folders:
+        found = [p for p in CONTROLNETS.files(name, folder) if p.name == "config.json"]
+        if found:
+            return found[0].parent
+    folder = folders[0]
+    names = sorted({n for f in folders for n in CONTROLNETS.names(f)})
+    if not names:
+        there = "has no ControlNet folders" if folder.is_dir() else "does not exist"
+        raise InvokeError(
+            f"{what}: not found: {folder} {there}; put ControlNet folders (diffusers format) "
+            "there, launch with --controlnet_dir DIR, or give a folder's path or a hub id"
+        )
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise InvokeError(f"{what}: not found in {folder}; {hint}there: {', '.join(names)}")
+
+
+def _controlnet_weights(name: str, folder: Path) -> Path:
+    """The folder's safetensors weights: the full-precision file, else the fp16 variant the
+    hub's repos also ship. Pickled .bin weights are refused, as for models."""
+    for weights in CONTROLNET_FILES[1:]:
+        if (folder / weights).is_file():
+            return folder / weights
+    pickles = sorted(p.name for p in folder.glob("diffusion_pytorch_model*.bin"))
+    have = f"only {', '.join(pickles)}, a pickle," if pickles else "no weights file"
+    raise InvokeError(
+        f"--controlnet: {name}: {folder} has {have}; it needs "
+        "diffusion_pytorch_model.safetensors (the hub's ControlNet repos have it)"
+    )
 
 
 def find_lora(name: str, folders: Sequence[Path]) -> Path:
@@ -489,29 +561,32 @@ def model_source(entry: ModelEntry, allow_downloads: bool = False) -> Path:
         return entry.file
     if entry.repo_id is None:
         raise ModelError(f"model {entry.name}: has no path, file or repo_id")
-    return _repo_snapshot(entry, allow_downloads)
+    return hub_snapshot(entry.repo_id, f"model {entry.name}", REPO_FILES, allow_downloads)
 
 
-def _repo_snapshot(entry: ModelEntry, allow_downloads: bool) -> Path:
+def hub_snapshot(
+    repo_id: str, what: str, patterns: Sequence[str], allow_downloads: bool = False
+) -> Path:
+    """The local Hugging Face cache's copy of `repo_id` (the files matching `patterns`),
+    downloaded only when allowed; `what` names it in messages ("model sd-1.5")."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    assert entry.repo_id is not None
     try:
         folder = snapshot_download(
-            entry.repo_id, allow_patterns=list(REPO_FILES), local_files_only=not allow_downloads
+            repo_id, allow_patterns=list(patterns), local_files_only=not allow_downloads
         )
     except LocalEntryNotFoundError as exc:
         how = "" if allow_downloads else " or launch with --allow-downloads"
         raise ModelError(
-            f"model {entry.name}: {entry.repo_id} is not in the local Hugging Face cache "
+            f"{what}: {repo_id} is not in the local Hugging Face cache "
             f"({constants.HF_HUB_CACHE}); download it once with "
-            f"`hf download {entry.repo_id}`{how}"
+            f"`hf download {repo_id}`{how}"
         ) from exc
     except (HfHubHTTPError, OSError) as exc:
         raise ModelError(
-            f"model {entry.name}: cannot download {entry.repo_id} ({type(exc).__name__}); "
-            f"check the id and the network, or download it with `hf download {entry.repo_id}`"
+            f"{what}: cannot download {repo_id} ({type(exc).__name__}); "
+            f"check the id and the network, or download it with `hf download {repo_id}`"
         ) from exc
     return Path(folder)
 
@@ -525,7 +600,7 @@ def model_status(entry: ModelEntry) -> str:
     if entry.file is not None:
         return "ok" if entry.file.is_file() else "missing"
     try:
-        _repo_snapshot(entry, allow_downloads=False)
+        model_source(entry, allow_downloads=False)
     except ModelError:
         return "missing"
     return "ok"

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from invoke.backend import speed
+from invoke.backend.control import controlled
 from invoke.backend.denoise import denoise
 from invoke.backend.job import Job, StepInfo, img2img_steps, second_pass_noise
 from invoke.backend.noise import image_noise
@@ -165,10 +166,7 @@ def _denoise_pass(
     start: torch.Tensor | None,
 ) -> torch.Tensor:
     """txt2img (start None) or img2img from `start`, latents (1 or batch, 4, h, w)."""
-    # 1. The family's conditioning: prompt embeddings (cached per command), the UNet's extras.
-    cond, uncond, unet = conditioning(model, job, unet)
-
-    # 2. The schedule; img2img keeps its tail.
+    # 1. The schedule; img2img keeps its tail.
     scheduler = make_scheduler(job.sampler, model.scheduler_config)
     with numpy_quiet():
         scheduler.set_timesteps(job.steps, device=model.device)
@@ -177,6 +175,11 @@ def _denoise_pass(
     timesteps = scheduler.timesteps[begin:]
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(begin)
+
+    # 2. The family's conditioning: prompt embeddings (cached per command), the UNet's extras;
+    # a ControlNet goes in first, so it gets the same extras (SDXL's) as the UNet.
+    unet = controlled(model, job, unet, len(timesteps))
+    cond, uncond, unet = conditioning(model, job, unet)
 
     # 3. Per-image noise from CPU generators, then one batch on the device.
     shape = (4, job.height // model.size_multiple, job.width // model.size_multiple)

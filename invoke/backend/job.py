@@ -45,6 +45,21 @@ class EmbeddingFile:
 
 
 @dataclass(frozen=True)
+class Control:
+    """A ControlNet and its conditioning image (an edge map, a depth map, a pose...) for a job."""
+
+    name: str  # as the line named it, for messages
+    path: str  # the weights file in the ControlNet's diffusers folder
+    image: Image.Image  # RGB, the job's width x height (a smaller --hires_fix pass scales it)
+    weight: float = 1.0  # how strongly its residuals are added (diffusers' conditioning scale)
+    # The part of the steps it acts on, as fractions of the steps taken: 0 and 1 = all of them.
+    start: float = 0.0
+    end: float = 1.0
+    # (size, modification time in ns) of its weights file: a file changed on disk is loaded again.
+    stamp: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
 class Job:
     # Field order is the contract's (/work/contracts.md), so positional construction works too.
     prompt: str
@@ -69,6 +84,8 @@ class Job:
     loras: tuple[Lora, ...] = ()
     # Embeddings the prompt's `<name>` words stand for; `prompt` keeps the `<name>` text.
     embeddings: tuple[EmbeddingFile, ...] = ()
+    # --controlnet with --control_image: the UNet is guided by a ControlNet's residuals.
+    control: Control | None = None
 
     @property
     def steps_taken(self) -> int:

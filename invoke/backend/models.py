@@ -122,6 +122,8 @@ class Model:
     merged_loras: Any = field(default=None, repr=False)  # lora._Merged: the LoRAs merged now
     # embeddings._Rows: the textual inversion embeddings its text encoders have rows for
     embedding_rows: Any = field(default=None, repr=False)
+    # (its path and file stamp, diffusers.ControlNetModel): the last ControlNet a job used
+    controlnet: Any = field(default=None, repr=False)
     _hash: str | None = field(default=None, repr=False)
     _vae_fp32: bool = field(default=False, repr=False)  # fp16 decoded to NaN once: use fp32
 
@@ -193,14 +195,19 @@ class Model:
 
     def prepare(self, job: Job) -> list[str]:
         """What can fail before a step is taken: switches this family cannot honour, and the
-        LoRAs the prompt names (merged now, kept for the next job that names the same).
-        Returns what was done worth telling the user (a line per LoRA merged now)."""
+        LoRAs the prompt names (merged now, kept for the next job that names the same) and its
+        ControlNet (loaded now, kept likewise). Returns what was done worth telling the user
+        (a line per LoRA merged now, one for a ControlNet loaded now)."""
         self._refuse(job)
-        if self.pipeline is not None:  # Kandinsky: diffusers' pipeline, no LoRAs (refused)
+        if self.pipeline is not None:  # Kandinsky: diffusers' pipeline, none of these (refused)
             return []
+        from invoke.backend.control import use_controlnet
         from invoke.backend.lora import use_loras
 
-        return use_loras(self, job.loras)
+        notes = use_loras(self, job.loras)
+        if job.control is not None and use_controlnet(self, job.control)[1]:
+            notes.append(f">> ControlNet {job.control.name} loaded")
+        return notes
 
     def _refuse(self, job: Job) -> None:
         """Switches this family cannot honour: one line each, never silently ignored."""
@@ -213,6 +220,11 @@ class Model:
             raise InvokeError(
                 f"withLora/<lora:>: {what} runs diffusers' own pipeline, which takes no LoRA "
                 "here; drop the LoRA from the prompt"
+            )
+        if job.control is not None:
+            raise InvokeError(
+                f"--controlnet: {what} runs diffusers' own pipeline, which takes no ControlNet "
+                "here; drop --controlnet and --control_image"
             )
         if job.embeddings:
             names = ", ".join(f"<{e.name}>" for e in job.embeddings)

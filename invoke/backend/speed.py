@@ -55,6 +55,8 @@ into one InvokeError naming the size and batch that were too big and what to try
 --seamless jobs (seamless.py patches the convolutions for one job) always run the eager UNet and
 their time does not count toward a compile: the compiled graph is the plain model's, and one
 compiled per seamless shape would be bought for a setting that is rarely used for long.
+--controlnet jobs too (control.py): the ControlNet's residuals are extra UNet inputs, another
+graph, and the ControlNet itself runs eagerly.
 
 Which models get what: SD 1.x/2.x and SDXL run the same loop (generate.py; sdxl.py only adds its
 conditioning) and get all of the above. Kandinsky runs diffusers' pipeline: only `guard_memory`
@@ -286,9 +288,10 @@ def unet_for(model: Model, job: Job) -> Any:
 
     A --seamless job always runs eagerly: its convolutions are patched for the job, a different
     graph from the one compiled, and a CUDA-graph replay of the plain graph would draw the plain
-    picture whatever dynamo's guards make of the patch.
+    picture whatever dynamo's guards make of the patch. So does a --controlnet job: the UNet
+    takes the ControlNet's residuals as extra inputs, another graph again.
     """
-    if job.seamless_axes:
+    if job.seamless_axes or job.control is not None:
         return model.unet
     shape = unet_shape(model, job)
     if not should_compile(model, shape):
@@ -315,9 +318,10 @@ def unet_for(model: Model, job: Job) -> Any:
 def record(model: Model, job: Job, seconds: float) -> None:
     """Count an eager job's time toward compiling its shape.
 
-    A --seamless job does not count: it never runs compiled, so its time buys no compile.
+    A --seamless or --controlnet job does not count: it never runs compiled, so its time buys
+    no compile.
     """
-    if job.seamless_axes:
+    if job.seamless_axes or job.control is not None:
         return
     state = _state(model)
     shape = unet_shape(model, job)

@@ -58,6 +58,8 @@ class ShellCompleter(Completer):
             yield from self._path(word, complete_event)
         elif kind == "seed":
             yield from _choices(word, self._seeds(), start=-len(word))
+        elif kind == "controlnet":
+            yield from _choices(word, self._names("controlnets"), start=-len(word))
 
     def _seeds(self) -> list[str]:
         """This session's seeds, newest first, from an optional `recent_seeds()` on the runner."""
@@ -67,8 +69,8 @@ class ShellCompleter(Completer):
         return list(dict.fromkeys(str(seed) for seed in reversed(list(recent()))))
 
     def _names(self, listing: str) -> list[str]:
-        """Names in a folder of files a prompt can name, from an optional `loras()` or
-        `embeddings()` on the runner."""
+        """Names in a folder of files a line can name, from an optional `loras()`,
+        `embeddings()` or `controlnets()` on the runner."""
         names_in = getattr(self.runner, listing, None)
         return [] if names_in is None else names_in()[1]
 

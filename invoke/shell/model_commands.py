@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from invoke.errors import InvokeError
 from invoke.settings import (
     CHECKPOINT_SUFFIXES,
+    CONTROLNETS,
     EMBEDDINGS,
     LORAS,
     MODEL_NAME,
@@ -240,7 +241,7 @@ def _models(ctx: ShellContext, args: str) -> None:
 
 def _folder_command(listing: str, library: Library, use: str) -> None:
     """Register `!<listing>`: the names in a folder of files a prompt can name, from the
-    runner's `listing()` (Session.loras, Session.embeddings)."""
+    runner's `listing()` (Session.loras, Session.embeddings, Session.controlnets)."""
     what = library.what
 
     def handler(ctx: ShellContext, args: str) -> None:
@@ -251,8 +252,9 @@ def _folder_command(listing: str, library: Library, use: str) -> None:
         if not names:
             ctx.out(
                 printable(
-                    f"no {what} files in {folders[0]}: put .safetensors {what}s there, or launch "
-                    f"with {library.option} DIR"
+                    f"no {what} files in {folders[0]}: put "
+                    f"{library.stored_as or f'.safetensors {what}s'} there, or launch with "
+                    f"{library.option} DIR"
                 )
             )
             return
@@ -266,6 +268,7 @@ def _folder_command(listing: str, library: Library, use: str) -> None:
 
 _folder_command("loras", LORAS, "withLora(NAME, 0.8) or <lora:NAME:0.8>")
 _folder_command("embeddings", EMBEDDINGS, "<NAME>")
+_folder_command("controlnets", CONTROLNETS, "--controlnet NAME --control_image FILE")
 
 
 @command(

@@ -1,0 +1,184 @@
+"""ControlNet: a second network reads a conditioning image (edges, depth, a pose) and adds its
+residuals to the UNet's, so the picture follows the image's shapes.
+
+As diffusers' StableDiffusion(XL)ControlNet pipelines do it (they are the test oracle): the image
+is scaled to the picture's size as [0, 1] RGB; at each step the ControlNet reads the same latents,
+timestep and text embeddings as the UNet (both halves of classifier-free guidance) and its
+residuals, times the weight, go into the UNet's skip connections; outside the start..end part of
+the steps it is not run at all (diffusers runs it at weight 0, which adds exact zeros).
+
+Only the UNet call changes (`ControlledUNet`), so txt2img, img2img, masks, an inpainting UNet
+(the ControlNet reads the 4 latent channels of its 9), --hires_fix, variations, every sampler and
+SDXL's added conditions all work unchanged. A model keeps the last ControlNet it loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from invoke.backend import speed
+from invoke.errors import InvokeError
+
+if TYPE_CHECKING:
+    from invoke.backend.job import Control, Job
+    from invoke.backend.models import Model
+
+log = logging.getLogger(__name__)
+
+# Widths of the text embeddings each family's UNet reads: a ControlNet is made for one of them.
+FAMILY_OF_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+
+
+def use_controlnet(model: Model, control: Control) -> tuple[Any, bool]:
+    """The loaded ControlNet for `control` (loaded now unless the model holds it already), and
+    whether it was loaded now. Refuses, before loading, a folder that is not a ControlNet or one
+    made for another kind of model."""
+    key = (control.path, control.stamp)
+    if model.controlnet is not None and model.controlnet[0] == key:
+        return model.controlnet[1], False
+    model.controlnet = None  # two at once may not fit where one does
+    weights = Path(control.path)  # the session found the folder's safetensors weights
+    folder = weights.parent
+    config = _config(control.name, folder)
+    _check_fits(control.name, config, model)
+    from diffusers import ControlNetModel
+
+    try:
+        net = ControlNetModel.from_pretrained(
+            folder,
+            torch_dtype=model.dtype,
+            local_files_only=True,
+            use_safetensors=True,
+            variant="fp16" if ".fp16." in weights.name else None,
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvokeError(
+            f"ControlNet {control.name}: cannot load {folder} ({first[:200]}); download it again"
+        ) from exc
+    net.to(model.device).eval()
+    if model.device.type == "cuda":  # the UNet's fast path (speed.prepare), for the same reasons
+        if model.offloader is None:
+            speed.fuse_qkv(net)
+        net.to(memory_format=torch.channels_last)
+    model.controlnet = (key, net)
+    return net, True
+
+
+def _config(name: str, folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvokeError(
+            f"ControlNet {name}: {folder} has no config.json; a ControlNet is a diffusers folder "
+            "(config.json and diffusion_pytorch_model.safetensors)"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvokeError(f"ControlNet {name}: cannot read {path} ({exc})") from None
+    kind = config.get("_class_name") if isinstance(config, dict) else None
+    if kind != "ControlNetModel":
+        raise InvokeError(
+            f"ControlNet {name}: {folder} holds a {kind or 'folder of unknown kind'}, not a "
+            "ControlNetModel; give the folder of a ControlNet (diffusers format)"
+        )
+    return config
+
+
+def _check_fits(name: str, config: dict[str, Any], model: Model) -> None:
+    """A ControlNet's residuals must have the UNet's shapes and read the same text embeddings."""
+    unet = model.unet.config
+    width, model_width = config.get("cross_attention_dim"), unet.cross_attention_dim
+    made = FAMILY_OF_WIDTH.get(width, f"text width {width}") if isinstance(width, int) else "?"
+    what = f"ControlNet {name} is made for {made} models"
+    wants = f"model {model.name} ({model.family}) needs one made for it"
+    if width != model_width:
+        raise InvokeError(
+            f"{what} (text width {width}), not for {model.name}'s {model_width}; {wants}"
+        )
+    if config.get("addition_embed_type") != unet.addition_embed_type or tuple(
+        config.get("block_out_channels", ())
+    ) != tuple(unet.block_out_channels):
+        raise InvokeError(f"{what}, but its blocks differ from {model.name}'s UNet; {wants}")
+    steps = len(config.get("conditioning_embedding_out_channels") or (16, 32, 96, 256)) - 1
+    if 2**steps != model.size_multiple:
+        raise InvokeError(
+            f"{what}, but it reads its image at 1/{2**steps} of the size where {model.name}'s "
+            f"latents are 1/{model.size_multiple}; {wants}"
+        )
+
+
+def control_pixels(image: Image.Image, width: int, height: int, model: Model) -> torch.Tensor:
+    """(1, 3, height, width) in [0, 1] on the model's device, as diffusers prepares a control
+    image: RGB, resized (Lanczos) only when its size differs."""
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1)[None].to(model.device, model.dtype)
+
+
+def keep_schedule(calls: int, start: float, end: float) -> list[bool]:
+    """For each UNet call of a pass, whether the ControlNet acts: call i of n is inside when
+    i/n >= start and (i+1)/n <= end (diffusers' control_guidance_start/end)."""
+    return [not (i / calls < start or (i + 1) / calls > end) for i in range(calls)]
+
+
+class ControlledUNet:
+    """The UNet as denoise() calls it, with the ControlNet's residuals added at each call."""
+
+    def __init__(
+        self, unet: Any, net: Any, image: torch.Tensor, weight: float, keep: list[bool]
+    ) -> None:
+        self.unet, self.net, self.image, self.weight, self.keep = unet, net, image, weight, keep
+        self.calls = 0
+        self.channels = int(net.config.in_channels)
+
+    def __call__(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        *,
+        encoder_hidden_states: torch.Tensor,
+        return_dict: bool = False,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+    ) -> Any:
+        acts = self.calls < len(self.keep) and self.keep[self.calls]
+        self.calls += 1
+        extra: dict[str, Any] = {}
+        if added_cond_kwargs is not None:
+            extra["added_cond_kwargs"] = added_cond_kwargs
+        if acts and self.weight != 0:
+            down, mid = self.net(
+                sample[:, : self.channels],  # an inpainting UNet's mask channels are its own
+                timestep,
+                encoder_hidden_states=encoder_hidden_states,
+                controlnet_cond=self.image.expand(sample.shape[0], -1, -1, -1),
+                conditioning_scale=self.weight,
+                return_dict=False,
+                **extra,
+            )
+            extra["down_block_additional_residuals"] = down
+            extra["mid_block_additional_residual"] = mid
+        return self.unet(
+            sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=return_dict,
+            **extra,
+        )  # fmt: skip
+
+
+def controlled(model: Model, job: Job, unet: Any, calls: int) -> Any:
+    """`unet` guided by the job's ControlNet for a pass of `calls` UNet calls; `unet` itself
+    when the job has none."""
+    control = job.control
+    if control is None:
+        return unet
+    net, _ = use_controlnet(model, control)
+    image = control_pixels(control.image, job.width, job.height, model)
+    keep = keep_schedule(calls, control.start, control.end)
+    return ControlledUNet(unet, net, image, control.weight, keep)

@@ -1181,10 +1181,12 @@ def _command_from_sd_metadata(meta: dict[str, Any]) -> str:
     ):
         fields["controlnet"] = _check_text(control["model"], "image.controlnet.model")
         fields["control_image"] = _check_text(control["image"], "image.controlnet.image")
-        for key in ("weight", "start", "end"):
-            field = f"control_{key}"
+        # The record is complete; the line names only what differs from the defaults.
+        for key, default in (("weight", 1.0), ("start", 0.0), ("end", 1.0)):
             if control.get(key) is not None:
-                fields[field] = _number(control[key], float, f"image.controlnet.{key}")
+                value = _number(control[key], float, f"image.controlnet.{key}")
+                if value != default:
+                    fields[f"control_{key}"] = value
     init_img = image.get("init_img")
     if isinstance(init_img, str) and init_img:
         fields["init_img"] = _check_text(init_img, "image.init_img")

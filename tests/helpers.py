@@ -103,14 +103,17 @@ def smooth_picture() -> Image.Image:
     return Image.fromarray(np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).astype(np.uint8))
 
 
-def sdxl_pipeline(model: Any, sampler: str, pipeline: str = "StableDiffusionXLPipeline") -> Any:
-    """diffusers' SDXL `pipeline` (a class name) on `model`'s parts: the oracle for our loop."""
+def sdxl_pipeline(
+    model: Any, sampler: str, pipeline: str = "StableDiffusionXLPipeline", **parts: Any
+) -> Any:
+    """diffusers' SDXL `pipeline` (a class name) on `model`'s parts and any other `parts` it
+    takes (a controlnet): the oracle for our loop."""
     import diffusers
 
     from invoke.backend.schedulers import make_scheduler
 
-    extra = {}
-    if pipeline != "StableDiffusionXLPipeline":
+    extra = dict(parts)
+    if pipeline in ("StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"):
         extra["requires_aesthetics_score"] = model.family == "sdxl-refiner"
     pipe = getattr(diffusers, pipeline)(
         vae=model.vae,

@@ -371,6 +371,102 @@ def test_unknown_lora_is_one_line_naming_what_there_is(
     assert len(list((isolated / "outputs" / "img-samples").glob("*.png"))) == 1
 
 
+def ring_picture(path: Path, size: tuple[int, int] = (96, 64)) -> Path:
+    """An edge map: a white ring on black, of `size` (not square: it is cropped to 64x64)."""
+    import numpy as np
+
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    ring = np.abs(np.hypot(x - width / 2, y - height / 2) - 18) < 2
+    Image.fromarray(np.where(ring, 255, 0).astype(np.uint8)).convert("RGB").save(path)
+    return path
+
+
+def test_controlnet_lines_remake_their_pictures_and_record_what_guided_them(
+    isolated: Path, tiny_model_dir: Path
+) -> None:
+    """A batch: plain, guided by a ControlNet, guided again (loaded once); the stored command
+    and the sd-metadata of the guided picture, fetched and run again."""
+    from invoke.backend.testmodel import build_test_controlnet
+    from invoke.outputs import read_command
+
+    build_test_controlnet(isolated / "nets" / "sd15" / "edges", tiny_model_dir)
+    ring_picture(isolated / "ring.png")
+    args = ("--model", str(tiny_model_dir), "--controlnet_dir", "nets", "--outdir", "o")
+    guided_line = (
+        "a red circle --controlnet edges --control_image ring.png --control_weight 0.8 "
+        "--control_end 0.8"
+    )
+    (plain, guided, guided_again), err = seed_7_batch(
+        args, "a red circle", guided_line, guided_line
+    )
+    assert err.count(">> ControlNet edges loaded") == 1
+    assert (
+        err.count(
+            ">> ring.png: 96×64 is another shape than the picture's 64×64: scaled to 96×64 and "
+            "its middle kept"
+        )
+        == 2
+    )
+    assert pixels(guided) == pixels(guided_again) != pixels(plain)
+
+    chunks = png_text(guided)
+    assert chunks["Dream"] == (
+        '"a red circle" -s 4 -S 7 -W 64 -H 64 -C 7.5 -A k_lms --controlnet edges '
+        "--control_image ring.png --control_weight 0.8 --control_end 0.8"
+    )
+    assert json.loads(chunks["sd-metadata"])["image"]["controlnet"] == {
+        "model": "edges", "image": "ring.png", "weight": 0.8, "start": 0.0, "end": 0.8
+    }  # fmt: skip
+    assert (
+        'ControlNet 0: "Module: none, Model: edges, Weight: 0.8, Resize Mode: Crop and Resize, '
+        'Guidance Start: 0, Guidance End: 0.8"'
+    ) in chunks["parameters"]
+    for key in ("Dream", "sd-metadata"):
+        alone = isolated / f"{key}.png"
+        info = PngImagePlugin.PngInfo()
+        info.add_text(key, chunks[key])
+        with Image.open(guided) as image:
+            image.save(alone, pnginfo=info)
+        assert read_command(alone) == chunks["Dream"], key
+    code, _, err = invoke(*args, chunks["Dream"])
+    assert code == 0, err
+    assert pixels(isolated / "o" / "000004.7.png") == pixels(guided)
+
+
+def test_controlnet_mistakes_are_one_line_each_and_the_batch_goes_on(
+    isolated: Path, tiny_model_dir: Path
+) -> None:
+    from invoke.backend.testmodel import build_test_controlnet
+
+    build_test_controlnet(isolated / "nets" / "edges", tiny_model_dir)
+    ring_picture(isolated / "ring.png", (64, 64))
+    said = {
+        "--controlnet edgs --control_image ring.png": "--controlnet: edgs: not found in nets; "
+        "did you mean edges? there: edges",
+        "--controlnet edges": "--controlnet: needs --control_image FILE",
+        "--control_weight 0.5": "--control_weight: only means something with --controlnet",
+        "--controlnet edges --control_image nowhere.png": "nowhere.png: no such image",
+        "--controlnet edges --control_image ring.png --control_start 0.6 --control_end 0.4": (
+            "--control_start: 0.6 must be less than --control_end 0.4"
+        ),
+        "--controlnet edges --control_image ring.png --control_weight 3": (
+            "--control_weight: 3 is not in [0, 2]"
+        ),
+    }
+    lines = "".join(f"a cat {switches} -s 3 -S 1\n" for switches in said)
+    lines += "a cat --controlnet edges --control_image ring.png -s 3 -S 1\n"
+    for launch in (("--dry-run",), ("--model", str(tiny_model_dir))):
+        code, out, err = invoke(*launch, "--controlnet_dir", "nets", stdin=lines)
+        assert code == 1
+        for number, message in enumerate(said.values(), start=1):
+            found = [line for line in (out + err).splitlines() if message in line]
+            assert len(found) == 1 and f"line {number}" in found[0], (message, out + err)
+    # Only the good line made a picture, and the failed ones used up no prefix.
+    made = sorted(p.name for p in (isolated / "outputs" / "img-samples").glob("*.png"))
+    assert made == ["000001.1.png"]
+
+
 def test_embedding_lines_remake_their_pictures_and_other_names_stay_text(
     isolated: Path, tiny_model_dir: Path
 ) -> None:

@@ -454,6 +454,13 @@ def test_yaml_too_unusual_to_splice_is_written_whole(
             ("inkline.safetensors", "old-style.pt", "people/ink-wash/learned_embeds.bin"),
             ["ink-wash", "inkline", "old-style"],
         ),
+        (
+            "controlnets",
+            "no ControlNet files in {}: put ControlNet folders (diffusers format: config.json "
+            "and its .safetensors weights) there, or launch with --controlnet_dir DIR",
+            ("canny/config.json", "sd15/depth/config.json", "canny/diffusion_pytorch_model.bin"),
+            ["canny", "depth"],
+        ),
     ],
 )
 def test_loras_and_embeddings_list_their_default_folder(
@@ -498,6 +505,18 @@ def test_lora_and_embedding_names_complete_in_a_prompt(tmp_path: Path, user_conf
     assert complete("a cat [<inkl") == ["a cat [<inkline>"]
     assert complete("a cat <lora:inkl") == []  # a LoRA name there, not an embedding's
     assert complete("a cat ink") == []
+
+
+def test_controlnet_names_complete_after_the_switch(tmp_path: Path, user_config: Path) -> None:
+    session = new_session(tmp_path / "out")
+    for name in ("canny", "sd15/depth", "depth-anything"):
+        (user_config.parent / "controlnets" / name).mkdir(parents=True)
+        (user_config.parent / "controlnets" / name / "config.json").write_text("{}")
+    completer = ShellCompleter(session)
+    found = completer.get_completions(
+        Document("a house --controlnet dep"), CompleteEvent(completion_requested=True)
+    )
+    assert sorted(c.text for c in found) == ["depth", "depth-anything"]
 
 
 def test_lora_dir_at_launch_replaces_the_default_folder(tmp_path: Path, user_config: Path) -> None:

@@ -151,6 +151,7 @@ def test_switch_table_covers_every_field_once() -> None:
     names = [n for s in SWITCHES for n in s.names]
     assert len(names) == len(set(names))
     canonical = "-s -S -n -W -H -C -A --hires_fix -I -f --fit -M --invert_mask --outcrop"
+    canonical += " --controlnet --control_image --control_weight --control_start --control_end"
     canonical += " -v -V --seamless"
     canonical += " --seamless_axes -g -o -t -x"
     canonical += " --save_intermediates --intermediates --fnformat -z"
@@ -162,6 +163,8 @@ def test_switch_table_covers_every_field_once() -> None:
         "init_img": "path",
         "init_mask": "path",
         "outdir": "path",
+        "controlnet": "controlnet",
+        "control_image": "path",
     }
 
 
@@ -334,6 +337,21 @@ VALID_REQUESTS = VALID_REQUESTS.filter(
             and r.variation_amount is None
         )
     )
+)
+# A ControlNet comes with its image; weight, start and end only with both, start before end.
+_CONTROLS = st.one_of(
+    st.just({}),
+    st.fixed_dictionaries(
+        {"controlnet": _PATHS, "control_image": _PATHS},
+        optional={
+            "control_weight": st.floats(0, 2, allow_nan=False),
+            "control_start": st.floats(0, 0.5, allow_nan=False),
+            "control_end": st.floats(0.5, 1, exclude_min=True, allow_nan=False),
+        },
+    ),
+)
+VALID_REQUESTS = st.tuples(VALID_REQUESTS, _CONTROLS).map(
+    lambda pair: dataclasses.replace(pair[0], **pair[1])
 )
 
 

@@ -206,7 +206,7 @@ class Model:
 
         notes = use_loras(self, job.loras)
         if job.control is not None and use_controlnet(self, job.control)[1]:
-            notes.append(f">> ControlNet {job.control.name} loaded")
+            notes.append(f"ControlNet {job.control.name} loaded")
         return notes
 
     def _refuse(self, job: Job) -> None:

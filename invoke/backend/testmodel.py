@@ -149,3 +149,32 @@ def write_pipeline_files(out: Path, pipeline: str = "StableDiffusionPipeline") -
 
     model_index = sd_index(pipeline)
     (out / "model_index.json").write_text(json.dumps(model_index, indent=2))
+
+
+def build_test_controlnet(path: str | Path, model_dir: str | Path, seed: int = 0) -> Path:
+    """A ControlNet for the model in `model_dir` (any family our loop runs), saved as a diffusers
+    folder like the hub's: its encoder copied from that model's UNet (diffusers' from_unet), and
+    its zero-initialised output convolutions given small random weights, so that it changes the
+    picture (a trained one does; a fresh one adds exact zeros)."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(Path(model_dir) / "unet")
+    vae = json.loads((Path(model_dir) / "vae" / "config.json").read_text(encoding="utf-8"))
+    cell = 2 ** (len(vae["block_out_channels"]) - 1)  # pixels per latent cell
+    # The conditioning image is read down to the latents' size: one stride-2 layer per halving.
+    channels = (16, 32, 96, 256)[: cell.bit_length()]
+    zero_initialised = (
+        "controlnet_down_blocks",
+        "controlnet_mid_block",
+        "controlnet_cond_embedding.conv_out",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
+        with torch.no_grad():
+            for name, parameter in net.named_parameters():
+                if name.startswith(zero_initialised):
+                    parameter.add_(torch.randn_like(parameter) * 0.3)
+    out = Path(path)
+    net.save_pretrained(out, safe_serialization=True)
+    return out

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import pixels
 from safetensors.torch import load_file, save_file
 
 from invoke.backend.job import Job, Noise
@@ -246,7 +247,12 @@ def test_sdxl_checkpoint_in_the_sgm_layout_loads_as_its_folder(
     line = Job(
         "a red circle [blue]", False, 2, 7.5, "k_euler", 64, 64, (Noise(5),), init, None, 1.0
     )
-    assert np.array_equal(np.asarray(ours.generate(line)[0]), np.asarray(theirs.generate(line)[0]))
+    # Equal weights, but the folder's tensors are memory-mapped at the file's (unaligned)
+    # offsets and the converted ones are fresh allocations: the CPU kernels then round the
+    # pooled text embedding differently in its last bit (2e-7 measured), which can move a pixel
+    # by one level.
+    difference = pixels(ours.generate(line)) - pixels(theirs.generate(line))
+    assert np.abs(difference).max() <= 1
 
 
 def test_sd2_checkpoint_with_an_open_clip_text_encoder(

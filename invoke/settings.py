@@ -252,7 +252,7 @@ def _controlnet_folder(name: str, folders: Sequence[Path], allow_downloads: bool
                 "and diffusion_pytorch_model.safetensors), as the hub's repos hold it"
             )
         if _HUB_ID.fullmatch(name):
-            return hub_snapshot(name, f"ControlNet {name}", CONTROLNET_FILES, allow_downloads)
+            return hub_snapshot(name, "--controlnet", CONTROLNET_FILES, allow_downloads)
         raise InvokeError(f"{what}: no such folder; give a ControlNet folder or a name")
     for folder in folders:
         found = [p for p in CONTROLNETS.files(name, folder) if p.name == "config.json"]
@@ -278,10 +278,11 @@ def _controlnet_weights(name: str, folder: Path) -> Path:
         if (folder / weights).is_file():
             return folder / weights
     pickles = sorted(p.name for p in folder.glob("diffusion_pytorch_model*.bin"))
-    have = f"only {', '.join(pickles)}, a pickle," if pickles else "no weights file"
+    have = f"only {', '.join(pickles)} (a pickle, which can run code)" if pickles else "no weights"
+    where = "" if "/" in name else f" ({folder})"
     raise InvokeError(
-        f"--controlnet: {name}: {folder} has {have}; it needs "
-        "diffusion_pytorch_model.safetensors (the hub's ControlNet repos have it)"
+        f"--controlnet: {name}{where} has {have}; it needs diffusion_pytorch_model.safetensors "
+        "(the hub's ControlNet repos have it)"
     )
 
 

@@ -496,6 +496,72 @@ CATALOGUE: tuple[Case, ...] = (
         f"a cat withLora({D}/cut-lora.safetensors) -s 1",
         "LoRA …/cut-lora.safetensors: cannot be read: …",
     ),
+    # -- ControlNets ------------------------------------------------------------------------------
+    Case(
+        "ControlNet not in the folder",
+        "controlnet",
+        f"a cat --controlnet canny --control_image {D}/good.png -s 1",
+        "--controlnet: canny: not found: …/controlnets does not exist; put ControlNet folders "
+        "(diffusers format) there, launch with --controlnet_dir DIR, or give a folder's path or "
+        "a hub id",
+    ),
+    Case(
+        "ControlNet hub id not downloaded",
+        "controlnet",
+        f"a cat --controlnet lllyasviel/control_v11p_sd15_canny --control_image {D}/good.png -s 1",
+        "--controlnet: lllyasviel/control_v11p_sd15_canny is not in the local Hugging Face cache "
+        "(…); download it once with `hf download lllyasviel/control_v11p_sd15_canny` or launch "
+        "with --allow-downloads",
+    ),
+    Case(
+        "ControlNet as a single file",
+        "controlnet",
+        f"a cat --controlnet {D}/xl-lora.safetensors --control_image {D}/good.png -s 1",
+        "--controlnet: …/xl-lora.safetensors is a single file; a ControlNet here is a diffusers "
+        "folder (config.json and diffusion_pytorch_model.safetensors), as the hub's repos hold it",
+    ),
+    Case(
+        "ControlNet with pickled weights only",
+        "controlnet",
+        f"a cat --controlnet {D}/pickled-net --control_image {D}/good.png -s 1",
+        "--controlnet: …/pickled-net has only diffusion_pytorch_model.bin (a pickle, which can "
+        "run code); it needs diffusion_pytorch_model.safetensors (the hub's ControlNet repos "
+        "have it)",
+    ),
+    Case(
+        "folder that is no ControlNet",
+        "controlnet",
+        f"a cat --controlnet {D}/unet-folder --control_image {D}/good.png -s 1",
+        "ControlNet …/unet-folder: holds a UNet2DConditionModel, not a ControlNetModel; give the "
+        "folder of a ControlNet (diffusers format)",
+    ),
+    Case(
+        "ControlNet for SD 2.x on an SD 1.x model",
+        "controlnet",
+        f"a cat --controlnet {D}/sd2-net --control_image {D}/good.png -s 1",
+        "ControlNet …/sd2-net: made for SD 2.x models (text width 1024), not for …'s 32; model … "
+        "(sd-1) needs one made for it",
+    ),
+    Case(
+        "truncated ControlNet weights",
+        "controlnet",
+        f"a cat --controlnet {D}/cut-net --control_image {D}/good.png -s 1",
+        "ControlNet …/cut-net: cannot be loaded (…); download it again",
+    ),
+    Case(
+        "control image that is not an image",
+        "controlnet",
+        f"a cat --controlnet {D}/cut-net --control_image {D}/text.png -s 1",
+        "control image …/text.png: not an image PIL can read; use a PNG, JPEG, WebP or GIF file",
+    ),
+    Case(
+        "ControlNet acting on no step",
+        "controlnet",
+        f"a cat --controlnet {D}/cut-net --control_image {D}/good.png --control_start 0.5 "
+        "--control_end 0.5 -s 1",
+        "--control_start: 0.5 must be less than --control_end 0.5: the ControlNet would act on "
+        "no step",
+    ),
 )
 
 
@@ -632,6 +698,21 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_file({"lora_unet_x.hada_w1_a": torch.zeros(2, 2)}, str(d / "loha.safetensors"))
     data = (d / "xl-lora.safetensors").read_bytes()
     (d / "cut-lora.safetensors").write_bytes(data[: len(data) // 2])
+    # ControlNet folders: what the config says is all that is read before each is refused.
+    net = {
+        "_class_name": "ControlNetModel",
+        "cross_attention_dim": 32,
+        "block_out_channels": [32, 64],
+    }
+    for name, config, weights, content in (
+        ("pickled-net", net, "diffusion_pytorch_model.bin", b"PK\x03\x04 never unpickled"),
+        ("unet-folder", {"_class_name": "UNet2DConditionModel"}, "", b""),
+        ("sd2-net", {**net, "cross_attention_dim": 1024}, "", b""),
+        ("cut-net", net, "", data[: len(data) // 2]),
+    ):
+        (d / name).mkdir()
+        (d / name / "config.json").write_text(json.dumps(config))
+        (d / name / (weights or "diffusion_pytorch_model.safetensors")).write_bytes(content)
     return d
 
 
@@ -790,7 +871,7 @@ def test_the_shell_survives_the_catalogue(
         for c in CATALOGUE
         if c.group != "parser" and c.outcome == "error" and not c.xfail and typed_through(c)
     ]
-    assert {c.group for c in cases} == {"image", "fetch", "fix", "lora"}
+    assert {c.group for c in cases} == {"image", "fetch", "fix", "lora", "controlnet"}
     keys = "".join(_fill(c.line, d=files) + "\r" for c in cases) + GOOD_LINE + "\r\x04"
     outdir = tmp_path / "out"
     session = Session(Settings(outdir=outdir, model=str(tiny_model_dir)), out=sys.stdout)
@@ -803,7 +884,7 @@ def test_the_shell_survives_the_catalogue(
 
 def test_catalogue_covers_the_issue() -> None:
     assert len(CATALOGUE) + len(MODEL_CASES) >= 40
-    assert {c.group for c in CATALOGUE} == {"parser", "image", "fetch", "fix", "lora"}
+    assert {c.group for c in CATALOGUE} == {"parser", "image", "fetch", "fix", "lora", "controlnet"}
     assert len({c.id for c in CATALOGUE} | {c.id for c in MODEL_CASES}) == len(CATALOGUE) + len(
         MODEL_CASES
     )
@@ -1058,6 +1139,7 @@ def markdown() -> str:
         "fetch": "`!fetch`",
         "fix": "`!fix`",
         "lora": "LoRAs in the prompt",
+        "controlnet": "ControlNets",
     }
     number = 0
     for group, title in titles.items():

@@ -335,6 +335,34 @@ def test_repo_id_in_the_local_cache_loads_offline(
     assert sd_metadata(tmp_path / "o" / "000001.4.png")["model_id"] == "hub"
 
 
+def test_controlnet_hub_id_in_the_local_cache_loads_offline(
+    tmp_path: Path, user_config: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `hf download lllyasviel/...` leaves a ControlNet repo, with only the fp16 variant of
+    its weights (some repos ship only that)."""
+    from huggingface_hub import constants
+
+    from invoke.backend.testmodel import build_test_controlnet
+
+    repo = tmp_path / "hub" / "models--invoke-tests--edges"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = build_test_controlnet(repo / "snapshots" / commit, tiny_model_dir)
+    weights = snapshot / "diffusion_pytorch_model.safetensors"
+    weights.rename(snapshot / "diffusion_pytorch_model.fp16.safetensors")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    write_models(user_config, {"tiny": {"path": str(tiny_model_dir), "default": True}})
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "white.png")
+    line = "a cat -s 2 -S 4 --controlnet invoke-tests/edges --control_image white.png"
+    code, text = invoke("-o", "o", line)
+    assert code == 0, text
+    assert "ControlNet invoke-tests/edges loaded" in text
+    assert sd_metadata(tmp_path / "o" / "000001.4.png")["image"]["controlnet"]["model"] == (
+        "invoke-tests/edges"
+    )
+
+
 # -- models.yaml keeps what the user wrote ---------------------------------------------------------
 
 HAND_WRITTEN = """\

@@ -46,8 +46,12 @@ def use_controlnet(model: Model, control: Control) -> tuple[Any, bool]:
     model.controlnet = None  # two at once may not fit where one does
     weights = Path(control.path)  # the session found the folder's safetensors weights
     folder = weights.parent
-    config = _config(control.name, folder)
-    _check_fits(control.name, config, model)
+    # "ControlNet canny (~/.config/invoke-dream/controlnets/canny)"; a path is said once.
+    what = f"ControlNet {control.name}"
+    if "/" not in control.name:
+        what += f" ({folder})"
+    config = _config(what, folder)
+    _check_fits(what, config, model)
     from diffusers import ControlNetModel
 
     try:
@@ -60,9 +64,7 @@ def use_controlnet(model: Model, control: Control) -> tuple[Any, bool]:
         )
     except (OSError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvokeError(
-            f"ControlNet {control.name}: cannot load {folder} ({first[:200]}); download it again"
-        ) from exc
+        raise InvokeError(f"{what}: cannot be loaded ({first[:200]}); download it again") from exc
     net.to(model.device).eval()
     if model.device.type == "cuda":  # the UNet's fast path (speed.prepare), for the same reasons
         if model.offloader is None:
@@ -72,32 +74,32 @@ def use_controlnet(model: Model, control: Control) -> tuple[Any, bool]:
     return net, True
 
 
-def _config(name: str, folder: Path) -> dict[str, Any]:
+def _config(what: str, folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InvokeError(
-            f"ControlNet {name}: {folder} has no config.json; a ControlNet is a diffusers folder "
-            "(config.json and diffusion_pytorch_model.safetensors)"
+            f"{what}: has no config.json; a ControlNet is a diffusers folder (config.json and "
+            "diffusion_pytorch_model.safetensors)"
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvokeError(f"ControlNet {name}: cannot read {path} ({exc})") from None
+        raise InvokeError(f"{what}: cannot read its config.json ({exc})") from None
     kind = config.get("_class_name") if isinstance(config, dict) else None
     if kind != "ControlNetModel":
         raise InvokeError(
-            f"ControlNet {name}: {folder} holds a {kind or 'folder of unknown kind'}, not a "
-            "ControlNetModel; give the folder of a ControlNet (diffusers format)"
+            f"{what}: holds a {kind or 'model of unknown kind'}, not a ControlNetModel; give the "
+            "folder of a ControlNet (diffusers format)"
         )
     return config
 
 
-def _check_fits(name: str, config: dict[str, Any], model: Model) -> None:
+def _check_fits(what: str, config: dict[str, Any], model: Model) -> None:
     """A ControlNet's residuals must have the UNet's shapes and read the same text embeddings."""
     unet = model.unet.config
     width, model_width = config.get("cross_attention_dim"), unet.cross_attention_dim
     made = FAMILY_OF_WIDTH.get(width, f"text width {width}") if isinstance(width, int) else "?"
-    what = f"ControlNet {name} is made for {made} models"
+    what = f"{what}: made for {made} models"
     wants = f"model {model.name} ({model.family}) needs one made for it"
     if width != model_width:
         raise InvokeError(

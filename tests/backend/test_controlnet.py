@@ -211,7 +211,8 @@ def test_a_controlnet_for_another_kind_of_model_is_refused_before_loading(
     (wide / "config.json").write_text(json.dumps({**config, "cross_attention_dim": 768}))
     (wide / "diffusion_pytorch_model.safetensors").write_bytes(b"never read")
     with pytest.raises(
-        InvokeError, match=r"ControlNet edges is made for SD 1.x models \(text width 768\)"
+        InvokeError,
+        match=r"ControlNet edges \(.*wide\): made for SD 1.x models \(text width 768\), not for",
     ):
         model.generate(make_job(control=control(wide, edges)))
     unet = folder / "not-a-controlnet"

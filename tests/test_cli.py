@@ -397,8 +397,9 @@ def test_controlnet_lines_remake_their_pictures_and_record_what_guided_them(
         "a red circle --controlnet edges --control_image ring.png --control_weight 0.8 "
         "--control_end 0.8"
     )
-    (plain, guided, guided_again), err = seed_7_batch(
-        args, "a red circle", guided_line, guided_line
+    previous = "a red circle --controlnet edges --control_image -1"
+    (plain, guided, guided_again, from_previous), err = seed_7_batch(
+        args, "a red circle", guided_line, guided_line, previous
     )
     assert err.count(">> ControlNet edges loaded") == 1
     assert (
@@ -431,7 +432,9 @@ def test_controlnet_lines_remake_their_pictures_and_record_what_guided_them(
         assert read_command(alone) == chunks["Dream"], key
     code, _, err = invoke(*args, chunks["Dream"])
     assert code == 0, err
-    assert pixels(isolated / "o" / "000004.7.png") == pixels(guided)
+    assert pixels(isolated / "o" / "000005.7.png") == pixels(guided)
+    # -1: the previous output, named in the command as the file it was.
+    assert f"--control_image {Path('o') / '000003.7.png'}" in png_text(from_previous)["Dream"]
 
 
 def test_controlnet_mistakes_are_one_line_each_and_the_batch_goes_on(

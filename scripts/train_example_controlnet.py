@@ -1,0 +1,137 @@
+"""Train the example ControlNet that ships with the default model: a silhouette says where.
+
+The default model draws one shape near the middle of the picture. This ControlNet reads a
+silhouette (white on black: a blob, a hand-drawn shape, another picture's shape) and makes the
+model draw its shape there, at that size, in the colours the prompt names:
+
+    invoke "a red star on a blue background --controlnet silhouette --control_image blob.png"
+
+It is trained as ControlNets are (Zhang et al. 2023): a copy of the UNet's encoder and middle
+block, fed the conditioning image through a small convolution stack, adds its outputs through
+zero-initialised convolutions to the frozen UNet's skip connections; only the copy learns, on the
+usual epsilon objective over the default model's noise schedule. The pictures are the world the
+default model was trained on (invoke/world.py), but with shapes anywhere and of any size, and the
+silhouette of each picture's own shape as its conditioning image. It is saved as a diffusers
+folder (config.json and fp16 safetensors), the layout of the hub's ControlNet repos, so it goes
+through the same loading code as theirs.
+
+    python scripts/train_example_controlnet.py --minutes 30 \\
+        --out invoke/default_model/controlnets/silhouette
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from invoke import world
+
+SEED = 20261124
+
+
+def silhouette_picture(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+    """A world picture with its shape anywhere (wholly inside the frame), the shape's silhouette
+    (white on black) and the caption."""
+    labels = world.sample_labels(rng)
+    size = world.SIZE
+    radius = float(rng.uniform(0.12, 0.4)) * size
+    margin = size / 2 - radius - 0.04 * size
+    center = (
+        size / 2 + float(rng.uniform(-margin, margin)),
+        size / 2 + float(rng.uniform(-margin, margin)),
+    )
+    picture = np.asarray(world.render(labels, center, radius), dtype=np.float32)
+    mask = world.render(world.Labels("white", "black", labels.shape), center, radius)
+    low, high = world.COLORS["black"][0], world.COLORS["white"][0]
+    coverage = (np.asarray(mask, dtype=np.float32)[..., :1] - low) / (high - low)
+    return picture, np.repeat(coverage, 3, axis=-1), world.caption(labels)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--pictures", type=int, default=4000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--out", type=Path, default=Path("invoke/default_model/controlnets/silhouette")
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from diffusers import ControlNetModel, DDPMScheduler
+
+    from invoke.backend.models import load_model
+    from invoke.backend.prompts import embed_text
+    from invoke.session import embedded_model_dir
+
+    torch.manual_seed(SEED)
+    model = load_model(embedded_model_dir(), device="cpu", precision="float32")
+    for part in (model.unet, model.vae, model.text_encoder):
+        part.requires_grad_(False)
+    rng = np.random.default_rng(SEED)
+    made = [silhouette_picture(rng) for _ in range(args.pictures)]
+    pictures, silhouettes, captions = zip(*made, strict=True)
+    with torch.no_grad():
+        pixels = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2) / 127.5 - 1
+        latents = (
+            torch.cat([model.vae.encode(chunk).latent_dist.mean for chunk in pixels.split(256)])
+            * model.vae.config.scaling_factor
+        )
+        conditions = torch.from_numpy(np.stack(silhouettes)).permute(0, 3, 1, 2).contiguous()
+        texts = sorted(set(captions))
+        table = {t: embed_text(model, t)[0] for t in texts}
+        embeddings = torch.stack([table[c] for c in captions])
+    print(f"{len(pictures)} pictures, {len(texts)} captions encoded", flush=True)
+
+    # One stride-2 layer per halving down to the latents (4 px cells: two).
+    halvings = model.size_multiple.bit_length() - 1
+    net = ControlNetModel.from_unet(
+        model.unet, conditioning_embedding_out_channels=(16, 32, 96, 256)[: halvings + 1]
+    )
+    net.train()
+    schedule = DDPMScheduler.from_config(model.scheduler_config)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
+    end = time.monotonic() + args.minutes * 60
+    step, smoothed = 0, None
+    while time.monotonic() < end:
+        index = torch.randint(len(latents), (args.batch,))
+        clean = latents[index]
+        noise = torch.randn_like(clean)
+        t = torch.randint(0, schedule.config.num_train_timesteps, (args.batch,))
+        noisy = schedule.add_noise(clean, noise, t)
+        context = embeddings[index]
+        down, mid = net(
+            noisy, t, encoder_hidden_states=context, controlnet_cond=conditions[index],
+            return_dict=False,
+        )  # fmt: skip
+        predicted = model.unet(
+            noisy, t, encoder_hidden_states=context, down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+        ).sample  # fmt: skip
+        loss = F.mse_loss(predicted, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
+        if step % 50 == 0:
+            print(f"step {step}  loss {smoothed:.4f}", flush=True)
+
+    net.eval()
+    args.out.mkdir(parents=True, exist_ok=True)
+    net.to(torch.float16).save_pretrained(args.out, safe_serialization=True)
+    print(f"wrote {args.out}: {step} steps, loss {smoothed:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -183,9 +183,20 @@ class Library:
         found = set()
         for suffix in self.suffixes:
             for path in folder.rglob(f"*{suffix}"):
-                if path.is_file():
-                    found.add(path.parent.name if path.stem == self.inside else path.stem)
+                if not path.is_file():
+                    continue
+                if path.stem == self.inside:
+                    found.add(path.parent.name)
+                elif not self._belongs_to_its_folder(path):
+                    found.add(path.stem)
         return sorted(found)
+
+    def _belongs_to_its_folder(self, path: Path) -> bool:
+        """A file beside the `inside` file is part of that folder's NAME (a ControlNet folder's
+        weights), not a name of its own."""
+        return bool(self.inside) and any(
+            (path.parent / f"{self.inside}{suffix}").is_file() for suffix in self.suffixes
+        )
 
     def files(self, name: str, folder: Path) -> list[Path]:
         """The files called `name` in the folder (or a subfolder), only those of the preferred
@@ -215,15 +226,16 @@ EMBEDDINGS = Library(
 )
 
 
-# A ControlNet is a diffusers folder NAME holding config.json (and its weights).
+# A ControlNet is a diffusers folder NAME holding config.json (and its weights), or a single
+# NAME.safetensors file (AUTOMATIC1111's models/ControlNet holds those).
 CONTROLNETS = Library(
     "ControlNet",
     "controlnet_dir",
     "controlnets",
-    (".json",),
+    (".json", ".safetensors"),
     "config",
     "name one by its path",
-    "ControlNet folders (diffusers format: config.json and its .safetensors weights)",
+    "ControlNet folders (diffusers format) or .safetensors files",
 )
 # What a hub ControlNet repo needs here: the config and the safetensors weights (either variant).
 CONTROLNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors",
@@ -232,39 +244,48 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def find_controlnet(name: str, folders: Sequence[Path], allow_downloads: bool = False) -> Path:
-    """--controlnet NAME -> the weights file of the ControlNet's diffusers folder.
+    """--controlnet NAME -> the ControlNet's weights: a single .safetensors file, or the
+    weights file of a diffusers folder.
 
-    The folder is NAME in the first of `folders` that has it (subfolders included), or NAME
-    itself when it is a path (has a /); a hub id (owner/name) that is no path is looked up in
-    the local Hugging Face cache."""
-    return _controlnet_weights(name, _controlnet_folder(name, folders, allow_downloads))
+    NAME is looked up in the first of `folders` that has it (subfolders included), or is the
+    file or folder itself when it is a path (has a /); a hub id (owner/name) that is no path is
+    looked up in the local Hugging Face cache."""
+    source = _controlnet_source(name, folders, allow_downloads)
+    if source.is_dir():
+        return _controlnet_weights(name, source)
+    if source.suffix.lower() != ".safetensors":
+        pickle = source.suffix.lower() in PICKLE_SUFFIXES
+        kind = "a pickle, which can run code" if pickle else "not a .safetensors file"
+        raise InvokeError(
+            f"--controlnet: {name} is {kind}; give a .safetensors ControlNet (convert it) or a "
+            "diffusers folder"
+        )
+    return source
 
 
-def _controlnet_folder(name: str, folders: Sequence[Path], allow_downloads: bool) -> Path:
+def _controlnet_source(name: str, folders: Sequence[Path], allow_downloads: bool) -> Path:
+    """The folder or single file NAME stands for."""
     what = f"--controlnet: {name}"
     if "/" in name or os.sep in name:
         path = Path(name).expanduser()
-        if path.is_dir():
+        if path.exists():
             return path
-        if path.is_file():
-            raise InvokeError(
-                f"{what} is a single file; a ControlNet here is a diffusers folder (config.json "
-                "and diffusion_pytorch_model.safetensors), as the hub's repos hold it"
-            )
         if _HUB_ID.fullmatch(name):
             return hub_snapshot(name, "--controlnet", CONTROLNET_FILES, allow_downloads)
-        raise InvokeError(f"{what}: no such folder; give a ControlNet folder or a name")
+        raise InvokeError(f"{what}: no such file or folder; give a ControlNet's path or a name")
     for folder in folders:
-        found = [p for p in CONTROLNETS.files(name, folder) if p.name == "config.json"]
-        if found:
-            return found[0].parent
+        for path in CONTROLNETS.files(name, folder):
+            if path.name == "config.json":
+                return path.parent
+            if path.suffix == ".safetensors":
+                return path
     folder = folders[0]
     names = sorted({n for f in folders for n in CONTROLNETS.names(f)})
     if not names:
         there = "has no ControlNet folders" if folder.is_dir() else "does not exist"
         raise InvokeError(
-            f"{what}: not found: {folder} {there}; put ControlNet folders (diffusers format) "
-            "there, launch with --controlnet_dir DIR, or give a folder's path or a hub id"
+            f"{what}: not found: {folder} {there}; put ControlNets there, launch with "
+            "--controlnet_dir DIR, or give a path or a hub id"
         )
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"did you mean {close[0]}? " if close else ""

@@ -501,9 +501,8 @@ CATALOGUE: tuple[Case, ...] = (
         "ControlNet not in the folder",
         "controlnet",
         f"a cat --controlnet canny --control_image {D}/good.png -s 1",
-        "--controlnet: canny: not found: …/controlnets does not exist; put ControlNet folders "
-        "(diffusers format) there, launch with --controlnet_dir DIR, or give a folder's path or "
-        "a hub id",
+        "--controlnet: canny: not found: …/controlnets does not exist; put ControlNets there, "
+        "launch with --controlnet_dir DIR, or give a path or a hub id",
     ),
     Case(
         "ControlNet hub id not downloaded",
@@ -514,11 +513,18 @@ CATALOGUE: tuple[Case, ...] = (
         "with --allow-downloads",
     ),
     Case(
-        "ControlNet as a single file",
+        "single file that is no ControlNet",
         "controlnet",
         f"a cat --controlnet {D}/xl-lora.safetensors --control_image {D}/good.png -s 1",
-        "--controlnet: …/xl-lora.safetensors is a single file; a ControlNet here is a diffusers "
-        "folder (config.json and diffusion_pytorch_model.safetensors), as the hub's repos hold it",
+        "ControlNet …/xl-lora.safetensors: holds no ControlNet (no input_hint_block or "
+        "controlnet_cond_embedding layers); give a ControlNet file or folder",
+    ),
+    Case(
+        "pickled ControlNet file",
+        "controlnet",
+        f"a cat --controlnet {D}/old-lora.pt --control_image {D}/good.png -s 1",
+        "--controlnet: …/old-lora.pt is a pickle, which can run code; give a .safetensors "
+        "ControlNet (convert it) or a diffusers folder",
     ),
     Case(
         "ControlNet with pickled weights only",

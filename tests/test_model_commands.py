@@ -484,10 +484,16 @@ def test_yaml_too_unusual_to_splice_is_written_whole(
         ),
         (
             "controlnets",
-            "no ControlNet files in {}: put ControlNet folders (diffusers format: config.json "
-            "and its .safetensors weights) there, or launch with --controlnet_dir DIR",
-            ("canny/config.json", "sd15/depth/config.json", "canny/diffusion_pytorch_model.bin"),
-            ["canny", "depth"],
+            "no ControlNet files in {}: put ControlNet folders (diffusers format) or "
+            ".safetensors files there, or launch with --controlnet_dir DIR",
+            (
+                "canny/config.json",
+                "sd15/depth/config.json",
+                "canny/diffusion_pytorch_model.bin",
+                "sd15/depth/diffusion_pytorch_model.safetensors",
+                "openpose.safetensors",
+            ),
+            ["canny", "depth", "openpose"],
         ),
     ],
 )

@@ -38,24 +38,40 @@ FAMILY_OF_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 
 def use_controlnet(model: Model, control: Control) -> tuple[Any, bool]:
     """The loaded ControlNet for `control` (loaded now unless the model holds it already), and
-    whether it was loaded now. Refuses, before loading, a folder that is not a ControlNet or one
-    made for another kind of model."""
+    whether it was loaded now. Refuses, before loading weights, a file or folder that is not a
+    ControlNet or one made for another kind of model."""
     key = (control.path, control.stamp)
     if model.controlnet is not None and model.controlnet[0] == key:
         return model.controlnet[1], False
     model.controlnet = None  # two at once may not fit where one does
-    weights = Path(control.path)  # the session found the folder's safetensors weights
-    folder = weights.parent
+    weights = Path(control.path)  # the session found it: a folder's weights or a single file
+    in_folder = weights.name in FOLDER_WEIGHTS and (weights.parent / "config.json").is_file()
+    where = weights.parent if in_folder else weights
     # "ControlNet canny (~/.config/invoke-dream/controlnets/canny)"; a path is said once.
     what = f"ControlNet {control.name}"
     if "/" not in control.name:
-        what += f" ({folder})"
-    config = _config(what, folder)
-    _check_fits(what, config, model)
+        what += f" ({where})"
+    net = _load_folder(what, weights, model) if in_folder else _load_file(what, weights, model)
+    net.to(model.device).eval()  # in the model's dtype already (ModelMixin.to(dtype) warns)
+    if model.device.type == "cuda":  # the UNet's fast path (speed.prepare), for the same reasons
+        if model.offloader is None:
+            speed.fuse_qkv(net)
+        net.to(memory_format=torch.channels_last)
+    model.controlnet = (key, net)
+    return net, True
+
+
+FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
+
+
+def _load_folder(what: str, weights: Path, model: Model) -> Any:
+    """A diffusers ControlNet folder, as the hub's repos hold them."""
     from diffusers import ControlNetModel
 
+    folder = weights.parent
+    _check_fits(what, _config(what, folder), model)
     try:
-        net = ControlNetModel.from_pretrained(
+        return ControlNetModel.from_pretrained(
             folder,
             torch_dtype=model.dtype,
             local_files_only=True,
@@ -63,15 +79,89 @@ def use_controlnet(model: Model, control: Control) -> tuple[Any, bool]:
             variant="fp16" if ".fp16." in weights.name else None,
         )
     except (OSError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvokeError(f"{what}: cannot be loaded ({first[:200]}); download it again") from exc
-    net.to(model.device).eval()
-    if model.device.type == "cuda":  # the UNet's fast path (speed.prepare), for the same reasons
-        if model.offloader is None:
-            speed.fuse_qkv(net)
-        net.to(memory_format=torch.channels_last)
-    model.controlnet = (key, net)
-    return net, True
+        raise InvokeError(
+            f"{what}: cannot be loaded ({_first_line(exc)}); download it again"
+        ) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _load_file(what: str, path: Path, model: Model) -> Any:
+    """A single .safetensors ControlNet: the original layout (`control_model.input_blocks...`,
+    lllyasviel's and AUTOMATIC1111's files) or a diffusers state dict saved as one file. Its
+    shape is the model's UNet's (a ControlNet copies the encoder of the UNet it was made for),
+    so the model's UNet config, with the file's conditioning layers, describes it."""
+    from diffusers import ControlNetModel
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise InvokeError(
+            f"{what}: cannot be read ({_first_line(exc)}); download it again"
+        ) from exc
+    if "controlnet_cond_embedding.conv_in.weight" not in state:
+        if not any("input_hint_block." in k for k in state):
+            raise InvokeError(
+                f"{what}: holds no ControlNet (no input_hint_block or controlnet_cond_embedding "
+                "layers); give a ControlNet file or folder"
+            )
+        from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+
+        config = {"layers_per_block": model.unet.config.layers_per_block}
+        converted = convert_controlnet_checkpoint(state, config)
+        # diffusers' converter leaves out SDXL's added embedding (label_emb.0.0 and .0.2)
+        layers = {"0": "linear_1", "2": "linear_2"}
+        for key, value in state.items():
+            parts = key.removeprefix("control_model.").split(".")
+            if parts[:2] == ["label_emb", "0"] and parts[2] in layers:
+                converted[f"add_embedding.{layers[parts[2]]}.{parts[-1]}"] = value
+        state = {k: v for k, v in converted.items() if v is not None}
+    channels = _conditioning_channels(state)
+    _check_fits(what, _config_of(state, channels), model)
+    with torch.device("meta"):  # no memory for weights that are replaced at once
+        net = ControlNetModel.from_unet(
+            model.unet, conditioning_embedding_out_channels=channels, load_weights_from_unet=False
+        )
+    try:
+        state = {k: v.to(model.dtype) for k, v in state.items()}
+        net.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise InvokeError(
+            f"{what}: its layers do not match model {model.name}'s UNet ({_first_line(exc)}); "
+            "it was made for another kind of model"
+        ) from exc
+    return net
+
+
+def _conditioning_channels(state: dict[str, torch.Tensor]) -> tuple[int, ...]:
+    """The conditioning image encoder's widths: its first convolution's, then each stride-2
+    block's (diffusers' conditioning_embedding_out_channels)."""
+    prefix = "controlnet_cond_embedding."
+    channels = [state[f"{prefix}conv_in.weight"].shape[0]]
+    block = 1
+    while f"{prefix}blocks.{block}.weight" in state:
+        channels.append(state[f"{prefix}blocks.{block}.weight"].shape[0])
+        block += 2
+    return tuple(channels)
+
+
+def _config_of(state: dict[str, torch.Tensor], channels: tuple[int, ...]) -> dict[str, Any]:
+    """What _check_fits reads, from a state dict's shapes."""
+    cross = next((v for k, v in state.items() if k.endswith("attn2.to_k.weight")), None)
+    widths = []
+    while f"down_blocks.{len(widths)}.resnets.0.conv1.weight" in state:
+        widths.append(state[f"down_blocks.{len(widths)}.resnets.0.conv1.weight"].shape[0])
+    return {
+        "cross_attention_dim": None if cross is None else int(cross.shape[1]),
+        "addition_embed_type": "text_time" if "add_embedding.linear_1.weight" in state else None,
+        "block_out_channels": widths,
+        "conditioning_embedding_out_channels": channels,
+    }
 
 
 def _config(what: str, folder: Path) -> dict[str, Any]:

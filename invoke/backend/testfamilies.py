@@ -424,3 +424,24 @@ def write_ldm_checkpoint(folder: str | Path, file: str | Path) -> Path:
                 shutil.copy(each, config / part / each.name)
     shutil.copy(folder / "model_index.json", config / "model_index.json")
     return file
+
+
+def controlnet_to_ldm(
+    state: dict[str, torch.Tensor], unet_config: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """A diffusers ControlNetModel state dict in the original `control_model.` keys of
+    lllyasviel's files: the UNet encoder's keys as in unet_to_ldm, the zero convolutions as
+    zero_convs/middle_block_out and the conditioning encoder as input_hint_block (8x layout)."""
+    prefix = "controlnet_cond_embedding."
+    hint: list[tuple[str, str, dict[str, str]]] = [
+        (f"{prefix}conv_in.", "input_hint_block.0.", {}),
+        (f"{prefix}conv_out.", "input_hint_block.14.", {}),
+        ("controlnet_mid_block.", "middle_block_out.0.", {}),
+    ]
+    hint += [(f"{prefix}blocks.{k}.", f"input_hint_block.{2 * k + 2}.", {}) for k in range(6)]
+    hint += [(f"controlnet_down_blocks.{k}.", f"zero_convs.{k}.0.", {}) for k in range(16)]
+    own = {_rename(k, hint): v for k, v in state.items() if k.startswith(("controlnet_",))}
+    encoder = {k: v for k, v in state.items() if not k.startswith("controlnet_")}
+    unet = unet_to_ldm(encoder, unet_config)
+    renamed = {k.removeprefix("model.diffusion_model."): v for k, v in unet.items()}
+    return {f"control_model.{k}": v for k, v in {**renamed, **own}.items()}

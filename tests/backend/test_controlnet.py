@@ -11,13 +11,14 @@ import pytest
 import torch
 from helpers import make_job, pixels, sdxl_pipeline, smooth_picture
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from invoke.backend.control import keep_schedule
 from invoke.backend.generate import encode_image
 from invoke.backend.job import Control, Job, Noise
 from invoke.backend.models import Model, load_model
 from invoke.backend.schedulers import make_scheduler
-from invoke.backend.testfamilies import build_test_sdxl
+from invoke.backend.testfamilies import build_test_sdxl, controlnet_to_ldm
 from invoke.backend.testmodel import build_test_controlnet, build_test_model
 from invoke.errors import InvokeError
 
@@ -132,8 +133,17 @@ def test_img2img_with_a_controlnet_equals_diffusers_pipeline(
     assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1
 
 
+def ldm_file(net: Path, model_dir: Path, out: Path) -> Path:
+    """The ControlNet folder `net` as one file in the original layout (control_model...)."""
+    state = load_file(str(net / "diffusion_pytorch_model.safetensors"))
+    unet_config = json.loads((model_dir / "unet" / "config.json").read_text())
+    save_file(controlnet_to_ldm(state, unet_config), str(out))
+    return out
+
+
 def test_sdxl_with_a_controlnet_equals_diffusers_pipeline(folder: Path, edges: Image.Image) -> None:
-    """The ControlNet gets SDXL's pooled embeddings and size ids, as the UNet does."""
+    """The ControlNet gets SDXL's pooled embeddings and size ids, as the UNet does; one file in
+    the original layout draws the same."""
     from invoke.backend.noise import image_noise
 
     sdxl_dir = build_test_sdxl(folder / "sdxl")
@@ -157,6 +167,33 @@ def test_sdxl_with_a_controlnet_equals_diffusers_pipeline(folder: Path, edges: I
         output_type="pil",
     ).images
     assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1
+    single = ldm_file(net, sdxl_dir, folder / "sdxl-edges.safetensors")
+    again = sdxl.generate(make_job(steps=3, control=Control("edges", str(single), edges, 0.9)))
+    assert np.array_equal(pixels(again), pixels(ours))
+    with pytest.raises(InvokeError, match=r"ControlNet edges \(.*\): made for .* not for"):
+        load_model(build_test_model(folder / "sd"), device="cpu").generate(
+            make_job(control=Control("edges", str(single), edges))
+        )
+
+
+@pytest.mark.parametrize("layout", ["original", "diffusers"])
+def test_a_single_file_draws_what_its_folder_draws(
+    folder: Path, model: Model, net: Path, tiny_model_dir: Path, edges: Image.Image, layout: str
+) -> None:
+    """lllyasviel's and AUTOMATIC1111's files (control_model.input_blocks...), and a diffusers
+    state dict saved as one file: the model's UNet config describes them."""
+    single = folder / f"{layout}.safetensors"
+    if layout == "original":
+        ldm_file(net, tiny_model_dir, single)
+    else:
+        save_file(load_file(str(net / "diffusion_pytorch_model.safetensors")), str(single))
+    from_folder = model.generate(make_job(control=control(net, edges)))
+    from_file = model.generate(make_job(control=Control("edges", str(single), edges)))
+    assert np.array_equal(pixels(from_file), pixels(from_folder))
+    lora = folder / "not-a-controlnet.safetensors"
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 2)}, str(lora))
+    with pytest.raises(InvokeError, match="holds no ControlNet"):
+        model.generate(make_job(control=Control("x", str(lora), edges)))
 
 
 def test_weight_zero_and_an_empty_range_draw_the_plain_picture(

@@ -191,6 +191,21 @@ class Library:
                     found.add(path.stem)
         return sorted(found)
 
+    def not_found(self, what: str, name: str, folders: Sequence[Path], fix: str) -> InvokeError:
+        """The error for a name none of `folders` has: the first (the user's) folder's state
+        and `fix` when nothing is there, else the names there are and the nearest one."""
+        folder = folders[0]
+        names = sorted({n for f in folders for n in self.names(f)})
+        if not names:
+            there = f"has no {self.what} files" if folder.is_dir() else "does not exist"
+            return InvokeError(f"{what}: not found: {folder} {there}; {fix}")
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        more = f" and {len(names) - 12} more" if len(names) > 12 else ""
+        return InvokeError(
+            f"{what}: not found in {folder}; {hint}there: {', '.join(names[:12])}{more}"
+        )
+
     def _belongs_to_its_folder(self, path: Path) -> bool:
         """A file beside the `inside` file is part of that folder's NAME (a ControlNet folder's
         weights), not a name of its own."""
@@ -279,17 +294,10 @@ def _controlnet_source(name: str, folders: Sequence[Path], allow_downloads: bool
                 return path.parent
             if path.suffix == ".safetensors":
                 return path
-    folder = folders[0]
-    names = sorted({n for f in folders for n in CONTROLNETS.names(f)})
-    if not names:
-        there = "has no ControlNet folders" if folder.is_dir() else "does not exist"
-        raise InvokeError(
-            f"{what}: not found: {folder} {there}; put ControlNets there, launch with "
-            "--controlnet_dir DIR, or give a path or a hub id"
-        )
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
-    raise InvokeError(f"{what}: not found in {folder}; {hint}there: {', '.join(names)}")
+    raise CONTROLNETS.not_found(
+        what, name, folders, "put ControlNets there, launch with --controlnet_dir DIR, or give "
+        "a path or a hub id",
+    )  # fmt: skip
 
 
 def _controlnet_weights(name: str, folder: Path) -> Path:
@@ -321,18 +329,10 @@ def find_lora(name: str, folders: Sequence[Path]) -> Path:
         found = LORAS.files(name, folder)
         if found:
             return found[0]
-    folder = folders[0]
-    names = sorted({n for f in folders for n in LORAS.names(f)})
-    if not names:
-        there = "has no .safetensors files" if folder.is_dir() else "does not exist"
-        raise InvokeError(
-            f"{what}: not found: {folder} {there}; put LoRA files there, launch with "
-            "--lora_dir DIR, or give the file's path"
-        )
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
-    shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
-    raise InvokeError(f"{what}: not found in {folder}; {hint}there: {shown}")
+    raise LORAS.not_found(
+        what, name, folders, "put LoRA files there, launch with --lora_dir DIR, or give the "
+        "file's path",
+    )  # fmt: skip
 
 
 def find_embedding(name: str, folders: Sequence[Path], allow_pickle: bool) -> Path | None:

@@ -103,6 +103,30 @@ def smooth_picture() -> Image.Image:
     return Image.fromarray(np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).astype(np.uint8))
 
 
+def sd_pipeline(
+    model: Any, sampler: str = "k_euler", pipeline: str = "StableDiffusionPipeline", **parts: Any
+) -> Any:
+    """diffusers' SD 1.x/2.x `pipeline` (a class name) on `model`'s parts and any other `parts`
+    it takes (a controlnet): the oracle for our loop."""
+    import diffusers
+
+    from invoke.backend.schedulers import make_scheduler
+
+    pipe = getattr(diffusers, pipeline)(
+        vae=model.vae,
+        text_encoder=model.text_encoder,
+        tokenizer=model.tokenizer,
+        unet=model.unet,
+        scheduler=make_scheduler(sampler, model.scheduler_config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        **parts,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def sdxl_pipeline(
     model: Any, sampler: str, pipeline: str = "StableDiffusionXLPipeline", **parts: Any
 ) -> Any:

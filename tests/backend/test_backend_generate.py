@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_job, pixels, smooth_picture
+from helpers import make_job, pixels, sd_pipeline, smooth_picture
 from PIL import Image
 
 from invoke.backend.generate import encode_image
 from invoke.backend.job import Noise, StepInfo
 from invoke.backend.models import Model, load_model
-from invoke.backend.schedulers import make_scheduler
 from invoke.errors import InvokeError
 from invoke.request import SAMPLERS
 
@@ -31,28 +30,10 @@ def init_image() -> Image.Image:
     return smooth_picture()
 
 
-def pipeline(model: Model, cls_name: str, sampler: str):  # type: ignore[no-untyped-def]
-    import diffusers
-
-    cls = getattr(diffusers, cls_name)
-    pipe = cls(
-        vae=model.vae,
-        text_encoder=model.text_encoder,
-        tokenizer=model.tokenizer,
-        unet=model.unet,
-        scheduler=make_scheduler(sampler, model.scheduler_config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_txt2img_equals_diffusers_pipeline(model: Model, sampler: str) -> None:
     ours = model.generate(make_job(sampler=sampler, steps=3))
-    pipe = pipeline(model, "StableDiffusionPipeline", sampler)
+    pipe = sd_pipeline(model, sampler, "StableDiffusionPipeline")
     theirs = pipe(
         prompt="a red circle",
         negative_prompt="blue",
@@ -71,7 +52,7 @@ def test_img2img_equals_diffusers_pipeline(
 ) -> None:
     job = make_job(sampler=sampler, steps=5, strength=0.6, init_image=init_image)
     ours = model.generate(job)
-    pipe = pipeline(model, "StableDiffusionImg2ImgPipeline", sampler)
+    pipe = sd_pipeline(model, sampler, "StableDiffusionImg2ImgPipeline")
     # Given latents, the pipeline skips its own (sampled) VAE encode and noises exactly these.
     with torch.no_grad():
         init_latents = encode_image(model, init_image)
@@ -184,7 +165,7 @@ def test_mask_without_init_image_is_an_error(model: Model) -> None:
 
 def test_cfg_scale_one_skips_guidance_like_diffusers(model: Model) -> None:
     ours = model.generate(make_job(cfg_scale=1.0, prompt="a red circle", sampler="ddim"))
-    pipe = pipeline(model, "StableDiffusionPipeline", "ddim")
+    pipe = sd_pipeline(model, "ddim", "StableDiffusionPipeline")
     theirs = pipe(
         prompt="a red circle",
         num_inference_steps=4,

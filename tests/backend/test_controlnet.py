@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_job, pixels, sdxl_pipeline, smooth_picture
+from helpers import make_job, pixels, sd_pipeline, sdxl_pipeline, smooth_picture
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -17,7 +17,6 @@ from invoke.backend.control import keep_schedule
 from invoke.backend.generate import encode_image
 from invoke.backend.job import Control, Job, Noise
 from invoke.backend.models import Model, load_model
-from invoke.backend.schedulers import make_scheduler
 from invoke.backend.testfamilies import build_test_sdxl, controlnet_to_ldm
 from invoke.backend.testmodel import build_test_controlnet, build_test_model
 from invoke.errors import InvokeError
@@ -55,25 +54,6 @@ def control(net: Path, image: Image.Image, **changes: object) -> Control:
     return replace(Control("edges", str(weights), image), **changes)  # type: ignore[arg-type]
 
 
-def sd_pipeline(model: Model, name: str, sampler: str):  # type: ignore[no-untyped-def]
-    import diffusers
-
-    assert model.controlnet is not None  # the one our run loaded: the same weights
-    pipe = getattr(diffusers, name)(
-        vae=model.vae,
-        text_encoder=model.text_encoder,
-        tokenizer=model.tokenizer,
-        unet=model.unet,
-        controlnet=model.controlnet[1],
-        scheduler=make_scheduler(sampler, model.scheduler_config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.mark.parametrize(
     ("sampler", "weight", "start", "end"),
     [("k_euler", 1.0, 0.0, 1.0), ("ddim", 0.6, 0.2, 0.7), ("k_heun", 1.3, 0.0, 0.5)],
@@ -93,7 +73,9 @@ def test_txt2img_with_a_controlnet_equals_diffusers_pipeline(
         sampler=sampler, steps=5, control=control(net, edges, weight=weight, start=start, end=end)
     )
     ours = model.generate(job)
-    theirs = sd_pipeline(model, "StableDiffusionControlNetPipeline", sampler)(
+    theirs = sd_pipeline(
+        model, sampler, "StableDiffusionControlNetPipeline", controlnet=model.controlnet[1]
+    )(
         prompt="a red circle",
         negative_prompt="blue",
         image=edges,
@@ -119,7 +101,9 @@ def test_img2img_with_a_controlnet_equals_diffusers_pipeline(
         steps=6, strength=0.6, init_image=picture, control=control(net, edges, weight=0.8)
     )
     ours = model.generate(job)
-    theirs = sd_pipeline(model, "StableDiffusionControlNetImg2ImgPipeline", "k_euler")(
+    theirs = sd_pipeline(
+        model, "k_euler", "StableDiffusionControlNetImg2ImgPipeline", controlnet=model.controlnet[1]
+    )(
         prompt="a red circle",
         negative_prompt="blue",
         image=encode_image(model, picture),  # latents: ours are the posterior's mean

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import embedding_file, embedding_vectors, make_job, pixels, sdxl_pipeline
+from helpers import embedding_file, embedding_vectors, make_job, pixels, sd_pipeline, sdxl_pipeline
 from safetensors.torch import save_file
 
 from invoke.backend import embeddings as embeddings_module
@@ -67,18 +67,6 @@ def diffusers_file(path: Path, tensor: torch.Tensor) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"<ink>": tensor[0] if len(tensor) == 1 else tensor}, str(path))
     return path
-
-
-def sd_pipeline(model: Model) -> Any:
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
-        vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
-        unet=model.unet, scheduler=EulerDiscreteScheduler.from_config(model.scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_job, pixels
+from helpers import make_job, pixels, sd_pipeline
 
 from invoke.backend import speed
 from invoke.backend.job import (
@@ -91,10 +91,8 @@ def test_equals_diffusers_txt2img_then_img2img_on_upscaled_latents(
 ) -> None:
     """The oracle: diffusers' txt2img at the first-pass size (latents out), bilinear upscale,
     then diffusers' img2img on those latents with the second pass's seed."""
-    from test_backend_generate import pipeline
-
     ours = model.generate(hires_job(sampler=sampler, steps=4, strength=0.75))
-    text = pipeline(model, "StableDiffusionPipeline", sampler)
+    text = sd_pipeline(model, sampler, "StableDiffusionPipeline")
     common = {"prompt": "a red circle", "negative_prompt": "blue", "guidance_scale": 7.5}
     small = text(
         **common,
@@ -105,7 +103,7 @@ def test_equals_diffusers_txt2img_then_img2img_on_upscaled_latents(
         output_type="latent",
     ).images
     upscaled = torch.nn.functional.interpolate(small, size=(12, 16), mode="bilinear")
-    again = pipeline(model, "StableDiffusionImg2ImgPipeline", sampler)
+    again = sd_pipeline(model, sampler, "StableDiffusionImg2ImgPipeline")
     second_seed = second_pass_noise(Noise(42)).seed
     theirs = again(
         **common,

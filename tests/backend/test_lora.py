@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import kohya_file, make_job, pixels, sdxl_pipeline
+from helpers import kohya_file, make_job, pixels, sd_pipeline, sdxl_pipeline
 from safetensors.torch import save_file
 from torch import nn
 
@@ -48,16 +48,6 @@ def assert_same_weights(ours: dict[str, torch.Tensor], theirs: dict[str, torch.T
 @pytest.fixture(scope="module")
 def sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_test_sdxl(tmp_path_factory.mktemp("sdxl") / "sdxl")
-
-
-def sd_pipeline(model: Model) -> Any:
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
-
-    return StableDiffusionPipeline(
-        vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
-        unet=model.unet, scheduler=EulerDiscreteScheduler.from_config(model.scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
 
 
 def diffusers_fused(pipe: Any, model: Model, file: Path, weight: float) -> dict[str, torch.Tensor]:

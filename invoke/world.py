@@ -143,11 +143,23 @@ def sample(rng: np.random.Generator, size: int = SIZE) -> tuple[Image.Image, str
     inside the frame: the border then shows only background, which `check` relies on.
     """
     labels = sample_labels(rng)
-    radius = float(rng.uniform(0.22, 0.34)) * size
-    margin = size / 2 - radius - 0.09 * size
+    center, radius = sample_place(rng, size)
+    return render(labels, center, radius, size), caption(labels), labels
+
+
+def sample_place(
+    rng: np.random.Generator,
+    size: int = SIZE,
+    radii: tuple[float, float] = (0.22, 0.34),
+    gap: float = 0.09,
+) -> tuple[tuple[float, float], float]:
+    """A shape's centre and radius (pixels): the radius a uniform share `radii` of the picture,
+    the centre anywhere that leaves a `gap` (share of the picture) between shape and edge."""
+    radius = float(rng.uniform(*radii)) * size
+    margin = size / 2 - radius - gap * size
     cx = size / 2 + float(rng.uniform(-margin, margin))
     cy = size / 2 + float(rng.uniform(-margin, margin))
-    return render(labels, (cx, cy), radius, size), caption(labels), labels
+    return (cx, cy), radius
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,13 +41,7 @@ def silhouette_picture(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
     """A world picture with its shape anywhere (wholly inside the frame), the shape's silhouette
     (white on black) and the caption."""
     labels = world.sample_labels(rng)
-    size = world.SIZE
-    radius = float(rng.uniform(0.12, 0.4)) * size
-    margin = size / 2 - radius - 0.04 * size
-    center = (
-        size / 2 + float(rng.uniform(-margin, margin)),
-        size / 2 + float(rng.uniform(-margin, margin)),
-    )
+    center, radius = world.sample_place(rng, radii=(0.12, 0.4), gap=0.04)
     picture = np.asarray(world.render(labels, center, radius), dtype=np.float32)
     mask = world.render(world.Labels("white", "black", labels.shape), center, radius)
     low, high = world.COLORS["black"][0], world.COLORS["white"][0]
@@ -69,29 +63,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from diffusers import ControlNetModel, DDPMScheduler
-
-    from invoke.backend.models import load_model
-    from invoke.backend.prompts import embed_text
-    from invoke.session import embedded_model_dir
+    from example_training import encode_pictures, frozen_default_model
 
     torch.manual_seed(SEED)
-    model = load_model(embedded_model_dir(), device="cpu", precision="float32")
-    for part in (model.unet, model.vae, model.text_encoder):
-        part.requires_grad_(False)
+    model = frozen_default_model()
     rng = np.random.default_rng(SEED)
     made = [silhouette_picture(rng) for _ in range(args.pictures)]
     pictures, silhouettes, captions = zip(*made, strict=True)
-    with torch.no_grad():
-        pixels = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2) / 127.5 - 1
-        latents = (
-            torch.cat([model.vae.encode(chunk).latent_dist.mean for chunk in pixels.split(256)])
-            * model.vae.config.scaling_factor
-        )
-        conditions = torch.from_numpy(np.stack(silhouettes)).permute(0, 3, 1, 2).contiguous()
-        texts = sorted(set(captions))
-        table = {t: embed_text(model, t)[0] for t in texts}
-        embeddings = torch.stack([table[c] for c in captions])
-    print(f"{len(pictures)} pictures, {len(texts)} captions encoded", flush=True)
+    latents, embeddings = encode_pictures(model, pictures, captions)
+    conditions = torch.from_numpy(np.stack(silhouettes)).permute(0, 3, 1, 2).contiguous()
 
     # One stride-2 layer per halving down to the latents (4 px cells: two).
     halvings = model.size_multiple.bit_length() - 1

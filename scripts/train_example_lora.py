@@ -74,13 +74,7 @@ def outline_picture(rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """A world picture whose shape is drawn as an outline: the filled shape minus a smaller copy
     in the background colour."""
     labels = world.sample_labels(rng)
-    size = world.SIZE
-    radius = float(rng.uniform(0.22, 0.34)) * size
-    margin = size / 2 - radius - 0.09 * size
-    center = (
-        size / 2 + float(rng.uniform(-margin, margin)),
-        size / 2 + float(rng.uniform(-margin, margin)),
-    )
+    center, radius = world.sample_place(rng)
     outer = np.asarray(world.render(labels, center, radius), dtype=np.float32)
     inner_radius = radius * (1 - OUTLINE * (1.4 if labels.shape in ("star", "cross") else 1))
     # The inner shape as coverage 0..1 (anti-aliased edge), from a white-on-black rendering.
@@ -101,28 +95,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("examples/loras/outline.safetensors"))
     args = parser.parse_args()
 
+    from example_training import encode_pictures, frozen_default_model
     from safetensors.torch import save_file
 
-    from invoke.backend.models import load_model
-    from invoke.backend.prompts import embed_text
-    from invoke.session import embedded_model_dir
-
     torch.manual_seed(SEED)
-    model = load_model(embedded_model_dir(), device="cpu", precision="float32")
-    for part in (model.unet, model.vae, model.text_encoder):
-        part.requires_grad_(False)
+    model = frozen_default_model()
     rng = np.random.default_rng(SEED)
     pictures, captions = zip(*(outline_picture(rng) for _ in range(args.pictures)), strict=True)
-    with torch.no_grad():
-        pixels = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2) / 127.5 - 1
-        latents = (
-            torch.cat([model.vae.encode(chunk).latent_dist.mean for chunk in pixels.split(256)])
-            * model.vae.config.scaling_factor
-        )
-        texts = sorted(set(captions))
-        table = {t: embed_text(model, t)[0] for t in texts}
-        embeddings = torch.stack([table[c] for c in captions])
-    print(f"{len(pictures)} outline pictures, {len(texts)} captions encoded", flush=True)
+    latents, embeddings = encode_pictures(model, pictures, captions)
 
     from diffusers import DDPMScheduler
 

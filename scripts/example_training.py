@@ -1,13 +1,16 @@
-"""What the example LoRA and ControlNet training scripts share: the frozen default model, and
-their pictures and captions encoded once (VAE latents, text embeddings) before training."""
+"""What the example LoRA and ControlNet training scripts share: the frozen default model, their
+pictures and captions encoded once (VAE latents, text embeddings), and the training loop."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def frozen_default_model() -> Any:
@@ -35,3 +38,36 @@ def encode_pictures(
     table = {t: embed_text(model, t)[0] for t in texts}
     print(f"{len(pictures)} pictures, {len(texts)} captions encoded", flush=True)
     return latents * model.vae.config.scaling_factor, torch.stack([table[c] for c in captions])
+
+
+def train(
+    model: Any,
+    latents: torch.Tensor,
+    params: list[torch.nn.Parameter],
+    predict: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    args: argparse.Namespace,
+) -> tuple[int, float]:
+    """The epsilon objective on the model's noise schedule, AdamW on `params`, for
+    args.minutes: each step noises a random batch (args.batch) of latents to random timesteps
+    and `predict(noisy, t, index)` (index: the batch's rows) guesses the noise. Returns the
+    steps taken and the smoothed loss."""
+    from diffusers import DDPMScheduler
+
+    schedule = DDPMScheduler.from_config(model.scheduler_config)
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    end = time.monotonic() + args.minutes * 60
+    step, smoothed = 0, float("nan")
+    while time.monotonic() < end:
+        index = torch.randint(len(latents), (args.batch,))
+        clean = latents[index]
+        noise = torch.randn_like(clean)
+        t = torch.randint(0, schedule.config.num_train_timesteps, (args.batch,))
+        loss = F.mse_loss(predict(schedule.add_noise(clean, noise, t), t, index), noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        smoothed = loss.item() if step == 1 else 0.98 * smoothed + 0.02 * loss.item()
+        if step % 50 == 0:
+            print(f"step {step}  loss {smoothed:.4f}", flush=True)
+    return step, smoothed

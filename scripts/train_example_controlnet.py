@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -62,8 +60,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from diffusers import ControlNetModel, DDPMScheduler
-    from example_training import encode_pictures, frozen_default_model
+    from diffusers import ControlNetModel
+    from example_training import encode_pictures, frozen_default_model, train
 
     torch.manual_seed(SEED)
     model = frozen_default_model()
@@ -79,38 +77,23 @@ def main() -> None:
         model.unet, conditioning_embedding_out_channels=(16, 32, 96, 256)[: halvings + 1]
     )
     net.train()
-    schedule = DDPMScheduler.from_config(model.scheduler_config)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
-    end = time.monotonic() + args.minutes * 60
-    step, smoothed = 0, None
-    while time.monotonic() < end:
-        index = torch.randint(len(latents), (args.batch,))
-        clean = latents[index]
-        noise = torch.randn_like(clean)
-        t = torch.randint(0, schedule.config.num_train_timesteps, (args.batch,))
-        noisy = schedule.add_noise(clean, noise, t)
+
+    def predict(noisy: torch.Tensor, t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         context = embeddings[index]
         down, mid = net(
             noisy, t, encoder_hidden_states=context, controlnet_cond=conditions[index],
             return_dict=False,
         )  # fmt: skip
-        predicted = model.unet(
+        return model.unet(
             noisy, t, encoder_hidden_states=context, down_block_additional_residuals=down,
             mid_block_additional_residual=mid,
         ).sample  # fmt: skip
-        loss = F.mse_loss(predicted, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
-        if step % 50 == 0:
-            print(f"step {step}  loss {smoothed:.4f}", flush=True)
 
+    step, loss = train(model, latents, list(net.parameters()), predict, args)
     net.eval()
     args.out.mkdir(parents=True, exist_ok=True)
     net.to(torch.float16).save_pretrained(args.out, safe_serialization=True)
-    print(f"wrote {args.out}: {step} steps, loss {smoothed:.4f}")
+    print(f"wrote {args.out}: {step} steps, loss {loss:.4f}")
 
 
 if __name__ == "__main__":

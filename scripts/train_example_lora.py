@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +94,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("examples/loras/outline.safetensors"))
     args = parser.parse_args()
 
-    from example_training import encode_pictures, frozen_default_model
+    from example_training import encode_pictures, frozen_default_model, train
     from safetensors.torch import save_file
 
     torch.manual_seed(SEED)
@@ -104,29 +103,13 @@ def main() -> None:
     pictures, captions = zip(*(outline_picture(rng) for _ in range(args.pictures)), strict=True)
     latents, embeddings = encode_pictures(model, pictures, captions)
 
-    from diffusers import DDPMScheduler
-
-    schedule = DDPMScheduler.from_config(model.scheduler_config)
     layers = make_lora(model.unet, RANK)
     params = [p for _, down, up in layers.values() for p in (down, up)]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    end = time.monotonic() + args.minutes * 60
-    step, smoothed = 0, None
-    while time.monotonic() < end:
-        index = torch.randint(len(latents), (args.batch,))
-        clean = latents[index]
-        noise = torch.randn_like(clean)
-        t = torch.randint(0, schedule.config.num_train_timesteps, (args.batch,))
-        noisy = schedule.add_noise(clean, noise, t)
-        predicted = model.unet(noisy, t, encoder_hidden_states=embeddings[index]).sample
-        loss = F.mse_loss(predicted, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
-        if step % 50 == 0:
-            print(f"step {step}  loss {smoothed:.4f}", flush=True)
+
+    def predict(noisy: torch.Tensor, t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return model.unet(noisy, t, encoder_hidden_states=embeddings[index]).sample
+
+    step, loss = train(model, latents, params, predict, args)
 
     tensors = {}
     for name, (_, down, up) in layers.items():
@@ -137,7 +120,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"steps": str(step), "rank": str(RANK), "made_by": "scripts/train_example_lora.py"}
     save_file(tensors, str(args.out), metadata=metadata)
-    print(f"wrote {args.out}: {len(layers)} layers, {step} steps, loss {smoothed:.4f}")
+    print(f"wrote {args.out}: {len(layers)} layers, {step} steps, loss {loss:.4f}")
 
 
 if __name__ == "__main__":

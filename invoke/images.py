@@ -349,9 +349,10 @@ def load_mask(
 
 
 def load_control_image(
-    path: str | os.PathLike[str], size: tuple[int, int]
+    path: str | os.PathLike[str], size: tuple[int, int], processor: str | None = None
 ) -> tuple[Image.Image, list[str]]:
-    """A ControlNet's conditioning image as RGB, `size` (width, height), and notes.
+    """A ControlNet's conditioning image as RGB, `size` (width, height), and notes; `processor`
+    (processors.py) runs on it once it has the picture's size.
 
     EXIF orientation is applied. Another size is scaled (Lanczos) to cover the picture and its
     middle kept, so shapes are never stretched: an edge map of the same aspect is only scaled.
@@ -363,19 +364,28 @@ def load_control_image(
         rgb, _, notes = _rgb_and_alpha(ImageOps.exif_transpose(img))
     finally:
         img.close()
+    rgb = _cover(rgb, size, notes)
+    if processor is not None:
+        from invoke.processors import process
+
+        rgb = process(rgb, processor)
+    return rgb, notes
+
+
+def _cover(rgb: Image.Image, size: tuple[int, int], notes: list[str]) -> Image.Image:
     width, height = size
     own_w, own_h = rgb.size
     if (own_w, own_h) == (width, height):
-        return rgb, notes
+        return rgb
     scale = max(width / own_w, height / own_h)
     scaled = (max(width, round(own_w * scale)), max(height, round(own_h * scale)))
     rgb = rgb.resize(scaled, Image.Resampling.LANCZOS)
     if scaled == (width, height):
         notes.append(f"{own_w}×{own_h} scaled to the picture's {width}×{height}")
-        return rgb, notes
+        return rgb
     left, top = (scaled[0] - width) // 2, (scaled[1] - height) // 2
     notes.append(
         f"{own_w}×{own_h} is another shape than the picture's {width}×{height}: scaled to "
         f"{scaled[0]}×{scaled[1]} and its middle kept (give -W/-H of its shape to keep it all)"
     )
-    return rgb.crop((left, top, left + width, top + height)), notes
+    return rgb.crop((left, top, left + width, top + height))

@@ -34,7 +34,14 @@ from PIL import Image, PngImagePlugin
 from invoke import __version__
 from invoke.errors import InvokeError, MetadataError, OutputError
 from invoke.prompt_syntax import split_loras
-from invoke.request import SAMPLERS, SEAMLESS_AXES, SWITCHES, Request, Variation
+from invoke.request import (
+    CONTROL_PROCESSORS,
+    SAMPLERS,
+    SEAMLESS_AXES,
+    SWITCHES,
+    Request,
+    Variation,
+)
 from invoke.settings import OUTCROP_STRENGTH
 
 try:  # POSIX; Windows falls back to msvcrt below
@@ -232,6 +239,7 @@ def image_metadata(
         meta["controlnet"] = {
             "model": request.controlnet,
             "image": request.control_image,
+            "processor": request.control_processor,
             "weight": _or(request.control_weight, 1.0),
             "start": _or(request.control_start, 0.0),
             "end": _or(request.control_end, 1.0),
@@ -324,10 +332,10 @@ def a1111_parameters(
         # say it here (Dream and sd-metadata do).
         fields.append(("Tiling", "True"))
     if request.controlnet is not None:
-        # As the sd-webui-controlnet extension writes a unit: no preprocessor ran ("none"), and
-        # the image is scaled to cover the picture and cropped ("Crop and Resize").
+        # As the sd-webui-controlnet extension writes a unit: the preprocessor ("none" when the
+        # image is used as it is), and the image scaled to cover the picture ("Crop and Resize").
         unit = [
-            ("Module", "none"),
+            ("Module", request.control_processor or "none"),
             ("Model", request.controlnet),
             ("Weight", _a1111_number(_or(request.control_weight, 1.0))),
             ("Resize Mode", "Crop and Resize"),
@@ -1181,6 +1189,8 @@ def _command_from_sd_metadata(meta: dict[str, Any]) -> str:
     ):
         fields["controlnet"] = _check_text(control["model"], "image.controlnet.model")
         fields["control_image"] = _check_text(control["image"], "image.controlnet.image")
+        if control.get("processor") in CONTROL_PROCESSORS:
+            fields["control_processor"] = control["processor"]
         # The record is complete; the line names only what differs from the defaults.
         for key, default in (("weight", 1.0), ("start", 0.0), ("end", 1.0)):
             if control.get(key) is not None:

@@ -34,6 +34,8 @@ SAMPLERS: tuple[str, ...] = (
 )
 
 INTERMEDIATE_KINDS: tuple[str, ...] = ("preview", "decode")
+# What --control_processor can make of a control image first (invoke/processors.py).
+CONTROL_PROCESSORS: tuple[str, ...] = ("canny",)
 # The axes --seamless can wrap around, in their canonical order: x (left-right), y (top-bottom).
 SEAMLESS_AXES: tuple[str, ...] = ("x", "y")
 # The sides --outcrop extends, in the order the canonical line names them (InvokeAI's docs wrote
@@ -632,6 +634,17 @@ SWITCHES: tuple[Switch, ...] = (
         complete="path",
         metavar="a file path",
     ),
+    ChoiceSwitch(
+        field="control_processor",
+        names=("--control_processor",),
+        canonical="--control_processor",
+        help=(
+            "turn --control_image into what the ControlNet reads first: canny (the edges of a "
+            "photo or drawing, for a canny ControlNet)"
+        ),
+        metavar="PROCESSOR",
+        choices=CONTROL_PROCESSORS,
+    ),
     FloatSwitch(
         field="control_weight",
         names=("--control_weight",),
@@ -790,6 +803,7 @@ class Request:
     outcrop: tuple[tuple[str, int], ...] = ()
     controlnet: str | None = None  # a ControlNet name, folder or hub id
     control_image: str | None = None  # "-1" = the previous output
+    control_processor: str | None = None  # one of CONTROL_PROCESSORS; None = the image as it is
     control_weight: float | None = None  # None = 1
     control_start: float | None = None  # None = 0: from the first step
     control_end: float | None = None  # None = 1: to the last step
@@ -869,6 +883,7 @@ class Request:
         need both, and the part of the steps they give must not be empty."""
         if self.controlnet is None and self.control_image is None:
             for field, label in (
+                (self.control_processor, "--control_processor"),
                 (self.control_weight, "--control_weight"),
                 (self.control_start, "--control_start"),
                 (self.control_end, "--control_end"),

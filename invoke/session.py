@@ -645,7 +645,7 @@ class Session:
             return None
         assert request.controlnet is not None and request.control_image is not None
         path = Path(request.control_image)  # resolved by _passes
-        image, notes = load_control_image(path, (width, height))
+        image, notes = load_control_image(path, (width, height), request.control_processor)
         for note in notes:
             self._note(f"{path.name}: {note}")
         info = weights.stat()

@@ -417,7 +417,8 @@ def test_controlnet_lines_remake_their_pictures_and_record_what_guided_them(
         "--control_image ring.png --control_weight 0.8 --control_end 0.8"
     )
     assert json.loads(chunks["sd-metadata"])["image"]["controlnet"] == {
-        "model": "edges", "image": "ring.png", "weight": 0.8, "start": 0.0, "end": 0.8
+        "model": "edges", "image": "ring.png", "processor": None, "weight": 0.8, "start": 0.0,
+        "end": 0.8,
     }  # fmt: skip
     assert (
         'ControlNet 0: "Module: none, Model: edges, Weight: 0.8, Resize Mode: Crop and Resize, '
@@ -437,6 +438,32 @@ def test_controlnet_lines_remake_their_pictures_and_record_what_guided_them(
     assert f"--control_image {Path('o') / '000003.7.png'}" in png_text(from_previous)["Dream"]
 
 
+def test_the_canny_processor_makes_the_edge_map_the_controlnet_reads(
+    isolated: Path, tiny_model_dir: Path
+) -> None:
+    """A photo with --control_processor canny draws what its edge map, given as the control
+    image, draws; the command and metadata say which processor ran."""
+    from invoke.backend.testmodel import build_test_controlnet
+    from invoke.processors import canny
+
+    build_test_controlnet(isolated / "nets" / "edges", tiny_model_dir)
+    photo = Image.new("RGB", (64, 64), (30, 60, 200))
+    photo.paste((220, 40, 40), (12, 20, 44, 52))
+    photo.save(isolated / "photo.png")
+    canny(photo).save(isolated / "edges.png")
+    args = ("--model", str(tiny_model_dir), "--controlnet_dir", "nets", "--outdir", "o")
+    (processed, given), _ = seed_7_batch(
+        args,
+        "a red square --controlnet edges --control_image photo.png --control_processor canny",
+        "a red square --controlnet edges --control_image edges.png",
+    )
+    assert pixels(processed) == pixels(given)
+    chunks = png_text(processed)
+    assert "--control_image photo.png --control_processor canny" in chunks["Dream"]
+    assert json.loads(chunks["sd-metadata"])["image"]["controlnet"]["processor"] == "canny"
+    assert 'ControlNet 0: "Module: canny, Model: edges,' in chunks["parameters"]
+
+
 def test_controlnet_mistakes_are_one_line_each_and_the_batch_goes_on(
     isolated: Path, tiny_model_dir: Path
 ) -> None:
@@ -449,6 +476,9 @@ def test_controlnet_mistakes_are_one_line_each_and_the_batch_goes_on(
         "did you mean edges? there: edges",
         "--controlnet edges": "--controlnet: needs --control_image FILE",
         "--control_weight 0.5": "--control_weight: only means something with --controlnet",
+        "--controlnet edges --control_image ring.png --control_processor depth": (
+            "--control_processor: depth is not one of canny"
+        ),
         "--controlnet edges --control_image nowhere.png": "nowhere.png: no such image",
         "--controlnet edges --control_image ring.png --control_start 0.6 --control_end 0.4": (
             "--control_start: 0.6 must be less than --control_end 0.4"

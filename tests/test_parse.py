@@ -603,6 +603,7 @@ _SAMPLE_VALUES = {
     "outcrop": ["top 64", "right 8 TOP 16", "'left 8'", "up 8", "top", "top -5", "left 0", "8"],
     "controlnet": ["canny", "lllyasviel/control_v11p_sd15_canny", "''"],
     "control_image": ["edges.png", "-1", "'a b.png'"],
+    "control_processor": ["canny", "CANNY", "depth"],
     "control_weight": ["0", "2", "0.5", "2.5"],
     "control_start": ["0", "0.2", "1"],
     "control_end": ["1", "0.8", "0", "1.5"],

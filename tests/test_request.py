@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from invoke.errors import ParseError
 from invoke.parse import parse_request
 from invoke.request import (
+    CONTROL_PROCESSORS,
     FNFORMAT_FIELDS,
     INTERMEDIATE_KINDS,
     MAX_LINE,
@@ -151,7 +152,8 @@ def test_switch_table_covers_every_field_once() -> None:
     names = [n for s in SWITCHES for n in s.names]
     assert len(names) == len(set(names))
     canonical = "-s -S -n -W -H -C -A --hires_fix -I -f --fit -M --invert_mask --outcrop"
-    canonical += " --controlnet --control_image --control_weight --control_start --control_end"
+    canonical += " --controlnet --control_image --control_processor --control_weight"
+    canonical += " --control_start --control_end"
     canonical += " -v -V --seamless"
     canonical += " --seamless_axes -g -o -t -x"
     canonical += " --save_intermediates --intermediates --fnformat -z"
@@ -344,6 +346,7 @@ _CONTROLS = st.one_of(
     st.fixed_dictionaries(
         {"controlnet": _PATHS, "control_image": _PATHS},
         optional={
+            "control_processor": st.sampled_from(CONTROL_PROCESSORS),
             "control_weight": st.floats(0, 2, allow_nan=False),
             "control_start": st.floats(0, 0.5, allow_nan=False),
             "control_end": st.floats(0.5, 1, exclude_min=True, allow_nan=False),

@@ -264,3 +264,19 @@ def test_kandinsky_refuses_a_controlnet(folder: Path, net: Path, edges: Image.Im
     job: Job = make_job(sampler="ddim", control=control(net, edges))
     with pytest.raises(InvokeError, match=r"--controlnet: model .* runs diffusers. own pipeline"):
         kandinsky.generate(job)
+
+
+@pytest.mark.gpu
+def test_cuda_controlnet_matches_the_cpu_path(
+    tiny_model_dir: Path, model: Model, net: Path, edges: Image.Image
+) -> None:
+    """On a GPU: the ControlNet in fp16 with fused QKV and channels_last, with a compiled-eligible
+    model (a ControlNet line runs the eager UNet), and under --offload, stays within fp16
+    tolerance of the CPU picture."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    job = make_job(steps=3, control=control(net, edges, weight=0.9))
+    reference = model.generate(job)
+    for options in ({"compile": True}, {"offload": True}):
+        cuda = load_model(tiny_model_dir, device="cuda", **options)
+        assert np.abs(pixels(cuda.generate(job)) - pixels(reference)).max() <= 4, options

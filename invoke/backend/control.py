@@ -15,7 +15,6 @@ SDXL's added conditions all work unchanged. A model keeps the last ControlNet it
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +28,6 @@ from invoke.errors import InvokeError
 if TYPE_CHECKING:
     from invoke.backend.job import Control, Job
     from invoke.backend.models import Model
-
-log = logging.getLogger(__name__)
 
 # Widths of the text embeddings each family's UNet reads: a ControlNet is made for one of them.
 FAMILY_OF_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}

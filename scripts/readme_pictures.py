@@ -29,6 +29,8 @@ INPAINT = "a yellow star on a blue background -I hole.png -s 20 -S 5 -f 1"
 HIRES = "a yellow star on a green background -W 192 -H 128 -s 20 -S 2"
 SEAMLESS = "a red circle on a blue background -s 20 -S 1 --seamless"
 LORA = "a black triangle on a yellow background -s 20 -S 2"  # then with <lora:outline:1>
+# then guided by a star's silhouette in the top-left corner, drawn here as a user would draw it
+CONTROL = "a red star on a blue background -s 20 -S 4"
 
 
 def invoke(outdir: Path, lines: list[str], model: str | None) -> None:
@@ -64,6 +66,12 @@ def main() -> None:
         invoke(out, [HIRES, f"{HIRES} --hires_fix", SEAMLESS], args.model)
         prompt, switches = LORA.split(" -", 1)
         invoke(out, [LORA, f"{prompt} <lora:outline:1> -{switches}"], args.model)
+        from invoke import world
+
+        corner = world.render(world.Labels("white", "black", "star"), (18, 18), 12)
+        corner.save(out / "silhouette.png")
+        guided = f"{CONTROL} --controlnet silhouette --control_image silhouette.png"
+        invoke(out, [CONTROL, guided], args.model)
         tile = Image.open(only(out, "000010")[0])
         tiled = Image.new("RGB", (tile.width * 2, tile.height * 2))
         for x in (0, tile.width):
@@ -83,6 +91,9 @@ def main() -> None:
         picks["seamless-2x2.png"] = out / "seamless-2x2.png"
         picks["lora-plain.png"] = only(out, "000011")[0]
         picks["lora-outline.png"] = only(out, "000012")[0]
+        picks["controlnet-silhouette.png"] = out / "silhouette.png"
+        picks["controlnet-plain.png"] = only(out, "000013")[0]
+        picks["controlnet-guided.png"] = only(out, "000014")[0]
         args.docs.mkdir(exist_ok=True)
         for name, src in picks.items():
             shutil.copyfile(src, args.docs / name)

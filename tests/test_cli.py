@@ -560,6 +560,35 @@ def test_embedding_files_that_cannot_be_used_fail_their_line_only(
     assert code == 0, err
 
 
+def test_the_default_model_ships_a_controlnet_that_puts_the_shape_where_its_silhouette_is(
+    isolated: Path,
+) -> None:
+    """--controlnet silhouette on the default model (its folder's controlnets/silhouette, made
+    by scripts/train_example_controlnet.py): a star's silhouette in the top-left corner, and the
+    red star is drawn there, where without it the model draws it near the middle."""
+    import numpy as np
+
+    from invoke import world
+
+    silhouette = world.render(world.Labels("white", "black", "star"), (18, 18), 12)
+    silhouette.save(isolated / "corner.png")
+    prompt = "a red star on a blue background"
+    guided = f"{prompt} --controlnet silhouette --control_image corner.png"
+    (plain, placed), err = seed_7_batch(("--outdir", "o"), prompt, guided)
+    assert ">> ControlNet silhouette loaded" in err
+
+    def red_centre(path: Path) -> tuple[float, float]:
+        rgb = np.asarray(Image.open(path).convert("RGB"), dtype=int)
+        ys, xs = np.nonzero((rgb[..., 0] > 150) & (rgb[..., 2] < 120))
+        assert len(xs) > 100  # a red shape
+        return float(xs.mean()), float(ys.mean())
+
+    x, y = red_centre(placed)
+    assert abs(x - 18) <= 4 and abs(y - 18) <= 4
+    x, y = red_centre(plain)
+    assert 24 <= x <= 40 and 24 <= y <= 40
+
+
 def test_the_default_model_ships_a_lora_that_draws_outlines(isolated: Path) -> None:
     """<lora:outline:1> on the default model (its folder's loras/outline.safetensors, made by
     scripts/train_example_lora.py): the shape's middle turns to background, a ring stays."""

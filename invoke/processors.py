@@ -1,5 +1,8 @@
 """Control image processors: turn a picture into what a ControlNet reads (numpy and PIL only).
 
+`invert` turns a sketch drawn dark on light (pencil on paper) into the light-on-dark lines that
+scribble and lineart ControlNets were trained on.
+
 `canny` is the edge map canny ControlNets were trained on (white edges on black), computed as
 OpenCV's cv2.Canny computes it with AUTOMATIC1111's default thresholds (100, 200): Sobel
 gradients of the grey picture (after a light blur), thinned to one pixel by non-maximum
@@ -9,7 +12,7 @@ suppression along the gradient, then kept where strong or connected to strong.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, ImageOps
 
 from invoke.request import CONTROL_PROCESSORS
 
@@ -20,6 +23,8 @@ def process(image: Image.Image, processor: str) -> Image.Image:
     """`image` (RGB) turned into the control image `processor` names, the same size."""
     if processor == "canny":
         return canny(image)
+    if processor == "invert":
+        return ImageOps.invert(image.convert("RGB"))
     raise ValueError(f"{processor!r} is not one of {CONTROL_PROCESSORS}")
 
 

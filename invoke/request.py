@@ -35,7 +35,7 @@ SAMPLERS: tuple[str, ...] = (
 
 INTERMEDIATE_KINDS: tuple[str, ...] = ("preview", "decode")
 # What --control_processor can make of a control image first (invoke/processors.py).
-CONTROL_PROCESSORS: tuple[str, ...] = ("canny",)
+CONTROL_PROCESSORS: tuple[str, ...] = ("canny", "invert")
 # The axes --seamless can wrap around, in their canonical order: x (left-right), y (top-bottom).
 SEAMLESS_AXES: tuple[str, ...] = ("x", "y")
 # The sides --outcrop extends, in the order the canonical line names them (InvokeAI's docs wrote
@@ -640,7 +640,8 @@ SWITCHES: tuple[Switch, ...] = (
         canonical="--control_processor",
         help=(
             "turn --control_image into what the ControlNet reads first: canny (the edges of a "
-            "photo or drawing, for a canny ControlNet)"
+            "photo or drawing, for a canny ControlNet) or invert (a dark-on-light sketch as the "
+            "light-on-dark lines scribble and lineart ControlNets read)"
         ),
         metavar="PROCESSOR",
         choices=CONTROL_PROCESSORS,

@@ -477,7 +477,7 @@ def test_controlnet_mistakes_are_one_line_each_and_the_batch_goes_on(
         "--controlnet edges": "--controlnet: needs --control_image FILE",
         "--control_weight 0.5": "--control_weight: only means something with --controlnet",
         "--controlnet edges --control_image ring.png --control_processor depth": (
-            "--control_processor: depth is not one of canny"
+            "--control_processor: depth is not one of canny, invert"
         ),
         "--controlnet edges --control_image nowhere.png": "nowhere.png: no such image",
         "--controlnet edges --control_image ring.png --control_start 0.6 --control_end 0.4": (

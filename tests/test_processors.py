@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from invoke.processors import canny
+from invoke.processors import canny, process
 
 
 def test_canny_outlines_a_shape_with_one_closed_thin_line() -> None:
@@ -28,3 +28,11 @@ def test_canny_finds_no_edges_in_a_smooth_ramp_or_a_flat_picture() -> None:
     ramp = np.tile(np.linspace(0, 255, 64, dtype=np.float32), (64, 1)).astype(np.uint8)
     for picture in (Image.fromarray(ramp).convert("RGB"), Image.new("RGB", (64, 64), "gray")):
         assert not np.asarray(canny(picture)).any()
+
+
+def test_invert_turns_a_pencil_sketch_into_light_lines_on_dark() -> None:
+    sketch = Image.new("RGB", (32, 32), (250, 248, 240))
+    ImageDraw.Draw(sketch).line([(4, 4), (28, 28)], fill=(20, 20, 20), width=2)
+    lines = np.asarray(process(sketch, "invert"))
+    assert lines[0, 0].tolist() == [5, 7, 15]  # the paper goes dark
+    assert lines[16, 16].tolist() == [235, 235, 235]  # the pencil line goes light

@@ -16,6 +16,7 @@ from invoke.errors import InitImageError
 from invoke.images import (
     MAX_PIXELS,
     init_image_size,
+    load_control_image,
     load_init_image,
     load_mask,
     resolve_image_path,
@@ -489,3 +490,27 @@ def test_init_image_size_is_the_loaded_size_without_decoding_twice_wrong(tmp_pat
     assert init_image_size(save(tmp_path, gradient(61, 35), "odd.png"), 8) == (56, 32)
     with pytest.raises(InitImageError, match="no such file"):
         init_image_size(tmp_path / "nowhere.png")
+
+
+def test_control_image_of_another_shape_keeps_its_middle_unstretched(tmp_path: Path) -> None:
+    source = gradient(96, 64)
+    source.save(tmp_path / "wide.png")
+    image, notes = load_control_image(tmp_path / "wide.png", (64, 64))
+    assert image.size == (64, 64)
+    assert np.array_equal(np.asarray(image), np.asarray(source)[:, 16:80])  # no resampling
+    assert notes == [
+        "96×64 is another shape than the picture's 64×64: scaled to 96×64 and its middle kept "
+        "(give -W/-H of its shape to keep it all)"
+    ]
+    half, notes = load_control_image(tmp_path / "wide.png", (48, 32))
+    assert half.size == (48, 32) and notes == ["96×64 scaled to the picture's 48×32"]
+
+
+def test_sixteen_bit_depth_map_is_read_with_its_whole_range(tmp_path: Path) -> None:
+    """Depth estimators often save 16-bit grey PNGs: near and far must stay apart."""
+    depth = (np.arange(64, dtype=np.uint32)[None, :].repeat(64, 0) * 1040).astype(np.uint16)
+    Image.fromarray(depth).save(tmp_path / "depth.png")
+    image, _ = load_control_image(tmp_path / "depth.png", (64, 64))
+    row = np.asarray(image)[0, :, 0].astype(int)
+    assert image.mode == "RGB" and row[0] == 0 and row[-1] >= 250
+    assert (np.diff(row) >= 0).all()

@@ -137,7 +137,7 @@ class Settings:
     allow_downloads: bool = False  # repo_id models: fetch from the hub when not cached
     lora_dir: Path | None = None  # where withLora(name) looks; None = LORAS.folder()'s default
     embedding_dir: Path | None = None  # where <name> looks; None = EMBEDDINGS.folder()'s default
-    controlnet_dir: Path | None = None  # where --controlnet NAME looks; None = CONTROLNETS'
+    controlnet_dir: Path | None = None  # where --controlnet looks; None = CONTROLNETS.folder()'s
 
 
 def user_config_path() -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from invoke.processors import canny, process
@@ -36,3 +38,18 @@ def test_invert_turns_a_pencil_sketch_into_light_lines_on_dark() -> None:
     lines = np.asarray(process(sketch, "invert"))
     assert lines[0, 0].tolist() == [5, 7, 15]  # the paper goes dark
     assert lines[16, 16].tolist() == [235, 235, 235]  # the pencil line goes light
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 40),
+    st.integers(1, 40),
+    st.integers(0, 2**32 - 1),
+)
+def test_canny_takes_any_picture_and_gives_a_black_and_white_one_of_its_size(
+    width: int, height: int, seed: int
+) -> None:
+    noise = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    edges = np.asarray(canny(Image.fromarray(noise)))
+    assert edges.shape == (height, width, 3)
+    assert set(np.unique(edges)) <= {0, 255}

@@ -108,8 +108,8 @@ def _folder_option(*names: str, help: str) -> Any:
 )
 @_folder_option(
     "--controlnet_dir",
-    help="Where --controlnet NAME finds the ControlNet folder NAME (diffusers format) "
-    "[controlnets/ beside your models.yaml copy].",
+    help="Where --controlnet NAME finds the ControlNet NAME (a diffusers folder or "
+    "NAME.safetensors) [controlnets/ beside your models.yaml copy].",
 )
 @click.option(
     "--precision",

@@ -111,6 +111,12 @@ def _folder_option(*names: str, help: str) -> Any:
     help="Where --controlnet NAME finds the ControlNet NAME (a diffusers folder or "
     "NAME.safetensors) [controlnets/ beside your models.yaml copy].",
 )
+@_folder_option(
+    "--upscaler_dir",
+    help="Where -U and --upscaler NAME find upscalers (diffusers folders, such as "
+    "sd-x2-latent-upscaler and stable-diffusion-x4-upscaler) [upscalers/ beside your "
+    "models.yaml copy; else the Hugging Face cache].",
+)
 @click.option(
     "--precision",
     type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
@@ -172,8 +178,8 @@ def _folder_option(*names: str, help: str) -> Any:
     "--allow-downloads",
     "allow_downloads",
     is_flag=True,
-    help="Let repo_id models of models.yaml download from the Hugging Face hub "
-    "[off: only the local cache is used].",
+    help="Let hub ids (repo_id models of models.yaml, --controlnet and -U's upscalers) "
+    "download from the Hugging Face hub [off: only the local cache is used].",
 )
 @click.option(
     "--max_loaded_models",
@@ -204,6 +210,7 @@ def cli(
     lora_dir: Path | None,
     embedding_dir: Path | None,
     controlnet_dir: Path | None,
+    upscaler_dir: Path | None,
     **defaults: object,
 ) -> None:
     from invoke.parse import join_args, parse_request
@@ -234,6 +241,7 @@ def cli(
         lora_dir=lora_dir,
         embedding_dir=embedding_dir,
         controlnet_dir=controlnet_dir,
+        upscaler_dir=upscaler_dir,
     )
     from invoke.session import Session
     from invoke.shell import batch

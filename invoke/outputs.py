@@ -42,7 +42,7 @@ from invoke.request import (
     Request,
     Variation,
 )
-from invoke.settings import OUTCROP_STRENGTH
+from invoke.settings import OUTCROP_STRENGTH, UPSCALER_REPOS
 
 try:  # POSIX; Windows falls back to msvcrt below
     import fcntl
@@ -254,16 +254,31 @@ def _or(value: float | None, default: float) -> float:
 def _postprocessing(request: Request) -> list[dict[str, Any]] | None:
     """InvokeAI 2.x recorded a `!fix` in `postprocessing` as {tool, dream_command}; an outcrop
     is recorded the same way, with its sides and pixels (as InvokeAI's -c took them) so that
-    sd-metadata alone can bring the extension back."""
-    if not request.outcrop or request.init_img is None:
-        return None
-    return [
-        {
-            "tool": "outcrop",
-            "outcrop": [str(word) for pair in request.outcrop for word in pair],
-            "dream_command": request.to_fix_command(),
-        }
-    ]
+    sd-metadata alone can bring the extension back. -U comes last, as InvokeAI's {type: esrgan,
+    scale, strength} did, with the upscaler that made it."""
+    steps: list[dict[str, Any]] = []
+    if request.outcrop and request.init_img is not None:
+        steps.append(
+            {
+                "tool": "outcrop",
+                "outcrop": [str(word) for pair in request.outcrop for word in pair],
+                "dream_command": request.to_fix_command(),
+            }
+        )
+    if request.upscale:
+        factor, strength = request.upscale
+        steps.append(
+            {
+                "type": UPSCALE_TYPE,
+                "scale": factor,
+                "strength": strength,
+                "model": request.upscaler or UPSCALER_REPOS[factor],
+            }
+        )
+    return steps or None
+
+
+UPSCALE_TYPE = "sd-upscale"  # ours; InvokeAI's "esrgan" was Real-ESRGAN, which this is not
 
 
 def sd_metadata(
@@ -343,6 +358,11 @@ def a1111_parameters(
             ("Guidance End", _a1111_number(_or(request.control_end, 1.0))),
         ]
         fields.append(("ControlNet 0", ", ".join(f"{k}: {v}" for k, v in unit)))
+    if request.upscale:
+        # the keys AUTOMATIC1111's Extras tab writes for an upscale
+        fields.append(("Postprocess upscale by", str(request.upscale[0])))
+        upscaler = request.upscaler or UPSCALER_REPOS[request.upscale[0]]
+        fields.append(("Postprocess upscaler", upscaler))
     known = lora_hashes or {}
     hashes = [f"{u.name}: {known[u.name]}" for u in uses if known.get(u.name)]
     if hashes:
@@ -1020,8 +1040,6 @@ _FOREIGN_SWITCHES: dict[str, int] = {
     "--embiggen": -1,
     "-embiggen_tiles": -1,
     "--embiggen_tiles": -1,
-    "-U": -1,
-    "--upscale": -1,
     "--upscale_strength": 1,
     "-F": 0,
     "--facetool_strength": 1,
@@ -1197,6 +1215,16 @@ def _command_from_sd_metadata(meta: dict[str, Any]) -> str:
                 value = _number(control[key], float, f"image.controlnet.{key}")
                 if value != default:
                     fields[f"control_{key}"] = value
+    upscale = _last_upscale(image.get("postprocessing"))
+    if upscale is not None:
+        factor = _number(upscale.get("scale"), int, "image.postprocessing scale")
+        strength = _number(upscale.get("strength"), float, "image.postprocessing strength")
+        fields["upscale"] = next(s for s in SWITCHES if s.field == "upscale").read(
+            f"{factor} {strength!r}"
+        )
+        model = upscale.get("model")
+        if isinstance(model, str) and model != UPSCALER_REPOS.get(factor):
+            fields["upscaler"] = _check_text(model, "image.postprocessing model")
     init_img = image.get("init_img")
     if isinstance(init_img, str) and init_img:
         fields["init_img"] = _check_text(init_img, "image.init_img")
@@ -1223,6 +1251,14 @@ def _outcrop_from(entry: dict[str, Any]) -> tuple[tuple[str, int], ...]:
         raise MetadataError("image.postprocessing outcrop is not a list of sides and pixels")
     switch = next(s for s in SWITCHES if s.field == "outcrop")
     return switch.read(_check_text(" ".join(str(w) for w in words), "image.postprocessing"))
+
+
+def _last_upscale(postprocessing: Any) -> dict[str, Any] | None:
+    """Our own -U entry of `postprocessing`, if there is one."""
+    if not isinstance(postprocessing, list):
+        return None
+    found = [e for e in postprocessing if isinstance(e, dict) and e.get("type") == UPSCALE_TYPE]
+    return found[-1] if found else None
 
 
 def _last_outcrop(postprocessing: Any) -> dict[str, Any] | None:

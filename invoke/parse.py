@@ -45,15 +45,16 @@ QUIT_WORDS = ("q", "quit", "exit")
 _BY_NAME: dict[str, Switch] = {name: sw for sw in SWITCHES for name in sw.names}
 _LONG_NAMES = sorted(name for name in _BY_NAME if name.startswith("--"))
 # InvokeAI switches this version does not have, and why: said instead of "unknown switch". The
-# post-processors need models (GFPGAN, CodeFormer, Real-ESRGAN) that are not shipped and cannot
-# be downloaded here. outputs._FOREIGN_SWITCHES drops each of these from an InvokeAI Dream line.
+# face tools and embiggen need models (GFPGAN, CodeFormer, Real-ESRGAN) that are not shipped and
+# cannot be downloaded here. outputs._FOREIGN_SWITCHES drops each of these from an InvokeAI Dream
+# line. (InvokeAI's -U, Real-ESRGAN there, is kept: here it runs Stable Diffusion's upscalers.)
 _NO_FACE_MODELS = (
     "face restoration needs GFPGAN or CodeFormer models, which this program does not ship and "
     "cannot download; !fix FILE --outcrop SIDE PIXELS is the post-processing it does"
 )
 _NO_UPSCALER = (
     "needs the Real-ESRGAN upscaler, which this program does not ship and cannot download; for "
-    "a larger picture use -W/-H --hires_fix, or !fix FILE --outcrop SIDE PIXELS"
+    "a larger picture use -U 2 or -U 4, -W/-H --hires_fix, or !fix FILE --outcrop SIDE PIXELS"
 )
 _NOT_YET: dict[str, str] = {
     "-G": _NO_FACE_MODELS,
@@ -63,9 +64,7 @@ _NOT_YET: dict[str, str] = {
     "--facetool": _NO_FACE_MODELS,
     "-cf": _NO_FACE_MODELS,
     "--codeformer_fidelity": _NO_FACE_MODELS,
-    "-U": "upscaling " + _NO_UPSCALER,
-    "--upscale": "upscaling " + _NO_UPSCALER,
-    "--upscale_strength": "upscaling " + _NO_UPSCALER,
+    "--upscale_strength": "is -U's second number here: -U 2 0.5 (the factor, then the strength)",
     "--embiggen": "embiggen " + _NO_UPSCALER,
     "-embiggen": "embiggen " + _NO_UPSCALER,
     "--embiggen_tiles": "embiggen " + _NO_UPSCALER,

@@ -42,6 +42,10 @@ SEAMLESS_AXES: tuple[str, ...] = ("x", "y")
 # `top 128 right 64 bottom 64`); the order given does not change the picture, so it is normalised.
 OUTCROP_DIRECTIONS: tuple[str, ...] = ("top", "right", "bottom", "left")
 OUTCROP_MAX = 4096  # pixels per side, as -W/-H allow
+# -U FACTOR [STRENGTH]: the factors Stable Diffusion's upscalers make (sd-x2-latent-upscaler and
+# stable-diffusion-x4-upscaler), and InvokeAI's default strength for its -U.
+UPSCALE_FACTORS: tuple[int, ...] = (2, 4)
+UPSCALE_STRENGTH = 0.75
 
 MAX_LINE = 20000  # characters; a line longer than this is almost surely a paste accident
 SEED_MAX = 2**32 - 1
@@ -446,6 +450,55 @@ class OutcropSwitch(Switch):
 
 
 @dataclass(frozen=True, kw_only=True)
+class UpscaleSwitch(Switch):
+    """`-U 2 0.75` (InvokeAI's spelling): the factor, then how much of the upscaler's picture
+    is kept over a plain enlargement (1 = all of it). The strength is filled in when left out,
+    so `-U 2` and `-U 2 0.75` are one request."""
+
+    @property
+    def many(self) -> bool:
+        return True
+
+    @property
+    def expects(self) -> str:
+        factors = " or ".join(map(str, UPSCALE_FACTORS))
+        return f"FACTOR [STRENGTH]: {factors}, then a strength in [0, 1] [0.75], e.g. -U 2 0.75"
+
+    def read(self, text: str) -> Any:
+        words = text.split()
+        if not words or len(words) > 2:
+            raise self.fail(text, f"needs {self.expects}")
+        factors = ", ".join(map(str, UPSCALE_FACTORS))
+        if not _INT.fullmatch(words[0]) or int(words[0]) not in UPSCALE_FACTORS:
+            raise self.fail(words[0], f"is not an upscale factor; use {factors}")
+        strength = UPSCALE_STRENGTH
+        if len(words) == 2:
+            if not _FLOAT.fullmatch(words[1]) or not 0 <= float(words[1]) <= 1:
+                raise self.fail(words[1], "is not a strength in [0, 1]; e.g. -U 2 0.75")
+            strength = float(words[1])
+        value = (int(words[0]), strength)
+        self.check(value)
+        return value
+
+    def check(self, value: Any) -> None:
+        if not (isinstance(value, tuple) and len(value) == 2):
+            raise self.fail(repr(value), f"is not a factor and a strength; use {self.expects}")
+        factor, strength = value
+        if isinstance(factor, bool) or factor not in UPSCALE_FACTORS:
+            raise self.fail(repr(factor), f"is not an upscale factor; use {self.expects}")
+        if (
+            isinstance(strength, bool)
+            or not isinstance(strength, (int, float))
+            or not math.isfinite(strength)
+            or not 0 <= strength <= 1
+        ):
+            raise self.fail(repr(strength), "is not a strength in [0, 1]; e.g. -U 2 0.75")
+
+    def show(self, value: Any) -> str:
+        return f"{value[0]} {float(value[1])!r}"
+
+
+@dataclass(frozen=True, kw_only=True)
 class FnformatSwitch(Switch):
     @property
     def expects(self) -> str:
@@ -702,6 +755,28 @@ SWITCHES: tuple[Switch, ...] = (
         help="with --seamless: the axes that wrap around, x, y or x,y [x,y]",
         metavar="AXES",
     ),
+    UpscaleSwitch(
+        field="upscale",
+        names=("-U", "--upscale"),
+        canonical="-U",
+        help=(
+            "enlarge the picture 2x or 4x with Stable Diffusion's upscaler models, redrawn at "
+            "the prompt; STRENGTH blends it over a plain enlargement (1 = the upscaler's alone)"
+        ),
+        metavar="FACTOR [STRENGTH]",
+    ),
+    PathSwitch(
+        field="upscaler",
+        names=("--upscaler",),
+        canonical="--upscaler",
+        help=(
+            "with -U: the upscaler to use (a folder name in upscalers/, a folder path or a hub "
+            "id in the local cache) [stabilityai/sd-x2-latent-upscaler for -U 2, "
+            "stabilityai/stable-diffusion-x4-upscaler for -U 4]"
+        ),
+        complete="upscaler",
+        metavar="NAME",
+    ),
     FlagSwitch(
         field="grid",
         names=("-g", "--grid"),
@@ -812,6 +887,8 @@ class Request:
     with_variations: tuple[Variation, ...] = ()
     seamless: bool = False
     seamless_axes: tuple[str, ...] = ()  # ("x",), ("y",) or ("x", "y"); () = both
+    upscale: tuple[()] | tuple[int, float] = ()  # -U: (factor, strength); () = not upscaled
+    upscaler: str | None = None  # an upscaler name, folder or hub id; None = the factor's own
     grid: bool = False
     outdir: str | None = None
     log_tokenization: bool = False
@@ -849,6 +926,19 @@ class Request:
         if self.outcrop:
             self._check_outcrop()
         self._check_control()
+        if self.upscaler is not None and not self.upscale:
+            raise ParseError(
+                "--upscaler", "", "only means something with -U FACTOR, e.g. -U 4 --upscaler NAME"
+            )
+        if self.upscale and self.variation_amount is not None and self.init_img is not None:
+            # -v with -I feeds each output back in: enlarged, the pictures would double each time
+            raise ParseError(
+                "-U/--upscale",
+                "",
+                "cannot be combined with -v and -I: each output is fed back as the next init "
+                "image, and would grow each time; use -n for several versions, or -U afterwards "
+                "on the line you like",
+            )
         length = len(self.to_command())
         if length > MAX_LINE:
             raise ParseError(

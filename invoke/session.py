@@ -49,6 +49,8 @@ from invoke.settings import (
     EMBEDDINGS,
     LORAS,
     SIZE_MULTIPLE,
+    UPSCALER_REPOS,
+    UPSCALERS,
     Library,
     ModelEntry,
     Settings,
@@ -58,6 +60,7 @@ from invoke.settings import (
     find_controlnet,
     find_embedding,
     find_lora,
+    find_upscaler,
     load_model_entries,
     model_source,
     model_status,
@@ -69,6 +72,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from invoke.backend.models import Model
+    from invoke.backend.upscale import Upscaler
 
 # Images per UNet batch for `-n` on CUDA: big enough to pay, small enough to interrupt. Elsewhere
 # batching buys little, and one image at a time keeps every printed command an exact remake (a
@@ -118,6 +122,8 @@ class Session:
         self._files: list[Path] = []  # every image written: -I -1 is the last
         self._commands = 0  # command lines that made images: the N of "[N.M]"
         self._lora_hash_cache: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> hash
+        # The last upscaler -U loaded, with its folder's fingerprint: one changed is loaded again.
+        self._upscaler: tuple[tuple[Any, ...], Upscaler] | None = None
 
     # -- the Runner protocol ------------------------------------------------------------------
 
@@ -133,6 +139,7 @@ class Session:
         self._loras(resolved)  # an unknown LoRA name fails here too
         self._embeddings(resolved)  # and a pickled embedding without --allow-pickle
         self._controlnet(resolved)  # and an unknown ControlNet
+        self._upscaler_folder(resolved)  # and a missing upscaler, or one of another factor
         outdir = self._outdir_for(resolved)
         if resolved.control_image not in (None, "-1"):
             resolve_image_path(resolved.control_image, outdir)
@@ -157,6 +164,11 @@ class Session:
         """The ControlNet folders and the names in them (!controlnets, completion after
         --controlnet)."""
         return self._listing(CONTROLNETS)
+
+    def upscalers(self) -> tuple[list[Path], list[str]]:
+        """The upscaler folders and the names in them (!upscalers, completion after
+        --upscaler)."""
+        return self._listing(UPSCALERS)
 
     def _listing(self, library: Library) -> tuple[list[Path], list[str]]:
         folders = self._folders(library)
@@ -205,17 +217,23 @@ class Session:
         written: list[tuple[Path, str]] = []
         made: list[tuple[Image.Image, Request]] = []
         prefix = ""
+        upscaler = None
         try:
             for pass_ in self._passes(resolved, outdir, written):
                 if not prefix:
                     # Only once the first job is ready (init image read, model loaded, its
-                    # LoRAs merged), so a line that fails early does not use up a prefix.
+                    # LoRAs merged, the upscaler loaded), so a line that fails early does not
+                    # use up a prefix.
                     for note in self.model.prepare(pass_.job):
                         self._note(note)
+                    if resolved.upscale:
+                        upscaler = self._load_upscaler(resolved, pass_.job)
                     prefix = folder.reserve_prefix()
                     self._commands += 1
                 images = self._run(pass_, resolved, folder, prefix)
                 for image, image_request in zip(images, pass_.requests, strict=True):
+                    if upscaler is not None:
+                        image = self._upscale(upscaler, image, image_request, folder, prefix)
                     path = self._save(folder, prefix, image, image_request)
                     written.append((path, image_request.to_command()))
                     made.append((image, image_request))
@@ -658,6 +676,103 @@ class Session:
             end=1.0 if request.control_end is None else request.control_end,
             stamp=(info.st_size, info.st_mtime_ns),
         )
+
+    def _upscaler_folder(self, request: Request) -> Path | None:
+        """The folder of the line's upscaler (-U and --upscaler), checked to be an upscaler of
+        the line's factor; None without -U."""
+        if not request.upscale:
+            return None
+        from invoke.backend.upscale import describe
+
+        factor = request.upscale[0]
+        folder = find_upscaler(
+            request.upscaler, factor, self._folders(UPSCALERS), self.settings.allow_downloads
+        )
+        _, made, _ = describe(folder)
+        if made != factor:
+            raise InvokeError(
+                f"--upscaler: {request.upscaler} enlarges {made}x, not {factor}x; use -U {made}, "
+                f"or an upscaler that makes {factor}x"
+            )
+        return folder
+
+    def _load_upscaler(self, request: Request, job: Job) -> Upscaler:
+        """The line's upscaler, loaded on the model's device (kept for the next line), and
+        refused now if the pictures' size does not suit it, before anything is drawn."""
+        from invoke.backend.upscale import Upscaler
+
+        folder = self._upscaler_folder(request)
+        assert folder is not None
+        key = (folder.resolve(), _fingerprint(folder))
+        if self._upscaler is None or self._upscaler[0] != key:
+            self._upscaler = None  # the old one's memory goes before the new one loads
+            gc.collect()
+            model = self.model
+            started = time.monotonic()
+            name = request.upscaler or UPSCALER_REPOS[request.upscale[0]]
+            upscaler = Upscaler(
+                folder, model.device, model.dtype, name=name, offload=self.settings.offload
+            )
+            self._upscaler = (key, upscaler)
+            self._note(
+                f"upscaler {name} loaded ({upscaler.factor}x, "
+                f"{upscaler.steps} steps a picture) in {time.monotonic() - started:.1f}s"
+            )
+        upscaler = self._upscaler[1]
+        upscaler.check_size(job.width, job.height)
+        return upscaler
+
+    def _upscale(
+        self,
+        upscaler: Upscaler,
+        image: Image.Image,
+        request: Request,
+        folder: outputs.OutputFolder,
+        prefix: str,
+    ) -> Image.Image:
+        """The picture made larger by -U. If it fails (out of memory) or a second Ctrl-C stops
+        it, the picture as drawn is kept, saved under the command that makes it without -U."""
+        from invoke.parse import split_prompt
+        from invoke.prompt_syntax import parse_weighting, plain_text
+
+        assert request.upscale and request.seed is not None
+        factor, strength = request.upscale
+        parts = split_prompt(request.prompt, request.skip_normalize)
+        prompt = ", ".join(plain_text(parse_weighting(text)) for text, _ in parts.positive)
+        negative = plain_text(parse_weighting(parts.negative))
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=upscaler.steps,
+                desc=f"upscale {factor}x",
+                unit="step",
+                file=self.err,
+                leave=False,
+            )
+
+        def on_step(step: int, total: int) -> None:
+            if bar is not None:
+                bar.update(1)
+
+        try:
+            return upscaler.upscale(
+                image,
+                prompt=prompt,
+                negative=negative,
+                seed=request.seed,
+                strength=strength,
+                on_step=on_step,
+            )
+        except (KeyboardInterrupt, InvokeError):
+            plain = replace(request, upscale=(), upscaler=None)
+            path = self._save(folder, prefix, image, plain)
+            self._note(f"not upscaled; the picture as drawn is {path}: {plain.to_command()}")
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
 
     def _embeddings(self, request: Request) -> tuple[EmbeddingFile, ...]:
         """The embedding files the prompt's `<name>` words stand for; a `<name>` with no file

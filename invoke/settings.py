@@ -138,6 +138,7 @@ class Settings:
     lora_dir: Path | None = None  # where withLora(name) looks; None = LORAS.folder()'s default
     embedding_dir: Path | None = None  # where <name> looks; None = EMBEDDINGS.folder()'s default
     controlnet_dir: Path | None = None  # where --controlnet looks; None = CONTROLNETS.folder()'s
+    upscaler_dir: Path | None = None  # where -U finds upscalers; None = UPSCALERS.folder()'s
 
 
 def user_config_path() -> Path:
@@ -313,6 +314,61 @@ def _controlnet_weights(name: str, folder: Path) -> Path:
         f"--controlnet: {name}{where} has {have}; it needs diffusion_pytorch_model.safetensors "
         "(the hub's ControlNet repos have it)"
     )
+
+
+# An upscaler is a diffusers pipeline folder NAME (model_index.json beside its parts' folders), as
+# `hf download stabilityai/sd-x2-latent-upscaler --local-dir upscalers/sd-x2-latent-upscaler`
+# saves one. The suffix holds the slash so that only a folder's own model_index.json names it,
+# never the config.json files of its parts.
+UPSCALERS = Library(
+    "upscaler",
+    "upscaler_dir",
+    "upscalers",
+    ("/model_index.json",),
+    "model_index",
+    "name one by its path",
+    "upscaler folders (diffusers format)",
+)
+# The hub's Stable Diffusion upscalers, by -U factor: what -U uses unless --upscaler names another.
+UPSCALER_REPOS = {
+    2: "stabilityai/sd-x2-latent-upscaler",
+    4: "stabilityai/stable-diffusion-x4-upscaler",
+}
+
+
+def find_upscaler(
+    name: str | None, factor: int, folders: Sequence[Path], allow_downloads: bool = False
+) -> Path:
+    """-U FACTOR [--upscaler NAME] -> the upscaler's diffusers folder.
+
+    NAME is a folder name in the first of `folders` that has it (subfolders included), a path (has
+    a /) or a hub id in the local Hugging Face cache. Without NAME, the factor's hub upscaler: a
+    folder named as its repo (sd-x2-latent-upscaler) in `folders`, else the hub cache's copy."""
+    what = "--upscaler" if name is not None else f"-U {factor}"
+    if name is None:
+        repo = UPSCALER_REPOS[factor]
+        for folder in folders:
+            found = UPSCALERS.files(repo.rsplit("/", 1)[1], folder)
+            if found:
+                return found[0].parent
+        return hub_snapshot(repo, what, REPO_FILES, allow_downloads)
+    if "/" in name or os.sep in name:
+        path = Path(name).expanduser()
+        if path.is_dir():
+            return path
+        if path.exists():
+            raise InvokeError(f"{what}: {name} is a file; an upscaler is a diffusers folder")
+        if _HUB_ID.fullmatch(name):
+            return hub_snapshot(name, what, REPO_FILES, allow_downloads)
+        raise InvokeError(f"{what}: {name}: no such folder; give an upscaler's folder or a name")
+    for folder in folders:
+        found = UPSCALERS.files(name, folder)
+        if found:
+            return found[0].parent
+    raise UPSCALERS.not_found(
+        f"{what}: {name}", name, folders, "put upscaler folders there, launch with "
+        "--upscaler_dir DIR, or give a path or a hub id",
+    )  # fmt: skip
 
 
 def find_lora(name: str, folders: Sequence[Path]) -> Path:

@@ -35,3 +35,27 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_upscalers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An upscalers folder with a tiny random 2x latent upscaler and 4x upscaler, named as the
+    hub repos -U 2 and -U 4 use (sd-x2-latent-upscaler, stable-diffusion-x4-upscaler)."""
+    import torch
+
+    from invoke.backend.testmodel import build_test_upscaler
+
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("upscalers")
+    build_test_upscaler(folder / "sd-x2-latent-upscaler", 2)
+    build_test_upscaler(folder / "stable-diffusion-x4-upscaler", 4)
+    return folder
+
+
+@pytest.fixture
+def quick_x4(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 4x upscaler at 3 steps instead of 75: the tiny one takes seconds a picture at 75."""
+    from invoke.backend import upscale
+
+    settings = {**upscale.SETTINGS[upscale.PIXEL_X4], "num_inference_steps": 3}
+    monkeypatch.setitem(upscale.SETTINGS, upscale.PIXEL_X4, settings)

@@ -115,8 +115,8 @@ def test_a_foreign_picture_without_metadata_needs_a_prompt_and_says_how(runner, 
         (
             "!fix 000001.42.png",
             "!fix: say how to extend 000001.42.png, e.g. !fix 000001.42.png --outcrop right 64 "
-            "(sides top, right, bottom, left); upscaling and face restoration need models this "
-            "program does not ship",
+            "(sides top, right, bottom, left); face restoration needs models this program does "
+            "not ship",
         ),
         ("!fix", "!fix: needs a file, e.g. !fix 000001.42.png --outcrop right 64"),
         (
@@ -147,15 +147,15 @@ def test_a_foreign_picture_without_metadata_needs_a_prompt_and_says_how(runner, 
         # InvokeAI's other !fix tools: why not, and what works instead
         (
             "!fix 000001.42.png -U 2 0.75",
-            "-U: upscaling needs the Real-ESRGAN upscaler, which this program does not ship "
-            "and cannot download; for a larger picture use -W/-H --hires_fix, or !fix FILE "
-            "--outcrop SIDE PIXELS",
+            "!fix: -U on its own is not built here: -U enlarges a picture as its line draws it; "
+            "!fetch 000001.42.png, add -U 2 to that line and run it (with --outcrop, !fix FILE "
+            "--outcrop SIDE PIXELS -U 2 grows it, then enlarges it)",
         ),
         (
             "!fix 000001.42.png --embiggen 1.5",
             "--embiggen: embiggen needs the Real-ESRGAN upscaler, which this program does not "
-            "ship and cannot download; for a larger picture use -W/-H --hires_fix, or !fix "
-            "FILE --outcrop SIDE PIXELS",
+            "ship and cannot download; for a larger picture use -U 2 or -U 4, -W/-H "
+            "--hires_fix, or !fix FILE --outcrop SIDE PIXELS",
         ),
         (
             "!fix 000001.42.png -G 0.8",

@@ -403,8 +403,8 @@ CATALOGUE: tuple[Case, ...] = (
         "fix",
         f"!fix {D}/good.png",
         f"!fix: say how to extend {D}/good.png, e.g. !fix {D}/good.png --outcrop right 64 "
-        "(sides top, right, bottom, left); upscaling and face restoration need models this "
-        "program does not ship",
+        "(sides top, right, bottom, left); face restoration needs models this program does not "
+        "ship",
     ),
     Case(
         "a side that is not one",
@@ -420,12 +420,12 @@ CATALOGUE: tuple[Case, ...] = (
         "-c/--outcrop: 'top -8' needs a whole number of pixels in 1..4096",
     ),
     Case(
-        "upscaling (Real-ESRGAN)",
+        "upscaling a file (InvokeAI's Real-ESRGAN -U)",
         "fix",
         f"!fix {D}/good.png -U 2 0.75",
-        "-U: upscaling needs the Real-ESRGAN upscaler, which this program does not ship and "
-        "cannot download; for a larger picture use -W/-H --hires_fix, or !fix FILE --outcrop "
-        "SIDE PIXELS",
+        "!fix: -U on its own is not built here: -U enlarges a picture as its line draws it; "
+        f"!fetch {D}/good.png, add -U 2 to that line and run it (with --outcrop, !fix FILE "
+        "--outcrop SIDE PIXELS -U 2 grows it, then enlarges it)",
     ),
     Case(
         "face restoration (GFPGAN, CodeFormer)",
@@ -439,8 +439,8 @@ CATALOGUE: tuple[Case, ...] = (
         "fix",
         f"!fix {D}/good.png --embiggen 2",
         "--embiggen: embiggen needs the Real-ESRGAN upscaler, which this program does not "
-        "ship and cannot download; for a larger picture use -W/-H --hires_fix, or !fix FILE "
-        "--outcrop SIDE PIXELS",
+        "ship and cannot download; for a larger picture use -U 2 or -U 4, -W/-H --hires_fix, "
+        "or !fix FILE --outcrop SIDE PIXELS",
     ),
     # -- LoRAs named in the prompt --------------------------------------------------------------
     Case(
@@ -567,6 +567,55 @@ CATALOGUE: tuple[Case, ...] = (
         "--control_end 0.5 -s 1",
         "--control_start: 0.5 must be less than --control_end 0.5: the ControlNet would act on "
         "no step",
+    ),
+    # -- upscalers (-U) ---------------------------------------------------------------------------
+    Case(
+        "upscale factor that is not one",
+        "upscale",
+        "a cat -U 3 -s 1",
+        "-U/--upscale: 3 is not an upscale factor; use 2, 4",
+    ),
+    Case(
+        "hub upscaler not downloaded",
+        "upscale",
+        "a cat -U 4 -s 1",
+        "-U 4: stabilityai/stable-diffusion-x4-upscaler is not in the local Hugging Face cache "
+        "(…); download it once with `hf download stabilityai/stable-diffusion-x4-upscaler` or "
+        "launch with --allow-downloads",
+    ),
+    Case(
+        "upscaler not in the folder",
+        "upscale",
+        "a cat -U 2 --upscaler x2 -s 1",
+        "--upscaler: x2: not found: …/upscalers does not exist; put upscaler folders there, "
+        "launch with --upscaler_dir DIR, or give a path or a hub id",
+    ),
+    Case(
+        "upscaler of the other factor",
+        "upscale",
+        f"a cat -U 4 --upscaler {D}/x2-upscaler -s 1",
+        "--upscaler: …/x2-upscaler enlarges 2x, not 4x; use -U 2, or an upscaler that makes 4x",
+    ),
+    Case(
+        "a model folder as the upscaler",
+        "upscale",
+        f"a cat -U 2 --upscaler {D}/sd-pipeline -s 1",
+        "upscaler …/sd-pipeline: is a StableDiffusionPipeline, not an upscaler (a "
+        "StableDiffusionLatentUpscalePipeline or StableDiffusionUpscalePipeline folder, as "
+        "stabilityai/sd-x2-latent-upscaler and stabilityai/stable-diffusion-x4-upscaler)",
+    ),
+    Case(
+        "a folder that is no pipeline",
+        "upscale",
+        f"a cat -U 2 --upscaler {D}/unet-folder -s 1",
+        "upscaler …/unet-folder: has no model_index.json; give a diffusers folder (hf download "
+        "stabilityai/sd-x2-latent-upscaler saves one)",
+    ),
+    Case(
+        "--upscaler without -U",
+        "upscale",
+        "a cat --upscaler x2 -s 1",
+        "--upscaler: only means something with -U FACTOR, e.g. -U 4 --upscaler NAME",
     ),
 )
 
@@ -719,6 +768,16 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (d / name).mkdir()
         (d / name / "config.json").write_text(json.dumps(config))
         (d / name / (weights or "diffusion_pytorch_model.safetensors")).write_bytes(content)
+    # Upscaler folders: their config files are all that is read before each is refused.
+    for name, kind in (
+        ("x2-upscaler", "StableDiffusionLatentUpscalePipeline"),
+        ("sd-pipeline", "StableDiffusionPipeline"),
+    ):
+        for part, config in (("unet", {"down_block_types": ["KDownBlock2D"] * 4}),
+                             ("vae", {"block_out_channels": [128] * 4})):  # fmt: skip
+            (d / name / part).mkdir(parents=True)
+            (d / name / part / "config.json").write_text(json.dumps(config))
+        (d / name / "model_index.json").write_text(json.dumps({"_class_name": kind}))
     return d
 
 
@@ -877,7 +936,7 @@ def test_the_shell_survives_the_catalogue(
         for c in CATALOGUE
         if c.group != "parser" and c.outcome == "error" and not c.xfail and typed_through(c)
     ]
-    assert {c.group for c in cases} == {"image", "fetch", "fix", "lora", "controlnet"}
+    assert {c.group for c in cases} == {"image", "fetch", "fix", "lora", "controlnet", "upscale"}
     keys = "".join(_fill(c.line, d=files) + "\r" for c in cases) + GOOD_LINE + "\r\x04"
     outdir = tmp_path / "out"
     session = Session(Settings(outdir=outdir, model=str(tiny_model_dir)), out=sys.stdout)
@@ -890,7 +949,8 @@ def test_the_shell_survives_the_catalogue(
 
 def test_catalogue_covers_the_issue() -> None:
     assert len(CATALOGUE) + len(MODEL_CASES) >= 40
-    assert {c.group for c in CATALOGUE} == {"parser", "image", "fetch", "fix", "lora", "controlnet"}
+    groups = {"parser", "image", "fetch", "fix", "lora", "controlnet", "upscale"}
+    assert {c.group for c in CATALOGUE} == groups
     assert len({c.id for c in CATALOGUE} | {c.id for c in MODEL_CASES}) == len(CATALOGUE) + len(
         MODEL_CASES
     )
@@ -1146,6 +1206,7 @@ def markdown() -> str:
         "fix": "`!fix`",
         "lora": "LoRAs in the prompt",
         "controlnet": "ControlNets",
+        "upscale": "Upscalers (`-U`)",
     }
     number = 0
     for group, title in titles.items():

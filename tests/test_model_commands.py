@@ -495,6 +495,19 @@ def test_yaml_too_unusual_to_splice_is_written_whole(
             ),
             ["canny", "depth", "openpose"],
         ),
+        (
+            # only a folder's own model_index.json names it, not its parts' config.json files
+            "upscalers",
+            "no upscaler files in {}: put upscaler folders (diffusers format) there, or launch "
+            "with --upscaler_dir DIR",
+            (
+                "sd-x2-latent-upscaler/model_index.json",
+                "sd-x2-latent-upscaler/unet/config.json",
+                "stabilityai/stable-diffusion-x4-upscaler/model_index.json",
+                "stabilityai/stable-diffusion-x4-upscaler/vae/config.json",
+            ),
+            ["sd-x2-latent-upscaler", "stable-diffusion-x4-upscaler"],
+        ),
     ],
 )
 def test_loras_and_embeddings_list_their_default_folder(
@@ -551,6 +564,19 @@ def test_controlnet_names_complete_after_the_switch(tmp_path: Path, user_config:
         Document("a house --controlnet dep"), CompleteEvent(completion_requested=True)
     )
     assert sorted(c.text for c in found) == ["depth", "depth-anything"]
+
+
+def test_upscaler_names_complete_after_the_switch(tmp_path: Path, user_config: Path) -> None:
+    session = new_session(tmp_path / "out")
+    for name in ("x4-photo", "old/x4-anime", "sd-x2-latent-upscaler"):
+        (user_config.parent / "upscalers" / name / "unet").mkdir(parents=True)
+        (user_config.parent / "upscalers" / name / "model_index.json").write_text("{}")
+        (user_config.parent / "upscalers" / name / "unet" / "config.json").write_text("{}")
+    completer = ShellCompleter(session)
+    found = completer.get_completions(
+        Document("a house -U 4 --upscaler x4"), CompleteEvent(completion_requested=True)
+    )
+    assert sorted(c.text for c in found) == ["x4-anime", "x4-photo"]
 
 
 def test_lora_dir_at_launch_replaces_the_default_folder(tmp_path: Path, user_config: Path) -> None:

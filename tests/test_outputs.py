@@ -376,7 +376,10 @@ def test_invokeai_dream_chunk_with_escaped_apostrophe_and_their_switches(tmp_pat
             "sd-metadata": json.dumps({"app_id": "invoke-ai/InvokeAI", "image": {}}),
         },
     )
-    assert read_command(path) == '"a kitten\'s toy" -s 50 -S 1234 -W 512 -H 512 -C 7.5 -A k_lms'
+    assert (
+        read_command(path)
+        == '"a kitten\'s toy" -s 50 -S 1234 -W 512 -H 512 -C 7.5 -A k_lms -U 2 0.75'
+    )
 
 
 def test_invokeai_sd_metadata_with_prompt_list(tmp_path: Path) -> None:
@@ -811,7 +814,9 @@ def test_invokeai_switches_we_refuse_are_dropped_from_foreign_dream_lines_and_ou
     ours = {name for switch in SWITCHES for name in switch.names}
     assert set(_NOT_YET) <= set(outputs._FOREIGN_SWITCHES)
     assert not ours & set(outputs._FOREIGN_SWITCHES)
+    # -U was InvokeAI's Real-ESRGAN; the same words ask our upscalers for the same enlargement.
     line = '"a cat" -s 20 -I x.png -U 2 0.75 -G 0.8 -ft codeformer --outcrop top 64'
     assert (
-        outputs._command_from_dream(line, ours=False) == '"a cat" -s 20 -I x.png --outcrop top 64'
+        outputs._command_from_dream(line, ours=False)
+        == '"a cat" -s 20 -I x.png --outcrop top 64 -U 2 0.75'
     )

@@ -254,14 +254,29 @@ BAD_LINES = [
     (
         "a cat --embiggen 2",
         "--embiggen: embiggen needs the Real-ESRGAN upscaler, which this program does not "
-        "ship and cannot download; for a larger picture use -W/-H --hires_fix, or !fix FILE "
-        "--outcrop SIDE PIXELS",
+        "ship and cannot download; for a larger picture use -U 2 or -U 4, -W/-H --hires_fix, "
+        "or !fix FILE --outcrop SIDE PIXELS",
+    ),
+    ("a cat -U 3", "-U/--upscale: 3 is not an upscale factor; use 2, 4"),
+    ("a cat -U 2 1.5", "-U/--upscale: 1.5 is not a strength in [0, 1]; e.g. -U 2 0.75"),
+    (
+        "a cat -U 2 0.5 0.5",
+        "-U/--upscale: '2 0.5 0.5' needs FACTOR [STRENGTH]: 2 or 4, then a strength in [0, 1] "
+        "[0.75], e.g. -U 2 0.75",
     ),
     (
-        "a cat -U 2 0.75",
-        "-U: upscaling needs the Real-ESRGAN upscaler, which this program does not ship and "
-        "cannot download; for a larger picture use -W/-H --hires_fix, or !fix FILE --outcrop "
-        "SIDE PIXELS",
+        "a cat -I x.png -v 0.2 -n 3 -U 2",
+        "-U/--upscale: cannot be combined with -v and -I: each output is fed back as the next "
+        "init image, and would grow each time; use -n for several versions, or -U afterwards on "
+        "the line you like",
+    ),
+    (
+        "a cat --upscaler x4",
+        "--upscaler: only means something with -U FACTOR, e.g. -U 4 --upscaler NAME",
+    ),
+    (
+        "a cat --upscale_strength 0.5",
+        "--upscale_strength: is -U's second number here: -U 2 0.5 (the factor, then the strength)",
     ),
     (
         "a cat -G 0.8",
@@ -607,6 +622,8 @@ _SAMPLE_VALUES = {
     "control_weight": ["0", "2", "0.5", "2.5"],
     "control_start": ["0", "0.2", "1"],
     "control_end": ["1", "0.8", "0", "1.5"],
+    "upscale": ["2", "4", "2 0.5", "4 1", "4 0", "3", "2 1.5", "2 0.5 0.5", "'2 0.25'", "x"],
+    "upscaler": ["x4", "stabilityai/stable-diffusion-x4-upscaler", "''", "-1"],
 }
 
 

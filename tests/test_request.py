@@ -155,7 +155,7 @@ def test_switch_table_covers_every_field_once() -> None:
     canonical += " --controlnet --control_image --control_processor --control_weight"
     canonical += " --control_start --control_end"
     canonical += " -v -V --seamless"
-    canonical += " --seamless_axes -g -o -t -x"
+    canonical += " --seamless_axes -U --upscaler -g -o -t -x"
     canonical += " --save_intermediates --intermediates --fnformat -z"
     assert [s.canonical for s in SWITCHES] == canonical.split(" ")
     kinds = {s.field: s.complete for s in SWITCHES if s.complete}
@@ -166,6 +166,7 @@ def test_switch_table_covers_every_field_once() -> None:
         "init_mask": "path",
         "outdir": "path",
         "controlnet": "controlnet",
+        "upscaler": "upscaler",
         "control_image": "path",
     }
 

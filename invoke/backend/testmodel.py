@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -177,4 +178,112 @@ def build_test_controlnet(path: str | Path, model_dir: str | Path, seed: int = 0
                     parameter.add_(torch.randn_like(parameter) * 0.3)
     out = Path(path)
     net.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def build_test_upscaler(path: str | Path, factor: int, seed: int = 0) -> Path:
+    """A tiny Stable Diffusion upscaler with random weights, saved as a diffusers folder like the
+    hub's: factor 2 is a latent upscaler (StableDiffusionLatentUpscalePipeline, its UNet made of
+    the K-diffusion blocks of sd-x2-latent-upscaler), factor 4 a pixel-conditioned one
+    (StableDiffusionUpscalePipeline, as stable-diffusion-x4-upscaler). Sides: multiples of 8."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        EulerDiscreteScheduler,
+        StableDiffusionLatentUpscalePipeline,
+        StableDiffusionUpscalePipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    if factor not in (2, 4):
+        raise ValueError(f"factor {factor}: the upscalers are 2x or 4x")
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab_size = build_clip_tokenizer(out / "tokenizer", WORDS)
+    tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
+    vocab = tokenizer.get_vocab()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=vocab_size,
+                hidden_size=TEXT_DIM,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=MAX_LENGTH,
+                hidden_act="gelu",
+                bos_token_id=vocab[BOS],
+                eos_token_id=vocab[EOS],
+                pad_token_id=vocab[EOS],
+            )
+        )
+        # Three blocks: a 4x VAE (the x4 upscaler's is 4x too; the latent upscaler's is SD's 8x).
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(8, 16, 16),
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=8,
+            scaling_factor=0.18215 if factor == 2 else 0.08333,
+        )
+        if factor == 2:
+            unet = UNet2DConditionModel(
+                act_fn="gelu",
+                block_out_channels=(32, 64, 64),
+                layers_per_block=1,
+                # the noise level's 128 features, then the text encoder's pooled output
+                time_cond_proj_dim=128 + TEXT_DIM,
+                sample_size=None,
+                in_channels=8,
+                out_channels=5,
+                attention_head_dim=8,
+                down_block_types=("KDownBlock2D", "KCrossAttnDownBlock2D", "KCrossAttnDownBlock2D"),
+                up_block_types=("KCrossAttnUpBlock2D", "KCrossAttnUpBlock2D", "KUpBlock2D"),
+                conv_in_kernel=1,
+                conv_out_kernel=1,
+                mid_block_type=None,
+                cross_attention_dim=TEXT_DIM,
+                norm_num_groups=None,
+                resnet_time_scale_shift="scale_shift",
+                time_embedding_type="fourier",
+                timestep_post_act="gelu",
+            )
+            pipe: Any = StableDiffusionLatentUpscalePipeline(
+                vae=vae,
+                text_encoder=text_encoder,
+                tokenizer=tokenizer,
+                unet=unet,
+                scheduler=EulerDiscreteScheduler(prediction_type="sample"),
+            )
+        else:
+            unet = UNet2DConditionModel(
+                block_out_channels=(16, 16, 32),
+                layers_per_block=1,
+                in_channels=7,  # the latents and the low-resolution picture
+                out_channels=4,
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                cross_attention_dim=TEXT_DIM,
+                attention_head_dim=8,
+                use_linear_projection=True,
+                only_cross_attention=(True, True, False),
+                num_class_embeds=100,  # the noise level added to the picture (20)
+                norm_num_groups=8,
+            )
+            pipe = StableDiffusionUpscalePipeline(
+                vae=vae,
+                text_encoder=text_encoder,
+                tokenizer=tokenizer,
+                unet=unet,
+                low_res_scheduler=DDPMScheduler(),
+                scheduler=DDIMScheduler(prediction_type="v_prediction"),
+                max_noise_level=350,
+            )
+    pipe.save_pretrained(out, safe_serialization=True)
     return out

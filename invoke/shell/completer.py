@@ -60,6 +60,8 @@ class ShellCompleter(Completer):
             yield from _choices(word, self._seeds(), start=-len(word))
         elif kind == "controlnet":
             yield from _choices(word, self._names("controlnets"), start=-len(word))
+        elif kind == "upscaler":
+            yield from _choices(word, self._names("upscalers"), start=-len(word))
 
     def _seeds(self) -> list[str]:
         """This session's seeds, newest first, from an optional `recent_seeds()` on the runner."""
@@ -70,7 +72,7 @@ class ShellCompleter(Completer):
 
     def _names(self, listing: str) -> list[str]:
         """Names in a folder of files a line can name, from an optional `loras()`,
-        `embeddings()` or `controlnets()` on the runner."""
+        `embeddings()`, `controlnets()` or `upscalers()` on the runner."""
         names_in = getattr(self.runner, listing, None)
         return [] if names_in is None else names_in()[1]
 

@@ -2,9 +2,10 @@
 
 What it does here is outcropping: `!fix FILE --outcrop top 64 right 32` grows FILE's canvas and
 paints the new area at FILE's own prompt, seed, steps, guidance and sampler (read from its
-metadata, as `!fetch` reads them), each overridable on the line. InvokeAI's other `!fix` tools
-(-U Real-ESRGAN upscaling, -G/-ft face restoration, --embiggen) need models this program does not
-ship and cannot download; the parser refuses those switches, saying so.
+metadata, as `!fetch` reads them), each overridable on the line, and -U enlarges the result.
+InvokeAI's other `!fix` tools (-G/-ft face restoration, --embiggen) need models this program does
+not ship and cannot download; the parser refuses those switches, saying so. -U alone (Real-ESRGAN
+on the file, in InvokeAI) is refused too: here -U goes on the line that draws the picture.
 
 `!fix` makes no file itself: it becomes an ordinary line, `"prompt" -s .. -S .. -I FILE -f 0.9
 --outcrop top 64 right 32`, run like any other. That line is what the new image stores and what
@@ -49,11 +50,17 @@ def _fix(ctx: ShellContext, args: str) -> None:
         raise InvokeError(
             "!fix: --hires_fix draws a new picture; to make this one larger use --outcrop"
         )
+    if not line.outcrop and line.upscale:
+        raise InvokeError(
+            f"!fix: -U on its own is not built here: -U enlarges a picture as its line draws it; "
+            f"!fetch {shown}, add -U {line.upscale[0]} to that line and run it (with --outcrop, "
+            "!fix FILE --outcrop SIDE PIXELS -U 2 grows it, then enlarges it)"
+        )
     if not line.outcrop:
         raise InvokeError(
             f"!fix: say how to extend {shown}, e.g. !fix {shown} --outcrop right 64 "
-            "(sides top, right, bottom, left); upscaling and face restoration need models "
-            "this program does not ship"
+            "(sides top, right, bottom, left); face restoration needs models this program "
+            "does not ship"
         )
     path = _existing(ctx, fix.file)
     if not path.exists():

@@ -29,6 +29,7 @@ from invoke.settings import (
     MODEL_NAME,
     MODEL_NAME_RULE,
     SIZE_MULTIPLE,
+    UPSCALERS,
     Library,
     ModelEntry,
     ModelsFileError,
@@ -269,6 +270,7 @@ def _folder_command(listing: str, library: Library, use: str) -> None:
 _folder_command("loras", LORAS, "withLora(NAME, 0.8) or <lora:NAME:0.8>")
 _folder_command("embeddings", EMBEDDINGS, "<NAME>")
 _folder_command("controlnets", CONTROLNETS, "--controlnet NAME --control_image FILE")
+_folder_command("upscalers", UPSCALERS, "-U FACTOR --upscaler NAME")
 
 
 @command(

@@ -1,0 +1,216 @@
+"""-U: Stable Diffusion's upscalers, through diffusers' own pipelines.
+
+The diffusers image-to-image guide chains a picture into `stabilityai/sd-x2-latent-upscaler`
+(StableDiffusionLatentUpscalePipeline: 2x, redrawn in latent space) and
+`stabilityai/stable-diffusion-x4-upscaler` (StableDiffusionUpscalePipeline: 4x, conditioned on the
+low-resolution pixels). Both are models of their own, with their own VAE and text encoder, so
+they take the finished picture (its 8-bit pixels, as the PNG holds them), the prompt as plain
+text and the image's seed, and give the larger picture. diffusers owns their loops.
+
+`strength` is InvokeAI's -U strength: the upscaler's picture blended over a plain Lanczos
+enlargement, 1 = the upscaler's alone, 0 = the enlargement alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from invoke.errors import InvokeError, ModelError
+
+log = logging.getLogger(__name__)
+
+LATENT_X2 = "StableDiffusionLatentUpscalePipeline"
+PIXEL_X4 = "StableDiffusionUpscalePipeline"
+KINDS = (LATENT_X2, PIXEL_X4)
+# The steps and guidance each is run at: the latent upscaler's model card uses 20 steps without
+# guidance; the x4 upscaler, diffusers' defaults (75 steps, guidance 9, noise level 20).
+SETTINGS: dict[str, dict[str, Any]] = {
+    LATENT_X2: {"num_inference_steps": 20, "guidance_scale": 0.0},
+    PIXEL_X4: {"num_inference_steps": 75, "guidance_scale": 9.0, "noise_level": 20},
+}
+
+
+def describe(folder: Path) -> tuple[str, int, int]:
+    """(pipeline class, factor, the multiple a picture's sides must be) of an upscaler folder,
+    from its config files alone (nothing is loaded): a folder that is no upscaler is an
+    InvokeError naming what it is."""
+    index = _json(folder / "model_index.json", folder)
+    kind = index.get("_class_name")
+    if kind not in KINDS:
+        what = f"a {kind}" if isinstance(kind, str) else "no diffusers pipeline"
+        raise InvokeError(
+            f"upscaler {folder}: is {what}, not an upscaler (a {LATENT_X2} or {PIXEL_X4} folder, "
+            "as stabilityai/sd-x2-latent-upscaler and stabilityai/stable-diffusion-x4-upscaler)"
+        )
+    unet = _json(folder / "unet" / "config.json", folder)
+    vae = _json(folder / "vae" / "config.json", folder)
+    cell = 2 ** (len(vae.get("block_out_channels", [0])) - 1)  # pixels per latent cell
+    halvings = 2 ** (len(unet.get("down_block_types", [0])) - 1)  # the UNet's own sides
+    if kind == LATENT_X2:
+        # Encoded to latents (cell), doubled, then the UNet: sides of cell * halvings / 2.
+        return kind, 2, max(cell, cell * halvings // 2)
+    # The x4 UNet runs on latents the size of the picture; its VAE decodes them `cell` times larger.
+    return kind, cell, halvings
+
+
+def _json(path: Path, folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvokeError(
+            f"upscaler {folder}: has no {path.relative_to(folder)}; give a diffusers folder "
+            "(hf download stabilityai/sd-x2-latent-upscaler saves one)"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise InvokeError(f"upscaler {folder}: cannot read {path.name} ({err})") from None
+    if not isinstance(data, dict):
+        raise InvokeError(f"upscaler {folder}: {path.name} is not a JSON object")
+    return data
+
+
+class Upscaler:
+    """A loaded upscaler pipeline, on the device and in the dtype of the model it follows."""
+
+    def __init__(
+        self,
+        folder: Path,
+        device: torch.device,
+        dtype: torch.dtype,
+        *,
+        name: str = "",
+        offload: bool = False,
+    ) -> None:
+        self.folder = folder
+        self.name = name or folder.name  # as the line named it, for messages
+        self.kind, self.factor, self.multiple = describe(folder)
+        self.device = device
+        self.pipeline = _load(folder, self.kind, device, dtype, offload)
+
+    @property
+    def steps(self) -> int:
+        return SETTINGS[self.kind]["num_inference_steps"]
+
+    def check_size(self, width: int, height: int) -> None:
+        """An InvokeError unless the upscaler takes a picture of this size."""
+        if width % self.multiple or height % self.multiple:
+            raise InvokeError(
+                f"-U {self.factor}: the upscaler {self.name} takes sides that are "
+                f"multiples of {self.multiple}; {width}x{height} is not (give -W/-H that are)"
+            )
+
+    @torch.no_grad()
+    def upscale(
+        self,
+        image: Image.Image,
+        *,
+        prompt: str,
+        negative: str,
+        seed: int,
+        strength: float,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> Image.Image:
+        """`image` `factor` times larger. on_step(step, total) after each step."""
+        width, height = image.size
+        self.check_size(width, height)
+        settings = SETTINGS[self.kind]
+
+        def callback(step: int, _t: Any, _latents: Any) -> None:
+            if on_step is not None:
+                on_step(step + 1, self.steps)
+
+        from invoke.backend.schedulers import numpy_quiet
+        from invoke.backend.speed import free_memory
+
+        generator = torch.Generator("cpu").manual_seed(seed)
+        try:
+            with numpy_quiet():
+                out = self.pipeline(
+                    prompt=prompt,
+                    negative_prompt=negative or None,
+                    image=image.convert("RGB"),
+                    generator=generator,
+                    callback=callback,
+                    **settings,
+                )
+        except (torch.OutOfMemoryError, RuntimeError) as err:
+            if not isinstance(err, torch.OutOfMemoryError) and "out of memory" not in str(err):
+                raise
+            out = None
+        if out is None:  # outside the except clause, so the failed call's tensors are freed
+            free_memory()
+            smaller = "-U 2, " if self.factor > 2 else ""
+            raise InvokeError(
+                f"-U {self.factor}: out of memory upscaling {width}x{height} to "
+                f"{width * self.factor}x{height * self.factor} on {self.device}; try "
+                f"{smaller}a smaller -W/-H, or --offload"
+            )
+        upscaled = out.images[0].convert("RGB")
+        size = (width * self.factor, height * self.factor)
+        if upscaled.size != size:  # never seen; a model of another shape would do it
+            raise InvokeError(
+                f"-U {self.factor}: the upscaler {self.name} made {upscaled.size[0]}x"
+                f"{upscaled.size[1]} of {width}x{height}, not {self.factor}x; is it a "
+                f"{self.factor}x upscaler?"
+            )
+        return blend(image, upscaled, strength)
+
+
+def blend(original: Image.Image, upscaled: Image.Image, strength: float) -> Image.Image:
+    """InvokeAI's -U strength: `upscaled` over `original` enlarged by Lanczos to its size."""
+    if strength >= 1:
+        return upscaled
+    plain = original.convert("RGB").resize(upscaled.size, Image.Resampling.LANCZOS)
+    return Image.blend(plain, upscaled, strength)
+
+
+def _load(folder: Path, kind: str, device: torch.device, dtype: torch.dtype, offload: bool) -> Any:
+    import diffusers
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    pipeline_class = getattr(diffusers, kind)
+    options: dict[str, Any] = {
+        "dtype": dtype,
+        "local_files_only": True,
+        "use_safetensors": True,
+        "low_cpu_mem_usage": False,  # without accelerate, the same thing minus a long warning
+    }
+    if (
+        not (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+        and (folder / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    ):
+        options["variant"] = "fp16"  # a hub repo downloaded with only its fp16 weights
+    bars = (
+        diffusers_logging.is_progress_bar_enabled(),
+        transformers_logging.is_progress_bar_enabled(),
+    )
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        pipe = pipeline_class.from_pretrained(folder, **options)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"upscaler {folder}: cannot load it ({first})") from err
+    finally:
+        if bars[0]:
+            diffusers_logging.enable_progress_bar()
+        if bars[1]:
+            transformers_logging.enable_progress_bar()
+    pipe.set_progress_bar_config(disable=True)
+    if offload and device.type != "cpu":
+        try:
+            pipe.enable_model_cpu_offload(device=device)
+        except (ImportError, ValueError, RuntimeError) as err:
+            raise ModelError(
+                f"upscaler {folder}: --offload needs the accelerate package ({err})"
+            ) from err
+    else:
+        pipe.to(device)
+    return pipe

@@ -1,0 +1,151 @@
+"""-U through the `invoke` command: pictures enlarged by an upscaler, their commands and metadata,
+and the mistakes, on the tiny model and tiny upscalers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image, PngImagePlugin
+from test_cli import invoke, pixels, png_text
+
+from invoke.errors import InvokeError
+from invoke.outputs import read_command
+
+
+def batch(args: tuple[str, ...], *lines: str) -> str:
+    code, _, err = invoke(*args, stdin="".join(f"{line}\n" for line in lines))
+    assert code == 0, err
+    return err
+
+
+def test_upscaled_lines_remake_their_pictures_and_record_the_upscale(
+    isolated: Path, tiny_model_dir: Path, tiny_upscalers: Path
+) -> None:
+    """A batch: a plain picture, the same line at -U 2 (twice: the upscaler loads once), and at
+    -U 2 0: InvokeAI's strength 0 is the plain picture enlarged by Lanczos, so the upscale starts
+    from the picture the line draws. The command and sd-metadata remake the picture."""
+    args = ("--model", str(tiny_model_dir), "--upscaler_dir", str(tiny_upscalers), "-o", "o")
+    line = "a red circle -s 4 -S 7"
+    err = batch(args, line, f"{line} -U 2", f"{line} -U 2", f"{line} -U 2 0")
+    plain, upscaled, again, strength_0 = (Path("o") / f"{n:06d}.7.png" for n in range(1, 5))
+    assert err.count(">> upscaler stabilityai/sd-x2-latent-upscaler loaded (2x, 20 steps") == 1
+    with Image.open(plain) as image:
+        assert image.size == (64, 64)
+        enlarged = image.convert("RGB").resize((128, 128), Image.Resampling.LANCZOS)
+    with Image.open(upscaled) as image:
+        assert image.size == (128, 128)
+    assert pixels(upscaled) == pixels(again) != pixels(strength_0)
+    assert pixels(strength_0) == enlarged.tobytes()
+
+    chunks = png_text(upscaled)
+    assert chunks["Dream"] == '"a red circle" -s 4 -S 7 -W 64 -H 64 -C 7.5 -A k_lms -U 2 0.75'
+    assert json.loads(chunks["sd-metadata"])["image"]["postprocessing"] == [
+        {"type": "sd-upscale", "scale": 2, "strength": 0.75,
+         "model": "stabilityai/sd-x2-latent-upscaler"},
+    ]  # fmt: skip
+    assert (
+        "Postprocess upscale by: 2, Postprocess upscaler: stabilityai/sd-x2-latent-upscaler"
+        in chunks["parameters"]
+    )
+    for key in ("Dream", "sd-metadata"):
+        alone = isolated / f"{key}.png"
+        info = PngImagePlugin.PngInfo()
+        info.add_text(key, chunks[key])
+        with Image.open(upscaled) as image:
+            image.save(alone, pnginfo=info)
+        assert read_command(alone) == chunks["Dream"], key
+    code, _, err = invoke(*args, chunks["Dream"])
+    assert code == 0, err
+    assert pixels(Path("o") / "000005.7.png") == pixels(upscaled)
+
+
+def test_each_image_of_a_line_is_upscaled_at_its_own_seed(
+    isolated: Path, tiny_model_dir: Path, tiny_upscalers: Path, quick_x4: None
+) -> None:
+    """-n 2 -U 4 --upscaler NAME: two 4x pictures, each remade alone by its own command, which
+    names the upscaler; sd-metadata names it too."""
+    args = ("--model", str(tiny_model_dir), "--upscaler_dir", str(tiny_upscalers), "-o", "o")
+    batch(args, "a blue square -s 3 -S 5 -n 2 -U 4 1 --upscaler stable-diffusion-x4-upscaler")
+    made = sorted(Path("o").glob("000001.*.png"))
+    assert len(made) == 2
+    commands = [png_text(path)["Dream"] for path in made]
+    for path, command in zip(made, commands, strict=True):
+        with Image.open(path) as image:
+            assert image.size == (256, 256)
+        assert command.endswith("-U 4 1.0 --upscaler stable-diffusion-x4-upscaler")
+        entry = json.loads(png_text(path)["sd-metadata"])["image"]["postprocessing"][0]
+        assert entry["model"] == "stable-diffusion-x4-upscaler"
+    batch(args, *commands)
+    for n, path in enumerate(made, start=2):
+        assert pixels(Path("o") / f"{n:06d}.{path.name.split('.')[1]}.png") == pixels(path)
+
+
+@pytest.mark.parametrize("launch", ["--dry-run", "--model"])
+def test_upscale_mistakes_are_one_line_each_and_use_no_prefix(
+    isolated: Path, tiny_model_dir: Path, tiny_upscalers: Path, launch: str
+) -> None:
+    """Each is refused before anything is drawn (also by --dry-run), and the batch goes on."""
+    empty = isolated / "nothing"
+    empty.mkdir()
+    x2 = tiny_upscalers / "sd-x2-latent-upscaler"
+    said = {
+        "-U 3": "-U/--upscale: 3 is not an upscale factor; use 2, 4",
+        "-U 2 2": "-U/--upscale: 2 is not a strength in [0, 1]; e.g. -U 2 0.75",
+        "--upscaler x": "--upscaler: only means something with -U FACTOR",
+        "-U 2 --upscaler sd-x2-latent-upscaler": (
+            f"--upscaler: sd-x2-latent-upscaler: not found: {empty} has no upscaler files; put "
+            "upscaler folders there, launch with --upscaler_dir DIR, or give a path or a hub id"
+        ),
+        "-U 4": (
+            "-U 4: stabilityai/stable-diffusion-x4-upscaler is not in the local Hugging Face cache"
+        ),
+        f"-U 4 --upscaler {x2}": f"--upscaler: {x2} enlarges 2x, not 4x; use -U 2",
+        f"-U 2 --upscaler {tiny_model_dir}": (
+            f"upscaler {tiny_model_dir}: is a StableDiffusionPipeline, not an upscaler"
+        ),
+    }
+    lines = "".join(f"a cat {switches} -s 2 -S 1\n" for switches in said)
+    lines += f"a cat -s 2 -S 1 -U 2 --upscaler {x2}\n"
+    model = ("--dry-run",) if launch == "--dry-run" else ("--model", str(tiny_model_dir))
+    code, out, err = invoke(*model, "--upscaler_dir", str(empty), stdin=lines)
+    assert code == 1
+    for number, message in enumerate(said.values(), start=1):
+        found = [line for line in (out + err).splitlines() if message in line]
+        assert len(found) == 1 and f"line {number}" in found[0], (message, out + err)
+    made = sorted(p.name for p in (isolated / "outputs" / "img-samples").glob("*.png"))
+    assert made == ([] if launch == "--dry-run" else ["000001.1.png"])
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), InvokeError("-U 2: out of memory")])
+def test_a_picture_whose_upscale_stops_is_kept_as_drawn(
+    isolated: Path,
+    tiny_model_dir: Path,
+    tiny_upscalers: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stop: BaseException,
+) -> None:
+    """A second Ctrl-C or an out-of-memory error while upscaling: the picture was finished
+    before, so it is saved, under the command that draws it (without -U), and the interrupt or
+    the error goes on (to stop the batch, or be said as the line's error)."""
+    from invoke.backend import upscale
+    from invoke.session import Session
+    from invoke.settings import Settings
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise stop
+
+    monkeypatch.setattr(upscale.Upscaler, "upscale", stopped)
+    settings = Settings(
+        outdir=isolated / "o", model=str(tiny_model_dir), upscaler_dir=tiny_upscalers
+    )
+    session = Session(settings, progress=False)
+    from invoke.parse import parse_request
+
+    with pytest.raises(type(stop)):
+        session.generate(parse_request("a red circle -s 3 -S 9 -U 2"))
+    [kept] = list((isolated / "o").glob("*.png"))
+    with Image.open(kept) as image:
+        assert image.size == (64, 64)
+    assert png_text(kept)["Dream"] == '"a red circle" -s 3 -S 9 -W 64 -H 64 -C 7.5 -A k_lms'

@@ -53,3 +53,54 @@ def test_canny_takes_any_picture_and_gives_a_black_and_white_one_of_its_size(
     edges = np.asarray(canny(Image.fromarray(noise)))
     assert edges.shape == (height, width, 3)
     assert set(np.unique(edges)) <= {0, 255}
+
+
+def _cv2_canny(picture: Image.Image) -> np.ndarray:
+    """OpenCV's own edge map, as ControlNet's annotator and AUTOMATIC1111's extension make it:
+    cv2.Canny on the RGB picture at thresholds 100 and 200."""
+    import cv2
+
+    return cv2.Canny(np.asarray(picture.convert("RGB")), 100, 200)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 48),
+    st.integers(1, 48),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["noise", "two-level", "shapes", "waves"]),
+)
+def test_canny_is_opencvs_pixel_for_pixel(width: int, height: int, seed: int, kind: str) -> None:
+    """Noise, hard black-and-white edges (ties between channels and neighbours), filled shapes
+    on a background, and noisy waves (weak edges joined to strong ones)."""
+    rng = np.random.default_rng(seed)
+    if kind == "noise":
+        pixels = rng.integers(0, 256, (height, width, 3))
+    elif kind == "two-level":
+        pixels = rng.integers(0, 2, (height, width, 3)) * 255
+    elif kind == "waves":
+        x = np.arange(width)[None, :, None] / rng.uniform(1, 8)
+        pixels = np.sin(x + np.arange(3)) * 100 + 128 + rng.normal(0, 20, (height, width, 3))
+    else:
+        picture = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 256, 3)))
+        draw = ImageDraw.Draw(picture)
+        for _ in range(3):
+            x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+            size = int(rng.integers(2, 30))
+            fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+            draw.ellipse([x0, y0, x0 + size, y0 + size], fill=fill)
+        pixels = np.asarray(picture)
+    picture = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    assert np.array_equal(np.asarray(canny(picture))[..., 0], _cv2_canny(picture))
+
+
+def test_canny_is_opencvs_on_the_projects_pictures() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    files = sorted((root / "test-pictures").glob("*.png")) + sorted((root / "docs").glob("*.png"))
+    assert files
+    for path in files:
+        with Image.open(path) as picture:
+            picture.load()
+            assert np.array_equal(np.asarray(canny(picture))[..., 0], _cv2_canny(picture)), path

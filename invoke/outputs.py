@@ -1223,7 +1223,7 @@ def _command_from_sd_metadata(meta: dict[str, Any]) -> str:
             f"{factor} {strength!r}"
         )
         model = upscale.get("model")
-        if isinstance(model, str) and model != UPSCALER_REPOS.get(factor):
+        if isinstance(model, str) and model:
             fields["upscaler"] = _check_text(model, "image.postprocessing model")
     init_img = image.get("init_img")
     if isinstance(init_img, str) and init_img:

@@ -49,7 +49,6 @@ from invoke.settings import (
     EMBEDDINGS,
     LORAS,
     SIZE_MULTIPLE,
-    UPSCALER_REPOS,
     UPSCALERS,
     Library,
     ModelEntry,
@@ -57,6 +56,7 @@ from invoke.settings import (
     change_models_file,
     close_embedding,
     config_path,
+    describe_upscaler,
     find_controlnet,
     find_embedding,
     find_lora,
@@ -139,7 +139,7 @@ class Session:
         self._loras(resolved)  # an unknown LoRA name fails here too
         self._embeddings(resolved)  # and a pickled embedding without --allow-pickle
         self._controlnet(resolved)  # and an unknown ControlNet
-        self._upscaler_folder(resolved)  # and a missing upscaler, or one of another factor
+        resolved = self._with_upscaler(resolved)  # and a missing upscaler, or another factor
         outdir = self._outdir_for(resolved)
         if resolved.control_image not in (None, "-1"):
             resolve_image_path(resolved.control_image, outdir)
@@ -201,6 +201,7 @@ class Session:
         if resolved.hires_fix:
             self._note(self._hires_note(resolved))
         self._note_near_misses(resolved)
+        resolved = self._with_upscaler(resolved)
         outdir = self._outdir_for(resolved)
         folder = outputs.OutputFolder(
             outdir,
@@ -677,39 +678,50 @@ class Session:
             stamp=(info.st_size, info.st_mtime_ns),
         )
 
-    def _upscaler_folder(self, request: Request) -> Path | None:
-        """The folder of the line's upscaler (-U and --upscaler), checked to be an upscaler of
-        the line's factor; None without -U."""
+    def _upscaler_folder(self, request: Request) -> tuple[str, Path] | None:
+        """The line's upscaler (-U, and --upscaler or the default for its factor) as the line
+        records it and its folder, checked to be an upscaler of the line's factor; None
+        without -U."""
         if not request.upscale:
             return None
-        from invoke.backend.upscale import describe
-
         factor = request.upscale[0]
-        folder = find_upscaler(
-            request.upscaler, factor, self._folders(UPSCALERS), self.settings.allow_downloads
+        model_folder = self._unloaded_folder()
+        own = None if model_folder is None else model_folder / UPSCALERS.default
+        name, folder = find_upscaler(
+            request.upscaler,
+            factor,
+            self._folders(UPSCALERS),
+            own=own if own is not None and own.is_dir() else None,
+            allow_downloads=self.settings.allow_downloads,
         )
-        _, made, _ = describe(folder)
+        made = describe_upscaler(folder)[1]
         if made != factor:
             raise InvokeError(
-                f"--upscaler: {request.upscaler} enlarges {made}x, not {factor}x; use -U {made}, "
+                f"--upscaler: {name} enlarges {made}x, not {factor}x; use -U {made}, "
                 f"or an upscaler that makes {factor}x"
             )
-        return folder
+        return name, folder
+
+    def _with_upscaler(self, request: Request) -> Request:
+        """-U without --upscaler names the upscaler it resolves to, so the picture's command
+        says which one made it (a later upscalers/ folder or model does not change it)."""
+        found = self._upscaler_folder(request)
+        return request if found is None else replace(request, upscaler=found[0])
 
     def _load_upscaler(self, request: Request, job: Job) -> Upscaler:
         """The line's upscaler, loaded on the model's device (kept for the next line), and
         refused now if the pictures' size does not suit it, before anything is drawn."""
         from invoke.backend.upscale import Upscaler
 
-        folder = self._upscaler_folder(request)
-        assert folder is not None
+        found = self._upscaler_folder(request)
+        assert found is not None
+        name, folder = found
         key = (folder.resolve(), _fingerprint(folder))
         if self._upscaler is None or self._upscaler[0] != key:
             self._upscaler = None  # the old one's memory goes before the new one loads
             gc.collect()
             model = self.model
             started = time.monotonic()
-            name = request.upscaler or UPSCALER_REPOS[request.upscale[0]]
             upscaler = Upscaler(
                 folder, model.device, model.dtype, name=name, offload=self.settings.offload
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import difflib
 import glob
+import json
 import os
 import re
 import secrets
@@ -336,22 +337,40 @@ UPSCALER_REPOS = {
 }
 
 
+LATENT_X2 = "StableDiffusionLatentUpscalePipeline"
+PIXEL_X4 = "StableDiffusionUpscalePipeline"
+
+
 def find_upscaler(
-    name: str | None, factor: int, folders: Sequence[Path], allow_downloads: bool = False
-) -> Path:
-    """-U FACTOR [--upscaler NAME] -> the upscaler's diffusers folder.
+    name: str | None,
+    factor: int,
+    folders: Sequence[Path],
+    own: Path | None = None,
+    allow_downloads: bool = False,
+) -> tuple[str, Path]:
+    """-U FACTOR [--upscaler NAME] -> (the name the line records, the upscaler's folder).
 
     NAME is a folder name in the first of `folders` that has it (subfolders included), a path (has
-    a /) or a hub id in the local Hugging Face cache. Without NAME, the factor's hub upscaler: a
-    folder named as its repo (sd-x2-latent-upscaler) in `folders`, else the hub cache's copy."""
-    what = "--upscaler" if name is not None else f"-U {factor}"
-    if name is None:
-        repo = UPSCALER_REPOS[factor]
-        for folder in folders:
-            found = UPSCALERS.files(repo.rsplit("/", 1)[1], folder)
-            if found:
-                return found[0].parent
-        return hub_snapshot(repo, what, REPO_FILES, allow_downloads)
+    a /) or a hub id in the local Hugging Face cache. Without NAME: the model's `own` upscaler of
+    that factor (made for it: the default model ships one), else the factor's hub upscaler, as a
+    folder named as its repo (sd-x2-latent-upscaler) in `folders` or in the hub cache."""
+    if name is not None:
+        return name, _upscaler_source(name, "--upscaler", folders, allow_downloads)
+    if own is not None:
+        for own_name in UPSCALERS.names(own):
+            folder = UPSCALERS.files(own_name, own)[0].parent
+            if describe_upscaler(folder)[1] == factor:
+                return own_name, folder
+    repo = UPSCALER_REPOS[factor]
+    short = repo.rsplit("/", 1)[1]
+    for folder in folders:
+        found = UPSCALERS.files(short, folder)
+        if found:
+            return short, found[0].parent
+    return repo, hub_snapshot(repo, f"-U {factor}", REPO_FILES, allow_downloads)
+
+
+def _upscaler_source(name: str, what: str, folders: Sequence[Path], allow_downloads: bool) -> Path:
     if "/" in name or os.sep in name:
         path = Path(name).expanduser()
         if path.is_dir():
@@ -369,6 +388,44 @@ def find_upscaler(
         f"{what}: {name}", name, folders, "put upscaler folders there, launch with "
         "--upscaler_dir DIR, or give a path or a hub id",
     )  # fmt: skip
+
+
+def describe_upscaler(folder: Path) -> tuple[str, int, int]:
+    """(pipeline class, factor, the multiple a picture's sides must be) of an upscaler folder,
+    from its config files alone (nothing is loaded): a folder that is no upscaler is an
+    InvokeError naming what it is."""
+    index = _upscaler_json(folder / "model_index.json", folder)
+    kind = index.get("_class_name")
+    if kind not in (LATENT_X2, PIXEL_X4):
+        what = f"a {kind}" if isinstance(kind, str) else "no diffusers pipeline"
+        raise InvokeError(
+            f"upscaler {folder}: is {what}, not an upscaler (a {LATENT_X2} or {PIXEL_X4} folder, "
+            "as stabilityai/sd-x2-latent-upscaler and stabilityai/stable-diffusion-x4-upscaler)"
+        )
+    unet = _upscaler_json(folder / "unet" / "config.json", folder)
+    vae = _upscaler_json(folder / "vae" / "config.json", folder)
+    cell = 2 ** (len(vae.get("block_out_channels", [0])) - 1)  # pixels per latent cell
+    halvings = 2 ** (len(unet.get("down_block_types", [0])) - 1)  # the UNet's own sides
+    if kind == LATENT_X2:
+        # Encoded to latents (cell), doubled, then the UNet: sides of cell * halvings / 2.
+        return kind, 2, max(cell, cell * halvings // 2)
+    # The x4 UNet runs on latents the size of the picture; its VAE decodes them `cell` times larger.
+    return kind, cell, halvings
+
+
+def _upscaler_json(path: Path, folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvokeError(
+            f"upscaler {folder}: has no {path.relative_to(folder)}; give a diffusers folder "
+            "(hf download stabilityai/sd-x2-latent-upscaler saves one)"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise InvokeError(f"upscaler {folder}: cannot read {path.name} ({err})") from None
+    if not isinstance(data, dict):
+        raise InvokeError(f"upscaler {folder}: {path.name} is not a JSON object")
+    return data
 
 
 def find_lora(name: str, folders: Sequence[Path]) -> Path:

@@ -30,7 +30,7 @@ def test_upscaled_lines_remake_their_pictures_and_record_the_upscale(
     line = "a red circle -s 4 -S 7"
     err = batch(args, line, f"{line} -U 2", f"{line} -U 2", f"{line} -U 2 0")
     plain, upscaled, again, strength_0 = (Path("o") / f"{n:06d}.7.png" for n in range(1, 5))
-    assert err.count(">> upscaler stabilityai/sd-x2-latent-upscaler loaded (2x, 20 steps") == 1
+    assert err.count(">> upscaler sd-x2-latent-upscaler loaded (2x, 20 steps") == 1
     with Image.open(plain) as image:
         assert image.size == (64, 64)
         enlarged = image.convert("RGB").resize((128, 128), Image.Resampling.LANCZOS)
@@ -40,13 +40,16 @@ def test_upscaled_lines_remake_their_pictures_and_record_the_upscale(
     assert pixels(strength_0) == enlarged.tobytes()
 
     chunks = png_text(upscaled)
-    assert chunks["Dream"] == '"a red circle" -s 4 -S 7 -W 64 -H 64 -C 7.5 -A k_lms -U 2 0.75'
+    # -U 2 found the hub's 2x upscaler by its name in --upscaler_dir: the command says so.
+    assert chunks["Dream"] == (
+        '"a red circle" -s 4 -S 7 -W 64 -H 64 -C 7.5 -A k_lms -U 2 0.75 '
+        "--upscaler sd-x2-latent-upscaler"
+    )
     assert json.loads(chunks["sd-metadata"])["image"]["postprocessing"] == [
-        {"type": "sd-upscale", "scale": 2, "strength": 0.75,
-         "model": "stabilityai/sd-x2-latent-upscaler"},
-    ]  # fmt: skip
+        {"type": "sd-upscale", "scale": 2, "strength": 0.75, "model": "sd-x2-latent-upscaler"},
+    ]
     assert (
-        "Postprocess upscale by: 2, Postprocess upscaler: stabilityai/sd-x2-latent-upscaler"
+        "Postprocess upscale by: 2, Postprocess upscaler: sd-x2-latent-upscaler"
         in chunks["parameters"]
     )
     for key in ("Dream", "sd-metadata"):
@@ -149,3 +152,28 @@ def test_a_picture_whose_upscale_stops_is_kept_as_drawn(
     with Image.open(kept) as image:
         assert image.size == (64, 64)
     assert png_text(kept)["Dream"] == '"a red circle" -s 3 -S 9 -W 64 -H 64 -C 7.5 -A k_lms'
+
+
+def test_a_models_own_upscaler_comes_first_and_the_command_names_it(
+    isolated: Path, tiny_model_dir: Path, tiny_upscalers: Path
+) -> None:
+    """A model folder's upscalers/ (the default model ships one) holds the upscaler made for it:
+    -U 2 takes it before the hub's, and the command names it; -U 4, which it lacks, still looks
+    for the hub's; --upscaler picks the hub's one by name."""
+    import shutil
+
+    model = isolated / "with-upscaler"
+    shutil.copytree(tiny_model_dir, model)
+    shutil.copytree(tiny_upscalers / "sd-x2-latent-upscaler", model / "upscalers" / "mine-x2")
+    code, out, err = invoke(
+        "--dry-run", "--model", str(model), "--upscaler_dir", str(tiny_upscalers),
+        stdin="a cat -s 2 -S 1 -U 2\na cat -s 2 -S 1 -U 4 0.5\n"
+        "a cat -s 2 -S 1 -U 2 --upscaler sd-x2-latent-upscaler\n",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines() == [
+        '"a cat" -s 2 -S 1 -W 64 -H 64 -C 7.5 -A k_lms -U 2 0.75 --upscaler mine-x2',
+        '"a cat" -s 2 -S 1 -W 64 -H 64 -C 7.5 -A k_lms -U 4 0.5 '
+        "--upscaler stable-diffusion-x4-upscaler",
+        '"a cat" -s 2 -S 1 -W 64 -H 64 -C 7.5 -A k_lms -U 2 0.75 --upscaler sd-x2-latent-upscaler',
+    ]

@@ -13,8 +13,6 @@ enlargement, 1 = the upscaler's alone, 0 = the enlargement alone.
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,56 +21,14 @@ import torch
 from PIL import Image
 
 from invoke.errors import InvokeError, ModelError
+from invoke.settings import LATENT_X2, PIXEL_X4, describe_upscaler
 
-log = logging.getLogger(__name__)
-
-LATENT_X2 = "StableDiffusionLatentUpscalePipeline"
-PIXEL_X4 = "StableDiffusionUpscalePipeline"
-KINDS = (LATENT_X2, PIXEL_X4)
 # The steps and guidance each is run at: the latent upscaler's model card uses 20 steps without
 # guidance; the x4 upscaler, diffusers' defaults (75 steps, guidance 9, noise level 20).
 SETTINGS: dict[str, dict[str, Any]] = {
     LATENT_X2: {"num_inference_steps": 20, "guidance_scale": 0.0},
     PIXEL_X4: {"num_inference_steps": 75, "guidance_scale": 9.0, "noise_level": 20},
 }
-
-
-def describe(folder: Path) -> tuple[str, int, int]:
-    """(pipeline class, factor, the multiple a picture's sides must be) of an upscaler folder,
-    from its config files alone (nothing is loaded): a folder that is no upscaler is an
-    InvokeError naming what it is."""
-    index = _json(folder / "model_index.json", folder)
-    kind = index.get("_class_name")
-    if kind not in KINDS:
-        what = f"a {kind}" if isinstance(kind, str) else "no diffusers pipeline"
-        raise InvokeError(
-            f"upscaler {folder}: is {what}, not an upscaler (a {LATENT_X2} or {PIXEL_X4} folder, "
-            "as stabilityai/sd-x2-latent-upscaler and stabilityai/stable-diffusion-x4-upscaler)"
-        )
-    unet = _json(folder / "unet" / "config.json", folder)
-    vae = _json(folder / "vae" / "config.json", folder)
-    cell = 2 ** (len(vae.get("block_out_channels", [0])) - 1)  # pixels per latent cell
-    halvings = 2 ** (len(unet.get("down_block_types", [0])) - 1)  # the UNet's own sides
-    if kind == LATENT_X2:
-        # Encoded to latents (cell), doubled, then the UNet: sides of cell * halvings / 2.
-        return kind, 2, max(cell, cell * halvings // 2)
-    # The x4 UNet runs on latents the size of the picture; its VAE decodes them `cell` times larger.
-    return kind, cell, halvings
-
-
-def _json(path: Path, folder: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvokeError(
-            f"upscaler {folder}: has no {path.relative_to(folder)}; give a diffusers folder "
-            "(hf download stabilityai/sd-x2-latent-upscaler saves one)"
-        ) from None
-    except (OSError, ValueError) as err:
-        raise InvokeError(f"upscaler {folder}: cannot read {path.name} ({err})") from None
-    if not isinstance(data, dict):
-        raise InvokeError(f"upscaler {folder}: {path.name} is not a JSON object")
-    return data
 
 
 class Upscaler:
@@ -89,7 +45,7 @@ class Upscaler:
     ) -> None:
         self.folder = folder
         self.name = name or folder.name  # as the line named it, for messages
-        self.kind, self.factor, self.multiple = describe(folder)
+        self.kind, self.factor, self.multiple = describe_upscaler(folder)
         self.device = device
         self.pipeline = _load(folder, self.kind, device, dtype, offload)
 

@@ -12,8 +12,9 @@ import torch
 from helpers import smooth_picture
 from PIL import Image
 
-from invoke.backend.upscale import Upscaler, describe
+from invoke.backend.upscale import Upscaler
 from invoke.errors import InvokeError
+from invoke.settings import describe_upscaler as describe
 
 CPU = torch.device("cpu")
 # diffusers' own pipelines (the oracle) set up schedulers without our numpy_quiet.

@@ -58,33 +58,6 @@ def pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
     return np.asarray(big), np.asarray(small), world.caption(labels)
 
 
-def new_unet(text_width: int):
-    """The k-diffusion UNet of sd-x2-latent-upscaler's kind, small: latents and the small
-    latents in (8 channels), the denoised latents and an unused variance channel out (5)."""
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel(
-        act_fn="gelu",
-        block_out_channels=(64, 128, 128),
-        layers_per_block=1,
-        time_cond_proj_dim=128 + text_width,  # the noise level's 128 features, the pooled text
-        sample_size=None,
-        in_channels=8,
-        out_channels=5,
-        attention_head_dim=32,
-        down_block_types=("KDownBlock2D", "KCrossAttnDownBlock2D", "KCrossAttnDownBlock2D"),
-        up_block_types=("KCrossAttnUpBlock2D", "KCrossAttnUpBlock2D", "KUpBlock2D"),
-        conv_in_kernel=1,
-        conv_out_kernel=1,
-        mid_block_type=None,
-        cross_attention_dim=text_width,
-        norm_num_groups=None,
-        resnet_time_scale_shift="scale_shift",
-        time_embedding_type="fourier",
-        timestep_post_act="gelu",
-    )
-
-
 @torch.no_grad()
 def encode(model, big, small, captions):
     """The big pictures' latents (posterior means), the small ones' posterior (mean, std), and
@@ -128,6 +101,8 @@ def main() -> None:
     from diffusers import EulerDiscreteScheduler
     from example_training import frozen_default_model, train_loop
 
+    from invoke.backend.testmodel import latent_upscaler_unet
+
     torch.manual_seed(SEED)
     model = frozen_default_model()
     rng = np.random.default_rng(SEED)
@@ -138,7 +113,7 @@ def main() -> None:
     # The pipeline's noise-level features for its (fixed, zero) augmentation of the small latents.
     level = torch.cat([torch.ones(1, 64), torch.zeros(1, 64)], dim=1)
 
-    unet = new_unet(model.text_encoder.config.hidden_size)
+    unet = latent_upscaler_unet(model.text_encoder.config.hidden_size, (64, 128, 128), 32)
     unet.train()
 
     def loss(index: torch.Tensor) -> torch.Tensor:

@@ -306,6 +306,21 @@ def test_real_process_default_model_draws_what_it_is_asked(isolated: Path) -> No
     assert labels == world.parse_caption("a red circle on a blue background")
 
 
+def each_chunk_alone_reads_back(picture: Path, folder: Path) -> None:
+    """A copy of `picture` with only its Dream chunk, and one with only its sd-metadata: each
+    gives back the picture's own command."""
+    from invoke.outputs import read_command
+
+    chunks = png_text(picture)
+    for key in ("Dream", "sd-metadata"):
+        alone = folder / f"{key}.png"
+        info = PngImagePlugin.PngInfo()
+        info.add_text(key, chunks[key])
+        with Image.open(picture) as image:
+            image.save(alone, pnginfo=info)
+        assert read_command(alone) == chunks["Dream"], key
+
+
 def seed_7_batch(args: tuple[str, ...], *prompts: str) -> tuple[list[Path], str]:
     """The prompts at `-s 4 -S 7` as one stdin batch writing to o/: its pictures, one a line,
     and what it said on stderr."""
@@ -388,7 +403,6 @@ def test_controlnet_lines_remake_their_pictures_and_record_what_guided_them(
     """A batch: plain, guided by a ControlNet, guided again (loaded once); the stored command
     and the sd-metadata of the guided picture, fetched and run again."""
     from invoke.backend.testmodel import build_test_controlnet
-    from invoke.outputs import read_command
 
     build_test_controlnet(isolated / "nets" / "sd15" / "edges", tiny_model_dir)
     ring_picture(isolated / "ring.png")
@@ -424,13 +438,7 @@ def test_controlnet_lines_remake_their_pictures_and_record_what_guided_them(
         'ControlNet 0: "Module: none, Model: edges, Weight: 0.8, Resize Mode: Crop and Resize, '
         'Guidance Start: 0, Guidance End: 0.8"'
     ) in chunks["parameters"]
-    for key in ("Dream", "sd-metadata"):
-        alone = isolated / f"{key}.png"
-        info = PngImagePlugin.PngInfo()
-        info.add_text(key, chunks[key])
-        with Image.open(guided) as image:
-            image.save(alone, pnginfo=info)
-        assert read_command(alone) == chunks["Dream"], key
+    each_chunk_alone_reads_back(guided, isolated)
     code, _, err = invoke(*args, chunks["Dream"])
     assert code == 0, err
     assert pixels(isolated / "o" / "000005.7.png") == pixels(guided)

@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image, PngImagePlugin
-from test_cli import invoke, pixels, png_text
+from PIL import Image
+from test_cli import each_chunk_alone_reads_back, invoke, pixels, png_text
 
 from invoke.errors import InvokeError
-from invoke.outputs import read_command
 
 
 def batch(args: tuple[str, ...], *lines: str) -> str:
@@ -52,13 +51,7 @@ def test_upscaled_lines_remake_their_pictures_and_record_the_upscale(
         "Postprocess upscale by: 2, Postprocess upscaler: sd-x2-latent-upscaler"
         in chunks["parameters"]
     )
-    for key in ("Dream", "sd-metadata"):
-        alone = isolated / f"{key}.png"
-        info = PngImagePlugin.PngInfo()
-        info.add_text(key, chunks[key])
-        with Image.open(upscaled) as image:
-            image.save(alone, pnginfo=info)
-        assert read_command(alone) == chunks["Dream"], key
+    each_chunk_alone_reads_back(upscaled, isolated)
     code, _, err = invoke(*args, chunks["Dream"])
     assert code == 0, err
     assert pixels(Path("o") / "000005.7.png") == pixels(upscaled)

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from invoke.backend.job import Job, StepInfo
+from invoke.backend.pipelines import place, quiet_loading
 from invoke.backend.schedulers import make_scheduler, numpy_quiet
 from invoke.errors import InvokeError, ModelError
 
@@ -39,24 +40,16 @@ def load_kandinsky(
 ) -> dict[str, Any]:
     """The Model's parts for a Kandinsky 2.2 combined folder."""
     from diffusers import AutoPipelineForImage2Image
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
 
-    # Loading draws bars per part; the front ends draw their own.
-    bars = (
-        diffusers_logging.is_progress_bar_enabled(),
-        transformers_logging.is_progress_bar_enabled(),
-    )
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
     try:
-        pipe = AutoPipelineForImage2Image.from_pretrained(
-            folder,
-            dtype=dtype,
-            local_files_only=True,
-            use_safetensors=True,
-            low_cpu_mem_usage=False,  # without accelerate, the same thing minus a long warning
-        )
+        with quiet_loading():
+            pipe = AutoPipelineForImage2Image.from_pretrained(
+                folder,
+                dtype=dtype,
+                local_files_only=True,
+                use_safetensors=True,
+                low_cpu_mem_usage=False,  # without accelerate, the same thing minus a long warning
+            )
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if not (folder / "prior_prior").is_dir():
@@ -66,22 +59,9 @@ def load_kandinsky(
                 f"(KandinskyV22CombinedPipeline) in one folder ({first})"
             ) from err
         raise ModelError(f"model {folder}: cannot load the Kandinsky pipeline ({first})") from err
-    finally:
-        if bars[0]:
-            diffusers_logging.enable_progress_bar()
-        if bars[1]:
-            transformers_logging.enable_progress_bar()
-    for each in (pipe, pipe.prior_pipe, pipe.decoder_pipe):
+    for each in (pipe.prior_pipe, pipe.decoder_pipe):
         each.set_progress_bar_config(disable=True)
-    if offload and device.type != "cpu":
-        try:
-            pipe.enable_model_cpu_offload(device=device)
-        except (ImportError, ValueError, RuntimeError) as err:
-            raise ModelError(
-                f"model {folder}: --offload needs the accelerate package ({err})"
-            ) from err
-    else:
-        pipe.to(device)
+    place(pipe, device, offload, f"model {folder}")
     return {
         "pipeline": pipe,
         "unet": pipe.unet,

@@ -77,7 +77,6 @@ def build_test_model(path: str | Path, seed: int = 0, inpainting: bool = False) 
     sd-v1-5-inpainting (latents + mask + masked-image latents in).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,21 +87,7 @@ def build_test_model(path: str | Path, seed: int = 0, inpainting: bool = False) 
     # is left as it was and the same seed always gives the same model.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=vocab_size,
-                hidden_size=TEXT_DIM,
-                intermediate_size=37,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=MAX_LENGTH,
-                projection_dim=TEXT_DIM,
-                hidden_act="quick_gelu",
-                bos_token_id=vocab[BOS],
-                eos_token_id=vocab[EOS],
-                pad_token_id=vocab[EOS],
-            )
-        )
+        text_encoder = tiny_text_encoder(vocab_size, vocab, "quick_gelu")
         unet = UNet2DConditionModel(
             sample_size=LATENT_SIZE,
             in_channels=9 if inpainting else 4,
@@ -195,7 +180,7 @@ def build_test_upscaler(path: str | Path, factor: int, seed: int = 0) -> Path:
         StableDiffusionUpscalePipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     if factor not in (2, 4):
         raise ValueError(f"factor {factor}: the upscalers are 2x or 4x")
@@ -206,20 +191,7 @@ def build_test_upscaler(path: str | Path, factor: int, seed: int = 0) -> Path:
     vocab = tokenizer.get_vocab()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=vocab_size,
-                hidden_size=TEXT_DIM,
-                intermediate_size=37,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=MAX_LENGTH,
-                hidden_act="gelu",
-                bos_token_id=vocab[BOS],
-                eos_token_id=vocab[EOS],
-                pad_token_id=vocab[EOS],
-            )
-        )
+        text_encoder = tiny_text_encoder(vocab_size, vocab, "gelu")
         # Three blocks: a 4x VAE (the x4 upscaler's is 4x too; the latent upscaler's is SD's 8x).
         vae = AutoencoderKL(
             in_channels=3,
@@ -233,27 +205,7 @@ def build_test_upscaler(path: str | Path, factor: int, seed: int = 0) -> Path:
             scaling_factor=0.18215 if factor == 2 else 0.08333,
         )
         if factor == 2:
-            unet = UNet2DConditionModel(
-                act_fn="gelu",
-                block_out_channels=(32, 64, 64),
-                layers_per_block=1,
-                # the noise level's 128 features, then the text encoder's pooled output
-                time_cond_proj_dim=128 + TEXT_DIM,
-                sample_size=None,
-                in_channels=8,
-                out_channels=5,
-                attention_head_dim=8,
-                down_block_types=("KDownBlock2D", "KCrossAttnDownBlock2D", "KCrossAttnDownBlock2D"),
-                up_block_types=("KCrossAttnUpBlock2D", "KCrossAttnUpBlock2D", "KUpBlock2D"),
-                conv_in_kernel=1,
-                conv_out_kernel=1,
-                mid_block_type=None,
-                cross_attention_dim=TEXT_DIM,
-                norm_num_groups=None,
-                resnet_time_scale_shift="scale_shift",
-                time_embedding_type="fourier",
-                timestep_post_act="gelu",
-            )
+            unet = latent_upscaler_unet(TEXT_DIM, (32, 64, 64), head_dim=8)
             pipe: Any = StableDiffusionLatentUpscalePipeline(
                 vae=vae,
                 text_encoder=text_encoder,
@@ -287,3 +239,53 @@ def build_test_upscaler(path: str | Path, factor: int, seed: int = 0) -> Path:
             )
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def tiny_text_encoder(vocab_size: int, vocab: dict[str, int], hidden_act: str) -> Any:
+    """A 2-layer CLIP text encoder TEXT_DIM wide for the handmade vocabulary."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=TEXT_DIM,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_LENGTH,
+            projection_dim=TEXT_DIM,
+            hidden_act=hidden_act,
+            bos_token_id=vocab[BOS],
+            eos_token_id=vocab[EOS],
+            pad_token_id=vocab[EOS],
+        )
+    )
+
+
+def latent_upscaler_unet(text_width: int, channels: tuple[int, int, int], head_dim: int) -> Any:
+    """An untrained UNet of sd-x2-latent-upscaler's kind (k-diffusion blocks, 1x1 convolutions in
+    and out, Fourier time embedding), its size given: latents and the small latents in (8
+    channels), the denoised latents and an unused variance channel out (5). Used by the tests'
+    tiny upscaler and by scripts/train_example_upscaler.py."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        act_fn="gelu",
+        block_out_channels=channels,
+        layers_per_block=1,
+        time_cond_proj_dim=128 + text_width,  # the noise level's 128 features, the pooled text
+        sample_size=None,
+        in_channels=8,
+        out_channels=5,
+        attention_head_dim=head_dim,
+        down_block_types=("KDownBlock2D", "KCrossAttnDownBlock2D", "KCrossAttnDownBlock2D"),
+        up_block_types=("KCrossAttnUpBlock2D", "KCrossAttnUpBlock2D", "KUpBlock2D"),
+        conv_in_kernel=1,
+        conv_out_kernel=1,
+        mid_block_type=None,
+        cross_attention_dim=text_width,
+        norm_num_groups=None,
+        resnet_time_scale_shift="scale_shift",
+        time_embedding_type="fourier",
+        timestep_post_act="gelu",
+    )

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from invoke.backend.pipelines import place, quiet_loading
 from invoke.errors import InvokeError, ModelError
 from invoke.settings import LATENT_X2, PIXEL_X4, describe_upscaler
 
@@ -128,10 +129,7 @@ def blend(original: Image.Image, upscaled: Image.Image, strength: float) -> Imag
 
 def _load(folder: Path, kind: str, device: torch.device, dtype: torch.dtype, offload: bool) -> Any:
     import diffusers
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
 
-    pipeline_class = getattr(diffusers, kind)
     options: dict[str, Any] = {
         "dtype": dtype,
         "local_files_only": True,
@@ -143,30 +141,11 @@ def _load(folder: Path, kind: str, device: torch.device, dtype: torch.dtype, off
         and (folder / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
     ):
         options["variant"] = "fp16"  # a hub repo downloaded with only its fp16 weights
-    bars = (
-        diffusers_logging.is_progress_bar_enabled(),
-        transformers_logging.is_progress_bar_enabled(),
-    )
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
     try:
-        pipe = pipeline_class.from_pretrained(folder, **options)
+        with quiet_loading():
+            pipe = getattr(diffusers, kind).from_pretrained(folder, **options)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"upscaler {folder}: cannot load it ({first})") from err
-    finally:
-        if bars[0]:
-            diffusers_logging.enable_progress_bar()
-        if bars[1]:
-            transformers_logging.enable_progress_bar()
-    pipe.set_progress_bar_config(disable=True)
-    if offload and device.type != "cpu":
-        try:
-            pipe.enable_model_cpu_offload(device=device)
-        except (ImportError, ValueError, RuntimeError) as err:
-            raise ModelError(
-                f"upscaler {folder}: --offload needs the accelerate package ({err})"
-            ) from err
-    else:
-        pipe.to(device)
+    place(pipe, device, offload, f"upscaler {folder}")
     return pipe

@@ -25,6 +25,7 @@ import tempfile
 import unicodedata
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -267,15 +268,21 @@ def _postprocessing(request: Request) -> list[dict[str, Any]] | None:
         )
     if request.upscale:
         factor, strength = request.upscale
-        steps.append(
-            {
-                "type": UPSCALE_TYPE,
-                "scale": factor,
-                "strength": strength,
-                "model": request.upscaler or UPSCALER_REPOS[factor],
-            }
-        )
+        entry: dict[str, Any] = {
+            "type": UPSCALE_TYPE,
+            "scale": factor,
+            "strength": strength,
+            "model": request.upscaler or UPSCALER_REPOS[factor],
+        }
+        if is_file_upscale(request):
+            entry["dream_command"] = request.to_fix_command()
+        steps.append(entry)
     return steps or None
+
+
+def is_file_upscale(request: Request) -> bool:
+    """`!fix FILE -U`'s request: the init image enlarged, nothing drawn (so no steps)."""
+    return bool(request.upscale) and request.init_img is not None and request.steps is None
 
 
 UPSCALE_TYPE = "sd-upscale"  # ours; InvokeAI's "esrgan" was Real-ESRGAN, which this is not
@@ -1025,6 +1032,19 @@ def _canonical(command: str) -> str:
     return parse_request(command).to_command()
 
 
+def _canonical_fix(command: str) -> str:
+    """Our own `!fix FILE ... -U` line (a file upscaled), canonical."""
+    from invoke.parse import parse_fix
+
+    if not command.startswith("!fix "):
+        raise MetadataError(f"{command!r} is not a !fix line")
+    fix = parse_fix(command.removeprefix("!fix "))
+    request = replace(fix.line, init_img=fix.file).validate()
+    if not is_file_upscale(request):
+        raise MetadataError(f"{command!r} is not a !fix FILE -U line")
+    return request.to_fix_command()
+
+
 # InvokeAI switches with no meaning here (post-processing, features not in this program) and how
 # many values each takes; dropped from a foreign Dream line so the rest of it still works.
 _FOREIGN_SWITCHES: dict[str, int] = {
@@ -1057,7 +1077,9 @@ def _command_from_dream(text: str, *, ours: bool) -> str:
     if not text:
         raise MetadataError("the Dream chunk is empty")
     if ours:
-        return _canonical(text)
+        return _canonical_fix(text) if text.startswith("!fix ") else _canonical(text)
+    if text.startswith("!fix "):  # ours, its sd-metadata lost: a !fix line is no InvokeAI prompt
+        return _canonical_fix(text)
     # InvokeAI: prompts quoted with `\'` inside (their #842), switches this program lacks.
     try:
         return _canonical(_clean_foreign_dream(text))
@@ -1216,6 +1238,8 @@ def _command_from_sd_metadata(meta: dict[str, Any]) -> str:
                 if value != default:
                     fields[f"control_{key}"] = value
     upscale = _last_upscale(image.get("postprocessing"))
+    if upscale is not None and isinstance(upscale.get("dream_command"), str):
+        return _canonical_fix(_check_text(upscale["dream_command"], "image.postprocessing"))
     if upscale is not None:
         factor = _number(upscale.get("scale"), int, "image.postprocessing scale")
         strength = _number(upscale.get("strength"), float, "image.postprocessing strength")

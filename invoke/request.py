@@ -1006,17 +1006,18 @@ class Request:
             )
 
     def to_fix_command(self) -> str:
-        """An --outcrop request as the `!fix` line that makes it again: the init image first,
-        then the prompt and switches, less -I and -W/-H (which !fix works out from the file).
-        InvokeAI recorded such a line in sd-metadata's `postprocessing`; so does outputs.py."""
-        if self.init_img is None or not self.outcrop:
-            raise ParseError("!fix", "", "needs an --outcrop request with an init image")
+        """An --outcrop request, or a -U request that only enlarges its init image, as the
+        `!fix` line that makes it again: the init image first, then the prompt and switches,
+        less -I and -W/-H (which !fix works out from the file). InvokeAI recorded such a line in
+        sd-metadata's `postprocessing`; so does outputs.py."""
+        if self.init_img is None or not (self.outcrop or self.upscale):
+            raise ParseError("!fix", "", "needs an init image and --outcrop or -U")
         rest = replace(self, init_img=None, width=None, height=None, outcrop=())
-        outcrop = next(s for s in SWITCHES if s.field == "outcrop")
-        return (
-            f"!fix {shlex.quote(self.init_img)} {rest.to_command()} "
-            f"{outcrop.canonical} {outcrop.show(self.outcrop)}"
-        )
+        words = [f"!fix {shlex.quote(self.init_img)} {rest.to_command()}"]
+        if self.outcrop:
+            outcrop = next(s for s in SWITCHES if s.field == "outcrop")
+            words.append(f"{outcrop.canonical} {outcrop.show(self.outcrop)}")
+        return " ".join(words)
 
     def to_command(self) -> str:
         """The canonical line: `"prompt" -s 20 -S 42 ...`, switches in SWITCHES order, fields that

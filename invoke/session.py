@@ -203,15 +203,7 @@ class Session:
         self._note_near_misses(resolved)
         resolved = self._with_upscaler(resolved)
         outdir = self._outdir_for(resolved)
-        folder = outputs.OutputFolder(
-            outdir,
-            fnformat=resolved.fnformat or self.settings.fnformat,
-            png_compression=(
-                resolved.png_compression
-                if resolved.png_compression is not None
-                else self.settings.png_compression
-            ),
-        )
+        folder = self._output_folder(resolved)
         resolved = replace(resolved, seed=self._base_seed(resolved))
         resolved = self._fill_prompt_from_init(resolved, outdir)
         resolved = self._outcrop_size(request, resolved, outdir)
@@ -228,7 +220,9 @@ class Session:
                     for note in self.model.prepare(pass_.job):
                         self._note(note)
                     if resolved.upscale:
-                        upscaler = self._load_upscaler(resolved, pass_.job)
+                        upscaler = self._load_upscaler(
+                            resolved, (pass_.job.width, pass_.job.height)
+                        )
                     prefix = folder.reserve_prefix()
                     self._commands += 1
                 images = self._run(pass_, resolved, folder, prefix)
@@ -242,6 +236,50 @@ class Session:
                     break
             if resolved.grid and len(made) > 1:
                 self._save_grid(folder, prefix, [m[0] for m in made], [m[1] for m in made])
+        finally:
+            self._print_outputs(written)
+        return [path for path, _ in written]
+
+    def _output_folder(self, request: Request) -> outputs.OutputFolder:
+        return outputs.OutputFolder(
+            self._outdir_for(request),
+            fnformat=request.fnformat or self.settings.fnformat,
+            png_compression=(
+                request.png_compression
+                if request.png_compression is not None
+                else self.settings.png_compression
+            ),
+        )
+
+    def canonical_upscale(self, request: Request) -> str:
+        """`!fix FILE -U` for --dry-run: its complete command, the upscaler resolved."""
+        return self._with_upscaler(request).to_fix_command()
+
+    def upscale_file(self, request: Request) -> list[Path]:
+        """`!fix FILE -U`: the init image's own pixels enlarged (nothing is drawn), saved as a new
+        picture whose command is the !fix line that makes it again."""
+        assert request.init_img is not None and request.upscale
+        resolved = self._with_upscaler(replace(request, seed=self._base_seed(request)))
+        source = Path(resolved.init_img)
+        folder = self._output_folder(resolved)
+        upscaler = self._load_upscaler(resolved)
+        written: list[tuple[Path, str]] = []
+        try:
+            loaded = load_init_image(
+                source, *init_image_size(source, 1), multiple=upscaler.multiple
+            )
+            for note in loaded.notes:
+                self._note(f"{source.name}: {note}")
+            if loaded.mask is not None:
+                self._note(f"{source.name}: its transparency is not kept by the upscale")
+            image = loaded.image
+            upscaler.check_size(*image.size)
+            prefix = folder.reserve_prefix()
+            self._commands += 1
+            large = self._upscale(upscaler, image, resolved, None, prefix)
+            command = resolved.to_fix_command()
+            path = self._save(folder, prefix, large, resolved, command=command)
+            written.append((path, command))
         finally:
             self._print_outputs(written)
         return [path for path, _ in written]
@@ -341,13 +379,10 @@ class Session:
         from invoke.backend.models import load_model
 
         started = time.perf_counter()
-        precision = self.settings.precision
-        if precision == "auto" and entry.precision is not None:
-            precision = entry.precision  # the launch option wins when given
         model = load_model(
             self._model_source(entry),
             device=self.settings.device,
-            precision=precision,
+            precision=self._precision(entry),
             name=entry.name,
             offload=self.settings.offload,
             allow_pickle=self.settings.allow_pickle,
@@ -362,6 +397,12 @@ class Session:
             f"in {time.perf_counter() - started:.1f}s"
         )
         return model
+
+    def _precision(self, entry: ModelEntry) -> str:
+        """The launch option's precision when given, else the entry's own, else auto."""
+        if self.settings.precision == "auto" and entry.precision is not None:
+            return entry.precision
+        return self.settings.precision
 
     @property
     def model_hash(self) -> str:
@@ -708,9 +749,11 @@ class Session:
         found = self._upscaler_folder(request)
         return request if found is None else replace(request, upscaler=found[0])
 
-    def _load_upscaler(self, request: Request, job: Job) -> Upscaler:
-        """The line's upscaler, loaded on the model's device (kept for the next line), and
-        refused now if the pictures' size does not suit it, before anything is drawn."""
+    def _load_upscaler(self, request: Request, size: tuple[int, int] | None = None) -> Upscaler:
+        """The line's upscaler, loaded (and kept for the next line) on the device and in the
+        precision the model gets, and refused now if the pictures' size does not suit it,
+        before anything is drawn."""
+        from invoke.backend.models import pick_device, pick_dtype
         from invoke.backend.upscale import Upscaler
 
         found = self._upscaler_folder(request)
@@ -720,18 +763,18 @@ class Session:
         if self._upscaler is None or self._upscaler[0] != key:
             self._upscaler = None  # the old one's memory goes before the new one loads
             gc.collect()
-            model = self.model
+            device = pick_device(self.settings.device)
+            dtype = pick_dtype(self._precision(self.entry), device)
             started = time.monotonic()
-            upscaler = Upscaler(
-                folder, model.device, model.dtype, name=name, offload=self.settings.offload
-            )
+            upscaler = Upscaler(folder, device, dtype, name=name, offload=self.settings.offload)
             self._upscaler = (key, upscaler)
             self._note(
                 f"upscaler {name} loaded ({upscaler.factor}x, "
                 f"{upscaler.steps} steps a picture) in {time.monotonic() - started:.1f}s"
             )
         upscaler = self._upscaler[1]
-        upscaler.check_size(job.width, job.height)
+        if size is not None:
+            upscaler.check_size(*size)
         return upscaler
 
     def _upscale(
@@ -739,11 +782,12 @@ class Session:
         upscaler: Upscaler,
         image: Image.Image,
         request: Request,
-        folder: outputs.OutputFolder,
+        folder: outputs.OutputFolder | None,
         prefix: str,
     ) -> Image.Image:
         """The picture made larger by -U. If it fails (out of memory) or a second Ctrl-C stops
-        it, the picture as drawn is kept, saved under the command that makes it without -U."""
+        it, the picture as drawn is kept (given the folder: a file upscaled is kept already),
+        saved under the command that makes it without -U."""
         from invoke.parse import split_prompt
         from invoke.prompt_syntax import parse_weighting, plain_text
 
@@ -778,6 +822,8 @@ class Session:
                 on_step=on_step,
             )
         except (KeyboardInterrupt, InvokeError):
+            if folder is None:
+                raise
             plain = replace(request, upscale=(), upscaler=None)
             path = self._save(folder, prefix, image, plain)
             self._note(f"not upscaled; the picture as drawn is {path}: {plain.to_command()}")
@@ -859,15 +905,23 @@ class Session:
         return tqdm(total=job.steps_taken, desc=label, unit="step", file=self.err, leave=False)
 
     def _save(
-        self, folder: outputs.OutputFolder, prefix: str, image: Image.Image, request: Request
+        self,
+        folder: outputs.OutputFolder,
+        prefix: str,
+        image: Image.Image,
+        request: Request,
+        command: str | None = None,
     ) -> Path:
+        """Save with the request's command, or `command` (a !fix upscale: then the upscaler is
+        the model that made it)."""
         path = folder.save_image(
             image,
             request,
             prefix,
-            model_id=self.entry.name,
-            model_hash=self.model_hash,
-            lora_hashes=self._lora_hashes(request),
+            model_id=self.entry.name if command is None else str(request.upscaler),
+            model_hash=self.model_hash if command is None else "",
+            command=command,
+            lora_hashes=self._lora_hashes(request) if command is None else {},
         )
         assert request.seed is not None
         self._seeds.append(request.seed)

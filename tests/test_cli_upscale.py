@@ -11,6 +11,7 @@ from PIL import Image
 from test_cli import each_chunk_alone_reads_back, invoke, pixels, png_text
 
 from invoke.errors import InvokeError
+from invoke.outputs import read_command
 
 
 def batch(args: tuple[str, ...], *lines: str) -> str:
@@ -170,3 +171,46 @@ def test_a_models_own_upscaler_comes_first_and_the_command_names_it(
         "--upscaler stable-diffusion-x4-upscaler",
         '"a cat" -s 2 -S 1 -W 64 -H 64 -C 7.5 -A k_lms -U 2 0.75 --upscaler sd-x2-latent-upscaler',
     ]
+
+
+def test_fix_enlarges_a_file_as_the_line_with_u_would_and_its_command_remakes_it(
+    isolated: Path, tiny_model_dir: Path, tiny_upscalers: Path
+) -> None:
+    """`!fix FILE -U 2` upscales FILE's own pixels at FILE's prompt and seed: the same picture
+    as the line with -U 2 drew (that one upscales the picture it drew, before saving it). Its
+    command is the !fix line, which makes it again; at strength 0 it is FILE enlarged by
+    Lanczos."""
+    args = ("--model", str(tiny_model_dir), "--upscaler_dir", str(tiny_upscalers), "-o", "o")
+    plain = Path("o") / "000001.7.png"
+    batch(args, "a red circle -s 4 -S 7", "a red circle -s 4 -S 7 -U 2", f"!fix {plain} -U 2")
+    drawn_large, fixed = Path("o") / "000002.7.png", Path("o") / "000003.7.png"
+    assert pixels(fixed) == pixels(drawn_large)
+    command = png_text(fixed)["Dream"]
+    assert command == (
+        f'!fix {plain} "a red circle" -S 7 -U 2 0.75 --upscaler sd-x2-latent-upscaler'
+    )
+    each_chunk_alone_reads_back(fixed, isolated)
+    assert read_command(fixed) == command
+    code, out, _ = invoke(*args, "--dry-run", stdin=f"!fix {plain} -U 2\n")
+    assert (code, out.strip()) == (0, command)
+    batch(args, command, f"!fix {plain} -U 2 0 -S 1")
+    assert pixels(Path("o") / "000004.7.png") == pixels(fixed)
+    with Image.open(plain) as image:
+        enlarged = image.convert("RGB").resize((128, 128), Image.Resampling.LANCZOS)
+    assert pixels(Path("o") / "000005.1.png") == enlarged.tobytes()
+
+
+def test_fix_enlarges_a_photo_without_metadata_cropped_to_the_upscalers_sides(
+    isolated: Path, tiny_model_dir: Path, tiny_upscalers: Path
+) -> None:
+    Image.new("RGB", (70, 50), (30, 160, 60)).save(isolated / "photo.png")
+    args = ("--model", str(tiny_model_dir), "--upscaler_dir", str(tiny_upscalers), "-o", "o")
+    err = batch(args, '!fix photo.png "a green field" -S 3 -U 2')
+    assert ">> photo.png has no metadata: upscaling with the line's prompt and seed 3" in err
+    assert "photo.png: 70×50 rounded down to 64×48 (a multiple of 8)" in err
+    [made] = Path("o").glob("*.png")
+    with Image.open(made) as image:
+        assert image.size == (128, 96)
+    assert png_text(made)["Dream"] == (
+        '!fix photo.png "a green field" -S 3 -U 2 0.75 --upscaler sd-x2-latent-upscaler'
+    )

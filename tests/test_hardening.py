@@ -420,12 +420,11 @@ CATALOGUE: tuple[Case, ...] = (
         "-c/--outcrop: 'top -8' needs a whole number of pixels in 1..4096",
     ),
     Case(
-        "upscaling a file (InvokeAI's Real-ESRGAN -U)",
+        "upscaling a file with drawing switches",
         "fix",
-        f"!fix {D}/good.png -U 2 0.75",
-        "!fix: -U on its own is not built here: -U enlarges a picture as its line draws it; "
-        f"!fetch {D}/good.png, add -U 2 to that line and run it (with --outcrop, !fix FILE "
-        "--outcrop SIDE PIXELS -U 2 grows it, then enlarges it)",
+        f"!fix {D}/good.png -U 2 -s 30",
+        "!fix FILE -U enlarges FILE as it is and draws nothing: a prompt, -S, --upscaler, -o, -z "
+        "and --fnformat go with it; to draw it again larger, !fetch FILE and add -U to its line",
     ),
     Case(
         "face restoration (GFPGAN, CodeFormer)",

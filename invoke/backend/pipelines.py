@@ -14,8 +14,9 @@ from invoke.errors import ModelError
 
 @contextmanager
 def quiet_loading() -> Iterator[None]:
-    """diffusers' and transformers' loading bars off for the block: the front ends draw their
-    own. Each is turned back on only if it was on."""
+    """diffusers' and transformers' loading bars off for the block (the front ends draw their
+    own), and transformers' warnings about what a pipeline imports but does not use here (the
+    x4 upscaler's image processor wants torchvision). Each is put back as it was."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -23,11 +24,14 @@ def quiet_loading() -> Iterator[None]:
         diffusers_logging.is_progress_bar_enabled(),
         transformers_logging.is_progress_bar_enabled(),
     )
+    verbosity = transformers_logging.get_verbosity()
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
     try:
         yield
     finally:
+        transformers_logging.set_verbosity(verbosity)
         if bars[0]:
             diffusers_logging.enable_progress_bar()
         if bars[1]:

@@ -3,13 +3,15 @@
 What it does here is outcropping: `!fix FILE --outcrop top 64 right 32` grows FILE's canvas and
 paints the new area at FILE's own prompt, seed, steps, guidance and sampler (read from its
 metadata, as `!fetch` reads them), each overridable on the line, and -U enlarges the result.
+`!fix FILE -U 2 [STRENGTH]` alone enlarges FILE's own pixels with an upscaler (InvokeAI's -U was
+Real-ESRGAN; here Stable Diffusion's upscalers, as -U on a line), at FILE's prompt and seed.
 InvokeAI's other `!fix` tools (-G/-ft face restoration, --embiggen) need models this program does
-not ship and cannot download; the parser refuses those switches, saying so. -U alone (Real-ESRGAN
-on the file, in InvokeAI) is refused too: here -U goes on the line that draws the picture.
+not ship and cannot download; the parser refuses those switches, saying so.
 
-`!fix` makes no file itself: it becomes an ordinary line, `"prompt" -s .. -S .. -I FILE -f 0.9
+An outcrop makes no file itself: it becomes an ordinary line, `"prompt" -s .. -S .. -I FILE -f 0.9
 --outcrop top 64 right 32`, run like any other. That line is what the new image stores and what
-remakes it, and FILE is only read (the new image gets the next NNNNNN.seed.png name).
+remakes it. An upscale stores its `!fix FILE "prompt" -S .. -U 2 0.75 --upscaler NAME` line,
+which remakes it. FILE is only read (the new image gets the next NNNNNN.seed.png name).
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from invoke.parse import parse_fix, parse_request
 from invoke.request import Request
 from invoke.shell.commands import ShellContext, _existing, command, run_request
 
-FIX_USAGE = "!fix FILE [PROMPT] --outcrop SIDE PIXELS [SIDE PIXELS ...] [-s -S -C -A -f -n -o]"
+FIX_USAGE = (
+    "!fix FILE [PROMPT] --outcrop SIDE PIXELS [SIDE PIXELS ...] [-s -S -C -A -f -n -o -U] | "
+    "!fix FILE -U FACTOR [STRENGTH]"
+)
 EXAMPLE_PROMPT = "a red circle on a blue background"
 
 
@@ -31,8 +36,8 @@ EXAMPLE_PROMPT = "a red circle on a blue background"
     "fix",
     FIX_USAGE,
     "Extend FILE (an existing image) on the sides given (top, right, bottom, left) and paint "
-    "the new area at FILE's own prompt and seed; a new file, FILE is kept. A prompt or "
-    "switches on the line override FILE's.",
+    "the new area at FILE's own prompt and seed, or with -U alone enlarge FILE 2x or 4x by an "
+    "upscaler; a new file, FILE is kept. A prompt or switches on the line override FILE's.",
     complete="path+line",
 )
 def _fix(ctx: ShellContext, args: str) -> None:
@@ -51,27 +56,68 @@ def _fix(ctx: ShellContext, args: str) -> None:
             "!fix: --hires_fix draws a new picture; to make this one larger use --outcrop"
         )
     if not line.outcrop and line.upscale:
-        raise InvokeError(
-            f"!fix: -U on its own is not built here: -U enlarges a picture as its line draws it; "
-            f"!fetch {shown}, add -U {line.upscale[0]} to that line and run it (with --outcrop, "
-            "!fix FILE --outcrop SIDE PIXELS -U 2 grows it, then enlarges it)"
-        )
+        _upscale(ctx, _image_path(ctx, fix.file), line)
+        return
     if not line.outcrop:
         raise InvokeError(
             f"!fix: say how to extend {shown}, e.g. !fix {shown} --outcrop right 64 "
             "(sides top, right, bottom, left); face restoration needs models this program "
             "does not ship"
         )
-    path = _existing(ctx, fix.file)
-    if not path.exists():
-        raise InvokeError(
-            f"!fix: {fix.file}: no such file (nor in {ctx.runner.outdir}); "
-            "give the path of an image"
-        )
-    if not path.is_file():
-        raise InvokeError(f"!fix: {fix.file} is a folder; give the path of an image")
+    path = _image_path(ctx, fix.file)
     request = replace(_with_stored(ctx, path, line), init_img=str(path)).validate()
     run_request(ctx, request)
+
+
+def _image_path(ctx: ShellContext, file: str) -> Path:
+    path = _existing(ctx, file)
+    if not path.exists():
+        raise InvokeError(
+            f"!fix: {file}: no such file (nor in {ctx.runner.outdir}); give the path of an image"
+        )
+    if not path.is_file():
+        raise InvokeError(f"!fix: {file} is a folder; give the path of an image")
+    return path
+
+
+# What `!fix FILE -U` takes: it enlarges FILE's pixels and draws nothing, so the drawing switches
+# have nothing to act on.
+_UPSCALE_FIELDS = ("prompt", "seed", "skip_normalize", "upscale", "upscaler", "outdir",
+                   "png_compression", "fnformat")  # fmt: skip
+
+
+def _upscale(ctx: ShellContext, path: Path, line: Request) -> None:
+    """`!fix FILE -U 2 [0.75]`: FILE's own pixels enlarged by the upscaler, at FILE's prompt
+    and seed (from its metadata; the line's when given, or when FILE has none). The new
+    picture's command is that !fix line, which makes it again from FILE."""
+    drawing = replace(line, **{field: getattr(Request(), field) for field in _UPSCALE_FIELDS})
+    if drawing != Request():
+        raise InvokeError(
+            "!fix FILE -U enlarges FILE as it is and draws nothing: a prompt, -S, --upscaler, "
+            "-o, -z and --fnformat go with it; to draw it again larger, !fetch FILE and add -U "
+            "to its line"
+        )
+    upscale_file = getattr(ctx.runner, "upscale_file", None)
+    if upscale_file is None:
+        raise InvokeError("!fix -U: this front end has no upscalers")
+    try:
+        stored: Request | None = parse_request(ctx.runner.fetch(str(path)))
+    except InvokeError:
+        stored = None
+    if stored is None:
+        _check_image(path)
+        prompt = "the line's prompt" if line.prompt.strip() else "no prompt"
+        seed = "a new seed" if line.seed is None else f"seed {line.seed}"
+        ctx.err(f">> {path.name} has no metadata: upscaling with {prompt} and {seed}")
+    elif not line.prompt.strip():
+        line = replace(line, prompt=stored.prompt, skip_normalize=stored.skip_normalize)
+    if stored is not None and line.seed is None:
+        line = replace(line, seed=stored.seed)
+    request = replace(line, init_img=str(path)).validate()
+    if ctx.dry_run:
+        ctx.out(ctx.runner.canonical_upscale(request))
+    else:
+        upscale_file(request)
 
 
 def _with_stored(ctx: ShellContext, path: Path, line: Request) -> Request:

@@ -47,40 +47,27 @@ def train(
     predict: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     args: argparse.Namespace,
 ) -> tuple[int, float]:
-    """The epsilon objective on the model's noise schedule: each step noises a random batch
-    (args.batch) of latents to random timesteps and `predict(noisy, t, index)` (index: the
-    batch's rows) guesses the noise. Returns the steps taken and the smoothed loss."""
+    """The epsilon objective on the model's noise schedule, AdamW on `params`, for
+    args.minutes: each step noises a random batch (args.batch) of latents to random timesteps
+    and `predict(noisy, t, index)` (index: the batch's rows) guesses the noise. Returns the
+    steps taken and the smoothed loss."""
     from diffusers import DDPMScheduler
 
     schedule = DDPMScheduler.from_config(model.scheduler_config)
-
-    def loss(index: torch.Tensor) -> torch.Tensor:
-        clean = latents[index]
-        noise = torch.randn_like(clean)
-        t = torch.randint(0, schedule.config.num_train_timesteps, (len(index),))
-        return F.mse_loss(predict(schedule.add_noise(clean, noise, t), t, index), noise)
-
-    return train_loop(len(latents), params, loss, args)
-
-
-def train_loop(
-    rows: int,
-    params: list[torch.nn.Parameter],
-    loss: Callable[[torch.Tensor], torch.Tensor],
-    args: argparse.Namespace,
-) -> tuple[int, float]:
-    """AdamW (args.lr) on `params` for args.minutes: each step takes `loss` of a random batch
-    of args.batch of the `rows` training rows. Returns the steps taken and the smoothed loss."""
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     end = time.monotonic() + args.minutes * 60
     step, smoothed = 0, float("nan")
     while time.monotonic() < end:
-        value = loss(torch.randint(rows, (args.batch,)))
+        index = torch.randint(len(latents), (args.batch,))
+        clean = latents[index]
+        noise = torch.randn_like(clean)
+        t = torch.randint(0, schedule.config.num_train_timesteps, (args.batch,))
+        loss = F.mse_loss(predict(schedule.add_noise(clean, noise, t), t, index), noise)
         optimizer.zero_grad(set_to_none=True)
-        value.backward()
+        loss.backward()
         optimizer.step()
         step += 1
-        smoothed = value.item() if step == 1 else 0.98 * smoothed + 0.02 * value.item()
+        smoothed = loss.item() if step == 1 else 0.98 * smoothed + 0.02 * loss.item()
         if step % 50 == 0:
             print(f"step {step}  loss {smoothed:.4f}", flush=True)
     return step, smoothed

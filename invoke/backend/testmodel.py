@@ -265,8 +265,7 @@ def tiny_text_encoder(vocab_size: int, vocab: dict[str, int], hidden_act: str) -
 def latent_upscaler_unet(text_width: int, channels: tuple[int, int, int], head_dim: int) -> Any:
     """An untrained UNet of sd-x2-latent-upscaler's kind (k-diffusion blocks, 1x1 convolutions in
     and out, Fourier time embedding), its size given: latents and the small latents in (8
-    channels), the denoised latents and an unused variance channel out (5). Used by the tests'
-    tiny upscaler and by scripts/train_example_upscaler.py."""
+    channels), the denoised latents and an unused variance channel out (5)."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(

@@ -214,3 +214,20 @@ def test_fix_enlarges_a_photo_without_metadata_cropped_to_the_upscalers_sides(
     assert png_text(made)["Dream"] == (
         '!fix photo.png "a green field" -S 3 -U 2 0.75 --upscaler sd-x2-latent-upscaler'
     )
+
+
+def test_fix_enlarges_a_picture_fix_enlarged_at_the_same_prompt_and_seed(
+    isolated: Path, tiny_model_dir: Path, tiny_upscalers: Path
+) -> None:
+    """A picture made by `!fix FILE -U` carries a !fix line, not a prompt line: a second !fix
+    reads its prompt and seed from it."""
+    args = ("--model", str(tiny_model_dir), "--upscaler_dir", str(tiny_upscalers), "-o", "o")
+    first, once = Path("o") / "000001.7.png", Path("o") / "000002.7.png"
+    err = batch(args, "a red circle -s 4 -S 7", f"!fix {first} -U 2", f"!fix {once} -U 2")
+    assert "has no metadata" not in err
+    [twice] = Path("o").glob("000003.*.png")
+    with Image.open(twice) as image:
+        assert image.size == (256, 256)
+    assert png_text(twice)["Dream"] == (
+        f'!fix {once} "a red circle" -S 7 -U 2 0.75 --upscaler sd-x2-latent-upscaler'
+    )

@@ -100,12 +100,8 @@ def _upscale(ctx: ShellContext, path: Path, line: Request) -> None:
     upscale_file = getattr(ctx.runner, "upscale_file", None)
     if upscale_file is None:
         raise InvokeError("!fix -U: this front end has no upscalers")
-    try:
-        stored: Request | None = parse_request(ctx.runner.fetch(str(path)))
-    except InvokeError:
-        stored = None
+    stored = _stored(ctx, path)
     if stored is None:
-        _check_image(path)
         prompt = "the line's prompt" if line.prompt.strip() else "no prompt"
         seed = "a new seed" if line.seed is None else f"seed {line.seed}"
         ctx.err(f">> {path.name} has no metadata: upscaling with {prompt} and {seed}")
@@ -124,12 +120,8 @@ def _with_stored(ctx: ShellContext, path: Path, line: Request) -> Request:
     """The line's values, the rest from the image's own command (InvokeAI's `!fix` took the
     image's prompt and seed unless the line gave them). An image without one (a photo, or a
     picture from another program: InvokeAI crashed there, its #1320) needs a prompt on the line."""
-    try:
-        stored: Request | None = parse_request(ctx.runner.fetch(str(path)))
-    except InvokeError:
-        stored = None
+    stored = _stored(ctx, path)
     if stored is None:
-        _check_image(path)
         if not line.prompt.strip():
             raise InvokeError(
                 f"!fix: {path} has no metadata with its prompt and seed; type a prompt after the "
@@ -148,6 +140,20 @@ def _with_stored(ctx: ShellContext, path: Path, line: Request) -> Request:
         # how the prompt's weights read belongs with the prompt
         skip_normalize=line.skip_normalize or (stored.skip_normalize and not line.prompt.strip()),
     )
+
+
+def _stored(ctx: ShellContext, path: Path) -> Request | None:
+    """The values of the command `path` carries (a picture upscaled by !fix carries a !fix
+    line: its prompt and seed), or None for a picture without one, once it is known to be an
+    image."""
+    try:
+        command = ctx.runner.fetch(str(path))
+        if command.startswith("!fix "):
+            return parse_fix(command.removeprefix("!fix ")).line
+        return parse_request(command)
+    except InvokeError:
+        _check_image(path)
+        return None
 
 
 def _check_image(path: Path) -> None:

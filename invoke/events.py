@@ -1,0 +1,70 @@
+"""What the program tells the person, as values: the session and the backend report events, and
+only a front end (shell/report.py) turns them into text.
+
+Events are plain frozen data, so a Job run in another process can send them back as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """-t/--log_tokenization: the prompt's tokens as CLIP reads them, and any it had to drop."""
+
+    count: int
+    shown: str  # the kept tokens, with their weights when the prompt weights any
+    dropped_count: int = 0
+    dropped: str = ""
+
+
+@dataclass(frozen=True)
+class Saved:
+    """One picture written, with the command that remakes it."""
+
+    path: Path
+    command: str
+
+
+class Progress(Protocol):
+    """One running bar: `advance` after each step, `close` when the work ends (or fails)."""
+
+    def advance(self, steps: int = 1) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Reporter(Protocol):
+    """Where the session's events go. The terminal reporter prints them as the shell always has
+    (`>> ` notes and bars on stderr, `Outputs:` and `-t` tokens on stdout); a test reporter
+    records them."""
+
+    def note(self, text: str) -> None:
+        """Something the person should know about the line being run (a `>> ` line)."""
+        ...
+
+    def tokens(self, tokens: Tokens) -> None:
+        """-t: how the prompt was tokenized."""
+        ...
+
+    def progress(self, total: int, label: str) -> Progress:
+        """A bar of `total` steps, labelled ("image", "3 images", "upscale 2x")."""
+        ...
+
+    def outputs(self, number: int, saved: list[Saved]) -> None:
+        """The pictures one command line made (the `Outputs:` block); `number` is the line's
+        count in this session, the N of `[N.M]`. Not called when nothing was saved."""
+        ...
+
+
+class NoProgress:
+    """A bar that shows nothing (quiet runs, --dry-run, tests)."""
+
+    def advance(self, steps: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

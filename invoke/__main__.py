@@ -245,9 +245,10 @@ def cli(
     )
     from invoke.session import Session
     from invoke.shell import batch
+    from invoke.shell.report import TerminalReporter
 
     try:
-        runner = Session(settings, dry_run=dry_run)
+        runner = Session(settings, reporter=TerminalReporter(progress=not dry_run), dry_run=dry_run)
     except InvokeError as exc:
         click.echo(f"invoke: {exc}", err=True)
         sys.exit(2)

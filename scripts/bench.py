@@ -7,7 +7,7 @@ smoke run). Both sides load the same diffusers folder from disk: diffusers throu
 StableDiffusionPipeline.from_pretrained, ours through invoke.backend.models.load_model.
 
 Measured, each for diffusers and ours: s/image and it/s of batch-1 txt2img; img2img at -f 0.75;
-`-n 16` per image (ours batches as the session does: session.CUDA_BATCH per UNet batch on CUDA,
+`-n 16` per image (ours batches as the session does: plan.CUDA_BATCH per UNet batch on CUDA,
 one at a time elsewhere; diffusers takes num_images_per_prompt=16); model load time; and, in a
 fresh process per side (after this process has warmed inductor's cache): the first image,
 compile included, and peak GPU memory (CUDA only) at batch 1 and at -n 16. One warm-up, then
@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from invoke.backend.job import Job, Noise
 from invoke.backend.models import load_model, pick_device, pick_dtype
 from invoke.backend.schedulers import make_scheduler
-from invoke.session import CUDA_BATCH  # imported by both sides' fresh processes alike
+from invoke.plan import CUDA_BATCH  # imported by both sides' fresh processes alike
 
 PROMPT = "a photo of a red house with a tree"
 SEED = 42

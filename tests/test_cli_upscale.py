@@ -129,6 +129,7 @@ def test_a_picture_whose_upscale_stops_is_kept_as_drawn(
     from invoke.backend import upscale
     from invoke.session import Session
     from invoke.settings import Settings
+    from invoke.shell.report import TerminalReporter
 
     def stopped(*args: object, **kwargs: object) -> None:
         raise stop
@@ -137,7 +138,7 @@ def test_a_picture_whose_upscale_stops_is_kept_as_drawn(
     settings = Settings(
         outdir=isolated / "o", model=str(tiny_model_dir), upscaler_dir=tiny_upscalers
     )
-    session = Session(settings, progress=False)
+    session = Session(settings, reporter=TerminalReporter(progress=False))
     from invoke.parse import parse_request
 
     with pytest.raises(type(stop)):

@@ -243,9 +243,17 @@ SEAM = 16  # the strip of the old edge that is blended (images.outcrop_seam for 
 def new_session(outdir: Path, model: Path):
     from invoke.session import Session
     from invoke.settings import Settings
+    from invoke.shell.report import TerminalReporter
 
     out, err = io.StringIO(), io.StringIO()
-    return Session(Settings(outdir=outdir, model=str(model)), out=out, err=err), out, err
+    return (
+        Session(
+            Settings(outdir=outdir, model=str(model)),
+            reporter=TerminalReporter(out=out, err=err),
+        ),
+        out,
+        err,
+    )
 
 
 def test_fix_in_the_shell_makes_a_new_larger_file_that_its_command_remakes(

@@ -920,6 +920,7 @@ def test_the_shell_survives_the_catalogue(
 
     from invoke.session import Session
     from invoke.settings import Settings
+    from invoke.shell.report import TerminalReporter
     from invoke.shell.validator import LineValidator
 
     def typed_through(case: Case) -> bool:
@@ -938,7 +939,10 @@ def test_the_shell_survives_the_catalogue(
     assert {c.group for c in cases} == {"image", "fetch", "fix", "lora", "controlnet", "upscale"}
     keys = "".join(_fill(c.line, d=files) + "\r" for c in cases) + GOOD_LINE + "\r\x04"
     outdir = tmp_path / "out"
-    session = Session(Settings(outdir=outdir, model=str(tiny_model_dir)), out=sys.stdout)
+    session = Session(
+        Settings(outdir=outdir, model=str(tiny_model_dir)),
+        reporter=TerminalReporter(out=sys.stdout),
+    )
     printed = type_into_shell(session, keys)
     assert len(printed) == len(cases), printed
     for case, line in zip(cases, printed, strict=True):
@@ -1256,6 +1260,7 @@ def test_a_broken_model_is_tried_once_until_its_files_change(
     from invoke.parse import parse_line
     from invoke.session import Session
     from invoke.settings import Settings
+    from invoke.shell.report import TerminalReporter
 
     broken = tmp_path / "model"
     shutil.copytree(tiny_model_dir, broken)
@@ -1270,7 +1275,10 @@ def test_a_broken_model_is_tried_once_until_its_files_change(
         return real_load(path, *args, **kwargs)
 
     monkeypatch.setattr(models_module, "load_model", counting_load)
-    session = Session(Settings(outdir=tmp_path / "out", model=str(broken)), progress=False)
+    session = Session(
+        Settings(outdir=tmp_path / "out", model=str(broken)),
+        reporter=TerminalReporter(progress=False),
+    )
     request = parse_line("a cat -s 1 -S 3")
     errors = []
     for _ in range(3):

@@ -28,6 +28,7 @@ from invoke.settings import SHIPPED_CONFIG, WRITTEN_HEADER, Settings, user_confi
 from invoke.shell.batch import run_batch
 from invoke.shell.completer import ShellCompleter
 from invoke.shell.repl import run_repl
+from invoke.shell.report import TerminalReporter
 
 ENTER = "\r"
 CTRL_D = "\x04"
@@ -82,7 +83,8 @@ def shell(session: Session, keys: str) -> tuple[int, list[str], str]:
 
 def new_session(outdir: Path, **settings: object) -> Session:
     return Session(
-        Settings(outdir=outdir, **settings), out=io.StringIO(), err=io.StringIO(), progress=False
+        Settings(outdir=outdir, **settings),
+        reporter=TerminalReporter(out=io.StringIO(), err=io.StringIO(), progress=False),
     )
 
 

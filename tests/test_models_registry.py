@@ -25,6 +25,7 @@ from invoke.settings import (
     pick_model,
     user_config_path,
 )
+from invoke.shell.report import TerminalReporter
 
 
 @pytest.fixture(autouse=True)
@@ -214,9 +215,7 @@ def test_entry_precision_and_backend_hash_reach_the_loader_and_metadata(
     )
     session = Session(
         Settings(config=path, outdir=tmp_path / "out"),
-        out=io.StringIO(),
-        err=io.StringIO(),
-        progress=False,
+        reporter=TerminalReporter(out=io.StringIO(), err=io.StringIO(), progress=False),
     )
     [image] = session.generate(Request(prompt="a cat", steps=2, seed=5))
     assert seen == {"path": tiny_model_dir, "precision": "bfloat16"}

@@ -463,6 +463,7 @@ def invokeai_fixed(meta: dict, *entries: tuple[str, str]) -> str:
 def test_fetch_of_an_invokeai_outcrop_is_img2img_on_its_source(isolated: Path) -> None:
     from invoke.session import Session
     from invoke.settings import Settings
+    from invoke.shell.report import TerminalReporter
 
     outdir = isolated / "outputs"
     outdir.mkdir()
@@ -490,7 +491,7 @@ def test_fetch_of_an_invokeai_outcrop_is_img2img_on_its_source(isolated: Path) -
         "--outcrop top 64 right 64"
     )
     # run, it makes a picture of the outcropped one's size from the source
-    session = Session(Settings(outdir=outdir), dry_run=True)
+    session = Session(Settings(outdir=outdir), reporter=TerminalReporter(), dry_run=True)
     assert "-W 128 -H 128" in session.canonical(parse_request(command))
 
 

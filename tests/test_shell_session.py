@@ -13,6 +13,7 @@ from prompt_toolkit.output import DummyOutput
 from invoke.session import Session
 from invoke.settings import Settings
 from invoke.shell.repl import run_repl
+from invoke.shell.report import TerminalReporter
 
 ENTER = "\r"
 CTRL_D = "\x04"
@@ -20,7 +21,10 @@ CTRL_D = "\x04"
 
 def type_into_shell(outdir: Path, model: Path, keys: str) -> tuple[int, str, list[str]]:
     stdout, stderr = io.StringIO(), io.StringIO()
-    session = Session(Settings(outdir=outdir, model=str(model)), out=stdout, err=stderr)
+    session = Session(
+        Settings(outdir=outdir, model=str(model)),
+        reporter=TerminalReporter(out=stdout, err=stderr),
+    )
     printed: list[str] = []
     with create_pipe_input() as pipe:
         pipe.send_text(keys)

@@ -181,8 +181,12 @@ def test_shipped_default_model_outcrop_continues_the_background(isolated) -> Non
     from invoke.session import Session
     from invoke.settings import Settings
     from invoke.shell.batch import run_batch
+    from invoke.shell.report import TerminalReporter
 
-    session = Session(Settings(outdir=isolated / "out"), out=io.StringIO(), err=io.StringIO())
+    session = Session(
+        Settings(outdir=isolated / "out"),
+        reporter=TerminalReporter(out=io.StringIO(), err=io.StringIO()),
+    )
     prompt = "a red circle on a blue background"
     blue = list(world.COLORS).index("blue")
     for seed in (1, 2):
@@ -190,7 +194,7 @@ def test_shipped_default_model_outcrop_continues_the_background(isolated) -> Non
         errors: list[str] = []
         lines = [f"!fix {source.name} --outcrop right 32"]
         assert run_batch(session, lines, out=lambda _: None, err=errors.append) == 0, errors
-        made = session._files[-1]
+        made = session.saver.files[-1]
         old = np.asarray(Image.open(source), dtype=np.float32)
         new = np.asarray(Image.open(made), dtype=np.float32)
         assert new.shape == (64, 96, 3)

@@ -164,7 +164,10 @@ class Model:
         return int(self.unet.config.sample_size) * latent_cell
 
     def generate(
-        self, job: Job, on_step: Callable[[StepInfo], None] | None = None
+        self,
+        job: Job,
+        on_step: Callable[[StepInfo], None] | None = None,
+        on_event: Callable[[object], None] | None = None,
     ) -> list[Image.Image]:
         """One image per `Noise` of the job, all in one UNet batch.
 

@@ -39,7 +39,7 @@ What is on by default, where, and why:
 Elsewhere in the backend, for the same reasons: prompt embeddings are computed once per command
 (cached here between the passes of one `-n` command), the step loop takes no host-device sync
 (timesteps are read to the host once, schedulers get host timesteps), `-n` is batched on CUDA
-(session.CUDA_BATCH) and decoded by the VAE in one batch. One sync per step is kept on purpose:
+(plan.CUDA_BATCH) and decoded by the VAE in one batch. One sync per step is kept on purpose:
 ancestral/SDE samplers (k_euler_a, k_dpm_2_a, k_dpmpp_2_a) draw each step's noise from the
 images' CPU generators and copy it over, which is what makes a seed the same image at any batch
 size or position.

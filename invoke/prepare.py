@@ -1,0 +1,162 @@
+"""A planned pass -> the backend's Job: the files a line names are found and its images read
+(init image, mask, control image), with no model involved. Also the two resolve steps that read
+the init image: its stored prompt (a line with no prompt) and its size (--outcrop).
+
+Notes for the person (an image resized, a mask inverted...) go to `note`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from invoke import outputs
+from invoke.backend.job import Control, Job, Noise
+from invoke.errors import InvokeError
+from invoke.images import (
+    init_image_size,
+    load_control_image,
+    load_init_image,
+    load_mask,
+    outcrop_seam,
+    outcrop_size,
+    resolve_image_path,
+)
+from invoke.lookup import Lookup
+from invoke.parse import parse_request
+from invoke.request import SEAMLESS_AXES, Request
+
+Note = Callable[[str], None]
+
+
+def prompt_from_init(request: Request, init: Path | None, note: Note) -> Request:
+    """No prompt text with an init image: take the prompt stored in the image."""
+    if request.prompt.strip():
+        return request
+    if init is None:
+        raise InvokeError('no prompt: type what to draw first, e.g. "a red circle -s 20"')
+    try:
+        stored = parse_request(outputs.read_command(init))
+    except InvokeError as exc:
+        raise InvokeError(f"{exc}; or type a prompt before -I") from exc
+    note(f'prompt from {init.name}: "{stored.prompt}"')
+    return replace(request, prompt=stored.prompt)
+
+
+def outcrop_canvas(
+    line: Request, request: Request, init: Path | None, multiple: int, note: Note
+) -> Request:
+    """--outcrop: -W/-H become the grown canvas's size, so the printed line, sd-metadata and
+    the file name's {width}/{height} tell the picture's real size (and the remake agrees)."""
+    if not request.outcrop:
+        return request
+    assert init is not None  # validate() refuses --outcrop without -I
+    source = init_image_size(init, multiple)
+    width, height = outcrop_size(source, request.outcrop)
+    given = (line.width, line.height)
+    if given != (None, None) and given != (width, height):
+        note(
+            f"-W/-H: with --outcrop the size is {init.name}'s {source[0]}x{source[1]} plus the "
+            f"pixels added, {width}x{height}; the line's -W/-H are not used"
+        )
+    added = " ".join(f"{side} {pixels}" for side, pixels in request.outcrop)
+    note(
+        f"outcrop: {init.name} {source[0]}x{source[1]} grown to {width}x{height} ({added}); "
+        f"the new area and a {outcrop_seam(multiple)}-pixel strip of the old edge are painted"
+    )
+    return replace(request, width=width, height=height)
+
+
+class JobMaker:
+    """Builds the Jobs of one line (its request resolved, its control image a path)."""
+
+    def __init__(
+        self,
+        request: Request,
+        lookup: Lookup,
+        note: Note,
+        *,
+        multiple: int,
+        outdir: Path,
+        first_pass: tuple[int, int] | None,
+    ) -> None:
+        self.request = request
+        self.lookup = lookup
+        self.note = note
+        self.multiple = multiple
+        self.outdir = outdir
+        self.first_pass = first_pass
+
+    def job(self, noises: tuple[Noise, ...], init: Path | None) -> Job:
+        request = self.request
+        assert request.steps and request.width and request.height
+        init_image = mask = None
+        width, height = request.width, request.height
+        if init is not None:
+            init_image, mask = self._init_image(init)
+            width, height = init_image.size
+        prompt, loras = self.lookup.loras(request)
+        return Job(
+            prompt=prompt,
+            skip_normalize=request.skip_normalize,
+            steps=request.steps,
+            cfg_scale=request.cfg_scale if request.cfg_scale is not None else 7.5,
+            sampler=request.sampler or "k_lms",
+            width=width,
+            height=height,
+            noises=noises,
+            init_image=init_image,
+            mask=mask,
+            strength=request.strength if request.strength is not None else 0.75,
+            intermediate_every=request.save_intermediates or 0,
+            log_tokenization=request.log_tokenization,
+            seamless_axes=(request.seamless_axes or SEAMLESS_AXES) if request.seamless else (),
+            first_pass=self.first_pass,
+            loras=loras,
+            embeddings=self.lookup.embeddings(request),
+            control=self._control(width, height),
+        )
+
+    def _init_image(self, init: Path):
+        request = self.request
+        loaded = load_init_image(
+            init,
+            request.width,
+            request.height,
+            request.fit,
+            self.multiple,
+            outcrop=request.outcrop,
+        )
+        for note in loaded.notes:
+            self.note(f"{init.name}: {note}")
+        mask = loaded.mask
+        if request.init_mask is not None:
+            mask_path = resolve_image_path(request.init_mask, self.outdir)
+            mask_notes: list[str] = []
+            mask = load_mask(mask_path, loaded.image.size, request.invert_mask, mask_notes)
+            for note in mask_notes:
+                self.note(f"{mask_path.name}: {note}")
+        return loaded.image, mask
+
+    def _control(self, width: int, height: int) -> Control | None:
+        """The job's ControlNet and its image, at the picture's size."""
+        request = self.request
+        weights = self.lookup.controlnet(request)
+        if weights is None:
+            return None
+        assert request.controlnet is not None and request.control_image is not None
+        path = Path(request.control_image)  # resolved by the session
+        image, notes = load_control_image(path, (width, height), request.control_processor)
+        for note in notes:
+            self.note(f"{path.name}: {note}")
+        info = weights.stat()
+        return Control(
+            name=request.controlnet,
+            path=str(weights),
+            image=image,
+            weight=1.0 if request.control_weight is None else request.control_weight,
+            start=request.control_start or 0.0,
+            end=1.0 if request.control_end is None else request.control_end,
+            stamp=(info.st_size, info.st_mtime_ns),
+        )

@@ -1,0 +1,70 @@
+"""Stage 6: each picture written with the command that remakes it, and the record of what this
+session made (the seeds for `-S -N`, the files for `-I -1`, the lines for `[N.M]`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from invoke import outputs
+from invoke.lookup import Lookup
+from invoke.model_cache import ModelCache
+from invoke.request import Request
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+class Saver:
+    def __init__(self, models: ModelCache, lookup: Lookup, note: Callable[[str], None]) -> None:
+        self.models = models
+        self.lookup = lookup
+        self.note = note
+        self.seeds: list[int] = []  # every image's seed, in order: -S -1 is the last
+        self.files: list[Path] = []  # every image written: -I -1 is the last
+        self.commands = 0  # command lines that made images: the N of "[N.M]"
+
+    def save(
+        self,
+        folder: outputs.OutputFolder,
+        prefix: str,
+        image: Image.Image,
+        request: Request,
+        command: str | None = None,
+    ) -> Path:
+        """Save with the request's command, or `command` (a !fix upscale: then the upscaler is
+        the model that made it)."""
+        path = folder.save_image(
+            image,
+            request,
+            prefix,
+            model_id=self.models.entry.name if command is None else str(request.upscaler),
+            model_hash=self.models.model_hash if command is None else "",
+            command=command,
+            lora_hashes=self.lookup.lora_hashes(request) if command is None else {},
+        )
+        assert request.seed is not None
+        self.seeds.append(request.seed)
+        self.files.append(path)
+        return path
+
+    def save_grid(
+        self,
+        folder: outputs.OutputFolder,
+        prefix: str,
+        images: list[Image.Image],
+        requests: list[Request],
+    ) -> None:
+        # Each image is saved on its own too, so the grid's name says what it is.
+        name = f"{prefix}.{outputs.file_seed(requests[0])}.grid.png"
+        path = folder.save_grid(
+            images,
+            requests,
+            prefix,
+            model_id=self.models.entry.name,
+            model_hash=self.models.model_hash,
+            name=name,
+            lora_hashes=self.lookup.lora_hashes(requests[0]),
+        )
+        self.note(f"grid: {path}")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from PIL import Image, PngImagePlugin
 
@@ -283,6 +284,21 @@ def test_bad_model_is_one_clear_line(isolated: Path) -> None:
     assert code != 0
     message = (out + err).strip()
     assert "no-such-model" in message and "Traceback" not in message
+
+
+def test_a_missing_default_model_is_one_line_not_a_model_made_up(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken install (the package without its default_model/) says so and draws nothing."""
+    from invoke import model_cache
+
+    monkeypatch.setattr(model_cache, "EMBEDDED_MODEL_DIR", isolated / "gone")
+    code, out, err = invoke("a red circle -s 2 -S 1")
+    assert code != 0
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert any("the default model is missing" in line and "gone" in line for line in lines)
+    assert "Traceback" not in out + err
+    assert not list(isolated.rglob("*.png"))
 
 
 def test_real_process_default_model_draws_what_it_is_asked(isolated: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from PIL import Image
 
 from invoke.backend.job import Job, Noise
 from invoke.errors import InvokeError
+from invoke.events import Saved, Tokens
 from invoke.request import Request
 from invoke.settings import ModelEntry
 from invoke.shell.batch import run_batch
@@ -131,6 +132,64 @@ class FakeRunner:
             for name, body in bodies.items()
         }
         return self.outdir / "models.yaml"
+
+
+@dataclass
+class RecordedBar:
+    total: int
+    label: str
+    steps: int = 0
+    closed: bool = False
+
+    def advance(self, steps: int = 1) -> None:
+        self.steps += steps
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass(frozen=True)
+class RecordedOutputs:
+    number: int
+    saved: tuple[Saved, ...]
+
+
+@dataclass
+class RecordingReporter:
+    """A Reporter (invoke.events) that keeps what a run reported: `events` in order (a note is
+    its text), and each kind on its own."""
+
+    events: list[object] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        return [e for e in self.events if isinstance(e, str)]
+
+    @property
+    def bars(self) -> list[RecordedBar]:
+        return [e for e in self.events if isinstance(e, RecordedBar)]
+
+    @property
+    def tokens_reported(self) -> list[Tokens]:
+        return [e for e in self.events if isinstance(e, Tokens)]
+
+    @property
+    def saved(self) -> list[RecordedOutputs]:
+        return [e for e in self.events if isinstance(e, RecordedOutputs)]
+
+    def note(self, text: str) -> None:
+        self.events.append(text)
+
+    def tokens(self, tokens: Tokens) -> None:
+        self.events.append(tokens)
+
+    def progress(self, total: int, label: str) -> RecordedBar:
+        bar = RecordedBar(total, label)
+        self.events.append(bar)
+        return bar
+
+    def outputs(self, number: int, saved: list[Saved]) -> None:
+        self.events.append(RecordedOutputs(number, tuple(saved)))
 
 
 def batch(

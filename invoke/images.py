@@ -233,6 +233,37 @@ def load_init_image(
     With `outcrop`, the image so loaded is then grown (see outcrop_canvas).
     """
     p = Path(path)
+    rgb, alpha, notes = _open_upright(p)
+    own_w, own_h = rgb.size
+    if min(own_w, own_h) <= 1:
+        raise InitImageError(
+            f"init image {p}: {own_w}×{own_h} is too small; "
+            f"use an image of at least {max(MIN_SIDE, multiple)}×{max(MIN_SIDE, multiple)}"
+        )
+    mask = _alpha_mask(rgb, alpha, notes)
+    if not fit and not outcrop and (own_w < width or own_h < height):
+        notes.append(
+            f"{own_w}×{own_h} is smaller than {width}×{height}: "
+            "results get poor below the model's size (try --fit with -W/-H)"
+        )
+    if fit:
+        rgb, mask = _fitted(p, rgb, mask, (width, height), multiple, notes)
+    else:
+        rgb, mask = _rounded_down(p, rgb, mask, multiple, notes)
+    if outcrop:
+        canvas = outcrop_size(rgb.size, outcrop)
+        if canvas[0] * canvas[1] > MAX_PIXELS:
+            raise InitImageError(
+                f"--outcrop: {rgb.width}×{rgb.height} grown to {canvas[0]}×{canvas[1]} is more "
+                f"than the {MAX_PIXELS / 1e6:.0f} Mpixels allowed; add fewer pixels"
+            )
+        rgb, mask = outcrop_canvas(rgb, mask, outcrop, outcrop_seam(multiple))
+    return InitImage(image=rgb, mask=mask, notes=notes)
+
+
+def _open_upright(p: Path) -> tuple[Image.Image, Image.Image | None, list[str]]:
+    """The init image's first frame turned upright by its EXIF orientation, as RGB and its
+    alpha (None when it has none), with notes on what was done."""
     img = _open(p, "init image")
     notes: list[str] = []
     try:
@@ -244,73 +275,76 @@ def load_init_image(
         rgb, alpha, mode_notes = _rgb_and_alpha(oriented)
     finally:
         img.close()
-    notes.extend(mode_notes)
-    own_w, own_h = rgb.size
-    if min(own_w, own_h) <= 1:
-        raise InitImageError(
-            f"init image {p}: {own_w}×{own_h} is too small; "
-            f"use an image of at least {max(MIN_SIDE, multiple)}×{max(MIN_SIDE, multiple)}"
-        )
+    return rgb, alpha, notes + mode_notes
 
-    mask: Image.Image | None = None
-    if alpha is not None:
-        a = np.asarray(alpha)
-        if (a < 255).any():
-            mask = Image.fromarray(np.where(a < 255, 255, 0).astype(np.uint8), "L")
-            holes = a == 0
-            if holes.any():
-                under = np.asarray(rgb)[holes]
-                black_or_white = (under == 0).all(axis=1) | (under == 255).all(axis=1)
-                if black_or_white.all():
-                    notes.append(
-                        "warning: every transparent pixel is black or white, so the "
-                        "colour under the hole was erased; inpainting works better when it is kept"
-                    )
 
-    if not fit and not outcrop and (own_w < width or own_h < height):
-        notes.append(
-            f"{own_w}×{own_h} is smaller than {width}×{height}: "
-            "results get poor below the model's size (try --fit with -W/-H)"
-        )
-
-    if fit:
-        # Integer arithmetic: the limiting side lands exactly on the box (no off-by-one).
-        if own_w * height >= own_h * width:
-            new_w, new_h = width, own_h * width // own_w
-        else:
-            new_w, new_h = own_w * height // own_h, height
-        target = (_round_down(new_w, multiple), _round_down(new_h, multiple))
-        _check_size(p, "init image", target, multiple)
-        if target != (own_w, own_h):
-            grown = " (scaled up: expect soft detail)" if target[0] > own_w else ""
+def _alpha_mask(
+    rgb: Image.Image, alpha: Image.Image | None, notes: list[str]
+) -> Image.Image | None:
+    """The mask an init image's transparency makes (255 = redraw), or None when it has none;
+    warns in `notes` when the colour under the holes was erased."""
+    if alpha is None:
+        return None
+    a = np.asarray(alpha)
+    if not (a < 255).any():
+        return None
+    mask = Image.fromarray(np.where(a < 255, 255, 0).astype(np.uint8), "L")
+    holes = a == 0
+    if holes.any():
+        under = np.asarray(rgb)[holes]
+        black_or_white = (under == 0).all(axis=1) | (under == 255).all(axis=1)
+        if black_or_white.all():
             notes.append(
-                f"{own_w}×{own_h} fitted into {width}×{height} as {target[0]}×{target[1]}{grown}"
+                "warning: every transparent pixel is black or white, so the "
+                "colour under the hole was erased; inpainting works better when it is kept"
             )
-            rgb = rgb.resize(target, Image.Resampling.LANCZOS)
-            if mask is not None:
-                # Any pixel the hole touches after scaling is redrawn (never keep a half-hole).
-                scaled = np.asarray(mask.resize(target, Image.Resampling.BILINEAR))
-                mask = Image.fromarray(np.where(scaled > 0, 255, 0).astype(np.uint8), "L")
+    return mask
+
+
+def _fitted(
+    p: Path,
+    rgb: Image.Image,
+    mask: Image.Image | None,
+    box: tuple[int, int],
+    multiple: int,
+    notes: list[str],
+) -> tuple[Image.Image, Image.Image | None]:
+    """--fit: scaled to fit inside `box` keeping its aspect, then rounded down to `multiple`."""
+    (own_w, own_h), (width, height) = rgb.size, box
+    # Integer arithmetic: the limiting side lands exactly on the box (no off-by-one).
+    if own_w * height >= own_h * width:
+        new_w, new_h = width, own_h * width // own_w
     else:
-        target = (_round_down(own_w, multiple), _round_down(own_h, multiple))
-        _check_size(p, "init image", target, multiple)
-        if target != (own_w, own_h):
-            notes.append(
-                f"{own_w}×{own_h} rounded down to {target[0]}×{target[1]} "
-                f"(a multiple of {multiple}); the right/bottom edge is cropped"
-            )
-            rgb = rgb.crop((0, 0, *target))
-            if mask is not None:
-                mask = mask.crop((0, 0, *target))
-    if outcrop:
-        canvas = outcrop_size(rgb.size, outcrop)
-        if canvas[0] * canvas[1] > MAX_PIXELS:
-            raise InitImageError(
-                f"--outcrop: {rgb.width}×{rgb.height} grown to {canvas[0]}×{canvas[1]} is more "
-                f"than the {MAX_PIXELS / 1e6:.0f} Mpixels allowed; add fewer pixels"
-            )
-        rgb, mask = outcrop_canvas(rgb, mask, outcrop, outcrop_seam(multiple))
-    return InitImage(image=rgb, mask=mask, notes=notes)
+        new_w, new_h = own_w * height // own_h, height
+    target = (_round_down(new_w, multiple), _round_down(new_h, multiple))
+    _check_size(p, "init image", target, multiple)
+    if target == (own_w, own_h):
+        return rgb, mask
+    grown = " (scaled up: expect soft detail)" if target[0] > own_w else ""
+    notes.append(f"{own_w}×{own_h} fitted into {width}×{height} as {target[0]}×{target[1]}{grown}")
+    rgb = rgb.resize(target, Image.Resampling.LANCZOS)
+    if mask is not None:
+        # Any pixel the hole touches after scaling is redrawn (never keep a half-hole).
+        scaled = np.asarray(mask.resize(target, Image.Resampling.BILINEAR))
+        mask = Image.fromarray(np.where(scaled > 0, 255, 0).astype(np.uint8), "L")
+    return rgb, mask
+
+
+def _rounded_down(
+    p: Path, rgb: Image.Image, mask: Image.Image | None, multiple: int, notes: list[str]
+) -> tuple[Image.Image, Image.Image | None]:
+    """The image's own size rounded down to `multiple`: the right/bottom edge cropped, so the
+    pixels kept stay exactly as they are."""
+    own_w, own_h = rgb.size
+    target = (_round_down(own_w, multiple), _round_down(own_h, multiple))
+    _check_size(p, "init image", target, multiple)
+    if target == (own_w, own_h):
+        return rgb, mask
+    notes.append(
+        f"{own_w}×{own_h} rounded down to {target[0]}×{target[1]} "
+        f"(a multiple of {multiple}); the right/bottom edge is cropped"
+    )
+    return rgb.crop((0, 0, *target)), None if mask is None else mask.crop((0, 0, *target))
 
 
 def load_mask(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,9 @@ from PIL import Image
 
 from invoke.backend.job import Job, Noise
 from invoke.errors import InvokeError
+from invoke.events import Saved, Tokens
 from invoke.request import Request
+from invoke.settings import ModelEntry
 from invoke.shell.batch import run_batch
 from invoke.shell.runner import Runner
 
@@ -33,13 +35,21 @@ def readme_request(**changes: object) -> Request:
 
 
 class FakeRunner:
-    """A Runner that records the requests the shell or batch asks for; prompts containing a
-    keyword misbehave the way a real run can (interrupt, crash, missing)."""
+    """A Runner (the whole protocol) that records what the shell or batch asks for; prompts
+    containing a keyword misbehave the way a real run can (interrupt, crash, missing). Its model
+    list holds one model, "fake"; its folders' names are `listed`; its seeds are those of the
+    requests it ran, or `seeds` when a test sets them."""
 
     def __init__(self, outdir: Path, stored: dict[str, str] | None = None) -> None:
         self.outdir = outdir
         self.requests: list[Request] = []
+        self.upscaled: list[Request] = []
         self.stored = stored or {}
+        self.label = ""  # the prompt's text: "" for the plain `invoke> `
+        self.seeds: list[int] | None = None
+        self.listed: dict[str, list[str]] = {}  # "loras", "embeddings", ... -> names
+        self.entry = ModelEntry("fake", "the fake runner's model", embedded=True, default=True)
+        self.models = {self.entry.name: self.entry}
 
     def generate(self, request: Request) -> list[Path]:
         if "interrupt" in request.prompt:
@@ -62,6 +72,124 @@ class FakeRunner:
         if name not in self.stored:
             raise InvokeError(f"{path}: no command stored in this PNG")
         return self.stored[name]
+
+    def upscale_file(self, request: Request) -> list[Path]:
+        self.upscaled.append(request)
+        return [self.outdir / f"{len(self.requests) + len(self.upscaled):06d}.png"]
+
+    def canonical_upscale(self, request: Request) -> str:
+        return request.to_fix_command()
+
+    def prompt_label(self) -> str:
+        return self.label
+
+    def recent_seeds(self) -> list[int]:
+        if self.seeds is not None:
+            return list(self.seeds)
+        return [r.seed for r in [*self.requests, *self.upscaled] if r.seed is not None]
+
+    def _listing(self, kind: str) -> tuple[list[Path], list[str]]:
+        return [self.outdir / kind], sorted(self.listed.get(kind, []))
+
+    def loras(self) -> tuple[list[Path], list[str]]:
+        return self._listing("loras")
+
+    def embeddings(self) -> tuple[list[Path], list[str]]:
+        return self._listing("embeddings")
+
+    def controlnets(self) -> tuple[list[Path], list[str]]:
+        return self._listing("controlnets")
+
+    def upscalers(self) -> tuple[list[Path], list[str]]:
+        return self._listing("upscalers")
+
+    def model_names(self) -> list[str]:
+        return list(self.models)
+
+    def model_entry(self, name: str) -> ModelEntry:
+        if name not in self.models:
+            raise InvokeError(f"model {name}: not in {self.models_file_name()}")
+        return self.models[name]
+
+    def model_state(self, name: str) -> str:
+        return "active" if self.model_entry(name).name == self.entry.name else "not loaded"
+
+    def switch(self, name: str) -> ModelEntry:
+        self.entry = self.model_entry(name)
+        return self.entry
+
+    def models_file_name(self) -> str:
+        return "the fake runner's model list"
+
+    def change_models(self, change: Callable[[dict[str, Any]], None]) -> Path:
+        """Applies `change` to the list's descriptions (nothing is written)."""
+        bodies = {name: {"description": e.description} for name, e in self.models.items()}
+        change(bodies)
+        self.models = {
+            name: replace(
+                self.models.get(name, ModelEntry(name)), description=body.get("description", "")
+            )
+            for name, body in bodies.items()
+        }
+        return self.outdir / "models.yaml"
+
+
+@dataclass
+class RecordedBar:
+    total: int
+    label: str
+    steps: int = 0
+    closed: bool = False
+
+    def advance(self, steps: int = 1) -> None:
+        self.steps += steps
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass(frozen=True)
+class RecordedOutputs:
+    number: int
+    saved: tuple[Saved, ...]
+
+
+@dataclass
+class RecordingReporter:
+    """A Reporter (invoke.events) that keeps what a run reported: `events` in order (a note is
+    its text), and each kind on its own."""
+
+    events: list[object] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        return [e for e in self.events if isinstance(e, str)]
+
+    @property
+    def bars(self) -> list[RecordedBar]:
+        return [e for e in self.events if isinstance(e, RecordedBar)]
+
+    @property
+    def tokens_reported(self) -> list[Tokens]:
+        return [e for e in self.events if isinstance(e, Tokens)]
+
+    @property
+    def saved(self) -> list[RecordedOutputs]:
+        return [e for e in self.events if isinstance(e, RecordedOutputs)]
+
+    def note(self, text: str) -> None:
+        self.events.append(text)
+
+    def tokens(self, tokens: Tokens) -> None:
+        self.events.append(tokens)
+
+    def progress(self, total: int, label: str) -> RecordedBar:
+        bar = RecordedBar(total, label)
+        self.events.append(bar)
+        return bar
+
+    def outputs(self, number: int, saved: list[Saved]) -> None:
+        self.events.append(RecordedOutputs(number, tuple(saved)))
 
 
 def batch(

@@ -15,10 +15,11 @@ from prompt_toolkit.validation import ValidationError
 
 from invoke.parse import parse_request
 from invoke.request import Request
-from invoke.shell.commands import COMMANDS, ShellContext, command, help_lines
+from invoke.shell.commands import help_lines
 from invoke.shell.completer import ShellCompleter
+from invoke.shell.dispatch import COMMANDS, ShellContext, command
 from invoke.shell.repl import run_repl
-from invoke.shell.runner import prompt_text
+from invoke.shell.runner import Runner, prompt_text
 from invoke.shell.validator import LineValidator
 
 ENTER = "\r"
@@ -210,7 +211,7 @@ def test_a_new_command_is_one_decorated_function(runner):
 
 def test_prompt_names_the_model_when_the_runner_says(runner):
     assert prompt_text(runner) == "invoke> "
-    runner.prompt_label = lambda: "(sd-1.5) invoke> "
+    runner.label = "(sd-1.5) invoke> "
     assert prompt_text(runner) == "(sd-1.5) invoke> "
 
 
@@ -286,7 +287,7 @@ def test_sampler_names_complete_after_the_sampler_switch():
 
 def test_seeds_of_this_session_complete_after_the_seed_switch(runner):
     assert complete("a cat -S ", runner) == []
-    runner.recent_seeds = lambda: [42, 7, 42, 1234]
+    runner.seeds = [42, 7, 42, 1234]
     assert complete("a cat -S ", runner) == ["a cat -S 1234", "a cat -S 42", "a cat -S 7"]
     assert complete("a cat --seed 4", runner) == ["a cat --seed 42"]
 
@@ -312,3 +313,43 @@ def test_paths_complete_after_path_switches_and_file_commands(tmp_path, monkeypa
 def test_shell_command_names_complete():
     assert complete("!fe") == ["!fetch"]
     assert set(complete("!")) >= {"!history", "!search", "!clear", "!replay", "!help", "!dream"}
+
+
+def test_commands_are_listed_in_their_order_of_old():
+    """!replay is registered by batch.py, yet !help, the completer and the unknown-command error
+    list it where they always have: right after !fetch."""
+    assert list(COMMANDS)[:8] == [
+        "history", "NN", "search", "clear", "fetch", "replay", "help", "dream"
+    ]  # fmt: skip
+    assert complete("!") [:7] == [
+        "!history", "!search", "!clear", "!fetch", "!replay", "!help", "!dream"
+    ]  # fmt: skip
+
+
+def test_folder_names_complete_from_the_runner(runner):
+    runner.listed = {"loras": ["ink"], "embeddings": ["sty"], "controlnets": ["edges"]}
+    runner.listed["upscalers"] = ["x2"]
+    assert complete("a cat withLora(i", runner) == ["a cat withLora(ink"]
+    assert complete("a cat <s", runner) == ["a cat <sty>"]
+    assert complete("a cat --controlnet e", runner) == ["a cat --controlnet edges"]
+    assert complete("a cat --upscaler x", runner) == ["a cat --upscaler x2"]
+    assert complete("a cat withLora(i") == []  # no runner, no names
+
+
+# -- the Runner protocol --------------------------------------------------------------------------
+
+
+def protocol_members(protocol: type) -> set[str]:
+    return {name for name in vars(protocol) if not name.startswith("_")} | set(
+        protocol.__annotations__
+    )
+
+
+def test_the_fake_runner_and_the_session_implement_the_whole_protocol(runner):
+    from invoke.session import Session
+
+    members = protocol_members(Runner)
+    assert {"generate", "upscale_file", "loras", "change_models", "outdir", "entry"} <= members
+    assert all(hasattr(runner, name) for name in members)
+    methods = members - set(Runner.__annotations__)
+    assert all(callable(getattr(Session, name, None)) for name in methods)

@@ -1,7 +1,7 @@
 """The front ends: the interactive invoke> shell (repl), batches and one-shot lines (batch).
 
 Everything here drives a `Runner` (runner.py) and imports no torch. The `!` commands live in a
-registry (commands.py) that each command module fills when it is imported: a module adding
+registry (dispatch.py) that each command module fills when it is imported: a module adding
 commands (`!models`, `!switch NAME`, ...) is imported below, so every front end offers them.
 
     repl.run_repl(runner, input=None, output=None, *, debug=False, out=print, err=...) -> int
@@ -12,6 +12,7 @@ commands (`!models`, `!switch NAME`, ...) is imported below, so every front end 
 from __future__ import annotations
 
 from invoke.shell import (
+    batch,  # noqa: F401 - !replay (after the built-in ! commands of commands.py, which it imports)
     commands,  # noqa: F401 - registers the built-in ! commands
     fix,  # noqa: F401 - !fix FILE --outcrop ...
     model_commands,  # noqa: F401 - !models, !switch, !import_model, ...

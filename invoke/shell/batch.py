@@ -1,4 +1,5 @@
-"""Many lines without a prompt: stdin, `--from_file`, `!replay FILE`; and the one-shot line.
+"""Many lines without a prompt: stdin, `--from_file`, `!replay FILE` (registered here); and the
+one-shot line.
 
 A batch left running overnight must not die on line 37 of 500: a bad line is reported as
 `line N: <error>` (N counts every input line, skipped ones too, so it matches an editor) and the
@@ -17,18 +18,21 @@ that are not UTF-8 never stop a batch.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from invoke import interrupts
 from invoke.errors import InvokeError
-from invoke.shell.commands import (
+from invoke.shell.commands import file_args
+from invoke.shell.dispatch import (
     STOPPED,
     ShellContext,
+    command,
     print_err,
     printable,
     run_line,
     unexpected,
+    user_path,
 )
 from invoke.shell.runner import DEFAULT_PROMPT, Runner
 
@@ -146,6 +150,30 @@ def run_one(
         err(unexpected(exc, debug))
         return 1
     return 0
+
+
+@command(
+    "replay",
+    "!replay FILE",
+    "Run the lines of FILE as a batch: blank and # lines skipped, bad lines reported, q stops.",
+    complete="path",
+    after="fetch",  # where !help has always listed it
+)
+def _replay(ctx: ShellContext, args: str) -> None:
+    words = file_args("replay", args, "!replay FILE")
+    if len(words) > 1:
+        raise InvokeError(
+            f"!replay: takes one file, got {len(words)} words; quote a name with spaces"
+        )
+    path = user_path(ctx, words[0])
+    if path.resolve() in ctx.replaying:
+        raise InvokeError(f"!replay: {path} is already being replayed; a file cannot replay itself")
+    lines = read_batch_file(path, "!replay")
+    nested = replace(ctx, set_input=None, replaying=(*ctx.replaying, path.resolve()))
+    result = run_lines(nested, lines)
+    if not ctx.interactive and result.status != 0:
+        # In a batch the !replay line itself fails, so the outer exit status says so too.
+        raise InvokeError(f"!replay {path}: {result.summary}")
 
 
 def read_batch_file(path: Path, who: str) -> list[str]:

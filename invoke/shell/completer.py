@@ -4,16 +4,19 @@ embedding names."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
 from invoke.prompt_syntax import NAME_CHARACTER
 from invoke.request import SAMPLERS
-from invoke.shell.commands import COMMANDS
+from invoke.shell.dispatch import COMMANDS
 from invoke.shell.runner import Runner
 from invoke.shell.switches import SwitchSpec, switch_specs
+
+Listing = tuple[list[Path], list[str]]  # folders, and the names in them
 
 # A LoRA name being typed in a prompt: `withLora(na` or `<lora:na`.
 _LORA_NAME = re.compile(r"(withLora\(|<lora:)([^,:()<>]*)", re.IGNORECASE)
@@ -35,12 +38,14 @@ class ShellCompleter(Completer):
             return
         lora = _LORA_NAME.fullmatch(word)
         if lora is not None:
-            yield from _choices(lora.group(2), self._names("loras"), start=-len(lora.group(2)))
+            yield from _choices(
+                lora.group(2), self._names(lambda runner: runner.loras()), start=-len(lora.group(2))
+            )
             return
         embedding = _EMBEDDING_NAME.fullmatch(word)
         if embedding is not None:
             typed = embedding.group(1)
-            names = [f"{name}>" for name in self._names("embeddings")]
+            names = [f"{name}>" for name in self._names(lambda runner: runner.embeddings())]
             yield from _choices(typed, names, start=-len(typed))
             return
         specs = switch_specs()
@@ -59,22 +64,24 @@ class ShellCompleter(Completer):
         elif kind == "seed":
             yield from _choices(word, self._seeds(), start=-len(word))
         elif kind == "controlnet":
-            yield from _choices(word, self._names("controlnets"), start=-len(word))
+            yield from _choices(
+                word, self._names(lambda runner: runner.controlnets()), start=-len(word)
+            )
         elif kind == "upscaler":
-            yield from _choices(word, self._names("upscalers"), start=-len(word))
+            yield from _choices(
+                word, self._names(lambda runner: runner.upscalers()), start=-len(word)
+            )
 
     def _seeds(self) -> list[str]:
-        """This session's seeds, newest first, from an optional `recent_seeds()` on the runner."""
-        recent = getattr(self.runner, "recent_seeds", None)
-        if recent is None:
+        """This session's seeds, newest first (none without a runner)."""
+        if self.runner is None:
             return []
-        return list(dict.fromkeys(str(seed) for seed in reversed(list(recent()))))
+        return list(dict.fromkeys(str(seed) for seed in reversed(self.runner.recent_seeds())))
 
-    def _names(self, listing: str) -> list[str]:
-        """Names in a folder of files a line can name, from an optional `loras()`,
-        `embeddings()`, `controlnets()` or `upscalers()` on the runner."""
-        names_in = getattr(self.runner, listing, None)
-        return [] if names_in is None else names_in()[1]
+    def _names(self, listing: Callable[[Runner], Listing]) -> list[str]:
+        """Names in a folder of files a line can name: `listing` is `Runner.loras`,
+        `Runner.embeddings`, `Runner.controlnets` or `Runner.upscalers` (none without a runner)."""
+        return [] if self.runner is None else listing(self.runner)[1]
 
     def _command(self, line: str, word: str, earlier: list[str], event: CompleteEvent):
         if not earlier:  # still typing the command name

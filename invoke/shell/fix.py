@@ -23,7 +23,7 @@ from pathlib import Path
 from invoke.errors import InitImageError, InvokeError
 from invoke.parse import parse_fix, parse_request
 from invoke.request import Request
-from invoke.shell.commands import ShellContext, _existing, command, run_request
+from invoke.shell.dispatch import ShellContext, command, run_request, user_path
 
 FIX_USAGE = (
     "!fix FILE [PROMPT] --outcrop SIDE PIXELS [SIDE PIXELS ...] [-s -S -C -A -f -n -o -U] | "
@@ -70,7 +70,7 @@ def _fix(ctx: ShellContext, args: str) -> None:
 
 
 def _image_path(ctx: ShellContext, file: str) -> Path:
-    path = _existing(ctx, file)
+    path = user_path(ctx, file)
     if not path.exists():
         raise InvokeError(
             f"!fix: {file}: no such file (nor in {ctx.runner.outdir}); give the path of an image"
@@ -97,9 +97,6 @@ def _upscale(ctx: ShellContext, path: Path, line: Request) -> None:
             "-o, -z and --fnformat go with it; to draw it again larger, !fetch FILE and add -U "
             "to its line"
         )
-    upscale_file = getattr(ctx.runner, "upscale_file", None)
-    if upscale_file is None:
-        raise InvokeError("!fix -U: this front end has no upscalers")
     stored = _stored(ctx, path)
     if stored is None:
         prompt = "the line's prompt" if line.prompt.strip() else "no prompt"
@@ -113,7 +110,7 @@ def _upscale(ctx: ShellContext, path: Path, line: Request) -> None:
     if ctx.dry_run:
         ctx.out(ctx.runner.canonical_upscale(request))
     else:
-        upscale_file(request)
+        ctx.runner.upscale_file(request)
 
 
 def _with_stored(ctx: ShellContext, path: Path, line: Request) -> Request:

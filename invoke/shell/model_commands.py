@@ -1,6 +1,6 @@
 """The model commands: !models, !switch, !import_model, !edit_model, !del_model.
 
-They drive a runner that has a model list (`ModelRunner`, implemented by `invoke.session.Session`).
+They drive the runner's model list (`Runner.model_names`, `switch`, `change_models`, ...).
 Changes go to the user's own models.yaml (made from the shipped one on the first change), written
 atomically; the shipped file is never touched.
 
@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from invoke.errors import InvokeError
 from invoke.settings import (
@@ -35,40 +35,17 @@ from invoke.settings import (
     ModelsFileError,
     unique_model_name,
 )
-from invoke.shell.commands import ShellContext, command, printable
-
-if TYPE_CHECKING:
-    from invoke.shell.runner import Runner
+from invoke.shell.dispatch import ShellContext, command, printable
+from invoke.shell.runner import Runner
 
 T = TypeVar("T")
 ASK_TRIES = 3  # wrong answers in a row before the command gives up
 AUTO = "auto"  # a size left to the model: not written to models.yaml
 
 
-class ModelRunner(Protocol):
-    """What the model commands need from the runner (Session has it)."""
-
-    entry: ModelEntry  # the active model
-
-    def model_names(self) -> list[str]: ...
-    def model_entry(self, name: str) -> ModelEntry: ...
-    def model_state(self, name: str) -> str: ...
-    def switch(self, name: str) -> ModelEntry: ...
-    def models_file_name(self) -> str: ...
-    def change_models(self, change: Callable[[dict[str, Any]], None]) -> Path: ...
-
-
 def model_names(runner: Runner) -> Iterable[str]:
     """Tab completion after !switch, !edit_model, !del_model."""
-    names = getattr(runner, "model_names", None)
-    return names() if names is not None else ()
-
-
-def _runner(ctx: ShellContext, name: str) -> ModelRunner:
-    runner = ctx.runner
-    if not all(hasattr(runner, a) for a in ("model_names", "switch", "change_models")):
-        raise InvokeError(f"!{name}: this front end has no model list")
-    return runner  # type: ignore[return-value]
+    return runner.model_names()
 
 
 # -- arguments and questions ----------------------------------------------------------------------
@@ -200,9 +177,7 @@ def _ask_size(
     return sizes
 
 
-def _change(
-    ctx: ShellContext, runner: ModelRunner, change: Callable[[dict[str, Any]], None]
-) -> Path:
+def _change(ctx: ShellContext, runner: Runner, change: Callable[[dict[str, Any]], None]) -> Path:
     """Write models.yaml; a file broken by hand meanwhile is reported one line per problem."""
     try:
         return runner.change_models(change)
@@ -227,7 +202,7 @@ def _set_fields(body: dict[str, Any], values: dict[str, Any]) -> None:
 
 @command("models", "!models", "List the models of models.yaml: name, status, description.")
 def _models(ctx: ShellContext, args: str) -> None:
-    runner = _runner(ctx, "models")
+    runner = ctx.runner
     names = runner.model_names()
     width = max(len(n) for n in names)
     ctx.out(f"models in {runner.models_file_name()} (* = active):")
@@ -240,16 +215,18 @@ def _models(ctx: ShellContext, args: str) -> None:
         ctx.out(printable(f"{mark} {name:<{width}}  {runner.model_state(name):<10}  {about}"))
 
 
-def _folder_command(listing: str, library: Library, use: str) -> None:
+def _folder_command(
+    listing: str,
+    listed: Callable[[Runner], tuple[list[Path], list[str]]],
+    library: Library,
+    use: str,
+) -> None:
     """Register `!<listing>`: the names in a folder of files a prompt can name, from the
-    runner's `listing()` (Session.loras, Session.embeddings, Session.controlnets)."""
+    runner's `listed` folders and names (Runner.loras, .embeddings, .controlnets, .upscalers)."""
     what = library.what
 
     def handler(ctx: ShellContext, args: str) -> None:
-        names_in = getattr(ctx.runner, listing, None)
-        if names_in is None:
-            raise InvokeError(f"!{listing}: this front end has no {what} folder")
-        folders, names = names_in()
+        folders, names = listed(ctx.runner)
         if not names:
             ctx.out(
                 printable(
@@ -267,10 +244,19 @@ def _folder_command(listing: str, library: Library, use: str) -> None:
     command(listing, f"!{listing}", f"List the {what}s {use} in a prompt can name.")(handler)
 
 
-_folder_command("loras", LORAS, "withLora(NAME, 0.8) or <lora:NAME:0.8>")
-_folder_command("embeddings", EMBEDDINGS, "<NAME>")
-_folder_command("controlnets", CONTROLNETS, "--controlnet NAME --control_image FILE")
-_folder_command("upscalers", UPSCALERS, "-U FACTOR --upscaler NAME")
+_folder_command(
+    "loras", lambda runner: runner.loras(), LORAS, "withLora(NAME, 0.8) or <lora:NAME:0.8>"
+)
+_folder_command("embeddings", lambda runner: runner.embeddings(), EMBEDDINGS, "<NAME>")
+_folder_command(
+    "controlnets",
+    lambda runner: runner.controlnets(),
+    CONTROLNETS,
+    "--controlnet NAME --control_image FILE",
+)
+_folder_command(
+    "upscalers", lambda runner: runner.upscalers(), UPSCALERS, "-U FACTOR --upscaler NAME"
+)
 
 
 @command(
@@ -280,7 +266,7 @@ _folder_command("upscalers", UPSCALERS, "-U FACTOR --upscaler NAME")
     complete=model_names,
 )
 def _switch(ctx: ShellContext, args: str) -> None:
-    runner = _runner(ctx, "switch")
+    runner = ctx.runner
     name = _parse_args("switch", args, "!switch NAME").words[0]
     entry = runner.switch(name)
     ctx.out(f"active model: {entry.name}")
@@ -298,7 +284,7 @@ IMPORT_USAGE = "!import_model PATH [--name N] [--description D] [-W W] [-H H] [-
 )
 def _import_model(ctx: ShellContext, args: str) -> None:
     cmd = "import_model"
-    runner = _runner(ctx, cmd)
+    runner = ctx.runner
     parsed = _parse_args(cmd, args, IMPORT_USAGE, ("name", "description", "width", "height"))
     where = Path(parsed.words[0]).expanduser().resolve()
     source = _import_source(where)
@@ -370,7 +356,7 @@ EDIT_USAGE = "!edit_model NAME [--description D] [-W W] [-H H] [--yes]"
 )
 def _edit_model(ctx: ShellContext, args: str) -> None:
     cmd = "edit_model"
-    runner = _runner(ctx, cmd)
+    runner = ctx.runner
     parsed = _parse_args(cmd, args, EDIT_USAGE, ("description", "width", "height"))
     entry = _listed_entry(runner, cmd, parsed.words[0])
     values: dict[str, Any] = {
@@ -405,7 +391,7 @@ def _edit_model(ctx: ShellContext, args: str) -> None:
 )
 def _del_model(ctx: ShellContext, args: str) -> None:
     cmd = "del_model"
-    runner = _runner(ctx, cmd)
+    runner = ctx.runner
     parsed = _parse_args(cmd, args, "!del_model NAME [--yes]")
     entry = _listed_entry(runner, cmd, parsed.words[0])
     if entry.name == runner.entry.name:
@@ -450,7 +436,7 @@ def _yes_no(text: str) -> bool:
     raise InvokeError(f"!del_model: answer y or n, not {text!r}")
 
 
-def _listed_entry(runner: ModelRunner, cmd: str, name: str) -> ModelEntry:
+def _listed_entry(runner: Runner, cmd: str, name: str) -> ModelEntry:
     entry = runner.model_entry(name)
     if not entry.listed:
         raise InvokeError(

@@ -15,7 +15,8 @@ from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output
 
 from invoke.errors import InvokeError
-from invoke.shell.commands import (
+from invoke.shell.completer import ShellCompleter
+from invoke.shell.dispatch import (
     STOPPED,
     ShellContext,
     print_err,
@@ -23,7 +24,6 @@ from invoke.shell.commands import (
     run_line,
     unexpected,
 )
-from invoke.shell.completer import ShellCompleter
 from invoke.shell.history import HISTORY_NAME, ShellHistory
 from invoke.shell.keys import shell_key_bindings
 from invoke.shell.runner import Runner, prompt_text

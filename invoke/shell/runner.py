@@ -1,21 +1,27 @@
-"""What the shell needs from the rest of the program: the `Runner` protocol.
+"""What the shell needs from the rest of the program: the one `Runner` protocol.
 
-The shell only makes text and calls these methods; `invoke.session.Session` implements them.
-Keeping the shell behind this protocol lets its tests drive it with a fake that records requests.
+The shell only makes text and calls these members; `invoke.session.Session` implements them all.
+Every member the shell uses is declared here, so the shell calls them directly (it probes for
+none), and its tests drive it with a fake that implements the whole protocol (tests/helpers.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from invoke.request import Request
+from invoke.settings import ModelEntry
 
 DEFAULT_PROMPT = "invoke> "
 
 
 class Runner(Protocol):
-    outdir: Path  # where history lives (<outdir>/.invoke_history)
+    outdir: Path  # where history lives (<outdir>/.invoke_history); bare file names are found here
+    entry: ModelEntry  # the active model
+
+    # -- command lines --------------------------------------------------------------------------
 
     def generate(self, request: Request) -> list[Path]:
         """Run one request: progress bar, files, prints the `Outputs:` block. Raises InvokeError on
@@ -31,26 +37,43 @@ class Runner(Protocol):
         InvokeError."""
         ...
 
-
-class LabelledRunner(Runner, Protocol):
-    """A runner that names itself in the prompt, e.g. the active model: `(sd-1.5) invoke> `."""
-
-    def prompt_label(self) -> str:
-        """The whole prompt text shown before the cursor."""
+    def upscale_file(self, request: Request) -> list[Path]:
+        """`!fix FILE -U`: the init image's own pixels enlarged, saved as a new picture."""
         ...
 
+    def canonical_upscale(self, request: Request) -> str:
+        """`!fix FILE -U` for --dry-run: its complete command, the upscaler resolved."""
+        ...
 
-class SeedfulRunner(Runner, Protocol):
-    """A runner that remembers its seeds: `-S <Tab>` then offers them, newest first."""
+    # -- what the prompt and tab completion offer -----------------------------------------------
+
+    def prompt_label(self) -> str:
+        """The whole prompt text shown before the cursor, e.g. `(sd-1.5) invoke> `; "" for the
+        plain one."""
+        ...
 
     def recent_seeds(self) -> list[int]:
-        """Every image's seed in this session, oldest first."""
+        """Every image's seed in this session, oldest first (`-S <Tab>` offers them)."""
+        ...
+
+    # Folders of files a line can name (!loras, completion): the folders, and the names in them.
+    def loras(self) -> tuple[list[Path], list[str]]: ...
+    def embeddings(self) -> tuple[list[Path], list[str]]: ...
+    def controlnets(self) -> tuple[list[Path], list[str]]: ...
+    def upscalers(self) -> tuple[list[Path], list[str]]: ...
+
+    # -- the model list (!models, !switch, !import_model, !edit_model, !del_model) ---------------
+
+    def model_names(self) -> list[str]: ...
+    def model_entry(self, name: str) -> ModelEntry: ...
+    def model_state(self, name: str) -> str: ...
+    def switch(self, name: str) -> ModelEntry: ...
+    def models_file_name(self) -> str: ...
+    def change_models(self, change: Callable[[dict[str, Any]], None]) -> Path:
+        """Change the user's models.yaml and use the result; returns the file written."""
         ...
 
 
 def prompt_text(runner: Runner) -> str:
     """The prompt for the next line; asked every time, because `!switch` may change the model."""
-    label = getattr(runner, "prompt_label", None)
-    if label is None:
-        return DEFAULT_PROMPT
-    return label() or DEFAULT_PROMPT
+    return runner.prompt_label() or DEFAULT_PROMPT

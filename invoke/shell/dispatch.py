@@ -1,0 +1,176 @@
+"""One line's handling: the `!` command registry, the dispatcher, and how errors reach the user.
+
+Commands are registered with `@command(...)` together with their usage and help text, so `!help`,
+the completer and the dispatcher read one table. A new command (`!models`, `!switch NAME`, ...) is a
+decorated function in a module that `invoke/shell/__init__.py` imports:
+
+    @command("switch", "!switch NAME", "Make NAME the active model.", complete=model_names)
+    def _switch(ctx: ShellContext, args: str) -> None:
+        ...
+
+A handler raises `InvokeError` for anything the user can fix; the front end prints it as one line.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from invoke.errors import InvokeError
+from invoke.parse import ShellCommand, parse_line
+from invoke.request import Request
+from invoke.shell.history import ShellHistory
+from invoke.shell.runner import Runner
+
+# How a command's argument words complete: "path"; "path+line", a path and then prompt and switches
+# as on a command line (`!fix FILE --outcrop ...`); or a function of the runner giving the names.
+Completion = str | Callable[[Runner], Iterable[str]] | None
+Handler = Callable[["ShellContext", str], None]
+
+QUIT_WORDS = ("q", "quit", "exit")
+STOPPED = "stopped (Ctrl-C); finished images were kept"
+
+
+def print_err(text: str) -> None:
+    """Print to the stderr of the moment (tests and the shell may swap it)."""
+    print(text, file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class ShellContext:
+    """What a line is run with: the runner, where text goes, and what the front end offers."""
+
+    runner: Runner
+    out: Callable[[str], None] = print
+    err: Callable[[str], None] = print_err
+    history: ShellHistory | None = None  # None outside the interactive shell
+    set_input: Callable[[str], None] | None = None  # next prompt's edit buffer; None in batches
+    dry_run: bool = False
+    debug: bool = False
+    replaying: tuple[Path, ...] = ()  # files `!replay` is inside of, to refuse loops
+
+    @property
+    def interactive(self) -> bool:
+        return self.set_input is not None
+
+    def offer(self, text: str) -> None:
+        """Give the user a command line: into the edit buffer in the shell, printed elsewhere."""
+        if self.set_input is not None:
+            self.set_input(text)
+        else:
+            self.out(text)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # without the "!"; "NN" stands for the numbered history recall
+    usage: str
+    help: str
+    handler: Handler
+    complete: Completion = None
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(
+    name: str, usage: str, help: str, *, complete: Completion = None, after: str | None = None
+):
+    """Register the decorated `handler(ctx, args)` as `!name`; listed (by !help, the completer)
+    in the order registered, or right after `!after` when given."""
+
+    def register(handler: Handler) -> Handler:
+        if name in COMMANDS:
+            raise ValueError(f"!{name} is registered twice")
+        entry = Command(name, usage, help, handler, complete)
+        if after is None:
+            COMMANDS[name] = entry
+            return handler
+        names = list(COMMANDS)
+        if after not in names:
+            raise ValueError(f"!{name} is to follow !{after}, which is not registered")
+        at = names.index(after) + 1
+        entries = [*COMMANDS.items()]
+        COMMANDS.clear()
+        COMMANDS.update([*entries[:at], (name, entry), *entries[at:]])
+        return handler
+
+    return register
+
+
+def find_command(name: str) -> Command:
+    if name.isascii() and name.isdigit():
+        return COMMANDS["NN"]
+    found = COMMANDS.get(name)
+    if found is None or name == "NN":
+        names = " ".join(f"!{c}" for c in COMMANDS if c != "NN")
+        raise InvokeError(f"!{name}: unknown command; the commands are {names} !NN (see !help)")
+    return found
+
+
+def run_command(ctx: ShellContext, shell_command: ShellCommand) -> None:
+    found = find_command(shell_command.name)
+    # `!12` arrives as name "12": the recall handler gets the number as its argument.
+    args = shell_command.name if found.name == "NN" else shell_command.args
+    found.handler(ctx, args)
+
+
+# -- one line ------------------------------------------------------------------------------------
+
+
+def run_line(ctx: ShellContext, text: str) -> bool:
+    """Run one line (request or `!` command); False when it asks to quit. Errors propagate."""
+    parsed = parse_line(text)
+    if parsed is None:
+        return True
+    if isinstance(parsed, ShellCommand):
+        if parsed.name == "quit" or parsed.name in QUIT_WORDS:
+            return False
+        run_command(ctx, parsed)
+        return True
+    run_request(ctx, parsed)
+    return True
+
+
+def run_request(ctx: ShellContext, request: Request) -> None:
+    if ctx.dry_run:
+        ctx.out(ctx.runner.canonical(request))
+    else:
+        ctx.runner.generate(request)
+
+
+def user_path(ctx: ShellContext, name: str) -> Path:
+    """A path as typed, or a bare file name found in the output folder (as InvokeAI did)."""
+    path = Path(name).expanduser()
+    if not path.exists() and path.parent == Path("."):
+        in_outdir = Path(ctx.runner.outdir) / path
+        if in_outdir.exists():
+            return in_outdir
+    return path
+
+
+# -- what the user sees --------------------------------------------------------------------------
+
+MAX_SHOWN = 400  # characters of a user's line shown back; a 100 kB line would bury the error
+
+
+def printable(text: str, limit: int = MAX_SHOWN) -> str:
+    """One terminal-safe line: control characters (escape sequences!) shown as escapes."""
+    if len(text) > limit:
+        text = text[:limit] + f"... ({len(text)} characters)"
+    # Lone surrogates (undecodable bytes) and control characters become visible escapes.
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
+
+
+def unexpected(exc: BaseException, debug: bool) -> str:
+    """One line for an error that is ours, not the user's; the traceback goes out with --debug."""
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    detail = " ".join(str(exc).split())
+    hint = "" if debug else " (run with --debug for the traceback)"
+    return printable(f"unexpected error: {type(exc).__name__}: {detail}{hint}")

@@ -19,19 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from invoke.errors import ParseError
-
-SAMPLERS: tuple[str, ...] = (
-    "ddim",
-    "plms",
-    "k_lms",
-    "k_euler",
-    "k_euler_a",
-    "k_heun",
-    "k_dpm_2",
-    "k_dpm_2_a",
-    "k_dpmpp_2",
-    "k_dpmpp_2_a",
-)
+from invoke.samplers import SAMPLERS
 
 INTERMEDIATE_KINDS: tuple[str, ...] = ("preview", "decode")
 # What --control_processor can make of a control image first (invoke/processors.py).

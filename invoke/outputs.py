@@ -161,7 +161,7 @@ def _alternatives(name: str) -> Iterator[str]:
 
 
 def _split_prompt(request: Request) -> tuple[tuple[tuple[str, float], ...], str]:
-    from invoke.parse import split_prompt  # engineer A's module; imported late to keep it optional
+    from invoke.prompt_syntax import split_prompt
 
     parts = split_prompt(request.prompt, request.skip_normalize)
     return tuple((str(t), float(w)) for t, w in parts.positive), str(parts.negative)

@@ -788,8 +788,7 @@ class Session:
         """The picture made larger by -U. If it fails (out of memory) or a second Ctrl-C stops
         it, the picture as drawn is kept (given the folder: a file upscaled is kept already),
         saved under the command that makes it without -U."""
-        from invoke.parse import split_prompt
-        from invoke.prompt_syntax import parse_weighting, plain_text
+        from invoke.prompt_syntax import parse_weighting, plain_text, split_prompt
 
         assert request.upscale and request.seed is not None
         factor, strength = request.upscale

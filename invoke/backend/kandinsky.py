@@ -73,7 +73,7 @@ def load_kandinsky(
 
 def _refuse(model: Model, job: Job) -> tuple[str, str]:
     """(prompt, negative prompt) for the pipeline, or InvokeError for what it cannot do."""
-    from invoke.parse import split_prompt
+    from invoke.prompt_syntax import split_prompt
 
     what = f"model {model.name} (kandinsky-2.2)"
     if job.sampler not in SAMPLERS:

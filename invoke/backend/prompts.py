@@ -1,6 +1,6 @@
 """Prompt text -> CLIP embeddings: sub-prompts, the negative prompt, weights, the 77-token limit.
 
-The text is split twice, both times by pure code: parse.split_prompt takes off the `[negative]`
+The text is split twice, by pure code: prompt_syntax.split_prompt takes off the `[negative]`
 groups and the `text:0.5` sub-prompts; prompt_syntax.parse_weighting reads each piece's `word+`,
 `(words)1.3`, `.blend()` and `.and()`. Here the pieces become embeddings:
 

@@ -18,7 +18,7 @@ import click
 
 from invoke import __version__
 from invoke.errors import InvokeError
-from invoke.request import SAMPLERS
+from invoke.samplers import SAMPLERS
 
 HELP = """Draw pictures with Stable Diffusion models from the terminal.
 

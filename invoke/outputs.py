@@ -37,12 +37,12 @@ from invoke.errors import InvokeError, MetadataError, OutputError
 from invoke.prompt_syntax import split_loras
 from invoke.request import (
     CONTROL_PROCESSORS,
-    SAMPLERS,
     SEAMLESS_AXES,
     SWITCHES,
     Request,
     Variation,
 )
+from invoke.samplers import SAMPLER_TABLE, SAMPLERS
 from invoke.settings import OUTCROP_STRENGTH, UPSCALER_REPOS
 
 try:  # POSIX; Windows falls back to msvcrt below
@@ -65,18 +65,7 @@ MAX_NAME_BYTES = 200
 METADATA_KEYS = ("Dream", "sd-metadata", "parameters")
 
 # Our sampler names <-> the names AUTOMATIC1111 writes into `parameters`.
-A1111_SAMPLERS: dict[str, str] = {
-    "ddim": "DDIM",
-    "plms": "PLMS",
-    "k_lms": "LMS",
-    "k_euler": "Euler",
-    "k_euler_a": "Euler a",
-    "k_heun": "Heun",
-    "k_dpm_2": "DPM2",
-    "k_dpm_2_a": "DPM2 a",
-    "k_dpmpp_2": "DPM++ 2M",
-    "k_dpmpp_2_a": "DPM++ 2S a",
-}
+A1111_SAMPLERS: dict[str, str] = {name: row.a1111 for name, row in SAMPLER_TABLE.items()}
 _SAMPLER_FROM_A1111 = {v.lower(): k for k, v in A1111_SAMPLERS.items()}
 
 # Names Windows refuses for files whatever the extension; refused everywhere so outputs copy across.
@@ -172,7 +161,7 @@ def _alternatives(name: str) -> Iterator[str]:
 
 
 def _split_prompt(request: Request) -> tuple[tuple[tuple[str, float], ...], str]:
-    from invoke.parse import split_prompt  # engineer A's module; imported late to keep it optional
+    from invoke.prompt_syntax import split_prompt
 
     parts = split_prompt(request.prompt, request.skip_normalize)
     return tuple((str(t), float(w)) for t, w in parts.positive), str(parts.negative)

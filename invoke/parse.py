@@ -30,14 +30,12 @@ from invoke.request import (
 __all__ = [
     "SWITCHES",
     "FixLine",
-    "PromptParts",
     "ShellCommand",
     "join_args",
     "parse_fix",
     "parse_line",
     "parse_request",
     "quote_prompt",
-    "split_prompt",
 ]
 
 QUIT_WORDS = ("q", "quit", "exit")
@@ -98,14 +96,6 @@ class FixLine:
 
     file: str
     line: Request
-
-
-@dataclass(frozen=True)
-class PromptParts:
-    """A prompt split for the text encoder: weighted positive sub-prompts and the negative."""
-
-    positive: tuple[tuple[str, float], ...]
-    negative: str
 
 
 def parse_line(text: str) -> Request | ShellCommand | None:
@@ -169,55 +159,6 @@ def join_args(argv: list[str]) -> str:
     if first_switch:
         words.insert(0, quote_prompt(" ".join(argv[:first_switch])))
     return " ".join(words)
-
-
-def split_prompt(prompt: str, skip_normalize: bool = False) -> PromptParts:
-    """`[...]` groups -> the negative prompt; `a cat:0.7 a dog:0.3` -> weighted sub-prompts.
-
-    A weight is `:number` at the end of a word; other colons are text, and `\\:` is always a
-    literal colon. Weights are scaled to sum to 1 unless skip_normalize (if they sum to 0, they
-    become equal). A prompt without weights is one sub-prompt of weight 1.0. LoRA references
-    (withLora(...), <lora:...>) are not text: they are left out (prompt_syntax.split_loras)."""
-    from invoke.prompt_syntax import split_loras  # prompt_syntax imports errors only
-
-    prompt, _ = split_loras(prompt)
-    negatives = [group.strip() for group in _NEGATIVE.findall(prompt)]
-    negative = _unescape(" ".join(group for group in negatives if group))
-    positive_text = _NEGATIVE.sub(" ", prompt)
-
-    parts: list[tuple[str, float]] = []
-    start = 0
-    for match in _WEIGHT.finditer(positive_text):
-        parts.append((positive_text[start : match.start()], float(match.group(1))))
-        start = match.end()
-    tail = positive_text[start:]
-    if tail.strip() or not parts:
-        parts.append((tail, 1.0))
-    parts = [(_tidy(text), weight) for text, weight in parts]
-    parts = [(text, weight) for text, weight in parts if text] or [("", 1.0)]
-
-    if not skip_normalize:
-        total = sum(weight for _, weight in parts)
-        if total == 0:
-            parts = [(text, 1.0 / len(parts)) for text, _ in parts]
-        else:
-            parts = [(text, weight / total) for text, weight in parts]
-    return PromptParts(positive=tuple(parts), negative=negative)
-
-
-_NEGATIVE = re.compile(r"\[([^\[\]]*)\]")
-# `:0.5` at the end of a word, not after a backslash (`\:0.5` is text). At most 6 digits before
-# the point, so weights (and their sum) stay finite.
-_WEIGHT = re.compile(r"(?<!\\):([+-]?(?:[0-9]{1,6}(?:\.[0-9]*)?|\.[0-9]+))(?=\s|$)")
-
-
-def _unescape(text: str) -> str:
-    return text.replace("\\:", ":")
-
-
-def _tidy(text: str) -> str:
-    # Removing `[...]` leaves double spaces; the text encoder does not care, logs read better.
-    return " ".join(_unescape(text).split())
 
 
 def _clean(text: str) -> tuple[str, int]:

@@ -1,6 +1,12 @@
-"""InvokeAI 2.2+'s prompt weighting syntax, parsed into plain values (no torch here).
+"""A prompt, as InvokeAI 2.2+ users type it, parsed into plain values (no torch here).
+
+`parse_prompt` is the one reader of a prompt string: it returns a frozen `Prompt` holding all that
+the session, the backend and outputs need of it, so none of them reads the text again.
 
 What users type, and what it means here:
+- `[blurry, ugly]`: the negative prompt (every `[...]` group, joined).
+- `a cat:0.7 a dog:0.3`: sub-prompts whose embeddings are mixed by the weights (`:number` at the end
+  of a word; scaled to sum to 1 unless -x). `\\:` is a literal colon.
 - `ball+`, `ball++`, `ball-`: one word up- or down-weighted, 1.1 (0.9) per sign.
 - `(a red ball)+`, `(a red ball)1.3`: a group, with signs or a number (AUTOMATIC1111's
   `(a red ball:1.3)` is read the same, so prompts copied from it work); groups nest and their
@@ -25,8 +31,8 @@ What users type, and what it means here:
   each trigger's vectors where split_triggers says.
 How a weight acts on the embedding is the backend's business (backend/prompts.py).
 
-This works on one sub-prompt: the `[negative]` groups and `text:0.5` sub-prompts are split off
-before (parse.split_prompt).
+The weighting syntax works on one sub-prompt: the LoRA references, the `[negative]` groups and the
+`text:0.5` sub-prompts are split off first (split_prompt).
 """
 
 from __future__ import annotations
@@ -42,12 +48,17 @@ __all__ = [
     "Fragment",
     "LoraUse",
     "Parts",
+    "Prompt",
+    "PromptParts",
     "Sequence",
+    "SubPrompt",
     "embedding_names",
     "is_weighted",
+    "parse_prompt",
     "parse_weighting",
     "plain_text",
     "split_loras",
+    "split_prompt",
     "split_triggers",
 ]
 
@@ -81,6 +92,133 @@ class LoraUse:
     name: str
     weight: float = 1.0
 
+
+# -- the whole prompt -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubPrompt:
+    """A `text:0.5` sub-prompt, or the negative prompt: its text (LoRA references taken out,
+    `\\:` read as a colon, spaces tidied), its weight in the mix (1.0 for the negative prompt),
+    and its weighted fragments, or the parts of its .blend()/.and()."""
+
+    text: str
+    weight: float
+    fragments: Sequence | Parts
+
+    @property
+    def plain(self) -> str:
+        """The words without the weighting syntax."""
+        return plain_text(self.fragments)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt read once: what the session, the backend and outputs need of it. A plain value:
+    it compares, hashes and pickles (a Job carries it to another process)."""
+
+    text: str  # as typed, with its LoRA references
+    skip_normalize: bool  # -x: the sub-prompt and .blend() weights as typed, not scaled to sum 1
+    positive: tuple[SubPrompt, ...]  # never empty: ("", 1.0) when there is no text
+    negative: SubPrompt  # text "" when the prompt has no [...] group
+    loras: tuple[LoraUse, ...]  # in the order they first appear, each name once
+    embeddings: tuple[str, ...]  # the `<name>` words: the embeddings it may use (embedding_names)
+
+    @property
+    def plain(self) -> str:
+        """The positive words without syntax, sub-prompts joined by ", " (for the upscalers and
+        the models that take plain text)."""
+        return ", ".join(part.plain for part in self.positive)
+
+    @property
+    def conjunction_size(self) -> int:
+        """The most prompts one `.and()` puts side by side, in any sub-prompt or the negative
+        prompt (1 without .and()): the encoded prompt is that many encoder lengths long."""
+        return max(
+            len(part.fragments.parts)
+            if isinstance(part.fragments, Parts) and part.fragments.combine == "and"
+            else 1
+            for part in (*self.positive, self.negative)
+        )
+
+
+def parse_prompt(text: str, skip_normalize: bool = False) -> Prompt:
+    """The prompt string -> a Prompt: LoRA references, `[negative]`, `text:0.5` sub-prompts, the
+    weighting syntax of each, and its `<name>` words, all read here and only here.
+
+    Raises ParseError for a LoRA reference or a .blend()/.and() that cannot be used."""
+    words, loras = split_loras(text)
+    parts = _split_text(words, skip_normalize)
+    return Prompt(
+        text=text,
+        skip_normalize=skip_normalize,
+        positive=tuple(SubPrompt(t, w, parse_weighting(t)) for t, w in parts.positive),
+        negative=SubPrompt(parts.negative, 1.0, parse_weighting(parts.negative)),
+        loras=loras,
+        embeddings=_trigger_names(words),
+    )
+
+
+@dataclass(frozen=True)
+class PromptParts:
+    """A prompt split for the text encoder: weighted positive sub-prompts and the negative."""
+
+    positive: tuple[tuple[str, float], ...]
+    negative: str
+
+
+def split_prompt(prompt: str, skip_normalize: bool = False) -> PromptParts:
+    """`[...]` groups -> the negative prompt; `a cat:0.7 a dog:0.3` -> weighted sub-prompts.
+
+    A weight is `:number` at the end of a word; other colons are text, and `\\:` is always a
+    literal colon. Weights are scaled to sum to 1 unless skip_normalize (if they sum to 0, they
+    become equal). A prompt without weights is one sub-prompt of weight 1.0. LoRA references
+    (withLora(...), <lora:...>) are not text: they are left out (split_loras)."""
+    return _split_text(split_loras(prompt)[0], skip_normalize)
+
+
+def _split_text(prompt: str, skip_normalize: bool) -> PromptParts:
+    """split_prompt on a prompt whose LoRA references are already out."""
+    negatives = [group.strip() for group in _NEGATIVE.findall(prompt)]
+    negative = _unescape(" ".join(group for group in negatives if group))
+    positive_text = _NEGATIVE.sub(" ", prompt)
+
+    parts: list[tuple[str, float]] = []
+    start = 0
+    for match in _WEIGHT.finditer(positive_text):
+        parts.append((positive_text[start : match.start()], float(match.group(1))))
+        start = match.end()
+    tail = positive_text[start:]
+    if tail.strip() or not parts:
+        parts.append((tail, 1.0))
+    parts = [(_tidy(text), weight) for text, weight in parts]
+    parts = [(text, weight) for text, weight in parts if text] or [("", 1.0)]
+
+    if not skip_normalize:
+        total = sum(weight for _, weight in parts)
+        if total == 0:
+            parts = [(text, 1.0 / len(parts)) for text, _ in parts]
+        else:
+            parts = [(text, weight / total) for text, weight in parts]
+    return PromptParts(positive=tuple(parts), negative=negative)
+
+
+_NEGATIVE = re.compile(r"\[([^\[\]]*)\]")
+# `:0.5` at the end of a word, not after a backslash (`\:0.5` is text). At most 6 digits before
+# the point, so weights (and their sum) stay finite.
+_WEIGHT = re.compile(r"(?<!\\):([+-]?(?:[0-9]{1,6}(?:\.[0-9]*)?|\.[0-9]+))(?=\s|$)")
+
+
+def _unescape(text: str) -> str:
+    return text.replace("\\:", ":")
+
+
+def _tidy(text: str) -> str:
+    # Removing `[...]` leaves double spaces; the text encoder does not care, logs read better.
+    return " ".join(_unescape(text).split())
+
+
+# -- LoRA references ------------------------------------------------------------------------------
 
 # withLora(name) / withLora(name, 0.8); the name may be quoted. <lora:name> / <lora:name:0.8>.
 _WITH_LORA = re.compile(r"withLora\(([^()]*)\)", re.IGNORECASE)
@@ -140,7 +278,10 @@ _TRIGGER = re.compile(rf"<({NAME_CHARACTER}+)>")
 def embedding_names(prompt: str) -> tuple[str, ...]:
     """The names of a prompt's `<name>` words in the order they first appear, LoRA references
     left out: the candidates for embeddings (those with a file in the folder are)."""
-    text, _ = split_loras(prompt)
+    return _trigger_names(split_loras(prompt)[0])
+
+
+def _trigger_names(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_TRIGGER.findall(text)))
 
 

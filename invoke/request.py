@@ -19,19 +19,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from invoke.errors import ParseError
-
-SAMPLERS: tuple[str, ...] = (
-    "ddim",
-    "plms",
-    "k_lms",
-    "k_euler",
-    "k_euler_a",
-    "k_heun",
-    "k_dpm_2",
-    "k_dpm_2_a",
-    "k_dpmpp_2",
-    "k_dpmpp_2_a",
-)
+from invoke.prompt_syntax import parse_prompt
+from invoke.samplers import SAMPLERS
 
 INTERMEDIATE_KINDS: tuple[str, ...] = ("preview", "decode")
 # What --control_processor can make of a control image first (invoke/processors.py).
@@ -839,16 +828,6 @@ SWITCHES: tuple[Switch, ...] = (
 )
 
 
-def _check_weighting(prompt: str) -> None:
-    """A .blend()/.and() whose weights do not fit is refused now, not when the model runs."""
-    from invoke.parse import split_prompt  # parse imports this module
-    from invoke.prompt_syntax import parse_weighting
-
-    parts = split_prompt(prompt)
-    for text in [*(text for text, _ in parts.positive), parts.negative]:
-        parse_weighting(text)
-
-
 @dataclass(frozen=True)
 class Variation:
     """One link of a `-V seed:weight,...` chain."""
@@ -908,7 +887,9 @@ class Request:
             raise ParseError(
                 "prompt", "", f"contains {describe_character(bad[1])} at position {bad[0] + 1}"
             )
-        _check_weighting(self.prompt)
+        # A LoRA reference or a .blend()/.and() that cannot be used is refused now, not when the
+        # model runs.
+        parse_prompt(self.prompt)
         for switch in SWITCHES:
             value = getattr(self, switch.field)
             if not _given(switch, value):
@@ -1023,7 +1004,7 @@ class Request:
         """The canonical line: `"prompt" -s 20 -S 42 ...`, switches in SWITCHES order, fields that
         are None / False / () left out."""
         words = [quote_prompt(self.prompt)]
-        _check_weighting(self.prompt)
+        parse_prompt(self.prompt)  # ParseError for a LoRA reference or .blend() it cannot use
         for switch in SWITCHES:
             value = getattr(self, switch.field)
             if not _given(switch, value):

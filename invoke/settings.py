@@ -547,6 +547,7 @@ def parse_model_entries(raw: dict[str, Any], path: Path) -> dict[str, ModelEntry
 
 
 def _parse_entry(name: Any, body: Any, base: Path, problems: list[str]) -> ModelEntry | None:
+    """One models.yaml entry, or None when it has problems (each added to `problems`)."""
     if isinstance(name, (int, float)) and not isinstance(name, bool):
         problems.append(f"model name {name} reads as a number; quote it: '{name}':")
         return None
@@ -562,65 +563,7 @@ def _parse_entry(name: Any, body: Any, base: Path, problems: list[str]) -> Model
             near = difflib.get_close_matches(str(key), MODEL_KEYS, n=1)
             hint = f"did you mean {near[0]}?" if near else f"known keys: {', '.join(MODEL_KEYS)}"
             problems.append(f"{name}: unknown key {key!r}; {hint}")
-
-    def value(key: str, kind: type | tuple[type, ...], what: str) -> Any:
-        got = body.get(key)
-        if got is None:
-            return None
-        if isinstance(got, bool) != (kind is bool) or not isinstance(got, kind):
-            problems.append(f"{name}: {key} must be {what}, not {got!r}")
-            return None
-        return got
-
-    def folder_or_file(key: str) -> Path | None:
-        text = value(key, str, "a path")
-        if text is None:
-            return None
-        if not text.strip():
-            problems.append(f"{name}: {key} is empty; give a path")
-            return None
-        where = Path(text).expanduser()
-        return where if where.is_absolute() else (base / where).resolve()
-
-    def choice(key: str, allowed: tuple[str, ...]) -> str | None:
-        got = value(key, str, f"one of {', '.join(allowed)}")
-        if got is not None and got not in allowed:
-            problems.append(f"{name}: {key} {got!r} is not one of {', '.join(allowed)}")
-            return None
-        return got
-
-    def size(key: str) -> int | None:
-        got = value(key, int, f"a whole number of pixels (a multiple of {SIZE_MULTIPLE})")
-        if got is not None and (got < SIZE_MULTIPLE or got % SIZE_MULTIPLE):
-            problems.append(f"{name}: {key} {got} must be a positive multiple of {SIZE_MULTIPLE}")
-            return None
-        return got
-
-    description = value("description", (str, int, float), "text")
-    repo_id = value("repo_id", str, "a hub id like owner/name")
-    if repo_id is not None and not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", repo_id):
-        problems.append(f"{name}: repo_id {repo_id!r} is not a hub id like owner/name")
-    file = folder_or_file("file")
-    if file is not None and file.suffix.lower() not in CHECKPOINT_SUFFIXES:
-        problems.append(
-            f"{name}: file {file.name} is not a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}); "
-            f"a diffusers folder goes under path:"
-        )
-    entry = ModelEntry(
-        name=name,
-        description="" if description is None else str(description),
-        path=folder_or_file("path"),
-        file=file,
-        repo_id=repo_id,
-        embedded=bool(value("embedded", bool, "true or false")),
-        family=choice("family", FAMILIES),
-        width=size("width"),
-        height=size("height"),
-        vae=folder_or_file("vae"),
-        config=folder_or_file("config"),
-        precision=choice("precision", PRECISIONS),
-        default=bool(value("default", bool, "true or false")),
-    )
+    entry = _EntryReader(name, body, base, problems).entry()
     sources = [key for key in SOURCE_KEYS if body.get(key) not in (None, False)]
     if not sources:
         problems.append(
@@ -630,6 +573,80 @@ def _parse_entry(name: Any, body: Any, base: Path, problems: list[str]) -> Model
     elif len(sources) > 1:
         problems.append(f"{name}: has {' and '.join(sources)}; give exactly one source")
     return entry if len(problems) == found else None
+
+
+@dataclass
+class _EntryReader:
+    """Reads the values of one models.yaml entry, adding each problem (`name: ...`) to
+    `problems`; a value with a problem reads as None."""
+
+    name: str
+    body: dict[Any, Any]
+    base: Path  # relative paths are relative to the models.yaml folder
+    problems: list[str]
+
+    def entry(self) -> ModelEntry:
+        name, problems = self.name, self.problems
+        description = self.value("description", (str, int, float), "text")
+        repo_id = self.value("repo_id", str, "a hub id like owner/name")
+        if repo_id is not None and not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", repo_id):
+            problems.append(f"{name}: repo_id {repo_id!r} is not a hub id like owner/name")
+        file = self.folder_or_file("file")
+        if file is not None and file.suffix.lower() not in CHECKPOINT_SUFFIXES:
+            problems.append(
+                f"{name}: file {file.name} is not a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}); "
+                f"a diffusers folder goes under path:"
+            )
+        return ModelEntry(
+            name=name,
+            description="" if description is None else str(description),
+            path=self.folder_or_file("path"),
+            file=file,
+            repo_id=repo_id,
+            embedded=bool(self.value("embedded", bool, "true or false")),
+            family=self.choice("family", FAMILIES),
+            width=self.size("width"),
+            height=self.size("height"),
+            vae=self.folder_or_file("vae"),
+            config=self.folder_or_file("config"),
+            precision=self.choice("precision", PRECISIONS),
+            default=bool(self.value("default", bool, "true or false")),
+        )
+
+    def value(self, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+        got = self.body.get(key)
+        if got is None:
+            return None
+        if isinstance(got, bool) != (kind is bool) or not isinstance(got, kind):
+            self.problems.append(f"{self.name}: {key} must be {what}, not {got!r}")
+            return None
+        return got
+
+    def folder_or_file(self, key: str) -> Path | None:
+        text = self.value(key, str, "a path")
+        if text is None:
+            return None
+        if not text.strip():
+            self.problems.append(f"{self.name}: {key} is empty; give a path")
+            return None
+        where = Path(text).expanduser()
+        return where if where.is_absolute() else (self.base / where).resolve()
+
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str | None:
+        got = self.value(key, str, f"one of {', '.join(allowed)}")
+        if got is not None and got not in allowed:
+            self.problems.append(f"{self.name}: {key} {got!r} is not one of {', '.join(allowed)}")
+            return None
+        return got
+
+    def size(self, key: str) -> int | None:
+        got = self.value(key, int, f"a whole number of pixels (a multiple of {SIZE_MULTIPLE})")
+        if got is not None and (got < SIZE_MULTIPLE or got % SIZE_MULTIPLE):
+            self.problems.append(
+                f"{self.name}: {key} {got} must be a positive multiple of {SIZE_MULTIPLE}"
+            )
+            return None
+        return got
 
 
 def default_entry(entries: dict[str, ModelEntry]) -> ModelEntry:

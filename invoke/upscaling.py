@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 from invoke import model_files
 from invoke.events import Reporter
 from invoke.lookup import Lookup
-from invoke.parse import split_prompt
-from invoke.prompt_syntax import parse_weighting, plain_text
+from invoke.prompt_syntax import parse_prompt
 from invoke.request import Request
 from invoke.settings import Settings
 
@@ -77,15 +76,13 @@ class Upscaling:
         """The picture made larger, guided by the line's prompt as plain text."""
         assert request.upscale and request.seed is not None
         factor, strength = request.upscale
-        parts = split_prompt(request.prompt, request.skip_normalize)
-        prompt = ", ".join(plain_text(parse_weighting(text)) for text, _ in parts.positive)
-        negative = plain_text(parse_weighting(parts.negative))
+        words = parse_prompt(request.prompt, request.skip_normalize)
         bar = self.reporter.progress(upscaler.steps, f"upscale {factor}x")
         try:
             return upscaler.upscale(
                 image,
-                prompt=prompt,
-                negative=negative,
+                prompt=words.plain,
+                negative=words.negative.plain,
                 seed=request.seed,
                 strength=strength,
                 on_step=lambda step, total: bar.advance(),

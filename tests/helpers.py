@@ -304,7 +304,7 @@ def diffusers_inpaint(pipe: Any, model: Any, job: Job) -> np.ndarray:
     import torch
 
     from invoke.backend.generate import _inpainting_condition, encode_image
-    from invoke.parse import split_prompt
+    from invoke.prompt_syntax import split_prompt
 
     parts = split_prompt(job.prompt, job.skip_normalize)
     ((prompt, _),) = parts.positive

@@ -12,14 +12,13 @@ from hypothesis import strategies as st
 from invoke.errors import ParseError
 from invoke.parse import (
     SWITCHES,
-    PromptParts,
     ShellCommand,
     join_args,
     parse_line,
     parse_request,
-    split_prompt,
 )
-from invoke.request import MAX_LINE, SAMPLERS, Request, Variation
+from invoke.request import MAX_LINE, Request, Variation
+from invoke.samplers import SAMPLERS
 
 # --- lines users type, as InvokeAI accepted them -------------------------------------------
 
@@ -499,51 +498,6 @@ def test_bad_input_gives_one_line_naming_the_problem(line: str, message: str) ->
 
 def test_catalogue_is_big_enough() -> None:
     assert len(BAD_LINES) >= 25
-
-
-# --- prompts: negative groups and weighted sub-prompts --------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("prompt", "skip", "expected"),
-    [
-        ("a cat", False, PromptParts((("a cat", 1.0),), "")),
-        ("", False, PromptParts((("", 1.0),), "")),
-        (
-            "a cat [blurry] on a mat [ugly, low res]",
-            False,
-            PromptParts((("a cat on a mat", 1.0),), "blurry ugly, low res"),
-        ),
-        ("[only negative]", False, PromptParts((("", 1.0),), "only negative")),
-        ("a cat:0.7 a dog:0.3", False, PromptParts((("a cat", 0.7), ("a dog", 0.3)), "")),
-        ("a cat:3 a dog:1", False, PromptParts((("a cat", 0.75), ("a dog", 0.25)), "")),
-        ("a cat:3 a dog:1", True, PromptParts((("a cat", 3.0), ("a dog", 1.0)), "")),
-        ("a cat:0.5", False, PromptParts((("a cat", 1.0),), "")),
-        ("a cat:1 a dog", False, PromptParts((("a cat", 0.5), ("a dog", 0.5)), "")),
-        ("a cat:1 a dog:-1", False, PromptParts((("a cat", 0.5), ("a dog", 0.5)), "")),
-        ("style: watercolor", False, PromptParts((("style: watercolor", 1.0),), "")),
-        ("ratio 16\\:9 poster", False, PromptParts((("ratio 16:9 poster", 1.0),), "")),
-        ("a\\:0.5 b", False, PromptParts((("a:0.5 b", 1.0),), "")),
-        ("a cat:0.5 [dog] a hat:0.5", False, PromptParts((("a cat", 0.5), ("a hat", 0.5)), "dog")),
-        ("a [b [c] d", False, PromptParts((("a [b d", 1.0),), "c")),
-        ("a:" + "9" * 400, False, PromptParts((("a:" + "9" * 400, 1.0),), "")),
-    ],
-)
-def test_split_prompt(prompt: str, skip: bool, expected: PromptParts) -> None:
-    assert split_prompt(prompt, skip_normalize=skip) == expected
-
-
-@given(
-    st.lists(
-        st.one_of(st.text(max_size=8), st.sampled_from([":0.5 ", ":-1 ", ":1e3", ":999999 ", "["])),
-        max_size=8,
-    ).map("".join)
-)
-@settings(max_examples=300, deadline=None)
-def test_split_prompt_weights_sum_to_one(prompt: str) -> None:
-    parts = split_prompt(prompt)
-    assert parts.positive
-    assert abs(sum(w for _, w in parts.positive) - 1.0) < 1e-9
 
 
 # --- join_args: the launcher's words after its own options ----------------------------------

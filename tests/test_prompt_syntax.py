@@ -1,22 +1,30 @@
-"""InvokeAI 2.2+'s prompt weighting syntax: what each spelling means, and what stays plain text."""
+"""The prompt syntax: what each spelling means, what stays plain text, and the Prompt value."""
 
 from __future__ import annotations
 
+import pickle
+import re
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from invoke.errors import ParseError
-from invoke.parse import parse_line, split_prompt
+from invoke.parse import parse_line
 from invoke.prompt_syntax import (
     Fragment,
     LoraUse,
     Parts,
+    Prompt,
+    PromptParts,
+    SubPrompt,
     embedding_names,
     is_weighted,
+    parse_prompt,
     parse_weighting,
     plain_text,
     split_loras,
+    split_prompt,
     split_triggers,
 )
 
@@ -206,3 +214,148 @@ def test_triggers_are_words_to_the_weighting_syntax() -> None:
         F("<wash>", 1.1),
     )
     assert split_prompt("a <ink> cat:0.5 <wash>:0.5 [<bad-hands>]").negative == "<bad-hands>"
+
+
+# -- negative groups and weighted sub-prompts ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "skip", "expected"),
+    [
+        ("a cat", False, PromptParts((("a cat", 1.0),), "")),
+        ("", False, PromptParts((("", 1.0),), "")),
+        (
+            "a cat [blurry] on a mat [ugly, low res]",
+            False,
+            PromptParts((("a cat on a mat", 1.0),), "blurry ugly, low res"),
+        ),
+        ("[only negative]", False, PromptParts((("", 1.0),), "only negative")),
+        ("a cat:0.7 a dog:0.3", False, PromptParts((("a cat", 0.7), ("a dog", 0.3)), "")),
+        ("a cat:3 a dog:1", False, PromptParts((("a cat", 0.75), ("a dog", 0.25)), "")),
+        ("a cat:3 a dog:1", True, PromptParts((("a cat", 3.0), ("a dog", 1.0)), "")),
+        ("a cat:0.5", False, PromptParts((("a cat", 1.0),), "")),
+        ("a cat:1 a dog", False, PromptParts((("a cat", 0.5), ("a dog", 0.5)), "")),
+        ("a cat:1 a dog:-1", False, PromptParts((("a cat", 0.5), ("a dog", 0.5)), "")),
+        ("style: watercolor", False, PromptParts((("style: watercolor", 1.0),), "")),
+        ("ratio 16\\:9 poster", False, PromptParts((("ratio 16:9 poster", 1.0),), "")),
+        ("a\\:0.5 b", False, PromptParts((("a:0.5 b", 1.0),), "")),
+        ("a cat:0.5 [dog] a hat:0.5", False, PromptParts((("a cat", 0.5), ("a hat", 0.5)), "dog")),
+        ("a [b [c] d", False, PromptParts((("a [b d", 1.0),), "c")),
+        ("a:" + "9" * 400, False, PromptParts((("a:" + "9" * 400, 1.0),), "")),
+    ],
+)
+def test_split_prompt(prompt: str, skip: bool, expected: PromptParts) -> None:
+    assert split_prompt(prompt, skip_normalize=skip) == expected
+
+
+@given(
+    st.lists(
+        st.one_of(st.text(max_size=8), st.sampled_from([":0.5 ", ":-1 ", ":1e3", ":999999 ", "["])),
+        max_size=8,
+    ).map("".join)
+)
+@settings(max_examples=300, deadline=None)
+def test_split_prompt_weights_sum_to_one(prompt: str) -> None:
+    parts = split_prompt(prompt)
+    assert parts.positive
+    assert abs(sum(w for _, w in parts.positive) - 1.0) < 1e-9
+
+
+# -- the Prompt value: the prompt read once -------------------------------------------------------
+
+
+def test_a_prompt_is_read_into_one_value() -> None:
+    prompt = parse_prompt("a (red)1.2 cat <ink>:3 a dog+ withLora(fur, 0.5):1 [blurry <bad>]")
+    assert prompt == Prompt(
+        text="a (red)1.2 cat <ink>:3 a dog+ withLora(fur, 0.5):1 [blurry <bad>]",
+        skip_normalize=False,
+        positive=(
+            SubPrompt("a (red)1.2 cat <ink>", 0.75, (F("a "), F("red", 1.2), F(" cat <ink>"))),
+            SubPrompt("a dog+", 0.25, (F("a "), F("dog", 1.1))),
+        ),
+        negative=SubPrompt("blurry <bad>", 1.0, (F("blurry <bad>"),)),
+        loras=(LoraUse("fur", 0.5),),
+        embeddings=("ink", "bad"),
+    )
+    assert prompt.plain == "a red cat <ink>, a dog"
+    assert prompt.negative.plain == "blurry <bad>"
+    assert prompt.conjunction_size == 1
+
+
+def test_a_prompt_without_text_has_one_empty_part() -> None:
+    prompt = parse_prompt("", skip_normalize=True)
+    assert prompt.positive == (SubPrompt("", 1.0, ()),)
+    assert prompt.negative == SubPrompt("", 1.0, ())
+    assert (prompt.loras, prompt.embeddings, prompt.plain) == ((), (), "")
+
+
+def test_conjunction_size_is_the_longest_and() -> None:
+    assert parse_prompt('("a", "b").and() [("c", "d", "e").and()]').conjunction_size == 3
+    assert parse_prompt('("a", "b").blend(1, 1) x:1 ("c", "d").and():1').conjunction_size == 2
+    assert parse_prompt('("a", "b").blend(1, 1)').conjunction_size == 1
+
+
+def test_a_prompt_pickles_compares_and_hashes() -> None:
+    prompt = parse_prompt('("a cat", "a (dog)1.3").blend(1, 2) <lora:x> <ink> [ugly]', True)
+    again = pickle.loads(pickle.dumps(prompt))
+    assert again == prompt
+    assert hash(again) == hash(prompt)
+    with pytest.raises(AttributeError):
+        prompt.text = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a cat withLora(, 0.5)", "names no LoRA"),
+        ('("a", "b").blend(1)', "needs one weight per prompt (2)"),
+        ('a:0.5 [("a", "b").blend(0, 0)]', "needs a weight above 0"),
+    ],
+)
+def test_a_prompt_that_cannot_be_used_is_refused(text: str, message: str) -> None:
+    with pytest.raises(ParseError, match=re.escape(message)):
+        parse_prompt(text)
+
+
+_PROMPT_PIECES = st.sampled_from(
+    [
+        "a", "cat", " ", "  ", ":0.5 ", ":3", ":-1 ", ":0 ", "\\:", ":", ",", "[", "]", "(", ")",
+        "+", "--", "1.3", ":1.2)", "\\(", "<ink>", "<a b>", "<lora:x:0.5>", "<lora:y>",
+        "withLora(z, 2)", '("a cat", "b+").blend(1, 3)', '("a", "b").and()', '("x").and(1)',
+        '("a", "b").blend(0, 0)',
+    ]
+)  # fmt: skip
+
+
+@given(
+    st.lists(st.one_of(_PROMPT_PIECES, st.text(max_size=3)), max_size=10).map("".join),
+    st.booleans(),
+)
+@settings(max_examples=500, deadline=None)
+def test_parse_prompt_agrees_with_the_piecewise_readers(text: str, skip: bool) -> None:
+    """parse_prompt gives what split_prompt, parse_weighting, split_loras and embedding_names
+    give one by one (the readers the session, backend and outputs used before it existed)."""
+    try:
+        parts = split_prompt(text, skip)
+        weighted = [parse_weighting(t) for t, _ in parts.positive]
+        negative = parse_weighting(parts.negative)
+    except ParseError as err:
+        with pytest.raises(ParseError) as caught:
+            parse_prompt(text, skip)
+        assert str(caught.value) == str(err)
+        return
+    prompt = parse_prompt(text, skip)
+    assert (prompt.text, prompt.skip_normalize) == (text, skip)
+    assert tuple((part.text, part.weight) for part in prompt.positive) == parts.positive
+    assert [part.fragments for part in prompt.positive] == weighted
+    assert (prompt.negative.text, prompt.negative.weight) == (parts.negative, 1.0)
+    assert prompt.negative.fragments == negative
+    assert prompt.loras == split_loras(text)[1]
+    assert prompt.embeddings == embedding_names(text)
+    assert prompt.plain == ", ".join(plain_text(parsed) for parsed in weighted)
+    assert prompt.negative.plain == plain_text(negative)
+    chunks = [
+        len(parsed.parts) if isinstance(parsed, Parts) and parsed.combine == "and" else 1
+        for parsed in [*weighted, negative]
+    ]
+    assert prompt.conjunction_size == max(chunks)

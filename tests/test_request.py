@@ -17,7 +17,6 @@ from invoke.request import (
     INTERMEDIATE_KINDS,
     MAX_LINE,
     OUTCROP_DIRECTIONS,
-    SAMPLERS,
     SEED_MAX,
     SEED_REUSE_MIN,
     SWITCHES,
@@ -25,6 +24,7 @@ from invoke.request import (
     Variation,
     quote_prompt,
 )
+from invoke.samplers import SAMPLERS
 
 
 def test_canonical_line_of_the_readme_example() -> None:

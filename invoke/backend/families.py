@@ -115,7 +115,7 @@ def default_sampler(family: str, recommended: str | None = None) -> str:
 
 def recommended_sampler(folder: Path) -> str | None:
     """The sampler a model folder's training.json recommends (the default model has one)."""
-    from invoke.request import SAMPLERS
+    from invoke.samplers import SAMPLERS
 
     value = _json(folder / "training.json").get("default_sampler")
     return value if value in SAMPLERS else None

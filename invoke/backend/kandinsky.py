@@ -23,15 +23,14 @@ from invoke.backend.job import Job, StepInfo
 from invoke.backend.pipelines import place, quiet_loading
 from invoke.backend.schedulers import make_scheduler, numpy_quiet
 from invoke.errors import InvokeError, ModelError
+from invoke.samplers import samplers_for
 
 if TYPE_CHECKING:
     from invoke.backend.models import Model
 
-# The Kandinsky loop neither scales the model input (k_euler, k_lms... need it) nor takes samplers
-# whose step has no generator (plms) or that evaluate twice per step (k_heun, k_dpm_2).
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("ddim", "k_dpmpp_2", "k_dpmpp_2_a")
+SAMPLERS = samplers_for("kandinsky-2.2")
 DEFAULT_SAMPLER = "ddim"
 
 
@@ -74,7 +73,7 @@ def load_kandinsky(
 
 def _refuse(model: Model, job: Job) -> tuple[str, str]:
     """(prompt, negative prompt) for the pipeline, or InvokeError for what it cannot do."""
-    from invoke.parse import split_prompt
+    from invoke.prompt_syntax import split_prompt
 
     what = f"model {model.name} (kandinsky-2.2)"
     if job.sampler not in SAMPLERS:

@@ -1,6 +1,6 @@
 """Prompt text -> CLIP embeddings: sub-prompts, the negative prompt, weights, the 77-token limit.
 
-The text is split twice, both times by pure code: parse.split_prompt takes off the `[negative]`
+The text is split twice, by pure code: prompt_syntax.split_prompt takes off the `[negative]`
 groups and the `text:0.5` sub-prompts; prompt_syntax.parse_weighting reads each piece's `word+`,
 `(words)1.3`, `.blend()` and `.and()`. Here the pieces become embeddings:
 
@@ -254,7 +254,7 @@ def encode_parts(
     `a:0.5 b:0.5` sub-prompts are the weighted sum of their embeddings (weights normalized by
     split_prompt unless -x); the `[negative]` text, or "", is the unconditional input of CFG
     (zeros for SDXL base models when there is no negative text, as diffusers does)."""
-    from invoke.parse import split_prompt
+    from invoke.prompt_syntax import split_prompt
 
     parts = split_prompt(prompt, skip_normalize=skip_normalize)
     positive = parts.positive or (("", 1.0),)
@@ -284,7 +284,7 @@ def text_length(prompt: str, max_length: int = 77) -> int:
     """How many tokens the UNet's cross-attention will see for this prompt: 77 per `.and()` part
     of the longest sub-prompt (or negative prompt), as encode_parts pads them. Pure text: known
     before anything is encoded, so a compiled graph can be picked for it."""
-    from invoke.parse import split_prompt
+    from invoke.prompt_syntax import split_prompt
 
     parts = split_prompt(prompt)
     texts = [*(text for text, _ in parts.positive), parts.negative]

@@ -1,4 +1,5 @@
-"""InvokeAI's sampler names -> diffusers schedulers, configured from the model's own schedule."""
+"""Sampler names -> diffusers schedulers (invoke/samplers.py), configured from the model's own
+schedule."""
 
 from __future__ import annotations
 
@@ -8,37 +9,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from invoke.errors import ParseError
-from invoke.request import SAMPLERS
-
-# name -> (diffusers scheduler class, settings over the model's config). k_dpmpp_2_a is DPM++ 2M
-# SDE: diffusers' DPMSolverSDEScheduler would need torchsde, the multistep SDE variant does not.
-_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "ddim": ("DDIMScheduler", {}),
-    "plms": ("PNDMScheduler", {"skip_prk_steps": True}),
-    "k_lms": ("LMSDiscreteScheduler", {}),
-    "k_euler": ("EulerDiscreteScheduler", {}),
-    "k_euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "k_heun": ("HeunDiscreteScheduler", {}),
-    "k_dpm_2": ("KDPM2DiscreteScheduler", {}),
-    "k_dpm_2_a": ("KDPM2AncestralDiscreteScheduler", {}),
-    "k_dpmpp_2": ("DPMSolverMultistepScheduler", {}),
-    "k_dpmpp_2_a": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
-}
-assert set(_SCHEDULERS) == set(SAMPLERS), "every sampler name needs a scheduler"
+from invoke.errors import InvokeError
+from invoke.samplers import SAMPLER_TABLE, SAMPLERS
 
 
 def make_scheduler(sampler: str, model_config: dict[str, Any]) -> Any:
-    """A fresh scheduler (they keep per-run state) for `sampler` on the model's noise schedule."""
+    """A fresh scheduler (they keep per-run state) for `sampler` on the model's noise schedule:
+    the diffusers class named by the sampler's row (invoke/samplers.py), built from the model's
+    scheduler config with the row's options laid over it."""
     import diffusers
 
-    if sampler not in _SCHEDULERS:
-        raise ParseError("-A/--sampler", sampler, f"is not one of {', '.join(SAMPLERS)}")
-    class_name, overrides = _SCHEDULERS[sampler]
+    row = SAMPLER_TABLE.get(sampler)
+    if row is None:
+        shown = f"{sampler} " if sampler else ""  # worded as the parser words it
+        raise InvokeError(f"-A/--sampler: {shown}is not one of {', '.join(SAMPLERS)}")
     config = {k: v for k, v in model_config.items() if not k.startswith("_")}
-    cls = _lms_class() if sampler == "k_lms" else getattr(diffusers, class_name)
+    is_lms = row.scheduler == "LMSDiscreteScheduler"
+    cls = _lms_class() if is_lms else getattr(diffusers, row.scheduler)
     with numpy_quiet():
-        return cls.from_config({**config, **overrides})
+        return cls.from_config({**config, **row.options})
 
 
 @contextmanager

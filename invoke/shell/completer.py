@@ -11,7 +11,7 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion, Path
 from prompt_toolkit.document import Document
 
 from invoke.prompt_syntax import NAME_CHARACTER
-from invoke.request import SAMPLERS
+from invoke.samplers import SAMPLERS
 from invoke.shell.dispatch import COMMANDS
 from invoke.shell.runner import Runner
 from invoke.shell.switches import SwitchSpec, switch_specs

@@ -14,7 +14,7 @@ from invoke.backend.generate import encode_image
 from invoke.backend.job import Noise, StepInfo
 from invoke.backend.models import Model, load_model
 from invoke.errors import InvokeError
-from invoke.request import SAMPLERS
+from invoke.samplers import SAMPLERS
 
 # diffusers' own pipelines (the oracle) set up schedulers without our numpy_quiet.
 pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")

@@ -7,8 +7,51 @@ import pytest
 
 from invoke.backend.schedulers import make_scheduler, numpy_quiet
 from invoke.backend.testmodel import SD15_SCHEDULER
-from invoke.errors import ParseError
-from invoke.request import SAMPLERS
+from invoke.errors import InvokeError, ParseError
+from invoke.samplers import SAMPLERS
+
+# Every sampler name -> the diffusers scheduler class it must build and the settings it must lay
+# over the model's config, written out here rather than read from invoke/samplers.py.
+EXPECTED: dict[str, tuple[str, dict[str, object]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "plms": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "k_lms": ("LMSDiscreteScheduler", {}),
+    "k_euler": ("EulerDiscreteScheduler", {}),
+    "k_euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "k_heun": ("HeunDiscreteScheduler", {}),
+    "k_dpm_2": ("KDPM2DiscreteScheduler", {}),
+    "k_dpm_2_a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "k_dpmpp_2": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "k_dpmpp_2_a": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+}
+# A model schedule whose own settings differ from what the samplers lay over it.
+MODEL_CONFIG = {**SD15_SCHEDULER, "skip_prk_steps": False, "timestep_spacing": "trailing"}
+
+
+def test_every_sampler_has_its_expected_scheduler() -> None:
+    assert tuple(EXPECTED) == SAMPLERS
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_each_sampler_builds_its_scheduler_on_the_models_config(sampler: str) -> None:
+    import diffusers
+
+    class_name, options = EXPECTED[sampler]
+    scheduler = make_scheduler(sampler, MODEL_CONFIG)
+    if sampler == "k_lms":  # our scipy-free subclass (see test_lms_coefficients_are_...)
+        from diffusers.schedulers.scheduling_lms_discrete import LMSDiscreteScheduler
+
+        assert class_name == LMSDiscreteScheduler.__name__
+        assert type(scheduler).__bases__ == (LMSDiscreteScheduler,)
+    else:
+        assert type(scheduler) is getattr(diffusers, class_name)
+    config = dict(scheduler.config)
+    for key, value in options.items():
+        assert config[key] == value
+    for key, value in MODEL_CONFIG.items():
+        if not key.startswith("_") and key in config and key not in options:
+            assert config[key] == value, key
+    assert make_scheduler(sampler, MODEL_CONFIG) is not scheduler  # fresh: they keep state
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -53,5 +96,14 @@ def test_lms_coefficients_are_the_exact_integrals() -> None:
 
 
 def test_unknown_sampler_names_the_choices() -> None:
-    with pytest.raises(ParseError, match="-A/--sampler: k_foo is not one of ddim, plms, k_lms"):
+    """The backend's error, worded as the parser's."""
+    with pytest.raises(InvokeError) as caught:
         make_scheduler("k_foo", SD15_SCHEDULER)
+    assert not isinstance(caught.value, ParseError)
+    choices = (
+        "ddim, plms, k_lms, k_euler, k_euler_a, k_heun, k_dpm_2, k_dpm_2_a, k_dpmpp_2, k_dpmpp_2_a"
+    )
+    assert str(caught.value) == f"-A/--sampler: k_foo is not one of {choices}"
+    with pytest.raises(InvokeError) as caught:
+        make_scheduler("", SD15_SCHEDULER)
+    assert str(caught.value) == str(ParseError("-A/--sampler", "", f"is not one of {choices}"))

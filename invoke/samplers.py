@@ -1,0 +1,66 @@
+"""The samplers: one row each, the only place a sampler is defined.
+
+A row holds the name typed after -A, the diffusers scheduler that runs it (its class name, and
+the settings laid over the model's own scheduler config), the label AUTOMATIC1111 writes in a
+picture's `parameters`, and the model families whose sampling loop can run it. The line parser,
+the backend's schedulers, the metadata writers and readers and the families all read this table:
+adding a sampler is adding a row here (and its test).
+
+Pure data: nothing here imports torch or diffusers (the backend looks the class up by name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["SAMPLERS", "SAMPLER_TABLE", "Sampler", "samplers_for"]
+
+# The model families (backend/families.FAMILIES). Stable Diffusion 1.x/2.x and SDXL run in our own
+# loop, which takes every sampler. Kandinsky 2.2 runs in diffusers' loop, which neither scales the
+# model input (k_euler, k_lms... need it) nor takes samplers whose step has no generator (plms) or
+# that evaluate twice per step (k_heun, k_dpm_2).
+_STABLE_DIFFUSION = ("sd-1", "sd-2", "sd-2-v", "sdxl", "sdxl-refiner")
+_EVERY_FAMILY = (*_STABLE_DIFFUSION, "kandinsky-2.2")
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """One sampler: what it is called here and in AUTOMATIC1111, and what runs it."""
+
+    name: str  # as typed after -A, and as stored in our metadata
+    scheduler: str  # the diffusers scheduler class, by name
+    a1111: str  # AUTOMATIC1111's "Sampler:" label, written and read back in `parameters`
+    options: dict[str, Any] = field(default_factory=dict)  # over the model's scheduler config
+    families: tuple[str, ...] = _STABLE_DIFFUSION  # the model families that can run it
+
+
+_ROWS: tuple[Sampler, ...] = (
+    Sampler("ddim", "DDIMScheduler", "DDIM", families=_EVERY_FAMILY),
+    Sampler("plms", "PNDMScheduler", "PLMS", {"skip_prk_steps": True}),
+    Sampler("k_lms", "LMSDiscreteScheduler", "LMS"),
+    Sampler("k_euler", "EulerDiscreteScheduler", "Euler"),
+    Sampler("k_euler_a", "EulerAncestralDiscreteScheduler", "Euler a"),
+    Sampler("k_heun", "HeunDiscreteScheduler", "Heun"),
+    Sampler("k_dpm_2", "KDPM2DiscreteScheduler", "DPM2"),
+    Sampler("k_dpm_2_a", "KDPM2AncestralDiscreteScheduler", "DPM2 a"),
+    Sampler("k_dpmpp_2", "DPMSolverMultistepScheduler", "DPM++ 2M", families=_EVERY_FAMILY),
+    # DPM++ 2M SDE: diffusers' DPMSolverSDEScheduler would need torchsde, the multistep SDE
+    # variant does not.
+    Sampler(
+        "k_dpmpp_2_a",
+        "DPMSolverMultistepScheduler",
+        "DPM++ 2S a",
+        {"algorithm_type": "sde-dpmsolver++"},
+        families=_EVERY_FAMILY,
+    ),
+)
+
+# name -> row, in the order -A's help and error messages list them.
+SAMPLER_TABLE: dict[str, Sampler] = {row.name: row for row in _ROWS}
+SAMPLERS: tuple[str, ...] = tuple(SAMPLER_TABLE)
+
+
+def samplers_for(family: str) -> tuple[str, ...]:
+    """The names of the samplers a model family can run, in table order."""
+    return tuple(row.name for row in _ROWS if family in row.families)

@@ -97,7 +97,7 @@ def test_fast_path_keeps_the_pictures(plain: Model, fast: Model, sampler: str) -
 
 
 def test_batch_of_eight_equals_each_seed_alone_on_the_fast_path(fast: Model) -> None:
-    # session.CUDA_BATCH images in one UNet batch, as `-n 8` runs on CUDA.
+    # plan.CUDA_BATCH images in one UNet batch, as `-n 8` runs on CUDA.
     noises = tuple(Noise(100 + k) for k in range(8))
     batch = fast.generate(make_job(noises=noises, steps=3))
     alone = [fast.generate(make_job(noises=(n,), steps=3))[0] for n in noises]

@@ -57,7 +57,7 @@ class Saver:
         requests: list[Request],
     ) -> None:
         # Each image is saved on its own too, so the grid's name says what it is.
-        name = f"{prefix}.{outputs.file_seed(requests[0])}.grid.png"
+        name = outputs.grid_name(prefix, requests)
         path = folder.save_grid(
             images,
             requests,

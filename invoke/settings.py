@@ -11,7 +11,6 @@ import glob
 import json
 import os
 import re
-import secrets
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,9 +19,12 @@ from typing import Any
 
 import yaml
 
-from invoke import CONFIGS_DIR
+from invoke import CONFIGS_DIR, atomic
 from invoke.errors import InvokeError, ModelError
+from invoke.outputs.folder import DEFAULT_PNG_COMPRESSION
+from invoke.outputs.names import DEFAULT_FNFORMAT
 from invoke.request import SEAMLESS_AXES, Request
+from invoke.switch_defaults import OUTCROP_STRENGTH, UPSCALER_REPOS
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 EMBEDDED_MODEL_DIR = PACKAGE_DIR / "default_model"
@@ -36,13 +38,7 @@ BUILTIN_DEFAULTS = Request(
     strength=0.75,
 )
 DEFAULT_OUTDIR = Path("outputs") / "img-samples"
-DEFAULT_FNFORMAT = "{prefix}.{seed}.png"
-DEFAULT_PNG_COMPRESSION = 6
 SIZE_MULTIPLE = 8  # what the VAE needs; InvokeAI used 64
-# --outcrop's strength when the line gives no -f: InvokeAI's outcrop ran img2img at 0.90. On the
-# shipped model 0.75 and 0.9 both fill a background well (1.0 drew 1-2% off-colour pixels); the
-# new area starts from the edge pixels stretched outwards, which 0.9 mostly repaints.
-OUTCROP_STRENGTH = 0.9
 
 
 # models.yaml: the keys an entry may have, and what each one means (also the error hints).
@@ -330,11 +326,6 @@ UPSCALERS = Library(
     "name one by its path",
     "upscaler folders (diffusers format)",
 )
-# The hub's Stable Diffusion upscalers, by -U factor: what -U uses unless --upscaler names another.
-UPSCALER_REPOS = {
-    2: "stabilityai/sd-x2-latent-upscaler",
-    4: "stabilityai/stable-diffusion-x4-upscaler",
-}
 
 
 LATENT_X2 = "StableDiffusionLatentUpscalePipeline"
@@ -885,13 +876,9 @@ def _anchored(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def write_atomically(target: Path, text: str) -> None:
     """Readers see the old file or the new one, never half of one."""
-    staging = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging.write_text(text, encoding="utf-8")
-        os.replace(staging, target)
+        atomic.replace(target, text.encode("utf-8"))
     except OSError as exc:
-        staging.unlink(missing_ok=True)
         raise ModelError(f"cannot write {target}: {exc.strerror}") from exc
 
 

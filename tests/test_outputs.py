@@ -17,7 +17,7 @@ import pytest
 from helpers import readme_request
 from PIL import Image, PngImagePlugin
 
-from invoke import outputs
+from invoke import atomic, outputs
 from invoke.errors import InvokeError, MetadataError, OutputError
 from invoke.outputs import (
     OutputFolder,
@@ -217,9 +217,9 @@ def test_disk_full_raises_one_line_and_leaves_nothing(
                 self.fh.write(data[: len(data) // 2])  # half of it lands, then the disk is full
                 raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(outputs.os, "fdopen", lambda *a, **k: FullFile(real_fdopen(*a, **k)))
+        monkeypatch.setattr(atomic.os, "fdopen", lambda *a, **k: FullFile(real_fdopen(*a, **k)))
     else:
-        monkeypatch.setattr(outputs.os, where, _boom(errno.ENOSPC))
+        monkeypatch.setattr(atomic.os, where, _boom(errno.ENOSPC))
     with pytest.raises(OutputError) as err:
         out.save_image(picture(), readme_request(), prefix, **MODEL)
     monkeypatch.undo()
@@ -240,7 +240,7 @@ def test_unwritable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     out = OutputFolder(tmp_path)
     prefix = out.reserve_prefix()
     before = files(tmp_path)
-    monkeypatch.setattr(outputs.tempfile, "mkstemp", _boom(errno.EACCES))
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", _boom(errno.EACCES))
     with pytest.raises(OutputError, match="permission denied"):
         out.save_image(picture(), readme_request(), prefix, **MODEL)
     monkeypatch.undo()
@@ -771,7 +771,7 @@ def test_save_grid_names_and_metadata(tmp_path: Path) -> None:
     prefix = out.reserve_prefix()
     reqs = [readme_request(seed=s) for s in (42, 43, 44)]
     path = out.save_grid([picture()] * 3, reqs, prefix, command=reqs[0].to_command(), **MODEL)
-    assert path.name == "000001.42.png"
+    assert path.name == "000001.42.grid.png"
     with Image.open(path) as im:
         assert im.size == (128, 128)
     meta = json.loads(read_chunks(path)["sd-metadata"])

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from invoke import atomic
 from invoke.errors import ModelError
 
 SIDECAR_SUFFIX = ".sha256"
@@ -64,14 +65,7 @@ def model_hash(path: Path) -> str:
     record = json.dumps({**stamp, "sha256": digest, "file": file.name})
     for cached in candidates:
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            # temp + rename: a reader (another process) never sees half a record
-            partial = cached.with_name(f".{cached.name}.{os.getpid()}.part")
-            try:
-                partial.write_text(record, encoding="utf-8")
-                os.replace(partial, cached)
-            finally:
-                partial.unlink(missing_ok=True)
+            atomic.replace(cached, record.encode("utf-8"))  # a reader never sees half a record
         except OSError:
             continue  # read-only folder: try the user cache
         break

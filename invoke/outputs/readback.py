@@ -1,0 +1,176 @@
+"""Reading a picture's command back (`!fetch`): its PNG text chunks, then the first usable of our
+`Dream`, InvokeAI's `Dream` or `sd-metadata`, and AUTOMATIC1111's `parameters`.
+
+The file is untrusted: chunk headers are read without decoding the pixels, metadata chunks are
+size-limited, and the text is only ever parsed (see canonical.py), never executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from invoke import atomic
+from invoke.errors import InvokeError, MetadataError
+from invoke.outputs.foreign import (
+    _command_from_a1111,
+    _command_from_dream,
+    _command_from_sd_metadata,
+)
+from invoke.outputs.metadata import APP_ID
+
+# Metadata chunks are a few hundred bytes; anything far larger is not ours to trust.
+MAX_CHUNK_BYTES = 64 * 1024
+METADATA_KEYS = ("Dream", "sd-metadata", "parameters")
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _decode_text(raw: bytes) -> str:
+    # tEXt is Latin-1 by the spec, but several tools put UTF-8 in it.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _inflate(data: bytes, what: str) -> bytes:
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, MAX_CHUNK_BYTES + 1)
+    except zlib.error as err:
+        raise MetadataError(f"{what}: compressed text is corrupt ({err})") from None
+    if len(out) > MAX_CHUNK_BYTES or d.unconsumed_tail:
+        raise MetadataError(f"{what}: text is larger than {MAX_CHUNK_BYTES // 1024} KiB")
+    return out
+
+
+def _text_chunk(ctype: bytes, body: bytes, where: str) -> tuple[str, str] | None:
+    key_raw, sep, rest = body.partition(b"\x00")
+    if not sep:
+        return None
+    key = key_raw.decode("latin-1")
+    what = f"{where}: {key!r} chunk"
+    if ctype == b"tEXt":
+        return key, _decode_text(rest)
+    if ctype == b"zTXt":
+        return key, _decode_text(_inflate(rest[1:], what))
+    # iTXt: compression flag, method, language tag\0, translated keyword\0, text (UTF-8)
+    if len(rest) < 2:
+        return None
+    flag = rest[0]
+    _lang, _, rest2 = rest[2:].partition(b"\x00")
+    _tkey, _, text = rest2.partition(b"\x00")
+    if flag:
+        text = _inflate(text, what)
+    return key, text.decode("utf-8", "replace")
+
+
+def read_chunks(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The `Dream`, `sd-metadata` and `parameters` texts of a PNG (those present).
+
+    Reads chunk headers only (pixel data is skipped, never decoded) and refuses metadata chunks
+    over MAX_CHUNK_BYTES.
+    """
+    p = Path(path)
+    where = str(path)
+    if not p.exists():
+        raise MetadataError(f"{where}: no such file; give the path of a PNG made by invoke")
+    if p.is_dir():
+        raise MetadataError(f"{where}: is a folder; give the path of a PNG file")
+    found: dict[str, str] = {}
+    try:
+        with open(p, "rb") as fh:
+            if fh.read(8) != _PNG_SIGNATURE:
+                raise MetadataError(f"{where}: not a PNG file; !fetch reads PNG metadata only")
+            for ctype, length, stream in _chunks(fh, where):
+                if ctype not in (b"tEXt", b"zTXt", b"iTXt"):
+                    continue
+                # The keyword comes first (<= 79 bytes + NUL): peek before reading a big body.
+                head = stream.read(min(length, 80))
+                key = head.partition(b"\x00")[0].decode("latin-1")
+                if key not in METADATA_KEYS:
+                    continue
+                if length > MAX_CHUNK_BYTES:
+                    raise MetadataError(
+                        f"{where}: the {key!r} chunk is {length} bytes, more than the "
+                        f"{MAX_CHUNK_BYTES // 1024} KiB allowed; not metadata invoke can use"
+                    )
+                body = head + stream.read(length - len(head))
+                if len(body) != length:
+                    raise MetadataError(f"{where}: the file is truncated in the {key!r} chunk")
+                item = _text_chunk(ctype, body, where)
+                if item is not None and item[0] not in found:
+                    found[item[0]] = item[1]
+    except OSError as err:
+        raise MetadataError(f"{where}: cannot read ({atomic.why(err)})") from None
+    return found
+
+
+def _chunks(fh: IO[bytes], where: str) -> Iterator[tuple[bytes, int, IO[bytes]]]:
+    """(type, length, stream positioned at the body) for each chunk; skips unread bodies."""
+    for _ in range(100_000):
+        header = fh.read(8)
+        if len(header) < 8:
+            return  # truncated or no IEND: use what was found
+        length = int.from_bytes(header[:4], "big")
+        ctype = header[4:]
+        if length > 0x7FFFFFFF:
+            raise MetadataError(f"{where}: not a valid PNG (chunk length {length})")
+        start = fh.tell()
+        yield ctype, length, fh
+        if ctype == b"IEND":
+            return
+        fh.seek(start + length + 4)  # body + CRC
+    raise MetadataError(f"{where}: not a valid PNG (too many chunks)")
+
+
+def read_command(path: str | os.PathLike[str]) -> str:
+    """The canonical command that made the PNG at `path`, for `!fetch`.
+
+    Tries our `Dream` chunk, then InvokeAI's (`Dream`, or `sd-metadata` of InvokeAI 2.x), then
+    AUTOMATIC1111's `parameters`. The text is never executed: it becomes a Request through the
+    line parser, and the result is that request's canonical command.
+    """
+    where = str(path)
+    chunks = read_chunks(path)
+    if not chunks:
+        raise MetadataError(
+            f"{where}: has no Dream, sd-metadata or parameters text; "
+            "it was not made by invoke, InvokeAI or AUTOMATIC1111"
+        )
+    meta: Any = None
+    meta_error = ""
+    if "sd-metadata" in chunks:
+        try:
+            meta = json.loads(chunks["sd-metadata"])
+        except ValueError as err:
+            meta_error = f"sd-metadata is not valid JSON ({err})"
+        else:
+            if not isinstance(meta, dict):
+                meta, meta_error = None, "sd-metadata is not a JSON object"
+    ours = isinstance(meta, dict) and meta.get("app_id") == APP_ID
+
+    errors: list[str] = []
+    if "Dream" in chunks:
+        try:
+            return _command_from_dream(chunks["Dream"], ours=ours)
+        except InvokeError as err:
+            errors.append(f"Dream: {err}")
+    if meta is not None:
+        try:
+            return _command_from_sd_metadata(meta)
+        except InvokeError as err:
+            errors.append(f"sd-metadata: {err}")
+    elif meta_error:
+        errors.append(meta_error)
+    if "parameters" in chunks:
+        try:
+            return _command_from_a1111(chunks["parameters"])
+        except InvokeError as err:
+            errors.append(f"parameters: {err}")
+    raise MetadataError(f"{where}: no usable command in its metadata ({'; '.join(errors)})")

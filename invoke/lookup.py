@@ -14,7 +14,6 @@ from pathlib import Path
 
 from invoke.backend.job import EmbeddingFile, Lora
 from invoke.errors import InvokeError
-from invoke.prompt_syntax import embedding_names, split_loras
 from invoke.request import Request
 from invoke.settings import (
     CONTROLNETS,
@@ -60,24 +59,23 @@ class Lookup:
         folders = self.folders(library)
         return folders, sorted({name for folder in folders for name in library.names(folder)})
 
-    def loras(self, request: Request) -> tuple[str, tuple[Lora, ...]]:
-        """The prompt without its LoRA references, and their files (an unknown name is an
-        InvokeError that lists the names there are)."""
-        prompt, uses = split_loras(request.prompt)
+    def loras(self, request: Request) -> tuple[Lora, ...]:
+        """The files of the prompt's LoRA references (an unknown name is an InvokeError that
+        lists the names there are)."""
         folders = self.folders(LORAS)
         loras = []
-        for use in uses:
+        for use in request.parsed_prompt.loras:
             path = find_lora(use.name, folders)
             info = path.stat()
             loras.append(Lora(use.name, str(path), use.weight, (info.st_size, info.st_mtime_ns)))
-        return prompt, tuple(loras)
+        return tuple(loras)
 
     def embeddings(self, request: Request) -> tuple[EmbeddingFile, ...]:
         """The embedding files the prompt's `<name>` words stand for; a `<name>` with no file
         in the folder is text (a pickle without --allow-pickle is an InvokeError)."""
         folders = self.folders(EMBEDDINGS)
         found = []
-        for name in embedding_names(request.prompt):
+        for name in request.parsed_prompt.embeddings:
             path = find_embedding(name, folders, self.settings.allow_pickle)
             if path is not None:
                 info = path.stat()
@@ -89,7 +87,7 @@ class Lookup:
         that say so (the line still runs, with the text)."""
         folders = self.folders(EMBEDDINGS)
         notes = []
-        for name in embedding_names(request.prompt):
+        for name in request.parsed_prompt.embeddings:
             if find_embedding(name, folders, allow_pickle=True) is not None:
                 continue
             close = close_embedding(name, folders)
@@ -142,7 +140,7 @@ class Lookup:
         from invoke.backend.hashing import lora_hash
 
         hashes = {}
-        for lora in self.loras(request)[1]:
+        for lora in self.loras(request):
             stat = Path(lora.path).stat()
             key = (lora.path, stat.st_size, stat.st_mtime_ns)
             if key not in self._hashes:

@@ -25,6 +25,7 @@ from invoke.images import (
 )
 from invoke.lookup import Lookup
 from invoke.parse import parse_request
+from invoke.prompt_syntax import split_loras
 from invoke.request import SEAMLESS_AXES, Request
 
 Note = Callable[[str], None]
@@ -96,7 +97,8 @@ class JobMaker:
         if init is not None:
             init_image, mask = self._init_image(init)
             width, height = init_image.size
-        prompt, loras = self.lookup.loras(request)
+        prompt = split_loras(request.prompt)[0]  # TODO(prompt-in-job)
+        loras = self.lookup.loras(request)
         return Job(
             prompt=prompt,
             skip_normalize=request.skip_normalize,

@@ -16,9 +16,11 @@ import shlex
 import string
 import unicodedata
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 from invoke.errors import ParseError
+from invoke.prompt import Prompt
 from invoke.prompt_syntax import parse_prompt
 from invoke.samplers import SAMPLERS
 
@@ -877,6 +879,12 @@ class Request:
     fnformat: str | None = None
     png_compression: int | None = None
 
+    @cached_property
+    def parsed_prompt(self) -> Prompt:
+        """The prompt read once (prompt_syntax.parse_prompt): what the session, the backend and
+        outputs use of it. ParseError for a LoRA reference or .blend() it cannot use."""
+        return parse_prompt(self.prompt, self.skip_normalize)
+
     def validate(self) -> Request:
         """Raise ParseError (naming the switch, value and what is allowed) unless every field is
         in range and the canonical line fits in MAX_LINE; return self for chaining."""
@@ -889,7 +897,7 @@ class Request:
             )
         # A LoRA reference or a .blend()/.and() that cannot be used is refused now, not when the
         # model runs.
-        parse_prompt(self.prompt)
+        self.parsed_prompt  # noqa: B018 - read now, so a bad prompt fails here
         for switch in SWITCHES:
             value = getattr(self, switch.field)
             if not _given(switch, value):
@@ -1004,7 +1012,7 @@ class Request:
         """The canonical line: `"prompt" -s 20 -S 42 ...`, switches in SWITCHES order, fields that
         are None / False / () left out."""
         words = [quote_prompt(self.prompt)]
-        parse_prompt(self.prompt)  # ParseError for a LoRA reference or .blend() it cannot use
+        self.parsed_prompt  # noqa: B018 - ParseError for a LoRA or .blend() it cannot use
         for switch in SWITCHES:
             value = getattr(self, switch.field)
             if not _given(switch, value):

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from invoke import model_files
 from invoke.events import Reporter
 from invoke.lookup import Lookup
-from invoke.prompt_syntax import parse_prompt
 from invoke.request import Request
 from invoke.settings import Settings
 
@@ -76,7 +75,7 @@ class Upscaling:
         """The picture made larger, guided by the line's prompt as plain text."""
         assert request.upscale and request.seed is not None
         factor, strength = request.upscale
-        words = parse_prompt(request.prompt, request.skip_normalize)
+        words = request.parsed_prompt
         bar = self.reporter.progress(upscaler.steps, f"upscale {factor}x")
         try:
             return upscaler.upscale(

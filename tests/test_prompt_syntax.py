@@ -11,21 +11,23 @@ from hypothesis import strategies as st
 
 from invoke.errors import ParseError
 from invoke.parse import parse_line
-from invoke.prompt_syntax import (
+from invoke.prompt import (
     Fragment,
     LoraUse,
     Parts,
     Prompt,
-    PromptParts,
     SubPrompt,
-    embedding_names,
     is_weighted,
+    plain_text,
+    split_triggers,
+)
+from invoke.prompt_syntax import (
+    PromptParts,
+    embedding_names,
     parse_prompt,
     parse_weighting,
-    plain_text,
     split_loras,
     split_prompt,
-    split_triggers,
 )
 
 F = Fragment

@@ -13,7 +13,6 @@ from PIL import Image
 
 from invoke import __version__
 from invoke.errors import OutputError
-from invoke.prompt_syntax import split_loras, split_prompt
 from invoke.request import SEAMLESS_AXES, Request
 from invoke.samplers import SAMPLER_TABLE
 from invoke.switch_defaults import UPSCALER_REPOS
@@ -26,8 +25,8 @@ A1111_SAMPLERS: dict[str, str] = {name: row.a1111 for name, row in SAMPLER_TABLE
 
 
 def _split_prompt(request: Request) -> tuple[tuple[tuple[str, float], ...], str]:
-    parts = split_prompt(request.prompt, request.skip_normalize)
-    return tuple((str(t), float(w)) for t, w in parts.positive), str(parts.negative)
+    words = request.parsed_prompt
+    return tuple((p.text, p.weight) for p in words.positive), words.negative.text
 
 
 def image_hash(image: Image.Image) -> str:
@@ -52,9 +51,9 @@ def image_metadata(
         prompt = [{"prompt": text, "weight": weight} for text, weight in positive]
         if negative:
             prompt[-1]["prompt"] = f"{prompt[-1]['prompt']} [{negative}]"
-        # split_prompt leaves LoRA references out; they hold for the whole line, so they go
+        # the sub-prompts leave LoRA references out; they hold for the whole line, so they go
         # with the last part, as the negative prompt does, and a fetched line keeps them.
-        for use in split_loras(request.prompt)[1]:
+        for use in request.parsed_prompt.loras:
             prompt[-1]["prompt"] += f" withLora({use.name}, {use.weight:g})"
     img2img = request.init_img is not None
     meta: dict[str, Any] = {
@@ -79,7 +78,7 @@ def image_metadata(
         "strength": request.strength if img2img or request.hires_fix else None,
         "orig_hash": orig_hash,
     }
-    loras = split_loras(request.prompt)[1]
+    loras = request.parsed_prompt.loras
     if loras:
         hashes = lora_hashes or {}
         meta["loras"] = [
@@ -177,7 +176,7 @@ def a1111_parameters(
     else:
         prompt_text = " ".join(f"{t.replace(':', chr(92) + ':')}:{w:g}" for t, w in positive)
     # AUTOMATIC1111 names LoRAs in the prompt as <lora:name:weight>.
-    uses = split_loras(request.prompt)[1]
+    uses = request.parsed_prompt.loras
     lines = [" ".join([prompt_text, *(f"<lora:{u.name}:{u.weight:g}>" for u in uses)])]
     if negative:
         lines.append(f"Negative prompt: {negative}")

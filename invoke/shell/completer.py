@@ -10,7 +10,7 @@ from pathlib import Path
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
-from invoke.prompt_syntax import NAME_CHARACTER
+from invoke.prompt import NAME_CHARACTER
 from invoke.samplers import SAMPLERS
 from invoke.shell.dispatch import COMMANDS
 from invoke.shell.runner import Runner

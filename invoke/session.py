@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from invoke import interrupts, outputs
-from invoke.backend.families import default_sampler, recommended_sampler
 from invoke.backend.job import (
     Control,
     EmbeddingFile,
@@ -31,6 +30,7 @@ from invoke.backend.job import (
     img2img_steps,
 )
 from invoke.errors import InvokeError, ModelError
+from invoke.events import Tokens
 from invoke.images import (
     init_image_size,
     load_control_image,
@@ -71,7 +71,7 @@ from invoke.settings import (
 if TYPE_CHECKING:
     from PIL import Image
 
-    from invoke.backend.models import Model
+    from invoke.backend.model import Model
     from invoke.backend.upscale import Upscaler
 
 # Images per UNet batch for `-n` on CUDA: big enough to pay, small enough to interrupt. Elsewhere
@@ -322,6 +322,8 @@ class Session:
     def _default_sampler(self) -> str:
         """The sampler a line without -A gets: the loaded model's, else read from its folder
         (the default model's training.json names one), so --dry-run prints what a run would."""
+        from invoke.backend.families import default_sampler, recommended_sampler
+
         model = self._loaded.get(self.entry.name)
         if model is not None:
             return model.default_sampler
@@ -376,7 +378,7 @@ class Session:
         return self._loaded[name]
 
     def _load(self, entry: ModelEntry) -> Model:
-        from invoke.backend.models import load_model
+        from invoke.backend.loading import load_model
 
         started = time.perf_counter()
         model = load_model(
@@ -753,7 +755,7 @@ class Session:
         """The line's upscaler, loaded (and kept for the next line) on the device and in the
         precision the model gets, and refused now if the pictures' size does not suit it,
         before anything is drawn."""
-        from invoke.backend.models import pick_device, pick_dtype
+        from invoke.backend.device import pick_device, pick_dtype
         from invoke.backend.upscale import Upscaler
 
         found = self._upscaler_folder(request)
@@ -887,8 +889,15 @@ class Session:
                 for i, dump in enumerate(dumps):
                     dump.save_step(info.step, info.timestep, latents[i], pictures[i])
 
+        def print_tokens(event: object) -> None:
+            # -t is output the user asked for, so it is printed, as InvokeAI did.
+            if isinstance(event, Tokens):
+                print(f">> Tokens ({event.count}): {event.shown}")
+                if event.dropped_count:
+                    print(f">> Tokens dropped ({event.dropped_count}): {event.dropped}")
+
         try:
-            images = model.generate(job, on_step=on_step)
+            images = model.generate(job, on_step=on_step, on_event=print_tokens)
         finally:
             if bar is not None:
                 bar.close()

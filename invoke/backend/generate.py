@@ -191,7 +191,7 @@ def _denoise_pass(
     # embeddings (cached per command) and contributions; a ControlNet goes after the family's
     # at each UNet call, so it gets the same extras (SDXL's) as the UNet.
     calls = len(timesteps)
-    own = [c for make in JOB_CONTRIBUTIONS if (c := make(model, job, calls)) is not None]
+    asked = [c for make in JOB_CONTRIBUTIONS if (c := make(model, job, calls)) is not None]
     cond, uncond, contributions = conditioning(model, job)
 
     # 3. Per-image noise from CPU generators, then one batch on the device.
@@ -217,7 +217,7 @@ def _denoise_pass(
     # 5. Denoise.
     return denoise(
         unet, scheduler, latents, timesteps, steps, cond, uncond, job.cfg_scale,
-        generators, on_step, blend, condition, [*contributions, *own],
+        generators, on_step, blend, condition, [*contributions, *asked],
     )  # fmt: skip
 
 

@@ -57,8 +57,6 @@ class JobRunner:
         ControlNet (loaded now, kept likewise). Returns what was done worth telling the user
         (a line per LoRA merged now, one for a ControlNet loaded now)."""
         FAMILIES[model.family].refuse(model, job)
-        if model.pipeline is not None:  # diffusers' own pipeline (refused both above)
-            return []
         notes = use_loras(model, job.loras)
         if job.control is not None and use_controlnet(model, job.control)[1]:
             notes.append(f"ControlNet {job.control.name} loaded")

@@ -29,7 +29,7 @@ from invoke.settings import (
 )
 
 if TYPE_CHECKING:
-    from invoke.backend.models import Model
+    from invoke.backend.model import Model
 
 
 def embedded_model_dir() -> Path:
@@ -88,7 +88,7 @@ class ModelCache:
         return self.loaded[name]
 
     def _load(self, entry: ModelEntry, source: Path) -> Model:
-        from invoke.backend.models import load_model
+        from invoke.backend.loading import load_model
 
         started = time.perf_counter()
         model = load_model(

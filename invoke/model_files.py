@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from invoke.backend.families import default_sampler, recommended_sampler
+from invoke.errors import ModelError
 from invoke.settings import SIZE_MULTIPLE
 
 # The default model's size when its folder is not there to read (a broken install says so later).
@@ -79,11 +79,17 @@ def cell(folder: Path | None) -> int:
 def folder_sampler(folder: Path | None, family: str | None) -> str:
     """The sampler a line without -A gets on a model not loaded yet: read from its folder (the
     default model's training.json names one), else its family's."""
+    from invoke.backend.families import default_sampler, folder_family, recommended_sampler
+
     if folder is None:
         return default_sampler(family or "sd-1")
-    # Kandinsky is the family whose default differs: its folder has a MoVQ, not a VAE.
-    guessed = "kandinsky-2.2" if (folder / "movq").is_dir() else "sd-1"
-    return default_sampler(family or guessed, recommended_sampler(folder))
+    if family is None:
+        try:
+            index = json.loads((folder / "model_index.json").read_text())
+            family = folder_family(folder, index)
+        except (OSError, ValueError, ModelError):
+            family = "sd-1"  # loading will say what is wrong with the folder
+    return default_sampler(family, recommended_sampler(folder))
 
 
 def _vae_cell(config: dict[str, Any]) -> int:

@@ -58,7 +58,7 @@ class Upscaling:
         return upscaler
 
     def _load(self, name: str, folder: Path) -> Upscaler:
-        from invoke.backend.models import pick_device, pick_dtype
+        from invoke.backend.device import pick_device, pick_dtype
         from invoke.backend.upscale import Upscaler
 
         device = pick_device(self.settings.device)

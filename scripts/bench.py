@@ -4,7 +4,7 @@ The weights are random (no downloads here; speed does not depend on their values
 ../shared/BENCH.md): `--arch sd15` builds Stable Diffusion 1.5's architecture (cached under
 $XDG_CACHE_HOME/invoke/bench-sd15, about 2 GB in fp16), `--arch tiny` the test model (a CPU
 smoke run). Both sides load the same diffusers folder from disk: diffusers through
-StableDiffusionPipeline.from_pretrained, ours through invoke.backend.models.load_model.
+StableDiffusionPipeline.from_pretrained, ours through invoke.backend.loading.load_model.
 
 Measured, each for diffusers and ours: s/image and it/s of batch-1 txt2img; img2img at -f 0.75;
 `-n 16` per image (ours batches as the session does: plan.CUDA_BATCH per UNet batch on CUDA,
@@ -42,8 +42,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from invoke.backend.device import pick_device, pick_dtype
 from invoke.backend.job import Job, Noise
-from invoke.backend.models import load_model, pick_device, pick_dtype
+from invoke.backend.loading import load_model
 from invoke.backend.schedulers import make_scheduler
 from invoke.plan import CUDA_BATCH  # imported by both sides' fresh processes alike
 

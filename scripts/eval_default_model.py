@@ -1,6 +1,6 @@
 """Score the shipped default model with the world's pixel checker (invoke/world.py).
 
-Loads the model through the project's own loader and sampling loop (`invoke.backend.models`),
+Loads the model through the project's own loader and sampling loop (`invoke.backend.loading`),
 exactly as `invoke` does, then:
 
   txt2img    --n prompts `a <fg> <shape> on a <bg> background` (random labels), one image each,
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from invoke import world
 from invoke.backend.job import Job, Noise
-from invoke.backend.models import load_model
+from invoke.backend.loading import load_model
 
 # Far from TRAIN_SEED (20260401) and from the small seeds people type: never seen in training.
 EVAL_SEED = 777_000_000

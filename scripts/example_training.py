@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 def frozen_default_model() -> Any:
     """The embedded default model on the CPU in float32, every part frozen."""
-    from invoke.backend.models import load_model
+    from invoke.backend.loading import load_model
     from invoke.model_cache import embedded_model_dir
 
     model = load_model(embedded_model_dir(), device="cpu", precision="float32")

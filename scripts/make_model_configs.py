@@ -24,7 +24,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from invoke.backend.families import sd_index, sdxl_index
+from invoke.backend.families.sd import sd_index
+from invoke.backend.families.sdxl import sdxl_index
 
 OUT = Path(__file__).resolve().parent.parent / "configs" / "model-configs"
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"

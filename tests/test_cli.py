@@ -353,7 +353,7 @@ def test_lora_lines_remake_their_pictures_and_plain_lines_stay_plain(
     InvokeAI's spelling; then the stored command of the LoRA picture, run again."""
     from helpers import kohya_file
 
-    from invoke.backend.models import load_model
+    from invoke.backend.loading import load_model
 
     (isolated / "loras" / "styles").mkdir(parents=True)
     kohya_file(load_model(tiny_model_dir, device="cpu"), isolated / "loras/styles/ink.safetensors")

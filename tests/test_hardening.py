@@ -1255,7 +1255,7 @@ def test_a_broken_model_is_tried_once_until_its_files_change(
 ) -> None:
     # A 100-line batch on a model with a missing weights file: every line says why, but the
     # model is not loaded again (and fails again) for each line; once the file is back, it loads.
-    import invoke.backend.models as models_module
+    import invoke.backend.loading as models_module
     from invoke.errors import ModelError
     from invoke.parse import parse_line
     from invoke.session import Session

@@ -199,7 +199,7 @@ def test_first_change_anchors_relative_paths_of_the_shipped_style_list(
 def test_entry_precision_and_backend_hash_reach_the_loader_and_metadata(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import invoke.backend.models as backend
+    import invoke.backend.loading as backend
 
     real = backend.load_model
     seen: dict[str, object] = {}

@@ -87,7 +87,7 @@ def test_shipped_default_model_draws_what_it_is_asked() -> None:
     from pathlib import Path
 
     from invoke.backend.job import Job, Noise
-    from invoke.backend.models import load_model
+    from invoke.backend.loading import load_model
 
     folder = Path(world.__file__).parent / "default_model"
     model = load_model(folder)
@@ -106,7 +106,7 @@ def test_shipped_default_model_strength_keeps_the_init_low_and_follows_the_promp
     from pathlib import Path
 
     from invoke.backend.job import Job, Noise
-    from invoke.backend.models import load_model
+    from invoke.backend.loading import load_model
 
     model = load_model(Path(world.__file__).parent / "default_model")
     rng = np.random.default_rng(4242)
@@ -131,7 +131,7 @@ def test_shipped_default_model_word_weights_decide_between_two_colours() -> None
     from pathlib import Path
 
     from invoke.backend.job import Job, Noise
-    from invoke.backend.models import load_model
+    from invoke.backend.loading import load_model
 
     model = load_model(Path(world.__file__).parent / "default_model")
     for red, green, want in ((1.5, 0.5, "red"), (0.5, 1.5, "green")):
@@ -154,7 +154,7 @@ def test_shipped_default_model_seamless_picture_tiles_and_keeps_its_colours(
     from helpers import roll_error
 
     from invoke.backend.job import Job, Noise
-    from invoke.backend.models import load_model
+    from invoke.backend.loading import load_model
 
     model = load_model(Path(world.__file__).parent / "default_model")
     prompt = "a red circle on a blue background"

@@ -7,9 +7,10 @@ timestep and text embeddings as the UNet (both halves of classifier-free guidanc
 residuals, times the weight, go into the UNet's skip connections; outside the start..end part of
 the steps it is not run at all (diffusers runs it at weight 0, which adds exact zeros).
 
-Only the UNet call changes (`ControlledUNet`), so txt2img, img2img, masks, an inpainting UNet
-(the ControlNet reads the 4 latent channels of its 9), --hires_fix, variations, every sampler and
-SDXL's added conditions all work unchanged. A model keeps the last ControlNet it loaded.
+It is one of the loop's contributions (`ControlNet`, denoise.Contribution): only the UNet's
+arguments change, so txt2img, img2img, masks, an inpainting UNet (the ControlNet reads the 4
+latent channels of its 9), --hires_fix, variations, every sampler and SDXL's added conditions (it
+reads them as the UNet does) all work unchanged. A model keeps the last ControlNet it loaded.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from invoke.errors import InvokeError
 
 if TYPE_CHECKING:
     from invoke.backend.job import Control, Job
-    from invoke.backend.models import Model
+    from invoke.backend.model import Model
 
 # Widths of the text embeddings each family's UNet reads: a ControlNet is made for one of them.
 FAMILY_OF_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
@@ -219,13 +220,11 @@ def keep_schedule(calls: int, start: float, end: float) -> list[bool]:
     return [not (i / calls < start or (i + 1) / calls > end) for i in range(calls)]
 
 
-class ControlledUNet:
-    """The UNet as denoise() calls it, with the ControlNet's residuals added at each call."""
+class ControlNet:
+    """The ControlNet's residuals for each UNet call of a pass (a denoise.Contribution)."""
 
-    def __init__(
-        self, unet: Any, net: Any, image: torch.Tensor, weight: float, keep: list[bool]
-    ) -> None:
-        self.unet, self.net, self.image, self.weight, self.keep = unet, net, image, weight, keep
+    def __init__(self, net: Any, image: torch.Tensor, weight: float, keep: list[bool]) -> None:
+        self.net, self.image, self.weight, self.keep = net, image, weight, keep
         self.calls = 0
         self.channels = int(net.config.in_channels)
 
@@ -233,41 +232,32 @@ class ControlledUNet:
         self,
         sample: torch.Tensor,
         timestep: torch.Tensor,
-        *,
-        encoder_hidden_states: torch.Tensor,
-        return_dict: bool = False,
-        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
-    ) -> Any:
+        context: torch.Tensor,
+        extra: dict[str, Any],
+    ) -> dict[str, Any]:
         acts = self.calls < len(self.keep) and self.keep[self.calls]
         self.calls += 1
-        extra: dict[str, Any] = {}
-        if added_cond_kwargs is not None:
-            extra["added_cond_kwargs"] = added_cond_kwargs
-        if acts and self.weight != 0:
-            down, mid = self.net(
-                sample[:, : self.channels],  # an inpainting UNet's mask channels are its own
-                timestep,
-                encoder_hidden_states=encoder_hidden_states,
-                controlnet_cond=self.image.expand(sample.shape[0], -1, -1, -1),
-                conditioning_scale=self.weight,
-                return_dict=False,
-                **extra,
-            )
-            extra["down_block_additional_residuals"] = down
-            extra["mid_block_additional_residual"] = mid
-        return self.unet(
-            sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=return_dict,
-            **extra,
-        )  # fmt: skip
+        if not acts or self.weight == 0:
+            return {}
+        added = {k: v for k, v in extra.items() if k == "added_cond_kwargs"}  # SDXL's
+        down, mid = self.net(
+            sample[:, : self.channels],  # an inpainting UNet's mask channels are its own
+            timestep,
+            encoder_hidden_states=context,
+            controlnet_cond=self.image.expand(sample.shape[0], -1, -1, -1),
+            conditioning_scale=self.weight,
+            return_dict=False,
+            **added,
+        )
+        return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
 
-def controlled(model: Model, job: Job, unet: Any, calls: int) -> Any:
-    """`unet` guided by the job's ControlNet for a pass of `calls` UNet calls; `unet` itself
-    when the job has none."""
+def contribution(model: Model, job: Job, calls: int) -> ControlNet | None:
+    """The job's ControlNet for a pass of `calls` UNet calls; None when the job has none."""
     control = job.control
     if control is None:
-        return unet
+        return None
     net, _ = use_controlnet(model, control)
     image = control_pixels(control.image, job.width, job.height, model)
     keep = keep_schedule(calls, control.start, control.end)
-    return ControlledUNet(unet, net, image, control.weight, keep)
+    return ControlNet(net, image, control.weight, keep)

@@ -1,9 +1,17 @@
-"""The sampling loop: classifier-free guidance over a diffusers scheduler, with a step callback."""
+"""The sampling loop: classifier-free guidance over a diffusers scheduler, with a step callback.
+
+Whatever else conditions the UNet comes in as contributions: at each UNet call each one is given
+the call's input (latents, timestep, text embeddings: both halves of classifier-free guidance) and
+returns extra UNet arguments. SDXL's pooled embeddings and time ids (families/sdxl.py) and a
+ControlNet's residuals (control.py) are two; another kind of control is one more, in a module of
+its own. Residuals from several contributions add up, as diffusers' MultiControlNetModel adds
+them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import torch
 
@@ -13,6 +21,44 @@ from invoke.backend.schedulers import takes_generator
 # Called after each scheduler step with (index into timesteps, latents); returns the latents to go
 # on with. Inpainting uses it to put the known region back.
 Blend = Callable[[int, torch.Tensor], torch.Tensor]
+
+RESIDUALS = ("down_block_additional_residuals", "mid_block_additional_residual")
+
+
+class Contribution(Protocol):
+    """Extra UNet arguments for one UNet call."""
+
+    def __call__(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        extra: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The UNet's input `sample`, `timestep` and text embeddings `context` of this call, and
+        what the contributions before this one gave (a ControlNet reads SDXL's added conditions
+        from it) -> more UNet keyword arguments."""
+        ...
+
+
+def contributed(
+    contributions: Sequence[Contribution],
+    sample: torch.Tensor,
+    timestep: torch.Tensor,
+    context: torch.Tensor,
+) -> dict[str, Any]:
+    """The UNet's extra keyword arguments for one call, from each contribution in turn."""
+    extra: dict[str, Any] = {}
+    for contribute in contributions:
+        for key, value in contribute(sample, timestep, context, extra).items():
+            extra[key] = _add(extra[key], value) if key in RESIDUALS and key in extra else value
+    return extra
+
+
+def _add(old: Any, new: Any) -> Any:
+    if isinstance(old, tuple):
+        return tuple(a + b for a, b in zip(old, new, strict=True))
+    return old + new
 
 
 @torch.no_grad()
@@ -29,12 +75,14 @@ def denoise(
     on_step: Callable[[StepInfo], None] | None = None,
     blend: Blend | None = None,
     condition: torch.Tensor | None = None,
+    contributions: Sequence[Contribution] = (),
 ) -> torch.Tensor:
     """Run `timesteps` (`steps` user-visible steps) from `latents`; return the final latents.
 
     Second-order samplers evaluate the UNet twice per step, so `timesteps` can be longer than
     `steps`; a step ends where diffusers' progress bar would advance. `condition`: extra UNet
-    input channels (an inpainting UNet's mask and masked image), the same at every step.
+    input channels (an inpainting UNet's mask and masked image), the same at every step;
+    `contributions`: extra UNet arguments at each call (above).
     """
     batch = latents.shape[0]
     guided = cfg_scale > 1  # as diffusers: no unconditional pass when guidance cannot change it
@@ -61,8 +109,10 @@ def denoise(
         model_input = scheduler.scale_model_input(model_input, t)
         if condition is not None:
             model_input = torch.cat([model_input, condition], dim=1)
+        timestep = unet_timesteps[i]
+        added = contributed(contributions, model_input, timestep, context)
         noise_pred = unet(
-            model_input, unet_timesteps[i], encoder_hidden_states=context, return_dict=False
+            model_input, timestep, encoder_hidden_states=context, return_dict=False, **added
         )[0]
         if guided:
             uncond_pred, cond_pred = noise_pred.chunk(2)

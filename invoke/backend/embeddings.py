@@ -39,7 +39,7 @@ from invoke.errors import InvokeError
 
 if TYPE_CHECKING:
     from invoke.backend.job import EmbeddingFile
-    from invoke.backend.models import Model
+    from invoke.backend.model import Model
 
 # Token ids of one embedding's vectors, for each of a model's text encoders (prompts.Encoders'
 # order: text_encoder, then text_encoder_2).

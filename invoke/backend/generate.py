@@ -8,8 +8,9 @@ the init image's latents are noised to the first of them.
 latents upscaled bilinearly, then img2img on them (_hires_fix).
 
 Every family that runs our loop (SD 1.x/2.x, SDXL) runs this one; what differs is only its
-`Conditioning`: the prompt's embeddings and the UNet as denoise() calls it (sdxl.py adds its
-pooled embeddings and time ids there).
+`Conditioning`: the prompt's embeddings and its contributions to the UNet's arguments
+(families/sdxl.py adds its pooled embeddings and time ids there). A job adds its own
+contributions (JOB_CONTRIBUTIONS: its ControlNet), one module each.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from invoke.backend import speed
-from invoke.backend.control import controlled
-from invoke.backend.denoise import denoise
+from invoke.backend import control, speed
+from invoke.backend.denoise import Contribution, denoise
 from invoke.backend.job import Job, StepInfo, img2img_steps, second_pass_noise
 from invoke.backend.noise import image_noise
 from invoke.backend.prompts import encode_prompt
@@ -33,24 +33,30 @@ from invoke.backend.schedulers import make_scheduler, numpy_quiet
 from invoke.errors import InvokeError
 
 if TYPE_CHECKING:
-    from invoke.backend.models import Model
+    from invoke.backend.model import Model, OnEvent
 
-# A family's piece of the loop: (model, job, the UNet to run) -> (cond, uncond, the UNet as
-# denoise() calls it). Everything else (noise, schedule, img2img, inpainting, decode) is shared.
-Conditioning = Callable[["Model", Job, Any], tuple[torch.Tensor, torch.Tensor, Any]]
+# A family's piece of the loop: (model, job, where -t's tokens go) -> (cond, uncond, its
+# contributions to each UNet call). Everything else (noise, schedule, img2img, inpainting,
+# decode) is shared.
+Embedded = tuple[torch.Tensor, torch.Tensor, list[Contribution]]
+Conditioning = Callable[["Model", Job, "OnEvent | None"], Embedded]
+# A job's own contributions for a pass of n UNet calls, each None when the job asks for none.
+JOB_CONTRIBUTIONS: tuple[Callable[[Model, Job, int], Contribution | None], ...] = (
+    control.contribution,
+)
 
 
-def sd_conditioning(model: Model, job: Job, unet: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
+def sd_conditioning(model: Model, job: Job, on_event: OnEvent | None = None) -> Embedded:
     """SD 1.x/2.x: one text encoder's embeddings, once for the whole command (the passes of
     `-n` share them); the UNet takes nothing else."""
     cond, uncond = speed.prompt_embeddings(
         model,
         job,
         lambda: encode_prompt(
-            model, job.prompt, job.skip_normalize, job.log_tokenization, job.embeddings
+            model, job.prompt, job.skip_normalize, job.log_tokenization, job.embeddings, on_event
         ),
     )
-    return cond, uncond, unet
+    return cond, uncond, []
 
 
 @torch.no_grad()
@@ -59,13 +65,18 @@ def generate(
     job: Job,
     on_step: Callable[[StepInfo], None] | None = None,
     conditioning: Conditioning = sd_conditioning,
+    on_event: OnEvent | None = None,
 ) -> list[Image.Image]:
     _check(model, job)
+
+    def embedded(model: Model, job: Job) -> Embedded:
+        return conditioning(model, job, on_event)
+
     if job.first_pass is not None:
-        latents = _hires_fix(model, job, on_step, conditioning)
+        latents = _hires_fix(model, job, on_step, embedded)
     else:
         start = None if job.init_image is None else encode_image(model, job.init_image)
-        latents = _run_pass(model, job, on_step, conditioning, start)
+        latents = _run_pass(model, job, on_step, embedded, start)
     # Decode; inpainting pastes the kept pixels back so they come out identical.
     images = model.decode(latents)
     if job.mask is not None and job.init_image is not None:
@@ -77,7 +88,7 @@ def _hires_fix(
     model: Model,
     job: Job,
     on_step: Callable[[StepInfo], None] | None,
-    conditioning: Conditioning,
+    conditioning: Callable[[Model, Job], Embedded],
 ) -> torch.Tensor:
     """--hires_fix (InvokeAI's txt2img2img): txt2img at job.first_pass, the latents upscaled
     bilinearly to the job's size, then img2img on them at job.strength with the second pass's
@@ -138,7 +149,7 @@ def _run_pass(
     model: Model,
     job: Job,
     on_step: Callable[[StepInfo], None] | None,
-    conditioning: Conditioning,
+    conditioning: Callable[[Model, Job], Embedded],
     start: torch.Tensor | None,
 ) -> torch.Tensor:
     """One denoising pass on the UNet speed.py picks for the job's shape; its eager time counts
@@ -161,7 +172,7 @@ def _denoise_pass(
     model: Model,
     job: Job,
     on_step: Callable[[StepInfo], None] | None,
-    conditioning: Conditioning,
+    conditioning: Callable[[Model, Job], Embedded],
     unet: Any,
     start: torch.Tensor | None,
 ) -> torch.Tensor:
@@ -176,10 +187,12 @@ def _denoise_pass(
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(begin)
 
-    # 2. The family's conditioning: prompt embeddings (cached per command), the UNet's extras;
-    # a ControlNet goes in first, so it gets the same extras (SDXL's) as the UNet.
-    unet = controlled(model, job, unet, len(timesteps))
-    cond, uncond, unet = conditioning(model, job, unet)
+    # 2. The conditioning: the job's contributions (its ControlNet), then the family's prompt
+    # embeddings (cached per command) and contributions; a ControlNet goes after the family's
+    # at each UNet call, so it gets the same extras (SDXL's) as the UNet.
+    calls = len(timesteps)
+    asked = [c for make in JOB_CONTRIBUTIONS if (c := make(model, job, calls)) is not None]
+    cond, uncond, contributions = conditioning(model, job)
 
     # 3. Per-image noise from CPU generators, then one batch on the device.
     shape = (4, job.height // model.size_multiple, job.width // model.size_multiple)
@@ -204,7 +217,7 @@ def _denoise_pass(
     # 5. Denoise.
     return denoise(
         unet, scheduler, latents, timesteps, steps, cond, uncond, job.cfg_scale,
-        generators, on_step, blend, condition,
+        generators, on_step, blend, condition, [*contributions, *asked],
     )  # fmt: skip
 
 

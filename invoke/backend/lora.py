@@ -42,7 +42,7 @@ from invoke.errors import InvokeError
 
 if TYPE_CHECKING:
     from invoke.backend.job import Lora
-    from invoke.backend.models import Model
+    from invoke.backend.model import Model
 
 # (suffix of a key, what it holds)
 _PARTS = (

@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from invoke.backend.embeddings import load_embeddings, text_encoders
+from invoke.events import Tokens
 from invoke.prompt_syntax import Fragment, Parts, Sequence, parse_weighting, split_triggers
 
 if TYPE_CHECKING:
     from invoke.backend.job import EmbeddingFile
+    from invoke.backend.model import OnEvent
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,7 @@ class Encoders:
     encoders: list[TextEncoder]
     device: Any
     log_tokenization: bool = False
+    on_event: OnEvent | None = None  # -t's Tokens go there
     _empty: list[tuple[Embedding, list[torch.Tensor]]] = field(default_factory=list)
 
     def embed(self, parsed: Sequence | Parts, skip_normalize: bool = False) -> Embedding:
@@ -174,11 +177,11 @@ class Encoders:
         kept, dropped = ids[:room], ids[room:]
         weighted = any(f.weight != 1.0 for f in fragments)
         if self.log_tokenization:
-            # -t is output the user asked for, so it is printed, as InvokeAI did.
             shown = encoder.text(kept, weights[:room] if weighted else None)
-            print(f">> Tokens ({len(kept)}): {shown}")
-            if dropped:
-                print(f">> Tokens dropped ({len(dropped)}): {encoder.text(dropped)}")
+            tokens = Tokens(
+                len(kept), shown, len(dropped), encoder.text(dropped) if dropped else ""
+            )
+            (self.on_event or _print_tokens)(tokens)
         if dropped:
             log.warning(
                 "prompt is longer than CLIP's %d tokens; dropped: %s",
@@ -216,8 +219,20 @@ class Encoders:
         return torch.cat(out, dim=-1)
 
 
+def _print_tokens(event: object) -> None:
+    """-t for a caller that takes no events (tests calling encode_prompt directly): the lines
+    the shell prints for a Tokens event. The session passes its own on_event."""
+    assert isinstance(event, Tokens)
+    print(f">> Tokens ({event.count}): {event.shown}")
+    if event.dropped_count:
+        print(f">> Tokens dropped ({event.dropped_count}): {event.dropped}")
+
+
 def sd_encoders(
-    model: Any, log_tokenization: bool = False, embeddings: tuple[EmbeddingFile, ...] = ()
+    model: Any,
+    log_tokenization: bool = False,
+    embeddings: tuple[EmbeddingFile, ...] = (),
+    on_event: OnEvent | None = None,
 ) -> Encoders:
     """SD 1.x/2.x: one CLIP text encoder, its last hidden state."""
 
@@ -226,7 +241,7 @@ def sd_encoders(
 
     (triggers,) = embedding_triggers(model, embeddings)
     encoder = TextEncoder(model.tokenizer, run, triggers)
-    return Encoders([encoder], model.device, log_tokenization)
+    return Encoders([encoder], model.device, log_tokenization, on_event)
 
 
 def embedding_triggers(
@@ -302,8 +317,10 @@ def encode_prompt(
     skip_normalize: bool = False,
     log_tokenization: bool = False,
     embeddings: tuple[EmbeddingFile, ...] = (),
+    on_event: OnEvent | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(conditional, unconditional) embeddings, each (1, 77 * k, dim), computed once per job."""
-    encoders = sd_encoders(model, log_tokenization, embeddings)
+    """(conditional, unconditional) embeddings, each (1, 77 * k, dim), computed once per job;
+    -t's tokens go to `on_event` as events.Tokens."""
+    encoders = sd_encoders(model, log_tokenization, embeddings, on_event)
     cond, uncond = encode_parts(encoders, prompt, skip_normalize)
     return cond[0].to(model.dtype), uncond[0].to(model.dtype)

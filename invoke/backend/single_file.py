@@ -21,12 +21,6 @@ from typing import Any
 import torch
 
 from invoke import CONFIGS_DIR
-from invoke.backend.families import (
-    SDXL_FAMILIES,
-    UNET_IN_KEY,
-    check_family,
-    checkpoint_family,
-)
 from invoke.errors import ModelError
 
 CONFIG_ROOT = CONFIGS_DIR / "model-configs"
@@ -34,18 +28,11 @@ TOKENIZER_FILES = CONFIG_ROOT / "clip-tokenizer"
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SIDECAR_CONFIG = ".config"  # model.safetensors + model.config/ (a diffusers config folder)
+UNET_IN_KEY = "model.diffusion_model.input_blocks.0.0.weight"
 
-# (part, checkpoint prefix the text encoder lives under, OpenCLIP layout?) per family.
-_TEXT_ENCODERS: dict[str, tuple[tuple[str, str, bool], ...]] = {
-    "sd-1": (("text_encoder", "cond_stage_model.transformer.", False),),
-    "sd-2": (("text_encoder", "cond_stage_model.model.", True),),
-    "sd-2-v": (("text_encoder", "cond_stage_model.model.", True),),
-    "sdxl": (
-        ("text_encoder", "conditioner.embedders.0.transformer.", False),
-        ("text_encoder_2", "conditioner.embedders.1.model.", True),
-    ),
-    "sdxl-refiner": (("text_encoder_2", "conditioner.embedders.0.model.", True),),
-}
+# A family's text encoders in a checkpoint: (part, the prefix its weights live under, OpenCLIP
+# layout?) for each (families/ say theirs).
+TextEncoders = tuple[tuple[str, str, bool], ...]
 
 
 def read_checkpoint(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
@@ -129,38 +116,34 @@ def v_prediction_from_yaml(path: Path) -> bool | None:
 
 def load_single_file(
     path: Path,
+    checkpoint: dict[str, torch.Tensor],
+    folder: Path,
     dtype: torch.dtype,
-    *,
-    allow_pickle: bool,
-    family: str | None = None,
-    config: str | Path | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """(family, the Model's parts) from one checkpoint file."""
-    checkpoint = read_checkpoint(path, allow_pickle)
-    if family is not None:
-        check_family(family)
-        if family not in _TEXT_ENCODERS:
-            raise ModelError(f"model {path}: {family} models load from diffusers folders only")
-        if family == "sd-2" and v_prediction_from_yaml(path):
-            family = "sd-2-v"  # the original config beside the file knows best
-    else:
-        try:
-            family = checkpoint_family(checkpoint, v_prediction_from_yaml(path))
-        except ModelError as err:
-            raise ModelError(f"model {path}: {err}") from None
-    folder = config_folder(path, family, config)
+    text_encoders: TextEncoders,
+) -> dict[str, Any]:
+    """The Model's parts from one checkpoint's weights, on the architecture in config `folder`."""
     try:
-        parts = _build_parts(checkpoint, folder, family)
+        parts = _build_parts(checkpoint, folder, text_encoders)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise ModelError(f"model {path}: does not fit {folder.name} ({_first(err)})") from err
     for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
         if parts.get(part) is not None:
             # nn.Module.to: diffusers' own .to() warns about fp32 modules these models lack.
             torch.nn.Module.to(parts[part], dtype)
-    return family, parts
+    return parts
 
 
-def _build_parts(checkpoint: dict[str, torch.Tensor], folder: Path, family: str) -> dict[str, Any]:
+def config_index(path: Path, folder: Path) -> dict[str, Any]:
+    """The config folder's model_index.json (what a pipeline of this family says of itself)."""
+    try:
+        return _json(folder / "model_index.json")
+    except (OSError, ValueError) as err:
+        raise ModelError(f"model {path}: does not fit {folder.name} ({_first(err)})") from err
+
+
+def _build_parts(
+    checkpoint: dict[str, torch.Tensor], folder: Path, text_encoders: TextEncoders
+) -> dict[str, Any]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (
         convert_ldm_unet_checkpoint,
@@ -184,16 +167,11 @@ def _build_parts(checkpoint: dict[str, torch.Tensor], folder: Path, family: str)
         "tokenizer": None,
         "text_encoder": None,
     }
-    for part, prefix, open_clip in _TEXT_ENCODERS[family]:
+    for part, prefix, open_clip in text_encoders:
         with_projection = part == "text_encoder_2"
         parts[part] = _text_encoder(checkpoint, folder / part, prefix, open_clip, with_projection)
         tokenizer = part.replace("text_encoder", "tokenizer")
         parts[tokenizer] = clip_tokenizer(folder / tokenizer)
-    if family in SDXL_FAMILIES:
-        index = _json(folder / "model_index.json")
-        parts["force_zeros_for_empty_prompt"] = bool(
-            index.get("force_zeros_for_empty_prompt", True)
-        )
     return parts
 
 

@@ -58,9 +58,9 @@ compiled per seamless shape would be bought for a setting that is rarely used fo
 --controlnet jobs too (control.py): the ControlNet's residuals are extra UNet inputs, another
 graph, and the ControlNet itself runs eagerly.
 
-Which models get what: SD 1.x/2.x and SDXL run the same loop (generate.py; sdxl.py only adds its
-conditioning) and get all of the above. Kandinsky runs diffusers' pipeline: only `guard_memory`
-(Model.generate guards every family). With --offload the parts move between devices, so QKV
+Which models get what: SD 1.x/2.x and SDXL run the same loop (generate.py; families/sdxl.py only
+adds its conditioning) and get all of the above. Kandinsky runs diffusers' pipeline: only
+`guard_memory` (run.py guards every family). With --offload the parts move between devices, so QKV
 stays unfused (a move would copy the shared weights apart) and compile is off unless forced.
 
 None of the CUDA behaviour here has been measured by the code's author (no GPU in that session);
@@ -73,7 +73,6 @@ import gc
 import logging
 import os
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -86,7 +85,7 @@ from invoke.errors import InvokeError
 
 if TYPE_CHECKING:
     from invoke.backend.job import Job
-    from invoke.backend.models import Model
+    from invoke.backend.model import Model
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +118,11 @@ class _State:
     prompt_value: tuple[torch.Tensor, ...] | None = None
 
 
-_STATES: weakref.WeakKeyDictionary[Any, _State] = weakref.WeakKeyDictionary()
-
-
 def _state(model: Model) -> _State:
-    state = _STATES.get(model)
-    if state is None:  # a Model built without prepare(): plain path, never compiled
-        state = _STATES[model] = _State(compile=False, force=False)
+    """The model's speed state (Model.speed), made by prepare()."""
+    if model.speed is None:  # a Model built without prepare(): plain path, never compiled
+        model.speed = _State(compile=False, force=False)
+    state: _State = model.speed
     return state
 
 
@@ -140,7 +137,7 @@ def prepare(model: Model, compile: bool | None = None) -> None:
     """
     if getattr(model, "pipeline", None) is not None:
         # Kandinsky runs through diffusers' own pipeline, not our loop: nothing here applies.
-        _STATES[model] = _State(compile=False, force=False)
+        model.speed = _State(compile=False, force=False)
         return
     cuda = model.device.type == "cuda"
     # --offload moves parts between devices with .to(), which turns the fused layers' shared
@@ -156,7 +153,7 @@ def prepare(model: Model, compile: bool | None = None) -> None:
         model.unet.to(memory_format=torch.channels_last)
         model.vae.to(memory_format=torch.channels_last)
     allowed = (cuda and not offloaded) if compile is None else compile
-    _STATES[model] = _State(compile=allowed, force=bool(compile))
+    model.speed = _State(compile=allowed, force=bool(compile))
     if allowed:
         use_disk_cache()
 

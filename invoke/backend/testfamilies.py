@@ -134,7 +134,7 @@ def build_test_sdxl(
     vae.save_pretrained(out / "vae", safe_serialization=True)
     (out / "scheduler").mkdir(exist_ok=True)
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SDXL_SCHEDULER, indent=2))
-    from invoke.backend.families import sdxl_index
+    from invoke.backend.families.sdxl import sdxl_index
 
     index = sdxl_index(refiner, inpainting)
     (out / "model_index.json").write_text(json.dumps(index, indent=2))

@@ -131,7 +131,7 @@ def write_pipeline_files(out: Path, pipeline: str = "StableDiffusionPipeline") -
     text_encoder/ and tokenizer/ are saved already: what makes it a diffusers pipeline folder."""
     (out / "scheduler").mkdir(exist_ok=True)
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER, indent=2))
-    from invoke.backend.families import sd_index
+    from invoke.backend.families.sd import sd_index
 
     model_index = sd_index(pipeline)
     (out / "model_index.json").write_text(json.dumps(model_index, indent=2))

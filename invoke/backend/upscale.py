@@ -9,10 +9,15 @@ text and the image's seed, and give the larger picture. diffusers owns their loo
 
 `strength` is InvokeAI's -U strength: the upscaler's picture blended over a plain Lanczos
 enlargement, 1 = the upscaler's alone, 0 = the enlargement alone.
+
+An Upscaler knows itself from what it loads: its pipeline class (the folder's model_index.json),
+its factor and the sides it takes (its VAE's and UNet's configs). The session reads the same from
+the files before loading (settings.describe_upscaler), to refuse a line before anything is drawn.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,8 +27,10 @@ from PIL import Image
 
 from invoke.backend.pipelines import place, quiet_loading
 from invoke.errors import InvokeError, ModelError
-from invoke.settings import LATENT_X2, PIXEL_X4, describe_upscaler
 
+# The diffusers pipelines that upscale: 2x in latent space, 4x conditioned on the pixels.
+LATENT_X2 = "StableDiffusionLatentUpscalePipeline"
+PIXEL_X4 = "StableDiffusionUpscalePipeline"
 # The steps and guidance each is run at: the latent upscaler's model card uses 20 steps without
 # guidance; the x4 upscaler, diffusers' defaults (75 steps, guidance 9, noise level 20).
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -46,9 +53,10 @@ class Upscaler:
     ) -> None:
         self.folder = folder
         self.name = name or folder.name  # as the line named it, for messages
-        self.kind, self.factor, self.multiple = describe_upscaler(folder)
+        self.kind = _kind(folder)
         self.device = device
         self.pipeline = _load(folder, self.kind, device, dtype, offload)
+        self.factor, self.multiple = _sides(self.kind, self.pipeline)
 
     @property
     def steps(self) -> int:
@@ -125,6 +133,28 @@ def blend(original: Image.Image, upscaled: Image.Image, strength: float) -> Imag
         return upscaled
     plain = original.convert("RGB").resize(upscaled.size, Image.Resampling.LANCZOS)
     return Image.blend(plain, upscaled, strength)
+
+
+def _kind(folder: Path) -> str:
+    """The folder's pipeline class, one of SETTINGS'."""
+    try:
+        kind = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))["_class_name"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelError(f"upscaler {folder}: cannot read its model_index.json ({err})") from err
+    if kind not in SETTINGS:
+        raise ModelError(f"upscaler {folder}: is a {kind}, not a {LATENT_X2} or {PIXEL_X4}")
+    return str(kind)
+
+
+def _sides(kind: str, pipe: Any) -> tuple[int, int]:
+    """(factor, the multiple a picture's sides must be) of a loaded upscaler."""
+    cell = 2 ** (len(pipe.vae.config.block_out_channels) - 1)  # pixels per latent cell
+    halvings = 2 ** (len(pipe.unet.config.down_block_types) - 1)  # the UNet's own sides
+    if kind == LATENT_X2:
+        # Encoded to latents (cell), doubled, then the UNet: sides of cell * halvings / 2.
+        return 2, max(cell, cell * halvings // 2)
+    # The x4 UNet runs on latents the size of the picture; its VAE decodes them `cell` times larger.
+    return cell, halvings
 
 
 def _load(folder: Path, kind: str, device: torch.device, dtype: torch.dtype, offload: bool) -> Any:

@@ -12,7 +12,8 @@ from PIL import Image
 
 from invoke.backend.generate import encode_image
 from invoke.backend.job import Noise, StepInfo
-from invoke.backend.models import Model, load_model
+from invoke.backend.loading import load_model
+from invoke.backend.model import Model
 from invoke.errors import InvokeError
 from invoke.samplers import SAMPLERS
 

@@ -8,7 +8,8 @@ import pytest
 from helpers import diffusers_inpaint, inpaint_job, pixels, redrawn_difference
 
 from invoke.backend.job import StepInfo
-from invoke.backend.models import Model, load_model
+from invoke.backend.loading import load_model
+from invoke.backend.model import Model
 from invoke.backend.schedulers import make_scheduler
 from invoke.backend.testmodel import build_test_model
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from invoke.backend.models import load_model
+from invoke.backend.loading import load_model
 from invoke.backend.testmodel import build_test_model
 from invoke.errors import ModelError
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from invoke.backend.models import Model, load_model
+from invoke.backend.loading import load_model
+from invoke.backend.model import Model
 from invoke.backend.prompts import embed_text, encode_prompt, token_ids
 
 

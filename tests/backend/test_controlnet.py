@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 from invoke.backend.control import keep_schedule
 from invoke.backend.generate import encode_image
 from invoke.backend.job import Control, Job, Noise
-from invoke.backend.models import Model, load_model
+from invoke.backend.loading import load_model
+from invoke.backend.model import Model
 from invoke.backend.testfamilies import build_test_sdxl, controlnet_to_ldm
 from invoke.backend.testmodel import build_test_controlnet, build_test_model
 from invoke.errors import InvokeError

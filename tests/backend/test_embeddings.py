@@ -20,9 +20,10 @@ from helpers import embedding_file, embedding_vectors, make_job, pixels, sd_pipe
 from safetensors.torch import save_file
 
 from invoke.backend import embeddings as embeddings_module
-from invoke.backend import sdxl
+from invoke.backend.families import sdxl
 from invoke.backend.job import EmbeddingFile
-from invoke.backend.models import Model, load_model
+from invoke.backend.loading import load_model
+from invoke.backend.model import Model
 from invoke.backend.prompts import encode_prompt
 from invoke.backend.testfamilies import build_test_sdxl
 from invoke.errors import InvokeError

@@ -14,12 +14,14 @@ import torch
 from helpers import make_job, pixels, roll_error, sdxl_pipeline, smooth_picture
 from PIL import Image
 
+from invoke.backend.device import pick_dtype
 from invoke.backend.families import FAMILIES, folder_family
+from invoke.backend.generate import encode_image
 from invoke.backend.job import EmbeddingFile, Job, Noise, StepInfo
-from invoke.backend.models import Model, load_model, pick_dtype
+from invoke.backend.loading import load_model
+from invoke.backend.model import Model
 from invoke.backend.noise import image_noise
 from invoke.backend.schedulers import make_scheduler
-from invoke.backend.sdxl import encode_image
 from invoke.backend.single_file import CONFIG_ROOT
 from invoke.backend.testfamilies import build_test_kandinsky, build_test_sdxl
 from invoke.errors import InvokeError, ModelError
@@ -165,7 +167,7 @@ def test_sdxl_variations_and_samplers_change_the_image(sdxl: Model) -> None:
 
 
 def test_sdxl_weights_act_on_both_encoders_and_and_runs(sdxl: Model) -> None:
-    from invoke.backend.sdxl import encode_prompt
+    from invoke.backend.families.sdxl import encode_prompt
 
     plain, _, pooled, _ = encode_prompt(sdxl, "a red circle")
     empty, *_ = encode_prompt(sdxl, "")

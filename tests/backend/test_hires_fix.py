@@ -20,7 +20,8 @@ from invoke.backend.job import (
     hires_first_pass,
     second_pass_noise,
 )
-from invoke.backend.models import Model, load_model
+from invoke.backend.loading import load_model
+from invoke.backend.model import Model
 from invoke.errors import InvokeError
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")

@@ -20,8 +20,9 @@ from torch import nn
 
 from invoke.backend import lora as lora_module
 from invoke.backend.job import Lora
+from invoke.backend.loading import load_model
 from invoke.backend.lora import original_to_diffusers, use_loras
-from invoke.backend.models import Model, load_model
+from invoke.backend.model import Model
 from invoke.backend.single_file import CONFIG_ROOT
 from invoke.backend.speed import fuse_qkv
 from invoke.backend.testfamilies import build_test_sdxl, unet_to_ldm

@@ -10,7 +10,8 @@ import torch
 from helpers import diffusers_inpaint, inpaint_job, pixels, redrawn_difference, sdxl_pipeline
 
 from invoke.backend.job import StepInfo
-from invoke.backend.models import Model, load_model
+from invoke.backend.loading import load_model
+from invoke.backend.model import Model
 from invoke.backend.testfamilies import build_test_sdxl
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")

@@ -22,7 +22,8 @@ from torch import nn
 
 from invoke.backend import speed
 from invoke.backend.job import Noise, StepInfo
-from invoke.backend.models import Model, load_model
+from invoke.backend.loading import load_model
+from invoke.backend.model import Model
 from invoke.backend.seamless import wrapped_convolutions, wrapped_decoder
 from invoke.errors import InvokeError
 

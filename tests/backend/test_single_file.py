@@ -19,7 +19,7 @@ from helpers import pixels
 from safetensors.torch import load_file, save_file
 
 from invoke.backend.job import Job, Noise
-from invoke.backend.models import load_model
+from invoke.backend.loading import load_model
 from invoke.backend.single_file import CONFIG_ROOT, TOKENIZER_FILES, clip_tokenizer
 from invoke.backend.testfamilies import write_ldm_checkpoint
 from invoke.errors import ModelError

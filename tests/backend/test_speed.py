@@ -20,7 +20,8 @@ from helpers import kohya_file, pixels
 from invoke.backend import generate as generate_module
 from invoke.backend import speed
 from invoke.backend.job import Job, Lora, Noise
-from invoke.backend.models import Model, load_model
+from invoke.backend.loading import load_model
+from invoke.backend.model import Model
 from invoke.errors import InvokeError
 
 pytestmark = [
@@ -310,7 +311,7 @@ def test_out_of_memory_in_other_families_is_the_same_one_line(
 def test_sdxl_prompt_is_encoded_once_per_command(
     sdxl: Model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from invoke.backend import sdxl as sdxl_module
+    from invoke.backend.families import sdxl as sdxl_module
 
     job = make_job(steps=2, noises=(Noise(0),))
     first = pixels(sdxl.generate(job))

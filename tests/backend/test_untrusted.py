@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from invoke.backend import hashing
-from invoke.backend.models import load_model
+from invoke.backend.loading import load_model
 from invoke.backend.testfamilies import write_ldm_checkpoint
 from invoke.errors import ModelError
 

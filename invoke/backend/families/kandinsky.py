@@ -4,8 +4,9 @@ The folder is a saved KandinskyV22CombinedPipeline (prior_* parts, unet, schedul
 decoder folder whose README.md names its prior (as kandinsky-2-2-decoder in the hub cache);
 AutoPipelineForImage2Image loads it as the img2img pipeline and AutoPipelineForText2Image shares
 its parts for txt2img. diffusers owns the loop here, so what it cannot do is refused up front
-(Model._refuse and _refuse below): variations and intermediates (it draws its own noise),
-inpainting masks, weighted sub-prompts, and the samplers its loop would run wrongly.
+(Kandinsky.refuse, and _refuse below): LoRAs, ControlNets, embeddings, --hires_fix, variations
+and intermediates (it draws its own noise), inpainting masks, weighted sub-prompts, and the
+samplers its loop would run wrongly.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +28,121 @@ from invoke.errors import InvokeError, ModelError
 from invoke.samplers import samplers_for
 
 if TYPE_CHECKING:
-    from invoke.backend.models import Model
+    from invoke.backend.model import Model, OnEvent
 
 log = logging.getLogger(__name__)
 
 SAMPLERS = samplers_for("kandinsky-2.2")
-DEFAULT_SAMPLER = "ddim"
+PIPELINES = (
+    "KandinskyV22CombinedPipeline",
+    "KandinskyV22Img2ImgCombinedPipeline",
+    # A decoder folder alone (kandinsky-2-2-decoder): diffusers adds the prior its README names.
+    "KandinskyV22Pipeline",
+    "KandinskyV22Img2ImgPipeline",
+)
+
+
+@dataclass(frozen=True)
+class Kandinsky:
+    """Kandinsky 2.2: diffusers' Auto pipelines own the parts and the loop."""
+
+    name: str = "kandinsky-2.2"
+    description: str = "Kandinsky 2.2 (through diffusers' Auto pipelines)"
+    default_size: int = 512
+    default_sampler: str = "ddim"  # its loop cannot run k_lms
+    files: str = "kandinsky-2.2"
+    label: str = "Kandinsky 2.2 (KandinskyV22CombinedPipeline)"
+    latent_rgb: tuple[Any, Any] | None = None
+
+    def is_folder(self, folder: Path, index: dict[str, Any]) -> bool:
+        return index.get("_class_name") in PIPELINES
+
+    def is_checkpoint(self, keys: set[str], v_prediction: bool | None) -> bool:
+        return False
+
+    def size_multiple(self, cell: int) -> int:
+        # Its pipeline rounds sides up to the square of its cell (64 px) and would return
+        # another size than asked.
+        return cell * cell
+
+    def components(self, index: dict[str, Any]) -> tuple[str, ...]:
+        parts: tuple[str, ...] = ("unet", "movq", "scheduler")
+        if "prior_prior" in index:  # a combined folder holds its prior
+            parts += ("prior_prior", "prior_text_encoder", "prior_image_encoder")
+        return parts
+
+    def load(
+        self,
+        folder: Path,
+        index: dict[str, Any],
+        device: torch.device,
+        dtype: torch.dtype,
+        *,
+        offload: bool,
+        allow_pickle: bool,
+    ) -> dict[str, Any]:
+        return load_kandinsky(folder, device, dtype, offload=offload)
+
+    def load_checkpoint(
+        self,
+        path: Path,
+        checkpoint: dict[str, torch.Tensor],
+        dtype: torch.dtype,
+        config: str | Path | None,
+    ) -> tuple[str, dict[str, Any]]:
+        raise ModelError(f"model {path}: {self.name} models load from diffusers folders only")
+
+    def replace_vae(
+        self, parts: dict[str, Any], vae: str | Path, dtype: torch.dtype, allow_pickle: bool
+    ) -> None:
+        raise ModelError(f"vae {vae}: {self.name} models keep their own MoVQ decoder")
+
+    def refuse(self, model: Model, job: Job) -> None:
+        what = f"model {model.name} ({model.family})"
+        if job.loras:
+            raise InvokeError(
+                f"withLora/<lora:>: {what} runs diffusers' own pipeline, which takes no LoRA "
+                "here; drop the LoRA from the prompt"
+            )
+        if job.control is not None:
+            raise InvokeError(
+                f"--controlnet: {what} runs diffusers' own pipeline, which takes no ControlNet "
+                "here; drop --controlnet and --control_image"
+            )
+        if job.embeddings:
+            names = ", ".join(f"<{e.name}>" for e in job.embeddings)
+            raise InvokeError(
+                f"embeddings: {what} runs diffusers' own pipeline, which takes no textual "
+                f"inversion embeddings here; drop {names} from the prompt"
+            )
+        if job.first_pass is not None:
+            raise InvokeError(
+                f"--hires_fix: {what} runs diffusers' own pipeline, which cannot redraw "
+                "upscaled latents; drop --hires_fix"
+            )
+        _refuse_own_noise(what, job)
+
+    def generate(
+        self,
+        model: Model,
+        job: Job,
+        on_step: Callable[[StepInfo], None] | None,
+        on_event: OnEvent | None,
+    ) -> list[Image.Image]:
+        return generate(model, job, on_step)
+
+
+def _refuse_own_noise(what: str, job: Job) -> None:
+    """diffusers' Kandinsky pipelines draw their own noise and own their loop."""
+    if any(n.variations for n in job.noises):
+        raise InvokeError(f"-v/-V: {what} cannot make variations; drop -v/-V")
+    if job.intermediate_every:
+        raise InvokeError(f"--save_intermediates: {what} cannot save intermediates")
+    if job.mask is not None:
+        raise InvokeError(f"-M/--init_mask: {what} cannot inpaint; drop the mask")
+
+
+FAMILIES = (Kandinsky(),)
 
 
 def load_kandinsky(

@@ -1,0 +1,66 @@
+"""One job on a loaded model: what its family refuses, the LoRAs and ControlNet it names, VAE
+tiling, --seamless, the out-of-memory guard, then the family's own generate."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from invoke.backend.control import use_controlnet
+from invoke.backend.families import FAMILIES
+from invoke.backend.lora import use_loras
+from invoke.backend.seamless import wrapped_convolutions, wrapped_decoder
+from invoke.backend.speed import guard_memory
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from invoke.backend.job import Job
+    from invoke.backend.model import Model, OnEvent, OnStep
+
+# Images with more pixels than this many native-size squares are VAE-coded in tiles: a large
+# --fit image would otherwise need the whole picture's activations at once (GBs at 2048 px).
+TILING_AREA = 2
+
+
+class JobRunner:
+    """Model.generate and Model.prepare (every Model loading.py makes is given RUNNER)."""
+
+    def generate(
+        self,
+        model: Model,
+        job: Job,
+        on_step: OnStep | None = None,
+        on_event: OnEvent | None = None,
+    ) -> list[Image.Image]:
+        """One image per `Noise` of the job, all in one UNet batch. -t's tokens go to on_event.
+
+        Out of memory, in any family, is one InvokeError saying what to try (speed.guard_memory).
+        """
+        family = FAMILIES[model.family]
+        self.prepare(model, job)
+        if hasattr(model.vae, "use_tiling"):  # AutoencoderKL; Kandinsky's VQModel cannot tile
+            big = job.width * job.height > TILING_AREA * model.native_size**2
+            # A seamless picture decodes whole: tiles sit at fixed places and blend where they
+            # overlap, so the picture would stop being the same across the wrapped edges (and
+            # it is decoded with a circular margin, seamless.py, which tiles do not know about).
+            tile = big and not job.seamless_axes
+            model.vae.enable_tiling() if tile else model.vae.disable_tiling()
+        # --seamless holds for this job only: the convolutions are put back when it ends, however
+        # it ends. Intermediates decoded in on_step are inside the block, so they tile too.
+        axes = job.seamless_axes
+        with wrapped_convolutions((model.unet,), axes), wrapped_decoder(model.vae, axes):
+            return guard_memory(model, job, lambda: family.generate(model, job, on_step, on_event))
+
+    def prepare(self, model: Model, job: Job) -> list[str]:
+        """What can fail before a step is taken: switches this family cannot honour, and the
+        LoRAs the prompt names (merged now, kept for the next job that names the same) and its
+        ControlNet (loaded now, kept likewise). Returns what was done worth telling the user
+        (a line per LoRA merged now, one for a ControlNet loaded now)."""
+        FAMILIES[model.family].refuse(model, job)
+        notes = use_loras(model, job.loras)
+        if job.control is not None and use_controlnet(model, job.control)[1]:
+            notes.append(f"ControlNet {job.control.name} loaded")
+        return notes
+
+
+RUNNER = JobRunner()

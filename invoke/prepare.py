@@ -25,7 +25,6 @@ from invoke.images import (
 )
 from invoke.lookup import Lookup
 from invoke.parse import parse_request
-from invoke.prompt_syntax import split_loras
 from invoke.request import SEAMLESS_AXES, Request
 
 Note = Callable[[str], None]
@@ -97,11 +96,8 @@ class JobMaker:
         if init is not None:
             init_image, mask = self._init_image(init)
             width, height = init_image.size
-        prompt = split_loras(request.prompt)[0]  # TODO(prompt-in-job)
-        loras = self.lookup.loras(request)
         return Job(
-            prompt=prompt,
-            skip_normalize=request.skip_normalize,
+            prompt=request.parsed_prompt,
             steps=request.steps,
             cfg_scale=request.cfg_scale if request.cfg_scale is not None else 7.5,
             sampler=request.sampler or "k_lms",
@@ -115,7 +111,7 @@ class JobMaker:
             log_tokenization=request.log_tokenization,
             seamless_axes=(request.seamless_axes or SEAMLESS_AXES) if request.seamless else (),
             first_pass=self.first_pass,
-            loras=loras,
+            loras=self.lookup.loras(request),
             embeddings=self.lookup.embeddings(request),
             control=self._control(width, height),
         )

@@ -47,6 +47,7 @@ from invoke.backend.job import Job, Noise
 from invoke.backend.loading import load_model
 from invoke.backend.schedulers import make_scheduler
 from invoke.plan import CUDA_BATCH  # imported by both sides' fresh processes alike
+from invoke.prompt_syntax import parse_prompt
 
 PROMPT = "a photo of a red house with a tree"
 SEED = 42
@@ -199,8 +200,7 @@ class Ours:
 
     def job(self, size: int, steps: int, noises: tuple[Noise, ...], **extra: Any) -> Job:
         return Job(
-            prompt=PROMPT,
-            skip_normalize=False,
+            prompt=parse_prompt(PROMPT),
             steps=steps,
             cfg_scale=CFG,
             sampler=self.sampler,

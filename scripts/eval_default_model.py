@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from invoke import world
 from invoke.backend.job import Job, Noise
 from invoke.backend.loading import load_model
+from invoke.prompt_syntax import parse_prompt
 
 # Far from TRAIN_SEED (20260401) and from the small seeds people type: never seen in training.
 EVAL_SEED = 777_000_000
@@ -77,12 +78,12 @@ def main() -> None:
     print(f"model {args.model} on {model.device} ({model.dtype}), native {size}x{size}", flush=True)
 
     def job(prompt: str, seed: int, init: Image.Image | None = None, strength: float = 0.75) -> Job:
-        return Job(prompt, False, args.steps, args.cfg, args.sampler, size, size,
+        return Job(parse_prompt(prompt), args.steps, args.cfg, args.sampler, size, size,
                    (Noise(seed),), init_image=init, strength=strength)  # fmt: skip
 
     # Speed first, on a quiet process: one image, native size, 20 steps, batch 1.
-    timed = Job("a red circle on a blue background", False, 20, args.cfg, args.sampler, size, size,
-                (Noise(1),))  # fmt: skip
+    timed = Job(parse_prompt("a red circle on a blue background"), 20, args.cfg, args.sampler,
+                size, size, (Noise(1),))  # fmt: skip
     model.generate(timed)
     times = []
     for _ in range(5):

@@ -13,6 +13,7 @@ from PIL import Image
 from invoke.backend.job import Job, Noise
 from invoke.errors import InvokeError
 from invoke.events import Saved, Tokens
+from invoke.prompt_syntax import parse_prompt
 from invoke.request import Request
 from invoke.settings import ModelEntry
 from invoke.shell.batch import run_batch
@@ -208,8 +209,7 @@ def batch(
 def make_job(**changes: object) -> Job:
     """A small txt2img job (64x64, 4 k_euler steps, seed 42, a negative prompt), plus `changes`."""
     job = Job(
-        prompt="a red circle [blue]",
-        skip_normalize=False,
+        prompt=parse_prompt("a red circle [blue]"),
         steps=4,
         cfg_scale=7.5,
         sampler="k_euler",
@@ -217,6 +217,8 @@ def make_job(**changes: object) -> Job:
         height=64,
         noises=(Noise(42),),
     )
+    if isinstance(changes.get("prompt"), str):  # a test's prompt text, read as a line's is
+        changes["prompt"] = parse_prompt(str(changes["prompt"]))
     return replace(job, **changes)  # type: ignore[arg-type]
 
 
@@ -304,10 +306,9 @@ def diffusers_inpaint(pipe: Any, model: Any, job: Job) -> np.ndarray:
     import torch
 
     from invoke.backend.generate import _inpainting_condition, encode_image
-    from invoke.prompt_syntax import split_prompt
 
-    parts = split_prompt(job.prompt, job.skip_normalize)
-    ((prompt, _),) = parts.positive
+    (positive,) = job.prompt.positive
+    negative = job.prompt.negative.text
     with torch.no_grad():
         masked_latents = _inpainting_condition(model, job)[:, 1:]
     size = (job.width, job.height)
@@ -315,7 +316,7 @@ def diffusers_inpaint(pipe: Any, model: Any, job: Job) -> np.ndarray:
     if init is None:
         init, strength = Image.new("RGB", size), 1.0
     images = pipe(
-        prompt=prompt, negative_prompt=parts.negative or None,
+        prompt=positive.text, negative_prompt=negative or None,
         image=init if strength >= 1 else encode_image(model, init),
         mask_image=Image.new("L", size, 255) if mask is None else mask,
         masked_image_latents=masked_latents,

@@ -28,7 +28,7 @@ WORKER = textwrap.dedent(
     import torch
 
     torch.set_num_threads(1)
-    from invoke.backend.models import load_model
+    from invoke.backend.loading import load_model
 
     job_file, model_dir, out = map(Path, sys.argv[1:])
     job = pickle.loads(job_file.read_bytes())
@@ -57,7 +57,7 @@ def a_job_with_everything_that_pickles():
 def test_a_pickled_job_run_in_a_fresh_process_draws_the_same_pixels(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    from invoke.backend.models import load_model
+    from invoke.backend.loading import load_model
 
     job = a_job_with_everything_that_pickles()
     here = load_model(tiny_model_dir, device="cpu", precision="float32").generate(job)

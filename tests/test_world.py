@@ -7,6 +7,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from invoke import world
+from invoke.prompt_syntax import parse_prompt
 
 
 def test_same_seed_same_picture_and_caption() -> None:
@@ -94,7 +95,7 @@ def test_shipped_default_model_draws_what_it_is_asked() -> None:
     assert model.native_size == world.SIZE
     prompts = ["a red circle on a blue background", "a yellow square on a black background"]
     for prompt in prompts:
-        job = Job(prompt, False, 20, 7.5, model.default_sampler, 64, 64, (Noise(1),))
+        job = Job(parse_prompt(prompt), 20, 7.5, model.default_sampler, 64, 64, (Noise(1),))
         image = model.generate(job)[0]
         assert world.check(image) == world.parse_caption(prompt), prompt
 
@@ -118,7 +119,7 @@ def test_shipped_default_model_strength_keeps_the_init_low_and_follows_the_promp
               next(s for s in world.SHAPES if s != lab.shape))
         )  # fmt: skip
         for strength, want in ((0.3, lab), (0.9, other)):
-            job = Job(world.caption(other), False, 20, 7.5, model.default_sampler, 64, 64,
+            job = Job(parse_prompt(world.caption(other)), 20, 7.5, model.default_sampler, 64, 64,
                       (Noise(100 + k),), init_image=init, strength=strength)  # fmt: skip
             got = world.check(model.generate(job)[0])
             assert got == want, (k, strength, world.caption(other), got)
@@ -137,7 +138,7 @@ def test_shipped_default_model_word_weights_decide_between_two_colours() -> None
     for red, green, want in ((1.5, 0.5, "red"), (0.5, 1.5, "green")):
         prompt = f"a (red){red} (green){green} circle on a blue background"
         for seed in (1, 2):
-            job = Job(prompt, False, 20, 7.5, model.default_sampler, 64, 64, (Noise(seed),))
+            job = Job(parse_prompt(prompt), 20, 7.5, model.default_sampler, 64, 64, (Noise(seed),))
             assert world.check(model.generate(job)[0]).fg_color == want, (prompt, seed)
 
 
@@ -158,7 +159,7 @@ def test_shipped_default_model_seamless_picture_tiles_and_keeps_its_colours(
 
     model = load_model(Path(world.__file__).parent / "default_model")
     prompt = "a red circle on a blue background"
-    job = Job(prompt, False, 20, 7.5, model.default_sampler, 64, 64, (Noise(1),),
+    job = Job(parse_prompt(prompt), 20, 7.5, model.default_sampler, 64, 64, (Noise(1),),
               seamless_axes=("x", "y"))  # fmt: skip
     got, want = world.check(model.generate(job)[0]), world.parse_caption(prompt)
     # (The shape may be cut by an edge and continue across it: the checker cannot read that.)

@@ -52,9 +52,7 @@ def sd_conditioning(model: Model, job: Job, on_event: OnEvent | None = None) -> 
     cond, uncond = speed.prompt_embeddings(
         model,
         job,
-        lambda: encode_prompt(
-            model, job.prompt, job.skip_normalize, job.log_tokenization, job.embeddings, on_event
-        ),
+        lambda: encode_prompt(model, job.prompt, job.log_tokenization, job.embeddings, on_event),
     )
     return cond, uncond, []
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from PIL import Image
 
+    from invoke.prompt import Prompt
+
 
 @dataclass(frozen=True)
 class Noise:
@@ -61,9 +63,13 @@ class Control:
 
 @dataclass(frozen=True)
 class Job:
-    # Field order is the contract's (/work/contracts.md), so positional construction works too.
-    prompt: str
-    skip_normalize: bool
+    """One UNet batch: the same prompt and settings for every image, one Noise per image. Plain
+    values only (the prompt read, images as PIL), so a Job pickles and another process that has
+    the model loaded draws the same pixels from it."""
+
+    # The prompt as read (sub-prompts, weights, the negative prompt; -x inside it). Its LoRA
+    # references are found files in `loras`, its `<name>` words found files in `embeddings`.
+    prompt: Prompt
     steps: int
     cfg_scale: float
     sampler: str
@@ -80,9 +86,9 @@ class Job:
     # --hires_fix: (width, height) of the first, smaller txt2img pass; its latents are upscaled
     # to width x height and redrawn img2img at `strength`. None: one pass (hires_first_pass).
     first_pass: tuple[int, int] | None = None
-    # LoRAs the prompt named (withLora/<lora:>), already taken out of `prompt`.
+    # LoRAs the prompt named (withLora/<lora:>), as files found.
     loras: tuple[Lora, ...] = ()
-    # Embeddings the prompt's `<name>` words stand for; `prompt` keeps the `<name>` text.
+    # Embeddings the prompt's `<name>` words stand for; the prompt keeps the `<name>` text.
     embeddings: tuple[EmbeddingFile, ...] = ()
     # --controlnet with --control_image: the UNet is guided by a ControlNet's residuals.
     control: Control | None = None

@@ -1,8 +1,8 @@
 """Prompt text -> CLIP embeddings: sub-prompts, the negative prompt, weights, the 77-token limit.
 
-The text is split twice, by pure code: prompt_syntax.split_prompt takes off the `[negative]`
-groups and the `text:0.5` sub-prompts; prompt_syntax.parse_weighting reads each piece's `word+`,
-`(words)1.3`, `.blend()` and `.and()`. Here the pieces become embeddings:
+The prompt comes read (invoke.prompt.Prompt, made by prompt_syntax.parse_prompt): its `[negative]`
+groups and `text:0.5` sub-prompts split off, each piece's `word+`, `(words)1.3`, `.blend()` and
+`.and()` read into weighted fragments. Here the pieces become embeddings:
 
 - A weight w on a token scales how far that token's embedding lies from the empty prompt's at the
   same position (empty + w * (token - empty)): above 1 the concept is pushed harder, as if the
@@ -30,7 +30,7 @@ import torch
 
 from invoke.backend.embeddings import load_embeddings, text_encoders
 from invoke.events import Tokens
-from invoke.prompt_syntax import Fragment, Parts, Sequence, parse_weighting, split_triggers
+from invoke.prompt import Fragment, Parts, Prompt, Sequence, split_triggers
 
 if TYPE_CHECKING:
     from invoke.backend.job import EmbeddingFile
@@ -176,12 +176,12 @@ class Encoders:
         ids, weights = tokens
         kept, dropped = ids[:room], ids[room:]
         weighted = any(f.weight != 1.0 for f in fragments)
-        if self.log_tokenization:
+        if self.log_tokenization and self.on_event is not None:
             shown = encoder.text(kept, weights[:room] if weighted else None)
             tokens = Tokens(
                 len(kept), shown, len(dropped), encoder.text(dropped) if dropped else ""
             )
-            (self.on_event or _print_tokens)(tokens)
+            self.on_event(tokens)
         if dropped:
             log.warning(
                 "prompt is longer than CLIP's %d tokens; dropped: %s",
@@ -219,15 +219,6 @@ class Encoders:
         return torch.cat(out, dim=-1)
 
 
-def _print_tokens(event: object) -> None:
-    """-t for a caller that takes no events (tests calling encode_prompt directly): the lines
-    the shell prints for a Tokens event. The session passes its own on_event."""
-    assert isinstance(event, Tokens)
-    print(f">> Tokens ({event.count}): {event.shown}")
-    if event.dropped_count:
-        print(f">> Tokens dropped ({event.dropped_count}): {event.dropped}")
-
-
 def sd_encoders(
     model: Any,
     log_tokenization: bool = False,
@@ -262,25 +253,22 @@ def embed_text(model: Any, text: str, log_tokenization: bool = False) -> torch.T
 
 
 def encode_parts(
-    encoders: Encoders, prompt: str, skip_normalize: bool, zeros_for_empty_negative: bool = False
+    encoders: Encoders, prompt: Prompt, zeros_for_empty_negative: bool = False
 ) -> tuple[Embedding, Embedding]:
     """(conditional, unconditional) embeddings of a whole prompt, of the same length.
 
     `a:0.5 b:0.5` sub-prompts are the weighted sum of their embeddings (weights normalized by
-    split_prompt unless -x); the `[negative]` text, or "", is the unconditional input of CFG
+    the parser unless -x); the `[negative]` text, or "", is the unconditional input of CFG
     (zeros for SDXL base models when there is no negative text, as diffusers does)."""
-    from invoke.prompt_syntax import split_prompt
-
-    parts = split_prompt(prompt, skip_normalize=skip_normalize)
-    positive = parts.positive or (("", 1.0),)
+    skip_normalize = prompt.skip_normalize
     weighted = [
-        (encoders.embed(parse_weighting(text), skip_normalize), weight) for text, weight in positive
+        (encoders.embed(part.fragments, skip_normalize), part.weight) for part in prompt.positive
     ]
     if len(weighted) == 1 and weighted[0][1] == 1.0:
         cond = weighted[0][0]
     else:
         cond = encoders.mix(weighted)
-    if not parts.negative and zeros_for_empty_negative:
+    if not prompt.negative.text and zeros_for_empty_negative:
         hidden, pooled = cond
         uncond: Embedding = (
             torch.zeros_like(hidden),
@@ -288,33 +276,24 @@ def encode_parts(
         )
         return cond, uncond
     log_negative = encoders.log_tokenization
-    encoders.log_tokenization = log_negative and bool(parts.negative)
-    uncond = encoders.embed(parse_weighting(parts.negative), skip_normalize)
+    encoders.log_tokenization = log_negative and bool(prompt.negative.text)
+    uncond = encoders.embed(prompt.negative.fragments, skip_normalize)
     encoders.log_tokenization = log_negative
     length = max(cond[0].shape[1], uncond[0].shape[1])
     return (encoders.pad(cond[0], length), cond[1]), (encoders.pad(uncond[0], length), uncond[1])
 
 
-def text_length(prompt: str, max_length: int = 77) -> int:
+def text_length(prompt: Prompt, max_length: int = 77) -> int:
     """How many tokens the UNet's cross-attention will see for this prompt: 77 per `.and()` part
-    of the longest sub-prompt (or negative prompt), as encode_parts pads them. Pure text: known
-    before anything is encoded, so a compiled graph can be picked for it."""
-    from invoke.prompt_syntax import split_prompt
-
-    parts = split_prompt(prompt)
-    texts = [*(text for text, _ in parts.positive), parts.negative]
-    chunks = [
-        len(parsed.parts) if isinstance(parsed, Parts) and parsed.combine == "and" else 1
-        for parsed in map(parse_weighting, texts)
-    ]
-    return max_length * max(chunks)
+    of the longest sub-prompt (or negative prompt), as encode_parts pads them. Known before
+    anything is encoded, so a compiled graph can be picked for it."""
+    return max_length * prompt.conjunction_size
 
 
 @torch.no_grad()
 def encode_prompt(
     model: Any,
-    prompt: str,
-    skip_normalize: bool = False,
+    prompt: Prompt,
     log_tokenization: bool = False,
     embeddings: tuple[EmbeddingFile, ...] = (),
     on_event: OnEvent | None = None,
@@ -322,5 +301,5 @@ def encode_prompt(
     """(conditional, unconditional) embeddings, each (1, 77 * k, dim), computed once per job;
     -t's tokens go to `on_event` as events.Tokens."""
     encoders = sd_encoders(model, log_tokenization, embeddings, on_event)
-    cond, uncond = encode_parts(encoders, prompt, skip_normalize)
+    cond, uncond = encode_parts(encoders, prompt)
     return cond[0].to(model.dtype), uncond[0].to(model.dtype)

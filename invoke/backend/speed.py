@@ -360,7 +360,7 @@ def prompt_embeddings(
     """
     state = _state(model)
     # A LoRA may change the text encoder; an embedding's file (its stamp) what `<name>` means.
-    key = (job.prompt, job.skip_normalize, job.loras, job.embeddings)
+    key = (job.prompt, job.loras, job.embeddings)
     if job.log_tokenization or state.prompt_key != key or state.prompt_value is None:
         state.prompt_value = encode()
         state.prompt_key = key

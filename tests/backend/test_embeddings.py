@@ -27,6 +27,8 @@ from invoke.backend.model import Model
 from invoke.backend.prompts import encode_prompt
 from invoke.backend.testfamilies import build_test_sdxl
 from invoke.errors import InvokeError
+from invoke.events import Tokens
+from invoke.prompt_syntax import parse_prompt
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 
@@ -99,7 +101,7 @@ def test_sd_embeddings_encode_as_diffusers_loads_them(
 ) -> None:
     file = write(tmp_path / name, vectors(count))
     ours = load_model(tiny_model_dir, device="cpu")
-    cond, uncond = encode_prompt(ours, PROMPT, embeddings=(embedding("ink", file),))
+    cond, uncond = encode_prompt(ours, parse_prompt(PROMPT), embeddings=(embedding("ink", file),))
 
     theirs = load_model(tiny_model_dir, device="cpu")
     pipe = sd_pipeline(theirs)
@@ -109,7 +111,7 @@ def test_sd_embeddings_encode_as_diffusers_loads_them(
     )
     assert torch.allclose(cond, expected, atol=1e-5)
     assert torch.allclose(uncond, expected_uncond, atol=1e-5)
-    assert not torch.allclose(cond, encode_prompt(ours, PROMPT)[0], atol=1e-3)
+    assert not torch.allclose(cond, encode_prompt(ours, parse_prompt(PROMPT))[0], atol=1e-3)
 
 
 @pytest.mark.parametrize("count", [1, 2])
@@ -120,7 +122,7 @@ def test_sdxl_embeddings_encode_as_diffusers_loads_clip_l_and_clip_g(
     file = tmp_path / "ink.safetensors"
     save_file(pair, str(file))
     ours = load_model(sdxl_dir, device="cpu")
-    got = sdxl.encode_prompt(ours, PROMPT, embeddings=(embedding("ink", file),))
+    got = sdxl.encode_prompt(ours, parse_prompt(PROMPT), embeddings=(embedding("ink", file),))
 
     theirs = load_model(sdxl_dir, device="cpu")
     pipe = sdxl_pipeline(theirs, "k_euler")
@@ -149,23 +151,25 @@ def test_plain_prompts_and_unused_triggers_encode_bit_for_bit_as_before(
     does not use the embedding (its file gone, say), are what they were before it loaded."""
     model = load_model(tiny_model_dir, device="cpu")
     texts = ["a red circle [blue]", "a <ink> cat", "(a red)1.3 circle"]
-    before = [encode_prompt(model, text) for text in texts]
+    before = [encode_prompt(model, parse_prompt(text)) for text in texts]
     file = embedding_file(tmp_path / "ink.safetensors")
-    encode_prompt(model, "a <ink> cat", embeddings=(embedding("ink", file),))
-    after = [encode_prompt(model, text) for text in texts]
+    encode_prompt(model, parse_prompt("a <ink> cat"), embeddings=(embedding("ink", file),))
+    after = [encode_prompt(model, parse_prompt(text)) for text in texts]
     for old, new in zip(before, after, strict=True):
         assert all(torch.equal(a, b) for a, b in zip(old, new, strict=True))
 
 
-def test_weights_apply_to_the_vectors_and_t_shows_them(
-    model: Model, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_weights_apply_to_the_vectors_and_t_shows_them(model: Model, tmp_path: Path) -> None:
     file = (embedding("ink", embedding_file(tmp_path / "ink.safetensors")),)
-    plain, _ = encode_prompt(model, "a <ink> cat", embeddings=file, log_tokenization=True)
-    assert ">> Tokens (4): a <ink> <ink>_1 cat" in capsys.readouterr().out
-    heavier, _ = encode_prompt(model, "a (<ink>)1.3 cat", embeddings=file, log_tokenization=True)
-    assert ">> Tokens (4): a <ink>(1.3) <ink>_1(1.3) cat" in capsys.readouterr().out
-    same, _ = encode_prompt(model, "a (<ink>)1 cat", embeddings=file)
+    shown: list[object] = []
+    told = {"embeddings": file, "log_tokenization": True, "on_event": shown.append}
+    plain, _ = encode_prompt(model, parse_prompt("a <ink> cat"), **told)
+    heavier, _ = encode_prompt(model, parse_prompt("a (<ink>)1.3 cat"), **told)
+    assert shown == [
+        Tokens(4, "a <ink> <ink>_1 cat"),
+        Tokens(4, "a <ink>(1.3) <ink>_1(1.3) cat"),
+    ]
+    same, _ = encode_prompt(model, parse_prompt("a (<ink>)1 cat"), embeddings=file)
     assert torch.equal(same, plain) and not torch.allclose(heavier, plain, atol=1e-4)
     # Only the vectors' positions move (start token, "a", 2 vectors, "cat", end, padding...).
     moved = (heavier - plain).abs().amax(dim=-1)[0] > 1e-5
@@ -238,5 +242,5 @@ def test_broken_and_odd_files_are_one_line(model: Model, tmp_path: Path) -> None
         (code, r"code.pt\): cannot read the pickle file"),
     ]:
         with pytest.raises(InvokeError, match=message) as caught:
-            encode_prompt(model, "a <x>", embeddings=(embedding("x", file),))
+            encode_prompt(model, parse_prompt("a <x>"), embeddings=(embedding("x", file),))
         assert "\n" not in str(caught.value)

@@ -168,16 +168,17 @@ def test_sdxl_variations_and_samplers_change_the_image(sdxl: Model) -> None:
 
 def test_sdxl_weights_act_on_both_encoders_and_and_runs(sdxl: Model) -> None:
     from invoke.backend.families.sdxl import encode_prompt
+    from invoke.prompt_syntax import parse_prompt
 
-    plain, _, pooled, _ = encode_prompt(sdxl, "a red circle")
-    empty, *_ = encode_prompt(sdxl, "")
-    weighted, _, weighted_pooled, _ = encode_prompt(sdxl, "a (red)1.5 circle")
+    plain, _, pooled, _ = encode_prompt(sdxl, parse_prompt("a red circle"))
+    empty, *_ = encode_prompt(sdxl, parse_prompt(""))
+    weighted, _, weighted_pooled, _ = encode_prompt(sdxl, parse_prompt("a (red)1.5 circle"))
     red = 2  # start, "a", "red": the features of both encoders, side by side
     expected = empty[:, red] + 1.5 * (plain - empty)[:, red]
     assert torch.allclose(weighted[:, red], expected, atol=1e-4)
     assert torch.allclose(weighted[:, 3:], plain[:, 3:], atol=1e-5)
     assert torch.equal(weighted_pooled, pooled)  # the pooled text embedding is the words'
-    cond, uncond, *_ = encode_prompt(sdxl, '("a red circle", "on blue").and()')
+    cond, uncond, *_ = encode_prompt(sdxl, parse_prompt('("a red circle", "on blue").and()'))
     assert cond.shape[1] == uncond.shape[1] == 154 and not uncond.any()  # zeros: no negative
     image = sdxl.generate(job(prompt='("a red circle", "on blue").and() [green]', steps=2))[0]
     assert image.size == (64, 64)

@@ -23,6 +23,7 @@ from invoke.backend.loading import load_model
 from invoke.backend.single_file import CONFIG_ROOT, TOKENIZER_FILES, clip_tokenizer
 from invoke.backend.testfamilies import write_ldm_checkpoint
 from invoke.errors import ModelError
+from invoke.prompt_syntax import parse_prompt
 
 SAMPLES = (
     "a photo of a cat",
@@ -41,7 +42,7 @@ def single_file(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def job() -> Job:
-    return Job("a red circle [blue]", False, 2, 7.5, "k_euler", 64, 64, (Noise(5),))
+    return Job(parse_prompt("a red circle [blue]"), 2, 7.5, "k_euler", 64, 64, (Noise(5),))
 
 
 def test_ldm_file_loads_offline_as_the_folder_it_came_from(
@@ -245,7 +246,7 @@ def test_sdxl_checkpoint_in_the_sgm_layout_loads_as_its_folder(
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
     init = Image.new("RGB", (64, 64), (200, 40, 90))
     line = Job(
-        "a red circle [blue]", False, 2, 7.5, "k_euler", 64, 64, (Noise(5),), init, None, 1.0
+        parse_prompt("a red circle [blue]"), 2, 7.5, "k_euler", 64, 64, (Noise(5),), init, None, 1.0
     )
     # Equal weights, but the folder's tensors are memory-mapped at the file's (unaligned)
     # offsets and the converted ones are fresh allocations: the CPU kernels then round the

@@ -182,8 +182,8 @@ def test_prompt_is_encoded_once_per_command(plain: Model, monkeypatch: pytest.Mo
     calls: list[str] = []
     real = generate_module.encode_prompt
 
-    def counting(model: Any, prompt: str, *args: Any) -> Any:
-        calls.append(prompt)
+    def counting(model: Any, prompt: Any, *args: Any) -> Any:
+        calls.append(prompt.text)
         return real(model, prompt, *args)
 
     monkeypatch.setattr(generate_module, "encode_prompt", counting)
@@ -194,7 +194,7 @@ def test_prompt_is_encoded_once_per_command(plain: Model, monkeypatch: pytest.Mo
     assert calls == ["a red circle [blue]"]
     assert np.array_equal(pixels(images[:1]), reference)
     model.generate(make_job(prompt="a blue square"))
-    model.generate(make_job(prompt="a blue square", log_tokenization=True))  # -t prints again
+    model.generate(make_job(prompt="a blue square", log_tokenization=True))  # -t reports again
     assert calls == ["a red circle [blue]", "a blue square", "a blue square"]
 
 
@@ -320,8 +320,8 @@ def test_sdxl_prompt_is_encoded_once_per_command(
     speed.prepare(model)
     # `-n 3` on CPU: three one-image passes of one prompt; then a new prompt encodes again.
     passes = [model.generate(replace(job, noises=(Noise(k),)))[0] for k in range(3)]
-    model.generate(replace(job, prompt="a blue square"))
-    assert [prompt for _, prompt, *_ in encoded] == ["a red circle [blue]", "a blue square"]
+    model.generate(make_job(steps=2, noises=(Noise(0),), prompt="a blue square"))
+    assert [prompt.text for _, prompt, *_ in encoded] == ["a red circle [blue]", "a blue square"]
     assert np.array_equal(pixels(passes[:1]), first)
 
 

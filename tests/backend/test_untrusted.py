@@ -6,7 +6,9 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -106,14 +108,15 @@ def test_read_only_model_folder_caches_in_the_user_cache(
 ) -> None:
     file = Path(shutil.copy(ckpt, tmp_path / "ro.ckpt"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    real_write = Path.write_text
+    real_mkstemp = tempfile.mkstemp
 
-    def read_only(self: Path, *args: object, **kwargs: object) -> int:
-        if self.parent == tmp_path:
-            raise PermissionError(13, "Read-only file system", str(self))
-        return real_write(self, *args, **kwargs)  # type: ignore[arg-type]
+    def read_only(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        # the folder refuses new files (as root, chmod would not stop a write)
+        if Path(kwargs.get("dir") or args[2]) == tmp_path:
+            raise PermissionError(13, "Read-only file system", str(tmp_path))
+        return real_mkstemp(*args, **kwargs)
 
-    monkeypatch.setattr(Path, "write_text", read_only)
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
     digest = hashing.model_hash(file)
     assert digest == hashlib.sha256(file.read_bytes()).hexdigest()
     assert not (tmp_path / "ro.ckpt.sha256").exists()

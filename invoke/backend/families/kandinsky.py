@@ -25,6 +25,7 @@ from invoke.backend.job import Job, StepInfo
 from invoke.backend.pipelines import place, quiet_loading
 from invoke.backend.schedulers import make_scheduler, numpy_quiet
 from invoke.errors import InvokeError, ModelError
+from invoke.prompt import Parts, SubPrompt, is_weighted
 from invoke.samplers import samplers_for
 
 if TYPE_CHECKING:
@@ -184,34 +185,28 @@ def load_kandinsky(
 
 def _refuse(model: Model, job: Job) -> tuple[str, str]:
     """(prompt, negative prompt) for the pipeline, or InvokeError for what it cannot do."""
-    from invoke.prompt_syntax import split_prompt
-
     what = f"model {model.name} (kandinsky-2.2)"
     if job.sampler not in SAMPLERS:
         raise InvokeError(
             f"-A/--sampler: {job.sampler} is not available for {what}; use {', '.join(SAMPLERS)}"
         )
-    parts = split_prompt(job.prompt, skip_normalize=job.skip_normalize)
-    if len(parts.positive) > 1:
+    if len(job.prompt.positive) > 1:
         raise InvokeError(f"prompt: {what} takes no weighted sub-prompts (a:0.5 b:0.5); use one")
     multiple = model.size_multiple
     for switch, side in (("-W/--width", job.width), ("-H/--height", job.height)):
         if side <= 0 or side % multiple:
             raise InvokeError(f"{switch}: {side} is not a positive multiple of {multiple}")
-    text = parts.positive[0][0] if parts.positive else ""
-    return _plain(text, what), _plain(parts.negative, what)
+    return _plain(job.prompt.positive[0], what), _plain(job.prompt.negative, what)
 
 
-def _plain(text: str, what: str) -> str:
+def _plain(part: SubPrompt, what: str) -> str:
     """The prompt without weighting syntax: the pipeline encodes plain text only."""
-    from invoke.prompt_syntax import Parts, is_weighted, parse_weighting, plain_text
-
-    parsed = parse_weighting(text)
+    parsed = part.fragments
     if isinstance(parsed, Parts):
         raise InvokeError(f"prompt: {what} takes no .{parsed.combine}(); use one prompt")
     if is_weighted(parsed):
         log.warning("%s takes no word weights; using the words as plain text", what)
-    return plain_text(parsed)
+    return part.plain
 
 
 @torch.no_grad()

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from invoke.backend.denoise import Contribution
     from invoke.backend.model import Model, OnEvent, OnStep
+    from invoke.prompt import Prompt
 
 PIPELINES = (
     "StableDiffusionXLPipeline",
@@ -187,8 +188,7 @@ def sdxl_encoders(
 @torch.no_grad()
 def encode_prompt(
     model: Model,
-    prompt: str,
-    skip_normalize: bool = False,
+    prompt: Prompt,
     log_tokenization: bool = False,
     embeddings: tuple[EmbeddingFile, ...] = (),
     on_event: OnEvent | None = None,
@@ -196,7 +196,7 @@ def encode_prompt(
     """(cond, uncond, pooled cond, pooled uncond); weighted sub-prompts sum both kinds."""
     encoders = sdxl_encoders(model, log_tokenization, embeddings, on_event)
     zeros = bool(model.force_zeros_for_empty_prompt)
-    (cond, pooled), (uncond, pooled_uncond) = encode_parts(encoders, prompt, skip_normalize, zeros)
+    (cond, pooled), (uncond, pooled_uncond) = encode_parts(encoders, prompt, zeros)
     return tuple(t.to(model.dtype) for t in (cond, uncond, pooled, pooled_uncond))  # type: ignore[return-value,union-attr]
 
 
@@ -238,9 +238,7 @@ def conditioning(
     cond, uncond, pooled, pooled_uncond = speed.prompt_embeddings(
         model,
         job,
-        lambda: encode_prompt(
-            model, job.prompt, job.skip_normalize, job.log_tokenization, job.embeddings, on_event
-        ),
+        lambda: encode_prompt(model, job.prompt, job.log_tokenization, job.embeddings, on_event),
     )
     batch = len(job.noises)
     ids, negative_ids = time_ids(model, job)

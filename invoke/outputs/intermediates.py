@@ -4,7 +4,7 @@ all previews, in the image's own folder under `<outdir>/intermediates/`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -12,14 +12,21 @@ from PIL import Image
 from invoke import atomic
 from invoke.errors import OutputError
 
-if TYPE_CHECKING:
-    from invoke.outputs.folder import OutputFolder
+
+class Writer(Protocol):
+    """What the dumps need of the output folder (folder.OutputFolder)."""
+
+    def ensure(self) -> Path: ...
+
+    def write_bytes(self, name: str, data: bytes, *, folder: Path | None = None) -> Path: ...
+
+    def write_png(self, image: Image.Image, name: str, *, folder: Path | None = None) -> Path: ...
 
 
 class Intermediates:
     """Step dumps of one image: `step-NNNN.safetensors` + `step-NNNN.png`, then `steps.png`."""
 
-    def __init__(self, outputs: OutputFolder, folder: Path) -> None:
+    def __init__(self, outputs: Writer, folder: Path) -> None:
         self.outputs = outputs
         self.folder = folder
         self.previews: list[Image.Image] = []

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,19 @@ class Tokens:
     shown: str  # the kept tokens, with their weights when the prompt weights any
     dropped_count: int = 0
     dropped: str = ""
+
+
+@dataclass(frozen=True)
+class Step:
+    """A step of a job done (step 0: the starting latents). On the steps the job keeps
+    (--save_intermediates N: every Nth and the last) it carries each picture's latents and its
+    preview or decoded picture, as plain arrays and pictures."""
+
+    step: int
+    total: int  # steps the job takes; with --hires_fix both passes'
+    timestep: float
+    latents: np.ndarray | None = None  # (pictures, channels, h, w), float32
+    pictures: tuple[Image.Image, ...] = ()
 
 
 @dataclass(frozen=True)

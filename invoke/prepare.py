@@ -108,6 +108,7 @@ class JobMaker:
             mask=mask,
             strength=request.strength if request.strength is not None else 0.75,
             intermediate_every=request.save_intermediates or 0,
+            intermediates=request.intermediates or "preview",
             log_tokenization=request.log_tokenization,
             seamless_axes=(request.seamless_axes or SEAMLESS_AXES) if request.seamless else (),
             first_pass=self.first_pass,

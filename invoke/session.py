@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from invoke import interrupts, outputs, plan
 from invoke.errors import InvokeError
-from invoke.events import Reporter, Saved, Tokens
+from invoke.events import Reporter, Saved, Step, Tokens
 from invoke.images import init_image_size, load_init_image, resolve_image_path
+from invoke.jobs import JobRunner, LocalRunner
 from invoke.lookup import Lookup
 from invoke.model_cache import ModelCache
 from invoke.prepare import JobMaker, outcrop_canvas, prompt_from_init
@@ -34,7 +35,7 @@ from invoke.upscaling import Upscaling
 if TYPE_CHECKING:
     from PIL import Image
 
-    from invoke.backend.job import Job, StepInfo
+    from invoke.backend.job import Job
     from invoke.backend.upscale import Upscaler
 
 
@@ -48,6 +49,7 @@ class Session:
         self.reporter = reporter
         self.models = ModelCache(settings, self._note, dry_run=dry_run)
         self.lookup = Lookup(settings, self.models.unloaded_folder)
+        self.jobs: JobRunner = LocalRunner(self.models)
         self.upscaling = Upscaling(
             settings, self.lookup, reporter, self._note, lambda: self.models.precision(self.entry)
         )
@@ -94,7 +96,7 @@ class Session:
             # in every image's command.
             resolved = replace(resolved, control_image=str(control))
         # 2 plan
-        passes = plan.plan(resolved, init, plan.batch_size(model.device.type))
+        passes = plan.plan(resolved, init, self.jobs.batch())
         first = plan.first_pass(resolved, self.native_size, self.size_multiple)
         maker = JobMaker(
             resolved,
@@ -125,13 +127,13 @@ class Session:
             if not prefix:
                 # Only once the first job is ready (init image read, model loaded, its LoRAs
                 # merged, the upscaler loaded), so a line that fails early uses up no prefix.
-                for note in self.models.model.prepare(job):
+                for note in self.jobs.prepare(job):
                     self._note(note)
                 if resolved.upscale:
                     upscaler = self.upscaling.load(resolved, (job.width, job.height))
                 prefix = folder.reserve_prefix()
                 self.saver.commands += 1
-            images = self._run(job, pass_.requests, resolved, folder, prefix)  # 4 run
+            images = self._run(job, pass_.requests, folder, prefix)  # 4 run
             for i, (image, image_request) in enumerate(zip(images, pass_.requests, strict=True)):
                 if upscaler is not None:  # 5 upscale
                     image = self._upscale(upscaler, image, image_request, folder, prefix)
@@ -179,9 +181,8 @@ class Session:
             ),
         )
 
-    def _run(self, job: Job, requests, request: Request, folder, prefix: str) -> list[Any]:
-        """Stage 4: the model draws the job, with a bar and any intermediates."""
-        model = self.models.model
+    def _run(self, job: Job, requests, folder, prefix: str) -> list[Any]:
+        """Stage 4: the job drawn, with a bar and any intermediates."""
         if job.init_image is not None:
             self._note(
                 f"img2img: {job.steps_taken} of {job.steps} steps at strength {job.strength:.2f}"
@@ -193,18 +194,15 @@ class Session:
             [folder.intermediates(prefix, outputs.file_seed(r)) for r in requests] if every else []
         )
 
-        def on_step(info: StepInfo) -> None:
-            if info.step > 0:
+        def on_step(step: Step) -> None:
+            if step.step > 0:
                 bar.advance()
-            if dumps and (info.step % every == 0 or info.step == info.total):
-                decode = request.intermediates == "decode"
-                pictures = model.decode(info.latents) if decode else model.preview(info.latents)
-                latents = info.latents.float().cpu().numpy()
-                for i, dump in enumerate(dumps):
-                    dump.save_step(info.step, info.timestep, latents[i], pictures[i])
+            if dumps and step.latents is not None:
+                for dump, latents, picture in zip(dumps, step.latents, step.pictures, strict=True):
+                    dump.save_step(step.step, step.timestep, latents, picture)
 
         try:
-            images = model.generate(job, on_step=on_step, on_event=self._event)
+            images = self.jobs.run(job, on_step, self._event)
         finally:
             bar.close()
         for dump in dumps:

@@ -80,6 +80,7 @@ class Job:
     mask: Image.Image | None = None  # mode L, same size; 255 = redraw, 0 = keep
     strength: float = 0.75  # img2img only
     intermediate_every: int = 0  # 0: the caller wants no intermediates
+    intermediates: str = "preview"  # how a kept step is pictured: "preview" or "decode"
     log_tokenization: bool = False
     # --seamless: the axes ("x", "y") whose convolutions wrap around; () = ordinary zero padding.
     seamless_axes: tuple[str, ...] = ()

@@ -3,6 +3,7 @@ tiling, --seamless, the out-of-memory guard, then the family's own generate."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from invoke.backend.control import use_controlnet
@@ -10,11 +11,12 @@ from invoke.backend.families import FAMILIES
 from invoke.backend.lora import use_loras
 from invoke.backend.seamless import wrapped_convolutions, wrapped_decoder
 from invoke.backend.speed import guard_memory
+from invoke.events import Step
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from invoke.backend.job import Job
+    from invoke.backend.job import Job, StepInfo
     from invoke.backend.model import Model, OnEvent, OnStep
 
 # Images with more pixels than this many native-size squares are VAE-coded in tiles: a large
@@ -64,3 +66,28 @@ class JobRunner:
 
 
 RUNNER = JobRunner()
+
+
+def draw(
+    model: Model,
+    job: Job,
+    on_step: Callable[[Step], None] | None = None,
+    on_event: OnEvent | None = None,
+) -> list[Image.Image]:
+    """The job's pictures, with an events.Step after each step: plain values a caller in another
+    process could be sent. The steps the job keeps (intermediate_every) carry their latents as a
+    float32 array and each picture's preview, or its VAE decode (job.intermediates)."""
+    every = job.intermediate_every
+
+    def step(info: StepInfo) -> None:
+        if on_step is None:
+            return
+        if not every or (info.step % every and info.step != info.total):
+            on_step(Step(info.step, info.total, float(info.timestep)))
+            return
+        show = model.decode if job.intermediates == "decode" else model.preview
+        pictures = tuple(show(info.latents))
+        latents = info.latents.float().cpu().numpy()
+        on_step(Step(info.step, info.total, float(info.timestep), latents, pictures))
+
+    return model.generate(job, on_step=step, on_event=on_event)

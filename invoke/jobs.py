@@ -1,0 +1,55 @@
+"""Who runs Jobs. A Job is plain data (backend/job.py) and pictures come back as plain values,
+so the session does not care where it runs: `LocalRunner` runs it here, on the model cache's
+active model; a pool of worker processes or hosts is another JobRunner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from invoke import plan
+from invoke.events import Step
+from invoke.model_cache import ModelCache
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from invoke.backend.job import Job
+
+
+class JobRunner(Protocol):
+    def batch(self) -> int:
+        """How many pictures of a `-n` line go in one Job (plan.plan's batch)."""
+        ...
+
+    def prepare(self, job: Job) -> list[str]:
+        """Refuse what the model cannot do, load what the job names (LoRAs merged, a ControlNet
+        loaded) before any file is reserved; returns notes for the person."""
+        ...
+
+    def run(
+        self, job: Job, on_step: Callable[[Step], None], on_event: Callable[[object], None]
+    ) -> list[Image.Image]:
+        """One picture per Noise of the job."""
+        ...
+
+
+class LocalRunner:
+    """Jobs run in this process, on the active model (loaded on first use)."""
+
+    def __init__(self, models: ModelCache) -> None:
+        self.models = models
+
+    def batch(self) -> int:
+        return plan.batch_size(self.models.model.device.type)
+
+    def prepare(self, job: Job) -> list[str]:
+        return self.models.model.prepare(job)
+
+    def run(
+        self, job: Job, on_step: Callable[[Step], None], on_event: Callable[[object], None]
+    ) -> list[Image.Image]:
+        from invoke.backend.run import draw
+
+        return draw(self.models.model, job, on_step, on_event)

@@ -20,7 +20,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     import torch
 
-    from invoke.backend.testmodel import build_test_model
+    from tests.fixtures.tiny_models import build_test_model
 
     torch.set_num_threads(1)
 
@@ -43,7 +43,7 @@ def tiny_upscalers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hub repos -U 2 and -U 4 use (sd-x2-latent-upscaler, stable-diffusion-x4-upscaler)."""
     import torch
 
-    from invoke.backend.testmodel import build_test_upscaler
+    from tests.fixtures.tiny_models import build_test_upscaler
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("upscalers")

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from invoke.__main__ import cli
-from invoke.backend.testfamilies import build_test_kandinsky, build_test_sdxl, write_ldm_checkpoint
+from tests.fixtures.tiny_families import build_test_kandinsky, build_test_sdxl, write_ldm_checkpoint
 
 
 def invoke(*args: str) -> tuple[int, str, str]:

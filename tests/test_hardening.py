@@ -914,13 +914,13 @@ def test_the_shell_survives_the_catalogue(
     """The image and !fetch errors typed into one interactive shell, then a good line: each
     prints its one line and the shell goes on. (Parser errors never leave the edit buffer: the
     validator shows them inline; test_shell.py covers that.)"""
-    from helpers import type_into_shell
     from prompt_toolkit.document import Document
     from prompt_toolkit.validation import ValidationError
 
     from invoke.session import Session
     from invoke.settings import Settings
     from invoke.shell.validator import LineValidator
+    from tests.helpers import type_into_shell
 
     def typed_through(case: Case) -> bool:
         # a parse error in a `!fix` line stays in the edit buffer too (flagged inline)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from helpers import readme_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +24,7 @@ from invoke.request import (
     Variation,
     quote_prompt,
 )
+from tests.helpers import readme_request
 
 
 def test_canonical_line_of_the_readme_example() -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_job, pixels, sd_pipeline, smooth_picture
 from PIL import Image
 
 from invoke.backend.generate import encode_image
@@ -15,6 +14,7 @@ from invoke.backend.job import Noise, StepInfo
 from invoke.backend.models import Model, load_model
 from invoke.errors import InvokeError
 from invoke.request import SAMPLERS
+from tests.helpers import make_job, pixels, sd_pipeline, smooth_picture
 
 # diffusers' own pipelines (the oracle) set up schedulers without our numpy_quiet.
 pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import diffusers_inpaint, inpaint_job, pixels, redrawn_difference
 
 from invoke.backend.job import StepInfo
 from invoke.backend.models import Model, load_model
 from invoke.backend.schedulers import make_scheduler
-from invoke.backend.testmodel import build_test_model
+from tests.fixtures.tiny_models import build_test_model
+from tests.helpers import diffusers_inpaint, inpaint_job, pixels, redrawn_difference
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
 

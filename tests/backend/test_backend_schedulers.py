@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from invoke.backend.schedulers import make_scheduler, numpy_quiet
-from invoke.backend.testmodel import SD15_SCHEDULER
 from invoke.errors import ParseError
 from invoke.request import SAMPLERS
+from tests.fixtures.tiny_models import SD15_SCHEDULER
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)

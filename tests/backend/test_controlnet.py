@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_job, pixels, sd_pipeline, sdxl_pipeline, smooth_picture
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -17,9 +16,10 @@ from invoke.backend.control import keep_schedule
 from invoke.backend.generate import encode_image
 from invoke.backend.job import Control, Job, Noise
 from invoke.backend.models import Model, load_model
-from invoke.backend.testfamilies import build_test_sdxl, controlnet_to_ldm
-from invoke.backend.testmodel import build_test_controlnet, build_test_model
 from invoke.errors import InvokeError
+from tests.fixtures.tiny_families import build_test_sdxl, controlnet_to_ldm
+from tests.fixtures.tiny_models import build_test_controlnet, build_test_model
+from tests.helpers import make_job, pixels, sd_pipeline, sdxl_pipeline, smooth_picture
 
 # diffusers' own pipelines (the oracle) set up schedulers without our numpy_quiet.
 pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
@@ -258,7 +258,7 @@ def test_a_file_changed_on_disk_is_loaded_again(
 
 
 def test_kandinsky_refuses_a_controlnet(folder: Path, net: Path, edges: Image.Image) -> None:
-    from invoke.backend.testfamilies import build_test_kandinsky
+    from tests.fixtures.tiny_families import build_test_kandinsky
 
     kandinsky = load_model(build_test_kandinsky(folder / "kandinsky"), device="cpu")
     job: Job = make_job(sampler="ddim", control=control(net, edges))

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import embedding_file, embedding_vectors, make_job, pixels, sd_pipeline, sdxl_pipeline
 from safetensors.torch import save_file
 
 from invoke.backend import embeddings as embeddings_module
@@ -24,8 +23,16 @@ from invoke.backend import sdxl
 from invoke.backend.job import EmbeddingFile
 from invoke.backend.models import Model, load_model
 from invoke.backend.prompts import encode_prompt
-from invoke.backend.testfamilies import build_test_sdxl
 from invoke.errors import InvokeError
+from tests.fixtures.tiny_families import build_test_sdxl
+from tests.helpers import (
+    embedding_file,
+    embedding_vectors,
+    make_job,
+    pixels,
+    sd_pipeline,
+    sdxl_pipeline,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 

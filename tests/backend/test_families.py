@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_job, pixels, roll_error, sdxl_pipeline, smooth_picture
 from PIL import Image
 
 from invoke.backend.families import FAMILIES, folder_family
@@ -21,8 +20,9 @@ from invoke.backend.noise import image_noise
 from invoke.backend.schedulers import make_scheduler
 from invoke.backend.sdxl import encode_image
 from invoke.backend.single_file import CONFIG_ROOT
-from invoke.backend.testfamilies import build_test_kandinsky, build_test_sdxl
 from invoke.errors import InvokeError, ModelError
+from tests.fixtures.tiny_families import build_test_kandinsky, build_test_sdxl
+from tests.helpers import make_job, pixels, roll_error, sdxl_pipeline, smooth_picture
 
 # diffusers' own pipelines (the oracle) set up schedulers without our numpy_quiet.
 pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_job, pixels, sd_pipeline
 
 from invoke.backend import speed
 from invoke.backend.job import (
@@ -22,6 +21,7 @@ from invoke.backend.job import (
 )
 from invoke.backend.models import Model, load_model
 from invoke.errors import InvokeError
+from tests.helpers import make_job, pixels, sd_pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
 

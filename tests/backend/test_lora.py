@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import kohya_file, make_job, pixels, sd_pipeline, sdxl_pipeline
 from safetensors.torch import save_file
 from torch import nn
 
@@ -24,8 +23,9 @@ from invoke.backend.lora import original_to_diffusers, use_loras
 from invoke.backend.models import Model, load_model
 from invoke.backend.single_file import CONFIG_ROOT
 from invoke.backend.speed import fuse_qkv
-from invoke.backend.testfamilies import build_test_sdxl, unet_to_ldm
 from invoke.errors import InvokeError
+from tests.fixtures.tiny_families import build_test_sdxl, unet_to_ldm
+from tests.helpers import kohya_file, make_job, pixels, sd_pipeline, sdxl_pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 
@@ -301,7 +301,7 @@ def test_lora_hash_follows_the_weights_not_the_header(tmp_path: Path) -> None:
 def test_a_file_changed_on_disk_is_merged_again(model: Model, tmp_path: Path) -> None:
     """The session stamps each LoRA with its file's size and mtime: a retrained file under the
     same name is another LoRA, so the old merge is not kept."""
-    from helpers import kohya_file
+    from tests.helpers import kohya_file
 
     file = tmp_path / "retrained.safetensors"
     kohya_file(model, file, seed=1)

@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
-from helpers import diffusers_inpaint, inpaint_job, pixels, redrawn_difference, sdxl_pipeline
 
 from invoke.backend.job import StepInfo
 from invoke.backend.models import Model, load_model
-from invoke.backend.testfamilies import build_test_sdxl
+from tests.fixtures.tiny_families import build_test_sdxl
+from tests.helpers import diffusers_inpaint, inpaint_job, pixels, redrawn_difference, sdxl_pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
 

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import make_job, pixels, roll_error, smooth_picture
 from PIL import Image
 from torch import nn
 
@@ -25,6 +24,7 @@ from invoke.backend.job import Noise, StepInfo
 from invoke.backend.models import Model, load_model
 from invoke.backend.seamless import wrapped_convolutions, wrapped_decoder
 from invoke.errors import InvokeError
+from tests.helpers import make_job, pixels, roll_error, smooth_picture
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
 

@@ -11,17 +11,17 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import helpers
 import numpy as np
 import pytest
 import torch
-from helpers import kohya_file, pixels
 
 from invoke.backend import generate as generate_module
 from invoke.backend import speed
 from invoke.backend.job import Job, Lora, Noise
 from invoke.backend.models import Model, load_model
 from invoke.errors import InvokeError
+from tests import helpers
+from tests.helpers import kohya_file, pixels
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:__array:DeprecationWarning"),
@@ -260,14 +260,14 @@ def test_other_runtime_errors_are_not_called_out_of_memory(
 
 @pytest.fixture(scope="module")
 def sdxl(tmp_path_factory: pytest.TempPathFactory) -> Model:
-    from invoke.backend.testfamilies import build_test_sdxl
+    from tests.fixtures.tiny_families import build_test_sdxl
 
     return load_model(build_test_sdxl(tmp_path_factory.mktemp("speed") / "sdxl"), device="cpu")
 
 
 @pytest.fixture(scope="module")
 def kandinsky(tmp_path_factory: pytest.TempPathFactory) -> Model:
-    from invoke.backend.testfamilies import build_test_kandinsky
+    from tests.fixtures.tiny_families import build_test_kandinsky
 
     folder = build_test_kandinsky(tmp_path_factory.mktemp("speed") / "kandinsky")
     return load_model(folder, device="cpu")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from PIL import Image, PngImagePlugin
 
@@ -285,6 +286,7 @@ def test_bad_model_is_one_clear_line(isolated: Path) -> None:
     assert "no-such-model" in message and "Traceback" not in message
 
 
+@pytest.mark.e2e
 def test_real_process_default_model_draws_what_it_is_asked(isolated: Path) -> None:
     """The console entry point as a user runs it, on the embedded default model."""
     from tests.fixtures import world

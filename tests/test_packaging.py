@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # pip builds a wheel; a fresh interpreter imports the package
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -20,6 +20,7 @@ from invoke.parse import (
     split_prompt,
 )
 from invoke.request import MAX_LINE, SAMPLERS, Request, Variation
+from tests.hypothesis_budget import examples
 
 # --- lines users type, as InvokeAI accepted them -------------------------------------------
 
@@ -539,7 +540,7 @@ def test_split_prompt(prompt: str, skip: bool, expected: PromptParts) -> None:
         max_size=8,
     ).map("".join)
 )
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 def test_split_prompt_weights_sum_to_one(prompt: str) -> None:
     parts = split_prompt(prompt)
     assert parts.positive
@@ -652,7 +653,7 @@ _SWITCH_LINES = st.builds(
 FUZZ_LINES = st.one_of(_TOKEN_LINES, _SWITCH_LINES, _SWITCH_LINES, _RAW_LINES)
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(2000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(FUZZ_LINES)
 def test_fuzz_lines_parse_or_raise_parse_error_and_round_trip(line: str) -> None:
     try:

@@ -16,9 +16,6 @@ from invoke.errors import InvokeError
 from invoke.request import SAMPLERS
 from tests.helpers import make_job, pixels, sd_pipeline, smooth_picture
 
-# diffusers' own pipelines (the oracle) set up schedulers without our numpy_quiet.
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
-
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir: Path) -> Model:

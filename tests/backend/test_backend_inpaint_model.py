@@ -9,17 +9,12 @@ import pytest
 from invoke.backend.job import StepInfo
 from invoke.backend.models import Model, load_model
 from invoke.backend.schedulers import make_scheduler
-from tests.fixtures.tiny_models import build_test_model
 from tests.helpers import diffusers_inpaint, inpaint_job, pixels, redrawn_difference
-
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Model:
-    # tiny_model_dir only for its side effect: torch on one thread (see tests/conftest.py).
-    folder = build_test_model(tmp_path_factory.mktemp("models") / "inpaint", inpainting=True)
-    return load_model(folder, device="cpu")
+def model(tiny_inpainting_dir: Path) -> Model:
+    return load_model(tiny_inpainting_dir, device="cpu")
 
 
 def test_loaded_as_an_inpainting_model(model: Model) -> None:

@@ -23,8 +23,6 @@ from invoke.backend.models import Model, load_model
 from invoke.errors import InvokeError
 from tests.helpers import make_job, pixels, sd_pipeline
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
-
 # The tiny model is native 64x64: 128x96 starts at 72x48 (latents 9x6), then 128x96 (16x12).
 FIRST = (72, 48)
 

@@ -24,7 +24,7 @@ from invoke.backend.models import Model, load_model
 from invoke.backend.single_file import CONFIG_ROOT
 from invoke.backend.speed import fuse_qkv
 from invoke.errors import InvokeError
-from tests.fixtures.tiny_families import build_test_sdxl, unet_to_ldm
+from tests.fixtures.tiny_families import unet_to_ldm
 from tests.helpers import kohya_file, make_job, pixels, sd_pipeline, sdxl_pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
@@ -43,11 +43,6 @@ def assert_same_weights(ours: dict[str, torch.Tensor], theirs: dict[str, torch.T
     assert ours.keys() == theirs.keys()
     worst = max((ours[k] - theirs[k]).abs().max().item() for k in ours)
     assert worst < 1e-6, worst
-
-
-@pytest.fixture(scope="module")
-def sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_sdxl(tmp_path_factory.mktemp("sdxl") / "sdxl")
 
 
 def diffusers_fused(pipe: Any, model: Model, file: Path, weight: float) -> dict[str, torch.Tensor]:
@@ -78,13 +73,13 @@ def test_kohya_sd1_file_merges_as_diffusers_fuses_it(tiny_model_dir: Path, tmp_p
 
 
 def test_sdxl_file_with_original_unet_names_merges_as_diffusers_fuses_it(
-    sdxl_dir: Path, tmp_path: Path
+    tiny_sdxl_dir: Path, tmp_path: Path
 ) -> None:
-    ours = load_model(sdxl_dir, device="cpu")
+    ours = load_model(tiny_sdxl_dir, device="cpu")
     file = kohya_file(ours, tmp_path / "xl.safetensors", rank=3, alpha=2.0, ldm=True)
     assert any(k.startswith("lora_unet_input_blocks_") for k in torch_keys(file))
     use_loras(ours, (Lora("xl", str(file), 1.0),))
-    theirs = load_model(sdxl_dir, device="cpu")
+    theirs = load_model(tiny_sdxl_dir, device="cpu")
     expected = diffusers_fused(sdxl_pipeline(theirs, "k_euler"), theirs, file, 1.0)
     assert_same_weights(state(ours), expected)
 
@@ -233,9 +228,9 @@ def test_fused_qkv_projections_take_the_lora_as_separate_ones_do(
 
 
 def test_a_file_for_another_model_is_refused_and_changes_nothing(
-    model: Model, sdxl_dir: Path, tmp_path: Path
+    model: Model, tiny_sdxl_dir: Path, tmp_path: Path
 ) -> None:
-    xl = load_model(sdxl_dir, device="cpu")
+    xl = load_model(tiny_sdxl_dir, device="cpu")
     file = kohya_file(xl, tmp_path / "xl.safetensors")
     before = state(model)
     with pytest.raises(InvokeError, match=r"LoRA xl .*another kind of model"):

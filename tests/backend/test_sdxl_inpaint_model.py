@@ -13,8 +13,6 @@ from invoke.backend.models import Model, load_model
 from tests.fixtures.tiny_families import build_test_sdxl
 from tests.helpers import diffusers_inpaint, inpaint_job, pixels, redrawn_difference, sdxl_pipeline
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
-
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Model:

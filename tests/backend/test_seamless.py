@@ -26,8 +26,6 @@ from invoke.backend.seamless import wrapped_convolutions, wrapped_decoder
 from invoke.errors import InvokeError
 from tests.helpers import make_job, pixels, roll_error, smooth_picture
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
-
 # The tiny UNets downsample once: rolling 8x8 latents by 2 cells is 1 cell of the coarse grid.
 CELLS = 2
 

@@ -225,14 +225,12 @@ def test_another_vae_from_a_folder_or_an_original_layout_file(
 
 @pytest.mark.parametrize("refiner", [False, True], ids=["sdxl", "sdxl-refiner"])
 def test_sdxl_checkpoint_in_the_sgm_layout_loads_as_its_folder(
-    tmp_path: Path, refiner: bool
+    tmp_path: Path, refiner: bool, request: pytest.FixtureRequest
 ) -> None:
     """conditioner.embedders.* (CLIP-L, OpenCLIP bigG with fused in_proj) back to both encoders."""
     from PIL import Image
 
-    from tests.fixtures.tiny_families import build_test_sdxl
-
-    folder = build_test_sdxl(tmp_path / "xl", refiner=refiner)
+    folder = request.getfixturevalue("tiny_refiner_dir" if refiner else "tiny_sdxl_dir")
     file = write_ldm_checkpoint(folder, tmp_path / "xl.safetensors")
     theirs, ours = load_model(folder, device="cpu"), load_model(file, device="cpu")
     assert ours.family == theirs.family == ("sdxl-refiner" if refiner else "sdxl")

@@ -23,12 +23,6 @@ from invoke.errors import InvokeError
 from tests import helpers
 from tests.helpers import kohya_file, pixels
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:__array:DeprecationWarning"),
-    # torch._dynamo's import touches torch.jit, which warns about itself.
-    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
-]
-
 
 def make_job(**changes: object) -> Job:
     """The shared small job with k_lms, the sampler these tests were written against."""
@@ -259,18 +253,13 @@ def test_other_runtime_errors_are_not_called_out_of_memory(
 
 
 @pytest.fixture(scope="module")
-def sdxl(tmp_path_factory: pytest.TempPathFactory) -> Model:
-    from tests.fixtures.tiny_families import build_test_sdxl
-
-    return load_model(build_test_sdxl(tmp_path_factory.mktemp("speed") / "sdxl"), device="cpu")
+def sdxl(tiny_sdxl_dir: Path) -> Model:
+    return load_model(tiny_sdxl_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def kandinsky(tmp_path_factory: pytest.TempPathFactory) -> Model:
-    from tests.fixtures.tiny_families import build_test_kandinsky
-
-    folder = build_test_kandinsky(tmp_path_factory.mktemp("speed") / "kandinsky")
-    return load_model(folder, device="cpu")
+def kandinsky(tiny_kandinsky_dir: Path) -> Model:
+    return load_model(tiny_kandinsky_dir, device="cpu")
 
 
 def recorded_calls(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[tuple]:
@@ -343,6 +332,7 @@ TINY_BENCH = ("--arch", "tiny", "--device", "cpu", "--runs", "1", "--steps", "2"
 
 
 # Issue 6's first acceptance line, so CI runs it: three Python processes, about 16 s.
+@pytest.mark.e2e  # three fresh Python processes, each importing torch and diffusers
 def test_bench_smoke_run_prints_the_table_and_the_speedup() -> None:
     import subprocess
     import sys

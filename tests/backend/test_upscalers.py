@@ -17,8 +17,6 @@ from invoke.settings import describe_upscaler as describe
 from tests.helpers import smooth_picture
 
 CPU = torch.device("cpu")
-# diffusers' own pipelines (the oracle) set up schedulers without our numpy_quiet.
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
 
 
 def picture() -> Image.Image:

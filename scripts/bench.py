@@ -64,7 +64,7 @@ DEFAULTS = {"sd15": {"size": 512, "steps": 50}, "tiny": {"size": 64, "steps": 10
 def model_folder(arch: str, where: Path | None, device: torch.device) -> tuple[Path, bool]:
     """(the folder, whether it is a temporary one to delete afterwards)."""
     if arch == "tiny":
-        from invoke.backend.testmodel import build_test_model
+        from tests.fixtures.tiny_models import build_test_model
 
         folder = Path(tempfile.mkdtemp(prefix="invoke-bench-")) / "tiny"
         return build_test_model(folder), True
@@ -88,8 +88,8 @@ def build_sd15(out: Path, device: torch.device) -> None:
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from invoke.backend.clip_vocab import BOS, EOS, MAX_LENGTH, build_clip_tokenizer
-    from invoke.backend.testmodel import WORDS, write_pipeline_files
+    from tests.fixtures.clip_vocab import BOS, EOS, MAX_LENGTH, build_clip_tokenizer
+    from tests.fixtures.tiny_models import WORDS, write_pipeline_files
 
     if out.exists():
         shutil.rmtree(out)

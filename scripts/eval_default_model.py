@@ -1,4 +1,4 @@
-"""Score the shipped default model with the world's pixel checker (invoke/world.py).
+"""Score the shipped default model with the world's pixel checker (tests/fixtures/world.py).
 
 Loads the model through the project's own loader and sampling loop (`invoke.backend.loading`),
 exactly as `invoke` does, then:
@@ -28,10 +28,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from invoke import world
 from invoke.backend.job import Job, Noise
 from invoke.backend.loading import load_model
 from invoke.prompt_syntax import parse_prompt
+from tests.fixtures import world
 
 # Far from TRAIN_SEED (20260401) and from the small seeds people type: never seen in training.
 EVAL_SEED = 777_000_000

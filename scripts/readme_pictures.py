@@ -21,6 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.fixtures.world comes from the checkout
 TXT2IMG = "a red circle on a blue background -s 20 -S 1"
 IMG2IMG = "a green triangle on a white background -I 000001.1.png -s 20 -S 7 -f {f}"
 STRENGTHS = ("0.3", "0.5", "0.7", "0.9")
@@ -66,7 +67,7 @@ def main() -> None:
         invoke(out, [HIRES, f"{HIRES} --hires_fix", SEAMLESS], args.model)
         prompt, switches = LORA.split(" -", 1)
         invoke(out, [LORA, f"{prompt} <lora:outline:1> -{switches}"], args.model)
-        from invoke import world
+        from tests.fixtures import world
 
         corner = world.render(world.Labels("white", "black", "star"), (18, 18), 12)
         corner.save(out / "silhouette.png")

@@ -1,4 +1,4 @@
-"""Train the embedded default model on the procedural world (invoke/world.py).
+"""Train the embedded default model on the procedural world (tests/fixtures/world.py).
 
 Same diffusers classes as Stable Diffusion 1.x, only tiny: AutoencoderKL (downsampling 4, so 64x64
 pictures are 16x16x4 latents), CLIPTextModel + a CLIP-format tokenizer built from the world's
@@ -41,8 +41,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from invoke import world
-from invoke.backend.clip_vocab import build_clip_tokenizer
+from tests.fixtures import world
+from tests.fixtures.clip_vocab import build_clip_tokenizer
 
 TRAIN_SEED = 20260401  # world pictures for training; eval_default_model.py must use other seeds
 CAPTION_DROPOUT = 0.1

@@ -10,8 +10,8 @@ It is trained as ControlNets are (Zhang et al. 2023): a copy of the UNet's encod
 block, fed the conditioning image through a small convolution stack, adds its outputs through
 zero-initialised convolutions to the frozen UNet's skip connections; only the copy learns, on the
 usual epsilon objective over the default model's noise schedule. The pictures are the world the
-default model was trained on (invoke/world.py), but with shapes anywhere and of any size, and the
-silhouette of each picture's own shape as its conditioning image. It is saved as a diffusers
+default model was trained on (tests/fixtures/world.py), but with shapes anywhere and of any size,
+and the silhouette of each picture's own shape as its conditioning image. It is saved as a diffusers
 folder (config.json and fp16 safetensors), the layout of the hub's ControlNet repos, so it goes
 through the same loading code as theirs.
 
@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from invoke import world
+from tests.fixtures import world
 
 SEED = 20261124
 

@@ -29,7 +29,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from invoke import world
+from tests.fixtures import world
 
 SEED = 20261123
 RANK = 8

@@ -1,4 +1,4 @@
-"""Test helpers shared by several test files (imported as `helpers`: tests/ is on sys.path)."""
+"""Test helpers shared by several test files (imported as `tests.helpers`)."""
 
 from __future__ import annotations
 
@@ -399,7 +399,7 @@ def kohya_file(
     import torch
     from safetensors.torch import save_file
 
-    from invoke.backend.testfamilies import unet_to_ldm
+    from tests.fixtures.tiny_families import unet_to_ldm
 
     generator = torch.Generator().manual_seed(seed)
     tensors = {}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import FakeRunner, batch
 
 from invoke.shell.batch import run_batch, run_one
+from tests.helpers import FakeRunner, batch
 
 
 @pytest.fixture

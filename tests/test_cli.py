@@ -301,9 +301,10 @@ def test_a_missing_default_model_is_one_line_not_a_model_made_up(
     assert not list(isolated.rglob("*.png"))
 
 
+@pytest.mark.e2e
 def test_real_process_default_model_draws_what_it_is_asked(isolated: Path) -> None:
     """The console entry point as a user runs it, on the embedded default model."""
-    from invoke import world
+    from tests.fixtures import world
 
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     line = "a red circle on a blue background -s 20 -S 1"
@@ -351,9 +352,8 @@ def test_lora_lines_remake_their_pictures_and_plain_lines_stay_plain(
 ) -> None:
     """A batch: plain, the LoRA (AUTOMATIC1111's spelling), plain again, the LoRA by
     InvokeAI's spelling; then the stored command of the LoRA picture, run again."""
-    from helpers import kohya_file
-
     from invoke.backend.loading import load_model
+    from tests.helpers import kohya_file
 
     (isolated / "loras" / "styles").mkdir(parents=True)
     kohya_file(load_model(tiny_model_dir, device="cpu"), isolated / "loras/styles/ink.safetensors")
@@ -418,7 +418,7 @@ def test_controlnet_lines_remake_their_pictures_and_record_what_guided_them(
 ) -> None:
     """A batch: plain, guided by a ControlNet, guided again (loaded once); the stored command
     and the sd-metadata of the guided picture, fetched and run again."""
-    from invoke.backend.testmodel import build_test_controlnet
+    from tests.fixtures.tiny_models import build_test_controlnet
 
     build_test_controlnet(isolated / "nets" / "sd15" / "edges", tiny_model_dir)
     ring_picture(isolated / "ring.png")
@@ -467,8 +467,8 @@ def test_the_canny_processor_makes_the_edge_map_the_controlnet_reads(
 ) -> None:
     """A photo with --control_processor canny draws what its edge map, given as the control
     image, draws; the command and metadata say which processor ran."""
-    from invoke.backend.testmodel import build_test_controlnet
     from invoke.processors import canny
+    from tests.fixtures.tiny_models import build_test_controlnet
 
     build_test_controlnet(isolated / "nets" / "edges", tiny_model_dir)
     photo = Image.new("RGB", (64, 64), (30, 60, 200))
@@ -491,7 +491,7 @@ def test_the_canny_processor_makes_the_edge_map_the_controlnet_reads(
 def test_controlnet_mistakes_are_one_line_each_and_the_batch_goes_on(
     isolated: Path, tiny_model_dir: Path
 ) -> None:
-    from invoke.backend.testmodel import build_test_controlnet
+    from tests.fixtures.tiny_models import build_test_controlnet
 
     build_test_controlnet(isolated / "nets" / "edges", tiny_model_dir)
     ring_picture(isolated / "ring.png", (64, 64))
@@ -529,9 +529,8 @@ def test_embedding_lines_remake_their_pictures_and_other_names_stay_text(
 ) -> None:
     """A batch: the embedding, an unknown <name>, a near miss (text too, with a note), the
     embedding again; then each of the picture's three metadata chunks, fetched and run again."""
-    from helpers import embedding_file
-
     from invoke.outputs import read_command
+    from tests.helpers import embedding_file
 
     embedding_file(isolated / "concepts" / "styles" / "ink.safetensors")
     args = ("--model", str(tiny_model_dir), "--embedding_path", "concepts", "--outdir", "o")
@@ -562,7 +561,8 @@ def test_embedding_files_that_cannot_be_used_fail_their_line_only(
     isolated: Path, tiny_model_dir: Path
 ) -> None:
     import torch
-    from helpers import embedding_file, embedding_vectors
+
+    from tests.helpers import embedding_file, embedding_vectors
 
     folder = isolated / "config" / "invoke-dream" / "embeddings"  # the default folder
     embedding_file(folder / "sd2.safetensors", width=48)
@@ -592,7 +592,7 @@ def test_the_default_model_ships_a_controlnet_that_puts_the_shape_where_its_silh
     red star is drawn there, where without it the model draws it near the middle."""
     import numpy as np
 
-    from invoke import world
+    from tests.fixtures import world
 
     silhouette = world.render(world.Labels("white", "black", "star"), (18, 18), 12)
     silhouette.save(isolated / "corner.png")

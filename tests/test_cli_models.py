@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from invoke.__main__ import cli
-from invoke.backend.testfamilies import build_test_kandinsky, build_test_sdxl, write_ldm_checkpoint
+from tests.fixtures.tiny_families import write_ldm_checkpoint
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -63,8 +63,8 @@ def test_pickle_checkpoints_need_the_flag(isolated: Path, pickle_file: Path) -> 
     assert len(made(isolated / "p")) == 1
 
 
-def test_sdxl_takes_the_same_switches(isolated: Path, tmp_path_factory) -> None:
-    sdxl = build_test_sdxl(tmp_path_factory.mktemp("sdxl") / "tiny-sdxl")
+def test_sdxl_takes_the_same_switches(isolated: Path, tiny_sdxl_dir: Path) -> None:
+    sdxl = tiny_sdxl_dir
     code, _, err = invoke("--model", str(sdxl), "-o", "x", "a cat [blurry] -s 3 -S 5 -n 2 -C 6")
     assert code == 0, err
     first = made(isolated / "x")[0]
@@ -74,8 +74,8 @@ def test_sdxl_takes_the_same_switches(isolated: Path, tmp_path_factory) -> None:
     assert len(made(isolated / "x")) == 3
 
 
-def test_kandinsky_runs_img2img(isolated: Path, tmp_path_factory) -> None:
-    kandinsky = build_test_kandinsky(tmp_path_factory.mktemp("k") / "tiny-kandinsky")
+def test_kandinsky_runs_img2img(isolated: Path, tiny_kandinsky_dir: Path) -> None:
+    kandinsky = tiny_kandinsky_dir
     init = isolated / "init.png"
     Image.new("RGB", (64, 64), (200, 40, 40)).save(init)
     code, _, err = invoke("--model", str(kandinsky), "-o", "k", f"a cat -I {init} -f 0.5 -s 4 -S 2")

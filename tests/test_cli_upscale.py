@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_cli import each_chunk_alone_reads_back, invoke, pixels, png_text
 
 from invoke.errors import InvokeError
 from invoke.outputs import read_command
+from tests.test_cli import each_chunk_alone_reads_back, invoke, pixels, png_text
 
 
 def batch(args: tuple[str, ...], *lines: str) -> str:

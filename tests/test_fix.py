@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import FakeRunner, batch, type_into_shell
 from PIL import Image
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
@@ -22,6 +21,7 @@ from invoke.shell.batch import run_one
 from invoke.shell.commands import help_lines
 from invoke.shell.completer import ShellCompleter
 from invoke.shell.validator import LineValidator
+from tests.helpers import FakeRunner, batch, type_into_shell
 
 SOURCE_LINE = '"a red circle on a blue background" -s 7 -S 42 -W 64 -H 64 -C 5.0 -A k_euler'
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_job, smooth_picture
 from PIL import Image
 
 from invoke.backend.job import Noise
+from tests.helpers import make_job, smooth_picture
 
 WORKER = textwrap.dedent(
     """

@@ -36,7 +36,7 @@ CTRL_D = "\x04"
 
 @pytest.fixture(scope="module")
 def second_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from invoke.backend.testmodel import build_test_model
+    from tests.fixtures.tiny_models import build_test_model
 
     return build_test_model(tmp_path_factory.mktemp("models") / "other", seed=1)
 
@@ -344,7 +344,7 @@ def test_controlnet_hub_id_in_the_local_cache_loads_offline(
     its weights (some repos ship only that)."""
     from huggingface_hub import constants
 
-    from invoke.backend.testmodel import build_test_controlnet
+    from tests.fixtures.tiny_models import build_test_controlnet
 
     repo = tmp_path / "hub" / "models--invoke-tests--edges"
     commit = "0123456789abcdef0123456789abcdef01234567"

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import readme_request
 from PIL import Image, PngImagePlugin
 
 from invoke import atomic, outputs
@@ -29,6 +28,7 @@ from invoke.outputs import (
 )
 from invoke.parse import parse_request
 from invoke.request import Request, Variation
+from tests.helpers import readme_request
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = {"model_id": "tiny-test", "model_hash": "0123456789abcdef"}

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # pip builds a wheel; a fresh interpreter imports the package
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -73,3 +75,15 @@ def test_installed_package_finds_its_own_configs(unpacked_wheel: Path, tmp_path:
     for path, exists in rows:
         assert exists == "True", path
         assert Path(path).is_relative_to(unpacked_wheel.resolve()), path
+
+
+def test_wheel_ships_no_test_or_training_code(unpacked_wheel: Path) -> None:
+    # The tiny random models, their tokenizer and the training world are for tests and scripts/:
+    # they live in tests/fixtures and never reach a user's site-packages.
+    shipped = [p.relative_to(unpacked_wheel).as_posix() for p in unpacked_wheel.rglob("*")]
+    top = {name.split("/", 1)[0] for name in shipped}
+    assert {n for n in top if not n.endswith(".dist-info")} == {"invoke"}, top
+    test_code = ("testmodel", "testfamilies", "clip_vocab", "world", "tiny_models", "tiny_families")
+    stems = {Path(name).stem for name in shipped if name.endswith(".py")}
+    assert stems.isdisjoint(test_code), sorted(stems & set(test_code))
+    assert not [n for n in shipped if "tests" in n.split("/") or "fixtures" in n.split("/")]

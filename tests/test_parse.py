@@ -19,6 +19,7 @@ from invoke.parse import (
 )
 from invoke.request import MAX_LINE, Request, Variation
 from invoke.samplers import SAMPLERS
+from tests.hypothesis_budget import examples
 
 # --- lines users type, as InvokeAI accepted them -------------------------------------------
 
@@ -606,7 +607,7 @@ _SWITCH_LINES = st.builds(
 FUZZ_LINES = st.one_of(_TOKEN_LINES, _SWITCH_LINES, _SWITCH_LINES, _RAW_LINES)
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(2000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(FUZZ_LINES)
 def test_fuzz_lines_parse_or_raise_parse_error_and_round_trip(line: str) -> None:
     try:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from invoke.processors import canny, process
+from tests.hypothesis_budget import examples
 
 
 def test_canny_outlines_a_shape_with_one_closed_thin_line() -> None:
@@ -40,7 +41,7 @@ def test_invert_turns_a_pencil_sketch_into_light_lines_on_dark() -> None:
     assert lines[16, 16].tolist() == [235, 235, 235]  # the pencil line goes light
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     st.integers(1, 40),
     st.integers(1, 40),
@@ -63,7 +64,7 @@ def _cv2_canny(picture: Image.Image) -> np.ndarray:
     return cv2.Canny(np.asarray(picture.convert("RGB")), 100, 200)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     st.integers(1, 48),
     st.integers(1, 48),

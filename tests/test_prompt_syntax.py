@@ -29,6 +29,7 @@ from invoke.prompt_syntax import (
     split_loras,
     split_prompt,
 )
+from tests.hypothesis_budget import examples
 
 F = Fragment
 
@@ -256,7 +257,7 @@ def test_split_prompt(prompt: str, skip: bool, expected: PromptParts) -> None:
         max_size=8,
     ).map("".join)
 )
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 def test_split_prompt_weights_sum_to_one(prompt: str) -> None:
     parts = split_prompt(prompt)
     assert parts.positive
@@ -333,7 +334,7 @@ _PROMPT_PIECES = st.sampled_from(
     st.lists(st.one_of(_PROMPT_PIECES, st.text(max_size=3)), max_size=10).map("".join),
     st.booleans(),
 )
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 def test_parse_prompt_agrees_with_the_piecewise_readers(text: str, skip: bool) -> None:
     """parse_prompt gives what split_prompt, parse_weighting, split_loras and embedding_names
     give one by one (the readers the session, backend and outputs used before it existed)."""

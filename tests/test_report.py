@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from helpers import RecordingReporter
 from tqdm import tqdm
 
 from invoke.events import NoProgress, Saved, Tokens
 from invoke.shell.report import TerminalReporter
+from tests.helpers import RecordingReporter
 
 
 def reporter(**kw: bool) -> tuple[TerminalReporter, io.StringIO, io.StringIO]:

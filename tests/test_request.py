@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from helpers import readme_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +24,8 @@ from invoke.request import (
     quote_prompt,
 )
 from invoke.samplers import SAMPLERS
+from tests.helpers import readme_request
+from tests.hypothesis_budget import examples
 
 
 def test_canonical_line_of_the_readme_example() -> None:
@@ -359,7 +360,7 @@ VALID_REQUESTS = st.tuples(VALID_REQUESTS, _CONTROLS).map(
 )
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(VALID_REQUESTS)
 def test_every_valid_request_round_trips_through_its_canonical_line(r: Request) -> None:
     r.validate()

@@ -6,7 +6,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import FakeRunner
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
@@ -21,6 +20,7 @@ from invoke.shell.dispatch import COMMANDS, ShellContext, command
 from invoke.shell.repl import run_repl
 from invoke.shell.runner import Runner, prompt_text
 from invoke.shell.validator import LineValidator
+from tests.helpers import FakeRunner
 
 ENTER = "\r"
 CTRL_C = "\x03"

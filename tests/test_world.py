@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from invoke import world
 from invoke.prompt_syntax import parse_prompt
+from invoke.settings import EMBEDDED_MODEL_DIR
+from tests.fixtures import world
 
 
 def test_same_seed_same_picture_and_caption() -> None:
@@ -85,12 +86,10 @@ def test_shipped_default_model_draws_what_it_is_asked() -> None:
     # Acceptance 1 of the default-model issue, through the real loader and sampling loop:
     # `invoke "a red circle on a blue background -s 20 -S 1"` must show exactly that.
     pytest.importorskip("torch")
-    from pathlib import Path
-
     from invoke.backend.job import Job, Noise
     from invoke.backend.loading import load_model
 
-    folder = Path(world.__file__).parent / "default_model"
+    folder = EMBEDDED_MODEL_DIR
     model = load_model(folder)
     assert model.native_size == world.SIZE
     prompts = ["a red circle on a blue background", "a yellow square on a black background"]
@@ -104,12 +103,10 @@ def test_shipped_default_model_strength_keeps_the_init_low_and_follows_the_promp
     # What -f means to a user: at 0.3 the init picture survives a prompt that contradicts all
     # of it (colours and shape); at 0.9 the prompt wins.
     pytest.importorskip("torch")
-    from pathlib import Path
-
     from invoke.backend.job import Job, Noise
     from invoke.backend.loading import load_model
 
-    model = load_model(Path(world.__file__).parent / "default_model")
+    model = load_model(EMBEDDED_MODEL_DIR)
     rng = np.random.default_rng(4242)
     for k in range(3):
         init, _, lab = world.sample(rng)
@@ -129,12 +126,10 @@ def test_shipped_default_model_word_weights_decide_between_two_colours() -> None
     # `a red green circle` names two colours (unweighted, this model draws green); the weights
     # decide: (red)1.5 (green)0.5 draws red, (red)0.5 (green)1.5 green.
     pytest.importorskip("torch")
-    from pathlib import Path
-
     from invoke.backend.job import Job, Noise
     from invoke.backend.loading import load_model
 
-    model = load_model(Path(world.__file__).parent / "default_model")
+    model = load_model(EMBEDDED_MODEL_DIR)
     for red, green, want in ((1.5, 0.5, "red"), (0.5, 1.5, "green")):
         prompt = f"a (red){red} (green){green} circle on a blue background"
         for seed in (1, 2):
@@ -150,14 +145,11 @@ def test_shipped_default_model_seamless_picture_tiles_and_keeps_its_colours(
     # into cyan noise), and it is a torus: made from its noise rolled by 4 latent cells (one cell
     # of the UNet's coarsest grid), it is the picture rolled by 16 pixels.
     pytest.importorskip("torch")
-    from pathlib import Path
-
-    from helpers import roll_error
-
     from invoke.backend.job import Job, Noise
     from invoke.backend.loading import load_model
+    from tests.helpers import roll_error
 
-    model = load_model(Path(world.__file__).parent / "default_model")
+    model = load_model(EMBEDDED_MODEL_DIR)
     prompt = "a red circle on a blue background"
     job = Job(parse_prompt(prompt), 20, 7.5, model.default_sampler, 64, 64, (Noise(1),),
               seamless_axes=("x", "y"))  # fmt: skip

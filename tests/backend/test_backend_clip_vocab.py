@@ -5,7 +5,7 @@ from pathlib import Path
 
 from transformers import CLIPTokenizer
 
-from invoke.backend.clip_vocab import BOS, EOS, build_clip_tokenizer
+from tests.fixtures.clip_vocab import BOS, EOS, build_clip_tokenizer
 
 WORDS = ["red", "circle", "blue", "background", "ab", "abc", "bc", "circles", "café"]
 

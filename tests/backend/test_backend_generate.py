@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_job, pixels, sd_pipeline, smooth_picture
 from PIL import Image
 
 from invoke.backend.generate import encode_image
@@ -18,7 +17,7 @@ from invoke.errors import InvokeError
 from invoke.samplers import SAMPLERS
 
 # diffusers' own pipelines (the oracle) set up schedulers without our numpy_quiet.
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
+from tests.helpers import make_job, pixels, sd_pipeline, smooth_picture
 
 
 @pytest.fixture(scope="module")

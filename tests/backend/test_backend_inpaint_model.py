@@ -5,22 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import diffusers_inpaint, inpaint_job, pixels, redrawn_difference
 
 from invoke.backend.job import StepInfo
 from invoke.backend.loading import load_model
 from invoke.backend.model import Model
 from invoke.backend.schedulers import make_scheduler
-from invoke.backend.testmodel import build_test_model
-
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
+from tests.helpers import diffusers_inpaint, inpaint_job, pixels, redrawn_difference
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Model:
-    # tiny_model_dir only for its side effect: torch on one thread (see tests/conftest.py).
-    folder = build_test_model(tmp_path_factory.mktemp("models") / "inpaint", inpainting=True)
-    return load_model(folder, device="cpu")
+def model(tiny_inpainting_dir: Path) -> Model:
+    return load_model(tiny_inpainting_dir, device="cpu")
 
 
 def test_loaded_as_an_inpainting_model(model: Model) -> None:

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from invoke.backend.loading import load_model
-from invoke.backend.testmodel import build_test_model
 from invoke.errors import ModelError
+from tests.fixtures.tiny_models import build_test_model
 
 
 def test_loads_the_test_model_with_its_native_size(tiny_model_dir: Path) -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from invoke.backend.schedulers import make_scheduler, numpy_quiet
-from invoke.backend.testmodel import SD15_SCHEDULER
 from invoke.errors import InvokeError, ParseError
 from invoke.samplers import SAMPLERS
+from tests.fixtures.tiny_models import SD15_SCHEDULER
 
 # Every sampler name -> the diffusers scheduler class it must build and the settings it must lay
 # over the model's config, written out here rather than read from invoke/samplers.py.

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_job, pixels, sd_pipeline, sdxl_pipeline, smooth_picture
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -18,12 +17,10 @@ from invoke.backend.generate import encode_image
 from invoke.backend.job import Control, Job, Noise
 from invoke.backend.loading import load_model
 from invoke.backend.model import Model
-from invoke.backend.testfamilies import build_test_sdxl, controlnet_to_ldm
-from invoke.backend.testmodel import build_test_controlnet, build_test_model
 from invoke.errors import InvokeError
-
-# diffusers' own pipelines (the oracle) set up schedulers without our numpy_quiet.
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
+from tests.fixtures.tiny_families import controlnet_to_ldm
+from tests.fixtures.tiny_models import build_test_controlnet
+from tests.helpers import make_job, pixels, sd_pipeline, sdxl_pipeline, smooth_picture
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +35,8 @@ def model(tiny_model_dir: Path) -> Model:
 
 
 @pytest.fixture(scope="module")
-def net(folder: Path, tiny_model_dir: Path) -> Path:
-    return build_test_controlnet(folder / "edges", tiny_model_dir)
+def net(tiny_controlnet_dir: Path) -> Path:
+    return tiny_controlnet_dir
 
 
 @pytest.fixture(scope="module")
@@ -126,14 +123,15 @@ def ldm_file(net: Path, model_dir: Path, out: Path) -> Path:
     return out
 
 
-def test_sdxl_with_a_controlnet_equals_diffusers_pipeline(folder: Path, edges: Image.Image) -> None:
+def test_sdxl_with_a_controlnet_equals_diffusers_pipeline(
+    folder: Path, edges: Image.Image, tiny_model_dir: Path, tiny_sdxl_dir: Path
+) -> None:
     """The ControlNet gets SDXL's pooled embeddings and size ids, as the UNet does; one file in
     the original layout draws the same."""
     from invoke.backend.noise import image_noise
 
-    sdxl_dir = build_test_sdxl(folder / "sdxl")
-    sdxl = load_model(sdxl_dir, device="cpu")
-    net = build_test_controlnet(folder / "sdxl-edges", sdxl_dir)
+    sdxl = load_model(tiny_sdxl_dir, device="cpu")
+    net = build_test_controlnet(folder / "sdxl-edges", tiny_sdxl_dir)
     ours = sdxl.generate(make_job(steps=3, control=control(net, edges, weight=0.9)))
     noise, _ = image_noise(Noise(42), (4, 8, 8))
     assert sdxl.controlnet is not None
@@ -152,11 +150,11 @@ def test_sdxl_with_a_controlnet_equals_diffusers_pipeline(folder: Path, edges: I
         output_type="pil",
     ).images
     assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1
-    single = ldm_file(net, sdxl_dir, folder / "sdxl-edges.safetensors")
+    single = ldm_file(net, tiny_sdxl_dir, folder / "sdxl-edges.safetensors")
     again = sdxl.generate(make_job(steps=3, control=Control("edges", str(single), edges, 0.9)))
     assert np.array_equal(pixels(again), pixels(ours))
     with pytest.raises(InvokeError, match=r"ControlNet edges \(.*\): made for .* not for"):
-        load_model(build_test_model(folder / "sd"), device="cpu").generate(
+        load_model(tiny_model_dir, device="cpu").generate(
             make_job(control=Control("edges", str(single), edges))
         )
 
@@ -201,12 +199,11 @@ def test_batch_images_equal_each_seed_alone(model: Model, net: Path, edges: Imag
 
 
 def test_inpainting_unet_and_hires_fix_run_with_a_controlnet(
-    folder: Path, model: Model, net: Path, edges: Image.Image
+    model: Model, net: Path, edges: Image.Image, tiny_inpainting_dir: Path
 ) -> None:
     """A 9-channel UNet: the ControlNet reads the 4 latent channels. --hires_fix: the first,
     smaller pass reads the image scaled to its size."""
-    inpainting_dir = build_test_model(folder / "inpainting", inpainting=True)
-    inpainting = load_model(inpainting_dir, device="cpu")
+    inpainting = load_model(tiny_inpainting_dir, device="cpu")
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 16, 48, 48))
     job = make_job(
@@ -258,10 +255,10 @@ def test_a_file_changed_on_disk_is_loaded_again(
     assert not np.array_equal(pixels(after), pixels(before))
 
 
-def test_kandinsky_refuses_a_controlnet(folder: Path, net: Path, edges: Image.Image) -> None:
-    from invoke.backend.testfamilies import build_test_kandinsky
-
-    kandinsky = load_model(build_test_kandinsky(folder / "kandinsky"), device="cpu")
+def test_kandinsky_refuses_a_controlnet(
+    net: Path, edges: Image.Image, tiny_kandinsky_dir: Path
+) -> None:
+    kandinsky = load_model(tiny_kandinsky_dir, device="cpu")
     job: Job = make_job(sampler="ddim", control=control(net, edges))
     with pytest.raises(InvokeError, match=r"--controlnet: model .* runs diffusers. own pipeline"):
         kandinsky.generate(job)

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import embedding_file, embedding_vectors, make_job, pixels, sd_pipeline, sdxl_pipeline
 from safetensors.torch import save_file
 
 from invoke.backend import embeddings as embeddings_module
@@ -25,10 +24,17 @@ from invoke.backend.job import EmbeddingFile
 from invoke.backend.loading import load_model
 from invoke.backend.model import Model
 from invoke.backend.prompts import encode_prompt
-from invoke.backend.testfamilies import build_test_sdxl
 from invoke.errors import InvokeError
 from invoke.events import Tokens
 from invoke.prompt_syntax import parse_prompt
+from tests.helpers import (
+    embedding_file,
+    embedding_vectors,
+    make_job,
+    pixels,
+    sd_pipeline,
+    sdxl_pipeline,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 
@@ -73,11 +79,6 @@ def diffusers_file(path: Path, tensor: torch.Tensor) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_sdxl(tmp_path_factory.mktemp("sdxl") / "sdxl")
-
-
-@pytest.fixture(scope="module")
 def model(tiny_model_dir: Path) -> Model:
     return load_model(tiny_model_dir, device="cpu")
 
@@ -116,15 +117,15 @@ def test_sd_embeddings_encode_as_diffusers_loads_them(
 
 @pytest.mark.parametrize("count", [1, 2])
 def test_sdxl_embeddings_encode_as_diffusers_loads_clip_l_and_clip_g(
-    sdxl_dir: Path, tmp_path: Path, count: int
+    tiny_sdxl_dir: Path, tmp_path: Path, count: int
 ) -> None:
     pair = {"clip_l": vectors(count, seed=1), "clip_g": vectors(count, seed=2)}
     file = tmp_path / "ink.safetensors"
     save_file(pair, str(file))
-    ours = load_model(sdxl_dir, device="cpu")
+    ours = load_model(tiny_sdxl_dir, device="cpu")
     got = sdxl.encode_prompt(ours, parse_prompt(PROMPT), embeddings=(embedding("ink", file),))
 
-    theirs = load_model(sdxl_dir, device="cpu")
+    theirs = load_model(tiny_sdxl_dir, device="cpu")
     pipe = sdxl_pipeline(theirs, "k_euler")
     pipe.load_textual_inversion(
         pair["clip_l"], token="<ink>", text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer
@@ -202,7 +203,7 @@ def test_pictures_change_and_a_file_is_read_once_until_it_changes(
 
 
 def test_files_for_another_kind_of_model_are_refused_naming_both_widths(
-    model: Model, sdxl_dir: Path, tmp_path: Path
+    model: Model, tiny_sdxl_dir: Path, tmp_path: Path
 ) -> None:
     def refusal(target: Model, file: Path) -> str:
         rows = target.text_encoder_2 or target.text_encoder
@@ -222,7 +223,7 @@ def test_files_for_another_kind_of_model_are_refused_naming_both_widths(
     save_file({"clip_l": vectors(1), "clip_g": vectors(1)}, str(xl_file))
     assert "are clip_l 32 + clip_g 32 wide, model tiny (sd-1) takes 32;" in refusal(model, xl_file)
     sd_file = embedding_file(tmp_path / "sd1.safetensors", 1)
-    xl = load_model(sdxl_dir, device="cpu")
+    xl = load_model(tiny_sdxl_dir, device="cpu")
     assert "are 32 wide, model sdxl (sdxl) takes clip_l 32 + clip_g 32;" in refusal(xl, sd_file)
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_job, pixels, roll_error, sdxl_pipeline, smooth_picture
 from PIL import Image
 
 from invoke.backend.device import pick_dtype
@@ -23,32 +22,23 @@ from invoke.backend.model import Model
 from invoke.backend.noise import image_noise
 from invoke.backend.schedulers import make_scheduler
 from invoke.backend.single_file import CONFIG_ROOT
-from invoke.backend.testfamilies import build_test_kandinsky, build_test_sdxl
 from invoke.errors import InvokeError, ModelError
-
-# diffusers' own pipelines (the oracle) set up schedulers without our numpy_quiet.
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
+from tests.helpers import make_job, pixels, roll_error, sdxl_pipeline, smooth_picture
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)  # tiny tensors on a shared 2-core machine: threads only spin
-    return tmp_path_factory.mktemp("families")
+def sdxl(tiny_sdxl_dir: Path) -> Model:
+    return load_model(tiny_sdxl_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def sdxl(models_dir: Path) -> Model:
-    return load_model(build_test_sdxl(models_dir / "sdxl"), device="cpu")
+def refiner(tiny_refiner_dir: Path) -> Model:
+    return load_model(tiny_refiner_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def refiner(models_dir: Path) -> Model:
-    return load_model(build_test_sdxl(models_dir / "refiner", refiner=True), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def kandinsky(models_dir: Path) -> Model:
-    return load_model(build_test_kandinsky(models_dir / "kandinsky"), device="cpu")
+def kandinsky(tiny_kandinsky_dir: Path) -> Model:
+    return load_model(tiny_kandinsky_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")

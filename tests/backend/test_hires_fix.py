@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_job, pixels, sd_pipeline
 
 from invoke.backend import speed
 from invoke.backend.job import (
@@ -23,8 +22,7 @@ from invoke.backend.job import (
 from invoke.backend.loading import load_model
 from invoke.backend.model import Model
 from invoke.errors import InvokeError
-
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
+from tests.helpers import make_job, pixels, sd_pipeline
 
 # The tiny model is native 64x64: 128x96 starts at 72x48 (latents 9x6), then 128x96 (16x12).
 FIRST = (72, 48)

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import kohya_file, make_job, pixels, sd_pipeline, sdxl_pipeline
 from safetensors.torch import save_file
 from torch import nn
 
@@ -25,8 +24,9 @@ from invoke.backend.lora import original_to_diffusers, use_loras
 from invoke.backend.model import Model
 from invoke.backend.single_file import CONFIG_ROOT
 from invoke.backend.speed import fuse_qkv
-from invoke.backend.testfamilies import build_test_sdxl, unet_to_ldm
 from invoke.errors import InvokeError
+from tests.fixtures.tiny_families import unet_to_ldm
+from tests.helpers import kohya_file, make_job, pixels, sd_pipeline, sdxl_pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 
@@ -44,11 +44,6 @@ def assert_same_weights(ours: dict[str, torch.Tensor], theirs: dict[str, torch.T
     assert ours.keys() == theirs.keys()
     worst = max((ours[k] - theirs[k]).abs().max().item() for k in ours)
     assert worst < 1e-6, worst
-
-
-@pytest.fixture(scope="module")
-def sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_sdxl(tmp_path_factory.mktemp("sdxl") / "sdxl")
 
 
 def diffusers_fused(pipe: Any, model: Model, file: Path, weight: float) -> dict[str, torch.Tensor]:
@@ -79,13 +74,13 @@ def test_kohya_sd1_file_merges_as_diffusers_fuses_it(tiny_model_dir: Path, tmp_p
 
 
 def test_sdxl_file_with_original_unet_names_merges_as_diffusers_fuses_it(
-    sdxl_dir: Path, tmp_path: Path
+    tiny_sdxl_dir: Path, tmp_path: Path
 ) -> None:
-    ours = load_model(sdxl_dir, device="cpu")
+    ours = load_model(tiny_sdxl_dir, device="cpu")
     file = kohya_file(ours, tmp_path / "xl.safetensors", rank=3, alpha=2.0, ldm=True)
     assert any(k.startswith("lora_unet_input_blocks_") for k in torch_keys(file))
     use_loras(ours, (Lora("xl", str(file), 1.0),))
-    theirs = load_model(sdxl_dir, device="cpu")
+    theirs = load_model(tiny_sdxl_dir, device="cpu")
     expected = diffusers_fused(sdxl_pipeline(theirs, "k_euler"), theirs, file, 1.0)
     assert_same_weights(state(ours), expected)
 
@@ -234,9 +229,9 @@ def test_fused_qkv_projections_take_the_lora_as_separate_ones_do(
 
 
 def test_a_file_for_another_model_is_refused_and_changes_nothing(
-    model: Model, sdxl_dir: Path, tmp_path: Path
+    model: Model, tiny_sdxl_dir: Path, tmp_path: Path
 ) -> None:
-    xl = load_model(sdxl_dir, device="cpu")
+    xl = load_model(tiny_sdxl_dir, device="cpu")
     file = kohya_file(xl, tmp_path / "xl.safetensors")
     before = state(model)
     with pytest.raises(InvokeError, match=r"LoRA xl .*another kind of model"):
@@ -302,7 +297,7 @@ def test_lora_hash_follows_the_weights_not_the_header(tmp_path: Path) -> None:
 def test_a_file_changed_on_disk_is_merged_again(model: Model, tmp_path: Path) -> None:
     """The session stamps each LoRA with its file's size and mtime: a retrained file under the
     same name is another LoRA, so the old merge is not kept."""
-    from helpers import kohya_file
+    from tests.helpers import kohya_file
 
     file = tmp_path / "retrained.safetensors"
     kohya_file(model, file, seed=1)

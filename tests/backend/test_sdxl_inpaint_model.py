@@ -7,14 +7,12 @@ import json
 
 import pytest
 import torch
-from helpers import diffusers_inpaint, inpaint_job, pixels, redrawn_difference, sdxl_pipeline
 
 from invoke.backend.job import StepInfo
 from invoke.backend.loading import load_model
 from invoke.backend.model import Model
-from invoke.backend.testfamilies import build_test_sdxl
-
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
+from tests.fixtures.tiny_families import build_test_sdxl
+from tests.helpers import diffusers_inpaint, inpaint_job, pixels, redrawn_difference, sdxl_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import make_job, pixels, roll_error, smooth_picture
 from PIL import Image
 from torch import nn
 
@@ -26,8 +25,7 @@ from invoke.backend.loading import load_model
 from invoke.backend.model import Model
 from invoke.backend.seamless import wrapped_convolutions, wrapped_decoder
 from invoke.errors import InvokeError
-
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
+from tests.helpers import make_job, pixels, roll_error, smooth_picture
 
 # The tiny UNets downsample once: rolling 8x8 latents by 2 cells is 1 cell of the coarse grid.
 CELLS = 2

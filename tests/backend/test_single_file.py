@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import pixels
 from safetensors.torch import load_file, save_file
 
 from invoke.backend.job import Job, Noise
 from invoke.backend.loading import load_model
 from invoke.backend.single_file import CONFIG_ROOT, TOKENIZER_FILES, clip_tokenizer
-from invoke.backend.testfamilies import write_ldm_checkpoint
 from invoke.errors import ModelError
 from invoke.prompt_syntax import parse_prompt
+from tests.fixtures.tiny_families import write_ldm_checkpoint
+from tests.helpers import pixels
 
 SAMPLES = (
     "a photo of a cat",
@@ -160,7 +160,7 @@ def test_full_size_sd15_ldm_checkpoint_loads_through_the_shipped_config(tmp_path
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from invoke.backend.testfamilies import unet_to_ldm, vae_to_ldm
+    from tests.fixtures.tiny_families import unet_to_ldm, vae_to_ldm
 
     config = CONFIG_ROOT / "sd-1"
     unet_config = dict(UNet2DConditionModel.load_config(config / "unet"))
@@ -207,8 +207,8 @@ def test_shipped_unet_configs_build_the_published_architectures(
 def test_another_vae_from_a_folder_or_an_original_layout_file(
     tiny_model_dir: Path, tmp_path: Path, single_file: Path
 ) -> None:
-    from invoke.backend.testfamilies import vae_to_ldm
-    from invoke.backend.testmodel import build_test_model
+    from tests.fixtures.tiny_families import vae_to_ldm
+    from tests.fixtures.tiny_models import build_test_model
 
     other = build_test_model(tmp_path / "other", seed=1)
     expected = load_model(other, device="cpu").vae.state_dict()
@@ -226,14 +226,12 @@ def test_another_vae_from_a_folder_or_an_original_layout_file(
 
 @pytest.mark.parametrize("refiner", [False, True], ids=["sdxl", "sdxl-refiner"])
 def test_sdxl_checkpoint_in_the_sgm_layout_loads_as_its_folder(
-    tmp_path: Path, refiner: bool
+    tmp_path: Path, refiner: bool, request: pytest.FixtureRequest
 ) -> None:
     """conditioner.embedders.* (CLIP-L, OpenCLIP bigG with fused in_proj) back to both encoders."""
     from PIL import Image
 
-    from invoke.backend.testfamilies import build_test_sdxl
-
-    folder = build_test_sdxl(tmp_path / "xl", refiner=refiner)
+    folder = request.getfixturevalue("tiny_refiner_dir" if refiner else "tiny_sdxl_dir")
     file = write_ldm_checkpoint(folder, tmp_path / "xl.safetensors")
     theirs, ours = load_model(folder, device="cpu"), load_model(file, device="cpu")
     assert ours.family == theirs.family == ("sdxl-refiner" if refiner else "sdxl")
@@ -260,7 +258,7 @@ def test_sd2_checkpoint_with_an_open_clip_text_encoder(
     tiny_model_dir: Path, single_file: Path, tmp_path: Path
 ) -> None:
     """cond_stage_model.model.* (OpenCLIP's layout) is SD 2.x; its .yaml says epsilon or v."""
-    from invoke.backend.testfamilies import open_clip_to_ldm
+    from tests.fixtures.tiny_families import open_clip_to_ldm
 
     state = {k: v for k, v in load_file(single_file).items() if not k.startswith("cond_stage")}
     text = load_file(tiny_model_dir / "text_encoder" / "model.safetensors")

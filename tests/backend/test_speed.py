@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import helpers
 import numpy as np
 import pytest
 import torch
-from helpers import kohya_file, pixels
 
 from invoke.backend import generate as generate_module
 from invoke.backend import speed
@@ -23,12 +21,8 @@ from invoke.backend.job import Job, Lora, Noise
 from invoke.backend.loading import load_model
 from invoke.backend.model import Model
 from invoke.errors import InvokeError
-
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:__array:DeprecationWarning"),
-    # torch._dynamo's import touches torch.jit, which warns about itself.
-    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
-]
+from tests import helpers
+from tests.helpers import kohya_file, pixels
 
 
 def make_job(**changes: object) -> Job:
@@ -260,18 +254,13 @@ def test_other_runtime_errors_are_not_called_out_of_memory(
 
 
 @pytest.fixture(scope="module")
-def sdxl(tmp_path_factory: pytest.TempPathFactory) -> Model:
-    from invoke.backend.testfamilies import build_test_sdxl
-
-    return load_model(build_test_sdxl(tmp_path_factory.mktemp("speed") / "sdxl"), device="cpu")
+def sdxl(tiny_sdxl_dir: Path) -> Model:
+    return load_model(tiny_sdxl_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def kandinsky(tmp_path_factory: pytest.TempPathFactory) -> Model:
-    from invoke.backend.testfamilies import build_test_kandinsky
-
-    folder = build_test_kandinsky(tmp_path_factory.mktemp("speed") / "kandinsky")
-    return load_model(folder, device="cpu")
+def kandinsky(tiny_kandinsky_dir: Path) -> Model:
+    return load_model(tiny_kandinsky_dir, device="cpu")
 
 
 def recorded_calls(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[tuple]:
@@ -344,6 +333,7 @@ TINY_BENCH = ("--arch", "tiny", "--device", "cpu", "--runs", "1", "--steps", "2"
 
 
 # Issue 6's first acceptance line, so CI runs it: three Python processes, about 16 s.
+@pytest.mark.e2e  # three fresh Python processes, each importing torch and diffusers
 def test_bench_smoke_run_prints_the_table_and_the_speedup() -> None:
     import subprocess
     import sys

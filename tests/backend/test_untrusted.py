@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 
 from invoke.backend import hashing
 from invoke.backend.loading import load_model
-from invoke.backend.testfamilies import write_ldm_checkpoint
 from invoke.errors import ModelError
+from tests.fixtures.tiny_families import write_ldm_checkpoint
 
 NEEDS_FLAG = "pickle files need --allow-pickle"
 

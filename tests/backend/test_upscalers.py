@@ -9,16 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import smooth_picture
 from PIL import Image
 
 from invoke.backend.upscale import Upscaler
 from invoke.errors import InvokeError
 from invoke.settings import describe_upscaler as describe
+from tests.helpers import smooth_picture
 
 CPU = torch.device("cpu")
-# diffusers' own pipelines (the oracle) set up schedulers without our numpy_quiet.
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
 
 
 def picture() -> Image.Image:

@@ -99,6 +99,7 @@ def test_shipped_default_model_draws_what_it_is_asked() -> None:
         assert world.check(image) == world.parse_caption(prompt), prompt
 
 
+@pytest.mark.slow  # 20-step pictures on the 64 px default model: 4-6 s each; CI runs it
 def test_shipped_default_model_strength_keeps_the_init_low_and_follows_the_prompt_high() -> None:
     # What -f means to a user: at 0.3 the init picture survives a prompt that contradicts all
     # of it (colours and shape); at 0.9 the prompt wins.
@@ -122,6 +123,7 @@ def test_shipped_default_model_strength_keeps_the_init_low_and_follows_the_promp
             assert got == want, (k, strength, world.caption(other), got)
 
 
+@pytest.mark.slow  # 20-step pictures on the 64 px default model: 4-6 s each; CI runs it
 def test_shipped_default_model_word_weights_decide_between_two_colours() -> None:
     # `a red green circle` names two colours (unweighted, this model draws green); the weights
     # decide: (red)1.5 (green)0.5 draws red, (red)0.5 (green)1.5 green.
@@ -137,6 +139,7 @@ def test_shipped_default_model_word_weights_decide_between_two_colours() -> None
             assert world.check(model.generate(job)[0]).fg_color == want, (prompt, seed)
 
 
+@pytest.mark.slow  # 20-step pictures on the 64 px default model: 4-6 s each; CI runs it
 def test_shipped_default_model_seamless_picture_tiles_and_keeps_its_colours(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -160,6 +163,7 @@ def test_shipped_default_model_seamless_picture_tiles_and_keeps_its_colours(
     assert latents <= 1e-3 and picture <= 16, (latents, picture)
 
 
+@pytest.mark.slow  # 20-step pictures on the 64 px default model: 4-6 s each; CI runs it
 def test_shipped_default_model_outcrop_continues_the_background(isolated) -> None:
     # `!fix FILE --outcrop right 32` of a red circle on blue, through the session as a user runs
     # it: the new strip is blue background (no second circle, no other colour), the old picture

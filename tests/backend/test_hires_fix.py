@@ -165,6 +165,7 @@ def test_each_pass_counts_toward_its_own_shape(tiny_model_dir: Path) -> None:
     assert set(speed._state(fresh).eager_seconds) == {(2, 4, 6, 9, 77), (2, 4, 12, 16, 77)}
 
 
+@pytest.mark.slow  # torch.compile in this process: 4-10 s; CI runs it
 def test_forced_compile_compiles_both_shapes_and_keeps_the_picture(
     tiny_model_dir: Path, model: Model, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -181,6 +181,7 @@ def test_big_seamless_pictures_decode_whole(
     assert model.vae.use_tiling
 
 
+@pytest.mark.slow  # torch.compile in this process: 4-10 s; CI runs it
 def test_seamless_jobs_run_eagerly_and_do_not_buy_a_compile(
     tiny_model_dir: Path, model: Model, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

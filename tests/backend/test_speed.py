@@ -99,6 +99,7 @@ def test_batch_of_eight_equals_each_seed_alone_on_the_fast_path(fast: Model) -> 
     assert np.abs(pixels(batch) - pixels(alone)).max() <= 2
 
 
+@pytest.mark.slow  # torch.compile in this process: 4-10 s; CI runs it
 def test_forced_compile_keeps_the_pictures(
     tiny_model_dir: Path, plain: Model, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -314,6 +315,7 @@ def test_sdxl_prompt_is_encoded_once_per_command(
     assert np.array_equal(pixels(passes[:1]), first)
 
 
+@pytest.mark.slow  # torch.compile in this process: 4-10 s; CI runs it
 def test_sdxl_forced_compile_keeps_the_pictures(
     sdxl: Model, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

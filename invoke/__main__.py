@@ -18,7 +18,7 @@ import click
 
 from invoke import __version__
 from invoke.errors import InvokeError
-from invoke.samplers import SAMPLERS
+from invoke.line.samplers import SAMPLERS
 
 HELP = """Draw pictures with Stable Diffusion models from the terminal.
 
@@ -213,8 +213,8 @@ def cli(
     upscaler_dir: Path | None,
     **defaults: object,
 ) -> None:
-    from invoke.parse import join_args, parse_request
-    from invoke.settings import DEFAULT_OUTDIR, Settings
+    from invoke.config.settings import DEFAULT_OUTDIR, Settings
+    from invoke.line.parse import join_args, parse_request
 
     try:
         launch = parse_request(f'"" {_line_defaults(**defaults)}')

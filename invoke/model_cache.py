@@ -14,9 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoke import model_files
-from invoke.errors import ModelError
-from invoke.settings import (
+from invoke.config import model_files
+from invoke.config.settings import (
     EMBEDDED_MODEL_DIR,
     ModelEntry,
     Settings,
@@ -27,6 +26,7 @@ from invoke.settings import (
     model_status,
     pick_model,
 )
+from invoke.errors import ModelError
 
 if TYPE_CHECKING:
     from invoke.backend.model import Model

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from invoke import outputs
 from invoke.backend.job import Control, Job, Noise
+from invoke.config.lookup import Lookup
 from invoke.errors import InvokeError
 from invoke.images import (
     init_image_size,
@@ -23,9 +24,8 @@ from invoke.images import (
     outcrop_size,
     resolve_image_path,
 )
-from invoke.lookup import Lookup
-from invoke.parse import parse_request
-from invoke.request import SEAMLESS_AXES, Request
+from invoke.line.parse import parse_request
+from invoke.line.request import SEAMLESS_AXES, Request
 
 Note = Callable[[str], None]
 

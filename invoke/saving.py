@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from invoke import outputs
-from invoke.lookup import Lookup
+from invoke.config.lookup import Lookup
+from invoke.line.request import Request
 from invoke.model_cache import ModelCache
-from invoke.request import Request
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoke import interrupts, outputs, plan
+from invoke.config.lookup import Lookup
+from invoke.config.settings import CONTROLNETS, EMBEDDINGS, LORAS, UPSCALERS, Settings, resolve
 from invoke.errors import InvokeError
 from invoke.events import Reporter, Saved, Step, Tokens
 from invoke.images import init_image_size, load_init_image, resolve_image_path
 from invoke.jobs import JobRunner, LocalRunner
-from invoke.lookup import Lookup
+from invoke.line.request import Request
 from invoke.model_cache import ModelCache
 from invoke.prepare import JobMaker, outcrop_canvas, prompt_from_init
-from invoke.request import Request
 from invoke.saving import Saver
-from invoke.settings import CONTROLNETS, EMBEDDINGS, LORAS, UPSCALERS, Settings, resolve
 from invoke.upscaling import Upscaling
 
 if TYPE_CHECKING:

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoke import model_files
+from invoke.config import model_files
+from invoke.config.lookup import Lookup
+from invoke.config.settings import Settings
 from invoke.events import Reporter
-from invoke.lookup import Lookup
-from invoke.request import Request
-from invoke.settings import Settings
+from invoke.line.request import Request
 
 if TYPE_CHECKING:
     from PIL import Image

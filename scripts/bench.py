@@ -46,8 +46,8 @@ from invoke.backend.device import pick_device, pick_dtype
 from invoke.backend.job import Job, Noise
 from invoke.backend.loading import load_model
 from invoke.backend.schedulers import make_scheduler
+from invoke.line.prompt_syntax import parse_prompt
 from invoke.plan import CUDA_BATCH  # imported by both sides' fresh processes alike
-from invoke.prompt_syntax import parse_prompt
 
 PROMPT = "a photo of a red house with a tree"
 SEED = 42

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from invoke.backend.job import Job, Noise
 from invoke.backend.loading import load_model
-from invoke.prompt_syntax import parse_prompt
+from invoke.line.prompt_syntax import parse_prompt
 from tests.fixtures import world
 
 # Far from TRAIN_SEED (20260401) and from the small seeds people type: never seen in training.

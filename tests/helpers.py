@@ -11,11 +11,11 @@ import numpy as np
 from PIL import Image
 
 from invoke.backend.job import Job, Noise
+from invoke.config.settings import ModelEntry
 from invoke.errors import InvokeError
 from invoke.events import Saved, Tokens
-from invoke.prompt_syntax import parse_prompt
-from invoke.request import Request
-from invoke.settings import ModelEntry
+from invoke.line.prompt_syntax import parse_prompt
+from invoke.line.request import Request
 from invoke.shell.batch import run_batch
 from invoke.shell.runner import Runner
 

@@ -20,32 +20,23 @@ PACKAGE = Path(__file__).resolve().parent.parent / "invoke"
 MAX_CLASS_LINES = 300
 MAX_FUNCTION_LINES = 80
 
-# Which parts of invoke/ may import which. A part is a module or a sub-package, named from
-# invoke/ ("backend", "shell", "outputs", "session", ...).
-TEXT_LAYER = {"parse", "request", "prompt_syntax", "samplers"}
-LAYER_RULES = [
-    # (importer's part, imported parts it must not reach, why)
-    (
-        "backend",
-        {"shell", "settings", "session", "outputs", "parse", "prompt_syntax", "request"},
-        "the backend knows Jobs, tensors and pictures, not text, settings or front ends",
-    ),
-    ("outputs", {"settings", "shell", "session", "backend"}, "outputs write what they are given"),
-    *[
-        (
-            part,
-            {"backend", "settings", "outputs", "session", "shell"},
-            "the text layer is pure text <-> values",
-        )
-        for part in sorted(TEXT_LAYER)
-    ],
-    (
-        "plan",
-        {"settings", "outputs", "session", "shell", "images", "model_cache"},
-        "the plan is pure: values in, passes out",
-    ),
-]
-NON_SHELL_PARTS_MAY_NOT_IMPORT_SHELL = "only __main__ starts the front ends"
+# What each layer may import besides itself and errors.py (every part may raise an InvokeError).
+# Names are module paths under invoke/ ("line.prompt" is invoke/line/prompt.py, "line" the whole
+# package, "" the package's own __init__: its version and CONFIGS_DIR).
+MAY_IMPORT = {
+    # pure text <-> values
+    "line": {"line"},
+    # Jobs in, pictures out: the prompt as values and the sampler table, never text, settings,
+    # outputs or a front end
+    "backend": {"backend", "events", "atomic", "line.prompt", "line.samplers", ""},
+    # writes what it is given: no settings, no backend
+    "outputs": {"outputs", "atomic", "line", ""},
+    # pure: values in, passes out (backend.job is plain data)
+    "plan": {"plan", "line", "backend.job"},
+    # the front ends reach the rest through their Runner protocol (the session)
+    "shell": {"shell", "line", "config", "events", "images", "interrupts"},
+}
+ONLY_FRONT_ENDS_IMPORT_SHELL = "only __main__ starts the front ends"
 PRINTERS = ("shell", "__main__")
 
 
@@ -133,27 +124,38 @@ def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
     return groups
 
 
-def part(module: str) -> str:
-    """invoke.backend.models -> backend; invoke.session -> session; invoke -> ''."""
-    pieces = module.split(".")
-    return pieces[1] if len(pieces) > 1 else ""
+def relative(module: str) -> str:
+    """invoke.backend.model -> backend.model; invoke -> ''."""
+    return module.partition(".")[2]
+
+
+def within(module: str, names: set[str]) -> bool:
+    """Whether a module (relative to invoke/) is one of `names` or inside one of them."""
+    return any(module == n or module.startswith(n + ".") for n in names if n) or (
+        module == "" and "" in names
+    )
 
 
 def layer_violations(graph: dict[str, dict[str, int]]) -> list[str]:
     found = []
     for module, edges in sorted(graph.items()):
+        source = relative(module)
         for target, line in sorted(edges.items()):
-            source_part, target_part = part(module), part(target)
-            for importer, forbidden, why in LAYER_RULES:
-                if source_part == importer and target_part in forbidden:
-                    found.append(f"{module}:{line} imports {target} ({why})")
+            imported = relative(target)
+            if imported == "errors":
+                continue
+            for layer, allowed in MAY_IMPORT.items():
+                if within(source, {layer}) and not within(imported, allowed):
+                    found.append(
+                        f"{module}:{line} imports {target} ({layer} may import only "
+                        f"{', '.join(sorted(a or 'invoke' for a in allowed))})"
+                    )
                     break
             else:
-                if target_part != "shell" or source_part in ("shell", "__main__"):
-                    continue
-                found.append(
-                    f"{module}:{line} imports {target} ({NON_SHELL_PARTS_MAY_NOT_IMPORT_SHELL})"
-                )
+                if within(imported, {"shell"}) and not within(source, {"shell", "__main__"}):
+                    found.append(
+                        f"{module}:{line} imports {target} ({ONLY_FRONT_ENDS_IMPORT_SHELL})"
+                    )
     return found
 
 
@@ -161,7 +163,7 @@ def prints(root: Path) -> list[str]:
     """print( calls outside the front ends."""
     found = []
     for name, path in modules(root).items():
-        if part(name) in PRINTERS:
+        if within(relative(name), set(PRINTERS)):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
@@ -242,21 +244,28 @@ def test_a_cycle_through_a_function_level_import_is_found(tmp_path: Path) -> Non
     assert cycles(import_graph(root)) == [["invoke.a", "invoke.b", "invoke.c"]]
 
 
-def test_a_backend_module_importing_settings_or_the_shell_is_found(tmp_path: Path) -> None:
+def test_layers_reaching_up_or_sideways_are_found(tmp_path: Path) -> None:
     root = make_package(
         tmp_path,
         {
-            "settings.py": "",
+            "config/__init__.py": "",
+            "config/settings.py": "",
             "shell/__init__.py": "",
             "shell/report.py": "",
             "backend/__init__.py": "",
-            "backend/run.py": "from invoke.settings import X\nfrom ..shell import report\n",
+            "backend/run.py": "from invoke.config.settings import X\nfrom ..shell import report\n",
+            "line/__init__.py": "",
+            "line/prompt.py": "",
+            "line/parse.py": "from invoke.line import prompt\nimport invoke.backend.run\n",
+            "session.py": "from invoke import shell\n",
         },
     )
     found = layer_violations(import_graph(root))
     assert [f.split(" (")[0] for f in found] == [
-        "invoke.backend.run:1 imports invoke.settings",
+        "invoke.backend.run:1 imports invoke.config.settings",
         "invoke.backend.run:2 imports invoke.shell.report",
+        "invoke.line.parse:2 imports invoke.backend.run",
+        "invoke.session:1 imports invoke.shell",
     ]
 
 

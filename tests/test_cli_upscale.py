@@ -127,8 +127,8 @@ def test_a_picture_whose_upscale_stops_is_kept_as_drawn(
     before, so it is saved, under the command that draws it (without -U), and the interrupt or
     the error goes on (to stop the batch, or be said as the line's error)."""
     from invoke.backend import upscale
+    from invoke.config.settings import Settings
     from invoke.session import Session
-    from invoke.settings import Settings
     from invoke.shell.report import TerminalReporter
 
     def stopped(*args: object, **kwargs: object) -> None:
@@ -139,7 +139,7 @@ def test_a_picture_whose_upscale_stops_is_kept_as_drawn(
         outdir=isolated / "o", model=str(tiny_model_dir), upscaler_dir=tiny_upscalers
     )
     session = Session(settings, reporter=TerminalReporter(progress=False))
-    from invoke.parse import parse_request
+    from invoke.line.parse import parse_request
 
     with pytest.raises(type(stop)):
         session.generate(parse_request("a red circle -s 3 -S 9 -U 2"))

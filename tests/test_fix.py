@@ -15,8 +15,8 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.validation import ValidationError
 
 from invoke import outputs
-from invoke.parse import parse_request
-from invoke.request import Request
+from invoke.line.parse import parse_request
+from invoke.line.request import Request
 from invoke.shell.batch import run_one
 from invoke.shell.commands import help_lines
 from invoke.shell.completer import ShellCompleter
@@ -241,8 +241,8 @@ SEAM = 16  # the strip of the old edge that is blended (images.outcrop_seam for 
 
 
 def new_session(outdir: Path, model: Path):
+    from invoke.config.settings import Settings
     from invoke.session import Session
-    from invoke.settings import Settings
     from invoke.shell.report import TerminalReporter
 
     out, err = io.StringIO(), io.StringIO()
@@ -337,7 +337,7 @@ def test_fix_in_a_batch_and_with_a_prompt_on_a_foreign_picture(
 
 
 def test_resolve_rounds_the_pixels_up_to_the_cell_and_strength_defaults_to_invokeais() -> None:
-    from invoke.settings import Settings, resolve
+    from invoke.config.settings import Settings, resolve
 
     line = Request("a cat", init_img="x.png", outcrop=(("top", 1), ("left", 64)))
     resolved, notes = resolve(line, Settings(), (64, 64), 8)

@@ -917,8 +917,8 @@ def test_the_shell_survives_the_catalogue(
     from prompt_toolkit.document import Document
     from prompt_toolkit.validation import ValidationError
 
+    from invoke.config.settings import Settings
     from invoke.session import Session
-    from invoke.settings import Settings
     from invoke.shell.report import TerminalReporter
     from invoke.shell.validator import LineValidator
     from tests.helpers import type_into_shell
@@ -1277,10 +1277,10 @@ def test_a_broken_model_is_tried_once_until_its_files_change(
     # A 100-line batch on a model with a missing weights file: every line says why, but the
     # model is not loaded again (and fails again) for each line; once the file is back, it loads.
     import invoke.backend.loading as models_module
+    from invoke.config.settings import Settings
     from invoke.errors import ModelError
-    from invoke.parse import parse_line
+    from invoke.line.parse import parse_line
     from invoke.session import Session
-    from invoke.settings import Settings
     from invoke.shell.report import TerminalReporter
 
     broken = tmp_path / "model"

@@ -23,8 +23,8 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output.vt100 import Vt100_Output
 
 from invoke.__main__ import cli
+from invoke.config.settings import SHIPPED_CONFIG, WRITTEN_HEADER, Settings, user_config_path
 from invoke.session import Session
-from invoke.settings import SHIPPED_CONFIG, WRITTEN_HEADER, Settings, user_config_path
 from invoke.shell.batch import run_batch
 from invoke.shell.completer import ShellCompleter
 from invoke.shell.repl import run_repl
@@ -583,7 +583,7 @@ def test_upscaler_names_complete_after_the_switch(tmp_path: Path, user_config: P
 
 def test_lora_dir_at_launch_replaces_the_default_folder(tmp_path: Path, user_config: Path) -> None:
     """The default model's own LoRA (loras/outline.safetensors in its folder) stays offered."""
-    from invoke.settings import EMBEDDED_MODEL_DIR
+    from invoke.config.settings import EMBEDDED_MODEL_DIR
 
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "grain.safetensors").write_bytes(b"")
@@ -604,8 +604,8 @@ def test_embedding_dir_at_launch_replaces_the_default_folder(
 
 
 def test_an_embedding_name_with_several_files_takes_the_safetensors_one(tmp_path: Path) -> None:
+    from invoke.config.settings import find_embedding
     from invoke.errors import InvokeError
-    from invoke.settings import find_embedding
 
     assert find_embedding("ink", [tmp_path / "nowhere"], allow_pickle=False) is None
     (tmp_path / "a").mkdir()

@@ -10,10 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from invoke.errors import ModelError
-from invoke.request import Request
-from invoke.session import Session
-from invoke.settings import (
+from invoke.config.settings import (
     SHIPPED_CONFIG,
     WRITTEN_HEADER,
     ModelsFileError,
@@ -25,6 +22,9 @@ from invoke.settings import (
     pick_model,
     user_config_path,
 )
+from invoke.errors import ModelError
+from invoke.line.request import Request
+from invoke.session import Session
 from invoke.shell.report import TerminalReporter
 
 
@@ -190,7 +190,7 @@ def test_first_change_anchors_relative_paths_of_the_shipped_style_list(
         "# the list\n\n# beside the checkout\nm:  # relative\n  path: {}\n  default: true\n# end\n"
     )
     source.write_text(text.format("../models/sd"), encoding="utf-8")
-    monkeypatch.setattr("invoke.settings.SHIPPED_CONFIG", source)
+    monkeypatch.setattr("invoke.config.settings.SHIPPED_CONFIG", source)
     change_models_file(Settings(), lambda raw: None)
     anchored = text.format(tmp_path / "checkout" / "models" / "sd").replace("  # relative", "")
     assert user_config_path().read_text() == WRITTEN_HEADER + anchored

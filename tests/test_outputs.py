@@ -18,6 +18,8 @@ from PIL import Image, PngImagePlugin
 
 from invoke import atomic, outputs
 from invoke.errors import InvokeError, MetadataError, OutputError
+from invoke.line.parse import parse_request
+from invoke.line.request import Request, Variation
 from invoke.outputs import (
     OutputFolder,
     a1111_parameters,
@@ -26,8 +28,6 @@ from invoke.outputs import (
     read_command,
     sanitize_file_name,
 )
-from invoke.parse import parse_request
-from invoke.request import Request, Variation
 from tests.helpers import readme_request
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_two_processes_get_distinct_prefixes_files_and_log_lines(tmp_path: Path)
         import sys
         from PIL import Image
         from invoke.outputs import OutputFolder
-        from invoke.request import Request
+        from invoke.line.request import Request
         out = OutputFolder(sys.argv[1])
         for i in range(25):
             prefix = out.reserve_prefix()
@@ -461,8 +461,8 @@ def invokeai_fixed(meta: dict, *entries: tuple[str, str]) -> str:
 
 
 def test_fetch_of_an_invokeai_outcrop_is_img2img_on_its_source(isolated: Path) -> None:
+    from invoke.config.settings import Settings
     from invoke.session import Session
-    from invoke.settings import Settings
     from invoke.shell.report import TerminalReporter
 
     outdir = isolated / "outputs"
@@ -809,8 +809,8 @@ def test_invokeai_switches_we_refuse_are_dropped_from_foreign_dream_lines_and_ou
     # One list of InvokeAI switches this program lacks (the parser refuses them with a reason);
     # !fetch must drop each from an InvokeAI Dream line, and never drop one of our own switches
     # (--outcrop/-c used to be foreign: now they are ours and must survive).
-    from invoke.parse import _NOT_YET
-    from invoke.request import SWITCHES
+    from invoke.line.parse import _NOT_YET
+    from invoke.line.request import SWITCHES
 
     ours = {name for switch in SWITCHES for name in switch.names}
     assert set(_NOT_YET) <= set(outputs._FOREIGN_SWITCHES)

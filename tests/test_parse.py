@@ -10,15 +10,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from invoke.errors import ParseError
-from invoke.parse import (
+from invoke.line.parse import (
     SWITCHES,
     ShellCommand,
     join_args,
     parse_line,
     parse_request,
 )
-from invoke.request import MAX_LINE, Request, Variation
-from invoke.samplers import SAMPLERS
+from invoke.line.request import MAX_LINE, Request, Variation
+from invoke.line.samplers import SAMPLERS
 from tests.hypothesis_budget import examples
 
 # --- lines users type, as InvokeAI accepted them -------------------------------------------
@@ -519,7 +519,7 @@ def test_join_args() -> None:
 
 
 def test_parser_imports_no_torch() -> None:
-    code = "import sys, invoke.parse; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, invoke.line.parse; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -14,8 +14,8 @@ import pytest
 from invoke import plan
 from invoke.backend.job import Noise, hires_first_pass
 from invoke.errors import InvokeError
-from invoke.parse import parse_request
-from invoke.request import Variation
+from invoke.line.parse import parse_request
+from invoke.line.request import Variation
 
 
 def line(text: str, seed: int | None = None):

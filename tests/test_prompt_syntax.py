@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from invoke.errors import ParseError
-from invoke.parse import parse_line
-from invoke.prompt import (
+from invoke.line.parse import parse_line
+from invoke.line.prompt import (
     Fragment,
     LoraUse,
     Parts,
@@ -21,7 +21,7 @@ from invoke.prompt import (
     plain_text,
     split_triggers,
 )
-from invoke.prompt_syntax import (
+from invoke.line.prompt_syntax import (
     PromptParts,
     embedding_names,
     parse_prompt,

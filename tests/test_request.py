@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from invoke.errors import ParseError
-from invoke.parse import parse_request
-from invoke.request import (
+from invoke.line.parse import parse_request
+from invoke.line.request import (
     CONTROL_PROCESSORS,
     FNFORMAT_FIELDS,
     INTERMEDIATE_KINDS,
@@ -23,7 +23,7 @@ from invoke.request import (
     Variation,
     quote_prompt,
 )
-from invoke.samplers import SAMPLERS
+from invoke.line.samplers import SAMPLERS
 from tests.helpers import readme_request
 from tests.hypothesis_budget import examples
 

@@ -12,8 +12,8 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from prompt_toolkit.validation import ValidationError
 
-from invoke.parse import parse_request
-from invoke.request import Request
+from invoke.line.parse import parse_request
+from invoke.line.request import Request
 from invoke.shell.commands import help_lines
 from invoke.shell.completer import ShellCompleter
 from invoke.shell.dispatch import COMMANDS, ShellContext, command

@@ -10,8 +10,8 @@ from PIL import Image
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
+from invoke.config.settings import Settings
 from invoke.session import Session
-from invoke.settings import Settings
 from invoke.shell.repl import run_repl
 from invoke.shell.report import TerminalReporter
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from invoke.prompt_syntax import parse_prompt
-from invoke.settings import EMBEDDED_MODEL_DIR
+from invoke.config.settings import EMBEDDED_MODEL_DIR
+from invoke.line.prompt_syntax import parse_prompt
 from tests.fixtures import world
 
 
@@ -173,10 +173,10 @@ def test_shipped_default_model_outcrop_continues_the_background(isolated) -> Non
     pytest.importorskip("torch")
     import io
 
+    from invoke.config.settings import Settings
     from invoke.images import outcrop_seam
-    from invoke.parse import parse_request
+    from invoke.line.parse import parse_request
     from invoke.session import Session
-    from invoke.settings import Settings
     from invoke.shell.batch import run_batch
     from invoke.shell.report import TerminalReporter
 

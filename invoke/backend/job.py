@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from PIL import Image
 
-    from invoke.prompt import Prompt
+    from invoke.line.prompt import Prompt
 
 
 @dataclass(frozen=True)

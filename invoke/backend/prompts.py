@@ -1,6 +1,6 @@
 """Prompt text -> CLIP embeddings: sub-prompts, the negative prompt, weights, the 77-token limit.
 
-The prompt comes read (invoke.prompt.Prompt, made by prompt_syntax.parse_prompt): its `[negative]`
+The prompt comes read (line/prompt.py's Prompt, made by line/prompt_syntax.py): its `[negative]`
 groups and `text:0.5` sub-prompts split off, each piece's `word+`, `(words)1.3`, `.blend()` and
 `.and()` read into weighted fragments. Here the pieces become embeddings:
 
@@ -30,7 +30,7 @@ import torch
 
 from invoke.backend.embeddings import load_embeddings, text_encoders
 from invoke.events import Tokens
-from invoke.prompt import Fragment, Parts, Prompt, Sequence, split_triggers
+from invoke.line.prompt import Fragment, Parts, Prompt, Sequence, split_triggers
 
 if TYPE_CHECKING:
     from invoke.backend.job import EmbeddingFile

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from invoke.errors import InvokeError
-from invoke.samplers import SAMPLER_TABLE, SAMPLERS
+from invoke.line.samplers import SAMPLER_TABLE, SAMPLERS
 
 
 def make_scheduler(sampler: str, model_config: dict[str, Any]) -> Any:

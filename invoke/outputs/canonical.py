@@ -14,9 +14,9 @@ from dataclasses import replace
 from typing import Any
 
 from invoke.errors import MetadataError
+from invoke.line.parse import parse_fix, parse_request
+from invoke.line.request import Request
 from invoke.outputs.metadata import is_file_upscale
-from invoke.parse import parse_fix, parse_request
-from invoke.request import Request
 
 NUMBER = re.compile(r"^-?\d+(\.\d*)?$")
 

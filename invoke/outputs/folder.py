@@ -20,10 +20,10 @@ from PIL import Image, PngImagePlugin
 
 from invoke import atomic
 from invoke.errors import OutputError
+from invoke.line.request import Request
 from invoke.outputs import names
 from invoke.outputs.intermediates import Intermediates
 from invoke.outputs.metadata import grid_chunks, png_chunks
-from invoke.request import Request
 
 DEFAULT_PNG_COMPRESSION = 6
 LOG_TXT = "invoke_log.txt"

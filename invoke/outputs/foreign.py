@@ -11,6 +11,10 @@ import shlex
 from typing import Any
 
 from invoke.errors import InvokeError, MetadataError
+from invoke.line.parse import parse_fix, quote_prompt
+from invoke.line.request import CONTROL_PROCESSORS, SEAMLESS_AXES, SWITCHES, Variation
+from invoke.line.samplers import SAMPLERS
+from invoke.line.switch_defaults import OUTCROP_STRENGTH
 from invoke.outputs.canonical import (
     NUMBER,
     canonical,
@@ -21,10 +25,6 @@ from invoke.outputs.canonical import (
     request_to_canonical,
 )
 from invoke.outputs.metadata import A1111_SAMPLERS, UPSCALE_TYPE
-from invoke.parse import parse_fix, quote_prompt
-from invoke.request import CONTROL_PROCESSORS, SEAMLESS_AXES, SWITCHES, Variation
-from invoke.samplers import SAMPLERS
-from invoke.switch_defaults import OUTCROP_STRENGTH
 
 _SAMPLER_FROM_A1111 = {v.lower(): k for k, v in A1111_SAMPLERS.items()}
 

@@ -13,9 +13,9 @@ from PIL import Image
 
 from invoke import __version__
 from invoke.errors import OutputError
-from invoke.request import SEAMLESS_AXES, Request
-from invoke.samplers import SAMPLER_TABLE
-from invoke.switch_defaults import UPSCALER_REPOS
+from invoke.line.request import SEAMLESS_AXES, Request
+from invoke.line.samplers import SAMPLER_TABLE
+from invoke.line.switch_defaults import UPSCALER_REPOS
 
 APP_ID = "invoke-dream"
 APP_VERSION = __version__

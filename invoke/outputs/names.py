@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 
 from invoke.errors import OutputError
-from invoke.request import SWITCHES, Request
+from invoke.line.request import SWITCHES, Request
 
 DEFAULT_FNFORMAT = "{prefix}.{seed}.png"
 MAX_NAME_BYTES = 200

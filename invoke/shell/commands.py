@@ -9,7 +9,7 @@ import shlex
 from pathlib import Path
 
 from invoke.errors import InvokeError
-from invoke.parse import parse_request
+from invoke.line.parse import parse_request
 from invoke.shell.dispatch import COMMANDS, ShellContext, command, printable, run_request, user_path
 from invoke.shell.history import ShellHistory
 from invoke.shell.switches import switch_specs

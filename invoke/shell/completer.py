@@ -10,8 +10,8 @@ from pathlib import Path
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
-from invoke.prompt import NAME_CHARACTER
-from invoke.samplers import SAMPLERS
+from invoke.line.prompt import NAME_CHARACTER
+from invoke.line.samplers import SAMPLERS
 from invoke.shell.dispatch import COMMANDS
 from invoke.shell.runner import Runner
 from invoke.shell.switches import SwitchSpec, switch_specs

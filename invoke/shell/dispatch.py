@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from invoke.errors import InvokeError
-from invoke.parse import ShellCommand, parse_line
-from invoke.request import Request
+from invoke.line.parse import ShellCommand, parse_line
+from invoke.line.request import Request
 from invoke.shell.history import ShellHistory
 from invoke.shell.runner import Runner
 

@@ -21,8 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from invoke.errors import InitImageError, InvokeError
-from invoke.parse import parse_fix, parse_request
-from invoke.request import Request
+from invoke.line.parse import parse_fix, parse_request
+from invoke.line.request import Request
 from invoke.shell.dispatch import ShellContext, command, run_request, user_path
 
 FIX_USAGE = (

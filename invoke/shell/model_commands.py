@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from invoke.errors import InvokeError
-from invoke.settings import (
+from invoke.config.settings import (
     CHECKPOINT_SUFFIXES,
     CONTROLNETS,
     EMBEDDINGS,
@@ -35,6 +34,7 @@ from invoke.settings import (
     ModelsFileError,
     unique_model_name,
 )
+from invoke.errors import InvokeError
 from invoke.shell.dispatch import ShellContext, command, printable
 from invoke.shell.runner import Runner
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from invoke.request import Request
-from invoke.settings import ModelEntry
+from invoke.config.settings import ModelEntry
+from invoke.line.request import Request
 
 DEFAULT_PROMPT = "invoke> "
 

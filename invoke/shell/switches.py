@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from invoke.parse import SWITCHES
+from invoke.line.parse import SWITCHES
 
 
 @dataclass(frozen=True)

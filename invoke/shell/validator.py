@@ -8,7 +8,7 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.validation import ValidationError, Validator
 
 from invoke.errors import InvokeError, ParseError
-from invoke.parse import parse_fix, parse_line
+from invoke.line.parse import parse_fix, parse_line
 
 
 class LineValidator(Validator):

@@ -14,7 +14,7 @@ from invoke.backend.job import Noise, StepInfo
 from invoke.backend.loading import load_model
 from invoke.backend.model import Model
 from invoke.errors import InvokeError
-from invoke.samplers import SAMPLERS
+from invoke.line.samplers import SAMPLERS
 
 # diffusers' own pipelines (the oracle) set up schedulers without our numpy_quiet.
 from tests.helpers import make_job, pixels, sd_pipeline, smooth_picture

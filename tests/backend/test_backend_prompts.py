@@ -12,7 +12,7 @@ from invoke.backend.loading import load_model
 from invoke.backend.model import Model
 from invoke.backend.prompts import embed_text, encode_prompt, token_ids
 from invoke.events import Tokens
-from invoke.prompt_syntax import parse_prompt
+from invoke.line.prompt_syntax import parse_prompt
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from invoke.backend.schedulers import make_scheduler, numpy_quiet
 from invoke.errors import InvokeError, ParseError
-from invoke.samplers import SAMPLERS
+from invoke.line.samplers import SAMPLERS
 from tests.fixtures.tiny_models import SD15_SCHEDULER
 
 # Every sampler name -> the diffusers scheduler class it must build and the settings it must lay

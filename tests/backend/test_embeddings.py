@@ -26,7 +26,7 @@ from invoke.backend.model import Model
 from invoke.backend.prompts import encode_prompt
 from invoke.errors import InvokeError
 from invoke.events import Tokens
-from invoke.prompt_syntax import parse_prompt
+from invoke.line.prompt_syntax import parse_prompt
 from tests.helpers import (
     embedding_file,
     embedding_vectors,

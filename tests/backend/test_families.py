@@ -158,7 +158,7 @@ def test_sdxl_variations_and_samplers_change_the_image(sdxl: Model) -> None:
 
 def test_sdxl_weights_act_on_both_encoders_and_and_runs(sdxl: Model) -> None:
     from invoke.backend.families.sdxl import encode_prompt
-    from invoke.prompt_syntax import parse_prompt
+    from invoke.line.prompt_syntax import parse_prompt
 
     plain, _, pooled, _ = encode_prompt(sdxl, parse_prompt("a red circle"))
     empty, *_ = encode_prompt(sdxl, parse_prompt(""))

@@ -21,7 +21,7 @@ from invoke.backend.job import Job, Noise
 from invoke.backend.loading import load_model
 from invoke.backend.single_file import CONFIG_ROOT, TOKENIZER_FILES, clip_tokenizer
 from invoke.errors import ModelError
-from invoke.prompt_syntax import parse_prompt
+from invoke.line.prompt_syntax import parse_prompt
 from tests.fixtures.tiny_families import write_ldm_checkpoint
 from tests.helpers import pixels
 

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from invoke.backend.upscale import Upscaler
+from invoke.config.settings import describe_upscaler as describe
 from invoke.errors import InvokeError
-from invoke.settings import describe_upscaler as describe
 from tests.helpers import smooth_picture
 
 CPU = torch.device("cpu")

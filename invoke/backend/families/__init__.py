@@ -146,7 +146,7 @@ def default_sampler(family: str, recommended: str | None = None) -> str:
 
 def recommended_sampler(folder: Path) -> str | None:
     """The sampler a model folder's training.json recommends (the default model has one)."""
-    from invoke.samplers import SAMPLERS
+    from invoke.line.samplers import SAMPLERS
 
     value = read_json(folder / "training.json").get("default_sampler")
     return value if value in SAMPLERS else None

@@ -25,15 +25,17 @@ from invoke.backend.job import Job, StepInfo
 from invoke.backend.pipelines import place, quiet_loading
 from invoke.backend.schedulers import make_scheduler, numpy_quiet
 from invoke.errors import InvokeError, ModelError
-from invoke.prompt import Parts, SubPrompt, is_weighted
-from invoke.samplers import samplers_for
+from invoke.line.prompt import Parts, SubPrompt, is_weighted
 
 if TYPE_CHECKING:
     from invoke.backend.model import Model, OnEvent
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = samplers_for("kandinsky-2.2")
+# The samplers diffusers' Kandinsky loop can run: it neither scales the model input (k_euler,
+# k_lms... need it) nor takes samplers whose step has no generator (plms) or that evaluate twice
+# per step (k_heun, k_dpm_2).
+SAMPLERS = ("ddim", "k_dpmpp_2", "k_dpmpp_2_a")
 PIPELINES = (
     "KandinskyV22CombinedPipeline",
     "KandinskyV22Img2ImgCombinedPipeline",

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from invoke.backend.denoise import Contribution
     from invoke.backend.model import Model, OnEvent, OnStep
-    from invoke.prompt import Prompt
+    from invoke.line.prompt import Prompt
 
 PIPELINES = (
     "StableDiffusionXLPipeline",

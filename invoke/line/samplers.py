@@ -14,14 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SAMPLERS", "SAMPLER_TABLE", "Sampler", "samplers_for"]
+__all__ = ["SAMPLERS", "SAMPLER_TABLE", "Sampler"]
 
-# The model families (backend/families.FAMILIES). Stable Diffusion 1.x/2.x and SDXL run in our own
-# loop, which takes every sampler. Kandinsky 2.2 runs in diffusers' loop, which neither scales the
-# model input (k_euler, k_lms... need it) nor takes samplers whose step has no generator (plms) or
-# that evaluate twice per step (k_heun, k_dpm_2).
-_STABLE_DIFFUSION = ("sd-1", "sd-2", "sd-2-v", "sdxl", "sdxl-refiner")
-_EVERY_FAMILY = (*_STABLE_DIFFUSION, "kandinsky-2.2")
+# Every model family that runs our own sampling loop (Stable Diffusion 1.x/2.x, SDXL) takes every
+# sampler here; a family that runs another loop lists the ones it can take (Kandinsky 2.2, in
+# backend/families/kandinsky.py).
 
 
 @dataclass(frozen=True)
@@ -32,11 +29,10 @@ class Sampler:
     scheduler: str  # the diffusers scheduler class, by name
     a1111: str  # AUTOMATIC1111's "Sampler:" label, written and read back in `parameters`
     options: dict[str, Any] = field(default_factory=dict)  # over the model's scheduler config
-    families: tuple[str, ...] = _STABLE_DIFFUSION  # the model families that can run it
 
 
 _ROWS: tuple[Sampler, ...] = (
-    Sampler("ddim", "DDIMScheduler", "DDIM", families=_EVERY_FAMILY),
+    Sampler("ddim", "DDIMScheduler", "DDIM"),
     Sampler("plms", "PNDMScheduler", "PLMS", {"skip_prk_steps": True}),
     Sampler("k_lms", "LMSDiscreteScheduler", "LMS"),
     Sampler("k_euler", "EulerDiscreteScheduler", "Euler"),
@@ -44,7 +40,7 @@ _ROWS: tuple[Sampler, ...] = (
     Sampler("k_heun", "HeunDiscreteScheduler", "Heun"),
     Sampler("k_dpm_2", "KDPM2DiscreteScheduler", "DPM2"),
     Sampler("k_dpm_2_a", "KDPM2AncestralDiscreteScheduler", "DPM2 a"),
-    Sampler("k_dpmpp_2", "DPMSolverMultistepScheduler", "DPM++ 2M", families=_EVERY_FAMILY),
+    Sampler("k_dpmpp_2", "DPMSolverMultistepScheduler", "DPM++ 2M"),
     # DPM++ 2M SDE: diffusers' DPMSolverSDEScheduler would need torchsde, the multistep SDE
     # variant does not.
     Sampler(
@@ -52,15 +48,9 @@ _ROWS: tuple[Sampler, ...] = (
         "DPMSolverMultistepScheduler",
         "DPM++ 2S a",
         {"algorithm_type": "sde-dpmsolver++"},
-        families=_EVERY_FAMILY,
     ),
 )
 
 # name -> row, in the order -A's help and error messages list them.
 SAMPLER_TABLE: dict[str, Sampler] = {row.name: row for row in _ROWS}
 SAMPLERS: tuple[str, ...] = tuple(SAMPLER_TABLE)
-
-
-def samplers_for(family: str) -> tuple[str, ...]:
-    """The names of the samplers a model family can run, in table order."""
-    return tuple(row.name for row in _ROWS if family in row.families)

@@ -41,7 +41,7 @@ import re
 from dataclasses import dataclass
 
 from invoke.errors import ParseError
-from invoke.prompt import (
+from invoke.line.prompt import (
     TRIGGER,
     Fragment,
     LoraUse,

@@ -5,7 +5,7 @@ printed, logged and stored in each PNG is also the line that remakes the image.
 
 The switch table (`SWITCHES`) lives here rather than in parse.py because three things read it:
 the parser (names, text -> value), `Request.validate()` (ranges) and `Request.to_command()`
-(canonical order and spelling). `invoke.parse` re-exports it.
+(canonical order and spelling). `invoke.line.parse` re-exports it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from functools import cached_property
 from typing import Any
 
 from invoke.errors import ParseError
-from invoke.prompt import Prompt
-from invoke.prompt_syntax import parse_prompt
-from invoke.samplers import SAMPLERS
+from invoke.line.prompt import Prompt
+from invoke.line.prompt_syntax import parse_prompt
+from invoke.line.samplers import SAMPLERS
 
 INTERMEDIATE_KINDS: tuple[str, ...] = ("preview", "decode")
 # What --control_processor can make of a control image first (invoke/processors.py).

@@ -21,12 +21,12 @@ import yaml
 
 from invoke import CONFIGS_DIR, atomic
 from invoke.errors import InvokeError, ModelError
+from invoke.line.request import SEAMLESS_AXES, Request
+from invoke.line.switch_defaults import OUTCROP_STRENGTH, UPSCALER_REPOS
 from invoke.outputs.folder import DEFAULT_PNG_COMPRESSION
 from invoke.outputs.names import DEFAULT_FNFORMAT
-from invoke.request import SEAMLESS_AXES, Request
-from invoke.switch_defaults import OUTCROP_STRENGTH, UPSCALER_REPOS
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # invoke/
 EMBEDDED_MODEL_DIR = PACKAGE_DIR / "default_model"
 SHIPPED_CONFIG = CONFIGS_DIR / "models.yaml"
 
@@ -57,8 +57,6 @@ MODEL_KEYS = {
     "default": "true on the model used without --model",
 }
 SOURCE_KEYS = ("path", "file", "repo_id", "embedded")
-# The backend's family names (invoke/backend/families.py; settings stays free of torch).
-FAMILIES = ("sd-1", "sd-2", "sd-2-v", "sdxl", "sdxl-refiner", "kandinsky-2.2")
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 PICKLE_SUFFIXES = CHECKPOINT_SUFFIXES[1:]  # files torch.load reads: they can run code
@@ -566,6 +564,14 @@ def _parse_entry(name: Any, body: Any, base: Path, problems: list[str]) -> Model
     return entry if len(problems) == found else None
 
 
+def family_names() -> tuple[str, ...]:
+    """The model families models.yaml's `family:` may name: the backend's registry (read when a
+    models.yaml entry names one, so `invoke --help` still imports no torch)."""
+    from invoke.backend.families import FAMILIES
+
+    return tuple(FAMILIES)
+
+
 @dataclass
 class _EntryReader:
     """Reads the values of one models.yaml entry, adding each problem (`name: ...`) to
@@ -595,7 +601,7 @@ class _EntryReader:
             file=file,
             repo_id=repo_id,
             embedded=bool(self.value("embedded", bool, "true or false")),
-            family=self.choice("family", FAMILIES),
+            family=self.choice("family", family_names()) if "family" in self.body else None,
             width=self.size("width"),
             height=self.size("height"),
             vae=self.folder_or_file("vae"),

@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 
 from invoke.errors import ParseError
-from invoke.request import (
+from invoke.line.request import (
     MAX_LINE,
     SWITCH_LIKE,
     SWITCHES,

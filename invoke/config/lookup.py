@@ -13,9 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from invoke.backend.job import EmbeddingFile, Lora
-from invoke.errors import InvokeError
-from invoke.request import Request
-from invoke.settings import (
+from invoke.config.settings import (
     CONTROLNETS,
     EMBEDDINGS,
     LORAS,
@@ -29,6 +27,8 @@ from invoke.settings import (
     find_lora,
     find_upscaler,
 )
+from invoke.errors import InvokeError
+from invoke.line.request import Request
 
 
 class Lookup:

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from invoke.config.settings import SIZE_MULTIPLE
 from invoke.errors import ModelError
-from invoke.settings import SIZE_MULTIPLE
 
 # The default model's size when its folder is not there to read (a broken install says so later).
 EMBEDDED_NATIVE_SIZE = (64, 64)

@@ -12,7 +12,8 @@ enlargement, 1 = the upscaler's alone, 0 = the enlargement alone.
 
 An Upscaler knows itself from what it loads: its pipeline class (the folder's model_index.json),
 its factor and the sides it takes (its VAE's and UNet's configs). The session reads the same from
-the files before loading (settings.describe_upscaler), to refuse a line before anything is drawn.
+the files before loading (config.settings.describe_upscaler), to refuse a line before anything
+is drawn; both by upscaler_kinds.sides.
 """
 
 from __future__ import annotations
@@ -26,11 +27,9 @@ import torch
 from PIL import Image
 
 from invoke.backend.pipelines import place, quiet_loading
+from invoke.backend.upscaler_kinds import LATENT_X2, PIXEL_X4, sides
 from invoke.errors import InvokeError, ModelError
 
-# The diffusers pipelines that upscale: 2x in latent space, 4x conditioned on the pixels.
-LATENT_X2 = "StableDiffusionLatentUpscalePipeline"
-PIXEL_X4 = "StableDiffusionUpscalePipeline"
 # The steps and guidance each is run at: the latent upscaler's model card uses 20 steps without
 # guidance; the x4 upscaler, diffusers' defaults (75 steps, guidance 9, noise level 20).
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -56,7 +55,8 @@ class Upscaler:
         self.kind = _kind(folder)
         self.device = device
         self.pipeline = _load(folder, self.kind, device, dtype, offload)
-        self.factor, self.multiple = _sides(self.kind, self.pipeline)
+        pipe = self.pipeline
+        self.factor, self.multiple = sides(self.kind, pipe.vae.config, pipe.unet.config)
 
     @property
     def steps(self) -> int:
@@ -144,17 +144,6 @@ def _kind(folder: Path) -> str:
     if kind not in SETTINGS:
         raise ModelError(f"upscaler {folder}: is a {kind}, not a {LATENT_X2} or {PIXEL_X4}")
     return str(kind)
-
-
-def _sides(kind: str, pipe: Any) -> tuple[int, int]:
-    """(factor, the multiple a picture's sides must be) of a loaded upscaler."""
-    cell = 2 ** (len(pipe.vae.config.block_out_channels) - 1)  # pixels per latent cell
-    halvings = 2 ** (len(pipe.unet.config.down_block_types) - 1)  # the UNet's own sides
-    if kind == LATENT_X2:
-        # Encoded to latents (cell), doubled, then the UNet: sides of cell * halvings / 2.
-        return 2, max(cell, cell * halvings // 2)
-    # The x4 UNet runs on latents the size of the picture; its VAE decodes them `cell` times larger.
-    return cell, halvings
 
 
 def _load(folder: Path, kind: str, device: torch.device, dtype: torch.dtype, offload: bool) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from invoke import CONFIGS_DIR, atomic
+from invoke.backend.upscaler_kinds import KINDS, LATENT_X2, PIXEL_X4, sides
 from invoke.errors import InvokeError, ModelError
 from invoke.line.request import SEAMLESS_AXES, Request
 from invoke.line.switch_defaults import OUTCROP_STRENGTH, UPSCALER_REPOS
@@ -326,10 +327,6 @@ UPSCALERS = Library(
 )
 
 
-LATENT_X2 = "StableDiffusionLatentUpscalePipeline"
-PIXEL_X4 = "StableDiffusionUpscalePipeline"
-
-
 def find_upscaler(
     name: str | None,
     factor: int,
@@ -385,7 +382,7 @@ def describe_upscaler(folder: Path) -> tuple[str, int, int]:
     InvokeError naming what it is."""
     index = _upscaler_json(folder / "model_index.json", folder)
     kind = index.get("_class_name")
-    if kind not in (LATENT_X2, PIXEL_X4):
+    if kind not in KINDS:
         what = f"a {kind}" if isinstance(kind, str) else "no diffusers pipeline"
         raise InvokeError(
             f"upscaler {folder}: is {what}, not an upscaler (a {LATENT_X2} or {PIXEL_X4} folder, "
@@ -393,13 +390,7 @@ def describe_upscaler(folder: Path) -> tuple[str, int, int]:
         )
     unet = _upscaler_json(folder / "unet" / "config.json", folder)
     vae = _upscaler_json(folder / "vae" / "config.json", folder)
-    cell = 2 ** (len(vae.get("block_out_channels", [0])) - 1)  # pixels per latent cell
-    halvings = 2 ** (len(unet.get("down_block_types", [0])) - 1)  # the UNet's own sides
-    if kind == LATENT_X2:
-        # Encoded to latents (cell), doubled, then the UNet: sides of cell * halvings / 2.
-        return kind, 2, max(cell, cell * halvings // 2)
-    # The x4 UNet runs on latents the size of the picture; its VAE decodes them `cell` times larger.
-    return kind, cell, halvings
+    return (kind, *sides(kind, vae, unet))
 
 
 def _upscaler_json(path: Path, folder: Path) -> dict[str, Any]:

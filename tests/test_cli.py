@@ -286,6 +286,23 @@ def test_bad_model_is_one_clear_line(isolated: Path) -> None:
     assert "no-such-model" in message and "Traceback" not in message
 
 
+def test_t_prints_the_tokens_on_stdout_before_the_outputs_block(
+    isolated: Path, tiny_model_dir: Path
+) -> None:
+    """-t: the session reports the backend's Tokens event and the terminal prints it, as
+    InvokeAI did, above the Outputs: block; the weights show when the prompt has any."""
+    line = "a (red)1.5 zebra- [blue] -s 2 -S 1 -t"
+    code, out, err = invoke("--model", str(tiny_model_dir), line)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[:3] == [
+        ">> Tokens (7): a red(1.5) z(0.9) e(0.9) b(0.9) r(0.9) a(0.9)",
+        ">> Tokens (1): blue",
+        "Outputs:",
+    ]
+    assert ">> Tokens" not in err
+
+
 def test_a_missing_default_model_is_one_line_not_a_model_made_up(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -77,6 +77,25 @@ class Reporter(Protocol):
         ...
 
 
+class WithoutNotes:
+    """A reporter passing on everything but notes: --dry-run prints the lines and nothing else."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+
+    def note(self, text: str) -> None:
+        pass
+
+    def tokens(self, tokens: Tokens) -> None:
+        self.inner.tokens(tokens)
+
+    def progress(self, total: int, label: str) -> Progress:
+        return self.inner.progress(total, label)
+
+    def outputs(self, number: int, saved: list[Saved]) -> None:
+        self.inner.outputs(number, saved)
+
+
 class NoProgress:
     """A bar that shows nothing (quiet runs, --dry-run, tests)."""
 

@@ -113,6 +113,9 @@ class ModelCache:
     def loaded_active(self) -> Model | None:
         return self.loaded.get(self.entry.name)
 
+    def active_precision(self) -> str:
+        return self.precision(self.entry)
+
     def precision(self, entry: ModelEntry) -> str:
         """The launch option's precision when given, else the entry's own, else auto."""
         if self.settings.precision == "auto" and entry.precision is not None:

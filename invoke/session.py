@@ -23,7 +23,7 @@ from invoke import interrupts, outputs, plan
 from invoke.config.lookup import Lookup
 from invoke.config.settings import CONTROLNETS, EMBEDDINGS, LORAS, UPSCALERS, Settings, resolve
 from invoke.errors import InvokeError
-from invoke.events import Reporter, Saved, Step, Tokens
+from invoke.events import Reporter, Saved, Step, Tokens, WithoutNotes
 from invoke.images import init_image_size, load_init_image, resolve_image_path
 from invoke.jobs import JobRunner, LocalRunner
 from invoke.line.request import Request
@@ -46,12 +46,13 @@ class Session:
         self.settings = settings
         self.outdir = settings.outdir
         self.dry_run = dry_run
-        self.reporter = reporter
+        self.reporter = WithoutNotes(reporter) if dry_run else reporter
+        self._note = self.reporter.note
         self.models = ModelCache(settings, self._note, dry_run=dry_run)
         self.lookup = Lookup(settings, self.models.unloaded_folder)
         self.jobs: JobRunner = LocalRunner(self.models)
         self.upscaling = Upscaling(
-            settings, self.lookup, reporter, self._note, lambda: self.models.precision(self.entry)
+            settings, self.lookup, reporter, self._note, self.models.active_precision
         )
         self.saver = Saver(self.models, self.lookup, self._note)
 
@@ -223,10 +224,6 @@ class Session:
             path = self.saver.save(folder, prefix, image, plain)
             self._note(f"not upscaled; the picture as drawn is {path}: {plain.to_command()}")
             raise
-
-    def _note(self, text: str) -> None:
-        if not self.dry_run:
-            self.reporter.note(text)
 
     # -- the Runner protocol: !fix -U -------------------------------------------------------------
 

@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoke.config import model_files
-from invoke.config.settings import (
-    EMBEDDED_MODEL_DIR,
+from invoke.config.models_yaml import (
     ModelEntry,
-    Settings,
     change_models_file,
     config_path,
     load_model_entries,
@@ -26,6 +24,7 @@ from invoke.config.settings import (
     model_status,
     pick_model,
 )
+from invoke.config.settings import EMBEDDED_MODEL_DIR, Settings
 from invoke.errors import ModelError
 
 if TYPE_CHECKING:

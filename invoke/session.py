@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoke import interrupts, outputs, plan
+from invoke.config.libraries import CONTROLNETS, EMBEDDINGS, LORAS, UPSCALERS
 from invoke.config.lookup import Lookup
-from invoke.config.settings import CONTROLNETS, EMBEDDINGS, LORAS, UPSCALERS, Settings, resolve
+from invoke.config.settings import Settings, resolve
 from invoke.errors import InvokeError
 from invoke.events import Reporter, Saved, Step, Tokens, WithoutNotes
 from invoke.images import init_image_size, load_init_image, resolve_image_path

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from invoke.backend.job import Job, Noise
-from invoke.config.settings import ModelEntry
+from invoke.config.models_yaml import ModelEntry
 from invoke.errors import InvokeError
 from invoke.events import Saved, Tokens
 from invoke.line.prompt_syntax import parse_prompt

@@ -23,7 +23,8 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output.vt100 import Vt100_Output
 
 from invoke.__main__ import cli
-from invoke.config.settings import SHIPPED_CONFIG, WRITTEN_HEADER, Settings, user_config_path
+from invoke.config.models_yaml import SHIPPED_CONFIG, WRITTEN_HEADER
+from invoke.config.settings import Settings, user_config_path
 from invoke.session import Session
 from invoke.shell.batch import run_batch
 from invoke.shell.completer import ShellCompleter
@@ -604,7 +605,7 @@ def test_embedding_dir_at_launch_replaces_the_default_folder(
 
 
 def test_an_embedding_name_with_several_files_takes_the_safetensors_one(tmp_path: Path) -> None:
-    from invoke.config.settings import find_embedding
+    from invoke.config.libraries import find_embedding
     from invoke.errors import InvokeError
 
     assert find_embedding("ink", [tmp_path / "nowhere"], allow_pickle=False) is None

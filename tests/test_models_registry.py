@@ -10,18 +10,17 @@ import pytest
 import yaml
 from PIL import Image
 
-from invoke.config.settings import (
+from invoke.config.models_yaml import (
     SHIPPED_CONFIG,
     WRITTEN_HEADER,
     ModelsFileError,
-    Settings,
     change_models_file,
     load_model_entries,
     model_source,
     model_status,
     pick_model,
-    user_config_path,
 )
+from invoke.config.settings import Settings, user_config_path
 from invoke.errors import ModelError
 from invoke.line.request import Request
 from invoke.session import Session
@@ -190,7 +189,7 @@ def test_first_change_anchors_relative_paths_of_the_shipped_style_list(
         "# the list\n\n# beside the checkout\nm:  # relative\n  path: {}\n  default: true\n# end\n"
     )
     source.write_text(text.format("../models/sd"), encoding="utf-8")
-    monkeypatch.setattr("invoke.config.settings.SHIPPED_CONFIG", source)
+    monkeypatch.setattr("invoke.config.models_yaml.SHIPPED_CONFIG", source)
     change_models_file(Settings(), lambda raw: None)
     anchored = text.format(tmp_path / "checkout" / "models" / "sd").replace("  # relative", "")
     assert user_config_path().read_text() == WRITTEN_HEADER + anchored

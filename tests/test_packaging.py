@@ -61,8 +61,9 @@ def test_installed_package_finds_its_own_configs(unpacked_wheel: Path, tmp_path:
     # Run from elsewhere with only the unpacked wheel on the path: nothing may resolve into the
     # source checkout (which an installed copy does not have).
     probe = (
-        "import invoke, invoke.config.settings as s, invoke.backend.single_file as f\n"
-        "for p in (invoke.CONFIGS_DIR, s.SHIPPED_CONFIG, f.TOKENIZER_FILES,\n"
+        "import invoke, invoke.config.models_yaml as y, invoke.config.settings as s\n"
+        "import invoke.backend.single_file as f\n"
+        "for p in (invoke.CONFIGS_DIR, y.SHIPPED_CONFIG, f.TOKENIZER_FILES,\n"
         "          s.EMBEDDED_MODEL_DIR):\n"
         "    print(p.resolve(), p.exists())\n"
     )

@@ -12,7 +12,7 @@ enlargement, 1 = the upscaler's alone, 0 = the enlargement alone.
 
 An Upscaler knows itself from what it loads: its pipeline class (the folder's model_index.json),
 its factor and the sides it takes (its VAE's and UNet's configs). The session reads the same from
-the files before loading (config.settings.describe_upscaler), to refuse a line before anything
+the files before loading (config.libraries.describe_upscaler), to refuse a line before anything
 is drawn; both by upscaler_kinds.sides.
 """
 

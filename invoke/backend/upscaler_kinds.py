@@ -1,6 +1,6 @@
 """The kinds of upscaler -U runs, and what a picture's sides must be for each: read from an
 upscaler's VAE and UNet configs, whether loaded (backend/upscale.py) or still on disk
-(config.settings.describe_upscaler, which refuses a line before anything is drawn). No torch.
+(config.libraries.describe_upscaler, which refuses a line before anything is drawn). No torch.
 
 Adding an upscaler kind is a row here and its run settings in upscale.SETTINGS.
 """

@@ -13,13 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from invoke.backend.job import EmbeddingFile, Lora
-from invoke.config.settings import (
+from invoke.config.libraries import (
     CONTROLNETS,
     EMBEDDINGS,
     LORAS,
     UPSCALERS,
     Library,
-    Settings,
     close_embedding,
     describe_upscaler,
     find_controlnet,
@@ -27,6 +26,7 @@ from invoke.config.settings import (
     find_lora,
     find_upscaler,
 )
+from invoke.config.settings import Settings
 from invoke.errors import InvokeError
 from invoke.line.request import Request
 

@@ -20,20 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from invoke.config.settings import (
+from invoke.config.libraries import CONTROLNETS, EMBEDDINGS, LORAS, UPSCALERS, Library
+from invoke.config.models_yaml import (
     CHECKPOINT_SUFFIXES,
-    CONTROLNETS,
-    EMBEDDINGS,
-    LORAS,
     MODEL_NAME,
     MODEL_NAME_RULE,
-    SIZE_MULTIPLE,
-    UPSCALERS,
-    Library,
     ModelEntry,
     ModelsFileError,
     unique_model_name,
 )
+from invoke.config.settings import SIZE_MULTIPLE
 from invoke.errors import InvokeError
 from invoke.shell.dispatch import ShellContext, command, printable
 from invoke.shell.runner import Runner

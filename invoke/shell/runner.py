@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from invoke.config.settings import ModelEntry
+from invoke.config.models_yaml import ModelEntry
 from invoke.line.request import Request
 
 DEFAULT_PROMPT = "invoke> "

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from invoke.backend.upscale import Upscaler
-from invoke.config.settings import describe_upscaler as describe
+from invoke.config.libraries import describe_upscaler as describe
 from invoke.errors import InvokeError
 from tests.helpers import smooth_picture
 

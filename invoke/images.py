@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from invoke.errors import InitImageError
-from invoke.line.request import OUTCROP_DIRECTIONS
+from invoke.line.switches import OUTCROP_DIRECTIONS
 
 # 64 Mpixels (8192x8192): far above any SD size, far below what exhausts memory when decoded.
 MAX_PIXELS = 64 * 1024 * 1024

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from invoke.backend.job import Noise, hires_first_pass, img2img_steps
 from invoke.errors import InvokeError
-from invoke.line.request import Request, Variation
+from invoke.line.request import Request
+from invoke.line.switches import Variation
 
 # Images per UNet batch for `-n` on CUDA: big enough to pay, small enough to interrupt. Elsewhere
 # batching buys little, and one image at a time keeps every printed command an exact remake (a

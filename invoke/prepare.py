@@ -25,7 +25,8 @@ from invoke.images import (
     resolve_image_path,
 )
 from invoke.line.parse import parse_request
-from invoke.line.request import SEAMLESS_AXES, Request
+from invoke.line.request import Request
+from invoke.line.switches import SEAMLESS_AXES
 
 Note = Callable[[str], None]
 

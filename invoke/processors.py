@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
-from invoke.line.request import CONTROL_PROCESSORS
+from invoke.line.switches import CONTROL_PROCESSORS
 
 CANNY_LOW, CANNY_HIGH = 100.0, 200.0
 

@@ -19,7 +19,8 @@ from PIL import Image, PngImagePlugin
 from invoke import atomic, outputs
 from invoke.errors import InvokeError, MetadataError, OutputError
 from invoke.line.parse import parse_request
-from invoke.line.request import Request, Variation
+from invoke.line.request import Request
+from invoke.line.switches import Variation
 from invoke.outputs import (
     OutputFolder,
     a1111_parameters,
@@ -810,7 +811,7 @@ def test_invokeai_switches_we_refuse_are_dropped_from_foreign_dream_lines_and_ou
     # !fetch must drop each from an InvokeAI Dream line, and never drop one of our own switches
     # (--outcrop/-c used to be foreign: now they are ours and must survive).
     from invoke.line.parse import _NOT_YET
-    from invoke.line.request import SWITCHES
+    from invoke.line.table import SWITCHES
 
     ours = {name for switch in SWITCHES for name in switch.names}
     assert set(_NOT_YET) <= set(outputs._FOREIGN_SWITCHES)

@@ -17,8 +17,9 @@ from invoke.line.parse import (
     parse_line,
     parse_request,
 )
-from invoke.line.request import MAX_LINE, Request, Variation
+from invoke.line.request import Request
 from invoke.line.samplers import SAMPLERS
+from invoke.line.switches import MAX_LINE, Variation
 from tests.hypothesis_budget import examples
 
 # --- lines users type, as InvokeAI accepted them -------------------------------------------

@@ -15,7 +15,7 @@ from invoke import plan
 from invoke.backend.job import Noise, hires_first_pass
 from invoke.errors import InvokeError
 from invoke.line.parse import parse_request
-from invoke.line.request import Variation
+from invoke.line.switches import Variation
 
 
 def line(text: str, seed: int | None = None):

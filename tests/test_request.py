@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 from invoke.errors import ParseError
 from invoke.line.parse import parse_request
-from invoke.line.request import (
+from invoke.line.request import Request
+from invoke.line.samplers import SAMPLERS
+from invoke.line.switches import (
     CONTROL_PROCESSORS,
     FNFORMAT_FIELDS,
     INTERMEDIATE_KINDS,
@@ -18,12 +20,10 @@ from invoke.line.request import (
     OUTCROP_DIRECTIONS,
     SEED_MAX,
     SEED_REUSE_MIN,
-    SWITCHES,
-    Request,
     Variation,
     quote_prompt,
 )
-from invoke.line.samplers import SAMPLERS
+from invoke.line.table import SWITCHES
 from tests.helpers import readme_request
 from tests.hypothesis_budget import examples
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from invoke.errors import InvokeError
-from invoke.line.request import SEAMLESS_AXES, Request
+from invoke.line.request import Request
 from invoke.line.switch_defaults import OUTCROP_STRENGTH
+from invoke.line.switches import SEAMLESS_AXES
 from invoke.outputs.folder import DEFAULT_PNG_COMPRESSION
 from invoke.outputs.names import DEFAULT_FNFORMAT
 

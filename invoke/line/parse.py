@@ -15,20 +15,19 @@ import shlex
 from dataclasses import dataclass
 
 from invoke.errors import ParseError
-from invoke.line.request import (
+from invoke.line.request import Request
+from invoke.line.switches import (
     MAX_LINE,
     SWITCH_LIKE,
-    SWITCHES,
-    Request,
     Switch,
     bad_character,
     describe_character,
     quote_prompt,
     show_value,
 )
+from invoke.line.table import SWITCHES
 
 __all__ = [
-    "SWITCHES",
     "FixLine",
     "ShellCommand",
     "join_args",

@@ -12,9 +12,10 @@ from typing import Any
 
 from invoke.errors import InvokeError, MetadataError
 from invoke.line.parse import parse_fix, quote_prompt
-from invoke.line.request import CONTROL_PROCESSORS, SEAMLESS_AXES, SWITCHES, Variation
 from invoke.line.samplers import SAMPLERS
 from invoke.line.switch_defaults import OUTCROP_STRENGTH
+from invoke.line.switches import CONTROL_PROCESSORS, SEAMLESS_AXES, Variation
+from invoke.line.table import SWITCHES
 from invoke.outputs.canonical import (
     NUMBER,
     canonical,

@@ -13,9 +13,10 @@ from PIL import Image
 
 from invoke import __version__
 from invoke.errors import OutputError
-from invoke.line.request import SEAMLESS_AXES, Request
+from invoke.line.request import Request
 from invoke.line.samplers import SAMPLER_TABLE
 from invoke.line.switch_defaults import UPSCALER_REPOS
+from invoke.line.switches import SEAMLESS_AXES
 
 APP_ID = "invoke-dream"
 APP_VERSION = __version__

@@ -13,7 +13,8 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 
 from invoke.errors import OutputError
-from invoke.line.request import SWITCHES, Request
+from invoke.line.request import Request
+from invoke.line.table import SWITCHES
 
 DEFAULT_FNFORMAT = "{prefix}.{seed}.png"
 MAX_NAME_BYTES = 200

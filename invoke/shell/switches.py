@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from invoke.line.parse import SWITCHES
+from invoke.line.table import SWITCHES
 
 
 @dataclass(frozen=True)

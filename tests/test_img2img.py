@@ -52,7 +52,8 @@ def rgb(path: Path) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("steps", "strength", "taken"),
-    [(10, 0.7, 7), (10, 0.4, 4), (50, 0.4, 20), (29, 0.7, 20), (30, 0.7, 21)],
+    # (10, 0.75, 7): int() truncates 7.5 where round() would take 8 steps
+    [(10, 0.7, 7), (10, 0.4, 4), (50, 0.4, 20), (29, 0.7, 20), (30, 0.7, 21), (10, 0.75, 7)],
 )
 def test_strength_sets_the_steps_taken(workdir: Path, run, steps, strength, taken) -> None:
     init = picture(workdir / "init.png")
@@ -95,6 +96,24 @@ def test_transparent_region_is_redrawn_and_the_rest_kept_exactly(workdir: Path, 
     opaque = hole[..., 3] == 255
     assert np.array_equal(result[opaque], hole[..., :3][opaque])
     assert np.abs(result[~opaque].astype(int) - hole[..., :3][~opaque]).mean() > 5
+
+
+def test_invert_mask_redraws_the_other_region(workdir: Path, run) -> None:
+    init = picture(workdir / "base.png")
+    mask = np.zeros((64, 64), np.uint8)
+    mask[8:24, 36:60] = 255  # white: redraw this rectangle, keep the rest
+    Image.fromarray(mask, "L").save(workdir / "mask.png")
+    base = rgb(init)
+    inside = mask == 255
+    run(f"a house -I {init} -M {workdir / 'mask.png'} -s 8 -f 0.9 -S 11")
+    run(f"a house -I {init} -M {workdir / 'mask.png'} --invert_mask -s 8 -f 0.9 -S 11")
+    plain, inverted = (rgb(p) for p in sorted((workdir / "out").glob("00000*.png")))
+    # plain mask: the rectangle is redrawn and the rest kept exactly
+    assert np.array_equal(plain[~inside], base[~inside])
+    assert np.abs(plain[inside].astype(int) - base[inside]).mean() > 5
+    # inverted: the rectangle is kept exactly and the rest redrawn
+    assert np.array_equal(inverted[inside], base[inside])
+    assert np.abs(inverted[~inside].astype(int) - base[~inside]).mean() > 5
 
 
 def test_img2img_variation_loop_feeds_each_output_forward(workdir: Path, run, tiny_model_dir):

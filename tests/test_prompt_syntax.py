@@ -47,6 +47,8 @@ F = Fragment
         ("(red)0 circle", (F("red", 0.0), F(" circle"))),
         # AUTOMATIC1111's spelling of the same; times and ratios stay text
         ("a (red ball:1.3) here", (F("a "), F("red ball", 1.3), F(" here"))),
+        # nested, the inner A1111 weight multiplies the outer one: 1.2 x 1.5
+        ("(a (red:1.5) ball)1.2", (F("a ", 1.2), F("red", 1.8), F(" ball", 1.2))),
         ("(masterpiece: 1.2), best", (F("masterpiece", 1.2), F(", best"))),
         ("at (12:30), (16:9) (eta:42)", (F("at (12:30), (16:9) (eta:42)"),)),
         # parentheses without a weight are text; what is inside may still be weighted

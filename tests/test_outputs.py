@@ -19,6 +19,7 @@ from PIL import Image, PngImagePlugin
 from invoke import atomic, outputs
 from invoke.errors import InvokeError, MetadataError, OutputError
 from invoke.line.parse import parse_request
+from invoke.line.prompt_syntax import split_prompt
 from invoke.line.request import Request
 from invoke.line.switches import Variation
 from invoke.outputs import (
@@ -173,6 +174,25 @@ def test_existing_files_are_never_overwritten(tmp_path: Path) -> None:
     assert path == tmp_path / "000001.42-2.png"
     assert (tmp_path / "000001.42.png").read_bytes() == b"precious"
     assert (tmp_path / "000001.42-1.png").read_bytes() == b"also precious"
+    with Image.open(path) as im:
+        assert im.size == (64, 64)
+    assert not [n for n in files(tmp_path) if n.startswith(".tmp")]
+
+
+def test_without_hard_links_existing_files_are_still_never_overwritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some mounts refuse os.link (EPERM): the O_EXCL claim must still skip taken names."""
+
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(atomic.os, "link", no_links)
+    (tmp_path / "000001.42.png").write_bytes(b"precious")
+    out = OutputFolder(tmp_path)
+    path = out.save_image(picture(), readme_request(), "000001", **MODEL)
+    assert path == tmp_path / "000001.42-1.png"
+    assert (tmp_path / "000001.42.png").read_bytes() == b"precious"
     with Image.open(path) as im:
         assert im.size == (64, 64)
     assert not [n for n in files(tmp_path) if n.startswith(".tmp")]
@@ -635,6 +655,14 @@ def test_our_parameters_chunk_alone_reads_back(tmp_path: Path) -> None:
     req = readme_request(prompt="a kitten's toy [blurry]", sampler="k_dpmpp_2_a")
     path = foreign_png(tmp_path / "p.png", {"parameters": a1111_parameters(req, model_id="m")})
     assert read_command(path) == req.to_command()
+
+
+def test_parameters_chunk_escapes_colons_inside_weighted_sub_prompts(tmp_path: Path) -> None:
+    req = readme_request(prompt="ratio 16\\:9 poster:0.5 a dog:0.5")
+    text = a1111_parameters(req, model_id="m")
+    path = foreign_png(tmp_path / "p.png", {"parameters": text})
+    back = parse_request(read_command(path))
+    assert split_prompt(back.prompt).positive == (("ratio 16:9 poster", 0.5), ("a dog", 0.5))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,6 +46,14 @@ def test_slerp_of_nearly_parallel_noise_is_linear() -> None:
     assert torch.allclose(out, 0.75 * v0 + 0.25 * v1, atol=1e-6)
 
 
+def test_slerp_of_anti_parallel_noise_is_finite_and_linear() -> None:
+    v0 = seed_noise(1, SHAPE)
+    v1 = -v0  # anti-parallel: theta = pi, sin(theta) = 0 as well
+    out = slerp(0.25, v0, v1)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out, 0.75 * v0 + 0.25 * v1, atol=1e-6)
+
+
 def test_variation_chain_applies_each_link_in_turn() -> None:
     noise, _ = image_noise(Noise(5, ((6, 0.2), (7, 0.4))), SHAPE)
     step1 = slerp(0.2, seed_noise(5, SHAPE), seed_noise(6, SHAPE))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from invoke.line.parse import parse_request
+from invoke.line.request import Request
 from invoke.shell.batch import run_batch, run_one
 from tests.helpers import FakeRunner, batch
 
@@ -44,16 +46,28 @@ def test_ten_good_and_ten_bad_lines_make_ten_images_and_list_the_bad_ones(runner
     assert err[-1] == f"20 lines run, 10 failed (lines {bad})"
 
 
-def test_dry_run_prints_only_canonical_commands_and_is_a_fixed_point(runner):
+def test_dry_run_prints_the_runners_canonical_line_of_each_parsed_line_and_runs_nothing(
+    runner, monkeypatch
+):
+    """The batch's part of --dry-run: each good line parsed, handed to the runner's canonical(),
+    and its answer printed verbatim on stdout (the echo goes to stderr). That the real canonical
+    line is a fixed point is test_cli's test_dry_run_output_is_a_fixed_point."""
+    seen: list[Request] = []
+
+    def canonical(request: Request) -> str:
+        seen.append(request)
+        return f"canonical #{len(seen)}"
+
+    monkeypatch.setattr(runner, "canonical", canonical)
     lines = ["a cat -s 3 -S 1", "# comment", "a cow -f 1.5", "a dog"]
     status, out, err = batch(runner, lines, dry_run=True)
     assert runner.requests == []
+    assert seen == [parse_request("a cat -s 3 -S 1"), parse_request("a dog")]
+    assert out == ["canonical #1", "canonical #2"]
     assert status == 1
-    assert out == ['"a cat" -s 3 -S 1', '"a dog" -s 50 -S 0']
+    assert err[0] == "invoke> a cat -s 3 -S 1"
     assert any(e.startswith("line 3: ") for e in err)
     assert err[-1] == "3 lines checked, 1 failed (line 3)"
-    status, again, _ = batch(runner, out, dry_run=True)
-    assert (status, again) == (0, out)
 
 
 def test_dry_run_reports_runner_errors_as_failed_lines(runner):
@@ -219,10 +233,18 @@ def test_one_shot_ctrl_c_and_crash(runner):
     assert status == 1 and err[0].startswith("unexpected error: RuntimeError: kaput")
 
 
-def test_one_shot_fetch_prints_and_dry_run_prints_canonical(tmp_path):
+def test_one_shot_fetch_prints_and_dry_run_prints_canonical(tmp_path, monkeypatch):
     runner = FakeRunner(tmp_path, {"a.png": '"kitten\'s toy" -s 7'})
     assert one(runner, "!fetch a.png") == (0, ['"kitten\'s toy" -s 7'], [])
-    assert one(runner, "a cat -s 3", dry_run=True) == (0, ['"a cat" -s 3 -S 0'], [])
+    seen: list[Request] = []
+
+    def canonical(request: Request) -> str:
+        seen.append(request)
+        return "the runner's canonical line"
+
+    monkeypatch.setattr(runner, "canonical", canonical)
+    assert one(runner, "a cat -s 3", dry_run=True) == (0, ["the runner's canonical line"], [])
+    assert seen == [parse_request("a cat -s 3")]
     assert runner.requests == []
 
 

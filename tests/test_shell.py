@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
@@ -213,6 +214,27 @@ def test_prompt_names_the_model_when_the_runner_says(runner):
     assert prompt_text(runner) == "invoke> "
     runner.label = "(sd-1.5) invoke> "
     assert prompt_text(runner) == "(sd-1.5) invoke> "
+
+
+def test_the_shell_asks_the_runner_for_its_prompt_before_every_line(runner, monkeypatch):
+    """A line that changes the model (as !switch does) changes the very next prompt shown."""
+    shown: list[str] = []
+    real_prompt = PromptSession.prompt
+
+    def spy(self, message, *args, **kwargs):
+        shown.append(message)
+        return real_prompt(self, message, *args, **kwargs)
+
+    monkeypatch.setattr(PromptSession, "prompt", spy)
+    real_generate = runner.generate
+
+    def generate_then_switch(request: Request) -> list[Path]:
+        runner.label = f"({request.prompt}) invoke> "
+        return real_generate(request)
+
+    monkeypatch.setattr(runner, "generate", generate_then_switch)
+    shell(runner, "sd-1.5" + ENTER + "sdxl" + ENTER + CTRL_D)
+    assert shown == ["invoke> ", "(sd-1.5) invoke> ", "(sdxl) invoke> "]
 
 
 def test_an_unwritable_outdir_costs_the_history_not_the_shell(tmp_path, capsys):

@@ -950,7 +950,7 @@ def test_the_shell_survives_the_catalogue(
     assert len(list(outdir.glob("000001.7.png"))) == 1
 
 
-def test_catalogue_covers_the_issue() -> None:
+def test_own_catalogue_tables_have_40_cases_every_group_and_unique_ids() -> None:
     assert len(CATALOGUE) + len(MODEL_CASES) >= 40
     groups = {"parser", "image", "fetch", "fix", "lora", "controlnet", "upscale"}
     assert {c.group for c in CATALOGUE} == groups

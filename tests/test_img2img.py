@@ -149,9 +149,16 @@ def test_n_without_v_gives_independent_images_of_one_init(workdir: Path, run) ->
     run(f"a house -I {init} -n 3 -S 9 -s 6 -f 0.7")
     files = sorted((workdir / "out").glob("000001.*.png"))
     assert len(files) == 3
-    seeds = {p.name.split(".")[1] for p in files}
-    assert len(seeds) == 3
+    seeds = [p.name.split(".")[1] for p in files]
+    assert len(set(seeds)) == 3
     assert all(f"-I {init}" in dream(p) for p in files)
+    pixels = [rgb(p) for p in files]
+    assert not any(np.array_equal(a, b) for i, a in enumerate(pixels) for b in pixels[i + 1 :])
+    # independent: each one is the plain img2img of the init with its own seed, nothing carried
+    # over from the images before it
+    run(f"a house -I {init} -S {seeds[2]} -s 6 -f 0.7")
+    (alone,) = (workdir / "out").glob(f"000002.{seeds[2]}.png")
+    assert np.array_equal(rgb(alone), pixels[2])
 
 
 def test_fit_scales_into_the_box_keeping_aspect(workdir: Path, run) -> None:

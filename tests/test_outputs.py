@@ -166,7 +166,7 @@ def test_bad_fnformat_is_refused_with_one_line(tmp_path: Path, bad: str) -> None
 # ---------------------------------------------------------------------------------------------
 
 
-def test_existing_files_are_never_overwritten(tmp_path: Path) -> None:
+def test_existing_files_are_never_overwritten_when_hard_links_work(tmp_path: Path) -> None:
     (tmp_path / "000001.42.png").write_bytes(b"precious")
     (tmp_path / "000001.42-1.png").write_bytes(b"also precious")
     out = OutputFolder(tmp_path)

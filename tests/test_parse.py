@@ -498,7 +498,7 @@ def test_bad_input_gives_one_line_naming_the_problem(line: str, message: str) ->
     assert "\n" not in str(err.value)
 
 
-def test_catalogue_is_big_enough() -> None:
+def test_own_bad_lines_table_keeps_at_least_25_cases() -> None:
     assert len(BAD_LINES) >= 25
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -233,21 +234,73 @@ def smooth_picture() -> Image.Image:
     return Image.fromarray(np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).astype(np.uint8))
 
 
+def oracle_scheduler(sampler: str, model_config: dict[str, Any]) -> Any:
+    """The diffusers scheduler a sampler name stands for, built from the table written out in
+    tests/backend/test_backend_schedulers.py (EXPECTED), never from invoke's own map: the class
+    named there, from the model's config with the listed options laid over it."""
+    import diffusers
+
+    from tests.backend.test_backend_schedulers import EXPECTED
+
+    class_name, options = EXPECTED[sampler]
+    config = {k: v for k, v in model_config.items() if not k.startswith("_")}
+    cls = _oracle_lms() if class_name == "LMSDiscreteScheduler" else getattr(diffusers, class_name)
+    with warnings.catch_warnings():  # numpy 2's __array__ notes from diffusers' setup
+        warnings.filterwarnings("ignore", message="__array", category=DeprecationWarning)
+        return cls.from_config({**config, **options})
+
+
+def _oracle_lms() -> type:
+    """diffusers' LMSDiscreteScheduler, which needs scipy for its coefficients (not installed):
+    here each coefficient is the exact integral of its Lagrange basis polynomial, taken with
+    numpy's polynomial algebra (a method of the test's own, not invoke's Gauss-Legendre one)."""
+    from diffusers.schedulers.scheduling_lms_discrete import LMSDiscreteScheduler
+    from numpy.polynomial import Polynomial
+
+    class OracleLMS(LMSDiscreteScheduler):
+        def get_lms_coefficient(self, order: int, t: int, current_order: int) -> float:
+            sigmas = [float(s) for s in self.sigmas]
+            basis = Polynomial([1.0])
+            for k in range(order):
+                if k != current_order:
+                    span = sigmas[t - current_order] - sigmas[t - k]
+                    basis = basis * Polynomial([-sigmas[t - k] / span, 1.0 / span])
+            integral = basis.integ()
+            return float(integral(sigmas[t + 1]) - integral(sigmas[t]))
+
+    return OracleLMS
+
+
+def vae_mean_latents(pipe: Any, image: Any) -> Any:
+    """`image`'s latents as we mean them, computed with diffusers' own parts only: the pipeline's
+    image processor (unless `image` is a tensor it made), `vae.encode`, the posterior's mean times
+    the VAE's scaling factor.
+
+    diffusers' pipelines sample the posterior with the seed's generator, where we take its mean;
+    no generator makes a sample equal the mean, so the oracle is handed these latents instead."""
+    import torch
+
+    with torch.no_grad():
+        x = image if isinstance(image, torch.Tensor) else pipe.image_processor.preprocess(image)
+        # contiguous: the processor's tensor is channels-last in memory, which on CPU moves the
+        # tiny VAE's latents by up to 0.1 (a kernel's numerics, not a difference in meaning)
+        x = x.to(pipe.vae.device, pipe.vae.dtype).contiguous()
+        return pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+
+
 def sd_pipeline(
     model: Any, sampler: str = "k_euler", pipeline: str = "StableDiffusionPipeline", **parts: Any
 ) -> Any:
     """diffusers' SD 1.x/2.x `pipeline` (a class name) on `model`'s parts and any other `parts`
-    it takes (a controlnet): the oracle for our loop."""
+    it takes (a controlnet): the oracle for our loop. Its scheduler is `oracle_scheduler`'s."""
     import diffusers
-
-    from invoke.backend.schedulers import make_scheduler
 
     pipe = getattr(diffusers, pipeline)(
         vae=model.vae,
         text_encoder=model.text_encoder,
         tokenizer=model.tokenizer,
         unet=model.unet,
-        scheduler=make_scheduler(sampler, model.scheduler_config),
+        scheduler=oracle_scheduler(sampler, model.scheduler_config),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -261,10 +314,8 @@ def sdxl_pipeline(
     model: Any, sampler: str, pipeline: str = "StableDiffusionXLPipeline", **parts: Any
 ) -> Any:
     """diffusers' SDXL `pipeline` (a class name) on `model`'s parts and any other `parts` it
-    takes (a controlnet): the oracle for our loop."""
+    takes (a controlnet): the oracle for our loop. Its scheduler is `oracle_scheduler`'s."""
     import diffusers
-
-    from invoke.backend.schedulers import make_scheduler
 
     extra = dict(parts)
     if pipeline in ("StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"):
@@ -276,7 +327,7 @@ def sdxl_pipeline(
         tokenizer=model.tokenizer,
         tokenizer_2=model.tokenizer_2,
         unet=model.unet,
-        scheduler=make_scheduler(sampler, model.scheduler_config),
+        scheduler=oracle_scheduler(sampler, model.scheduler_config),
         force_zeros_for_empty_prompt=model.force_zeros_for_empty_prompt,
         **extra,
     )
@@ -298,28 +349,31 @@ def inpaint_job(**changes: object) -> Job:
     return make_job(**{**fields, **changes})
 
 
-def diffusers_inpaint(pipe: Any, model: Any, job: Job) -> np.ndarray:
-    """diffusers' inpaint `pipe` (SD or SDXL) run as `job` (prompt, sizes, steps, seeds) on a
-    9-channel `model`, as pixels. It is given our masked-image latents, and below full strength
-    our init latents: the VAE posterior's mean, where diffusers would sample them from the seed's
-    generator. No init image and no mask (txt2img) is a black image all redrawn."""
-    import torch
+def diffusers_inpaint(pipe: Any, job: Job) -> np.ndarray:
+    """diffusers' inpaint `pipe` (SD or SDXL) run as `job` (prompt, sizes, steps, seeds), as
+    pixels. No init image and no mask (txt2img) is a black image all redrawn.
 
-    from invoke.backend.generate import _inpainting_condition, encode_image
+    The pipeline's own mask handling is used (its mask processor; the masked image is the init
+    image where the binarized mask keeps), but its latents are encoded here with diffusers' VAE as
+    the posterior's mean (`vae_mean_latents`), where the pipeline would sample the posterior with
+    the seed's generator: we use the mean, and no generator makes a sample equal it. Given
+    `masked_image_latents`, and below full strength init latents, the pipeline takes them as
+    they are."""
+    import torch
 
     (positive,) = job.prompt.positive
     negative = job.prompt.negative.text
-    with torch.no_grad():
-        masked_latents = _inpainting_condition(model, job)[:, 1:]
     size = (job.width, job.height)
     init, mask, strength = job.init_image, job.mask, job.strength
     if init is None:
         init, strength = Image.new("RGB", size), 1.0
+    mask = Image.new("L", size, 255) if mask is None else mask
+    keep = pipe.mask_processor.preprocess(mask, height=job.height, width=job.width) < 0.5
+    masked = pipe.image_processor.preprocess(init, height=job.height, width=job.width) * keep
     images = pipe(
         prompt=positive.text, negative_prompt=negative or None,
-        image=init if strength >= 1 else encode_image(model, init),
-        mask_image=Image.new("L", size, 255) if mask is None else mask,
-        masked_image_latents=masked_latents,
+        image=init if strength >= 1 else vae_mean_latents(pipe, init),
+        mask_image=mask, masked_image_latents=vae_mean_latents(pipe, masked),
         strength=strength, num_inference_steps=job.steps, guidance_scale=job.cfg_scale,
         height=job.height, width=job.width,
         generator=[torch.Generator().manual_seed(noise.seed) for noise in job.noises],

@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from invoke.backend.generate import encode_image
 from invoke.backend.job import Noise, StepInfo
 from invoke.backend.loading import load_model
 from invoke.backend.model import Model
@@ -17,7 +16,16 @@ from invoke.errors import InvokeError
 from invoke.line.samplers import SAMPLERS
 
 # diffusers' own pipelines (the oracle) set up schedulers without our numpy_quiet.
-from tests.helpers import make_job, pixels, sd_pipeline, smooth_picture
+from tests.helpers import (
+    diffusers_inpaint,
+    inpaint_job,
+    make_job,
+    pixels,
+    redrawn_difference,
+    sd_pipeline,
+    smooth_picture,
+    vae_mean_latents,
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +61,9 @@ def test_img2img_equals_diffusers_pipeline(
     job = make_job(sampler=sampler, steps=5, strength=0.6, init_image=init_image)
     ours = model.generate(job)
     pipe = sd_pipeline(model, sampler, "StableDiffusionImg2ImgPipeline")
-    # Given latents, the pipeline skips its own (sampled) VAE encode and noises exactly these.
-    with torch.no_grad():
-        init_latents = encode_image(model, init_image)
+    # Given latents, the pipeline skips its own VAE encode, which samples the posterior with the
+    # generator where we take its mean; these are the mean, from diffusers' VAE (not our code).
+    init_latents = vae_mean_latents(pipe, init_image)
     theirs = pipe(
         prompt="a red circle",
         negative_prompt="blue",
@@ -175,3 +183,17 @@ def test_cfg_scale_one_skips_guidance_like_diffusers(model: Model) -> None:
         generator=[torch.Generator().manual_seed(42)],
     ).images
     assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "plms"])
+def test_inpaint_blend_equals_diffusers_inpaint_pipeline(model: Model, sampler: str) -> None:
+    """A 4-channel model inpaints by laying the init latents, noised to the next step's level,
+    over the kept region after each step, as diffusers' inpaint pipeline does for such a UNet.
+    ddim and plms: their add_noise reads the timestep it is given, where the k-samplers' read
+    their step index, so only these see the blend's noise level. Below full strength: at full
+    strength diffusers starts a 4-channel UNet from pure noise, we from the init latents noised
+    to the first timestep (as img2img does)."""
+    job = inpaint_job(sampler=sampler, steps=5, strength=0.75)
+    ours = pixels(model.generate(job))
+    pipe = sd_pipeline(model, sampler, "StableDiffusionInpaintPipeline")
+    assert redrawn_difference(ours, diffusers_inpaint(pipe, job), job) <= 1

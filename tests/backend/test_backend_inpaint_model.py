@@ -9,8 +9,7 @@ import pytest
 from invoke.backend.job import StepInfo
 from invoke.backend.loading import load_model
 from invoke.backend.model import Model
-from invoke.backend.schedulers import make_scheduler
-from tests.helpers import diffusers_inpaint, inpaint_job, pixels, redrawn_difference
+from tests.helpers import diffusers_inpaint, inpaint_job, pixels, redrawn_difference, sd_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -24,16 +23,9 @@ def test_loaded_as_an_inpainting_model(model: Model) -> None:
 
 
 def test_equals_diffusers_inpaint_pipeline_in_the_redrawn_region(model: Model) -> None:
-    from diffusers import StableDiffusionInpaintPipeline
-
     job = inpaint_job()
-    pipe = StableDiffusionInpaintPipeline(
-        vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
-        unet=model.unet, scheduler=make_scheduler(job.sampler, model.scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
-    theirs = diffusers_inpaint(pipe, model, job)
+    pipe = sd_pipeline(model, job.sampler, "StableDiffusionInpaintPipeline")
+    theirs = diffusers_inpaint(pipe, job)
     assert redrawn_difference(pixels(model.generate(job)), theirs, job) <= 1
 
 

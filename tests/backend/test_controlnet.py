@@ -13,14 +13,20 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from invoke.backend.control import keep_schedule
-from invoke.backend.generate import encode_image
 from invoke.backend.job import Control, Job, Noise
 from invoke.backend.loading import load_model
 from invoke.backend.model import Model
 from invoke.errors import InvokeError
 from tests.fixtures.tiny_families import controlnet_to_ldm
 from tests.fixtures.tiny_models import build_test_controlnet
-from tests.helpers import make_job, pixels, sd_pipeline, sdxl_pipeline, smooth_picture
+from tests.helpers import (
+    make_job,
+    pixels,
+    sd_pipeline,
+    sdxl_pipeline,
+    smooth_picture,
+    vae_mean_latents,
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +105,13 @@ def test_img2img_with_a_controlnet_equals_diffusers_pipeline(
         steps=6, strength=0.6, init_image=picture, control=control(net, edges, weight=0.8)
     )
     ours = model.generate(job)
-    theirs = sd_pipeline(
+    pipe = sd_pipeline(
         model, "k_euler", "StableDiffusionControlNetImg2ImgPipeline", controlnet=model.controlnet[1]
-    )(
+    )
+    theirs = pipe(
         prompt="a red circle",
         negative_prompt="blue",
-        image=encode_image(model, picture),  # latents: ours are the posterior's mean
+        image=vae_mean_latents(pipe, picture),  # ours are the posterior's mean, not a sample
         control_image=edges,
         strength=0.6,
         num_inference_steps=6,

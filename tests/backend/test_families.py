@@ -15,7 +15,6 @@ from PIL import Image
 
 from invoke.backend.device import pick_dtype
 from invoke.backend.families import FAMILIES, folder_family
-from invoke.backend.generate import encode_image
 from invoke.backend.job import EmbeddingFile, Job, Noise, StepInfo
 from invoke.backend.loading import load_model
 from invoke.backend.model import Model
@@ -23,7 +22,14 @@ from invoke.backend.noise import image_noise
 from invoke.backend.schedulers import make_scheduler
 from invoke.backend.single_file import CONFIG_ROOT
 from invoke.errors import InvokeError, ModelError
-from tests.helpers import make_job, pixels, roll_error, sdxl_pipeline, smooth_picture
+from tests.helpers import (
+    make_job,
+    pixels,
+    roll_error,
+    sdxl_pipeline,
+    smooth_picture,
+    vae_mean_latents,
+)
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +135,11 @@ def test_sdxl_img2img_equals_diffusers_pipeline(
     steps: list[int] = []
     ours = model.generate(job(init_image=picture, strength=0.5, steps=4), steps.append)
     assert len(steps) == 1 + 2  # the start, then int(0.5 * 4) steps
-    theirs = sdxl_pipeline(model, "k_euler", "StableDiffusionXLImg2ImgPipeline")(
+    pipe = sdxl_pipeline(model, "k_euler", "StableDiffusionXLImg2ImgPipeline")
+    theirs = pipe(
         prompt="a red circle",
         negative_prompt="blue",
-        image=encode_image(model, picture),  # latents: ours are the posterior's mean
+        image=vae_mean_latents(pipe, picture),  # ours are the posterior's mean, not a sample
         strength=0.5,
         num_inference_steps=4,
         guidance_scale=7.5,

@@ -44,7 +44,7 @@ def test_equals_diffusers_xl_inpaint_pipeline_in_the_redrawn_region(
     the masked image's latents beside the latents."""
     job = inpaint_job(**changes)
     pipe = sdxl_pipeline(model, job.sampler, "StableDiffusionXLInpaintPipeline")
-    theirs = diffusers_inpaint(pipe, model, job)
+    theirs = diffusers_inpaint(pipe, job)
     assert redrawn_difference(pixels(model.generate(job)), theirs, job) <= 1
 
 
@@ -55,5 +55,5 @@ def test_txt2img_on_the_inpainting_model_redraws_everything(model: Model) -> Non
     ours = pixels(model.generate(job, seen.append))
     assert seen[-1].step == 4
     pipe = sdxl_pipeline(model, job.sampler, "StableDiffusionXLInpaintPipeline")
-    assert redrawn_difference(ours, diffusers_inpaint(pipe, model, job), job) <= 1
+    assert redrawn_difference(ours, diffusers_inpaint(pipe, job), job) <= 1
     assert ours.std() > 10  # a picture, not a flat field

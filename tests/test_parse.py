@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import shlex
 import subprocess
 import sys
 
@@ -19,7 +21,25 @@ from invoke.line.parse import (
 )
 from invoke.line.request import Request
 from invoke.line.samplers import SAMPLERS
-from invoke.line.switches import MAX_LINE, Variation
+from invoke.line.switches import (
+    FNFORMAT_FIELDS,
+    MAX_LINE,
+    OUTCROP_DIRECTIONS,
+    OUTCROP_MAX,
+    SEED_MAX,
+    UPSCALE_FACTORS,
+    AxesSwitch,
+    ChoiceSwitch,
+    FloatSwitch,
+    FnformatSwitch,
+    IntSwitch,
+    OutcropSwitch,
+    PathSwitch,
+    Switch,
+    UpscaleSwitch,
+    Variation,
+    VariationsSwitch,
+)
 from tests.hypothesis_budget import examples
 
 # --- lines users type, as InvokeAI accepted them -------------------------------------------
@@ -608,9 +628,144 @@ _SWITCH_LINES = st.builds(
 FUZZ_LINES = st.one_of(_TOKEN_LINES, _SWITCH_LINES, _SWITCH_LINES, _RAW_LINES)
 
 
+# Valid by construction: every value drawn from its switch's own range or choices (the kinds in
+# invoke/line/switches.py), in any spelling, and the switches combined as Request.validate()
+# allows, so that every line must parse to a Request and round-trip.
+_PATH_TEXT = st.text("abcXYZ019._/ '\"#猫", min_size=1, max_size=12).filter(
+    lambda text: text.strip(" \t") != "" and not text.startswith("-")
+)
+
+
+def _float_text(lo: float, hi: float, open_lo: bool) -> st.SearchStrategy[str]:
+    floats = st.floats(lo, hi, exclude_min=open_lo, allow_nan=False)
+    ints = st.integers(math.ceil(lo), math.floor(hi)).filter(lambda n: n > lo or not open_lo)
+    return st.one_of(floats.map(repr), floats.map(lambda x: f"{x:.3g}"), ints.map(str)).filter(
+        lambda text: (lo < float(text) if open_lo else lo <= float(text)) and float(text) <= hi
+    )
+
+
+def _any_case(words: list[str]) -> st.SearchStrategy[str]:
+    return st.sampled_from(words).flatmap(
+        lambda word: st.sampled_from([word, word.upper(), word.capitalize()])
+    )
+
+
+@st.composite
+def _valid_value(draw: st.DrawFn, switch: Switch) -> str:
+    """A value `switch` accepts, as a user might type it (before shell quoting)."""
+    if isinstance(switch, IntSwitch):  # and SeedSwitch
+        n = draw(st.integers(switch.lo, switch.hi))
+        return draw(st.sampled_from([str(n), f"+{n}" if n >= 0 else str(n)]))
+    if isinstance(switch, FloatSwitch):
+        return draw(_float_text(switch.lo, switch.hi, switch.open_lo))
+    if isinstance(switch, ChoiceSwitch):
+        return draw(_any_case(list(switch.choices)))
+    if isinstance(switch, AxesSwitch):
+        return draw(_any_case(["x", "y", "x,y", "y,x", "xy", "x, y"]))
+    if isinstance(switch, VariationsSwitch):
+        link = st.tuples(st.integers(0, SEED_MAX), _float_text(0.0, 1.0, False))
+        chain = draw(st.lists(link, min_size=1, max_size=3))
+        return ",".join(f"{seed}:{weight}" for seed, weight in chain)
+    if isinstance(switch, OutcropSwitch):
+        sides = draw(
+            st.lists(
+                _any_case(list(OUTCROP_DIRECTIONS)), min_size=1, max_size=4, unique_by=str.lower
+            )
+        )
+        return " ".join(f"{side} {draw(st.integers(1, OUTCROP_MAX))}" for side in sides)
+    if isinstance(switch, UpscaleSwitch):
+        factor = str(draw(st.sampled_from(UPSCALE_FACTORS)))
+        strength = draw(st.none() | _float_text(0.0, 1.0, False))
+        return factor if strength is None else f"{factor} {strength}"
+    if isinstance(switch, FnformatSwitch):
+        fields = st.sampled_from(FNFORMAT_FIELDS).map(lambda f: "{" + f + "}")
+        pieces = draw(
+            st.lists(fields | st.sampled_from(["{seed:06d}", "img", "猫"]), min_size=1, max_size=3)
+        )
+        return draw(st.sampled_from([".", "_", "-"])).join(pieces) + ".png"
+    assert isinstance(switch, PathSwitch), switch
+    return draw(st.just("-1") | _PATH_TEXT)
+
+
+@st.composite
+def _valid_switch_word(draw: st.DrawFn, switch: Switch, value: str | None = None) -> str:
+    name = draw(st.sampled_from(switch.names))
+    if not switch.takes_value:
+        return name
+    if value is None:
+        value = draw(_valid_value(switch))
+    if switch.many:  # a run of words, written unquoted
+        return f"{name} {value}"
+    quoted = shlex.quote(value)
+    form = draw(st.sampled_from(["apart", "apart", "attached", "equals"]))
+    if form == "equals":
+        return f"{switch.long}={quoted}"
+    if form == "attached" and len(name) == 2 and not value.startswith("-"):
+        return name + quoted
+    return f"{name} {quoted}"
+
+
+_BY_FIELD = {switch.field: switch for switch in SWITCHES}
+# The switches Request.validate() ties to others, drawn below as groups that go together.
+_TIED = {
+    "outcrop", "init_img", "init_mask", "invert_mask", "fit", "variation_amount", "hires_fix",
+    "controlnet", "control_image", "control_processor", "control_weight", "control_start",
+    "control_end", "upscale", "upscaler",
+}  # fmt: skip
+_FREE = [switch.field for switch in SWITCHES if switch.field not in _TIED]
+
+
+@st.composite
+def _valid_switches(draw: st.DrawFn) -> list[tuple[Switch, str | None]]:
+    """Switches one line may combine, each at most once and as Request.validate() allows, with
+    the values that depend on another switch's (None: draw it from the switch's range)."""
+    fields = set(draw(st.lists(st.sampled_from(_FREE), max_size=6, unique=True)))
+    image = draw(st.sampled_from(["none", "none", "init", "outcrop", "hires"]))
+    tied = {"init": ["init_mask", "invert_mask", "fit", "variation_amount"],
+            "outcrop": [], "hires": ["hires_fix"], "none": ["variation_amount"]}[image]  # fmt: skip
+    fields |= set(draw(st.lists(st.sampled_from(tied), unique=True))) if tied else set()
+    if image in ("init", "outcrop"):
+        fields.add("init_img")
+    if image == "outcrop":
+        fields.add("outcrop")
+    values: dict[str, str | None] = {}
+    if draw(st.booleans()):
+        fields |= {"controlnet", "control_image"}
+        fields |= set(draw(st.lists(st.sampled_from(["control_processor", "control_weight"]))))
+        # --control_start must stay below --control_end (either may be left at its default)
+        start = draw(st.sampled_from([None, "0", "0.25", "0.5"]))
+        end = draw(st.sampled_from([None, "1", "0.75"]))
+        values |= {"control_start": start, "control_end": end}
+    if draw(st.booleans()) and not ("variation_amount" in fields and "init_img" in fields):
+        fields |= {"upscale", *draw(st.sampled_from([[], ["upscaler"]]))}
+    chosen = [(_BY_FIELD[field], None) for field in sorted(fields)]
+    chosen += [(_BY_FIELD[field], value) for field, value in values.items() if value is not None]
+    return draw(st.permutations(chosen))
+
+
+@st.composite
+def _valid_lines(draw: st.DrawFn) -> str:
+    prompt = draw(st.sampled_from(["a cat", '"a cat"', "'x'", "a-b", "猫", "a:0.5 b", "[ugly]"]))
+    words = [draw(_valid_switch_word(switch, value)) for switch, value in draw(_valid_switches())]
+    tail = draw(st.sampled_from(["", " ", " # c"]))
+    return " ".join([prompt, *words]) + tail
+
+
+VALID_LINES = _valid_lines()
+
+
+def _assert_round_trip(result: Request) -> None:
+    assert result.validate() is result
+    canonical = result.to_command()
+    again = parse_request(canonical)
+    assert again == result
+    assert again.to_command() == canonical
+
+
 @settings(max_examples=examples(2000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(FUZZ_LINES)
 def test_fuzz_lines_parse_or_raise_parse_error_and_round_trip(line: str) -> None:
+    """Any line, hostile ones included: one clear error, never a crash; a Request round-trips."""
     try:
         result = parse_line(line)
     except ParseError as err:
@@ -618,8 +773,14 @@ def test_fuzz_lines_parse_or_raise_parse_error_and_round_trip(line: str) -> None
         return
     if not isinstance(result, Request):
         return
-    assert result.validate() is result
-    canonical = result.to_command()
-    again = parse_request(canonical)
-    assert again == result
-    assert again.to_command() == canonical
+    _assert_round_trip(result)
+
+
+@settings(max_examples=examples(2000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(VALID_LINES)
+def test_fuzz_valid_lines_parse_and_round_trip(line: str) -> None:
+    """Lines valid by construction (values from the switch table's ranges, combined as
+    validate() allows): every one is a Request, and its canonical line reads back the same."""
+    result = parse_line(line)
+    assert isinstance(result, Request), result
+    _assert_round_trip(result)

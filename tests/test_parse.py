@@ -645,55 +645,61 @@ def _float_text(lo: float, hi: float, open_lo: bool) -> st.SearchStrategy[str]:
 
 
 def _any_case(words: list[str]) -> st.SearchStrategy[str]:
-    return st.sampled_from(words).flatmap(
-        lambda word: st.sampled_from([word, word.upper(), word.capitalize()])
+    return st.tuples(st.sampled_from(words), st.sampled_from([str, str.upper, str.capitalize])).map(
+        lambda pair: pair[1](pair[0])
     )
 
 
-@st.composite
-def _valid_value(draw: st.DrawFn, switch: Switch) -> str:
-    """A value `switch` accepts, as a user might type it (before shell quoting)."""
+def _int_text(n: int, plus: bool) -> str:
+    return f"+{n}" if plus and n >= 0 else str(n)
+
+
+def _valid_values(switch: Switch) -> st.SearchStrategy[str]:
+    """Values `switch` accepts, as a user might type them (before shell quoting)."""
+    if not switch.takes_value:
+        return st.just("")
     if isinstance(switch, IntSwitch):  # and SeedSwitch
-        n = draw(st.integers(switch.lo, switch.hi))
-        return draw(st.sampled_from([str(n), f"+{n}" if n >= 0 else str(n)]))
+        return st.builds(_int_text, st.integers(switch.lo, switch.hi), st.booleans())
     if isinstance(switch, FloatSwitch):
-        return draw(_float_text(switch.lo, switch.hi, switch.open_lo))
+        return _float_text(switch.lo, switch.hi, switch.open_lo)
     if isinstance(switch, ChoiceSwitch):
-        return draw(_any_case(list(switch.choices)))
+        return _any_case(list(switch.choices))
     if isinstance(switch, AxesSwitch):
-        return draw(_any_case(["x", "y", "x,y", "y,x", "xy", "x, y"]))
+        return _any_case(["x", "y", "x,y", "y,x", "xy", "x, y"])
     if isinstance(switch, VariationsSwitch):
         link = st.tuples(st.integers(0, SEED_MAX), _float_text(0.0, 1.0, False))
-        chain = draw(st.lists(link, min_size=1, max_size=3))
-        return ",".join(f"{seed}:{weight}" for seed, weight in chain)
+        chain = st.lists(link, min_size=1, max_size=3)
+        return chain.map(lambda links: ",".join(f"{seed}:{weight}" for seed, weight in links))
     if isinstance(switch, OutcropSwitch):
-        sides = draw(
-            st.lists(
-                _any_case(list(OUTCROP_DIRECTIONS)), min_size=1, max_size=4, unique_by=str.lower
-            )
+        sides = st.lists(
+            st.tuples(_any_case(list(OUTCROP_DIRECTIONS)), st.integers(1, OUTCROP_MAX)),
+            min_size=1,
+            max_size=4,
+            unique_by=lambda pair: pair[0].lower(),
         )
-        return " ".join(f"{side} {draw(st.integers(1, OUTCROP_MAX))}" for side in sides)
+        return sides.map(lambda pairs: " ".join(f"{side} {pixels}" for side, pixels in pairs))
     if isinstance(switch, UpscaleSwitch):
-        factor = str(draw(st.sampled_from(UPSCALE_FACTORS)))
-        strength = draw(st.none() | _float_text(0.0, 1.0, False))
-        return factor if strength is None else f"{factor} {strength}"
+        factor = st.sampled_from(UPSCALE_FACTORS).map(str)
+        with_strength = st.tuples(factor, _float_text(0.0, 1.0, False)).map(" ".join)
+        return factor | with_strength
     if isinstance(switch, FnformatSwitch):
         fields = st.sampled_from(FNFORMAT_FIELDS).map(lambda f: "{" + f + "}")
-        pieces = draw(
-            st.lists(fields | st.sampled_from(["{seed:06d}", "img", "猫"]), min_size=1, max_size=3)
+        pieces = st.lists(
+            fields | st.sampled_from(["{seed:06d}", "img", "猫"]), min_size=1, max_size=3
         )
-        return draw(st.sampled_from([".", "_", "-"])).join(pieces) + ".png"
+        joined = st.tuples(st.sampled_from([".", "_", "-"]), pieces).map(lambda p: p[0].join(p[1]))
+        return joined.map(lambda name: name + ".png")
     assert isinstance(switch, PathSwitch), switch
-    return draw(st.just("-1") | _PATH_TEXT)
+    return st.just("-1") | _PATH_TEXT
 
 
 @st.composite
-def _valid_switch_word(draw: st.DrawFn, switch: Switch, value: str | None = None) -> str:
+def _switch_word(draw: st.DrawFn, switch: Switch, values: st.SearchStrategy[str]) -> str:
+    """`switch` and a value drawn from `values`, spelled `-s 5`, `-s5` or `--steps=5`."""
     name = draw(st.sampled_from(switch.names))
     if not switch.takes_value:
         return name
-    if value is None:
-        value = draw(_valid_value(switch))
+    value = draw(values)
     if switch.many:  # a run of words, written unquoted
         return f"{name} {value}"
     quoted = shlex.quote(value)
@@ -705,7 +711,18 @@ def _valid_switch_word(draw: st.DrawFn, switch: Switch, value: str | None = None
     return f"{name} {quoted}"
 
 
+# Strategies built once: building them per example makes the property ten times slower.
+_VALID_WORDS = {s.field: _switch_word(s, _valid_values(s)) for s in SWITCHES}
 _BY_FIELD = {switch.field: switch for switch in SWITCHES}
+# --control_start must stay below --control_end (either may be left at its default).
+_CONTROL_RANGES = st.sampled_from(
+    [(start, end) for start in (None, "0", "0.25", "0.5") for end in (None, "1", "0.75")]
+)
+_FIXED_WORDS = {
+    (field, value): _switch_word(_BY_FIELD[field], st.just(value))
+    for field, values in (("control_start", ("0", "0.25", "0.5")), ("control_end", ("1", "0.75")))
+    for value in values
+}
 # The switches Request.validate() ties to others, drawn below as groups that go together.
 _TIED = {
     "outcrop", "init_img", "init_mask", "invert_mask", "fit", "variation_amount", "hires_fix",
@@ -713,45 +730,46 @@ _TIED = {
     "control_end", "upscale", "upscaler",
 }  # fmt: skip
 _FREE = [switch.field for switch in SWITCHES if switch.field not in _TIED]
+_IMAGE_MODES = {
+    "none": ["variation_amount"],
+    "init": ["init_mask", "invert_mask", "fit", "variation_amount"],
+    "outcrop": [],
+    "hires": ["hires_fix"],
+}
 
 
 @st.composite
-def _valid_switches(draw: st.DrawFn) -> list[tuple[Switch, str | None]]:
-    """Switches one line may combine, each at most once and as Request.validate() allows, with
-    the values that depend on another switch's (None: draw it from the switch's range)."""
+def _valid_switch_words(draw: st.DrawFn) -> list[str]:
+    """Switch words one line may combine, each switch at most once, as Request.validate() allows."""
     fields = set(draw(st.lists(st.sampled_from(_FREE), max_size=6, unique=True)))
     image = draw(st.sampled_from(["none", "none", "init", "outcrop", "hires"]))
-    tied = {"init": ["init_mask", "invert_mask", "fit", "variation_amount"],
-            "outcrop": [], "hires": ["hires_fix"], "none": ["variation_amount"]}[image]  # fmt: skip
-    fields |= set(draw(st.lists(st.sampled_from(tied), unique=True))) if tied else set()
+    if _IMAGE_MODES[image]:
+        fields |= set(draw(st.lists(st.sampled_from(_IMAGE_MODES[image]), unique=True)))
     if image in ("init", "outcrop"):
         fields.add("init_img")
     if image == "outcrop":
         fields.add("outcrop")
-    values: dict[str, str | None] = {}
+    words = []
     if draw(st.booleans()):
         fields |= {"controlnet", "control_image"}
         fields |= set(draw(st.lists(st.sampled_from(["control_processor", "control_weight"]))))
-        # --control_start must stay below --control_end (either may be left at its default)
-        start = draw(st.sampled_from([None, "0", "0.25", "0.5"]))
-        end = draw(st.sampled_from([None, "1", "0.75"]))
-        values |= {"control_start": start, "control_end": end}
+        start, end = draw(_CONTROL_RANGES)
+        for field, value in (("control_start", start), ("control_end", end)):
+            if value is not None:
+                words.append(draw(_FIXED_WORDS[field, value]))
     if draw(st.booleans()) and not ("variation_amount" in fields and "init_img" in fields):
         fields |= {"upscale", *draw(st.sampled_from([[], ["upscaler"]]))}
-    chosen = [(_BY_FIELD[field], None) for field in sorted(fields)]
-    chosen += [(_BY_FIELD[field], value) for field, value in values.items() if value is not None]
-    return draw(st.permutations(chosen))
+    words += [draw(_VALID_WORDS[field]) for field in sorted(fields)]
+    return draw(st.permutations(words))
 
 
-@st.composite
-def _valid_lines(draw: st.DrawFn) -> str:
-    prompt = draw(st.sampled_from(["a cat", '"a cat"', "'x'", "a-b", "猫", "a:0.5 b", "[ugly]"]))
-    words = [draw(_valid_switch_word(switch, value)) for switch, value in draw(_valid_switches())]
-    tail = draw(st.sampled_from(["", " ", " # c"]))
-    return " ".join([prompt, *words]) + tail
-
-
-VALID_LINES = _valid_lines()
+_VALID_PROMPTS = st.sampled_from(["a cat", '"a cat"', "'x'", "a-b", "猫", "a:0.5 b", "[ugly]"])
+VALID_LINES = st.builds(
+    lambda prompt, words, tail: " ".join([prompt, *words]) + tail,
+    _VALID_PROMPTS,
+    _valid_switch_words(),
+    st.sampled_from(["", " ", " # c"]),
+)
 
 
 def _assert_round_trip(result: Request) -> None:

@@ -625,7 +625,6 @@ _SWITCH_LINES = st.builds(
     st.lists(_switch_words(), max_size=6),
     st.sampled_from(["", "", " # c", " x", "'"]),
 )
-FUZZ_LINES = st.one_of(_TOKEN_LINES, _SWITCH_LINES, _SWITCH_LINES, _RAW_LINES)
 
 
 # Valid by construction: every value drawn from its switch's own range or choices (the kinds in
@@ -770,6 +769,20 @@ VALID_LINES = st.builds(
     _valid_switch_words(),
     st.sampled_from(["", " ", " # c"]),
 )
+
+
+@st.composite
+def _near_valid_lines(draw: st.DrawFn) -> str:
+    """A valid line with one hostile word (a near-limit switch or any word) put in or swapped
+    in: errors found deep in an otherwise good line, and combinations validate() refuses."""
+    words = draw(_valid_switch_words())
+    at = draw(st.integers(0, len(words)))
+    hostile = draw(_switch_words() | _WORDS)
+    words[at : at + draw(st.integers(0, 1))] = [hostile]
+    return " ".join([draw(_VALID_PROMPTS), *words])
+
+
+FUZZ_LINES = st.one_of(_TOKEN_LINES, _SWITCH_LINES, _SWITCH_LINES, _RAW_LINES, _near_valid_lines())
 
 
 def _assert_round_trip(result: Request) -> None:

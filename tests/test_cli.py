@@ -150,6 +150,10 @@ def test_words_after_launch_options_form_the_line(isolated: Path, tiny_model_dir
     assert len(files) == 3
     for n in (1, 2, 3):
         assert f"[1.{n}] shots/000001." in out
+    # -s 2 took effect: each picture's stored command says so, with its own seed.
+    for path in files:
+        seed = path.name.split(".")[1]
+        assert png_text(path)["Dream"].startswith(f'"a red circle" -s 2 -S {seed} -W 64 -H 64 ')
 
 
 def test_stdin_batch_counts_lines_and_keeps_going(isolated: Path, tiny_model_dir: Path) -> None:

@@ -194,10 +194,24 @@ def test_a_file_that_is_not_an_image_says_so(runner, tmp_path):
     )
 
 
-def test_dry_run_prints_the_line_fix_stands_for(runner):
-    status, out, _ = batch(runner, ["!fix 000001.42.png --outcrop top 64"], dry_run=True)
+def test_dry_run_prints_the_runners_canonical_line_of_the_request_fix_makes(runner, monkeypatch):
+    """!fix's part of --dry-run: the request it would run (the image's stored line, the line's
+    switches, the image as init) handed to the runner's canonical(), whose answer is printed."""
+    seen: list[Request] = []
+
+    def canonical(request: Request) -> str:
+        seen.append(request)
+        return "the runner's canonical line"
+
+    monkeypatch.setattr(runner, "canonical", canonical)
+    line = "!fix 000001.42.png --outcrop top 64"
+    status, out, _ = batch(runner, [line], dry_run=True)
     assert status == 0 and runner.requests == []
-    assert out == ['"a red circle on a blue background" -s 7 -S 42']  # the fake's canonical
+    assert out == ["the runner's canonical line"]
+    # The very request a real run of the line hands the runner.
+    assert batch(runner, [line])[0] == 0
+    assert seen == runner.requests and seen[0].outcrop == (("top", 64),)
+    assert seen[0].init_img == str(runner.outdir / "000001.42.png") and seen[0].seed == 42
 
 
 def test_one_shot_line_runs_fix_like_the_shell(runner):

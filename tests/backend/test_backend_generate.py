@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from invoke.backend.generate import encode_image
 from invoke.backend.job import Noise, StepInfo
 from invoke.backend.loading import load_model
 from invoke.backend.model import Model
@@ -78,8 +79,10 @@ def test_img2img_equals_diffusers_pipeline(
 
 @pytest.mark.parametrize(
     ("steps", "strength", "taken"),
-    [(10, 0.7, 7), (10, 0.4, 4), (50, 0.4, 20), (29, 0.7, 20), (30, 0.7, 21)],
-)
+    # 0.75 * 10 = 7.5 and 0.66 * 10 = 6.6: int() takes 7 and 6 where round() would take 8 and 7.
+    [(10, 0.7, 7), (10, 0.4, 4), (50, 0.4, 20), (29, 0.7, 20), (30, 0.7, 21), (10, 0.75, 7),
+     (10, 0.66, 6)],
+)  # fmt: skip
 @pytest.mark.parametrize("sampler", ["ddim", "k_heun"])
 def test_img2img_takes_int_strength_times_steps(
     model: Model, init_image: Image.Image, steps: int, strength: float, taken: int, sampler: str
@@ -133,14 +136,25 @@ def test_variations_are_deterministic_and_change_the_image(model: Model) -> None
     assert np.array_equal(pixels(zero), pixels(base))
 
 
-def test_inpainting_keeps_unmasked_pixels_identical(model: Model, init_image: Image.Image) -> None:
+def test_inpainting_blends_known_latents_and_pastes_unmasked_pixels_back(
+    model: Model, init_image: Image.Image
+) -> None:
     mask = np.zeros((64, 64), dtype=np.uint8)
     mask[20:40, 24:44] = 255
     job = make_job(init_image=init_image, mask=Image.fromarray(mask), strength=1.0, steps=4)
-    out = pixels(model.generate(job))[0]
+    seen: list[StepInfo] = []
+    out = pixels(model.generate(job, on_step=seen.append))[0]
     init = np.asarray(init_image, dtype=np.int16)
+    # The pixel paste after decoding: true by construction, whatever the denoising did.
     assert np.array_equal(out[mask == 0], init[mask == 0])
     assert np.abs(out[mask == 255] - init[mask == 255]).mean() > 10
+    # The latent blend: every latent cell the hole does not touch (8x8 pixels each) ends as the
+    # init's own latents, and the cells it covers are redrawn.
+    kept = torch.ones(8, 8, dtype=torch.bool)
+    kept[20 // 8 : (40 + 7) // 8, 24 // 8 : (44 + 7) // 8] = False
+    final, known = seen[-1].latents[0], encode_image(model, init_image)[0]
+    assert torch.allclose(final[:, kept], known[:, kept], atol=1e-5)
+    assert (final[:, ~kept] - known[:, ~kept]).abs().mean() > 0.1
 
 
 def test_negative_prompt_and_weights_change_the_image(model: Model) -> None:

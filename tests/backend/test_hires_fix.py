@@ -166,7 +166,7 @@ def test_each_pass_counts_toward_its_own_shape(tiny_model_dir: Path) -> None:
 
 
 @pytest.mark.slow  # torch.compile in this process: 4-10 s; CI runs it
-def test_forced_compile_compiles_both_shapes_and_keeps_the_picture(
+def test_compile_path_with_the_eager_backend_captures_both_shapes_and_keeps_the_picture(
     tiny_model_dir: Path, model: Model, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(speed, "COMPILE_OPTIONS", {"backend": "eager"})

@@ -182,9 +182,11 @@ def test_big_seamless_pictures_decode_whole(
 
 
 @pytest.mark.slow  # torch.compile in this process: 4-10 s; CI runs it
-def test_seamless_jobs_run_eagerly_and_do_not_buy_a_compile(
+def test_seamless_jobs_bypass_the_eager_backend_compile_path_and_do_not_buy_a_compile(
     tiny_model_dir: Path, model: Model, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """The compile path (graph capture, dispatch) with the eager backend, not inductor or CUDA
+    graphs: seamless jobs skip it, and plain jobs through it keep the eager model's pictures."""
     monkeypatch.setattr(speed, "COMPILE_OPTIONS", {"backend": "eager"})
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     compiled = load_model(tiny_model_dir, device="cpu", compile=True)

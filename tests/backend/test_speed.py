@@ -1,7 +1,10 @@
 """The speed path on the tiny model on CPU: every optimization keeps the pictures, OOM is one line.
 
 CUDA itself is not available here; these tests run the same code with the CUDA-only switches
-(fused QKV, channels_last, compile) turned on by hand on the CPU.
+(fused QKV, channels_last, compile) turned on by hand on the CPU. Compile on the CPU means the
+compile *path* (Dynamo's graph capture and our dispatch to the compiled UNet) with the eager
+backend, plus one slow test with inductor; none of it runs CUDA graphs (reduce-overhead) or fp16:
+only the tests marked `gpu` do, and they skip without CUDA.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ def test_batch_of_eight_equals_each_seed_alone_on_the_fast_path(fast: Model) -> 
 
 
 @pytest.mark.slow  # torch.compile in this process: 4-10 s; CI runs it
-def test_forced_compile_keeps_the_pictures(
+def test_compile_path_with_the_eager_backend_keeps_the_pictures(
     tiny_model_dir: Path, plain: Model, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Dynamo traces the real UNet; the eager backend skips inductor's minutes of C++ on CPU.
@@ -316,7 +319,7 @@ def test_sdxl_prompt_is_encoded_once_per_command(
 
 
 @pytest.mark.slow  # torch.compile in this process: 4-10 s; CI runs it
-def test_sdxl_forced_compile_keeps_the_pictures(
+def test_sdxl_compile_path_with_the_eager_backend_keeps_the_pictures(
     sdxl: Model, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(speed, "COMPILE_OPTIONS", {"backend": "eager"})

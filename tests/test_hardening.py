@@ -1264,10 +1264,41 @@ def markdown() -> str:
             f"| {number} | {case.id} | {_cell(case.model)} | {status} | {_cell(case.message)} |"
         )
     out.append("")
+    out += _hostile_markdown(number)
     return "\n".join(out)
 
 
+def _hostile_markdown(number: int) -> list[str]:
+    """The round-two cases (tests/hostile/), one table per kind."""
+    from tests.hostile import KINDS
+    from tests.test_hostile import HOSTILE
+
+    out = [
+        "# Round two: hostile input beyond one line",
+        "",
+        "Generated from `tests/hostile/` (run by `tests/test_hostile.py`). Each case builds its "
+        "files in a fresh folder `DIR` (the outdir is `DIR/out`) and runs `invoke --model TINY "
+        "--outdir DIR/out ...`; the message is one line (a `line N: ` or `>> ` prefix left off), "
+        "and `status` is the exit status.",
+        "",
+    ]
+    for kind, title in KINDS.items():
+        out += [f"## {title}", "", "| # | case | what the user does | status | message |"]
+        out.append("|---|---|---|---|---|")
+        for case in HOSTILE:
+            if case.kind != kind:
+                continue
+            number += 1
+            status = f"{case.status} ({case.outcome})"
+            status += " (*xfail*: " + case.xfail + ")" if case.xfail else ""
+            message = _cell(case.message).replace("{d}", "DIR")
+            out.append(f"| {number} | {case.id} | {case.does} | {status} | {message} |")
+        out.append("")
+    return out
+
+
 if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))  # run as a script: `tests` is a package of the checkout
     sys.stdout.write(markdown())
 
 

@@ -17,6 +17,8 @@ from tests.hostile import Hostile, Scenario
 GOOD = "a good line -s 1 -S 7\n"  # after a bad line: the batch must still make it
 FIFO_REASON = "is a named pipe (FIFO), not a file"
 IMAGE_HINT = "give the path of a PNG, JPEG, WebP or GIF file"
+# The shipped model's ControlNet: found by name, so that the control image is what is refused.
+CONTROLNETS = Path(__file__).resolve().parents[2] / "invoke" / "default_model" / "controlnets"
 
 
 def _made(*names: str):
@@ -70,6 +72,12 @@ def _picture_with_a_command(d: Path) -> Path:
     info.add_text("Dream", '"a fetched cat" -s 1 -S 3')
     Image.new("RGB", (64, 64), "red").save(d / "fetched.png", pnginfo=info)
     return d / "fetched.png"
+
+
+def _fetch_pattern_with_a_fifo(d: Path) -> Scenario:
+    _picture_with_a_command(d)
+    os.mkfifo(d / "pipe.png")
+    return Scenario(stdin=f"!fetch '{d}/*.png' {d}/commands.txt\n")
 
 
 def _bom_then_fetch(d: Path) -> Scenario:
@@ -178,12 +186,42 @@ CASES: tuple[Hostile, ...] = (
         check=_made("7"),
     ),
     Hostile(
+        "control image FIFO",
+        "hangs",
+        "`--control_image` names a FIFO",
+        _fifo(
+            "edges.png",
+            line="a cat -s 2 --controlnet silhouette --control_image {d}/edges.png\n",
+            args=("--controlnet_dir", str(CONTROLNETS)),
+        ),
+        f"control image {{d}}/edges.png: {FIFO_REASON}; {IMAGE_HINT}",
+        check=_made("7"),
+    ),
+    Hostile(
+        "!fix FIFO",
+        "hangs",
+        "`!fix` of a FIFO",
+        _fifo("pipe.png", line="!fix {d}/pipe.png --outcrop top 32\n"),
+        f"!fix: {{d}}/pipe.png {FIFO_REASON}; give the path of an image",
+        check=_made("7"),
+    ),
+    Hostile(
         "!fetch FIFO",
         "hangs",
         "`!fetch` of a FIFO",
         _fifo("pipe.png", line="!fetch {d}/pipe.png\n"),
         f"{{d}}/pipe.png: {FIFO_REASON}; give the path of a PNG file",
         check=_made("7"),
+    ),
+    Hostile(
+        "!fetch pattern with a FIFO",
+        "hangs",
+        "`!fetch 'DIR/*.png' commands.txt` where one match is a FIFO",
+        _fetch_pattern_with_a_fifo,
+        "wrote 1 command to …commands.txt…",
+        status=0,
+        outcome="shown",
+        check=_made(),
     ),
     Hostile(
         "!fetch /dev/zero",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +93,26 @@ def test_ctrl_c_stops_the_batch_with_a_summary(runner):
     assert err[-1] == (
         "1 line run, 0 failed; stopped by Ctrl-C at line 3; finished images were kept"
     )
+
+
+def test_ctrl_c_while_waiting_for_the_next_line_stops_at_once(runner):
+    """A live producer is quiet: nothing is being made, so the first Ctrl-C stops the batch
+    (it does not wait for a line that may never come, to finish its image)."""
+
+    def quiet_producer():
+        yield "a cat"
+        os.kill(os.getpid(), signal.SIGINT)  # the person presses Ctrl-C
+        time.sleep(10)  # the producer says nothing more
+        yield "a dog"
+
+    started = time.monotonic()
+    status, _, err = batch(runner, quiet_producer())
+    assert time.monotonic() - started < 5
+    assert [r.prompt for r in runner.requests] == ["a cat"]
+    assert status == 130
+    assert err == [
+        "1 line run, 0 failed; stopped by Ctrl-C after line 1; finished images were kept"
+    ]
 
 
 def test_an_unexpected_error_is_one_line_and_the_batch_goes_on(runner, capsys):

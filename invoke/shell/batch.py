@@ -91,17 +91,19 @@ def run_lines(ctx: ShellContext, lines: Iterable[Line]) -> BatchResult:
         with interrupts.two_stage(ctx.err):
             _run_numbered(ctx, lines, result)
     except KeyboardInterrupt:
-        # The second Ctrl-C (or the first, outside the main thread): stop at once.
+        # The second Ctrl-C (or the first, outside the main thread, or while waiting for a
+        # line): stop at once.
         result.interrupted = True
-        result.stopped = f"stopped by Ctrl-C at line {result.last}; finished images were kept"
+        result.stopped = (
+            result.stopped or f"stopped by Ctrl-C at line {result.last}; finished images were kept"
+        )
     ctx.err(result.summary)
     return result
 
 
 def _run_numbered(ctx: ShellContext, lines: Iterable[Line], result: BatchResult) -> None:
     echo = ctx.err if ctx.dry_run else ctx.out
-    for number, raw in _numbered(lines):
-        result.last = number
+    for number, raw in _numbered(lines, result):
         try:
             text = reading.line_text(raw).strip()
         except reading.NotText as exc:
@@ -134,21 +136,28 @@ def _run_numbered(ctx: ShellContext, lines: Iterable[Line], result: BatchResult)
             return
 
 
-def _numbered(lines: Iterable[Line]) -> Iterator[tuple[int, Line]]:
-    """(input line number, line); input that stops being readable (reading.NotText) comes as
-    the last line's error."""
+def _numbered(lines: Iterable[Line], result: BatchResult) -> Iterator[tuple[int, Line]]:
+    """(input line number, line), `result.last` kept up to date; input that stops being
+    readable (reading.NotText) comes as the last line's error. A Ctrl-C while waiting for a
+    line stops the batch at once (nothing is being made)."""
     lines = iter(lines)
-    number = 0
     while True:
-        number += 1
         try:
-            raw = next(lines)
+            with interrupts.waiting_for_input():
+                raw = next(lines)
         except StopIteration:
             return
         except reading.NotText as exc:
-            yield number, exc
+            raw = exc
+        except KeyboardInterrupt:
+            result.stopped = (
+                f"stopped by Ctrl-C after line {result.last}; finished images were kept"
+            )
+            raise
+        result.last += 1
+        yield result.last, raw
+        if isinstance(raw, reading.NotText):
             return
-        yield number, raw
 
 
 def _failed(ctx: ShellContext, result: BatchResult, number: int, exc: InvokeError) -> None:

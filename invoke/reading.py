@@ -117,17 +117,19 @@ def read_file(
     path: str | os.PathLike[str],
     name: str,
     limit: int,
-    hint: str = "",
+    too_big: str = "",
     error: type[InvokeError] = InvokeError,
 ) -> bytes:
-    """The bytes of a regular file the user names, refused (before reading) above `limit`."""
-    with open_file(path, name, hint, error) as fh:
+    """The bytes of a regular file the user names (see open_file), refused without reading it
+    when it is over `limit` bytes: `<name>: is 2.1 MB, more than the 1.0 MB allowed; <too_big>`.
+    """
+    with open_file(path, name, "", error) as fh:
         size = os.fstat(fh.fileno()).st_size
         data = fh.read(limit + 1) if size <= limit else b""
-    if size > limit or len(data) > limit:
+    if size > limit or len(data) > limit:  # (or it grew while being read)
         raise error(
             f"{name}: is {_megabytes(max(size, len(data)))}, more than the "
-            f"{_megabytes(limit)} allowed" + (f"; {hint}" if hint else "")
+            f"{_megabytes(limit)} allowed" + (f"; {too_big}" if too_big else "")
         )
     return data
 
@@ -144,26 +146,30 @@ def batch_lines(stream: BinaryIO) -> Iterator[str | InvokeError]:
 
     A line longer than MAX_LINE characters is skipped to its end (held only up to the limit) and
     comes as the ParseError it gets, so the batch reports it and goes on. A line with no end in
-    MAX_SKIPPED characters raises NotText: the batch stops there. Lines are decoded, not checked:
-    `line_text` finds the bytes that are not text.
+    MAX_SKIPPED characters, or a read that fails, raises NotText: the batch stops there. Lines
+    are decoded, not checked: `line_text` finds the bytes that are not text.
     """
     own = not hasattr(stream, "peek")  # BytesIO (a test's stdin) has no peek: buffer it here
     buffered = io.BufferedReader(stream) if own else stream  # type: ignore[arg-type]
-    # peek waits for the first bytes only (never for a whole buffer): a live pipe is not held up.
-    encoding = "utf-16" if buffered.peek(2)[:2] in _UTF16_BOMS else "utf-8"
-    text = io.TextIOWrapper(buffered, encoding=encoding, errors=_MARK, newline=None)
+    text = io.TextIOWrapper(buffered, encoding="utf-8", errors=_MARK, newline=None)
     try:
+        # peek waits for the first bytes only (never for a whole buffer): a live pipe is not
+        # held up.
+        if buffered.peek(2)[:2] in _UTF16_BOMS:
+            text.reconfigure(encoding="utf-16")
         while line := text.readline(MAX_LINE + 1):
             if line.endswith("\n"):
                 yield line[:-1]
             elif len(line) <= MAX_LINE or _SURROGATE.search(line):
                 yield line  # the last line, without an end; or not text (line_text says so)
-            else:
+            else:  # the parser's own words for a long line (it never sees this one)
                 yield ParseError(
                     "line",
                     "",
                     f"is {_skip_rest(text, len(line))} characters long; the limit is {MAX_LINE}",
                 )
+    except OSError as exc:  # EIO from a terminal that went away, a disk error...
+        raise NotText(f"cannot be read ({exc.strerror or exc}); stopped reading") from None
     finally:
         # The stream is the caller's to close (stdin stays open): let go of it without closing.
         # (Closed already when the caller closed it before ending this generator: nothing to do.)

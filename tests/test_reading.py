@@ -100,6 +100,18 @@ def test_a_line_without_end_stops_after_a_bounded_read() -> None:
     assert source.served < MAX_SKIPPED + 256 * 1024
 
 
+def test_a_read_that_fails_stops_the_batch_with_one_line() -> None:
+    class Failing(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:  # type: ignore[override]
+            raise OSError(5, "Input/output error")
+
+    with pytest.raises(NotText, match=r"^cannot be read \(Input/output error\); stopped reading$"):
+        next(batch_lines(io.BufferedReader(Failing())))
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -188,7 +200,9 @@ def test_a_live_producer_gets_its_first_picture_before_stdin_closes(
     """`generate_prompts | invoke`: the first line's picture (and its `Outputs:` block) comes
     while the producer still holds stdin open."""
     outdir = tmp_path / "out"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # No PYTHONUNBUFFERED: the `Outputs:` block must reach a pipe by itself, as it does for a user.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONUNBUFFERED", None)
     env["XDG_CACHE_HOME"] = env["XDG_CONFIG_HOME"] = str(tmp_path / "home")
     command = [sys.executable, "-m", "invoke", "--model", str(tiny_model_dir), "-o", str(outdir)]
     process = subprocess.Popen(

@@ -11,8 +11,9 @@ Nothing here imports torch: `invoke --help` stays instant. The model loads on th
 from __future__ import annotations
 
 import sys
+from contextlib import closing, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
@@ -247,6 +248,7 @@ def cli(
     from invoke.shell import batch
     from invoke.shell.report import TerminalReporter
 
+    batch_file = None if line or from_file in (None, "-") else _open_batch_file(from_file)
     try:
         runner = Session(settings, reporter=TerminalReporter(progress=not dry_run), dry_run=dry_run)
     except InvokeError as exc:
@@ -254,8 +256,15 @@ def cli(
         sys.exit(2)
     if line:
         sys.exit(batch.run_one(runner, join_args(list(line)), dry_run=dry_run, debug=debug))
-    if from_file is not None or not sys.stdin.isatty():
-        sys.exit(batch.run_batch(runner, _read_lines(from_file), dry_run=dry_run, debug=debug))
+    if batch_file is not None or from_file == "-" or not sys.stdin.isatty():
+        from invoke.reading import batch_lines
+
+        # Line by line as they arrive: a line runs when it is complete (a live producer piping
+        # into invoke gets its pictures as it goes), and no more than a line is held.
+        stream = batch_file if batch_file is not None else nullcontext(sys.stdin.buffer)
+        with stream as source, closing(batch_lines(source)) as lines:
+            status = batch.run_batch(runner, lines, dry_run=dry_run, debug=debug)
+        sys.exit(status)
     if dry_run:
         raise click.UsageError("--dry-run checks a batch: give lines on stdin or --from_file")
     from invoke.shell import repl
@@ -263,14 +272,19 @@ def cli(
     sys.exit(repl.run_repl(runner, debug=debug))
 
 
-def _read_lines(from_file: str | None) -> list[bytes]:
-    """The batch's lines as bytes: the batch runner decodes each and reports a bad one by number."""
-    if from_file in (None, "-"):
-        return sys.stdin.buffer.read().splitlines()
+def _open_batch_file(from_file: str) -> BinaryIO:
+    """--from_file's file, opened before anything else (a FIFO or a device refused unread)."""
+    from invoke.reading import open_file
+
     try:
-        return Path(from_file).read_bytes().splitlines()
-    except OSError as exc:
-        raise click.BadParameter(f"{from_file}: {exc.strerror}", param_hint="--from_file") from exc
+        return open_file(
+            from_file,
+            f"--from_file: {from_file}",
+            "give a file of command lines (a stream goes on stdin: ... | invoke)",
+        )
+    except InvokeError as exc:
+        click.echo(f"invoke: {exc}", err=True)
+        sys.exit(2)
 
 
 def main() -> None:

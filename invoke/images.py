@@ -1,6 +1,7 @@
 """Init images and masks for img2img and inpainting, loaded with PIL only (no torch here).
 
-Files are untrusted: the header size is checked against a pixel cap before any pixel is decoded,
+Files are untrusted: only regular files are opened (a FIFO or a device is refused unread, see
+reading.py), the header size is checked against a pixel cap before any pixel is decoded,
 and every failure is an InitImageError naming the file, what is wrong and what would work.
 The mask convention everywhere: mode "L", 255 = redraw, 0 = keep. Masks read from files are only
 ever 0 or 255; --outcrop's own mask has grey values in a strip of the old edge, where the result
@@ -10,15 +11,18 @@ is a blend of the old pixels and the new (the backend pastes with the mask as al
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from invoke.errors import InitImageError
 from invoke.line.switches import OUTCROP_DIRECTIONS
+from invoke.reading import open_file
 
 # 64 Mpixels (8192x8192): far above any SD size, far below what exhausts memory when decoded.
 MAX_PIXELS = 64 * 1024 * 1024
@@ -68,14 +72,24 @@ def resolve_image_path(value: str | os.PathLike[str], outdir: str | os.PathLike[
     )
 
 
-def _open(path: Path, what: str) -> Image.Image:
+@contextmanager
+def _opened(path: Path, what: str) -> Iterator[Image.Image]:
+    """The image's first frame, decoded (oversized images refused before decoding); closed on
+    leaving, with its file."""
+    with open_file(
+        path, f"{what} {path}", f"give the path of a {FORMATS_HINT} file", InitImageError
+    ) as fh:
+        img = _open(fh, path, what)
+        try:
+            yield img
+        finally:
+            img.close()
+
+
+def _open(fh: BinaryIO, path: Path, what: str) -> Image.Image:
     """Open and fully decode the first frame, refusing oversized images before decoding."""
-    if not path.exists():
-        raise InitImageError(f"{what} {path}: no such file; give the path of a {FORMATS_HINT} file")
-    if path.is_dir():
-        raise InitImageError(f"{what} {path}: is a folder; give the path of a {FORMATS_HINT} file")
     try:
-        img = Image.open(path)  # reads the header only
+        img = Image.open(fh)  # reads the header only
     except UnidentifiedImageError:
         raise InitImageError(
             f"{what} {path}: not an image PIL can read; use a {FORMATS_HINT} file"
@@ -162,14 +176,10 @@ def outcrop_size(size: tuple[int, int], outcrop: Sequence[tuple[str, int]]) -> t
 
 def init_image_size(path: str | os.PathLike[str], multiple: int = 8) -> tuple[int, int]:
     """The size load_init_image gives an image without --fit (upright, rounded down)."""
-    p = Path(path)
-    img = _open(p, "init image")
-    try:
+    with _opened(Path(path), "init image") as img:
         width, height = img.size
         if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # turned a quarter
             width, height = height, width
-    finally:
-        img.close()
     return (_round_down(width, multiple), _round_down(height, multiple))
 
 
@@ -264,17 +274,14 @@ def load_init_image(
 def _open_upright(p: Path) -> tuple[Image.Image, Image.Image | None, list[str]]:
     """The init image's first frame turned upright by its EXIF orientation, as RGB and its
     alpha (None when it has none), with notes on what was done."""
-    img = _open(p, "init image")
     notes: list[str] = []
-    try:
+    with _opened(p, "init image") as img:
         if getattr(img, "is_animated", False):
             notes.append("animated: using its first frame")
         if img.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1):
             notes.append("turned upright as its EXIF orientation says")
         oriented = ImageOps.exif_transpose(img)
         rgb, alpha, mode_notes = _rgb_and_alpha(oriented)
-    finally:
-        img.close()
     return rgb, alpha, notes + mode_notes
 
 
@@ -360,12 +367,9 @@ def load_mask(
     appended to `notes` when given.
     """
     p = Path(path)
-    img = _open(p, "mask")
-    try:
+    with _opened(p, "mask") as img:
         oriented = ImageOps.exif_transpose(img)
         rgb, alpha, _ = _rgb_and_alpha(oriented)
-    finally:
-        img.close()
     redraw = np.asarray(rgb.convert("L")) >= 128
     if alpha is not None:
         redraw |= np.asarray(alpha) < 128
@@ -393,11 +397,8 @@ def load_control_image(
     Transparency is dropped: a control image guides, it does not mask.
     """
     p = Path(path)
-    img = _open(p, "control image")
-    try:
+    with _opened(p, "control image") as img:
         rgb, _, notes = _rgb_and_alpha(ImageOps.exif_transpose(img))
-    finally:
-        img.close()
     rgb = _cover(rgb, size, notes)
     if processor is not None:
         from invoke.processors import process

@@ -1,5 +1,6 @@
 """Two-stage Ctrl-C for long batches: the first asks to stop after the current image, a second
-stops at once. Pure: the batch runner arms it, the session looks at it between images."""
+stops at once (and so does the first while the batch waits for its next line: nothing is being
+made). Pure: the batch runner arms it, the session looks at it between images."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 
 _stop_after_image = threading.Event()
 _armed = 0  # nesting depth: `!replay` inside a batch must not disarm the outer batch's handler
+_idle = threading.Event()  # the batch waits for its next line: nothing is being made
 
 
 def stop_requested() -> bool:
@@ -29,7 +31,7 @@ def two_stage(notify: Callable[[str], None]) -> Iterator[None]:
         return
 
     def on_interrupt(signum: int, frame: object) -> None:
-        if _stop_after_image.is_set():
+        if _stop_after_image.is_set() or _idle.is_set():
             raise KeyboardInterrupt
         _stop_after_image.set()
         # The signal may land while stderr is mid-write (a progress bar): a reentrant write then
@@ -45,3 +47,14 @@ def two_stage(notify: Callable[[str], None]) -> Iterator[None]:
         _armed -= 1
         signal.signal(signal.SIGINT, previous)
         _stop_after_image.clear()
+
+
+@contextmanager
+def waiting_for_input() -> Iterator[None]:
+    """While a batch waits for its next line (a live producer on stdin), no image is being
+    made: the first Ctrl-C stops at once rather than after an image that may never come."""
+    _idle.set()
+    try:
+        yield
+    finally:
+        _idle.clear()

@@ -30,11 +30,11 @@ MAY_IMPORT = {
     # outputs or a front end
     "backend": {"backend", "events", "atomic", "line.prompt", "line.samplers", ""},
     # writes what it is given: no settings, no backend
-    "outputs": {"outputs", "atomic", "line", ""},
+    "outputs": {"outputs", "atomic", "line", "reading", ""},
     # pure: values in, passes out (backend.job is plain data)
     "plan": {"plan", "line", "backend.job"},
     # the front ends reach the rest through their Runner protocol (the session)
-    "shell": {"shell", "line", "config", "events", "images", "interrupts"},
+    "shell": {"shell", "line", "config", "events", "images", "interrupts", "reading"},
 }
 ONLY_FRONT_ENDS_IMPORT_SHELL = "only __main__ starts the front ends"
 PRINTERS = ("shell", "__main__")

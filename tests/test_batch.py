@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +95,26 @@ def test_ctrl_c_stops_the_batch_with_a_summary(runner):
     )
 
 
+def test_ctrl_c_while_waiting_for_the_next_line_stops_at_once(runner):
+    """A live producer is quiet: nothing is being made, so the first Ctrl-C stops the batch
+    (it does not wait for a line that may never come, to finish its image)."""
+
+    def quiet_producer():
+        yield "a cat"
+        os.kill(os.getpid(), signal.SIGINT)  # the person presses Ctrl-C
+        time.sleep(10)  # the producer says nothing more
+        yield "a dog"
+
+    started = time.monotonic()
+    status, _, err = batch(runner, quiet_producer())
+    assert time.monotonic() - started < 5
+    assert [r.prompt for r in runner.requests] == ["a cat"]
+    assert status == 130
+    assert err == [
+        "1 line run, 0 failed; stopped by Ctrl-C after line 1; finished images were kept"
+    ]
+
+
 def test_an_unexpected_error_is_one_line_and_the_batch_goes_on(runner, capsys):
     status, _, err = batch(runner, ["crash now", "a dog"])
     assert [r.prompt for r in runner.requests] == ["a dog"]
@@ -108,13 +131,25 @@ def test_debug_shows_the_traceback(runner, capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_bytes_that_are_not_utf8_do_not_stop_the_batch(runner):
-    lines = [b"a cat \xff\xfe -s 3\n", b"a dog -s \xff\r\n", "a cow \udcff -s 2", b"a pig"]
+@pytest.mark.parametrize(
+    ("bad", "column", "byte"),
+    [(b"a dog \xff\xfe -s 3\n", 7, "0xFF"), ("a dog \udce9", 7, "0xE9"), (b"\xe9t\xe9", 1, "0xE9")],
+)
+def test_the_first_line_that_is_not_utf8_stops_the_batch_with_one_message(
+    runner, bad, column, byte
+):
+    """A binary file (or one in another encoding) is refused at its first such line, once:
+    not reported line by line, and nothing after it runs."""
+    lines = ["a cat -s 3", bad, b"a cow -s 2 \xff", "a pig"]
     status, out, err = batch(runner, lines)
-    assert [r.prompt for r in runner.requests] == ["a cat \ufffd\ufffd", "a cow ?", "a pig"]
+    assert [r.prompt for r in runner.requests] == ["a cat"]
     assert status == 1
-    assert err[0].startswith("line 2: -s/--steps")
-    assert out[0] == "invoke> a cat \ufffd\ufffd -s 3"
+    assert out == ["invoke> a cat -s 3"]
+    assert err == [
+        f"line 2: has bytes that are not UTF-8 text at column {column} (byte {byte}); stopped "
+        "reading: a batch is a text file of command lines, saved as UTF-8",
+        "2 lines run, 1 failed (line 2); stopped reading at line 2",
+    ]
 
 
 def test_control_characters_are_echoed_as_escapes(runner):
@@ -188,7 +223,7 @@ def test_replay_failures_fail_the_replay_line_and_a_file_cannot_replay_itself(ru
     assert "line 2: " in err[0] and "-f/--strength" in err[0]  # inside inner.txt
     assert f"line 1: !replay {inner}: 2 lines run, 1 failed (line 2)" in err
     assert any("cannot replay itself" in e for e in err)
-    assert "line 3: !replay: nowhere.txt: no such file" in err
+    assert "line 3: !replay: nowhere.txt: no such file; give a text file of command lines" in err
     assert [r.prompt for r in runner.requests] == ["a cat", "a dog"]
 
 

@@ -169,12 +169,6 @@ CATALOGUE: tuple[Case, ...] = (
     ),
     Case("NUL", "parser", "a\x00cat -s 1", "line: has a control character U+0000 at column 2"),
     Case(
-        "non-UTF-8 byte in a value",
-        "parser",
-        b"a cat -s \xff\xfe",
-        "-s/--steps: \ufffd\ufffd is not a whole number; use 1..1000",
-    ),
-    Case(
         "100 kB line",
         "parser",
         "x" * 100_000,
@@ -198,13 +192,6 @@ CATALOGUE: tuple[Case, ...] = (
         f"a cat -s 1 -I {D}/good.png",
         "-f/--strength: 0.75 with -s 1 takes int(0.75 x 1) = 0 steps; "
         "use -f 1.00 or more, or -s 2 or more",
-    ),
-    Case(
-        "non-UTF-8 byte in the prompt",
-        "parser",
-        b"a \xff cat -s 1 -S 3",
-        '[1] …: "a \ufffd cat" -s 1 -S 3 …',
-        outcome="shown",
     ),
     # -- init images and masks ------------------------------------------------------------------
     Case(

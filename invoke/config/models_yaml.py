@@ -5,11 +5,12 @@ hub snapshot), and changing the user's copy without losing their comments.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import difflib
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,15 @@ import yaml
 from invoke import CONFIGS_DIR, atomic
 from invoke.config.settings import SIZE_MULTIPLE, Settings, user_config_path
 from invoke.errors import InvokeError, ModelError
+from invoke.reading import not_a_file, read_file
 
 SHIPPED_CONFIG = CONFIGS_DIR / "models.yaml"  # the model list that ships; never changed
+# Bounds on reading one (a model list is a few KB, two levels deep): what is beyond them is no
+# model list, and would cost minutes or memory to load.
+MAX_MODELS_FILE = 1_000_000  # bytes
+MAX_YAML_VALUES = 100_000  # values, counting each one an alias (*name) repeats
+MAX_YAML_DEPTH = 32  # levels of nesting
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's when built: 4x faster
 
 # models.yaml: the keys an entry may have, and what each one means (also the error hints).
 MODEL_KEYS = {
@@ -95,12 +103,17 @@ class ModelsFileError(ModelError):
 def config_path(settings: Settings) -> Path | None:
     """--config wins; then the user's copy; then the shipped one (absent when not a checkout)."""
     if settings.config is not None:
-        if not settings.config.is_file():
-            raise InvokeError(
-                f"--config: {settings.config} does not exist; give a models.yaml file"
-            )
+        problem = not_a_file(settings.config)
+        if problem:
+            raise InvokeError(f"--config: {settings.config}: {problem}; give a models.yaml file")
         return settings.config
-    for candidate in (user_config_path(), SHIPPED_CONFIG):
+    user = user_config_path()
+    problem = not_a_file(user)
+    if problem not in (None, "no such file"):
+        # A copy that is there but cannot be read (a folder, a link loop) is not silently passed
+        # over for the shipped list: the user would wonder where their models went.
+        raise InvokeError(f"{user}: {problem}; your models.yaml must be a file: fix or remove it")
+    for candidate in (user, SHIPPED_CONFIG):
         if candidate.is_file():
             return candidate
     return None
@@ -119,15 +132,20 @@ def read_models_file(path: Path) -> dict[str, Any]:
 
 
 def _read_models_text(path: Path) -> tuple[str, dict[str, Any]]:
-    """models.yaml's text and its YAML data, read once."""
+    """models.yaml's text and its YAML data, read once (at most MAX_MODELS_FILE bytes)."""
+    data = read_file(path, str(path), MAX_MODELS_FILE, "a model list is a few KB", ModelError)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the model list ({exc.strerror})") from exc
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            text = data.decode("utf-16")  # what Windows editors call "Unicode"
+        else:
+            text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ModelsFileError(path, ["not UTF-8 text"]) from exc
     try:
-        raw = yaml.safe_load(text)
+        problem = _shape_problem(text)
+        if problem:
+            raise ModelsFileError(path, [problem])
+        raw = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -140,6 +158,74 @@ def _read_models_text(path: Path) -> tuple[str, dict[str, Any]]:
             path, ["expected named model entries at the top level, e.g. `sd-1.5:` then settings"]
         )
     return text, raw
+
+
+@dataclass
+class _Open:
+    """A collection open in the YAML event stream (see _shape_problem)."""
+
+    mapping: bool
+    label: str  # the key it is the value of ("" at the top)
+    anchor: str | None
+    start: int  # values counted up to it, itself included
+    expect_key: bool = True
+    keys: dict[str, int] = field(default_factory=dict)  # key -> line
+    last_key: str = ""
+
+
+def _shape_problem(text: str) -> str | None:
+    """What would make models.yaml costly to load or silently wrong, in one pass over its YAML
+    events (linear in the text, no recursion): nesting deeper than MAX_YAML_DEPTH, aliases that
+    expand beyond MAX_YAML_VALUES values (a "billion laughs" file), a name or key given twice
+    (YAML would keep the last one without a word)."""
+    open_: list[_Open] = []
+    sizes: dict[str, int] = {}  # anchor -> the values it stands for
+    count = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        if not isinstance(event, yaml.NodeEvent):
+            if isinstance(event, yaml.CollectionEndEvent):
+                done = open_.pop()
+                if done.anchor:
+                    sizes[done.anchor] = count - done.start + 1  # with itself
+            continue
+        line = event.start_mark.line + 1
+        label = ""
+        if open_ and open_[-1].mapping:
+            frame = open_[-1]
+            if frame.expect_key and isinstance(event, yaml.ScalarEvent) and event.value != "<<":
+                if event.value in frame.keys:
+                    return _given_twice(
+                        frame, event.value, frame.keys[event.value], line, len(open_) == 1
+                    )
+                frame.keys[event.value] = line
+                frame.last_key = event.value
+            label = "" if frame.expect_key else frame.last_key
+            frame.expect_key = not frame.expect_key
+        count += sizes.get(event.anchor, 1) if isinstance(event, yaml.AliasEvent) else 1
+        if count > MAX_YAML_VALUES:
+            return (
+                f"has more than {MAX_YAML_VALUES} values once its aliases (*name) are expanded "
+                f"(line {line}); a model list needs far fewer"
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_.append(
+                _Open(isinstance(event, yaml.MappingStartEvent), label, event.anchor, count)
+            )
+            if len(open_) > MAX_YAML_DEPTH:
+                return (
+                    f"is nested more than {MAX_YAML_DEPTH} levels deep (line {line}); a model "
+                    "list is names, each with its settings under it"
+                )
+        elif isinstance(event, yaml.ScalarEvent) and event.anchor:
+            sizes[event.anchor] = 1
+    return None
+
+
+def _given_twice(frame: _Open, key: str, first: int, again: int, top: bool) -> str:
+    lines = f"lines {first} and {again}"
+    if top:
+        return f"model name {key} is given twice ({lines}); give each model its own name"
+    return f"{frame.label + ': ' if frame.label else ''}{key} is given twice ({lines}); keep one"
 
 
 def parse_model_entries(raw: dict[str, Any], path: Path) -> dict[str, ModelEntry]:
@@ -257,7 +343,13 @@ class _EntryReader:
             self.problems.append(f"{self.name}: {key} is empty; give a path")
             return None
         where = Path(text).expanduser()
-        return where if where.is_absolute() else (self.base / where).resolve()
+        if where.is_absolute():
+            return where
+        try:
+            return (self.base / where).resolve()
+        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+            self.problems.append(f"{self.name}: {key} {text} is a symlink loop; give a real path")
+            return None
 
     def choice(self, key: str, allowed: tuple[str, ...]) -> str | None:
         got = self.value(key, str, f"one of {', '.join(allowed)}")

@@ -22,6 +22,7 @@ from invoke.outputs.foreign import (
     _command_from_sd_metadata,
 )
 from invoke.outputs.metadata import APP_ID
+from invoke.reading import open_file
 
 # Metadata chunks are a few hundred bytes; anything far larger is not ours to trust.
 MAX_CHUNK_BYTES = 64 * 1024
@@ -84,7 +85,8 @@ def read_chunks(path: str | os.PathLike[str]) -> dict[str, str]:
         raise MetadataError(f"{where}: is a folder; give the path of a PNG file")
     found: dict[str, str] = {}
     try:
-        with open(p, "rb") as fh:
+        # A FIFO or a device (`!fetch /dev/zero`) is refused before a byte is read.
+        with open_file(p, where, "give the path of a PNG file", MetadataError) as fh:
             if fh.read(8) != _PNG_SIGNATURE:
                 raise MetadataError(f"{where}: not a PNG file; !fetch reads PNG metadata only")
             for ctype, length, stream in _chunks(fh, where):

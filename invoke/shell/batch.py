@@ -9,19 +9,20 @@ Where text goes: echoed lines to `out`, errors and the summary to `err`. In a dr
 goes to `err` too, so that `out` holds only canonical commands: a batch file that, fed back
 through `--dry-run`, prints itself unchanged.
 
-Input may be `str` or `bytes` lines. Bytes are decoded as UTF-8 with errors="replace" (the
-replacement character then fails to parse as a switch or shows in the prompt); `str` lines holding
-lone surrogates (from a surrogateescape decode) are made printable the same way. Either way, bytes
-that are not UTF-8 never stop a batch.
+Lines come one at a time (`invoke.reading.batch_lines` for stdin and files): each runs as soon as
+it is complete, whatever follows. A line may be `str` or `bytes` (decoded as UTF-8), or the
+InvokeError of a line that could not be read (too long): that line fails and the rest run. The
+first line holding bytes that are not text (`reading.NotText`: a binary file, another encoding)
+is reported once and stops the batch, rather than failing line by line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-from invoke import interrupts
+from invoke import interrupts, reading
 from invoke.errors import InvokeError
 from invoke.shell.commands import file_args
 from invoke.shell.dispatch import (
@@ -66,9 +67,12 @@ class BatchResult:
         return text
 
 
+Line = str | bytes | InvokeError  # see the module's doc
+
+
 def run_batch(
     runner: Runner,
-    lines: Iterable[str | bytes],
+    lines: Iterable[Line],
     *,
     dry_run: bool = False,
     out=print,
@@ -80,25 +84,35 @@ def run_batch(
     return run_lines(ctx, lines).status
 
 
-def run_lines(ctx: ShellContext, lines: Iterable[str | bytes]) -> BatchResult:
+def run_lines(ctx: ShellContext, lines: Iterable[Line]) -> BatchResult:
     result = BatchResult(dry_run=ctx.dry_run)
     try:
         # Ctrl-C once: finish the image being made, then stop with the summary; twice: stop now.
         with interrupts.two_stage(ctx.err):
             _run_numbered(ctx, lines, result)
     except KeyboardInterrupt:
-        # The second Ctrl-C (or the first, outside the main thread): stop at once.
+        # The second Ctrl-C (or the first, outside the main thread, or while waiting for a
+        # line): stop at once.
         result.interrupted = True
-        result.stopped = f"stopped by Ctrl-C at line {result.last}; finished images were kept"
+        result.stopped = (
+            result.stopped or f"stopped by Ctrl-C at line {result.last}; finished images were kept"
+        )
     ctx.err(result.summary)
     return result
 
 
-def _run_numbered(ctx: ShellContext, lines: Iterable[str | bytes], result: BatchResult) -> None:
+def _run_numbered(ctx: ShellContext, lines: Iterable[Line], result: BatchResult) -> None:
     echo = ctx.err if ctx.dry_run else ctx.out
-    for number, raw in enumerate(lines, 1):
-        result.last = number
-        text = _text(raw).strip()
+    for number, raw in _numbered(lines, result):
+        try:
+            text = reading.line_text(raw).strip()
+        except reading.NotText as exc:
+            _failed(ctx, result, number, exc)
+            result.stopped = f"stopped reading at line {number}"
+            return
+        except InvokeError as exc:  # a line that could not be read: it fails alone
+            _failed(ctx, result, number, exc)
+            continue
         if not text or text.startswith(("#", "//")):
             continue
         echo(DEFAULT_PROMPT + printable(text))
@@ -120,6 +134,36 @@ def _run_numbered(ctx: ShellContext, lines: Iterable[str | bytes], result: Batch
             result.interrupted = True
             result.stopped = f"stopped by Ctrl-C after line {number}; finished images were kept"
             return
+
+
+def _numbered(lines: Iterable[Line], result: BatchResult) -> Iterator[tuple[int, Line]]:
+    """(input line number, line), `result.last` kept up to date; input that stops being
+    readable (reading.NotText) comes as the last line's error. A Ctrl-C while waiting for a
+    line stops the batch at once (nothing is being made)."""
+    lines = iter(lines)
+    while True:
+        try:
+            with interrupts.waiting_for_input():
+                raw = next(lines)
+        except StopIteration:
+            return
+        except reading.NotText as exc:
+            raw = exc
+        except KeyboardInterrupt:
+            result.stopped = (
+                f"stopped by Ctrl-C after line {result.last}; finished images were kept"
+            )
+            raise
+        result.last += 1
+        yield result.last, raw
+        if isinstance(raw, reading.NotText):
+            return
+
+
+def _failed(ctx: ShellContext, result: BatchResult, number: int, exc: InvokeError) -> None:
+    result.run += 1
+    result.failed.append(number)
+    ctx.err(f"line {number}: {printable(str(exc))}")
 
 
 def run_one(
@@ -166,31 +210,14 @@ def _replay(ctx: ShellContext, args: str) -> None:
             f"!replay: takes one file, got {len(words)} words; quote a name with spaces"
         )
     path = user_path(ctx, words[0])
-    if path.resolve() in ctx.replaying:
-        raise InvokeError(f"!replay: {path} is already being replayed; a file cannot replay itself")
-    lines = read_batch_file(path, "!replay")
-    nested = replace(ctx, set_input=None, replaying=(*ctx.replaying, path.resolve()))
-    result = run_lines(nested, lines)
+    with reading.open_file(path, f"!replay: {path}", "give a text file of command lines") as file:
+        if path.resolve() in ctx.replaying:
+            raise InvokeError(
+                f"!replay: {path} is already being replayed; a file cannot replay itself"
+            )
+        nested = replace(ctx, set_input=None, replaying=(*ctx.replaying, path.resolve()))
+        with closing(reading.batch_lines(file)) as lines:
+            result = run_lines(nested, lines)
     if not ctx.interactive and result.status != 0:
         # In a batch the !replay line itself fails, so the outer exit status says so too.
         raise InvokeError(f"!replay {path}: {result.summary}")
-
-
-def read_batch_file(path: Path, who: str) -> list[str]:
-    """A batch file's lines; undecodable bytes become U+FFFD rather than an error."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise InvokeError(f"{who}: {path}: no such file") from exc
-    except IsADirectoryError as exc:
-        raise InvokeError(f"{who}: {path} is a folder; give a text file of command lines") from exc
-    except OSError as exc:
-        raise InvokeError(f"{who}: cannot read {path}: {exc.strerror}") from exc
-    return data.decode("utf-8", errors="replace").splitlines()
-
-
-def _text(raw: str | bytes) -> str:
-    if isinstance(raw, bytes):
-        return raw.decode("utf-8", errors="replace")
-    # A lone surrogate cannot be printed or encoded later: make it a "?" now.
-    return raw.encode("utf-8", errors="replace").decode("utf-8")

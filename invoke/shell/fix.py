@@ -23,6 +23,7 @@ from pathlib import Path
 from invoke.errors import InitImageError, InvokeError
 from invoke.line.parse import parse_fix, parse_request
 from invoke.line.request import Request
+from invoke.reading import not_a_file
 from invoke.shell.dispatch import ShellContext, command, run_request, user_path
 
 FIX_USAGE = (
@@ -71,12 +72,13 @@ def _fix(ctx: ShellContext, args: str) -> None:
 
 def _image_path(ctx: ShellContext, file: str) -> Path:
     path = user_path(ctx, file)
-    if not path.exists():
+    problem = not_a_file(path)
+    if problem == "no such file":
         raise InvokeError(
             f"!fix: {file}: no such file (nor in {ctx.runner.outdir}); give the path of an image"
         )
-    if not path.is_file():
-        raise InvokeError(f"!fix: {file} is a folder; give the path of an image")
+    if problem:  # a folder, a FIFO (reading it would wait forever), a device...
+        raise InvokeError(f"!fix: {file} {problem}; give the path of an image")
     return path
 
 

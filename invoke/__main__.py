@@ -243,12 +243,9 @@ def cli(
         controlnet_dir=controlnet_dir,
         upscaler_dir=upscaler_dir,
     )
-    from invoke import interrupts
     from invoke.session import Session
     from invoke.shell import batch
     from invoke.shell.report import TerminalReporter
-
-    interrupts.terminate_like_ctrl_c()  # `kill` keeps what Ctrl-C keeps: no half-written file
 
     try:
         runner = Session(settings, reporter=TerminalReporter(progress=not dry_run), dry_run=dry_run)
@@ -277,6 +274,9 @@ def _read_lines(from_file: str | None) -> list[bytes]:
 
 
 def main() -> None:
+    from invoke import interrupts
+
+    interrupts.terminate_like_ctrl_c()  # `kill` keeps what Ctrl-C keeps: no half-written file
     try:
         cli(prog_name="invoke")
     except BrokenPipeError:

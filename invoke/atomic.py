@@ -80,7 +80,7 @@ def open_file(path: Path, flags: int, mode: int = 0o644) -> int:
     try:
         fd = os.open(path, flags | _NOFOLLOW | _NONBLOCK | _CLOEXEC, mode)
     except OSError as err:
-        check_file(path)  # planted after the check above: say what it is
+        _refuse_a_link(path)  # planted after the check above: say what it is
         if err.errno in (errno.ENXIO, errno.EISDIR):  # a FIFO without a reader; a folder
             raise NotOurs(errno.EINVAL, NOT_A_FILE, str(path)) from None
         raise

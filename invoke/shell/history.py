@@ -34,7 +34,8 @@ class ShellHistory(FileHistory):
         except atomic.NotOurs as exc:
             self._writable = False
             self._warn(
-                f"the history {self.path}: {atomic.why(exc)}; history is kept for this session only"
+                f"the history {self.path}: {atomic.why(exc)} "
+                "(history is kept for this session only)"
             )
             self._loaded_strings = []
         except OSError as exc:

@@ -6,6 +6,7 @@ file (the pictures: the next free name is taken instead); `replace` swaps a file
 version (models.yaml, hash records), so a reader sees the old file or the new one, never half.
 `append` adds a whole record to a log or nothing; `open_file` opens a file to change in place.
 `locked` serialises read-modify-writes and appends between processes sharing a file.
+`remove_leftovers` removes the temporary files a killed run left behind.
 
 Nothing here writes through a symbolic link, or into a FIFO or a device: a name that holds one
 (planted in a shared output folder, say) is refused with `NotOurs`, never followed, so a write
@@ -177,8 +178,9 @@ def _staged(folder: Path, data: bytes, prefix: str, suffix: str) -> Iterator[Pat
 
 
 def make_folder(folder: Path) -> Path:
-    """`folder` made if missing (its parents too); NotOurs if it is a link or not a folder, so
-    the files written in it stay where they belong. For folders invoke makes inside another."""
+    """`folder` made if missing (its parents too); NotOurs if it is a link, so the files written
+    in it stay where they belong (OSError if it cannot be made). For folders invoke makes inside
+    the output folder."""
     _refuse_a_link(folder)  # a dangling one too, which mkdir would call "exists"
     folder.mkdir(parents=True, exist_ok=True)
     _refuse_a_link(folder)  # planted meanwhile

@@ -29,6 +29,8 @@ from invoke.outputs import (
     dropped_note,
     without_user_choices,
 )
+from invoke.shell.batch import run_one
+from tests.helpers import FakeRunner, batch
 from tests.test_hardening import _assert_every_file_complete, _start_batch, run_cli
 
 SECRET = "the user's own file\n"
@@ -269,6 +271,25 @@ def test_a_signal_while_a_picture_is_saved_waits_until_it_is_logged() -> None:
             done.append("logged")
         done.append("after")  # never: the held Ctrl-C acts as the block ends
     assert done == ["written", "logged"]
+
+
+class _Killed(FakeRunner):
+    """A runner that SIGTERM stops at once (a second SIGTERM, or one outside a batch)."""
+
+    def generate(self, request: Request) -> list[Path]:
+        if "killed" in request.prompt:
+            raise interrupts.Terminated
+        return super().generate(request)
+
+
+def test_sigterm_at_once_says_so_and_exits_143(tmp_path: Path) -> None:
+    runner = _Killed(tmp_path)
+    status, _, err = batch(runner, ["a cat", "killed", "never"])
+    assert status == 143
+    assert err == ["1 line run, 0 failed; stopped by SIGTERM at line 2; finished images were kept"]
+    said: list[str] = []
+    assert run_one(runner, "killed", out=said.append, err=said.append) == 143
+    assert said == ["stopped (SIGTERM); finished images were kept"]
 
 
 @pytest.mark.e2e

@@ -302,7 +302,9 @@ CASES: tuple[Hostile, ...] = (
         "security",
         "your models.yaml is a link to another file, and `!edit_model` would rewrite it",
         _models_yaml_linked,
-        "cannot write {d}/config/invoke-dream/models.yaml: " + LINKED,
+        "cannot write {d}/config/invoke-dream/models.yaml: "
+        + LINKED
+        + ", or name the file it points to with --config",
         check=_models_yaml_unchanged,
     ),
     Hostile(

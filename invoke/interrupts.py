@@ -18,9 +18,7 @@ from contextlib import contextmanager
 _stop_after_image = threading.Event()
 _armed = 0  # nesting depth: `!replay` inside a batch must not disarm the outer batch's handler
 _stopped_by = ""  # the name of the first signal of the armed batch: "Ctrl-C" or "SIGTERM"
-_SIGNALS = (signal.SIGINT, signal.SIGTERM) if hasattr(signal, "SIGTERM") else (signal.SIGINT,)
-
-
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _STOPPING = {
     "Ctrl-C": "stopping after the current image (Ctrl-C again to stop now)",
     "SIGTERM": "SIGTERM: stopping after the current image (SIGTERM or Ctrl-C again to stop now)",
@@ -40,11 +38,6 @@ def which(stop: KeyboardInterrupt) -> str:
     return "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
 
 
-def name(signum: int) -> str:
-    """How the user knows the signal: "Ctrl-C" for SIGINT, else its own name."""
-    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-
-
 def stop_requested() -> bool:
     """True once a first Ctrl-C or SIGTERM asked to stop after the image being made."""
     return _stop_after_image.is_set()
@@ -62,7 +55,7 @@ def _on_terminate(signum: int, frame: object) -> None:
 def terminate_like_ctrl_c() -> None:
     """SIGTERM raises Terminated (a KeyboardInterrupt) instead of ending the process on the spot,
     so a stop by `kill` keeps what a Ctrl-C keeps. Main thread only (signals are caught there)."""
-    if len(_SIGNALS) > 1 and threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_terminate)
 
 
@@ -80,7 +73,7 @@ def two_stage(notify: Callable[[str], None]) -> Iterator[None]:
         global _stopped_by
         if _stop_after_image.is_set():
             raise Terminated if signum != signal.SIGINT else KeyboardInterrupt
-        _stopped_by = name(signum)
+        _stopped_by = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
         _stop_after_image.set()
         # The signal may land while stderr is mid-write (a progress bar): a reentrant write then
         # raises RuntimeError, and losing this notice beats failing the image being made.

@@ -288,6 +288,9 @@ def _open_batch_file(from_file: str) -> BinaryIO:
 
 
 def main() -> None:
+    from invoke import interrupts
+
+    interrupts.terminate_like_ctrl_c()  # `kill` keeps what Ctrl-C keeps: no half-written file
     try:
         cli(prog_name="invoke")
     except BrokenPipeError:

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from invoke import outputs
+from invoke import interrupts, outputs
 from invoke.config.lookup import Lookup
+from invoke.events import Saved
 from invoke.line.request import Request
 from invoke.model_cache import ModelCache
 
@@ -32,21 +33,34 @@ class Saver:
         image: Image.Image,
         request: Request,
         command: str | None = None,
+        *,
+        saved: list[Saved],
     ) -> Path:
         """Save with the request's command, or `command` (a !fix upscale: then the upscaler is
-        the model that made it)."""
-        path = folder.save_image(
-            image,
-            request,
-            prefix,
-            model_id=self.models.entry.name if command is None else str(request.upscaler),
-            model_hash=self.models.model_hash if command is None else "",
-            command=command,
-            lora_hashes=self.lookup.lora_hashes(request) if command is None else {},
-        )
-        assert request.seed is not None
-        self.seeds.append(request.seed)
-        self.files.append(path)
+        the model that made it), then log it.
+
+        The picture is added to `saved` (what the `Outputs:` block names) as soon as it is on
+        disk, before the log is written, and Ctrl-C or SIGTERM wait until both are done: a
+        picture that was saved is named whatever fails after it (a log it cannot write says so).
+        """
+        plain = command is None
+        command = request.to_command() if plain else command
+        with interrupts.held():
+            path = folder.save_image(
+                image,
+                request,
+                prefix,
+                model_id=self.models.entry.name if plain else str(request.upscaler),
+                model_hash=self.models.model_hash if plain else "",
+                command=command,
+                log=False,
+                lora_hashes=self.lookup.lora_hashes(request) if plain else {},
+            )
+            assert request.seed is not None
+            self.seeds.append(request.seed)
+            self.files.append(path)
+            saved.append(Saved(path, command))
+            folder.append_log(path, command)
         return path
 
     def save_grid(
@@ -58,13 +72,14 @@ class Saver:
     ) -> None:
         # Each image is saved on its own too, so the grid's name says what it is.
         name = outputs.grid_name(prefix, requests)
-        path = folder.save_grid(
-            images,
-            requests,
-            prefix,
-            model_id=self.models.entry.name,
-            model_hash=self.models.model_hash,
-            name=name,
-            lora_hashes=self.lookup.lora_hashes(requests[0]),
-        )
+        with interrupts.held():
+            path = folder.save_grid(
+                images,
+                requests,
+                prefix,
+                model_id=self.models.entry.name,
+                model_hash=self.models.model_hash,
+                name=name,
+                lora_hashes=self.lookup.lora_hashes(requests[0]),
+            )
         self.note(f"grid: {path}")

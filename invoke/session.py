@@ -139,8 +139,7 @@ class Session:
             for i, (image, image_request) in enumerate(zip(images, pass_.requests, strict=True)):
                 if upscaler is not None:  # 5 upscale
                     image = self._upscale(upscaler, image, image_request, folder, prefix)
-                path = self.saver.save(folder, prefix, image, image_request)  # 6 save
-                saved.append(Saved(path, image_request.to_command()))
+                path = self.saver.save(folder, prefix, image, image_request, saved=saved)  # 6 save
                 made.append((image, image_request))
                 if i == 0:
                     by_pass.append(path)
@@ -222,7 +221,7 @@ class Session:
             return self.upscaling.upscale(upscaler, image, request)
         except (KeyboardInterrupt, InvokeError):
             plain = replace(request, upscale=(), upscaler=None)
-            path = self.saver.save(folder, prefix, image, plain)
+            path = self.saver.save(folder, prefix, image, plain, saved=[])
             self._note(f"not upscaled; the picture as drawn is {path}: {plain.to_command()}")
             raise
 
@@ -256,8 +255,7 @@ class Session:
             self.saver.commands += 1
             large = self.upscaling.upscale(upscaler, loaded.image, resolved)
             command = resolved.to_fix_command()
-            path = self.saver.save(folder, prefix, large, resolved, command=command)
-            saved.append(Saved(path, command))
+            self.saver.save(folder, prefix, large, resolved, command=command, saved=saved)
         finally:
             if saved:
                 self.reporter.outputs(self.saver.commands, saved)
@@ -266,7 +264,13 @@ class Session:
     # -- the Runner protocol: what the session knows ---------------------------------------------
 
     def fetch(self, path: str) -> str:
-        return outputs.read_command(Path(path).expanduser())
+        """The picture's command, less the output folder and file names it may carry (the
+        user's to choose, said in a note)."""
+        file = Path(path).expanduser()
+        command, dropped = outputs.without_user_choices(outputs.read_command(file))
+        if dropped:
+            self._note(outputs.dropped_note(file.name, dropped))
+        return command
 
     def recent_seeds(self) -> list[int]:
         """Seeds of this session's images, oldest first (tab completion after -S)."""

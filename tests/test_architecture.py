@@ -34,7 +34,7 @@ MAY_IMPORT = {
     # pure: values in, passes out (backend.job is plain data)
     "plan": {"plan", "line", "backend.job"},
     # the front ends reach the rest through their Runner protocol (the session)
-    "shell": {"shell", "line", "config", "events", "images", "interrupts", "reading"},
+    "shell": {"shell", "line", "config", "events", "images", "interrupts", "reading", "atomic"},
 }
 ONLY_FRONT_ENDS_IMPORT_SHELL = "only __main__ starts the front ends"
 PRINTERS = ("shell", "__main__")

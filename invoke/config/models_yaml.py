@@ -606,5 +606,10 @@ def write_atomically(target: Path, text: str) -> None:
     """Readers see the old file or the new one, never half of one."""
     try:
         atomic.replace(target, text.encode("utf-8"))
+    except atomic.NotOurs as exc:
+        # a models.yaml linked from elsewhere (dotfiles) is changed where it lives, by name
+        linked = exc.strerror == atomic.LINK
+        where = ", or name the file it points to with --config" if linked else ""
+        raise ModelError(f"cannot write {target}: {atomic.why(exc)}{where}") from None
     except OSError as exc:
         raise ModelError(f"cannot write {target}: {exc.strerror}") from exc

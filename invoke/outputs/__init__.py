@@ -51,7 +51,14 @@ from invoke.outputs.names import (
     grid_name,
     sanitize_file_name,
 )
-from invoke.outputs.readback import MAX_CHUNK_BYTES, METADATA_KEYS, read_chunks, read_command
+from invoke.outputs.readback import (
+    MAX_CHUNK_BYTES,
+    METADATA_KEYS,
+    dropped_note,
+    read_chunks,
+    read_command,
+    without_user_choices,
+)
 
 __all__ = [
     "A1111_SAMPLERS",
@@ -75,6 +82,7 @@ __all__ = [
     "_command_from_sd_metadata",
     "a1111_parameters",
     "check_fnformat",
+    "dropped_note",
     "file_seed",
     "format_file_name",
     "grid_chunks",
@@ -88,4 +96,5 @@ __all__ = [
     "read_command",
     "sanitize_file_name",
     "sd_metadata",
+    "without_user_choices",
 ]

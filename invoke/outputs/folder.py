@@ -31,6 +31,13 @@ LOG_MD = "invoke_log.md"
 PREFIX_COUNTER = ".next_prefix"
 INTERMEDIATES_DIR = "intermediates"
 
+_SWEPT: set[Path] = set()  # the folders whose leftover temporary files this process removed
+
+
+def _refused(path: Path, err: OSError) -> OutputError:
+    """A file of the folder that is a link, a folder or a device (atomic.NotOurs), in one line."""
+    return OutputError(f"{path}: {atomic.why(err)}, or choose another folder with -o/--outdir")
+
 
 def make_grid(images: Sequence[Image.Image]) -> Image.Image:
     """All images in a near-square grid (columns = ceil(sqrt(n))), row by row, black background."""
@@ -102,12 +109,24 @@ class OutputFolder:
 
         The counter lives in `.next_prefix` and is read-modify-written under an exclusive lock; it
         never goes below 1 + the largest prefix already present, so files copied in (or a deleted
-        counter) cannot cause reuse.
+        counter) cannot cause reuse. Before the first prefix of this process in this folder, the
+        temporary files an earlier run left are removed (atomic.remove_leftovers); and each time,
+        the logs are checked (a link planted there refuses the line before anything is drawn).
         """
         self.ensure()
+        if self.path.resolve() not in _SWEPT:
+            _SWEPT.add(self.path.resolve())
+            atomic.remove_leftovers(self.path)
+        for log in (self.path / LOG_TXT, self.path / LOG_MD):
+            try:
+                atomic.check_file(log)
+            except atomic.NotOurs as err:
+                raise _refused(log, err) from None
         counter = self.path / PREFIX_COUNTER
         try:
-            fd = os.open(counter, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = atomic.open_file(counter, os.O_RDWR | os.O_CREAT)
+        except atomic.NotOurs as err:
+            raise _refused(counter, err) from None
         except OSError as err:
             raise OutputError(
                 f"{counter}: cannot open the prefix counter ({atomic.why(err)}); "
@@ -244,7 +263,8 @@ class OutputFolder:
     def append_log(self, path: str | os.PathLike[str], command: str) -> None:
         """Append `path: command` to invoke_log.txt and a `## file` entry to invoke_log.md.
 
-        Each entry is one write under an exclusive lock, so concurrent processes never interleave.
+        Each entry is one write under an exclusive lock, so concurrent processes never interleave,
+        and is there whole or not at all (atomic.append); a log that is a link is refused.
         """
         self.ensure()
         command = " ".join(command.splitlines())
@@ -253,27 +273,23 @@ class OutputFolder:
         while fence in command:
             fence += "`"
         link = path.name.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
-        self._append(self.path / LOG_TXT, f"{path}: {command}\n")
-        self._append(
-            self.path / LOG_MD, f"## {path.name}\n![]({link})\n\n{fence}\n{command}\n{fence}\n\n"
-        )
+        try:
+            self._append(self.path / LOG_TXT, f"{path}: {command}\n")
+            self._append(
+                self.path / LOG_MD,
+                f"## {path.name}\n![]({link})\n\n{fence}\n{command}\n{fence}\n\n",
+            )
+        except OutputError as err:
+            raise OutputError(f"{err}; {path.name} was saved but not logged") from None
 
     @staticmethod
     def _append(log: Path, text: str) -> None:
-        data = text.encode("utf-8")
         try:
-            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise OutputError(f"{log}: cannot open the log ({atomic.why(err)})") from None
-        try:
-            with atomic.locked(fd):
-                written = os.write(fd, data)
-                if written != len(data):
-                    raise OSError(errno.ENOSPC, "short write")
+            atomic.append(log, text.encode("utf-8"))
+        except atomic.NotOurs as err:
+            raise _refused(log, err) from None
         except OSError as err:
             raise OutputError(f"{log}: cannot append to the log ({atomic.why(err)})") from None
-        finally:
-            os.close(fd)
 
     # -- intermediates -------------------------------------------------------------------------
 

@@ -34,7 +34,11 @@ class Intermediates:
     def _ensure(self) -> Path:
         self.outputs.ensure()
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            # `intermediates/` and the image's folder in it: neither may be a link out
+            atomic.make_folder(self.folder.parent)
+            atomic.make_folder(self.folder)
+        except atomic.NotOurs as err:
+            raise OutputError(f"{err.filename}: {atomic.why(err)}") from None
         except OSError as err:
             raise OutputError(
                 f"{self.folder}: cannot create the folder ({atomic.why(err)})"

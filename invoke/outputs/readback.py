@@ -7,8 +7,10 @@ size-limited, and the text is only ever parsed (see canonical.py), never execute
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shlex
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import IO, Any
 
 from invoke import atomic
 from invoke.errors import InvokeError, MetadataError
+from invoke.line.parse import parse_fix, parse_request
+from invoke.line.table import SWITCHES
 from invoke.outputs.foreign import (
     _command_from_a1111,
     _command_from_dream,
@@ -176,3 +180,40 @@ def read_command(path: str | os.PathLike[str]) -> str:
         except InvokeError as err:
             errors.append(f"parameters: {err}")
     raise MetadataError(f"{where}: no usable command in its metadata ({'; '.join(errors)})")
+
+
+# What a picture's command never chooses for the user: where the next pictures go and their names.
+USER_CHOICES = {"outdir": "the output folder", "fnformat": "the file names"}
+
+
+def without_user_choices(command: str) -> tuple[str, dict[str, str]]:
+    """A read-back `command` (canonical, a `!fix` line too) less -o/--outdir and --fnformat, and
+    the words dropped by field (`{"outdir": "-o /etc"}`): a picture from someone else must not
+    pick where the next pictures go or what they are called, through the edit buffer or a batch
+    file of `!fetch`. Where there are none, `command` comes back unchanged."""
+    fix = command.startswith("!fix ")
+    if fix:
+        line = parse_fix(command.removeprefix("!fix "))
+        request = dataclasses.replace(line.line, init_img=line.file)
+    else:
+        request = parse_request(command)
+    dropped = {
+        switch.field: f"{switch.canonical} {shlex.quote(switch.show(value))}"
+        for switch in SWITCHES
+        if switch.field in USER_CHOICES and (value := getattr(request, switch.field)) is not None
+    }
+    if not dropped:
+        return command, {}
+    kept = dataclasses.replace(request, **dict.fromkeys(USER_CHOICES))
+    return (kept.validate().to_fix_command() if fix else kept.to_command()), dropped
+
+
+def dropped_note(name: str, dropped: dict[str, str]) -> str:
+    """What the user is told when without_user_choices dropped something from `name`'s command:
+    `x.png: dropped -o /etc from the picture's command (the output folder is yours to choose)`."""
+    choices = " and ".join(USER_CHOICES[field] for field in dropped)
+    verb = "are" if len(dropped) > 1 else "is"
+    return (
+        f"{name}: dropped {' and '.join(dropped.values())} from the picture's command "
+        f"({choices} {verb} yours to choose)"
+    )

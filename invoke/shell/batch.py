@@ -37,7 +37,7 @@ from invoke.shell.dispatch import (
 )
 from invoke.shell.runner import DEFAULT_PROMPT, Runner
 
-INTERRUPTED = 130  # the shell's convention for "stopped by SIGINT"
+INTERRUPTED = interrupts.EXIT_STATUS["Ctrl-C"]  # the shell's convention for "stopped by SIGINT"
 
 
 @dataclass
@@ -46,13 +46,14 @@ class BatchResult:
     failed: list[int] = field(default_factory=list)  # their input line numbers
     stopped: str = ""  # why the batch ended early, if it did
     interrupted: bool = False
+    by: str = "Ctrl-C"  # what interrupted it: "Ctrl-C" or "SIGTERM"
     dry_run: bool = False
     last: int = 0  # the input line number reached
 
     @property
     def status(self) -> int:
         if self.interrupted:
-            return INTERRUPTED
+            return interrupts.EXIT_STATUS[self.by]
         return 1 if self.failed else 0
 
     @property
@@ -79,7 +80,8 @@ def run_batch(
     err=print_err,
     debug: bool = False,
 ) -> int:
-    """Run every line; the exit status: 0 all good, 1 some line failed, 130 stopped by Ctrl-C."""
+    """Run every line; the exit status: 0 all good, 1 some line failed, 130 stopped by Ctrl-C,
+    143 by SIGTERM."""
     ctx = ShellContext(runner, out=out, err=err, dry_run=dry_run, debug=debug)
     return run_lines(ctx, lines).status
 
@@ -87,15 +89,17 @@ def run_batch(
 def run_lines(ctx: ShellContext, lines: Iterable[Line]) -> BatchResult:
     result = BatchResult(dry_run=ctx.dry_run)
     try:
-        # Ctrl-C once: finish the image being made, then stop with the summary; twice: stop now.
+        # Ctrl-C (or SIGTERM) once: finish the image being made, then stop with the summary;
+        # twice: stop now.
         with interrupts.two_stage(ctx.err):
             _run_numbered(ctx, lines, result)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # The second Ctrl-C (or the first, outside the main thread, or while waiting for a
         # line): stop at once.
-        result.interrupted = True
+        result.interrupted, result.by = True, interrupts.which(stop)
         result.stopped = (
-            result.stopped or f"stopped by Ctrl-C at line {result.last}; finished images were kept"
+            result.stopped
+            or f"stopped by {result.by} at line {result.last}; finished images were kept"
         )
     ctx.err(result.summary)
     return result
@@ -131,8 +135,10 @@ def _run_numbered(ctx: ShellContext, lines: Iterable[Line], result: BatchResult)
         result.run += 1
         if interrupts.stop_requested():
             # A first Ctrl-C: the session finished the image it was making; so do we.
-            result.interrupted = True
-            result.stopped = f"stopped by Ctrl-C after line {number}; finished images were kept"
+            result.interrupted, result.by = True, interrupts.stopped_by()
+            result.stopped = (
+                f"stopped by {result.by} after line {number}; finished images were kept"
+            )
             return
 
 
@@ -185,9 +191,9 @@ def run_one(
     except InvokeError as exc:
         err(printable(str(exc)))
         return 1
-    except KeyboardInterrupt:
-        err(STOPPED)
-        return INTERRUPTED
+    except KeyboardInterrupt as stop:
+        err(STOPPED.replace("Ctrl-C", interrupts.which(stop)))
+        return interrupts.EXIT_STATUS[interrupts.which(stop)]
     except BrokenPipeError:
         raise  # the reader went away (`| head`): the launcher ends quietly
     except Exception as exc:  # one line for the user, not a traceback

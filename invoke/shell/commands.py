@@ -3,11 +3,13 @@ are in dispatch.py; !replay is with the batch runner in batch.py)."""
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import shlex
 from pathlib import Path
 
+from invoke import atomic
 from invoke.errors import InvokeError
 from invoke.line.parse import parse_request
 from invoke.shell.dispatch import COMMANDS, ShellContext, command, printable, run_request, user_path
@@ -139,11 +141,23 @@ def _fetch(ctx: ShellContext, args: str) -> None:
             ctx.out(line)
         return
     target = Path(words[1]).expanduser()
-    try:
-        target.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise InvokeError(f"!fetch: cannot write {target}: {exc.strerror}") from exc
+    _write_new(target, ("\n".join(lines) + "\n").encode("utf-8"))
     ctx.out(f"wrote {count} command{'s' if count != 1 else ''} to {target}")
+
+
+def _write_new(target: Path, data: bytes) -> None:
+    """`target` written whole (atomic.write_new) and only if there is no such name yet: a file,
+    a folder or a link of that name is never replaced, written through or half-written."""
+    try:
+        atomic.write_new(target.parent, [target.name], data)
+    except OSError as exc:
+        if exc.errno != errno.EEXIST:
+            raise InvokeError(f"!fetch: cannot write {target}: {atomic.why(exc)}") from None
+        what = " as a link" if target.is_symlink() else " as a folder" if target.is_dir() else ""
+        raise InvokeError(
+            f"!fetch: {target} already exists{what}; !fetch never replaces a file: "
+            "give a new name (nothing was written)"
+        ) from None
 
 
 def _glob(ctx: ShellContext, pattern: str) -> list[Path]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import sys
 from pathlib import Path
 
 from prompt_toolkit.history import FileHistory
+
+from invoke import atomic
 
 HISTORY_NAME = ".invoke_history"
 
@@ -16,7 +19,9 @@ class ShellHistory(FileHistory):
     prompt_toolkit loads history lazily while drawing the prompt; `!history` and `!NN` need the
     whole numbered list at any moment, so it is read up front (it is a small text file).
     A history file that cannot be written (read-only outdir, full disk) costs the history, never
-    the shell: one warning, then the history lives in memory only.
+    the shell: one warning, then the history lives in memory only. So does one that is a link or
+    no plain file (a link planted in a shared outdir): it is neither read nor written through.
+    Each line is appended whole or not at all (atomic.append).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -24,7 +29,15 @@ class ShellHistory(FileHistory):
         self.path = Path(path)
         self._writable = True
         try:
+            atomic.check_file(self.path)
             self._loaded_strings = list(self.load_history_strings())
+        except atomic.NotOurs as exc:
+            self._writable = False
+            self._warn(
+                f"the history {self.path}: {atomic.why(exc)} "
+                "(history is kept for this session only)"
+            )
+            self._loaded_strings = []
         except OSError as exc:
             self._warn(f"cannot read the history {self.path}: {exc.strerror}; starting empty")
             self._loaded_strings = []
@@ -44,22 +57,26 @@ class ShellHistory(FileHistory):
         if not self._writable:
             return
         try:
-            self.path.write_text("", encoding="utf-8")
+            atomic.replace(self.path, b"")
         except OSError as exc:
             self._give_up_file(exc)
 
     def store_string(self, string: str) -> None:
+        """One line, in prompt_toolkit's format (a `# time` line, then `+` and each line)."""
         if not self._writable:
             return
+        record = f"\n# {datetime.datetime.now()}\n" + "".join(
+            f"+{line}\n" for line in string.split("\n")
+        )
         try:
-            super().store_string(string)
+            atomic.append(self.path, record.encode("utf-8", errors="replace"))
         except OSError as exc:
             self._give_up_file(exc)
 
     def _give_up_file(self, exc: OSError) -> None:
         self._writable = False
         self._warn(
-            f"cannot write the history {self.path}: {exc.strerror}; "
+            f"cannot write the history {self.path}: {atomic.why(exc)}; "
             "history is kept for this session only"
         )
 

@@ -14,6 +14,7 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output
 
+from invoke import interrupts
 from invoke.errors import InvokeError
 from invoke.shell.completer import ShellCompleter
 from invoke.shell.dispatch import (
@@ -67,6 +68,8 @@ def run_repl(
         try:
             text = session.prompt(prompt_text(runner), default=pending.pop() if pending else "")
             failures = 0
+        except interrupts.Terminated:  # SIGTERM (a Ctrl-C at the prompt is only a key)
+            return interrupts.EXIT_STATUS["SIGTERM"]
         except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh, empty line
             continue
         except EOFError:  # Ctrl-D
@@ -81,6 +84,9 @@ def run_repl(
         try:
             if not run_line(ctx, text):
                 return 0
+        except interrupts.Terminated:
+            err(STOPPED.replace("Ctrl-C", "SIGTERM"))
+            return interrupts.EXIT_STATUS["SIGTERM"]
         except KeyboardInterrupt:
             err(STOPPED)
         except InvokeError as exc:

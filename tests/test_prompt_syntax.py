@@ -90,7 +90,10 @@ def test_blend_and_conjunction() -> None:
             '("a", "b").blend(1)',
             "prompt: .blend(1) needs one weight per prompt (2), e.g. .blend(1, 1)",
         ),
-        ('("a", "b").blend(1, x)', "prompt: .blend(1, x) takes numbers >= 0, e.g. .blend(1, 1)"),
+        (
+            '("a", "b").blend(1, x)',
+            "prompt: .blend(1, x) takes numbers in [0, 100], e.g. .blend(1, 1)",
+        ),
         ('("a", "b").blend(0, 0)', "prompt: .blend(0, 0) needs a weight above 0"),
         (
             '("a", "b", "c").and(1)',
@@ -127,11 +130,17 @@ def test_is_weighted() -> None:
 
 @given(st.text(alphabet='ab ()+-.,0123456789\\"', max_size=40))
 def test_any_text_parses_and_keeps_its_words(text: str) -> None:
-    """Whatever is typed, parsing never fails outside .blend/.and and never invents letters."""
+    """Whatever is typed, parsing never fails outside .blend/.and and weights over the limit,
+    and never invents letters."""
     try:
         parsed = parse_weighting(text)
-    except ParseError:
-        assert ".blend(" in text or ".and(" in text
+    except ParseError as err:
+        assert (
+            ".blend(" in text
+            or ".and(" in text
+            or "[0, 100]" in str(err)
+            or "at most 100" in str(err)
+        )
         return
     letters = "".join(ch for ch in plain_text(parsed) if ch in "ab")
     assert letters == "".join(ch for ch in text if ch in "ab")
@@ -261,9 +270,15 @@ def test_split_prompt(prompt: str, skip: bool, expected: PromptParts) -> None:
 )
 @settings(max_examples=examples(300), deadline=None)
 def test_split_prompt_weights_sum_to_one(prompt: str) -> None:
-    parts = split_prompt(prompt)
+    """Scaled to sum 1 and within range; weights that cannot be are refused, naming the range."""
+    try:
+        parts = split_prompt(prompt)
+    except ParseError as err:
+        assert "sub-prompt weight" in str(err) and "[-100, 100]" in str(err)
+        return
     assert parts.positive
     assert abs(sum(w for _, w in parts.positive) - 1.0) < 1e-9
+    assert all(abs(w) <= 100 for _, w in parts.positive)
 
 
 # -- the Prompt value: the prompt read once -------------------------------------------------------

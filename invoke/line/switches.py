@@ -62,10 +62,14 @@ _FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
 
+def shorten(text: str, limit: int = 40) -> str:
+    """Text cut to `limit` characters for a message (a value may be 20000 characters long)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def show_value(text: str) -> str:
     """A value as an error message shows it: quoted when blank or spaced, cut when huge."""
-    if len(text) > 40:
-        text = text[:37] + "..."
+    text = shorten(text)
     # control characters shown as escapes: never sent raw to a terminal
     text = "".join(f"\\x{ord(ch):02x}" if ord(ch) < 32 and ch != "\t" else ch for ch in text)
     if text == "" or any(ch in " \t" for ch in text):

@@ -22,7 +22,8 @@ SEAMLESS_AXES: tuple[str, ...] = ("x", "y")
 # The sides --outcrop extends, in the order the canonical line names them (InvokeAI's docs wrote
 # `top 128 right 64 bottom 64`); the order given does not change the picture, so it is normalised.
 OUTCROP_DIRECTIONS: tuple[str, ...] = ("top", "right", "bottom", "left")
-OUTCROP_MAX = 4096  # pixels per side, as -W/-H allow
+SIZE_MAX = 4096  # pixels: the largest -W/-H, and the largest picture an outcrop may make
+OUTCROP_MAX = SIZE_MAX  # pixels per side, as -W/-H allow
 # -U FACTOR [STRENGTH]: the factors Stable Diffusion's upscalers make (sd-x2-latent-upscaler and
 # stable-diffusion-x4-upscaler), and InvokeAI's default strength for its -U.
 UPSCALE_FACTORS: tuple[int, ...] = (2, 4)

@@ -16,6 +16,7 @@ from typing import Any
 from invoke.errors import MetadataError
 from invoke.line.parse import parse_fix, parse_request
 from invoke.line.request import Request
+from invoke.line.switches import shorten
 from invoke.outputs.metadata import is_file_upscale
 
 NUMBER = re.compile(r"^-?\d+(\.\d*)?$")
@@ -53,14 +54,25 @@ def number(value: Any, kind: type, what: str) -> Any:
         if isinstance(value, str) and NUMBER.match(value.strip()):
             value = float(value)
         else:
-            raise MetadataError(f"{what} is {value!r}, not a number")
+            raise MetadataError(f"{what} is {_shown(value)}, not a number")
+    if isinstance(value, int) and abs(value) > _LARGEST_INT:  # JSON's ints have no limit
+        raise MetadataError(f"{what} is {_shown(value)}, too large a number")
     if not math.isfinite(value):
-        raise MetadataError(f"{what} is {value!r}, not a finite number")
+        raise MetadataError(f"{what} is {_shown(value)}, not a finite number")
     if kind is int:
         if not float(value).is_integer():
             raise MetadataError(f"{what} is {value!r}, not a whole number")
         return int(value)
     return float(value)
+
+
+# Past this a JSON int cannot become a float (OverflowError); no number a line takes is near it.
+_LARGEST_INT = 2**63
+
+
+def _shown(value: Any) -> str:
+    """A value from the metadata as a message shows it: its repr, cut when long."""
+    return shorten(repr(value)) if isinstance(value, str) else shorten(str(value))
 
 
 def request_to_canonical(fields: dict[str, Any], what: str) -> str:

@@ -40,6 +40,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import accumulate
 
 from invoke.errors import ParseError
 from invoke.line.prompt import (
@@ -324,6 +326,9 @@ _GROUP_WEIGHT = re.compile(rf"(\++|-+|{_NUMBER}){_AFTER}")
 _NOT_PLAIN_WEIGHT = re.compile(
     rf"(?:{_NUMBER}[eE][+-]?[0-9]+|nan|inf|infinity){_AFTER}", re.IGNORECASE
 )
+# Where reading has something to decide: a backslash, a `(`, or a word's first character (after a
+# space or a parenthesis; at the start of a group too, which _Weighting.read looks at itself).
+_DECISION = re.compile(r"[\\(]|(?<=[\s()])\S")
 # Past this many signs a word's weight is far outside the range anyway (1.1 ** 50 > 100).
 _MOST_SIGNS = 200
 
@@ -365,11 +370,12 @@ class _Weighting:
     def __init__(self, text: str) -> None:
         self.text = text
         self.closes = _pairs(text)
-        # letters[k]: how many letters text[:k] holds (A1111's `(words:1.3)` needs one)
-        self.letters = [0]
-        for ch in text:
-            self.letters.append(self.letters[-1] + ch.isalpha())
         self.fragments = _Fragments()
+
+    @cached_property
+    def letters(self) -> list[int]:
+        """letters[k]: how many letters text[:k] holds (A1111's `(words:1.3)` needs one)."""
+        return list(accumulate((ch.isalpha() for ch in self.text), initial=0))
 
     def read(self, start: int, stop: int, weight: float, depth: int) -> None:
         """Add text[start:stop]'s fragments at `weight` (its enclosing groups' product)."""
@@ -383,6 +389,13 @@ class _Weighting:
 
         i = start
         while i < stop:
+            if i > start:  # what lies before the next decision is plain text: take it whole
+                found = _DECISION.search(text, i, stop)
+                decision = stop if found is None else found.start()
+                plain.append(text[i:decision])
+                i = decision
+                if i == stop:
+                    break
             ch = text[i]
             if ch == "\\" and i + 1 < stop and text[i + 1] in "()+-":
                 plain.append(text[i + 1])
@@ -511,15 +524,12 @@ def _pairs(text: str) -> dict[int, int]:
     it (`\\(` and `\\)` do not count); a `(` never closed is text, and so is a stray `)`."""
     closes: dict[int, int] = {}
     opened: list[int] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "(":
-            opened.append(i)
-        elif ch == ")" and opened:
-            closes[opened.pop()] = i
-        i += 1
+    for found in _PAREN_OR_ESCAPE.finditer(text):
+        if found.group(0) == "(":
+            opened.append(found.start())
+        elif found.group(0) == ")" and opened:
+            closes[opened.pop()] = found.start()
     return closes
+
+
+_PAREN_OR_ESCAPE = re.compile(r"\\[\s\S]?|[()]")

@@ -455,7 +455,9 @@ class UpscaleSwitch(Switch):
         if not words or len(words) > 2:
             raise self.fail(text, f"needs {self.expects}")
         factors = ", ".join(map(str, UPSCALE_FACTORS))
-        if not _INT.fullmatch(words[0]) or int(words[0]) not in UPSCALE_FACTORS:
+        factor = words[0]
+        # (int() refuses over 4300 digits; anything over 30 is no factor anyway)
+        if len(factor) > 30 or not _INT.fullmatch(factor) or int(factor) not in UPSCALE_FACTORS:
             raise self.fail(words[0], f"is not an upscale factor; use {factors}")
         strength = UPSCALE_STRENGTH
         if len(words) == 2:

@@ -50,18 +50,19 @@ def canonical_fix(command: str) -> str:
 
 
 def number(value: Any, kind: type, what: str) -> Any:
+    shown = _shown(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         if isinstance(value, str) and NUMBER.match(value.strip()):
-            value = float(value)
+            value = float(value)  # 400 digits: infinity, refused below
         else:
-            raise MetadataError(f"{what} is {_shown(value)}, not a number")
+            raise MetadataError(f"{what} is {shown}, not a number")
     if isinstance(value, int) and abs(value) > _LARGEST_INT:  # JSON's ints have no limit
-        raise MetadataError(f"{what} is {_shown(value)}, too large a number")
+        raise MetadataError(f"{what} is {shown}, too large a number")
     if not math.isfinite(value):
-        raise MetadataError(f"{what} is {_shown(value)}, not a finite number")
+        raise MetadataError(f"{what} is {shown}, not a finite number")
     if kind is int:
         if not float(value).is_integer():
-            raise MetadataError(f"{what} is {value!r}, not a whole number")
+            raise MetadataError(f"{what} is {shown}, not a whole number")
         return int(value)
     return float(value)
 
@@ -72,7 +73,7 @@ _LARGEST_INT = 2**63
 
 def _shown(value: Any) -> str:
     """A value from the metadata as a message shows it: its repr, cut when long."""
-    return shorten(repr(value)) if isinstance(value, str) else shorten(str(value))
+    return repr(shorten(value)) if isinstance(value, str) else shorten(str(value))
 
 
 def request_to_canonical(fields: dict[str, Any], what: str) -> str:

@@ -431,8 +431,8 @@ def _command_from_a1111(text: str) -> str:
     if "Size" in values:
         m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", values["Size"])
         if not m:
-            raise MetadataError(f"Size is {values['Size']!r}, not WIDTHxHEIGHT")
-        fields["width"], fields["height"] = int(m.group(1)), int(m.group(2))
+            raise MetadataError(f"Size is {shorten(values['Size'])!r}, not WIDTHxHEIGHT")
+        fields["width"], fields["height"] = (number(m.group(k), int, "Size") for k in (1, 2))
     sampler = values.get("Sampler", "").strip()
     if sampler.lower() in _SAMPLER_FROM_A1111:
         fields["sampler"] = _SAMPLER_FROM_A1111[sampler.lower()]

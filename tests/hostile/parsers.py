@@ -20,6 +20,11 @@ def _line(text: str) -> Scenario:
     return Scenario(stdin=text + "\n")
 
 
+def _three(text: str) -> Scenario:
+    """A batch of three such lines: each took 15 to 30 s to check before issue 18."""
+    return Scenario(stdin=(text + "\n") * 3)
+
+
 def _png(d: Path, name: str, **chunks: str) -> Path:
     """A small PNG in `d` with these text chunks, as another program would write it."""
     from PIL import Image, PngImagePlugin
@@ -83,38 +88,38 @@ CASES: tuple[Hostile, ...] = (
         outcome="shown",
     ),
     Hostile(
-        "19 KB of (a",
+        "three 19 KB lines of (a",
         "hangs",
-        "a prompt of 9 500 `(a`",
-        lambda d: _line("(a" * 9_500 + " -s 1 -S 1"),
-        '[1] …000001.1.png: "(a(a(a…(a" -s 1 -S 1 …',
+        "three lines, each a prompt of 9 500 `(a`",
+        lambda d: _three("(a" * 9_500 + " -s 1 -S 1"),
+        '…000003.1.png: "(a(a(a…(a" -s 1 -S 1 …',
         status=0,
         outcome="shown",
     ),
     Hostile(
-        "19 KB of (a:1",
+        "three 19 KB lines of (a:1",
         "hangs",
-        "a prompt of 4 700 `(a:1` (AUTOMATIC1111's weight, never closed)",
-        lambda d: _line("(a:1" * 4_700 + " -s 1 -S 1"),
-        '[1] …000001.1.png: "(a:1(a:1…(a:1" -s 1 -S 1 …',
+        "three lines, each a prompt of 4 700 `(a:1` (AUTOMATIC1111's weight, never closed)",
+        lambda d: _three("(a:1" * 4_700 + " -s 1 -S 1"),
+        '…000003.1.png: "(a:1(a:1…(a:1" -s 1 -S 1 …',
         status=0,
         outcome="shown",
     ),
     Hostile(
-        "a word and 19 000 +",
+        "three words of 19 000 +",
         "hangs",
-        "`a`, 19 000 `+` and `x`: signs that end in a letter, so text",
-        lambda d: _line("a" + "+" * 19_000 + "x -s 1 -S 1"),
-        '[1] …000001.1.png: "a+++…+x" -s 1 -S 1 …',
+        "three lines, each `a`, 19 000 `+` and `x` (signs that end in a letter: text)",
+        lambda d: _three("a" + "+" * 19_000 + "x -s 1 -S 1"),
+        '…000003.1.png: "a+++…+x" -s 1 -S 1 …',
         status=0,
         outcome="shown",
     ),
     Hostile(
-        "9 000 ( before .blend(",
+        "three lines of ( before .blend(",
         "hangs",
-        "9 000 `(`, then `).blend(`",
-        lambda d: _line("(" * 9_000 + ").blend( -s 1 -S 1"),
-        '[1] …000001.1.png: "(((…).blend(" -s 1 -S 1 …',
+        "three lines, each 9 000 `(`, then `).blend(`",
+        lambda d: _three("(" * 9_000 + ").blend( -s 1 -S 1"),
+        '…000003.1.png: "(((…).blend(" -s 1 -S 1 …',
         status=0,
         outcome="shown",
     ),
@@ -177,6 +182,13 @@ CASES: tuple[Hostile, ...] = (
         "a" + "+" * 8_000 + " red sky -s 1",
         "prompt: a+++…... would weigh inf (its groups' weights and signs multiplied); "
         "a weight is at most 100",
+    ),
+    _refused(
+        "-U of 5 000 digits",
+        "misreads",
+        "`-U 999…`, 5 000 nines (more than int() reads)",
+        "a red sky -s 1 -U " + "9" * 5_000,
+        "-U/--upscale: 9999999999999999999999999999999999999... is not an upscale factor; use 2, 4",
     ),
     Hostile(
         "sd-metadata nested 30 000 deep",

@@ -348,7 +348,7 @@ def _sequence(text: str, weight: float = 1.0) -> Sequence:
 
 
 class _Fragments:
-    """Fragments being collected: a space kept between words, runs of one weight merged."""
+    """Fragments being collected; a run of text at one weight becomes one fragment."""
 
     def __init__(self) -> None:
         self.runs: list[tuple[float, list[str]]] = []

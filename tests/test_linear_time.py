@@ -229,7 +229,7 @@ WORST = {
     "!dream !dream ... completed": ("shell completer", "!dream " * 14_000),
     "A1111 keys without a colon": ("A1111 parameters", "a\nSteps: 1, " + "a " * 32_000),
     "A1111 spaces": ("A1111 parameters", "a\nSteps: 1," + " " * 64_000 + "x"),
-    "A1111 a+ repeated": ("A1111 parameters", "a\nSteps: " + "a+ " * 21_000),
+    "A1111 keys of + and spaces": ("A1111 parameters", "a\nSteps: 1, " + "a+ " * 21_000),
     "InvokeAI Dream of (": ("InvokeAI Dream", "(" * SIZE),
     "sd-metadata nested": ("sd-metadata", "[" * SIZE),
 }

@@ -49,6 +49,10 @@ def canonical_fix(command: str) -> str:
     return request.to_fix_command()
 
 
+# Past this a JSON int cannot become a float (OverflowError); no number a line takes is near it.
+_LARGEST_INT = 2**63
+
+
 def number(value: Any, kind: type, what: str) -> Any:
     shown = _shown(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -65,10 +69,6 @@ def number(value: Any, kind: type, what: str) -> Any:
             raise MetadataError(f"{what} is {shown}, not a whole number")
         return int(value)
     return float(value)
-
-
-# Past this a JSON int cannot become a float (OverflowError); no number a line takes is near it.
-_LARGEST_INT = 2**63
 
 
 def _shown(value: Any) -> str:

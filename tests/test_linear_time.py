@@ -76,8 +76,10 @@ class TookTooLong(Exception):
 
 @contextmanager
 def give_up_after(seconds: float) -> Iterator[None]:
-    """Interrupt the block after `seconds` (main thread only: elsewhere it just runs)."""
-    if threading.current_thread() is not threading.main_thread():
+    """Interrupt the block after `seconds` (a POSIX main thread only: elsewhere it just runs)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "setitimer"
+    ):
         yield
         return
 

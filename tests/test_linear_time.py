@@ -84,7 +84,7 @@ def give_up_after(seconds: float) -> Iterator[None]:
         return
 
     def stop(signum: int, frame: object) -> None:
-        raise TookTooLong(f"still running after {seconds:.0f} s")
+        raise TookTooLong(f"still running after {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, stop)
     signal.setitimer(signal.ITIMER_REAL, seconds)

@@ -14,7 +14,7 @@ from pathlib import Path
 from invoke import outputs
 from invoke.backend.job import Control, Job, Noise
 from invoke.config.lookup import Lookup
-from invoke.errors import InvokeError
+from invoke.errors import InitImageError, InvokeError
 from invoke.images import (
     init_image_size,
     load_control_image,
@@ -26,7 +26,7 @@ from invoke.images import (
 )
 from invoke.line.parse import parse_request
 from invoke.line.request import Request
-from invoke.line.switches import SEAMLESS_AXES
+from invoke.line.switches import SEAMLESS_AXES, SIZE_MAX
 
 Note = Callable[[str], None]
 
@@ -55,13 +55,21 @@ def outcrop_canvas(
     assert init is not None  # validate() refuses --outcrop without -I
     source = init_image_size(init, multiple)
     width, height = outcrop_size(source, request.outcrop)
+    added = " ".join(f"{side} {pixels}" for side, pixels in request.outcrop)
+    if width > SIZE_MAX or height > SIZE_MAX:
+        # The picture's command names its size: one over -W/-H's limit could not be run again.
+        raise InitImageError(
+            f"-c/--outcrop: {init.name} is {source[0]}x{source[1]} and {added} would make it "
+            f"{width}x{height}; a picture is at most {SIZE_MAX} pixels a side (as -W/-H allow), "
+            f"so add at most {max(0, SIZE_MAX - source[0])} left and right together and "
+            f"{max(0, SIZE_MAX - source[1])} top and bottom"
+        )
     given = (line.width, line.height)
     if given != (None, None) and given != (width, height):
         note(
             f"-W/-H: with --outcrop the size is {init.name}'s {source[0]}x{source[1]} plus the "
             f"pixels added, {width}x{height}; the line's -W/-H are not used"
         )
-    added = " ".join(f"{side} {pixels}" for side, pixels in request.outcrop)
     note(
         f"outcrop: {init.name} {source[0]}x{source[1]} grown to {width}x{height} ({added}); "
         f"the new area and a {outcrop_seam(multiple)}-pixel strip of the old edge are painted"

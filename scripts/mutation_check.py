@@ -123,8 +123,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "M6",
         "prompt weights: (words:1.5) nested in a weighted group ignores the outer weight",
         "invoke/line/prompt_syntax.py",
-        "_sequence(colon.group(1), weight * float(colon.group(2)))",
-        "_sequence(colon.group(1), float(colon.group(2)))",
+        "self.read(i + 1, end, _checked(weight * factor, text[i : close + 1]), depth)",
+        "self.read(i + 1, end, _checked(factor, text[i : close + 1]), depth)",
         ("tests/test_prompt_syntax.py",),
     ),
     Mutation(

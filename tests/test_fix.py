@@ -366,3 +366,32 @@ def test_resolve_rounds_the_pixels_up_to_the_cell_and_strength_defaults_to_invok
     )
     assert resolved.strength == 0.5
     assert resolve(Request("a cat", init_img="x.png"), Settings(), (64, 64))[0].strength == 0.75
+
+
+def test_an_outcrop_is_never_larger_than_its_command_can_say(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The picture's command names its size (-W/-H): an outcrop past their 4096 would make a
+    picture whose own command the parser refuses, so it is refused before anything is drawn;
+    one that reaches 4096 exactly makes a picture whose command reads back and runs."""
+    outdir = tmp_path / "out"
+    wide = picture(tmp_path / "wide.png", (4088, 16))
+    session, _, _ = new_session(outdir, tiny_model_dir)
+    status, _, err = batch(
+        session,
+        [
+            f"!fix {wide} a blue sky -s 2 -S 5 --outcrop right 16",
+            f"!fix {wide} a blue sky -s 2 -S 5 --outcrop right 8",
+        ],
+    )
+    assert status == 1
+    assert err[:2] == [
+        ">> wide.png has no metadata: using the line's prompt and seed 5",
+        "line 1: -c/--outcrop: wide.png is 4088x16 and right 16 would make it 4104x16; a picture "
+        "is at most 4096 pixels a side (as -W/-H allow), so add at most 8 left and right "
+        "together and 4080 top and bottom",
+    ]
+    [made] = outdir.glob("*.png")  # only line 2 drew
+    command = outputs.read_command(made)
+    assert "-W 4096 -H 16" in command
+    assert parse_request(command).outcrop == (("right", 8),)

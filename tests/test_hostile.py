@@ -50,7 +50,6 @@ def test_hostile_input_gets_one_line(case: Hostile, isolated: Path, tiny_model_d
         case.check(isolated)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18: the other kinds' cases are being written")
 def test_every_kind_has_its_own_cases_and_ids_are_unique() -> None:
     assert {c.kind for c in HOSTILE} == set(KINDS)
     assert len({c.id for c in HOSTILE}) == len(HOSTILE)

@@ -90,7 +90,10 @@ def test_blend_and_conjunction() -> None:
             '("a", "b").blend(1)',
             "prompt: .blend(1) needs one weight per prompt (2), e.g. .blend(1, 1)",
         ),
-        ('("a", "b").blend(1, x)', "prompt: .blend(1, x) takes numbers >= 0, e.g. .blend(1, 1)"),
+        (
+            '("a", "b").blend(1, x)',
+            "prompt: .blend(1, x) takes numbers in [0, 100], e.g. .blend(1, 1)",
+        ),
         ('("a", "b").blend(0, 0)', "prompt: .blend(0, 0) needs a weight above 0"),
         (
             '("a", "b", "c").and(1)',
@@ -127,11 +130,17 @@ def test_is_weighted() -> None:
 
 @given(st.text(alphabet='ab ()+-.,0123456789\\"', max_size=40))
 def test_any_text_parses_and_keeps_its_words(text: str) -> None:
-    """Whatever is typed, parsing never fails outside .blend/.and and never invents letters."""
+    """Whatever is typed, parsing never fails outside .blend/.and and weights over the limit,
+    and never invents letters."""
     try:
         parsed = parse_weighting(text)
-    except ParseError:
-        assert ".blend(" in text or ".and(" in text
+    except ParseError as err:
+        assert (
+            ".blend(" in text
+            or ".and(" in text
+            or "[0, 100]" in str(err)
+            or "at most 100" in str(err)
+        )
         return
     letters = "".join(ch for ch in plain_text(parsed) if ch in "ab")
     assert letters == "".join(ch for ch in text if ch in "ab")
@@ -261,9 +270,15 @@ def test_split_prompt(prompt: str, skip: bool, expected: PromptParts) -> None:
 )
 @settings(max_examples=examples(300), deadline=None)
 def test_split_prompt_weights_sum_to_one(prompt: str) -> None:
-    parts = split_prompt(prompt)
+    """Scaled to sum 1 and within range; weights that cannot be are refused, naming the range."""
+    try:
+        parts = split_prompt(prompt)
+    except ParseError as err:
+        assert "sub-prompt weight" in str(err) and "[-100, 100]" in str(err)
+        return
     assert parts.positive
     assert abs(sum(w for _, w in parts.positive) - 1.0) < 1e-9
+    assert all(abs(w) <= 100 for _, w in parts.positive)
 
 
 # -- the Prompt value: the prompt read once -------------------------------------------------------
@@ -364,3 +379,128 @@ def test_parse_prompt_agrees_with_the_piecewise_readers(text: str, skip: bool) -
         for parsed in [*weighted, negative]
     ]
     assert prompt.conjunction_size == max(chunks)
+
+
+# -- the ranges of the weights: finite, never a black picture -----------------------------------
+
+NINES = "9" * 400  # a float reads it as infinity
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            f'("a", "b").blend({NINES}, 1)',
+            "prompt: .blend(9999999999999999999999999999999999999...) has the weight "
+            "9999999999999999999999999999999999999...; a weight is in [0, 100]",
+        ),
+        (
+            '("a", "b").blend(100.5, 1)',
+            "prompt: .blend(100.5, 1) has the weight 100.5; a weight is in [0, 100]",
+        ),
+        (
+            '("a", "b").and(1, 101)',
+            "prompt: .and(1, 101) has the weight 101; a weight is in [0, 100]",
+        ),
+        (
+            "(a)100.5",
+            "prompt: (a)100.5 has the weight 100.5; a group's weight is a plain number in [0, 100]",
+        ),
+        (
+            "(a)1e2",
+            "prompt: (a)1e2 has the weight 1e2; a group's weight is a plain number in [0, 100]",
+        ),
+        (
+            "(a)NaN,",
+            "prompt: (a)NaN has the weight NaN; a group's weight is a plain number in [0, 100]",
+        ),
+        (
+            "(a)inf",
+            "prompt: (a)inf has the weight inf; a group's weight is a plain number in [0, 100]",
+        ),
+        (
+            "((a)20)5.5",
+            "prompt: (a)20 would weigh 110 (its groups' weights and signs multiplied); "
+            "a weight is at most 100",
+        ),
+        (
+            "((a:9.5) b)20",
+            "prompt: (a:9.5) would weigh 190 (its groups' weights and signs multiplied); "
+            "a weight is at most 100",
+        ),
+        (
+            "(a b++++++++)50",  # 50 x 1.1 ** 8
+            "prompt: b++++++++ would weigh 107.2 (its groups' weights and signs multiplied); "
+            "a weight is at most 100",
+        ),
+        (
+            '("a (b)60", "c").and(2, 1)',
+            "prompt: b would weigh 120 (its groups' weights and signs multiplied); "
+            "a weight is at most 100",
+        ),
+    ],
+)
+def test_a_weight_out_of_range_is_refused_naming_it_and_the_range(text: str, message: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_weighting(text)
+    assert str(caught.value) == message
+
+
+def test_weights_at_the_edges_of_their_ranges_are_read() -> None:
+    assert parse_weighting("(a)100") == (F("a", 100.0),)
+    assert parse_weighting("((a)10)10") == (F("a", 100.0),)
+    assert parse_weighting("a" + "+" * 48) == (F("a", round(1.1**48, 6)),)  # 97.0
+    assert parse_weighting("a" + "-" * 20_000) == (F("a", 0.0),)  # no OverflowError: 0
+    assert parse_weighting('("a", "b").blend(100, 0)').parts[0][1] == 100.0
+    assert parse_prompt("a <lora:x:-10> withLora(y, 10)").loras == (
+        LoraUse("x", -10.0),
+        LoraUse("y", 10.0),
+    )
+    assert split_prompt("a:-100 b:100.0", skip_normalize=True).positive == (
+        ("a", -100.0),
+        ("b", 100.0),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "skip", "message"),
+    [
+        (
+            "a:500 b",
+            False,
+            "prompt: :500 is a sub-prompt weight outside [-100, 100]; write \\: for a colon that "
+            "is text",
+        ),
+        (
+            "a:1 b:-0.999",
+            False,
+            "prompt: has sub-prompt weights that sum to 0.001: scaled to sum to 1 one would be "
+            "1000, outside [-100, 100]; give weights that do not cancel out, or -x to use them as "
+            "typed",
+        ),
+        (
+            f"a <lora:x:{NINES}>",
+            False,
+            "prompt: <lora:x:99999999999999999999999999999... has the strength "
+            "9999999999999999999999999999999999999...; a LoRA's strength is in [-10, 10]",
+        ),
+        (
+            "a withLora(x, 10.5)",
+            False,
+            "prompt: withLora(x, 10.5) has the strength 10.5; a LoRA's strength is in [-10, 10]",
+        ),
+        (
+            "a <lora:x:6> withLora(x, 6)",
+            False,
+            "prompt: LoRA x is used at 12 in all (its references summed); a LoRA's strength is in "
+            "[-10, 10]",
+        ),
+    ],
+)
+def test_sub_prompt_and_lora_weights_out_of_range_are_refused(
+    text: str, skip: bool, message: str
+) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_prompt(text, skip)
+    assert str(caught.value) == message
+    parse_prompt("a:1 b:-0.999", skip_normalize=True)  # as typed, nothing is scaled

@@ -22,7 +22,8 @@ SEAMLESS_AXES: tuple[str, ...] = ("x", "y")
 # The sides --outcrop extends, in the order the canonical line names them (InvokeAI's docs wrote
 # `top 128 right 64 bottom 64`); the order given does not change the picture, so it is normalised.
 OUTCROP_DIRECTIONS: tuple[str, ...] = ("top", "right", "bottom", "left")
-OUTCROP_MAX = 4096  # pixels per side, as -W/-H allow
+SIZE_MAX = 4096  # pixels: the largest -W/-H, and the largest picture an outcrop may make
+OUTCROP_MAX = SIZE_MAX  # pixels per side, as -W/-H allow
 # -U FACTOR [STRENGTH]: the factors Stable Diffusion's upscalers make (sd-x2-latent-upscaler and
 # stable-diffusion-x4-upscaler), and InvokeAI's default strength for its -U.
 UPSCALE_FACTORS: tuple[int, ...] = (2, 4)
@@ -62,10 +63,14 @@ _FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
 
+def shorten(text: str, limit: int = 40) -> str:
+    """Text cut to `limit` characters for a message (a value may be 20000 characters long)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def show_value(text: str) -> str:
     """A value as an error message shows it: quoted when blank or spaced, cut when huge."""
-    if len(text) > 40:
-        text = text[:37] + "..."
+    text = shorten(text)
     # control characters shown as escapes: never sent raw to a terminal
     text = "".join(f"\\x{ord(ch):02x}" if ord(ch) < 32 and ch != "\t" else ch for ch in text)
     if text == "" or any(ch in " \t" for ch in text):
@@ -450,7 +455,9 @@ class UpscaleSwitch(Switch):
         if not words or len(words) > 2:
             raise self.fail(text, f"needs {self.expects}")
         factors = ", ".join(map(str, UPSCALE_FACTORS))
-        if not _INT.fullmatch(words[0]) or int(words[0]) not in UPSCALE_FACTORS:
+        factor = words[0]
+        # (int() refuses over 4300 digits; anything over 30 is no factor anyway)
+        if len(factor) > 30 or not _INT.fullmatch(factor) or int(factor) not in UPSCALE_FACTORS:
             raise self.fail(words[0], f"is not an upscale factor; use {factors}")
         strength = UPSCALE_STRENGTH
         if len(words) == 2:

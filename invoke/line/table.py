@@ -12,6 +12,7 @@ from invoke.line.switches import (
     INTERMEDIATE_KINDS,
     SEED_MAX,
     SEED_REUSE_MIN,
+    SIZE_MAX,
     AxesSwitch,
     ChoiceSwitch,
     FlagSwitch,
@@ -63,7 +64,7 @@ SWITCHES: tuple[Switch, ...] = (
         help="image width (rounded down to a multiple of 8)",
         metavar="PIXELS",
         lo=16,
-        hi=4096,
+        hi=SIZE_MAX,
     ),
     IntSwitch(
         field="height",
@@ -72,7 +73,7 @@ SWITCHES: tuple[Switch, ...] = (
         help="image height (rounded down to a multiple of 8)",
         metavar="PIXELS",
         lo=16,
-        hi=4096,
+        hi=SIZE_MAX,
     ),
     FloatSwitch(
         field="cfg_scale",

@@ -16,6 +16,7 @@ from typing import Any
 from invoke.errors import MetadataError
 from invoke.line.parse import parse_fix, parse_request
 from invoke.line.request import Request
+from invoke.line.switches import shorten
 from invoke.outputs.metadata import is_file_upscale
 
 NUMBER = re.compile(r"^-?\d+(\.\d*)?$")
@@ -48,19 +49,31 @@ def canonical_fix(command: str) -> str:
     return request.to_fix_command()
 
 
+# Past this a JSON int cannot become a float (OverflowError); no number a line takes is near it.
+_LARGEST_INT = 2**63
+
+
 def number(value: Any, kind: type, what: str) -> Any:
+    shown = _shown(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         if isinstance(value, str) and NUMBER.match(value.strip()):
-            value = float(value)
+            value = float(value)  # 400 digits: infinity, refused below
         else:
-            raise MetadataError(f"{what} is {value!r}, not a number")
+            raise MetadataError(f"{what} is {shown}, not a number")
+    if isinstance(value, int) and abs(value) > _LARGEST_INT:  # JSON's ints have no limit
+        raise MetadataError(f"{what} is {shown}, too large a number")
     if not math.isfinite(value):
-        raise MetadataError(f"{what} is {value!r}, not a finite number")
+        raise MetadataError(f"{what} is {shown}, not a finite number")
     if kind is int:
         if not float(value).is_integer():
-            raise MetadataError(f"{what} is {value!r}, not a whole number")
+            raise MetadataError(f"{what} is {shown}, not a whole number")
         return int(value)
     return float(value)
+
+
+def _shown(value: Any) -> str:
+    """A value from the metadata as a message shows it: its repr, cut when long."""
+    return repr(shorten(value)) if isinstance(value, str) else shorten(str(value))
 
 
 def request_to_canonical(fields: dict[str, Any], what: str) -> str:

@@ -14,7 +14,7 @@ from invoke.errors import InvokeError, MetadataError
 from invoke.line.parse import parse_fix, quote_prompt
 from invoke.line.samplers import SAMPLERS
 from invoke.line.switch_defaults import OUTCROP_STRENGTH
-from invoke.line.switches import CONTROL_PROCESSORS, SEAMLESS_AXES, Variation
+from invoke.line.switches import CONTROL_PROCESSORS, SEAMLESS_AXES, Variation, shorten
 from invoke.line.table import SWITCHES
 from invoke.outputs.canonical import (
     NUMBER,
@@ -298,8 +298,10 @@ def _last_outcrop(postprocessing: Any) -> dict[str, Any] | None:
 
 
 # InvokeAI 2.3's `!fix` dream_command: `!fix FILE -s N ...`, FILE unquoted (it may hold spaces)
-# and always followed by -s.
-_INVOKEAI_FIX = re.compile(r"!fix\s+(?P<file>.+?)\s+(?P<switches>-s\s.*)", re.DOTALL)
+# and always followed by -s. FILE ends at the first run of spaces that `-s ` follows: the run is
+# taken whole, from its first space only (so a long run is crossed once, not once per space).
+_INVOKEAI_FIX = re.compile(r"!fix\s++")
+_INVOKEAI_FIX_STEPS = re.compile(r"(?<!\s)\s++(?=-s\s)")
 INVOKEAI_OUTCROP_CELL = 64  # InvokeAI's outcrop rounded each side's pixels up to 64
 
 
@@ -316,21 +318,22 @@ def _command_from_invokeai_outcrop(image: dict[str, Any], entry: dict[str, Any])
     (its command names FILE's seed).
     """
     command = entry.get("dream_command")
-    found = _INVOKEAI_FIX.fullmatch(command.strip()) if isinstance(command, str) else None
+    found = _invokeai_fix(command.strip()) if isinstance(command, str) else None
+    shown = repr(shorten(command, 60)) if isinstance(command, str) else repr(command)
     if found is None:
         raise MetadataError(
-            f"image.postprocessing outcrop: dream_command {command!r} is not InvokeAI's "
+            f"image.postprocessing outcrop: dream_command {shown} is not InvokeAI's "
             "!fix FILE -s STEPS ... -c SIDE PIXELS"
         )
     what = "image.postprocessing dream_command"
-    file = check_text(found["file"], what)
+    file = check_text(found[0], what)
     try:
-        switches = _without_foreign_switches(check_text(found["switches"], what))
+        switches = _without_foreign_switches(check_text(found[1], what))
     except ValueError as err:  # shlex: an unbalanced quote
-        raise MetadataError(f"{what} {command!r} cannot be split into words ({err})") from None
+        raise MetadataError(f"{what} {shown} cannot be split into words ({err})") from None
     line = parse_fix(f"{shlex.quote(file)} {switches}").line
     if not line.outcrop:
-        raise MetadataError(f"{what} {command!r} has no -c SIDE PIXELS")
+        raise MetadataError(f"{what} {shown} has no -c SIDE PIXELS")
     cell = INVOKEAI_OUTCROP_CELL
     seed = line.seed if line.seed is not None else image.get("seed")
     fields: dict[str, Any] = {
@@ -346,6 +349,18 @@ def _command_from_invokeai_outcrop(image: dict[str, Any], entry: dict[str, Any])
     return request_to_canonical(fields, "sd-metadata")
 
 
+def _invokeai_fix(command: str) -> tuple[str, str] | None:
+    """`!fix FILE -s 50 ...` -> (FILE, "-s 50 ..."), or None when the command is not that."""
+    head = _INVOKEAI_FIX.match(command)
+    if head is None:
+        return None
+    rest = command[head.end() :]
+    steps = _INVOKEAI_FIX_STEPS.search(rest, 1)  # FILE is one character or more
+    if steps is None:
+        return None
+    return rest[: steps.start()], rest[steps.end() :]
+
+
 def _seamless_axes(axes: Any) -> tuple[str, ...]:
     """sd-metadata's `seamless_axes` (["x"] as we write it, or "x,y") as the switch reads it."""
     if isinstance(axes, list) and all(isinstance(axis, str) for axis in axes):
@@ -357,7 +372,32 @@ def _seamless_axes(axes: Any) -> tuple[str, ...]:
     return () if read == SEAMLESS_AXES else read  # both: the line says --seamless alone
 
 
-_A1111_FIELD = re.compile(r'\s*([\w ./+\-()]+):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+# One `Key: value,` of AUTOMATIC1111's settings line (a value with commas is JSON-quoted). Every
+# repetition is possessive: nothing is given back, so a field is tried in time linear in its
+# length; _a1111_fields starts a try only where one can begin.
+_A1111_FIELD = re.compile(r'\s*+([\w ./+\-()]++):\s*+("(?:\\.|[^\\"])*+"|[^,]*+)(?:,|$)')
+_A1111_KEY = re.compile(r"\s*+[\w ./+\-()]*+")
+
+
+def _a1111_fields(settings: str) -> dict[str, str]:
+    """The `Key: value` pairs of a settings line, values unquoted. What is not a field is
+    skipped: where no field starts, none starts later in the same run of key characters either
+    (they would end at the same place), so the next try is past the run."""
+    values: dict[str, str] = {}
+    position = 0
+    while position < len(settings):
+        m = _A1111_FIELD.match(settings, position)
+        if m is None:
+            run = _A1111_KEY.match(settings, position)
+            position = max(run.end() if run else 0, position + 1)
+            continue
+        value = m.group(2).strip()
+        if value.startswith('"'):
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)
+        values[m.group(1).strip()] = value
+        position = max(m.end(), position + 1)
+    return values
 
 
 def _command_from_a1111(text: str) -> str:
@@ -375,13 +415,7 @@ def _command_from_a1111(text: str) -> str:
             negative.append(line.removeprefix("Negative prompt:"))
         else:
             positive.append(line)
-    values: dict[str, str] = {}
-    for m in _A1111_FIELD.finditer(settings):
-        value = m.group(2).strip()
-        if value.startswith('"'):
-            with contextlib.suppress(ValueError):
-                value = json.loads(value)
-        values[m.group(1).strip()] = value
+    values = _a1111_fields(settings)
     prompt = one_line(" ".join(positive))
     neg = one_line(" ".join(negative)).replace("[", "(").replace("]", ")")
     if neg:
@@ -397,8 +431,8 @@ def _command_from_a1111(text: str) -> str:
     if "Size" in values:
         m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", values["Size"])
         if not m:
-            raise MetadataError(f"Size is {values['Size']!r}, not WIDTHxHEIGHT")
-        fields["width"], fields["height"] = int(m.group(1)), int(m.group(2))
+            raise MetadataError(f"Size is {shorten(values['Size'])!r}, not WIDTHxHEIGHT")
+        fields["width"], fields["height"] = (number(m.group(k), int, "Size") for k in (1, 2))
     sampler = values.get("Sampler", "").strip()
     if sampler.lower() in _SAMPLER_FROM_A1111:
         fields["sampler"] = _SAMPLER_FROM_A1111[sampler.lower()]

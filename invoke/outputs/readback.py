@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shlex
 import zlib
 from collections.abc import Iterator
@@ -135,6 +136,32 @@ def _chunks(fh: IO[bytes], where: str) -> Iterator[tuple[bytes, int, IO[bytes]]]
     raise MetadataError(f"{where}: not a valid PNG (too many chunks)")
 
 
+# sd-metadata is a few levels deep ({"image": {"postprocessing": [{...}]}}); Python's JSON reader
+# recurses per level, so deeper nesting is refused before it is read.
+MAX_JSON_DEPTH = 32
+_JSON_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*+"?|[\[\]{}]')
+
+
+def _json_object(text: str) -> tuple[Any, str]:
+    """sd-metadata's text -> (the JSON object, "") or (None, why it cannot be used)."""
+    depth = 0
+    for token in _JSON_STRING_OR_BRACKET.finditer(text):
+        first = token.group(0)[0]  # a string's quote, or a bracket
+        if first in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return None, f"sd-metadata nests more than {MAX_JSON_DEPTH} levels deep"
+        elif first in "]}":
+            depth -= 1
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        return None, f"sd-metadata is not valid JSON ({err})"
+    if not isinstance(meta, dict):
+        return None, "sd-metadata is not a JSON object"
+    return meta, ""
+
+
 def read_command(path: str | os.PathLike[str]) -> str:
     """The canonical command that made the PNG at `path`, for `!fetch`.
 
@@ -152,13 +179,7 @@ def read_command(path: str | os.PathLike[str]) -> str:
     meta: Any = None
     meta_error = ""
     if "sd-metadata" in chunks:
-        try:
-            meta = json.loads(chunks["sd-metadata"])
-        except ValueError as err:
-            meta_error = f"sd-metadata is not valid JSON ({err})"
-        else:
-            if not isinstance(meta, dict):
-                meta, meta_error = None, "sd-metadata is not a JSON object"
+        meta, meta_error = _json_object(chunks["sd-metadata"])
     ours = isinstance(meta, dict) and meta.get("app_id") == APP_ID
 
     errors: list[str] = []

@@ -31,11 +31,19 @@ class ShellCompleter(Completer):
 
     def get_completions(self, document: Document, complete_event: CompleteEvent):
         before = document.text_before_cursor
-        word = document.get_word_before_cursor(WORD=True)
-        earlier = before[: len(before) - len(word)].split()
         if before.lstrip().startswith("!"):
+            word = document.get_word_before_cursor(WORD=True)
+            earlier = before[: len(before) - len(word)].split()
             yield from self._command(before.lstrip(), word, earlier, complete_event)
             return
+        yield from self._line(document, complete_event)
+
+    def _line(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        """What a command line completes to (after `!dream` and `!fix FILE` too: what follows
+        them is a line, never another `!` command, so this does not recurse)."""
+        before = document.text_before_cursor
+        word = document.get_word_before_cursor(WORD=True)
+        earlier = before[: len(before) - len(word)].split()
         lora = _LORA_NAME.fullmatch(word)
         if lora is not None:
             yield from _choices(
@@ -95,12 +103,12 @@ class ShellCompleter(Completer):
             if cmd is not None and cmd.name == "dream":
                 # `!dream LINE` completes like the line itself
                 rest = line[len(earlier[0]) :].lstrip()
-                yield from self.get_completions(Document(rest, len(rest)), event)
+                yield from self._line(Document(rest, len(rest)), event)
             return
         if cmd.complete == "path+line" and len(earlier) > 1:
             # past the file: the rest completes as a command line does (switches, samplers)
             rest = line[len(earlier[0]) :].lstrip()
-            yield from self.get_completions(Document(rest, len(rest)), event)
+            yield from self._line(Document(rest, len(rest)), event)
         elif cmd.complete in ("path", "path+line"):
             yield from self._path(word, event)
         elif callable(cmd.complete) and self.runner is not None:

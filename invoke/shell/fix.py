@@ -127,7 +127,8 @@ def _with_stored(ctx: ShellContext, path: Path, line: Request) -> Request:
                 f'file: !fix {shlex.quote(str(path))} "{EXAMPLE_PROMPT}" '
                 f"--outcrop {' '.join(f'{s} {p}' for s, p in line.outcrop)}"
             )
-        ctx.err(f">> {path.name} has no metadata: using the line's prompt and a new seed")
+        seed = "a new seed" if line.seed is None else f"seed {line.seed}"
+        ctx.err(f">> {path.name} has no metadata: using the line's prompt and {seed}")
         return line
     return replace(
         line,

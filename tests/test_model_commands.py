@@ -380,17 +380,21 @@ a:  # tiny
 b:
   description: a checkpoint
   file: /nowhere/b.safetensors
+  width: 512  # its own size
+  height: 512
 
 # retired, kept for old prompts
 gone:
-  description: deleted long ago
+  description: deleted long ago  # keep this note
+  # the file below is my shared copy
   file: /nowhere/x.safetensors
 # (end of list)
 """
 GONE = """\
 # retired, kept for old prompts
 gone:
-  description: deleted long ago
+  description: deleted long ago  # keep this note
+  # the file below is my shared copy
   file: /nowhere/x.safetensors
 """
 
@@ -412,13 +416,25 @@ def change_by_command(tmp_path: Path, line: str) -> None:
             "# (end of list)\n\nnew:\n  description: added\n  file: {tmp}/new.safetensors\n",
         ),
         (
-            "!edit_model gone --description 'back again' --yes",
-            "  description: deleted long ago\n",
-            "  description: back again\n",
+            # the comments inside the entry stay where they are; a new key goes under the last
+            "!edit_model gone --description 'back: again' -W 768 --yes",
+            "  description: deleted long ago  # keep this note\n"
+            "  # the file below is my shared copy\n"
+            "  file: /nowhere/x.safetensors\n",
+            "  description: 'back: again'  # keep this note\n"
+            "  # the file below is my shared copy\n"
+            "  file: /nowhere/x.safetensors\n"
+            "  width: 768\n",
+        ),
+        (
+            # a key set back to the model's own goes, with the comment on its line only
+            "!edit_model b -W auto -H 768 --yes",
+            "  width: 512  # its own size\n  height: 512\n",
+            "  height: 768\n",
         ),
         ("!del_model gone --yes", GONE, ""),
     ],
-    ids=["import", "edit", "delete"],
+    ids=["import", "edit", "edit-size", "delete"],
 )
 def test_model_commands_change_only_their_entry_and_keep_comments(
     tmp_path: Path, user_config: Path, tiny_model_dir: Path, line: str, old: str, new: str
@@ -447,19 +463,21 @@ def test_first_change_keeps_the_shipped_comments_and_adds_the_header_once(
     )
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "a:\n  path: &tiny {tiny}\n  default: true\nb:\n  path: *tiny\n",
-        "{{a: {{path: {tiny}, default: true}},\n b: {{path: {tiny}}}}}\n",
-    ],
-    ids=["anchor", "flow"],
-)
-def test_yaml_too_unusual_to_splice_is_written_whole(
-    tmp_path: Path, user_config: Path, tiny_model_dir: Path, text: str
+def test_an_entry_with_an_anchor_keeps_it_and_a_flow_style_list_is_written_whole(
+    tmp_path: Path, user_config: Path, tiny_model_dir: Path
 ) -> None:
     user_config.parent.mkdir(parents=True)
-    user_config.write_text(text.format(tiny=tiny_model_dir), encoding="utf-8")
+    anchored = f"a:\n  path: &tiny {tiny_model_dir}\n  default: true\nb:\n  path: *tiny\n"
+    user_config.write_text(anchored, encoding="utf-8")
+    change_by_command(tmp_path, "!edit_model a --description changed --yes")
+    assert user_config.read_text() == anchored.replace(
+        "  default: true\n", "  default: true\n  description: changed\n"
+    )
+    # A list in flow style has no lines of its own to keep: it is written again, block style.
+    user_config.write_text(
+        f"{{a: {{path: {tiny_model_dir}, default: true}},\n b: {{path: {tiny_model_dir}}}}}\n",
+        encoding="utf-8",
+    )
     change_by_command(tmp_path, "!edit_model a --description changed --yes")
     written = user_config.read_text()
     assert written.startswith(WRITTEN_HEADER) and written.count(WRITTEN_HEADER) == 1

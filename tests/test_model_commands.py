@@ -366,6 +366,96 @@ def test_controlnet_hub_id_in_the_local_cache_loads_offline(
     )
 
 
+def cached_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo_id: str, *files: str) -> Path:
+    """A repo as `hf download` leaves it in the Hugging Face cache (refs/main names the snapshot
+    folder), holding `files` (empty JSON); the cache is pointed at tmp_path/hub."""
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    for name in files:
+        (repo / "snapshots" / commit / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "snapshots" / commit / name).write_text("{}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return repo / "snapshots" / commit
+
+
+def test_import_a_hub_id_from_the_local_cache_adds_a_repo_id_entry(
+    tmp_path: Path, two_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cached_repo(tmp_path, monkeypatch, "prompthero/openjourney", "model_index.json")
+    cached_repo(tmp_path, monkeypatch, "someone/single-file", "v1-5.safetensors")
+    session = new_session(tmp_path / "out")
+    printed: list[str] = []
+    lines = [
+        "!import_model prompthero/openjourney --yes",  # as InvokeAI's docs write it
+        "!import_model prompthero/openjourney --yes",  # listed now
+        "!import_model invoke-tests/never-cached --yes",  # never downloaded: how to get it
+        "!import_model someone/single-file --yes",  # cached, but no diffusers layout
+        "!models",
+    ]
+    status = run_batch(session, lines, out=printed.append, err=printed.append)
+    assert status == 1
+    saved = yaml.safe_load(two_models.read_text())
+    assert list(saved) == ["a", "b", "gone", "openjourney"]
+    assert saved["openjourney"] == {
+        "description": "openjourney, imported from prompthero/openjourney",
+        "repo_id": "prompthero/openjourney",
+    }
+    failed = {
+        line.split(":")[0]: line.partition(": ")[2] for line in printed if line[:5] == "line "
+    }
+    assert failed["line 2"] == (
+        "!import_model: prompthero/openjourney is already listed as openjourney (see !models)"
+    )
+    assert failed["line 3"] == (
+        f"!import_model: invoke-tests/never-cached is not in the local Hugging Face cache "
+        f"({tmp_path / 'hub'}); download it once with `hf download invoke-tests/never-cached`, "
+        f"then !import_model invoke-tests/never-cached again"
+    )
+    assert failed["line 4"].startswith("!import_model: someone/single-file in the local Hugging")
+    assert "not a diffusers model (no model_index.json)" in failed["line 4"]
+    row = next(line for line in printed if line.startswith("  openjourney"))
+    assert "not loaded" in row  # found in the cache: usable offline, not "missing"
+
+
+@pytest.mark.parametrize(
+    ("url", "advice"),
+    [
+        (
+            "https://example.com/models/x.safetensors",
+            "download the file, then !import_model PATH",
+        ),
+        (
+            "https://huggingface.co/prompthero/openjourney",
+            "download the repo with `hf download prompthero/openjourney`, then "
+            "!import_model prompthero/openjourney",
+        ),
+        (
+            "https://huggingface.co/owner/name/resolve/main/model.safetensors",
+            "download the file, then !import_model PATH",
+        ),
+    ],
+)
+def test_import_of_a_url_is_refused_with_what_to_do(
+    tmp_path: Path, two_models: Path, url: str, advice: str
+) -> None:
+    before = two_models.read_text()
+    printed: list[str] = []
+    status = run_batch(
+        new_session(tmp_path / "out"),
+        [f"!import_model {url} --yes"],
+        out=printed.append,
+        err=printed.append,
+    )
+    assert status == 1
+    message = f"line 1: !import_model: {url} is a URL, and invoke never downloads; {advice}"
+    assert message in printed
+    assert two_models.read_text() == before
+
+
 # -- models.yaml keeps what the user wrote ---------------------------------------------------------
 
 HAND_WRITTEN = """\

@@ -51,6 +51,9 @@ PICKLE_SUFFIXES = CHECKPOINT_SUFFIXES[1:]  # files torch.load reads: they can ru
 # Names are typed after !switch and looked up before paths by --model: no spaces, no slashes.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 MODEL_NAME_RULE = "letters, digits and . _ + - (no spaces or slashes)"
+# A Hugging Face hub repo id, owner/name: what a name that is no path may be (--controlnet, -U,
+# !import_model).
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # What a hub snapshot needs for a diffusers pipeline: the folder layout, not root checkpoints.
 REPO_FILES = ("model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors")
 
@@ -436,10 +439,15 @@ def model_source(entry: ModelEntry, allow_downloads: bool = False) -> Path:
 
 
 def hub_snapshot(
-    repo_id: str, what: str, patterns: Sequence[str], allow_downloads: bool = False
+    repo_id: str,
+    what: str,
+    patterns: Sequence[str],
+    allow_downloads: bool = False,
+    then: str | None = None,
 ) -> Path:
     """The local Hugging Face cache's copy of `repo_id` (the files matching `patterns`),
-    downloaded only when allowed; `what` names it in messages ("model sd-1.5")."""
+    downloaded only when allowed; `what` names it in messages ("model sd-1.5"), `then` says what
+    to do once it is downloaded [or: launch with --allow-downloads]."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -448,7 +456,9 @@ def hub_snapshot(
             repo_id, allow_patterns=list(patterns), local_files_only=not allow_downloads
         )
     except LocalEntryNotFoundError as exc:
-        how = "" if allow_downloads else " or launch with --allow-downloads"
+        how = then
+        if how is None:
+            how = "" if allow_downloads else " or launch with --allow-downloads"
         raise ModelError(
             f"{what}: {repo_id} is not in the local Hugging Face cache "
             f"({constants.HF_HUB_CACHE}); download it once with "

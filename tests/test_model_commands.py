@@ -24,7 +24,8 @@ from prompt_toolkit.output.vt100 import Vt100_Output
 
 from invoke.__main__ import cli
 from invoke.config.models_yaml import SHIPPED_CONFIG, WRITTEN_HEADER
-from invoke.config.settings import Settings, user_config_path
+from invoke.config.settings import Settings
+from invoke.config.user_dir import user_config_path
 from invoke.session import Session
 from invoke.shell.batch import run_batch
 from invoke.shell.completer import ShellCompleter

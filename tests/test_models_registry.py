@@ -20,7 +20,8 @@ from invoke.config.models_yaml import (
     model_status,
     pick_model,
 )
-from invoke.config.settings import Settings, user_config_path
+from invoke.config.settings import Settings
+from invoke.config.user_dir import user_config_path
 from invoke.errors import ModelError
 from invoke.line.request import Request
 from invoke.session import Session

@@ -16,7 +16,8 @@ from typing import Any
 
 from invoke.backend.upscaler_kinds import KINDS, LATENT_X2, PIXEL_X4, sides
 from invoke.config.models_yaml import HUB_ID, PICKLE_SUFFIXES, REPO_FILES, hub_snapshot
-from invoke.config.settings import Settings, user_config_path
+from invoke.config.settings import Settings
+from invoke.config.user_dir import user_config_path
 from invoke.errors import InvokeError
 from invoke.line.switch_defaults import UPSCALER_REPOS
 

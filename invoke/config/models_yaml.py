@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from invoke import CONFIGS_DIR, atomic
-from invoke.config.settings import SIZE_MULTIPLE, Settings, user_config_path
+from invoke.config.settings import SIZE_MULTIPLE, Settings
+from invoke.config.user_dir import user_config_path
 from invoke.errors import InvokeError, ModelError
 from invoke.reading import not_a_file, read_file
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import copy
 import difflib
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -688,8 +689,14 @@ def _new_value(text: str, node: yaml.Node, value: Any) -> tuple[int, int, str]:
 
 
 def _flow(value: Any) -> str:
-    """`value` as YAML on one line (quoted where it must be)."""
-    return yaml.safe_dump([value], default_flow_style=True, width=1 << 30, allow_unicode=True)[1:-2]
+    """`value` as YAML on one line, as a block mapping's value (quoted only where it must be)."""
+    if isinstance(value, (dict, list)):
+        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30, allow_unicode=True)
+        return text.rstrip("\n")
+    text = yaml.safe_dump({0: value}, default_flow_style=False, width=1 << 30, allow_unicode=True)
+    text = text.removeprefix("0: ").rstrip("\n")
+    # a string of several lines: one double-quoted line (JSON's escapes are YAML's too)
+    return json.dumps(value, ensure_ascii=False) if "\n" in text else text
 
 
 def _anchored(raw: dict[str, Any], base: Path) -> dict[str, Any]:

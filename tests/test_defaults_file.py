@@ -110,3 +110,12 @@ def test_a_defaults_file_that_is_no_file_is_one_line(isolated: Path) -> None:
     code, out, err = invoke("--dry-run", stdin="a cat\n")
     assert code == 2 and out == ""
     assert err == f"invoke: {defaults_file_path()}: is a folder\n"
+
+
+def test_a_named_pipe_in_place_of_the_defaults_file_is_refused_unread(isolated: Path) -> None:
+    path = defaults_file_path()
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path)  # reading it would wait for a writer forever
+    code, out, err = invoke("--dry-run", stdin="a cat\n")
+    assert code == 2 and out == ""
+    assert err == f"invoke: {path}: is a named pipe (FIFO), not a file\n"

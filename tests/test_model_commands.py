@@ -395,6 +395,7 @@ def test_import_a_hub_id_from_the_local_cache_adds_a_repo_id_entry(
         "!import_model prompthero/openjourney --yes",  # listed now
         "!import_model invoke-tests/never-cached --yes",  # never downloaded: how to get it
         "!import_model someone/single-file --yes",  # cached, but no diffusers layout
+        "!import_model someone/name. --yes",  # no hub id: one line, no traceback
         "!models",
     ]
     status = run_batch(session, lines, out=printed.append, err=printed.append)
@@ -418,6 +419,9 @@ def test_import_a_hub_id_from_the_local_cache_adds_a_repo_id_entry(
     )
     assert failed["line 4"].startswith("!import_model: someone/single-file in the local Hugging")
     assert "not a diffusers model (no model_index.json)" in failed["line 4"]
+    assert failed["line 5"].startswith(
+        "!import_model: someone/name. is not a Hugging Face repo id (owner/name: letters"
+    )
     row = next(line for line in printed if line.startswith("  openjourney"))
     assert "not loaded" in row  # found in the cache: usable offline, not "missing"
 

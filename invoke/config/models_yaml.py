@@ -466,6 +466,11 @@ def hub_snapshot(
             f"({constants.HF_HUB_CACHE}); download it once with "
             f"`hf download {repo_id}`{how}"
         ) from exc
+    except ValueError as exc:  # huggingface_hub's HFValidationError: no id it could hold
+        raise ModelError(
+            f"{what}: {repo_id} is not a Hugging Face repo id (owner/name: letters, digits, "
+            f"- _ and ., neither starting nor ending with - or ., no -- or ..)"
+        ) from exc
     except (HfHubHTTPError, OSError) as exc:
         raise ModelError(
             f"{what}: cannot download {repo_id} ({type(exc).__name__}); "

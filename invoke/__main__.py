@@ -11,15 +11,21 @@ Nothing here imports torch: `invoke --help` stays instant. The model loads on th
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from contextlib import closing, nullcontext
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
 from invoke import __version__
+from invoke.config.defaults_file import META_KEY, LaunchCommand
 from invoke.errors import InvokeError
 from invoke.line.samplers import SAMPLERS
+
+if TYPE_CHECKING:
+    from invoke.config.settings import Settings
+    from invoke.line.request import Request
 
 HELP = """Draw pictures with Stable Diffusion models from the terminal.
 
@@ -30,10 +36,14 @@ HELP = """Draw pictures with Stable Diffusion models from the terminal.
   invoke < prompts.txt                one command per line from stdin
   invoke --from_file prompts.txt      the same from a file ("-" = stdin)
   invoke --dry-run < prompts.txt      check a batch: print each canonical command or its error
+  invoke --show-config                each launch setting, its value and where it came from
 
 A command line is a prompt followed by switches (-s steps, -S seed, -n images, -W/-H size,
 -C guidance, -A sampler, -I init image, -f strength, ...); type !help in the shell for all of
 them. Every image stores the exact command that remakes it (read it back with !fetch FILE).
+
+Launch options you always want go in a defaults file, one a line (e.g. --outdir ~/pictures):
+invoke.init beside your models.yaml (invoke --show-config says where); the command line wins.
 
 Without --model the embedded default model is used (see configs/models.yaml): a small model
 this project trained on coloured shapes, e.g. "a red circle on a blue background" or "a green
@@ -41,7 +51,20 @@ triangle on a white background" (10 colours; circle, square, triangle, diamond, 
 """
 
 
-def _line_defaults(**values: object) -> str:
+def _launch_request(values: Mapping[str, Any]) -> Request:
+    """The launch options that are defaults of line switches, as a Request, and --fnformat:
+    checked, raising InvokeError (the defaults file checks each of its lines with this too)."""
+    from invoke.line.parse import parse_request
+
+    request = parse_request(f'"" {_line_defaults(values)}')
+    if values.get("fnformat") is not None:
+        from invoke.outputs import check_fnformat
+
+        check_fnformat(values["fnformat"])
+    return request
+
+
+def _line_defaults(values: Mapping[str, Any]) -> str:
     """Launch defaults as line switches, so one parser validates both."""
     switches = {
         "steps": "-s",
@@ -69,6 +92,8 @@ def _folder_option(*names: str, help: str) -> Any:
 
 
 @click.command(
+    cls=LaunchCommand,
+    check=_launch_request,
     help=HELP,
     context_settings={
         "help_option_names": ["-h", "--help"],
@@ -87,7 +112,8 @@ def _folder_option(*names: str, help: str) -> Any:
 @click.option(
     "--model",
     default=None,
-    help="A model name from models.yaml, a diffusers folder, or a .safetensors/.ckpt file.",
+    help="A model name from models.yaml, a diffusers folder, or a .safetensors/.ckpt file "
+    "[the models.yaml entry that says default: true].",
 )
 @click.option(
     "--config",
@@ -190,6 +216,13 @@ def _folder_option(*names: str, help: str) -> Any:
     help="Models kept in memory for a fast !switch.",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.option(
+    "--show-config",
+    "show_config",
+    is_flag=True,
+    help="Print each launch setting, its value and where it came from (default, the defaults "
+    "file's line, the command line), then exit.",
+)
 @click.version_option(__version__, "--version", prog_name="invoke")
 @click.argument("line", nargs=-1, type=click.UNPROCESSED)
 def cli(
@@ -212,17 +245,16 @@ def cli(
     embedding_dir: Path | None,
     controlnet_dir: Path | None,
     upscaler_dir: Path | None,
+    show_config: bool,
     **defaults: object,
 ) -> None:
     from invoke.config.settings import DEFAULT_OUTDIR, Settings
-    from invoke.line.parse import join_args, parse_request
+    from invoke.line.parse import join_args
 
+    ctx = click.get_current_context()
+    _stop_on_a_bad_defaults_file(ctx)
     try:
-        launch = parse_request(f'"" {_line_defaults(**defaults)}')
-        if fnformat is not None:
-            from invoke.outputs import check_fnformat
-
-            check_fnformat(fnformat)
+        launch = _launch_request({**defaults, "fnformat": fnformat})
     except InvokeError as exc:
         raise click.UsageError(f"launch default {exc}") from exc
     settings = Settings(
@@ -244,6 +276,8 @@ def cli(
         controlnet_dir=controlnet_dir,
         upscaler_dir=upscaler_dir,
     )
+    if show_config:
+        _show_config(ctx, settings)
     from invoke.session import Session
     from invoke.shell import batch
     from invoke.shell.report import TerminalReporter
@@ -270,6 +304,24 @@ def cli(
     from invoke.shell import repl
 
     sys.exit(repl.run_repl(runner, debug=debug))
+
+
+def _stop_on_a_bad_defaults_file(ctx: click.Context) -> None:
+    """The defaults file's mistake, in one line, exit 2: said here, not while it was read, so
+    that --help and --version still work."""
+    problem = ctx.meta[META_KEY].problem
+    if problem:
+        click.echo(f"invoke: {problem}", err=True)
+        sys.exit(2)
+
+
+def _show_config(ctx: click.Context, settings: Settings) -> None:
+    """--show-config: each setting, its value and where it came from; then exit."""
+    from invoke.config.defaults_file import show_config
+
+    for text in show_config(ctx, settings):
+        click.echo(text)
+    sys.exit(0)
 
 
 def _open_batch_file(from_file: str) -> BinaryIO:

@@ -24,7 +24,8 @@ from prompt_toolkit.output.vt100 import Vt100_Output
 
 from invoke.__main__ import cli
 from invoke.config.models_yaml import SHIPPED_CONFIG, WRITTEN_HEADER
-from invoke.config.settings import Settings, user_config_path
+from invoke.config.settings import Settings
+from invoke.config.user_dir import user_config_path
 from invoke.session import Session
 from invoke.shell.batch import run_batch
 from invoke.shell.completer import ShellCompleter
@@ -366,6 +367,100 @@ def test_controlnet_hub_id_in_the_local_cache_loads_offline(
     )
 
 
+def cached_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo_id: str, *files: str) -> Path:
+    """A repo as `hf download` leaves it in the Hugging Face cache (refs/main names the snapshot
+    folder), holding `files` (empty JSON); the cache is pointed at tmp_path/hub."""
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    for name in files:
+        (repo / "snapshots" / commit / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "snapshots" / commit / name).write_text("{}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return repo / "snapshots" / commit
+
+
+def test_import_a_hub_id_from_the_local_cache_adds_a_repo_id_entry(
+    tmp_path: Path, two_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cached_repo(tmp_path, monkeypatch, "prompthero/openjourney", "model_index.json")
+    cached_repo(tmp_path, monkeypatch, "someone/single-file", "v1-5.safetensors")
+    session = new_session(tmp_path / "out")
+    printed: list[str] = []
+    lines = [
+        "!import_model prompthero/openjourney --yes",  # as InvokeAI's docs write it
+        "!import_model prompthero/openjourney --yes",  # listed now
+        "!import_model invoke-tests/never-cached --yes",  # never downloaded: how to get it
+        "!import_model someone/single-file --yes",  # cached, but no diffusers layout
+        "!import_model someone/name. --yes",  # no hub id: one line, no traceback
+        "!models",
+    ]
+    status = run_batch(session, lines, out=printed.append, err=printed.append)
+    assert status == 1
+    saved = yaml.safe_load(two_models.read_text())
+    assert list(saved) == ["a", "b", "gone", "openjourney"]
+    assert saved["openjourney"] == {
+        "description": "openjourney, imported from prompthero/openjourney",
+        "repo_id": "prompthero/openjourney",
+    }
+    failed = {
+        line.split(":")[0]: line.partition(": ")[2] for line in printed if line[:5] == "line "
+    }
+    assert failed["line 2"] == (
+        "!import_model: prompthero/openjourney is already listed as openjourney (see !models)"
+    )
+    assert failed["line 3"] == (
+        f"!import_model: invoke-tests/never-cached is not in the local Hugging Face cache "
+        f"({tmp_path / 'hub'}); download it once with `hf download invoke-tests/never-cached`, "
+        f"then !import_model invoke-tests/never-cached again"
+    )
+    assert failed["line 4"].startswith("!import_model: someone/single-file in the local Hugging")
+    assert "not a diffusers model (no model_index.json)" in failed["line 4"]
+    assert failed["line 5"].startswith(
+        "!import_model: someone/name. is not a Hugging Face repo id (owner/name: letters"
+    )
+    row = next(line for line in printed if line.startswith("  openjourney"))
+    assert "not loaded" in row  # found in the cache: usable offline, not "missing"
+
+
+@pytest.mark.parametrize(
+    ("url", "advice"),
+    [
+        (
+            "https://example.com/models/x.safetensors",
+            "download the file, then !import_model PATH",
+        ),
+        (
+            "https://huggingface.co/prompthero/openjourney",
+            "download the repo with `hf download prompthero/openjourney`, then "
+            "!import_model prompthero/openjourney",
+        ),
+        (
+            "https://huggingface.co/owner/name/resolve/main/model.safetensors",
+            "download the file, then !import_model PATH",
+        ),
+    ],
+)
+def test_import_of_a_url_is_refused_with_what_to_do(
+    tmp_path: Path, two_models: Path, url: str, advice: str
+) -> None:
+    before = two_models.read_text()
+    printed: list[str] = []
+    status = run_batch(
+        new_session(tmp_path / "out"),
+        [f"!import_model {url} --yes"],
+        out=printed.append,
+        err=printed.append,
+    )
+    assert status == 1
+    message = f"line 1: !import_model: {url} is a URL, and invoke never downloads; {advice}"
+    assert message in printed
+    assert two_models.read_text() == before
+
+
 # -- models.yaml keeps what the user wrote ---------------------------------------------------------
 
 HAND_WRITTEN = """\
@@ -380,17 +475,21 @@ a:  # tiny
 b:
   description: a checkpoint
   file: /nowhere/b.safetensors
+  width: 512  # its own size
+  height: 512
 
 # retired, kept for old prompts
 gone:
-  description: deleted long ago
+  description: deleted long ago  # keep this note
+  # the file below is my shared copy
   file: /nowhere/x.safetensors
 # (end of list)
 """
 GONE = """\
 # retired, kept for old prompts
 gone:
-  description: deleted long ago
+  description: deleted long ago  # keep this note
+  # the file below is my shared copy
   file: /nowhere/x.safetensors
 """
 
@@ -412,13 +511,25 @@ def change_by_command(tmp_path: Path, line: str) -> None:
             "# (end of list)\n\nnew:\n  description: added\n  file: {tmp}/new.safetensors\n",
         ),
         (
-            "!edit_model gone --description 'back again' --yes",
-            "  description: deleted long ago\n",
-            "  description: back again\n",
+            # the comments inside the entry stay where they are; a new key goes under the last
+            "!edit_model gone --description 'back: again' -W 768 --yes",
+            "  description: deleted long ago  # keep this note\n"
+            "  # the file below is my shared copy\n"
+            "  file: /nowhere/x.safetensors\n",
+            "  description: 'back: again'  # keep this note\n"
+            "  # the file below is my shared copy\n"
+            "  file: /nowhere/x.safetensors\n"
+            "  width: 768\n",
+        ),
+        (
+            # a key set back to the model's own goes, with the comment on its line only
+            "!edit_model b -W auto -H 768 --yes",
+            "  width: 512  # its own size\n  height: 512\n",
+            "  height: 768\n",
         ),
         ("!del_model gone --yes", GONE, ""),
     ],
-    ids=["import", "edit", "delete"],
+    ids=["import", "edit", "edit-size", "delete"],
 )
 def test_model_commands_change_only_their_entry_and_keep_comments(
     tmp_path: Path, user_config: Path, tiny_model_dir: Path, line: str, old: str, new: str
@@ -447,19 +558,21 @@ def test_first_change_keeps_the_shipped_comments_and_adds_the_header_once(
     )
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "a:\n  path: &tiny {tiny}\n  default: true\nb:\n  path: *tiny\n",
-        "{{a: {{path: {tiny}, default: true}},\n b: {{path: {tiny}}}}}\n",
-    ],
-    ids=["anchor", "flow"],
-)
-def test_yaml_too_unusual_to_splice_is_written_whole(
-    tmp_path: Path, user_config: Path, tiny_model_dir: Path, text: str
+def test_an_entry_with_an_anchor_keeps_it_and_a_flow_style_list_is_written_whole(
+    tmp_path: Path, user_config: Path, tiny_model_dir: Path
 ) -> None:
     user_config.parent.mkdir(parents=True)
-    user_config.write_text(text.format(tiny=tiny_model_dir), encoding="utf-8")
+    anchored = f"a:\n  path: &tiny {tiny_model_dir}\n  default: true\nb:\n  path: *tiny\n"
+    user_config.write_text(anchored, encoding="utf-8")
+    change_by_command(tmp_path, "!edit_model a --description changed --yes")
+    assert user_config.read_text() == anchored.replace(
+        "  default: true\n", "  default: true\n  description: changed\n"
+    )
+    # A list in flow style has no lines of its own to keep: it is written again, block style.
+    user_config.write_text(
+        f"{{a: {{path: {tiny_model_dir}, default: true}},\n b: {{path: {tiny_model_dir}}}}}\n",
+        encoding="utf-8",
+    )
     change_by_command(tmp_path, "!edit_model a --description changed --yes")
     written = user_config.read_text()
     assert written.startswith(WRITTEN_HEADER) and written.count(WRITTEN_HEADER) == 1

@@ -20,7 +20,8 @@ from invoke.config.models_yaml import (
     model_status,
     pick_model,
 )
-from invoke.config.settings import Settings, user_config_path
+from invoke.config.settings import Settings
+from invoke.config.user_dir import user_config_path
 from invoke.errors import ModelError
 from invoke.line.request import Request
 from invoke.session import Session
@@ -181,17 +182,19 @@ def test_first_change_anchors_relative_paths_of_the_shipped_style_list(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The list in use lives elsewhere (as the shipped one does); its relative paths must still
-    # point at the same folders from the user's copy, and its comments stay around the entry.
+    # point at the same folders from the user's copy, and every comment stays, even the one on
+    # the line whose path changed.
     elsewhere = tmp_path / "checkout" / "configs"
     elsewhere.mkdir(parents=True)
     source = elsewhere / "models.yaml"
     text = (
-        "# the list\n\n# beside the checkout\nm:  # relative\n  path: {}\n  default: true\n# end\n"
+        "# the list\n\n# beside the checkout\nm:  # mine\n  path: {}  # relative\n"
+        "  default: true\n# end\n"
     )
     source.write_text(text.format("../models/sd"), encoding="utf-8")
     monkeypatch.setattr("invoke.config.models_yaml.SHIPPED_CONFIG", source)
     change_models_file(Settings(), lambda raw: None)
-    anchored = text.format(tmp_path / "checkout" / "models" / "sd").replace("  # relative", "")
+    anchored = text.format(tmp_path / "checkout" / "models" / "sd")
     assert user_config_path().read_text() == WRITTEN_HEADER + anchored
 
 
@@ -223,3 +226,18 @@ def test_entry_precision_and_backend_hash_reach_the_loader_and_metadata(
         meta = json.loads(opened.text["sd-metadata"])
     assert meta["model_id"] == "t"
     assert len(meta["model_hash"]) == 64 and meta["model_hash"] == session.model.model_hash
+
+
+def test_a_windows_file_keeps_its_line_ends_and_a_folded_value_its_comment(tmp_path: Path) -> None:
+    path = models_file(tmp_path, "")
+    text = (
+        "# mine\r\nm:\r\n  description: >-  # folded\r\n    two\r\n    lines\r\n"
+        "  embedded: true\r\n"
+    )
+    path.write_bytes(text.encode("utf-8"))
+    change_models_file(
+        Settings(config=path), lambda raw: raw["m"].update(description="één", width=64)
+    )
+    assert path.read_bytes().decode("utf-8") == (
+        "# mine\r\nm:\r\n  description: één  # folded\r\n  embedded: true\r\n  width: 64\r\n"
+    )

@@ -9,15 +9,15 @@ import difflib
 import glob
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from invoke.backend.upscaler_kinds import KINDS, LATENT_X2, PIXEL_X4, sides
-from invoke.config.models_yaml import PICKLE_SUFFIXES, REPO_FILES, hub_snapshot
-from invoke.config.settings import Settings, user_config_path
+from invoke.config.models_yaml import HUB_ID, PICKLE_SUFFIXES, REPO_FILES, hub_snapshot
+from invoke.config.settings import Settings
+from invoke.config.user_dir import user_config_path
 from invoke.errors import InvokeError
 from invoke.line.switch_defaults import UPSCALER_REPOS
 
@@ -126,7 +126,6 @@ CONTROLNETS = Library(
 # What a hub ControlNet repo needs here: the config and the safetensors weights (either variant).
 CONTROLNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors",
                     "diffusion_pytorch_model.fp16.safetensors")  # fmt: skip
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def find_controlnet(name: str, folders: Sequence[Path], allow_downloads: bool = False) -> Path:
@@ -156,7 +155,7 @@ def _controlnet_source(name: str, folders: Sequence[Path], allow_downloads: bool
         path = Path(name).expanduser()
         if path.exists():
             return path
-        if _HUB_ID.fullmatch(name):
+        if HUB_ID.fullmatch(name):
             return hub_snapshot(name, "--controlnet", CONTROLNET_FILES, allow_downloads)
         raise InvokeError(f"{what}: no such file or folder; give a ControlNet's path or a name")
     for folder in folders:
@@ -237,7 +236,7 @@ def _upscaler_source(name: str, what: str, folders: Sequence[Path], allow_downlo
             return path
         if path.exists():
             raise InvokeError(f"{what}: {name} is a file; an upscaler is a diffusers folder")
-        if _HUB_ID.fullmatch(name):
+        if HUB_ID.fullmatch(name):
             return hub_snapshot(name, what, REPO_FILES, allow_downloads)
         raise InvokeError(f"{what}: {name}: no such folder; give an upscaler's folder or a name")
     for folder in folders:

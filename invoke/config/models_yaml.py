@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import copy
 import difflib
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from typing import Any
 import yaml
 
 from invoke import CONFIGS_DIR, atomic
-from invoke.config.settings import SIZE_MULTIPLE, Settings, user_config_path
+from invoke.config.settings import SIZE_MULTIPLE, Settings
+from invoke.config.user_dir import user_config_path
 from invoke.errors import InvokeError, ModelError
 from invoke.reading import not_a_file, read_file
 
@@ -51,6 +53,9 @@ PICKLE_SUFFIXES = CHECKPOINT_SUFFIXES[1:]  # files torch.load reads: they can ru
 # Names are typed after !switch and looked up before paths by --model: no spaces, no slashes.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 MODEL_NAME_RULE = "letters, digits and . _ + - (no spaces or slashes)"
+# A Hugging Face hub repo id, owner/name: what a name that is no path may be (--controlnet, -U,
+# !import_model).
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # What a hub snapshot needs for a diffusers pipeline: the folder layout, not root checkpoints.
 REPO_FILES = ("model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors")
 
@@ -436,10 +441,15 @@ def model_source(entry: ModelEntry, allow_downloads: bool = False) -> Path:
 
 
 def hub_snapshot(
-    repo_id: str, what: str, patterns: Sequence[str], allow_downloads: bool = False
+    repo_id: str,
+    what: str,
+    patterns: Sequence[str],
+    allow_downloads: bool = False,
+    then: str | None = None,
 ) -> Path:
     """The local Hugging Face cache's copy of `repo_id` (the files matching `patterns`),
-    downloaded only when allowed; `what` names it in messages ("model sd-1.5")."""
+    downloaded only when allowed; `what` names it in messages ("model sd-1.5"), `then` says what
+    to do once it is downloaded [or: launch with --allow-downloads]."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -448,11 +458,18 @@ def hub_snapshot(
             repo_id, allow_patterns=list(patterns), local_files_only=not allow_downloads
         )
     except LocalEntryNotFoundError as exc:
-        how = "" if allow_downloads else " or launch with --allow-downloads"
+        how = then
+        if how is None:
+            how = "" if allow_downloads else " or launch with --allow-downloads"
         raise ModelError(
             f"{what}: {repo_id} is not in the local Hugging Face cache "
             f"({constants.HF_HUB_CACHE}); download it once with "
             f"`hf download {repo_id}`{how}"
+        ) from exc
+    except ValueError as exc:  # huggingface_hub's HFValidationError: no id it could hold
+        raise ModelError(
+            f"{what}: {repo_id} is not a Hugging Face repo id (owner/name: letters, digits, "
+            f"- _ and ., neither starting nor ending with - or ., no -- or ..)"
         ) from exc
     except (HfHubHTTPError, OSError) as exc:
         raise ModelError(
@@ -502,7 +519,10 @@ def writable_config_path(settings: Settings) -> Path:
 def change_models_file(settings: Settings, change: Callable[[dict[str, Any]], None]) -> Path:
     """Apply `change` to the YAML data of the models.yaml in use and write the result to the
     writable copy (created from the file in use on first change), atomically. Returns its path.
-    Only the entries that changed are rewritten: the rest of the text, comments included, stays."""
+    Only the values that changed are rewritten: the rest of the text, comments included, stays
+    byte for byte (a line-level edit checked by loading the result back; no round-trip YAML
+    library: ruamel.yaml's keeps comments by hanging them on the value before them, so adding a
+    key or deleting an entry moves or drops the comments of the entry after it)."""
     target = writable_config_path(settings)
     source = config_path(settings)
     text = ""
@@ -540,11 +560,13 @@ def _dumped(raw: dict[str, Any]) -> str:
 
 def _spliced(text: str, before: dict[str, Any], after: dict[str, Any]) -> str | None:
     """`text` (the YAML of `before`) turned into the YAML of `after` entry by entry: an unchanged
-    entry keeps its text, a changed one is dumped again under its own leading comments (the `#`
-    lines right above its name), a deleted one goes with them, a new one is added at the end; all
-    other comments and blank lines stay. None where the text is too unusual for that (flow style,
-    anchors, duplicate names...): the result must load back as `after`, in its order."""
+    entry keeps its text; a changed one keeps its text too but for the keys that changed
+    (`_edited_entry`); a deleted one goes with its own leading comments (the `#` lines right above
+    its name); a new one is added at the end. All other comments and blank lines stay, byte for
+    byte. None where the text is too unusual for that (a flow-style list, duplicate names...):
+    the result must load back as `after`, in its order."""
     lines = text.splitlines(keepends=True)
+    newline = "\r\n" if "\r\n" in text else "\n"
     starts = [i for i, line in enumerate(lines) if line.strip() and line[0] not in " \t#"]
     names = []
     for start in starts:
@@ -567,25 +589,119 @@ def _spliced(text: str, before: dict[str, Any], after: dict[str, Any]) -> str | 
         while stop > start + 1 and (lines[stop - 1].startswith("#") or not lines[stop - 1].strip()):
             stop -= 1
         out += lines[done:lead]
+        if name not in after and (not out or not out[-1].strip()):
+            while stop < following and not lines[stop].strip():
+                stop += 1  # the blank lines that set it apart go with it
         if name in after:
             out += lines[lead:start]
-            same = after[name] == before[name]
-            out += lines[start:stop] if same else [_dumped({name: after[name]})]
+            entry = "".join(lines[start:stop])
+            if after[name] != before[name]:
+                edited = _edited_entry(entry, name, before[name], after[name], newline)
+                entry = edited or _dumped({name: after[name]}).replace("\n", newline)
+            out.append(entry)
         done = stop
     out += lines[done:]
     result = "".join(out)
     added = {name: body for name, body in after.items() if name not in before}
     if added:
         if result and not result.endswith("\n"):
-            result += "\n"
-        if "\n\n" in result and not result.endswith("\n\n"):
-            result += "\n"  # the file sets entries apart with blank lines
-        result += _dumped(added)
+            result += newline
+        if "\n\n" in result.replace("\r", "") and not result.replace("\r", "").endswith("\n\n"):
+            result += newline  # the file sets entries apart with blank lines
+        result += _dumped(added).replace("\n", newline)
     try:
         loaded = yaml.safe_load(result)
     except yaml.YAMLError:
         return None
     return result if loaded == after and list(loaded) == list(after) else None
+
+
+def _edited_entry(text: str, name: str, old: Any, new: Any, newline: str) -> str | None:
+    """One entry's text (its name line and body) with only the keys that changed rewritten: a
+    changed value is replaced where it stands (its anchor, the comment after it and the lines
+    around it kept), a removed key loses its own lines only, a new key goes under the last one.
+    None where the entry is not a plain block of `key: value` lines (flow style, aliases, merge
+    keys) or the result would not load back as `new`: the entry is then written whole."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)  # marks count characters, not bytes
+    except yaml.YAMLError:
+        return None
+    if not isinstance(root, yaml.MappingNode) or len(root.value) != 1:
+        return None
+    body = root.value[0][1]
+    if not (isinstance(body, yaml.MappingNode) and isinstance(old, dict) and isinstance(new, dict)):
+        return None
+    pairs = body.value
+    plain = all(
+        isinstance(key, yaml.ScalarNode)
+        and (isinstance(value, yaml.ScalarNode) or value.flow_style)
+        for key, value in pairs
+    )
+    if body.flow_style or not plain or [key.value for key, _ in pairs] != list(old):
+        return None
+    added = [key for key in new if key not in old]
+    edits: list[tuple[int, int, str]] = []  # (start, end, new text), applied from the end
+    for i, (key, value) in enumerate(pairs):
+        touched = key.value not in new or new[key.value] != old[key.value]
+        if (
+            touched or (added and i == len(pairs) - 1)
+        ) and value.start_mark.index < key.end_mark.index:
+            return None  # an alias (`vae: *x`): its node is the anchor's, its text is elsewhere
+        if key.value not in new:
+            start = text.rfind("\n", 0, key.start_mark.index) + 1
+            edits.append((start, _line_end(text, _value_end(text, value)), ""))
+        elif new[key.value] != old[key.value]:
+            edits.append(_new_value(text, value, new[key.value]))
+    if added:
+        indent = " " * pairs[0][0].start_mark.column
+        at = _line_end(text, _value_end(text, pairs[-1][1]))
+        lines = "".join(f"{indent}{_flow(key)}: {_flow(new[key])}{newline}" for key in added)
+        edits.append((at, at, lines if text[:at].endswith("\n") else newline + lines))
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    try:
+        return text if yaml.safe_load(text) == {name: new} else None
+    except yaml.YAMLError:
+        return None
+
+
+def _value_end(text: str, node: yaml.Node) -> int:
+    """Where a value's text ends (a block scalar's mark is at the next line with text)."""
+    end = node.end_mark.index
+    if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
+        end = node.start_mark.index + len(text[node.start_mark.index : end].rstrip())
+    return end
+
+
+def _line_end(text: str, index: int) -> int:
+    """The index just past the line end of the line holding `index`."""
+    found = text.find("\n", index)
+    return len(text) if found < 0 else found + 1
+
+
+def _new_value(text: str, node: yaml.Node, value: Any) -> tuple[int, int, str]:
+    """The edit that puts `value` where `node`'s text is, keeping its anchor and, for a block
+    scalar (`description: >  # note`), the comment on its first line."""
+    start, end = node.start_mark.index, _value_end(text, node)
+    anchor = re.match(r"&\S+[ \t]+", text[start:end])
+    start += anchor.end() if anchor else 0
+    kept = ""
+    if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
+        header = text[start : _line_end(text, start)]
+        comment = re.search(r"[ \t]+#.*?(?=\r?\n|$)", header)
+        kept = comment.group() if comment else ""
+    return start, end, _flow(value) + kept
+
+
+def _flow(value: Any) -> str:
+    """`value` as YAML on one line, as a block mapping's value (quoted only where it must be)."""
+    if isinstance(value, (dict, list)):
+        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30, allow_unicode=True)
+        return text.rstrip("\n")
+    text = yaml.safe_dump({0: value}, default_flow_style=False, width=1 << 30, allow_unicode=True)
+    text = text.removeprefix("0: ").rstrip("\n")
+    # a string of several lines: one double-quoted line (JSON's escapes are YAML's too)
+    return json.dumps(value, ensure_ascii=False) if "\n" in text else text
 
 
 def _anchored(raw: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -1,15 +1,15 @@
 """Settings: built-in defaults < configs/models.yaml < launch options < line switches, merged once.
+Launch options come from the defaults file (invoke.init), then the command line.
 
 Pure: no torch. `Settings` is immutable; `resolve()` turns a parsed line into a complete request.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from invoke.config.user_dir import user_config_path as user_config_path  # its home is user_dir
 from invoke.errors import InvokeError
 from invoke.line.request import Request
 from invoke.line.switch_defaults import OUTCROP_STRENGTH
@@ -54,17 +54,6 @@ class Settings:
     embedding_dir: Path | None = None  # where <name> looks; None = EMBEDDINGS.folder()'s default
     controlnet_dir: Path | None = None  # where --controlnet looks; None = CONTROLNETS.folder()'s
     upscaler_dir: Path | None = None  # where -U finds upscalers; None = UPSCALERS.folder()'s
-
-
-def user_config_path() -> Path:
-    """Where a user's own models.yaml lives, by platform convention."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
-    return base / "invoke-dream" / "models.yaml"
 
 
 def round_size(value: int, multiple: int = SIZE_MULTIPLE) -> int:

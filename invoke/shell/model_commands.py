@@ -14,6 +14,7 @@ up front, so scripts can import a model in one line:
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,10 +24,13 @@ from typing import Any, TypeVar
 from invoke.config.libraries import CONTROLNETS, EMBEDDINGS, LORAS, UPSCALERS, Library
 from invoke.config.models_yaml import (
     CHECKPOINT_SUFFIXES,
+    HUB_ID,
     MODEL_NAME,
     MODEL_NAME_RULE,
+    REPO_FILES,
     ModelEntry,
     ModelsFileError,
+    hub_snapshot,
     unique_model_name,
 )
 from invoke.config.settings import SIZE_MULTIPLE
@@ -268,35 +272,33 @@ def _switch(ctx: ShellContext, args: str) -> None:
     ctx.out(f"active model: {entry.name}")
 
 
-IMPORT_USAGE = "!import_model PATH [--name N] [--description D] [-W W] [-H H] [--yes]"
+IMPORT_USAGE = "!import_model PATH|OWNER/NAME [--name N] [--description D] [-W W] [-H H] [--yes]"
 
 
 @command(
     "import_model",
     IMPORT_USAGE,
-    "Add a diffusers folder or a .safetensors/.ckpt file to your models.yaml (asks name, "
-    "description, size; --yes takes the defaults).",
+    "Add a diffusers folder, a .safetensors/.ckpt file or a Hugging Face repo id already in the "
+    "local cache to your models.yaml (asks name, description, size; --yes takes the defaults).",
     complete="path",
 )
 def _import_model(ctx: ShellContext, args: str) -> None:
     cmd = "import_model"
     runner = ctx.runner
     parsed = _parse_args(cmd, args, IMPORT_USAGE, ("name", "description", "width", "height"))
-    where = Path(parsed.words[0]).expanduser().resolve()
-    source = _import_source(where)
+    source = _import_source(parsed.words[0])
     names = runner.model_names()
     for name in names:
         entry = runner.model_entry(name)
-        if entry.listed and where in (entry.path, entry.file):
-            raise InvokeError(f"!{cmd}: {where} is already listed as {name} (see !models)")
-    base = where.stem if where.is_file() else where.name
+        if entry.listed and source.value in (str(entry.path), str(entry.file), entry.repo_id):
+            raise InvokeError(f"!{cmd}: {source.value} is already listed as {name} (see !models)")
     name = _ask(
         ctx,
         cmd,
         parsed,
         "name",
         "Name for the model",
-        unique_model_name(base, names),
+        unique_model_name(source.base, names),
         _name_check(cmd, names),
     )
     description = _ask(
@@ -305,13 +307,13 @@ def _import_model(ctx: ShellContext, args: str) -> None:
         parsed,
         "description",
         "Description",
-        f"{name}, imported from {where.name}",
+        f"{name}, imported from {source.short}",
         _description_check,
     )
-    body: dict[str, Any] = {"description": description, **source}
+    body: dict[str, Any] = {"description": description, source.key: source.value}
     _set_fields(body, _ask_size(ctx, cmd, parsed, None))
     if ctx.dry_run:
-        ctx.out(f"--dry-run: would add {name} ({where}); nothing written")
+        ctx.out(f"--dry-run: would add {name} ({source.value}); nothing written")
         return
 
     def add(raw: dict[str, Any]) -> None:
@@ -323,22 +325,81 @@ def _import_model(ctx: ShellContext, args: str) -> None:
     ctx.out(f"added {name} to {written}; !switch {name} to use it")
 
 
-def _import_source(where: Path) -> dict[str, str]:
+@dataclass(frozen=True)
+class _Source:
+    """What !import_model adds: the models.yaml key (path, file or repo_id) and its value."""
+
+    key: str
+    value: str
+
+    @property
+    def short(self) -> str:
+        """The folder's or the file's own name, or the repo id."""
+        return self.value if self.key == "repo_id" else Path(self.value).name
+
+    @property
+    def base(self) -> str:
+        """What the model is called unless the user says otherwise."""
+        if self.key == "repo_id":
+            return self.value.rpartition("/")[2]
+        return Path(self.value).stem if self.key == "file" else self.short
+
+
+def _import_source(word: str) -> _Source:
+    """What `!import_model WORD` adds: a local folder or file (`path:`, `file:`), else a hub id
+    (`repo_id:`) whose repo is in the local Hugging Face cache. Nothing is downloaded."""
+    url = URL.match(word)
+    if url:
+        raise InvokeError(_url_refusal(word, url.group("host"), url.group("rest")))
+    where = Path(word).expanduser()
+    if not where.exists() and HUB_ID.fullmatch(word):
+        # hub_snapshot's "not in the cache" says how to download it (`hf download`) and come back
+        again = f", then !import_model {word} again"
+        folder = hub_snapshot(word, "!import_model", REPO_FILES, then=again)
+        if not (folder / "model_index.json").is_file():
+            raise InvokeError(
+                f"!import_model: {word} in the local Hugging Face cache ({folder}) is not a "
+                f"diffusers model (no model_index.json); import its .safetensors file by path"
+            )
+        return _Source("repo_id", word)
+    where = where.resolve()
     if where.is_dir():
         if not (where / "model_index.json").is_file():
             raise InvokeError(
                 f"!import_model: {where} is not a diffusers model folder (no model_index.json); "
                 f"give such a folder or a .safetensors/.ckpt file"
             )
-        return {"path": str(where)}
+        return _Source("path", str(where))
     if where.is_file():
         if where.suffix.lower() not in CHECKPOINT_SUFFIXES:
             raise InvokeError(
                 f"!import_model: {where.name} is not a checkpoint; give a diffusers folder or a "
                 f"{', '.join(CHECKPOINT_SUFFIXES)} file"
             )
-        return {"file": str(where)}
-    raise InvokeError(f"!import_model: {where} does not exist; give a diffusers folder or a file")
+        return _Source("file", str(where))
+    raise InvokeError(
+        f"!import_model: {where} does not exist; give a diffusers folder, a .safetensors/.ckpt "
+        f"file or a Hugging Face repo id (owner/name)"
+    )
+
+
+URL = re.compile(r"(?i)[a-z][a-z0-9+.-]*://(?P<host>[^/]*)(?P<rest>/.*)?")
+HUB_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
+
+
+def _url_refusal(word: str, host: str, rest: str | None) -> str:
+    """invoke works offline: a URL is refused with what to do instead."""
+    parts = (rest or "").strip("/").split("/")
+    if host.lower() in HUB_HOSTS and len(parts) >= 2 and parts[2:3] in ([], ["tree"]):
+        repo = "/".join(parts[:2])  # a repo's page: the repo id is the way in
+        return (
+            f"!import_model: {word} is a URL, and invoke never downloads; download the repo "
+            f"with `hf download {repo}`, then !import_model {repo}"
+        )
+    return (
+        f"!import_model: {word} is a URL, and invoke never downloads; download the file, "
+        f"then !import_model PATH"
+    )
 
 
 EDIT_USAGE = "!edit_model NAME [--description D] [-W W] [-H H] [--yes]"

@@ -198,7 +198,8 @@ def _refuse_pickle_only(folder: Path, components: tuple[str, ...]) -> None:
 
 def _preview_factors(folder: Path) -> dict[str, Any]:
     """What a model folder's training.json (the default model's) says of it: its VAE's own
-    latent->RGB fit and the sampler it works best with.
+    latent->RGB fit, whether its previews are decodes ("preview": "decode") and the sampler it
+    works best with.
 
     SD 1.x's table is wrong for any other VAE; a missing or unusable file just keeps it.
     """
@@ -206,7 +207,8 @@ def _preview_factors(folder: Path) -> dict[str, Any]:
         meta = json.loads((folder / "training.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    notes: dict[str, Any] = {}
+    decodes = isinstance(meta, dict) and meta.get("preview") == "decode"
+    notes: dict[str, Any] = {"preview_decodes": decodes}
     recommended = recommended_sampler(folder)
     if recommended is not None:
         notes["recommended_sampler"] = recommended

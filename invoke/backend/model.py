@@ -68,6 +68,9 @@ class Model:
     # rgb = latents @ factors + bias; SD 1.x's table unless the folder ships its VAE's own.
     latent_rgb_factors: tuple[tuple[float, float, float], ...] = SD1_LATENT_RGB
     latent_rgb_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # Previews are VAE decodes: for a VAE whose colours no linear map shows and whose decode is
+    # cheap (the default model's; training.json "preview": "decode"; scripts/fit_preview_colors.py).
+    preview_decodes: bool = False
     # SDXL's second (OpenCLIP bigG, with projection) text encoder and its tokenizer.
     tokenizer_2: Any = None
     text_encoder_2: Any = None
@@ -159,7 +162,10 @@ class Model:
 
     @torch.no_grad()
     def preview(self, latents: torch.Tensor) -> list[Image.Image]:
-        """A fast linear latent->RGB estimate, upscaled to the image size: for intermediates."""
+        """A fast linear latent->RGB estimate, upscaled to the image size: for intermediates.
+        The decode itself where the model says a linear map cannot show its colours."""
+        if self.preview_decodes:
+            return self.decode(latents)
         factors = torch.tensor(self.latent_rgb_factors, device=latents.device, dtype=torch.float32)
         bias = torch.tensor(self.latent_rgb_bias, device=latents.device, dtype=torch.float32)
         rgb = torch.einsum("bchw,cr->bhwr", latents.float(), factors) + bias

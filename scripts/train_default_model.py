@@ -542,6 +542,9 @@ def stage_export(args: argparse.Namespace) -> None:
         # this VAE's own numbers for fast previews; SD 1.x's table does not fit its latents.
         "latent_rgb_factors": factors,
         "latent_rgb_bias": bias,
+        # ...but no linear map shows this VAE's colours (scripts/fit_preview_colors.py measures
+        # it): previews are real decodes, cheap at 64 px.
+        "preview": "decode",
         "ema": not args.no_ema,
         "world": {"colors": list(world.COLORS), "shapes": list(world.SHAPES),
                   "size": world.SIZE},

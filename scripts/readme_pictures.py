@@ -1,4 +1,5 @@
-"""Make the README's pictures with `invoke` itself and the embedded default model.
+"""Make the pictures of the README and the docs/ pages with `invoke` itself and the embedded
+default model.
 
 Every picture is an output of the real command line (its PNG carries the command that remakes
 it); only the inpainting input, a picture with a transparent hole, is cut here as a user would in

@@ -22,7 +22,8 @@ from invoke.shell.runner import Runner
 
 
 def readme_request(**changes: object) -> Request:
-    """The README's example line as a Request, with `changes` on top."""
+    """The first example line of docs/shell.md, with -A k_lms, as a Request, with `changes` on
+    top."""
     fields: dict[str, object] = dict(
         prompt="a red circle on a blue background",
         steps=20,

@@ -544,7 +544,7 @@ def test_parser_imports_no_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-# --- the switch table, as the shell and README read it --------------------------------------
+# --- the switch table, as the shell and docs/switches.md read it ----------------------------
 
 
 def test_switch_table_for_the_completer() -> None:

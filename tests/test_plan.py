@@ -35,7 +35,8 @@ def test_the_first_picture_of_a_line_has_the_line_s_seed() -> None:
 
 
 def test_later_seeds_are_a_fixed_function_of_the_base_seed_and_the_index() -> None:
-    # Written out here from the rule the README states, not taken from plan.py.
+    # Written out here, not taken from plan.py: the rule docs/switches.md states (the same -S
+    # and -n make the same pictures), with its formula pinned.
     expected = [random.Random(42 * 1_000_003 + k).randrange(2**32) for k in (1, 2)]
     assert [plan.derive_seed(42, k) for k in (1, 2)] == expected
 

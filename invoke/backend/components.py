@@ -14,7 +14,21 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
+from invoke.backend.finite import check_weights
 from invoke.errors import ModelError
+
+# What loading one part raises for a file it cannot use: damaged files (OSError, RuntimeError,
+# SafetensorError), configs whose values do not build a network (ValueError, KeyError, TypeError,
+# IndexError: an empty block list, ZeroDivisionError: zero heads).
+PART_ERRORS = (
+    OSError,
+    ValueError,
+    RuntimeError,
+    KeyError,
+    TypeError,
+    IndexError,
+    ZeroDivisionError,
+)
 
 # The folders of a Stable Diffusion pipeline (what a folder without model_index.json lacks).
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -36,7 +50,7 @@ def load_parts(
         for part in wanted:
             try:
                 parts[part] = loaders[part]()
-            except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as err:
+            except (*PART_ERRORS, SafetensorError) as err:
                 # Library messages run to many lines; the first names the file or key at fault.
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 where = part.removesuffix("_config")
@@ -48,6 +62,8 @@ def load_parts(
                         f"the model again"
                     ) from err
                 raise ModelError(f"model {folder}: cannot load {where}/ ({first})") from err
+            if isinstance(parts[part], torch.nn.Module):
+                check_weights(f"model {weights_name(folder / part)}", parts[part], dtype=dtype)
     finally:
         if bars:
             transformers_logging.enable_progress_bar()
@@ -68,15 +84,11 @@ def _loaders(folder: Path, dtype: torch.dtype, allow_pickle: bool) -> dict[str, 
     }
     text_options = {"dtype": dtype, "local_files_only": True, "use_safetensors": safetensors}
     return {
-        "tokenizer": lambda: CLIPTokenizer.from_pretrained(
-            folder / "tokenizer", local_files_only=True
-        ),
+        "tokenizer": lambda: _tokenizer(CLIPTokenizer, folder / "tokenizer"),
         "text_encoder": lambda: CLIPTextModel.from_pretrained(
             folder / "text_encoder", **text_options
         ),
-        "tokenizer_2": lambda: CLIPTokenizer.from_pretrained(
-            folder / "tokenizer_2", local_files_only=True
-        ),
+        "tokenizer_2": lambda: _tokenizer(CLIPTokenizer, folder / "tokenizer_2"),
         "text_encoder_2": lambda: CLIPTextModelWithProjection.from_pretrained(
             folder / "text_encoder_2", **text_options
         ),
@@ -88,6 +100,17 @@ def _loaders(folder: Path, dtype: torch.dtype, allow_pickle: bool) -> dict[str, 
         ),
         "scheduler_config": lambda: _read_json(folder / "scheduler" / "scheduler_config.json"),
     }
+
+
+def _tokenizer(cls: Any, folder: Path) -> Any:
+    """A tokenizer from its folder. The tokenizers library reports a damaged vocabulary or merges
+    file as a plain Exception, which becomes a ValueError here (load_parts names the part)."""
+    try:
+        return cls.from_pretrained(folder, local_files_only=True)
+    except PART_ERRORS:
+        raise
+    except Exception as err:  # tokenizers' Rust errors have no narrower class
+        raise ValueError(str(err).strip() or type(err).__name__) from err
 
 
 def _damaged_weights(part: Path) -> tuple[str, str] | None:
@@ -108,6 +131,12 @@ def _damaged_weights(part: Path) -> tuple[str, str] | None:
         except SafetensorError as err:
             return file.name, str(err).strip().splitlines()[0] or type(err).__name__
     return None
+
+
+def weights_name(part: Path) -> Path:
+    """What a message names for a part's weights: its one weights file, else the folder."""
+    files = [p for p in part.glob("*") if p.suffix in (".safetensors", ".bin") and p.is_file()]
+    return files[0] if len(files) == 1 else part
 
 
 def read_json(path: Path) -> dict[str, Any]:

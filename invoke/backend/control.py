@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from invoke.backend import speed
+from invoke.backend.finite import check_weights
 from invoke.errors import InvokeError
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def use_controlnet(model: Model, control: Control) -> tuple[Any, bool]:
     if "/" not in control.name:
         what += f" ({where})"
     net = _load_folder(what, weights, model) if in_folder else _load_file(what, weights, model)
+    check_weights(what, net, again="download it again", dtype=model.dtype)
     net.to(model.device).eval()  # in the model's dtype already (ModelMixin.to(dtype) warns)
     if model.device.type == "cuda":  # the UNet's fast path (speed.prepare), for the same reasons
         if model.offloader is None:

@@ -1,14 +1,17 @@
 """What runs a diffusers pipeline of its own needs (Kandinsky, the -U upscalers): loading it
-without the libraries' bars, and putting it on the device."""
+without the libraries' bars, its weights checked, and putting it on the device."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from invoke.backend.components import weights_name
+from invoke.backend.finite import check_weights
 from invoke.errors import ModelError
 
 
@@ -36,6 +39,14 @@ def quiet_loading() -> Iterator[None]:
             diffusers_logging.enable_progress_bar()
         if bars[1]:
             transformers_logging.enable_progress_bar()
+
+
+def check_pipeline(pipe: Any, kind: str, folder: Path, dtype: torch.dtype) -> None:
+    """Each of the pipeline's networks finite (finite.check_weights), named by its weights file:
+    `upscaler FOLDER/unet/diffusion_pytorch_model.safetensors: 3 weights are NaN ...`."""
+    for name, part in pipe.components.items():
+        if isinstance(part, torch.nn.Module):
+            check_weights(f"{kind} {weights_name(folder / name)}", part, dtype=dtype)
 
 
 def place(pipe: Any, device: torch.device, offload: bool, what: str) -> None:

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 
 from invoke import CONFIGS_DIR
+from invoke.backend.components import weights_name
+from invoke.backend.finite import check_weights
 from invoke.errors import ModelError
 
 CONFIG_ROOT = CONFIGS_DIR / "model-configs"
@@ -29,6 +31,13 @@ SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SIDECAR_CONFIG = ".config"  # model.safetensors + model.config/ (a diffusers config folder)
 UNET_IN_KEY = "model.diffusion_model.input_blocks.0.0.weight"
+
+PART_NAMES = {
+    "unet": "UNet",
+    "vae": "VAE",
+    "text_encoder": "text encoder",
+    "text_encoder_2": "second text encoder",
+}
 
 # A family's text encoders in a checkpoint: (part, the prefix its weights live under, OpenCLIP
 # layout?) for each (families/ say theirs).
@@ -130,6 +139,8 @@ def load_single_file(
         if parts.get(part) is not None:
             # nn.Module.to: diffusers' own .to() warns about fp32 modules these models lack.
             torch.nn.Module.to(parts[part], dtype)
+            noun = f"{PART_NAMES[part]} weight"
+            check_weights(f"model {path}", parts[part], noun=noun, dtype=dtype)
     return parts
 
 
@@ -198,6 +209,7 @@ def load_vae(
             )
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
             raise ModelError(f"vae {path}: cannot load it ({_first(err)})") from err
+        check_weights(f"vae {weights_name(path)}", vae, dtype=dtype)
         return vae.eval()
     if not path.is_file():
         raise ModelError(f"vae {path}: no such folder or file; give a VAE folder or .safetensors")
@@ -210,6 +222,7 @@ def load_vae(
     except (ValueError, KeyError, RuntimeError) as err:
         raise ModelError(f"vae {path}: does not fit this model's VAE ({_first(err)})") from err
     torch.nn.Module.to(vae, dtype)
+    check_weights(f"vae {path}", vae, dtype=dtype)
     return vae
 
 

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from invoke.backend.pipelines import place, quiet_loading
+from invoke.backend.finite import pictures
+from invoke.backend.pipelines import check_pipeline, place, quiet_loading
 from invoke.backend.upscaler_kinds import LATENT_X2, PIXEL_X4, sides
 from invoke.errors import InvokeError, ModelError
 
@@ -54,6 +55,7 @@ class Upscaler:
         self.name = name or folder.name  # as the line named it, for messages
         self.kind = _kind(folder)
         self.device = device
+        self.dtype = dtype
         self.pipeline = _load(folder, self.kind, device, dtype, offload)
         pipe = self.pipeline
         self.factor, self.multiple = sides(self.kind, pipe.vae.config, pipe.unet.config)
@@ -91,7 +93,7 @@ class Upscaler:
                 on_step(step + 1, self.steps)
 
         from invoke.backend.schedulers import numpy_quiet
-        from invoke.backend.speed import free_memory
+        from invoke.backend.speed import free_memory, is_out_of_memory
 
         generator = torch.Generator("cpu").manual_seed(seed)
         try:
@@ -102,10 +104,11 @@ class Upscaler:
                     image=image.convert("RGB"),
                     generator=generator,
                     callback=callback,
+                    output_type="np",  # made pictures here, where NaN is caught (finite.py)
                     **settings,
                 )
-        except (torch.OutOfMemoryError, RuntimeError) as err:
-            if not isinstance(err, torch.OutOfMemoryError) and "out of memory" not in str(err):
+        except (torch.OutOfMemoryError, RuntimeError, MemoryError) as err:
+            if not is_out_of_memory(err):
                 raise
             out = None
         if out is None:  # outside the except clause, so the failed call's tensors are freed
@@ -116,7 +119,8 @@ class Upscaler:
                 f"{width * self.factor}x{height * self.factor} on {self.device}; try "
                 f"{smaller}a smaller -W/-H, or --offload"
             )
-        upscaled = out.images[0].convert("RGB")
+        what = f"-U {self.factor}: the upscaler {self.name}"
+        upscaled = pictures(out.images, what, self.dtype, "the upscaler itself")[0]
         size = (width * self.factor, height * self.factor)
         if upscaled.size != size:  # never seen; a model of another shape would do it
             raise InvokeError(
@@ -166,5 +170,6 @@ def _load(folder: Path, kind: str, device: torch.device, dtype: torch.dtype, off
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"upscaler {folder}: cannot load it ({first})") from err
+    check_pipeline(pipe, "upscaler", folder, dtype)
     place(pipe, device, offload, f"upscaler {folder}")
     return pipe

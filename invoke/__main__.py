@@ -215,6 +215,7 @@ def cli(
 ) -> None:
     from invoke.config.settings import DEFAULT_OUTDIR, Settings
     from invoke.line.parse import join_args, parse_request
+    from invoke.shell.report import terminal_text
 
     try:
         launch = parse_request(f'"" {_line_defaults(**defaults)}')
@@ -223,7 +224,7 @@ def cli(
 
             check_fnformat(fnformat)
     except InvokeError as exc:
-        raise click.UsageError(f"launch default {exc}") from exc
+        raise click.UsageError(terminal_text(f"launch default {exc}")) from exc
     settings = Settings(
         outdir=outdir or DEFAULT_OUTDIR,
         model=model,
@@ -250,7 +251,7 @@ def cli(
     try:
         runner = Session(settings, reporter=TerminalReporter(progress=not dry_run), dry_run=dry_run)
     except InvokeError as exc:
-        click.echo(f"invoke: {exc}", err=True)
+        click.echo(terminal_text(f"invoke: {exc}"), err=True)
         sys.exit(2)
     if line:
         sys.exit(batch.run_one(runner, join_args(list(line)), dry_run=dry_run, debug=debug))

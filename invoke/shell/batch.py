@@ -29,6 +29,7 @@ from invoke.shell.dispatch import (
     ShellContext,
     command,
     print_err,
+    print_out,
     printable,
     run_line,
     unexpected,
@@ -71,7 +72,7 @@ def run_batch(
     lines: Iterable[str | bytes],
     *,
     dry_run: bool = False,
-    out=print,
+    out=print_out,
     err=print_err,
     debug: bool = False,
 ) -> int:
@@ -127,7 +128,7 @@ def run_one(
     line: str,
     *,
     dry_run: bool = False,
-    out=print,
+    out=print_out,
     err=print_err,
     debug: bool = False,
 ) -> int:

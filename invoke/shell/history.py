@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from prompt_toolkit.history import FileHistory
+
+from invoke.shell.report import show_err
 
 HISTORY_NAME = ".invoke_history"
 
@@ -65,4 +66,4 @@ class ShellHistory(FileHistory):
 
     @staticmethod
     def _warn(text: str) -> None:
-        print(f">> {text}", file=sys.stderr)
+        show_err(f">> {text}")

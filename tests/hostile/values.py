@@ -1,7 +1,478 @@
-"""Hostile cases: see tests/hostile/__init__.py for what a case is and says."""
+"""Hostile cases about values: NaN and infinity in files and in arithmetic, text that would drive
+the terminal, and inputs that once ended in `unexpected error`. See tests/hostile/__init__.py for
+what a case is.
+
+The files are made from the tiny model of the run (tests/conftest.py's `tiny_model_dir`), copied
+into the case's folder and damaged there: a few weights set to NaN or infinity, a config value
+changed.
+"""
 
 from __future__ import annotations
 
-from tests.hostile import Hostile
+import json
+import math
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-CASES: tuple[Hostile, ...] = ()
+from tests.hostile import Hostile, Scenario
+
+NAN, INF = math.nan, math.inf
+LINE = "a cat -s 1 -S 1\n"
+_BUILT: list[Path] = []  # the tiny model, when this module had to build it
+
+
+# -- the files -----------------------------------------------------------------------------------
+
+
+def tiny_model(d: Path) -> Path:
+    """The run's tiny model: tiny_model_dir lives in pytest's base temp folder, beside each test's
+    own (`d`); built once into that folder if it is not there (the same seeded weights)."""
+    found = sorted(d.parent.glob("models*/tiny/model_index.json"))
+    if found:
+        return found[0].parent
+    if not _BUILT:
+        from tests.fixtures.tiny_models import build_test_model
+
+        _BUILT.append(build_test_model(d.parent / "hostile-values-tiny"))
+    return _BUILT[0]
+
+
+def model_copy(d: Path, name: str = "damaged") -> Path:
+    """A copy of the tiny model at d/name."""
+    return Path(shutil.copytree(tiny_model(d), d / name))
+
+
+def plant(file: Path, value: float, count: int, key: str = "") -> None:
+    """Set `count` values of a .safetensors file's first floating-point tensor (the first whose
+    name starts with `key`, by name) to `value`; the rest of the file stays as it was."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(file), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    name = next(
+        k
+        for k in sorted(tensors)
+        if k.startswith(key) and tensors[k].is_floating_point() and tensors[k].numel() >= count
+    )
+    flat = tensors[name].flatten().clone()
+    flat[:count] = torch.tensor(value, dtype=flat.dtype)
+    tensors[name] = flat.reshape(tensors[name].shape).contiguous()
+    save_file(tensors, str(file), metadata=metadata)
+
+
+def scale(file: Path, key: str, factor: float) -> None:
+    """Multiply one tensor of a .safetensors file by `factor`: finite weights, too large."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(file), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    tensors[key] = (tensors[key].double() * factor).to(tensors[key].dtype).contiguous()
+    save_file(tensors, str(file), metadata=metadata)
+
+
+def edit_json(file: Path, **values: Any) -> None:
+    data = json.loads(file.read_text(encoding="utf-8"))
+    data.update(values)
+    file.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _png(path: Path, **chunks: str) -> Path:
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, text in chunks.items():
+        info.add_text(key, text)
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(path, pnginfo=info)
+    return path
+
+
+def _lora(d: Path, name: str, times: float = 1.0) -> Path:
+    """A kohya LoRA for the tiny model at d/loras/NAME.safetensors, its up and down weights
+    `times` larger than tests.helpers makes them."""
+    from safetensors.torch import load_file, save_file
+
+    from invoke.backend.loading import load_model
+    from tests.helpers import kohya_file
+
+    (d / "loras").mkdir(exist_ok=True)
+    file = kohya_file(load_model(tiny_model(d), device="cpu"), d / "loras" / f"{name}.safetensors")
+    if times != 1.0:
+        tensors = load_file(str(file))
+        louder = {k: (v * times if "lora_" in k else v).contiguous() for k, v in tensors.items()}
+        save_file(louder, str(file))
+    return Path(file)
+
+
+# -- what must hold afterwards ---------------------------------------------------------------------
+
+
+def _no_picture(d: Path) -> None:
+    assert not list((d / "out").glob("*.png")), "a picture was saved"
+
+
+# -- the scenarios -------------------------------------------------------------------------------
+
+
+def _damaged_part(part: str, file: str, value: float, count: int) -> Callable[[Path], Scenario]:
+    def prepare(d: Path) -> Scenario:
+        plant(model_copy(d) / part / file, value, count)
+        return Scenario(["--model", str(d / "damaged")], LINE)
+
+    return prepare
+
+
+def _damaged_checkpoint(d: Path) -> Scenario:
+    from tests.fixtures.tiny_families import write_ldm_checkpoint
+
+    file = write_ldm_checkpoint(tiny_model(d), d / "tiny.safetensors")
+    plant(file, NAN, 12, key="model.diffusion_model.")
+    return Scenario(["--model", str(file)], LINE)
+
+
+def _damaged_lora(d: Path) -> Scenario:
+    plant(_lora(d, "ink"), NAN, 3, key="lora_unet_")
+    return Scenario(["--lora_dir", str(d / "loras")], "a cat <lora:ink:0.8> -s 1 -S 1\n")
+
+
+def _damaged_embedding(d: Path) -> Scenario:
+    from tests.helpers import embedding_file
+
+    plant(embedding_file(d / "embeddings" / "style.safetensors"), NAN, 2)
+    return Scenario(["--embedding_dir", str(d / "embeddings")], "a <style> cat -s 1 -S 1\n")
+
+
+def _damaged_controlnet(d: Path) -> Scenario:
+    from tests.fixtures.tiny_models import build_test_controlnet
+
+    net = build_test_controlnet(d / "nets" / "edges", tiny_model(d))
+    plant(net / "diffusion_pytorch_model.safetensors", INF, 5)
+    _png(d / "edges.png")
+    line = "a cat --controlnet edges --control_image edges.png -s 1 -S 1\n"
+    return Scenario(["--controlnet_dir", str(d / "nets")], line)
+
+
+def _damaged_upscaler(d: Path) -> Scenario:
+    from tests.fixtures.tiny_models import build_test_upscaler
+
+    ups = build_test_upscaler(d / "ups" / "sd-x2-latent-upscaler", 2)
+    plant(ups / "unet" / "diffusion_pytorch_model.safetensors", NAN, 12)
+    return Scenario(["--upscaler_dir", str(d / "ups")], "a cat -s 1 -S 1 -U 2\n")
+
+
+def _overflows_in_float16(d: Path) -> Scenario:
+    """The UNet's last convolution 10^5 times larger: its weights (up to 5890) are finite in
+    float16, what they add up to is not; in float32 the same weights draw a (garish) picture."""
+    scale(model_copy(d) / "unet" / "diffusion_pytorch_model.safetensors", "conv_out.weight", 1e5)
+    return Scenario(["--model", str(d / "damaged"), "--precision", "float16"], LINE)
+
+
+def _lora_overflows_when_merged(d: Path) -> Scenario:
+    _lora(d, "loud", times=1200.0)  # up @ down ~ 10^5 a weight: past float16's 65504
+    return Scenario(
+        ["--lora_dir", str(d / "loras"), "--precision", "float16"],
+        "a cat <lora:loud> -s 1 -S 1\n",
+    )
+
+
+def _lora_overflows_the_latents(d: Path) -> Scenario:
+    _lora(d, "roar", times=4e12)  # finite weights of ~10^24: the activations are not
+    return Scenario(["--lora_dir", str(d / "loras")], "a cat <lora:roar> -s 1 -S 1\n")
+
+
+def _vae_overflows(d: Path) -> Scenario:
+    file = model_copy(d) / "vae" / "diffusion_pytorch_model.safetensors"
+    scale(file, "post_quant_conv.weight", 1e37)  # up to 4.7e36: float32 ends at 3.4e38
+    return Scenario(["--model", str(d / "damaged")], LINE)
+
+
+def _bidi_prompt(d: Path) -> Scenario:
+    return Scenario([], "a cat \u202egnp.exe -s 1 -S 1\n")
+
+
+def _raw_in_the_files(d: Path) -> None:
+    from PIL import Image
+
+    with Image.open(next((d / "out").glob("000001.*.png"))) as picture:
+        assert "\u202egnp.exe" in picture.text["Dream"]  # type: ignore[attr-defined]
+    assert "\u202egnp.exe" in (d / "out" / "invoke_log.txt").read_text(encoding="utf-8")
+
+
+def _escape_in_the_outdir(d: Path) -> Scenario:
+    return Scenario(["--outdir", str(d / "out\x1b]0;owned\x07")], LINE)
+
+
+def _named_raw(d: Path) -> None:
+    assert list((d / "out\x1b]0;owned\x07").glob("000001.1.png"))  # the folder is as given
+
+
+def _bidi_in_an_init_file_name(d: Path) -> Scenario:
+    _png(d / "x\u202egnp.png", Dream='"a red cat" -s 1 -S 1')
+    return Scenario([], "-I x\u202egnp.png -s 2 -S 1\n")
+
+
+def _damaged_config(part: str, file: str, **values: Any) -> Callable[[Path], Scenario]:
+    def prepare(d: Path) -> Scenario:
+        edit_json(model_copy(d) / part / file, **values)
+        return Scenario(["--model", str(d / "damaged")], LINE)
+
+    return prepare
+
+
+def _damaged_vocabulary(d: Path) -> Scenario:
+    (model_copy(d) / "tokenizer" / "vocab.json").write_text("{}", encoding="utf-8")
+    return Scenario(["--model", str(d / "damaged")], LINE)
+
+
+DAMAGED = "the file is damaged: download or convert it again"
+NONFINITE = "gave NaN or infinite numbers; nothing was saved; likely cause:"
+
+CASES: tuple[Hostile, ...] = (
+    # -- NaN and infinity in the files ------------------------------------------------------------
+    Hostile(
+        "NaN in a model's UNet",
+        "garbage",
+        "`--model FOLDER` whose unet/ weights hold 12 NaN",
+        _damaged_part("unet", "diffusion_pytorch_model.safetensors", NAN, 12),
+        f"model {{d}}/damaged/unet/diffusion_pytorch_model.safetensors: 12 weights are NaN or "
+        f"infinite; {DAMAGED}",
+        check=_no_picture,
+    ),
+    Hostile(
+        "infinity in a model's VAE",
+        "garbage",
+        "`--model FOLDER` whose vae/ weights hold an infinity",
+        _damaged_part("vae", "diffusion_pytorch_model.safetensors", INF, 1),
+        f"model {{d}}/damaged/vae/diffusion_pytorch_model.safetensors: 1 weight is NaN or "
+        f"infinite; {DAMAGED}",
+        check=_no_picture,
+    ),
+    Hostile(
+        "NaN in a model's text encoder",
+        "garbage",
+        "`--model FOLDER` whose text_encoder/ weights hold NaN",
+        _damaged_part("text_encoder", "model.safetensors", NAN, 7),
+        f"model {{d}}/damaged/text_encoder/model.safetensors: 7 weights are NaN or infinite; "
+        f"{DAMAGED}",
+        check=_no_picture,
+    ),
+    Hostile(
+        "NaN in a checkpoint file",
+        "garbage",
+        "`--model tiny.safetensors`, an original-layout checkpoint with NaN UNet weights",
+        _damaged_checkpoint,
+        f"model {{d}}/tiny.safetensors: 12 UNet weights are NaN or infinite; {DAMAGED}",
+        check=_no_picture,
+    ),
+    Hostile(
+        "NaN in a LoRA",
+        "garbage",
+        "`<lora:ink:0.8>` whose file holds NaN",
+        _damaged_lora,
+        "LoRA ink ({d}/loras/ink.safetensors): 3 weights are NaN or infinite; the file is "
+        "damaged: download it again",
+        check=_no_picture,
+    ),
+    Hostile(
+        "NaN in an embedding",
+        "garbage",
+        "`<style>` whose embedding file holds NaN",
+        _damaged_embedding,
+        "embedding <style> ({d}/embeddings/style.safetensors): 2 values are NaN or infinite; "
+        "the file is damaged: download it again",
+        check=_no_picture,
+    ),
+    Hostile(
+        "infinity in a ControlNet",
+        "garbage",
+        "`--controlnet edges` whose weights hold infinities",
+        _damaged_controlnet,
+        "ControlNet edges ({d}/nets/edges): 5 weights are NaN or infinite; the file is damaged: "
+        "download it again",
+        check=_no_picture,
+    ),
+    Hostile(
+        "NaN in an upscaler",
+        "garbage",
+        "`-U 2` with an upscaler whose UNet holds NaN",
+        _damaged_upscaler,
+        f"upscaler {{d}}/ups/sd-x2-latent-upscaler/unet/diffusion_pytorch_model.safetensors: "
+        f"12 weights are NaN or infinite; {DAMAGED}",
+        check=_no_picture,
+    ),
+    # -- finite weights, numbers that overflow --------------------------------------------------
+    Hostile(
+        "a model that overflows float16",
+        "garbage",
+        "`--precision float16` with a model whose weights are finite but large",
+        _overflows_in_float16,
+        f"denoising {NONFINITE} float16 overflowing (try --precision float32), or the model "
+        "itself (its weights or settings)",
+        check=_no_picture,
+    ),
+    Hostile(
+        "a LoRA that overflows float16 when merged",
+        "garbage",
+        "`<lora:loud>` whose merged weights pass 65504, in float16",
+        _lora_overflows_when_merged,
+        "LoRA loud: merged at 1 it makes … of model tiny's weights NaN or infinite in float16; "
+        "try a lower weight, or --precision float32",
+        check=_no_picture,
+    ),
+    Hostile(
+        "a LoRA that overflows the latents",
+        "garbage",
+        "`<lora:roar>` with finite weights of 10^24",
+        _lora_overflows_the_latents,
+        f"denoising {NONFINITE} a LoRA (try a lower weight, or the line without it), or the "
+        "model itself (its weights or settings)",
+        check=_no_picture,
+    ),
+    Hostile(
+        "a VAE that overflows",
+        "garbage",
+        "`--model FOLDER` whose VAE decoder's weights are finite but near float32's limit",
+        _vae_overflows,
+        f"the VAE {NONFINITE} the model itself (its weights or settings)",
+        check=_no_picture,
+    ),
+    # -- text that would drive the terminal ---------------------------------------------------
+    Hostile(
+        "right-to-left override in a prompt",
+        "misreads",
+        "a prompt with U+202E (`a cat \\u202egnp.exe`): the terminal would show `exe.png`",
+        _bidi_prompt,
+        r'[1] …000001.1.png: "a cat \u202egnp.exe" -s 1 -S 1 …',
+        status=0,
+        outcome="shown",
+        check=_raw_in_the_files,
+    ),
+    Hostile(
+        "escape sequence in the output folder's name",
+        "misreads",
+        "`--outdir` of a folder named `out` ESC `]0;owned` BEL (retitles the terminal)",
+        _escape_in_the_outdir,
+        r"[1] {d}/out\x1b]0;owned\x07/000001.1.png: …",
+        status=0,
+        outcome="shown",
+        check=_named_raw,
+    ),
+    Hostile(
+        "right-to-left override in an init image's name",
+        "misreads",
+        "`-I x\\u202egnp.png` with no prompt: its name is in the note",
+        _bidi_in_an_init_file_name,
+        r'prompt from x\u202egnp.png: "a red cat"',
+        status=0,
+        outcome="note",
+    ),
+    # -- configs that ended in `unexpected error` -------------------------------------------------
+    Hostile(
+        "no training timesteps",
+        "misreads",
+        "a model whose scheduler_config.json says num_train_timesteps 0 (was `unexpected error: "
+        "ValueError`)",
+        _damaged_config("scheduler", "scheduler_config.json", num_train_timesteps=0),
+        "model {d}/damaged: scheduler/scheduler_config.json: num_train_timesteps 0 is not a whole "
+        "number in 2..100000",
+        check=_no_picture,
+    ),
+    Hostile(
+        "a trillion training timesteps",
+        "misreads",
+        "num_train_timesteps 10^12 (was `unexpected error: RuntimeError: DefaultCPUAllocator`)",
+        _damaged_config("scheduler", "scheduler_config.json", num_train_timesteps=10**12),
+        "model {d}/damaged: scheduler/scheduler_config.json: num_train_timesteps 1000000000000 "
+        "is not a whole number in 2..100000",
+        check=_no_picture,
+    ),
+    Hostile(
+        "unknown beta schedule",
+        "misreads",
+        "beta_schedule `bogus` (was `unexpected error: NotImplementedError`)",
+        _damaged_config("scheduler", "scheduler_config.json", beta_schedule="bogus"),
+        "model {d}/damaged: scheduler/scheduler_config.json: beta_schedule 'bogus' is not one "
+        "of linear, scaled_linear, squaredcos_cap_v2",
+        check=_no_picture,
+    ),
+    Hostile(
+        "beta as text",
+        "misreads",
+        'beta_start `"x"` (was `unexpected error: TypeError`)',
+        _damaged_config("scheduler", "scheduler_config.json", beta_start="x"),
+        "model {d}/damaged: scheduler/scheduler_config.json: beta_start 'x' and beta_end 0.012 "
+        "are not 0 < start <= end < 1",
+        check=_no_picture,
+    ),
+    Hostile(
+        "unknown prediction type",
+        "misreads",
+        "prediction_type `bogus` (was `unexpected error: ValueError`)",
+        _damaged_config("scheduler", "scheduler_config.json", prediction_type="bogus"),
+        "model {d}/damaged: scheduler/scheduler_config.json: prediction_type 'bogus' is not one "
+        "of epsilon, v_prediction",
+        check=_no_picture,
+    ),
+    Hostile(
+        "a billion-cell UNet",
+        "misreads",
+        "unet/config.json sample_size 10^9 (was `unexpected error: RuntimeError: Storage size "
+        "calculation overflowed`)",
+        _damaged_config("unet", "config.json", sample_size=10**9),
+        "model {d}/damaged: unet/config.json has sample_size 1000000000; it must be a whole "
+        "number in 2..512 (latent cells a side: 64 for SD 1.5)",
+        check=_no_picture,
+    ),
+    Hostile(
+        "VAE scale as text",
+        "misreads",
+        'vae/config.json scaling_factor `"x"` (was `unexpected error: TypeError`)',
+        _damaged_config("vae", "config.json", scaling_factor="x"),
+        "model {d}/damaged: vae/config.json has scaling_factor 'x'; it must be a number above 0 "
+        "(0.18215 for SD 1.5)",
+        check=_no_picture,
+    ),
+    Hostile(
+        "VAE without blocks",
+        "misreads",
+        "vae/config.json block_out_channels `[]` (was `unexpected error: IndexError`)",
+        _damaged_config("vae", "config.json", block_out_channels=[]),
+        "model {d}/damaged: cannot load vae/ (list index out of range)",
+        check=_no_picture,
+    ),
+    Hostile(
+        "empty vocabulary",
+        "misreads",
+        "tokenizer/vocab.json `{}` (was `unexpected error: Exception: Error while initializing "
+        "BPE`)",
+        _damaged_vocabulary,
+        "model {d}/damaged: cannot load tokenizer/ (Error while initializing BPE: …)",
+        check=_no_picture,
+    ),
+    Hostile(
+        "tokenizer without a length",
+        "misreads",
+        "tokenizer_config.json model_max_length 10^30, transformers' `unset` (was `unexpected "
+        "error: OverflowError`): the text encoder's 77 is used",
+        _damaged_config("tokenizer", "tokenizer_config.json", model_max_length=10**30),
+        '[1] …000001.1.png: "a cat" -s 1 -S 1 …',
+        status=0,
+        outcome="shown",
+    ),
+    Hostile(
+        "tokenizer of no tokens",
+        "misreads",
+        "tokenizer_config.json model_max_length 0",
+        _damaged_config("tokenizer", "tokenizer_config.json", model_max_length=0),
+        "model {d}/damaged: tokenizer/tokenizer_config.json has model_max_length 0; its text "
+        "encoder takes 3..77 tokens",
+        check=_no_picture,
+    ),
+)

@@ -218,6 +218,14 @@ def _bidi_in_an_init_file_name(d: Path) -> Scenario:
     return Scenario([], "-I x\u202egnp.png -s 2 -S 1\n")
 
 
+def _escape_in_the_config_name(d: Path) -> Scenario:
+    return Scenario(["--config", str(d / "x\x1b[2J\u202e.yaml")], LINE)
+
+
+def _bidi_in_a_launch_default(d: Path) -> Scenario:
+    return Scenario(["--sampler", "k_lms\u202e"], LINE)
+
+
 def _damaged_config(part: str, file: str, **values: Any) -> Callable[[Path], Scenario]:
     def prepare(d: Path) -> Scenario:
         edit_json(model_copy(d) / part / file, **values)
@@ -372,6 +380,22 @@ CASES: tuple[Hostile, ...] = (
         r'prompt from x\u202egnp.png: "a red cat"',
         status=0,
         outcome="note",
+    ),
+    Hostile(
+        "escape sequence in --config's name",
+        "misreads",
+        "`--config` of a file named with ESC `[2J` (clears the screen) and U+202E",
+        _escape_in_the_config_name,
+        r"invoke: --config: {d}/x\x1b[2J\u202e.yaml …",
+        status=2,
+    ),
+    Hostile(
+        "right-to-left override in a launch default",
+        "misreads",
+        "`--sampler k_lms\u202e` (a launch default, refused by click)",
+        _bidi_in_a_launch_default,
+        r"Error: launch default -A/--sampler: k_lms\u202e is not one of …",
+        status=2,
     ),
     # -- configs that ended in `unexpected error` -------------------------------------------------
     Hostile(

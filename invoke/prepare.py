@@ -14,7 +14,7 @@ from pathlib import Path
 from invoke import outputs
 from invoke.backend.job import Control, Job, Noise
 from invoke.config.lookup import Lookup
-from invoke.errors import InvokeError
+from invoke.errors import InitImageError, InvokeError
 from invoke.images import (
     init_image_size,
     load_control_image,
@@ -54,6 +54,11 @@ def outcrop_canvas(
         return request
     assert init is not None  # validate() refuses --outcrop without -I
     source = init_image_size(init, multiple)
+    if min(source) < multiple:  # rounded down to nothing: there is no edge to grow from
+        raise InitImageError(
+            f"init image {init}: under {multiple}×{multiple} once rounded down to a multiple "
+            f"of {multiple}; --outcrop needs an image at least that large"
+        )
     width, height = outcrop_size(source, request.outcrop)
     given = (line.width, line.height)
     if given != (None, None) and given != (width, height):

@@ -38,6 +38,14 @@ def test_every_nonfinite_value_is_counted_wherever_it_is(dtype: torch.dtype, bad
         assert finite.nonfinite_count([tensor, torch.ones(3, dtype=dtype)]) == len({0, where})
 
 
+def test_float8_weights_are_checked_too() -> None:
+    """aminmax has no float8 kernel: such a tensor (a float8 LoRA) is read as float32."""
+    tensor = torch.ones(8).to(torch.float8_e4m3fn)
+    assert finite.nonfinite_count([tensor]) == 0
+    tensor[3] = math.nan
+    assert finite.nonfinite_count([tensor]) == 1
+
+
 def test_integers_and_empty_tensors_are_not_weights() -> None:
     tensors = [torch.arange(5), torch.empty(0), torch.zeros(2, 3)]
     assert finite.nonfinite_count(tensors) == 0

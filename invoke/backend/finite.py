@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from invoke.backend.job import Job
 
 HALF = (torch.float16, torch.bfloat16)
+MINMAX_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 AGAIN = "download or convert it again"
 
 
@@ -43,6 +44,8 @@ def nonfinite_count(tensors: Iterable[torch.Tensor]) -> int:
     for tensor in tensors:
         if not tensor.is_floating_point() or tensor.numel() == 0 or tensor.is_meta:
             continue
+        if tensor.dtype not in MINMAX_TYPES:  # float8 and the like: small, read as float32
+            tensor = tensor.float()
         lo, hi = tensor.detach().aminmax()
         if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
             bad += int((~torch.isfinite(tensor.detach())).sum())
@@ -118,6 +121,9 @@ def went_wrong(dtype: torch.dtype, job: Job | None, own: str = MODEL) -> str:
         causes.append("a LoRA (try a lower weight, or the line without it)")
     if job is not None and job.cfg_scale > 30:
         causes.append(f"-C {job.cfg_scale:g} (try 7.5)")
+    if job is not None and job.embeddings:
+        names = ", ".join(f"<{e.name}>" for e in job.embeddings)
+        causes.append(f"the embedding {names} (try the line without it)")
     if job is not None and job.control is not None:
         causes.append("the ControlNet (try a lower --control_weight)")
     causes.append(own)

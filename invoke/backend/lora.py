@@ -210,6 +210,9 @@ def read_lora(model: Model, lora: Lora) -> list[_Layer]:
     for (component, name), parts in groups.items():
         if "down" not in parts or "up" not in parts:
             raise InvokeError(f"{what}: layer {name} has only half of its weights")
+        problem = _layer_problem(parts)
+        if problem is not None:
+            raise InvokeError(f"{what}: layer {name} {problem}; the file is damaged")
         module = resolver.find(component, name, what)
         down, up = parts["down"], parts["up"]
         rank = down.shape[0]
@@ -224,6 +227,25 @@ def read_lora(model: Model, lora: Lora) -> list[_Layer]:
             )
         layers.append(_Layer(module, down, up, alpha / rank, component))
     return layers
+
+
+def _layer_problem(parts: dict[str, torch.Tensor]) -> str | None:
+    """What makes a layer's tensors no low-rank update (before any arithmetic on them)."""
+    down, up = parts["down"], parts["up"]
+    for tensor in (down, up):
+        if not tensor.is_floating_point():
+            kind = str(tensor.dtype).removeprefix("torch.")
+            return f"has {kind} weights, not floating-point ones"
+    if down.ndim not in (2, 4) or up.ndim != down.ndim:
+        return (
+            f"has weights shaped {tuple(down.shape)} and {tuple(up.shape)}, where a Linear "
+            "layer's are 2-D and a convolution's 4-D"
+        )
+    if down.shape[0] == 0:
+        return "has rank 0"
+    if "alpha" in parts and parts["alpha"].numel() != 1:
+        return f"has {parts['alpha'].numel()} numbers as its alpha, where it takes one"
+    return None
 
 
 def _shape(up: torch.Tensor, down: torch.Tensor) -> tuple[int, ...]:

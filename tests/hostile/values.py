@@ -167,6 +167,50 @@ def _damaged_upscaler(d: Path) -> Scenario:
     return Scenario(["--upscaler_dir", str(d / "ups")], "a cat -s 1 -S 1 -U 2\n")
 
 
+def _odd_lora(**tensors: Any) -> Callable[[Path], Scenario]:
+    """A LoRA for the tiny UNet's first convolution (32 x 4 x 3 x 3), its `down`, `up` and
+    `alpha` as given (each a function making the tensor, so torch loads only when run)."""
+
+    def prepare(d: Path) -> Scenario:
+        from safetensors.torch import save_file
+
+        key = "lora_unet_conv_in"
+        names = {"down": "lora_down.weight", "up": "lora_up.weight", "alpha": "alpha"}
+        (d / "loras").mkdir()
+        made = {f"{key}.{names[part]}": make() for part, make in tensors.items()}
+        save_file(made, str(d / "loras" / "odd.safetensors"))
+        return Scenario(["--lora_dir", str(d / "loras")], "a cat <lora:odd> -s 1 -S 1\n")
+
+    return prepare
+
+
+def _ones(*shape: int, dtype: str = "float32") -> Callable[[], Any]:
+    def make() -> Any:
+        import torch
+
+        return torch.ones(shape, dtype=getattr(torch, dtype))
+
+    return make
+
+
+def _huge_embedding(d: Path) -> Scenario:
+    from safetensors.torch import save_file
+
+    from tests.helpers import embedding_vectors
+
+    (d / "embeddings").mkdir()
+    vectors = embedding_vectors(2) * 1e30  # finite, but no text encoder survives them
+    save_file({"emb_params": vectors}, str(d / "embeddings" / "loud.safetensors"))
+    return Scenario(["--embedding_dir", str(d / "embeddings")], "a <loud> cat -s 1 -S 1\n")
+
+
+def _one_pixel_outcrop(d: Path) -> Scenario:
+    from PIL import Image
+
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(d / "dot.png")
+    return Scenario([], "a cat -I dot.png -c top 64 -s 2 -S 1\n")
+
+
 def _overflows_in_float16(d: Path) -> Scenario:
     """The UNet's last convolution 10^5 times larger: its weights (up to 5890) are finite in
     float16, what they add up to is not; in float32 the same weights draw a (garish) picture."""
@@ -351,6 +395,15 @@ CASES: tuple[Hostile, ...] = (
         f"the VAE {NONFINITE} the model itself (its weights or settings)",
         check=_no_picture,
     ),
+    Hostile(
+        "an embedding of 10^30s",
+        "garbage",
+        "`<loud>`, an embedding whose vectors are finite but 10^30 long",
+        _huge_embedding,
+        f"denoising {NONFINITE} the embedding <loud> (try the line without it), or the model "
+        "itself (its weights or settings)",
+        check=_no_picture,
+    ),
     # -- text that would drive the terminal ---------------------------------------------------
     Hostile(
         "right-to-left override in a prompt",
@@ -478,6 +531,51 @@ CASES: tuple[Hostile, ...] = (
         "BPE`)",
         _damaged_vocabulary,
         "model {d}/damaged: cannot load tokenizer/ (Error while initializing BPE: …)",
+        check=_no_picture,
+    ),
+    Hostile(
+        "LoRA of rank 0",
+        "misreads",
+        "a LoRA whose layer has no rows (was `unexpected error: IndexError`)",
+        _odd_lora(down=_ones(0, 4, 3, 3), up=_ones(32, 0, 1, 1)),
+        "LoRA odd ({d}/loras/odd.safetensors): layer conv_in has rank 0; the file is damaged",
+        check=_no_picture,
+    ),
+    Hostile(
+        "LoRA alpha of three numbers",
+        "misreads",
+        "a LoRA whose alpha is a vector (was `unexpected error: ValueError: only one element "
+        "tensors`)",
+        _odd_lora(down=_ones(2, 4, 3, 3), up=_ones(32, 2, 1, 1), alpha=_ones(3)),
+        "LoRA odd ({d}/loras/odd.safetensors): layer conv_in has 3 numbers as its alpha, where "
+        "it takes one; the file is damaged",
+        check=_no_picture,
+    ),
+    Hostile(
+        "LoRA of flat vectors",
+        "misreads",
+        "a LoRA whose weights are 1-D (was `unexpected error: IndexError: Dimension out of range`)",
+        _odd_lora(down=_ones(36), up=_ones(32)),
+        "LoRA odd ({d}/loras/odd.safetensors): layer conv_in has weights shaped (36,) and "
+        "(32,), where a Linear layer's are 2-D and a convolution's 4-D; the file is damaged",
+        check=_no_picture,
+    ),
+    Hostile(
+        "LoRA of whole numbers",
+        "misreads",
+        "a LoRA whose weights are int32 (was merged as if they were weights)",
+        _odd_lora(down=_ones(2, 4, 3, 3, dtype="int32"), up=_ones(32, 2, 1, 1, dtype="int32")),
+        "LoRA odd ({d}/loras/odd.safetensors): layer conv_in has int32 weights, not "
+        "floating-point ones; the file is damaged",
+        check=_no_picture,
+    ),
+    Hostile(
+        "a one-pixel picture grown by --outcrop",
+        "misreads",
+        "`-I dot.png -c top 64` with a 1×1 dot.png (was `unexpected error: AssertionError`)",
+        _one_pixel_outcrop,
+        "init image dot.png: under 8×8 once rounded down to a multiple of 8; --outcrop needs "
+        "an image at least that large",
         check=_no_picture,
     ),
     Hostile(

@@ -104,25 +104,23 @@ def _load_file(what: str, path: Path, model: Model) -> Any:
         raise InvokeError(
             f"{what}: cannot be read ({_first_line(exc)}); download it again"
         ) from exc
-    if "controlnet_cond_embedding.conv_in.weight" not in state:
-        if not any("input_hint_block." in k for k in state):
-            raise InvokeError(
-                f"{what}: holds no ControlNet (no input_hint_block or controlnet_cond_embedding "
-                "layers); give a ControlNet file or folder"
-            )
-        from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
-
-        config = {"layers_per_block": model.unet.config.layers_per_block}
-        converted = convert_controlnet_checkpoint(state, config)
-        # diffusers' converter leaves out SDXL's added embedding (label_emb.0.0 and .0.2)
-        layers = {"0": "linear_1", "2": "linear_2"}
-        for key, value in state.items():
-            parts = key.removeprefix("control_model.").split(".")
-            if parts[:2] == ["label_emb", "0"] and parts[2] in layers:
-                converted[f"add_embedding.{layers[parts[2]]}.{parts[-1]}"] = value
-        state = {k: v for k, v in converted.items() if v is not None}
-    channels = _conditioning_channels(state)
-    _check_fits(what, _config_of(state, channels), model)
+    if "controlnet_cond_embedding.conv_in.weight" not in state and not any(
+        "input_hint_block." in k for k in state
+    ):
+        raise InvokeError(
+            f"{what}: holds no ControlNet (no input_hint_block or controlnet_cond_embedding "
+            "layers); give a ControlNet file or folder"
+        )
+    try:
+        state, config = _diffusers_state(state, model)
+    except (KeyError, IndexError, ValueError, RuntimeError) as exc:
+        # A layer missing or of the wrong rank: the converter and the shape readers fail alike.
+        raise InvokeError(
+            f"{what}: its layers cannot be read ({type(exc).__name__}: {_first_line(exc)}); "
+            "the file is damaged or not a ControlNet: download it again"
+        ) from exc
+    channels = config["conditioning_embedding_out_channels"]
+    _check_fits(what, config, model)
     with torch.device("meta"):  # no memory for weights that are replaced at once
         net = ControlNetModel.from_unet(
             model.unet, conditioning_embedding_out_channels=channels, load_weights_from_unet=False
@@ -136,6 +134,26 @@ def _load_file(what: str, path: Path, model: Model) -> Any:
             "it was made for another kind of model"
         ) from exc
     return net
+
+
+def _diffusers_state(
+    state: dict[str, torch.Tensor], model: Model
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A single file's state dict in diffusers' names (converted from the original layout when it
+    is in it), and what _check_fits reads of it."""
+    if "controlnet_cond_embedding.conv_in.weight" not in state:
+        from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+
+        config = {"layers_per_block": model.unet.config.layers_per_block}
+        converted = convert_controlnet_checkpoint(state, config)
+        # diffusers' converter leaves out SDXL's added embedding (label_emb.0.0 and .0.2)
+        layers = {"0": "linear_1", "2": "linear_2"}
+        for key, value in state.items():
+            parts = key.removeprefix("control_model.").split(".")
+            if parts[:2] == ["label_emb", "0"] and parts[2] in layers:
+                converted[f"add_embedding.{layers[parts[2]]}.{parts[-1]}"] = value
+        state = {k: v for k, v in converted.items() if v is not None}
+    return state, _config_of(state, _conditioning_channels(state))
 
 
 def _conditioning_channels(state: dict[str, torch.Tensor]) -> tuple[int, ...]:

@@ -133,7 +133,7 @@ def load_single_file(
     """The Model's parts from one checkpoint's weights, on the architecture in config `folder`."""
     try:
         parts = _build_parts(checkpoint, folder, text_encoders)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError, IndexError) as err:
         raise ModelError(f"model {path}: does not fit {folder.name} ({_first(err)})") from err
     for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
         if parts.get(part) is not None:
@@ -163,6 +163,9 @@ def _build_parts(
 
     if UNET_IN_KEY not in checkpoint:
         raise KeyError(f"no UNet weights ({UNET_IN_KEY})")
+    if checkpoint[UNET_IN_KEY].ndim != 4:
+        shape = list(checkpoint[UNET_IN_KEY].shape)
+        raise ValueError(f"{UNET_IN_KEY} is {shape}, not a convolution's 4-D weight")
     unet_config = dict(UNet2DConditionModel.load_config(folder / "unet"))
     # The same family comes as a 4-channel and a 9-channel (inpainting) UNet.
     unet_config["in_channels"] = int(checkpoint[UNET_IN_KEY].shape[1])

@@ -211,6 +211,37 @@ def _one_pixel_outcrop(d: Path) -> Scenario:
     return Scenario([], "a cat -I dot.png -c top 64 -s 2 -S 1\n")
 
 
+def _flat_checkpoint(d: Path) -> Scenario:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from tests.fixtures.tiny_families import write_ldm_checkpoint
+
+    file = write_ldm_checkpoint(tiny_model(d), d / "flat.safetensors")
+    tensors = load_file(str(file))
+    tensors["model.diffusion_model.input_blocks.0.0.weight"] = torch.ones(10)
+    save_file(tensors, str(file))
+    return Scenario(["--model", str(file)], LINE)
+
+
+def _odd_controlnet(**shapes: tuple[int, ...]) -> Callable[[Path], Scenario]:
+    """A single-file ControlNet of just these tensors (ones, by their names with `__` for
+    `.`), and an edge image for it."""
+
+    def prepare(d: Path) -> Scenario:
+        import torch
+        from safetensors.torch import save_file
+
+        (d / "nets").mkdir()
+        tensors = {k.replace("__", "."): torch.ones(v) for k, v in shapes.items()}
+        save_file(tensors, str(d / "nets" / "odd.safetensors"))
+        _png(d / "edges.png")
+        line = "a cat --controlnet odd --control_image edges.png -s 1 -S 1\n"
+        return Scenario(["--controlnet_dir", str(d / "nets")], line)
+
+    return prepare
+
+
 def _overflows_in_float16(d: Path) -> Scenario:
     """The UNet's last convolution 10^5 times larger: its weights (up to 5890) are finite in
     float16, what they add up to is not; in float32 the same weights draw a (garish) picture."""
@@ -567,6 +598,39 @@ CASES: tuple[Hostile, ...] = (
         _odd_lora(down=_ones(2, 4, 3, 3, dtype="int32"), up=_ones(32, 2, 1, 1, dtype="int32")),
         "LoRA odd ({d}/loras/odd.safetensors): layer conv_in has int32 weights, not "
         "floating-point ones; the file is damaged",
+        check=_no_picture,
+    ),
+    Hostile(
+        "checkpoint whose first UNet weight is flat",
+        "misreads",
+        "`--model flat.safetensors` whose UNet input weight is 1-D (was `unexpected error: "
+        "IndexError`)",
+        _flat_checkpoint,
+        "model {d}/flat.safetensors: does not fit flat.config (model.diffusion_model.input_"
+        "blocks.0.0.weight is [10], not a convolution's 4-D weight)",
+        check=_no_picture,
+    ),
+    Hostile(
+        "ControlNet of a hint block alone",
+        "misreads",
+        "a ControlNet file with an input_hint_block and nothing else (was `unexpected error: "
+        "KeyError`)",
+        _odd_controlnet(input_hint_block__0__weight=(16, 3, 3, 3)),
+        "ControlNet odd ({d}/nets/odd.safetensors): its layers cannot be read (KeyError: …); "
+        "the file is damaged or not a ControlNet: download it again",
+        check=_no_picture,
+    ),
+    Hostile(
+        "ControlNet with a flat attention weight",
+        "misreads",
+        "a ControlNet file whose cross-attention weight is 1-D (was `unexpected error: "
+        "IndexError`)",
+        _odd_controlnet(
+            controlnet_cond_embedding__conv_in__weight=(16, 3, 3, 3),
+            down_blocks__0__attentions__0__transformer_blocks__0__attn2__to_k__weight=(7,),
+        ),
+        "ControlNet odd ({d}/nets/odd.safetensors): its layers cannot be read (IndexError: "
+        "tuple index out of range); the file is damaged or not a ControlNet: download it again",
         check=_no_picture,
     ),
     Hostile(

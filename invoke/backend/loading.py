@@ -36,6 +36,7 @@ from invoke.errors import ModelError
 
 # 4: plain latents; 9: an inpainting UNet, which also sees the mask and the masked image's latents.
 UNET_CHANNELS = (4, 9)
+LATENT_CHANNELS = 4  # what the VAE makes and the UNet denoises (an inpainting UNet reads 9)
 # A UNet's sample_size, in latent cells a side: 512 cells are 4096 pixels, the largest -W/-H.
 MAX_SAMPLE_SIZE = 512
 # transformers' model_max_length when a tokenizer_config.json gives none (VERY_LARGE_INTEGER).
@@ -211,6 +212,28 @@ def check_settings(path: Path, parts: dict[str, Any]) -> None:
         raise ModelError(f"model {path}: scheduler/scheduler_config.json: {problem}")
     for tokenizer, encoder in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")):
         _fit_tokenizer(path, parts.get(tokenizer), parts.get(encoder), tokenizer)
+    if parts.get("pipeline") is None:  # our loop joins the parts (Kandinsky's pipeline its own)
+        _check_joins(path, parts)
+
+
+def _check_joins(path: Path, parts: dict[str, Any]) -> None:
+    """Parts that fit one another: a folder assembled from two models (another model's VAE or
+    text encoder copied in) would otherwise fail at its first step with a matrix-shape error."""
+    unet, vae = parts["unet"].config, parts["vae"].config
+    if vae.latent_channels != LATENT_CHANNELS or unet.out_channels != LATENT_CHANNELS:
+        raise ModelError(
+            f"model {path}: its VAE has {vae.latent_channels} latent channels and its UNet "
+            f"gives {unet.out_channels}; Stable Diffusion's parts both have {LATENT_CHANNELS} "
+            f"(are vae/ and unet/ from the same model?)"
+        )
+    encoders = [parts[e] for e in ("text_encoder", "text_encoder_2") if parts.get(e) is not None]
+    width = sum(int(e.config.hidden_size) for e in encoders)
+    if isinstance(unet.cross_attention_dim, int) and width != unet.cross_attention_dim:
+        raise ModelError(
+            f"model {path}: its UNet reads text {unet.cross_attention_dim} wide but its text "
+            f"encoder{'s give' if len(encoders) > 1 else ' gives'} {width} (are unet/ and "
+            f"text_encoder/ from the same model?)"
+        )
 
 
 def _fit_tokenizer(path: Path, tokenizer: Any, encoder: Any, name: str) -> None:

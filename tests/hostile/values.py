@@ -242,6 +242,28 @@ def _odd_controlnet(**shapes: tuple[int, ...]) -> Callable[[Path], Scenario]:
     return prepare
 
 
+def _foreign_vae(d: Path) -> Scenario:
+    """Another model's VAE copied in: one of 16 latent channels (as SD3's)."""
+    from diffusers import AutoencoderKL
+
+    folder = model_copy(d)
+    config = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    AutoencoderKL.from_config({**config, "latent_channels": 16}).save_pretrained(folder / "vae")
+    return Scenario(["--model", str(folder)], LINE)
+
+
+def _foreign_text_encoder(d: Path) -> Scenario:
+    """Another model's text encoder copied in: one 16 wide where the UNet reads 32."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = model_copy(d)
+    config = CLIPTextConfig.from_pretrained(folder / "text_encoder")
+    config.hidden_size, config.intermediate_size, config.num_attention_heads = 16, 32, 2
+    CLIPTextModel(config).save_pretrained(folder / "text_encoder")
+    return Scenario(["--model", str(folder)], LINE)
+
+
 def _overflows_in_float16(d: Path) -> Scenario:
     """The UNet's last convolution 10^5 times larger: its weights (up to 5890) are finite in
     float16, what they add up to is not; in float32 the same weights draw a (garish) picture."""
@@ -598,6 +620,26 @@ CASES: tuple[Hostile, ...] = (
         _odd_lora(down=_ones(2, 4, 3, 3, dtype="int32"), up=_ones(32, 2, 1, 1, dtype="int32")),
         "LoRA odd ({d}/loras/odd.safetensors): layer conv_in has int32 weights, not "
         "floating-point ones; the file is damaged",
+        check=_no_picture,
+    ),
+    Hostile(
+        "another model's VAE",
+        "misreads",
+        "a model folder whose vae/ has 16 latent channels (was `unexpected error: RuntimeError: "
+        "Given groups=1, weight of size [16, 16, 1, 1]...`)",
+        _foreign_vae,
+        "model {d}/damaged: its VAE has 16 latent channels and its UNet gives 4; Stable "
+        "Diffusion's parts both have 4 (are vae/ and unet/ from the same model?)",
+        check=_no_picture,
+    ),
+    Hostile(
+        "another model's text encoder",
+        "misreads",
+        "a model folder whose text_encoder/ is 16 wide (was `unexpected error: RuntimeError: "
+        "mat1 and mat2 shapes cannot be multiplied`)",
+        _foreign_text_encoder,
+        "model {d}/damaged: its UNet reads text 32 wide but its text encoder gives 16 (are "
+        "unet/ and text_encoder/ from the same model?)",
         check=_no_picture,
     ),
     Hostile(

@@ -251,7 +251,9 @@ def cli(
     try:
         runner = Session(settings, reporter=TerminalReporter(progress=not dry_run), dry_run=dry_run)
     except InvokeError as exc:
-        click.echo(terminal_text(f"invoke: {exc}"), err=True)
+        # models.yaml's problems come one a line: each line shown safe, the breaks kept.
+        lines = f"invoke: {exc}".split("\n")
+        click.echo("\n".join(terminal_text(line) for line in lines), err=True)
         sys.exit(2)
     if line:
         sys.exit(batch.run_one(runner, join_args(list(line)), dry_run=dry_run, debug=debug))

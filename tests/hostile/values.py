@@ -284,6 +284,18 @@ def _lora_overflows_the_latents(d: Path) -> Scenario:
     return Scenario(["--lora_dir", str(d / "loras")], "a cat <lora:roar> -s 1 -S 1\n")
 
 
+def _lora_overflows_with_intermediates(d: Path) -> Scenario:
+    _lora(d, "roar", times=4e12)
+    line = "a cat <lora:roar> -s 2 -S 1 --save_intermediates 1 --intermediates decode\n"
+    return Scenario(["--lora_dir", str(d / "loras")], line)
+
+
+def _no_nan_step_pictured(d: Path) -> None:
+    _no_picture(d)
+    steps = sorted(p.name for p in (d / "out").rglob("step-*.png"))
+    assert steps in ([], ["step-0000.png"]), steps  # the starting noise at most
+
+
 def _vae_overflows(d: Path) -> Scenario:
     file = model_copy(d) / "vae" / "diffusion_pytorch_model.safetensors"
     scale(file, "post_quant_conv.weight", 1e37)  # up to 4.7e36: float32 ends at 3.4e38
@@ -439,6 +451,16 @@ CASES: tuple[Hostile, ...] = (
         f"denoising {NONFINITE} a LoRA (try a lower weight, or the line without it), or the "
         "model itself (its weights or settings)",
         check=_no_picture,
+    ),
+    Hostile(
+        "a LoRA that overflows, intermediates decoded",
+        "garbage",
+        "`<lora:roar> --save_intermediates 1 --intermediates decode`: the first NaN step stops "
+        "the line, blamed on denoising, not on the VAE that would decode it",
+        _lora_overflows_with_intermediates,
+        f"denoising {NONFINITE} a LoRA (try a lower weight, or the line without it), or the "
+        "model itself (its weights or settings)",
+        check=_no_nan_step_pictured,
     ),
     Hostile(
         "a VAE that overflows",

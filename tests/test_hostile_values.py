@@ -194,3 +194,29 @@ def test_an_upscale_that_gives_nan_keeps_the_picture_as_drawn(
     assert kept.name == "000001.9.png"
     with Image.open(kept) as picture:
         assert picture.size == (64, 64) and np.asarray(picture).std() > 0  # a picture, as drawn
+
+
+def test_decoding_again_in_float32_says_nothing_of_diffusers(
+    tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The float32 retry of a half-precision VAE moves the VAE back and forth on every picture;
+    diffusers' own .to(dtype) printed a warning about float32 modules each time."""
+    model = load_model(tiny_model_dir, device="cpu", precision="bfloat16")
+    real_decode = model.vae.decode
+
+    def nan_unless_float32(z: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        out = real_decode(z, *args, **kwargs)
+        if z.dtype != torch.float32:
+            out.sample = torch.full_like(out.sample, math.nan)
+        return out
+
+    monkeypatch.setattr(model.vae, "decode", nan_unless_float32)
+    capfd.readouterr()
+    model.generate(make_job(steps=1))
+    model.generate(make_job(steps=1))
+    said = capfd.readouterr().err + caplog.text
+    assert said.count("decoding in float32 from now on") == 1  # our one note
+    assert "should be kept in float32" not in said

@@ -144,11 +144,12 @@ class Model:
                 str(self.dtype).removeprefix("torch."),
             )
             self._vae_fp32 = True
-        self.vae.to(torch.float32)
+        # nn.Module.to: diffusers' own .to(dtype) logs a warning about float32 modules each time.
+        torch.nn.Module.to(self.vae, torch.float32)
         try:
             return run(torch.float32)
         finally:
-            self.vae.to(self.dtype)
+            torch.nn.Module.to(self.vae, self.dtype)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:

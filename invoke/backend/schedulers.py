@@ -59,8 +59,11 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
 
-def schedule_problem(config: dict[str, Any]) -> str | None:
-    """What is wrong with a scheduler config for our samplers, in words; None when nothing."""
+def schedule_problem(
+    config: dict[str, Any], predictions: tuple[str, ...] = PREDICTION_TYPES
+) -> str | None:
+    """What is wrong with a scheduler config for our samplers (or a pipeline's own scheduler,
+    which may predict other things: `predictions`), in words; None when nothing."""
     steps = config.get("num_train_timesteps", 1000)
     if not _whole(steps) or not 2 <= steps <= MAX_TRAIN_TIMESTEPS:
         return f"num_train_timesteps {steps!r} is not a whole number in 2..{MAX_TRAIN_TIMESTEPS}"
@@ -78,7 +81,7 @@ def schedule_problem(config: dict[str, Any]) -> str | None:
     if not _whole(offset) or not 0 <= offset < steps:
         return f"steps_offset {offset!r} is not a whole number in 0..{steps - 1}"
     choices = [
-        ("prediction_type", PREDICTION_TYPES, "epsilon"),
+        ("prediction_type", predictions, "epsilon"),
         ("timestep_spacing", TIMESTEP_SPACINGS, "leading"),
     ]
     if betas is None:  # trained betas replace the schedule

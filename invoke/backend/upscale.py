@@ -19,6 +19,7 @@ is drawn; both by upscaler_kinds.sides.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,15 @@ from typing import Any
 import torch
 from PIL import Image
 
+from invoke.backend.components import PART_ERRORS
 from invoke.backend.finite import pictures
 from invoke.backend.pipelines import check_pipeline, place, quiet_loading
+from invoke.backend.schedulers import PREDICTION_TYPES, schedule_problem
 from invoke.backend.upscaler_kinds import LATENT_X2, PIXEL_X4, sides
 from invoke.errors import InvokeError, ModelError
+
+# What an upscaler's schedulers may predict (the latent upscaler's predicts the picture).
+ANY = (*PREDICTION_TYPES, "sample")
 
 # The steps and guidance each is run at: the latent upscaler's model card uses 20 steps without
 # guidance; the x4 upscaler, diffusers' defaults (75 steps, guidance 9, noise level 20).
@@ -139,6 +145,22 @@ def blend(original: Image.Image, upscaled: Image.Image, strength: float) -> Imag
     return Image.blend(plain, upscaled, strength)
 
 
+def _check_settings(folder: Path, pipe: Any) -> None:
+    """The config values diffusers' upscale loops rely on, each refused in one line naming its
+    file (as loading.check_settings does for models): not a library error halfway through."""
+    for part in ("scheduler", "low_res_scheduler"):
+        scheduler = getattr(pipe, part, None)
+        problem = None if scheduler is None else schedule_problem(dict(scheduler.config), ANY)
+        if problem is not None:
+            raise ModelError(f"upscaler {folder}: {part}/scheduler_config.json: {problem}")
+    scale = pipe.vae.config.scaling_factor
+    if not isinstance(scale, int | float) or not (math.isfinite(scale) and scale > 0):
+        raise ModelError(
+            f"upscaler {folder}: vae/config.json has scaling_factor {scale!r}; it must be a "
+            "number above 0"
+        )
+
+
 def _kind(folder: Path) -> str:
     """The folder's pipeline class, one of SETTINGS'."""
     try:
@@ -167,9 +189,10 @@ def _load(folder: Path, kind: str, device: torch.device, dtype: torch.dtype, off
     try:
         with quiet_loading():
             pipe = getattr(diffusers, kind).from_pretrained(folder, **options)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+    except PART_ERRORS as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"upscaler {folder}: cannot load it ({first})") from err
+    _check_settings(folder, pipe)
     check_pipeline(pipe, "upscaler", folder, dtype)
     place(pipe, device, offload, f"upscaler {folder}")
     return pipe

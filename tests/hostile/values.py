@@ -264,6 +264,18 @@ def _foreign_text_encoder(d: Path) -> Scenario:
     return Scenario(["--model", str(folder)], LINE)
 
 
+def _damaged_upscaler_config(part: str, file: str, **values: Any) -> Callable[[Path], Scenario]:
+    def prepare(d: Path) -> Scenario:
+        from tests.fixtures.tiny_models import build_test_upscaler
+
+        edit_json(
+            build_test_upscaler(d / "ups" / "sd-x2-latent-upscaler", 2) / part / file, **values
+        )
+        return Scenario(["--upscaler_dir", str(d / "ups")], "a cat -s 1 -S 1 -U 2\n")
+
+    return prepare
+
+
 def _overflows_in_float16(d: Path) -> Scenario:
     """The UNet's last convolution 10^5 times larger: its weights (up to 5890) are finite in
     float16, what they add up to is not; in float32 the same weights draw a (garish) picture."""
@@ -695,6 +707,35 @@ CASES: tuple[Hostile, ...] = (
         ),
         "ControlNet odd ({d}/nets/odd.safetensors): its layers cannot be read (IndexError: "
         "tuple index out of range); the file is damaged or not a ControlNet: download it again",
+        check=_no_picture,
+    ),
+    Hostile(
+        "upscaler of no training timesteps",
+        "misreads",
+        "`-U 2` with an upscaler whose scheduler says num_train_timesteps 0 (was `unexpected "
+        "error: ValueError` after drawing)",
+        _damaged_upscaler_config("scheduler", "scheduler_config.json", num_train_timesteps=0),
+        "upscaler {d}/ups/sd-x2-latent-upscaler: scheduler/scheduler_config.json: "
+        "num_train_timesteps 0 is not a whole number in 2..100000",
+        check=_no_picture,
+    ),
+    Hostile(
+        "upscaler VAE scale as text",
+        "misreads",
+        "`-U 2` with an upscaler whose vae/config.json scaling_factor is text (was `unexpected "
+        "error: TypeError` after drawing)",
+        _damaged_upscaler_config("vae", "config.json", scaling_factor="x"),
+        "upscaler {d}/ups/sd-x2-latent-upscaler: vae/config.json has scaling_factor 'x'; it "
+        "must be a number above 0",
+        check=_no_picture,
+    ),
+    Hostile(
+        "upscaler VAE without blocks",
+        "misreads",
+        "`-U 2` with an upscaler whose vae/config.json block_out_channels is `[]` (was "
+        "`unexpected error: IndexError`)",
+        _damaged_upscaler_config("vae", "config.json", block_out_channels=[]),
+        "upscaler {d}/ups/sd-x2-latent-upscaler: cannot load it (list index out of range)",
         check=_no_picture,
     ),
     Hostile(

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from invoke.backend import speed
+from invoke.backend.components import PART_ERRORS, complete, quiet_loading
 from invoke.backend.finite import check_weights
 from invoke.errors import InvokeError
 
@@ -69,16 +70,23 @@ def _load_folder(what: str, weights: Path, model: Model) -> Any:
     from diffusers import ControlNetModel
 
     folder = weights.parent
-    _check_fits(what, _config(what, folder), model)
+    config = _config(what, folder)
+    problem = _config_problem(config, model.unet.config)
+    if problem is not None:
+        raise InvokeError(f"{what}: its config.json {problem}; download it again")
+    _check_fits(what, config, model)
     try:
-        return ControlNetModel.from_pretrained(
-            folder,
-            torch_dtype=model.dtype,
-            local_files_only=True,
-            use_safetensors=True,
-            variant="fp16" if ".fp16." in weights.name else None,
-        )
-    except (OSError, ValueError, RuntimeError) as exc:
+        with quiet_loading():
+            loaded = ControlNetModel.from_pretrained(
+                folder,
+                torch_dtype=model.dtype,
+                local_files_only=True,
+                use_safetensors=True,
+                variant="fp16" if ".fp16." in weights.name else None,
+                output_loading_info=True,
+            )
+        return complete(loaded)
+    except PART_ERRORS as exc:
         raise InvokeError(
             f"{what}: cannot be loaded ({_first_line(exc)}); download it again"
         ) from exc
@@ -223,6 +231,30 @@ def _check_fits(what: str, config: dict[str, Any], model: Model) -> None:
             f"{what}, but it reads its image at 1/{2**steps} of the size where {model.name}'s "
             f"latents are 1/{model.size_multiple}; {wants}"
         )
+
+
+def _config_problem(config: dict[str, Any], unet: Any) -> str | None:
+    """A config value of the wrong kind (or a copy of another UNet's encoder), in words: what
+    _check_fits and diffusers would otherwise fail on with a TypeError or IndexError."""
+    for key in ("block_out_channels", "conditioning_embedding_out_channels"):
+        value = config.get(key)
+        if value is None and key == "conditioning_embedding_out_channels":
+            continue  # diffusers' default
+        if not (isinstance(value, list | tuple) and value and all(_count(v) for v in value)):
+            return f"has {key} {value!r}, not a list of whole numbers above 0"
+    width = config.get("cross_attention_dim")
+    if not _count(width):
+        return f"has cross_attention_dim {width!r}, not a whole number above 0"
+    layers = config.get("layers_per_block", unet.layers_per_block)
+    if layers != unet.layers_per_block:
+        return (
+            f"has layers_per_block {layers!r} where the UNet it copies has {unet.layers_per_block}"
+        )
+    return None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def control_pixels(image: Image.Image, width: int, height: int, model: Model) -> torch.Tensor:

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from invoke.backend.components import PART_ERRORS
+from invoke.backend.components import PART_ERRORS, quiet_loading
 from invoke.backend.finite import pictures
-from invoke.backend.pipelines import check_pipeline, place, quiet_loading
+from invoke.backend.pipelines import check_pipeline, place
 from invoke.backend.schedulers import PREDICTION_TYPES, schedule_problem
 from invoke.backend.upscaler_kinds import LATENT_X2, PIXEL_X4, sides
 from invoke.errors import InvokeError, ModelError

@@ -276,6 +276,20 @@ def _damaged_upscaler_config(part: str, file: str, **values: Any) -> Callable[[P
     return prepare
 
 
+def _damaged_controlnet_config(**values: Any) -> Callable[[Path], Scenario]:
+    def prepare(d: Path) -> Scenario:
+        from tests.fixtures.tiny_models import build_test_controlnet
+
+        edit_json(
+            build_test_controlnet(d / "nets" / "edges", tiny_model(d)) / "config.json", **values
+        )
+        _png(d / "edges.png")
+        line = "a cat --controlnet edges --control_image edges.png -s 1 -S 1\n"
+        return Scenario(["--controlnet_dir", str(d / "nets")], line)
+
+    return prepare
+
+
 def _overflows_in_float16(d: Path) -> Scenario:
     """The UNet's last convolution 10^5 times larger: its weights (up to 5890) are finite in
     float16, what they add up to is not; in float32 the same weights draw a (garish) picture."""
@@ -674,6 +688,66 @@ CASES: tuple[Hostile, ...] = (
         _foreign_text_encoder,
         "model {d}/damaged: its UNet reads text 32 wide but its text encoder gives 16 (are "
         "unet/ and text_encoder/ from the same model?)",
+        check=_no_picture,
+    ),
+    Hostile(
+        "a VAE config asking for more layers",
+        "misreads",
+        "vae/config.json layers_per_block 2 for weights of 1 (was a picture from uninitialised "
+        "memory, or `NaN` weights)",
+        _damaged_config("vae", "config.json", layers_per_block=2),
+        "model {d}/damaged: cannot load vae/ (config.json asks for 64 weights its weights file "
+        "lacks, e.g. decoder.up_blocks.0.resnets.2.conv1.bias; the config or the file is from "
+        "another model)",
+        check=_no_picture,
+    ),
+    Hostile(
+        "a text encoder config asking for more layers",
+        "misreads",
+        "text_encoder/config.json num_hidden_layers 3 for weights of 2 (was drawn with a random "
+        "third layer, silently)",
+        _damaged_config("text_encoder", "config.json", num_hidden_layers=3),
+        "model {d}/damaged: cannot load text_encoder/ (config.json asks for 16 weights its "
+        "weights file lacks, e.g. …; the config or the file is from another model)",
+        check=_no_picture,
+    ),
+    Hostile(
+        "ControlNet config of no conditioning blocks",
+        "misreads",
+        "a ControlNet folder whose conditioning_embedding_out_channels is `[]` (was `unexpected "
+        "error: IndexError`)",
+        _damaged_controlnet_config(conditioning_embedding_out_channels=[]),
+        "ControlNet edges ({d}/nets/edges): its config.json has "
+        "conditioning_embedding_out_channels [], not a list of whole numbers above 0; download "
+        "it again",
+        check=_no_picture,
+    ),
+    Hostile(
+        "ControlNet config of a number for its blocks",
+        "misreads",
+        "block_out_channels `5` (was `unexpected error: TypeError`)",
+        _damaged_controlnet_config(block_out_channels=5),
+        "ControlNet edges ({d}/nets/edges): its config.json has block_out_channels 5, not a list "
+        "of whole numbers above 0; download it again",
+        check=_no_picture,
+    ),
+    Hostile(
+        "ControlNet config of zero-width heads",
+        "misreads",
+        "attention_head_dim 0 (was `unexpected error: ZeroDivisionError`)",
+        _damaged_controlnet_config(attention_head_dim=0),
+        "ControlNet edges ({d}/nets/edges): cannot be loaded (integer division or modulo by "
+        "zero); download it again",
+        check=_no_picture,
+    ),
+    Hostile(
+        "ControlNet config of another UNet",
+        "misreads",
+        "layers_per_block 0 (was loaded, warning of unused weights, then `unexpected error: "
+        "RuntimeError` at the first step)",
+        _damaged_controlnet_config(layers_per_block=0),
+        "ControlNet edges ({d}/nets/edges): its config.json has layers_per_block 0 where the "
+        "UNet it copies has 1; download it again",
         check=_no_picture,
     ),
     Hostile(

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
+from invoke.backend.components import quiet_loading
 from invoke.backend.finite import pictures
 from invoke.backend.job import Job, StepInfo
-from invoke.backend.pipelines import check_pipeline, place, quiet_loading
+from invoke.backend.pipelines import check_pipeline, place
 from invoke.backend.schedulers import make_scheduler, numpy_quiet
 from invoke.errors import InvokeError, ModelError
 from invoke.line.prompt import Parts, SubPrompt, is_weighted

@@ -195,6 +195,19 @@ def check_settings(path: Path, parts: dict[str, Any]) -> None:
             f"model {path}: its UNet takes {unet.in_channels} input channels; "
             f"only 4 (Stable Diffusion) or 9 (its inpainting models) are supported"
         )
+    problem = schedule_problem(parts["scheduler_config"])
+    if problem is not None:
+        raise ModelError(f"model {path}: scheduler/scheduler_config.json: {problem}")
+    for tokenizer, encoder in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")):
+        _fit_tokenizer(path, parts.get(tokenizer), parts.get(encoder), tokenizer)
+    if parts.get("pipeline") is None:  # our loop joins the parts (Kandinsky's pipeline its own)
+        _check_loop_parts(path, unet, vae, parts)
+
+
+def _check_loop_parts(path: Path, unet: Any, vae: Any, parts: dict[str, Any]) -> None:
+    """What our loop reads of the configs, and parts that fit one another: a folder assembled
+    from two models (another model's VAE or text encoder copied in) would otherwise fail at its
+    first step with a matrix-shape error."""
     size = unet.sample_size
     if not isinstance(size, int) or isinstance(size, bool) or not 2 <= size <= MAX_SAMPLE_SIZE:
         raise ModelError(
@@ -207,19 +220,6 @@ def check_settings(path: Path, parts: dict[str, Any]) -> None:
             f"model {path}: vae/config.json has scaling_factor {scale!r}; it must be a number "
             f"above 0 (0.18215 for SD 1.5)"
         )
-    problem = schedule_problem(parts["scheduler_config"])
-    if problem is not None:
-        raise ModelError(f"model {path}: scheduler/scheduler_config.json: {problem}")
-    for tokenizer, encoder in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")):
-        _fit_tokenizer(path, parts.get(tokenizer), parts.get(encoder), tokenizer)
-    if parts.get("pipeline") is None:  # our loop joins the parts (Kandinsky's pipeline its own)
-        _check_joins(path, parts)
-
-
-def _check_joins(path: Path, parts: dict[str, Any]) -> None:
-    """Parts that fit one another: a folder assembled from two models (another model's VAE or
-    text encoder copied in) would otherwise fail at its first step with a matrix-shape error."""
-    unet, vae = parts["unet"].config, parts["vae"].config
     if vae.latent_channels != LATENT_CHANNELS or unet.out_channels != LATENT_CHANNELS:
         raise ModelError(
             f"model {path}: its VAE has {vae.latent_channels} latent channels and its UNet "

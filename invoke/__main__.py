@@ -250,13 +250,14 @@ def cli(
 ) -> None:
     from invoke.config.settings import DEFAULT_OUTDIR, Settings
     from invoke.line.parse import join_args
+    from invoke.shell.report import terminal_text
 
     ctx = click.get_current_context()
     _stop_on_a_bad_defaults_file(ctx)
     try:
         launch = _launch_request({**defaults, "fnformat": fnformat})
     except InvokeError as exc:
-        raise click.UsageError(f"launch default {exc}") from exc
+        raise click.UsageError(terminal_text(f"launch default {exc}")) from exc
     settings = Settings(
         outdir=outdir or DEFAULT_OUTDIR,
         model=model,
@@ -286,7 +287,9 @@ def cli(
     try:
         runner = Session(settings, reporter=TerminalReporter(progress=not dry_run), dry_run=dry_run)
     except InvokeError as exc:
-        click.echo(f"invoke: {exc}", err=True)
+        # models.yaml's problems come one a line: each line shown safe, the breaks kept.
+        lines = f"invoke: {exc}".split("\n")
+        click.echo("\n".join(terminal_text(line) for line in lines), err=True)
         sys.exit(2)
     if line:
         sys.exit(batch.run_one(runner, join_args(list(line)), dry_run=dry_run, debug=debug))

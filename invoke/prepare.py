@@ -54,6 +54,11 @@ def outcrop_canvas(
         return request
     assert init is not None  # validate() refuses --outcrop without -I
     source = init_image_size(init, multiple)
+    if min(source) < multiple:  # rounded down to nothing: there is no edge to grow from
+        raise InitImageError(
+            f"init image {init}: under {multiple}×{multiple} once rounded down to a multiple "
+            f"of {multiple}; --outcrop needs an image at least that large"
+        )
     width, height = outcrop_size(source, request.outcrop)
     added = " ".join(f"{side} {pixels}" for side, pixels in request.outcrop)
     if width > SIZE_MAX or height > SIZE_MAX:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from tqdm import tqdm
 
 from invoke.events import NoProgress, Saved, Tokens
-from invoke.shell.report import TerminalReporter
+from invoke.shell.report import TerminalReporter, terminal_text
 from tests.helpers import RecordingReporter
 
 
@@ -127,3 +128,51 @@ def test_the_recording_reporter_keeps_every_event_in_order():
     assert [type(e).__name__ for e in record.events] == [
         "str", "RecordedBar", "Tokens", "RecordedOutputs"
     ]  # fmt: skip
+
+
+# -- what reaches the terminal -------------------------------------------------------------------
+
+ACTING = {
+    "\x1b[2J": r"\x1b[2J",  # ESC: clears the screen
+    "\x9b31m": r"\x9b31m",  # C1 CSI: the same, in one character
+    "\x07": r"\x07",
+    "\x7f": r"\x7f",
+    "x\u202egnp.exe": r"x\u202egnp.exe",  # right-to-left override: shows as xexe.png
+    "\u2066a\u2067b\u2068c\u2069": r"\u2066a\u2067b\u2068c\u2069",  # isolates
+    "\u200ea\u200fb\u061c": r"\u200ea\u200fb\u061c",  # direction marks
+    "a\u2028b": r"a\u2028b",  # a line separator
+    "a\tb\nc": r"a\tb\nc",
+    "bad \udcff byte": r"bad \udcff byte",  # a byte that was not UTF-8
+}
+SHOWN = (
+    "a red circle",
+    "über café naïve façade",
+    "東京の夜 🐱",
+    "family 👨\u200d👩\u200d👧",  # joined by ZWJ: one emoji
+    "flag \U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",  # Scotland
+    "no\u00a0break",
+)
+
+
+@pytest.mark.parametrize("raw", ACTING)
+def test_characters_that_act_on_the_terminal_are_shown_as_escapes(raw: str) -> None:
+    assert terminal_text(raw) == ACTING[raw]
+
+
+@pytest.mark.parametrize("text", SHOWN)
+def test_text_that_only_shows_is_printed_as_it_is(text: str) -> None:
+    assert terminal_text(text) == text
+
+
+def test_every_event_from_outside_is_escaped() -> None:
+    """The prompt, the file name and the model name come from outside: none reaches the
+    terminal raw, whatever stream it goes to."""
+    report, out, err = reporter()
+    report.note("model tiny\x1b]0;owned\x07 loaded")
+    report.outputs(1, [Saved(Path("o/x\u202egnp.png"), '"a \u202ecat" -S 1')])
+    report.tokens(Tokens(2, "a \u2066cat", 1, "\x1b[2J"))
+    printed = out.getvalue() + err.getvalue()
+    assert not any(ch in printed for ch in "\x1b\x07\u202e\u2066")
+    assert err.getvalue() == r">> model tiny\x1b]0;owned\x07 loaded" + "\n"
+    assert r'[1] o/x\u202egnp.png: "a \u202ecat" -S 1' in out.getvalue()
+    assert r">> Tokens dropped (1): \x1b[2J" in out.getvalue()

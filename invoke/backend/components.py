@@ -7,36 +7,75 @@ reported as the one part that is wrong, in one line.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 
+from invoke.backend.finite import check_weights
 from invoke.errors import ModelError
+
+# What loading one part raises for a file it cannot use: damaged files (OSError, RuntimeError,
+# SafetensorError), configs whose values do not build a network (ValueError, KeyError, TypeError,
+# IndexError: an empty block list, ZeroDivisionError: zero heads).
+PART_ERRORS = (
+    OSError,
+    ValueError,
+    RuntimeError,
+    KeyError,
+    TypeError,
+    IndexError,
+    ZeroDivisionError,
+)
 
 # The folders of a Stable Diffusion pipeline (what a folder without model_index.json lacks).
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """diffusers' and transformers' loading bars off for the block (the front ends draw their
+    own), and both libraries' warnings below errors: what a pipeline imports but does not use
+    here (the x4 upscaler's image processor wants torchvision), weights a file has that its
+    config does not use (a file that lacks some is refused: complete). Each is put back."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    bars = (
+        diffusers_logging.is_progress_bar_enabled(),
+        transformers_logging.is_progress_bar_enabled(),
+    )
+    verbosity = (diffusers_logging.get_verbosity(), transformers_logging.get_verbosity())
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(verbosity[0])
+        transformers_logging.set_verbosity(verbosity[1])
+        if bars[0]:
+            diffusers_logging.enable_progress_bar()
+        if bars[1]:
+            transformers_logging.enable_progress_bar()
 
 
 def load_parts(
     folder: Path, dtype: torch.dtype, components: tuple[str, ...], allow_pickle: bool = False
 ) -> dict[str, Any]:
     """The Model's parts from the `components` folders of `folder`."""
-    from transformers.utils import logging as transformers_logging
-
     loaders = _loaders(folder, dtype, allow_pickle)
     wanted = [p for p in loaders if p.removesuffix("_config") in components]
     parts: dict[str, Any] = {"tokenizer": None, "text_encoder": None}
-    # transformers draws a "Loading weights" bar per model; the front ends draw their own.
-    bars = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
+    with quiet_loading():
         for part in wanted:
             try:
                 parts[part] = loaders[part]()
-            except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as err:
+            except (*PART_ERRORS, SafetensorError) as err:
                 # Library messages run to many lines; the first names the file or key at fault.
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 where = part.removesuffix("_config")
@@ -48,9 +87,8 @@ def load_parts(
                         f"the model again"
                     ) from err
                 raise ModelError(f"model {folder}: cannot load {where}/ ({first})") from err
-    finally:
-        if bars:
-            transformers_logging.enable_progress_bar()
+            if isinstance(parts[part], torch.nn.Module):
+                check_weights(f"model {weights_name(folder / part)}", parts[part], dtype=dtype)
     return parts
 
 
@@ -61,33 +99,66 @@ def _loaders(folder: Path, dtype: torch.dtype, allow_pickle: bool) -> dict[str, 
     # Pickle weights (.bin) only when allowed; both libraries then read them weights_only=True.
     safetensors = None if allow_pickle else True
     # low_cpu_mem_usage=False: without accelerate diffusers warns at length and does this anyway.
+    # output_loading_info: which weights the config asks for and the file lacks (complete).
     diffusers_options = {
         "torch_dtype": dtype,
         "local_files_only": True,
         "use_safetensors": safetensors,
+        "output_loading_info": True,
     }
-    text_options = {"dtype": dtype, "local_files_only": True, "use_safetensors": safetensors}
+    text_options = {
+        "dtype": dtype,
+        "local_files_only": True,
+        "use_safetensors": safetensors,
+        "output_loading_info": True,
+    }
     return {
-        "tokenizer": lambda: CLIPTokenizer.from_pretrained(
-            folder / "tokenizer", local_files_only=True
+        "tokenizer": lambda: _tokenizer(CLIPTokenizer, folder / "tokenizer"),
+        "text_encoder": lambda: complete(
+            CLIPTextModel.from_pretrained(folder / "text_encoder", **text_options)
         ),
-        "text_encoder": lambda: CLIPTextModel.from_pretrained(
-            folder / "text_encoder", **text_options
+        "tokenizer_2": lambda: _tokenizer(CLIPTokenizer, folder / "tokenizer_2"),
+        "text_encoder_2": lambda: complete(
+            CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", **text_options)
         ),
-        "tokenizer_2": lambda: CLIPTokenizer.from_pretrained(
-            folder / "tokenizer_2", local_files_only=True
+        "unet": lambda: complete(
+            UNet2DConditionModel.from_pretrained(
+                folder / "unet", low_cpu_mem_usage=False, **diffusers_options
+            )
         ),
-        "text_encoder_2": lambda: CLIPTextModelWithProjection.from_pretrained(
-            folder / "text_encoder_2", **text_options
-        ),
-        "unet": lambda: UNet2DConditionModel.from_pretrained(
-            folder / "unet", low_cpu_mem_usage=False, **diffusers_options
-        ),
-        "vae": lambda: AutoencoderKL.from_pretrained(
-            folder / "vae", low_cpu_mem_usage=False, **diffusers_options
+        "vae": lambda: complete(
+            AutoencoderKL.from_pretrained(
+                folder / "vae", low_cpu_mem_usage=False, **diffusers_options
+            )
         ),
         "scheduler_config": lambda: _read_json(folder / "scheduler" / "scheduler_config.json"),
     }
+
+
+def complete(loaded: tuple[Any, dict[str, Any]]) -> Any:
+    """A network from from_pretrained(output_loading_info=True), refused when its weights file
+    lacks weights its config.json asks for: both libraries fill those with random (diffusers:
+    uninitialised) numbers and only log it. (Weights the config does not use are left out, as
+    the libraries do: a file may carry extras.)"""
+    model, info = loaded
+    missing = [k for k in info.get("missing_keys", ()) if not k.endswith("position_ids")]
+    if missing:
+        raise ValueError(
+            f"config.json asks for {len(missing)} weights its weights file lacks, e.g. "
+            f"{sorted(missing)[0]}; the config or the file is from another model"
+        )
+    return model
+
+
+def _tokenizer(cls: Any, folder: Path) -> Any:
+    """A tokenizer from its folder. The tokenizers library reports a damaged vocabulary or merges
+    file as a plain Exception, which becomes a ValueError here (load_parts names the part)."""
+    try:
+        return cls.from_pretrained(folder, local_files_only=True)
+    except PART_ERRORS:
+        raise
+    except Exception as err:  # tokenizers' Rust errors have no narrower class
+        raise ValueError(str(err).strip() or type(err).__name__) from err
 
 
 def _damaged_weights(part: Path) -> tuple[str, str] | None:
@@ -108,6 +179,12 @@ def _damaged_weights(part: Path) -> tuple[str, str] | None:
         except SafetensorError as err:
             return file.name, str(err).strip().splitlines()[0] or type(err).__name__
     return None
+
+
+def weights_name(part: Path) -> Path:
+    """What a message names for a part's weights: its one weights file, else the folder."""
+    files = [p for p in part.glob("*") if p.suffix in (".safetensors", ".bin") and p.is_file()]
+    return files[0] if len(files) == 1 else part
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -24,6 +24,8 @@ import torch
 from PIL import Image
 
 from invoke.backend import speed
+from invoke.backend.components import PART_ERRORS, complete, quiet_loading
+from invoke.backend.finite import check_weights
 from invoke.errors import InvokeError
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ def use_controlnet(model: Model, control: Control) -> tuple[Any, bool]:
     if "/" not in control.name:
         what += f" ({where})"
     net = _load_folder(what, weights, model) if in_folder else _load_file(what, weights, model)
+    check_weights(what, net, again="download it again", dtype=model.dtype)
     net.to(model.device).eval()  # in the model's dtype already (ModelMixin.to(dtype) warns)
     if model.device.type == "cuda":  # the UNet's fast path (speed.prepare), for the same reasons
         if model.offloader is None:
@@ -67,16 +70,23 @@ def _load_folder(what: str, weights: Path, model: Model) -> Any:
     from diffusers import ControlNetModel
 
     folder = weights.parent
-    _check_fits(what, _config(what, folder), model)
+    config = _config(what, folder)
+    problem = _config_problem(config, model.unet.config)
+    if problem is not None:
+        raise InvokeError(f"{what}: its config.json {problem}; download it again")
+    _check_fits(what, config, model)
     try:
-        return ControlNetModel.from_pretrained(
-            folder,
-            torch_dtype=model.dtype,
-            local_files_only=True,
-            use_safetensors=True,
-            variant="fp16" if ".fp16." in weights.name else None,
-        )
-    except (OSError, ValueError, RuntimeError) as exc:
+        with quiet_loading():
+            loaded = ControlNetModel.from_pretrained(
+                folder,
+                torch_dtype=model.dtype,
+                local_files_only=True,
+                use_safetensors=True,
+                variant="fp16" if ".fp16." in weights.name else None,
+                output_loading_info=True,
+            )
+        return complete(loaded)
+    except PART_ERRORS as exc:
         raise InvokeError(
             f"{what}: cannot be loaded ({_first_line(exc)}); download it again"
         ) from exc
@@ -102,25 +112,23 @@ def _load_file(what: str, path: Path, model: Model) -> Any:
         raise InvokeError(
             f"{what}: cannot be read ({_first_line(exc)}); download it again"
         ) from exc
-    if "controlnet_cond_embedding.conv_in.weight" not in state:
-        if not any("input_hint_block." in k for k in state):
-            raise InvokeError(
-                f"{what}: holds no ControlNet (no input_hint_block or controlnet_cond_embedding "
-                "layers); give a ControlNet file or folder"
-            )
-        from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
-
-        config = {"layers_per_block": model.unet.config.layers_per_block}
-        converted = convert_controlnet_checkpoint(state, config)
-        # diffusers' converter leaves out SDXL's added embedding (label_emb.0.0 and .0.2)
-        layers = {"0": "linear_1", "2": "linear_2"}
-        for key, value in state.items():
-            parts = key.removeprefix("control_model.").split(".")
-            if parts[:2] == ["label_emb", "0"] and parts[2] in layers:
-                converted[f"add_embedding.{layers[parts[2]]}.{parts[-1]}"] = value
-        state = {k: v for k, v in converted.items() if v is not None}
-    channels = _conditioning_channels(state)
-    _check_fits(what, _config_of(state, channels), model)
+    if "controlnet_cond_embedding.conv_in.weight" not in state and not any(
+        "input_hint_block." in k for k in state
+    ):
+        raise InvokeError(
+            f"{what}: holds no ControlNet (no input_hint_block or controlnet_cond_embedding "
+            "layers); give a ControlNet file or folder"
+        )
+    try:
+        state, config = _diffusers_state(state, model)
+    except (KeyError, IndexError, ValueError, RuntimeError) as exc:
+        # A layer missing or of the wrong rank: the converter and the shape readers fail alike.
+        raise InvokeError(
+            f"{what}: its layers cannot be read ({type(exc).__name__}: {_first_line(exc)}); "
+            "the file is damaged or not a ControlNet: download it again"
+        ) from exc
+    channels = config["conditioning_embedding_out_channels"]
+    _check_fits(what, config, model)
     with torch.device("meta"):  # no memory for weights that are replaced at once
         net = ControlNetModel.from_unet(
             model.unet, conditioning_embedding_out_channels=channels, load_weights_from_unet=False
@@ -134,6 +142,26 @@ def _load_file(what: str, path: Path, model: Model) -> Any:
             "it was made for another kind of model"
         ) from exc
     return net
+
+
+def _diffusers_state(
+    state: dict[str, torch.Tensor], model: Model
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A single file's state dict in diffusers' names (converted from the original layout when it
+    is in it), and what _check_fits reads of it."""
+    if "controlnet_cond_embedding.conv_in.weight" not in state:
+        from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+
+        config = {"layers_per_block": model.unet.config.layers_per_block}
+        converted = convert_controlnet_checkpoint(state, config)
+        # diffusers' converter leaves out SDXL's added embedding (label_emb.0.0 and .0.2)
+        layers = {"0": "linear_1", "2": "linear_2"}
+        for key, value in state.items():
+            parts = key.removeprefix("control_model.").split(".")
+            if parts[:2] == ["label_emb", "0"] and parts[2] in layers:
+                converted[f"add_embedding.{layers[parts[2]]}.{parts[-1]}"] = value
+        state = {k: v for k, v in converted.items() if v is not None}
+    return state, _config_of(state, _conditioning_channels(state))
 
 
 def _conditioning_channels(state: dict[str, torch.Tensor]) -> tuple[int, ...]:
@@ -203,6 +231,30 @@ def _check_fits(what: str, config: dict[str, Any], model: Model) -> None:
             f"{what}, but it reads its image at 1/{2**steps} of the size where {model.name}'s "
             f"latents are 1/{model.size_multiple}; {wants}"
         )
+
+
+def _config_problem(config: dict[str, Any], unet: Any) -> str | None:
+    """A config value of the wrong kind (or a copy of another UNet's encoder), in words: what
+    _check_fits and diffusers would otherwise fail on with a TypeError or IndexError."""
+    for key in ("block_out_channels", "conditioning_embedding_out_channels"):
+        value = config.get(key)
+        if value is None and key == "conditioning_embedding_out_channels":
+            continue  # diffusers' default
+        if not (isinstance(value, list | tuple) and value and all(_count(v) for v in value)):
+            return f"has {key} {value!r}, not a list of whole numbers above 0"
+    width = config.get("cross_attention_dim")
+    if not _count(width):
+        return f"has cross_attention_dim {width!r}, not a whole number above 0"
+    layers = config.get("layers_per_block", unet.layers_per_block)
+    if layers != unet.layers_per_block:
+        return (
+            f"has layers_per_block {layers!r} where the UNet it copies has {unet.layers_per_block}"
+        )
+    return None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def control_pixels(image: Image.Image, width: int, height: int, model: Model) -> torch.Tensor:

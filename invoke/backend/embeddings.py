@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from invoke.backend.finite import check_weights
 from invoke.errors import InvokeError
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ def read_embedding(model: Model, embedding: EmbeddingFile) -> list[torch.Tensor]
     # The session let a pickle through only with --allow-pickle; it is read as weights only.
     data = read_weights(Path(embedding.path), True, "embedding", what)
     tensors = _tensors(data, what)
+    check_weights(what, tensors.values(), again="download it again", noun="value")
     # SD 1.x/2.x files hold one set of vectors; SDXL's one per encoder, by name.
     keys = ["clip_l" if model.text_encoder_2 is not None else "", "clip_g"]
     wanted = [

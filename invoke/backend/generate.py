@@ -26,10 +26,11 @@ from PIL import Image
 
 from invoke.backend import control, speed
 from invoke.backend.denoise import Contribution, denoise
+from invoke.backend.finite import check_latents
 from invoke.backend.job import Job, StepInfo, img2img_steps, second_pass_noise
 from invoke.backend.noise import image_noise
 from invoke.backend.prompts import encode_prompt
-from invoke.backend.schedulers import make_scheduler, numpy_quiet
+from invoke.backend.schedulers import make_scheduler, set_steps
 from invoke.errors import InvokeError
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ def generate(
     else:
         start = None if job.init_image is None else encode_image(model, job.init_image)
         latents = _run_pass(model, job, on_step, embedded, start)
+    check_latents(latents, model.dtype, job)
     # Decode; inpainting pastes the kept pixels back so they come out identical.
     images = model.decode(latents)
     if job.mask is not None and job.init_image is not None:
@@ -177,8 +179,7 @@ def _denoise_pass(
     """txt2img (start None) or img2img from `start`, latents (1 or batch, 4, h, w)."""
     # 1. The schedule; img2img keeps its tail.
     scheduler = make_scheduler(job.sampler, model.scheduler_config)
-    with numpy_quiet():
-        scheduler.set_timesteps(job.steps, device=model.device)
+    set_steps(scheduler, job.sampler, job.steps, model.device)
     steps = job.steps if start is None else img2img_steps(job.steps, job.strength)
     begin = (job.steps - steps) * scheduler.order
     timesteps = scheduler.timesteps[begin:]

@@ -10,6 +10,7 @@ that is wrong, in one line.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,17 @@ from invoke.backend.families import (
 from invoke.backend.model import Model
 from invoke.backend.offload import enable_offload
 from invoke.backend.run import RUNNER
+from invoke.backend.schedulers import schedule_problem
 from invoke.backend.single_file import read_checkpoint, v_prediction_from_yaml
 from invoke.errors import ModelError
 
 # 4: plain latents; 9: an inpainting UNet, which also sees the mask and the masked image's latents.
 UNET_CHANNELS = (4, 9)
+LATENT_CHANNELS = 4  # what the VAE makes and the UNet denoises (an inpainting UNet reads 9)
+# A UNet's sample_size, in latent cells a side: 512 cells are 4096 pixels, the largest -W/-H.
+MAX_SAMPLE_SIZE = 512
+# transformers' model_max_length when a tokenizer_config.json gives none (VERY_LARGE_INTEGER).
+UNSET_MAX_LENGTH = int(1e29)
 
 
 def load_model(
@@ -155,11 +162,7 @@ def _finish(
     compile: bool | None,
     preview: dict[str, Any],
 ) -> Model:
-    if parts["unet"].config.in_channels not in UNET_CHANNELS:
-        raise ModelError(
-            f"model {path}: its UNet takes {parts['unet'].config.in_channels} input channels; "
-            f"only 4 (Stable Diffusion) or 9 (its inpainting models) are supported"
-        )
+    check_settings(path, parts)
     for module in ("unet", "vae", "text_encoder", "text_encoder_2"):
         if parts.get(module) is not None:
             parts[module].eval().requires_grad_(False)
@@ -180,6 +183,75 @@ def _finish(
     # The CUDA fast path (channels_last, fused QKV, compile where it pays): see speed.py.
     speed.prepare(model, compile)
     return model
+
+
+def check_settings(path: Path, parts: dict[str, Any]) -> None:
+    """The numbers in the parts' configs that the rest of the code relies on, each refused in
+    one line naming its file: a damaged or hand-edited config fails here, at load, and not
+    halfway through a line as a library's error (or a black picture)."""
+    unet, vae = parts["unet"].config, parts["vae"].config
+    if unet.in_channels not in UNET_CHANNELS:
+        raise ModelError(
+            f"model {path}: its UNet takes {unet.in_channels} input channels; "
+            f"only 4 (Stable Diffusion) or 9 (its inpainting models) are supported"
+        )
+    problem = schedule_problem(parts["scheduler_config"])
+    if problem is not None:
+        raise ModelError(f"model {path}: scheduler/scheduler_config.json: {problem}")
+    for tokenizer, encoder in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")):
+        _fit_tokenizer(path, parts.get(tokenizer), parts.get(encoder), tokenizer)
+    if parts.get("pipeline") is None:  # our loop joins the parts (Kandinsky's pipeline its own)
+        _check_loop_parts(path, unet, vae, parts)
+
+
+def _check_loop_parts(path: Path, unet: Any, vae: Any, parts: dict[str, Any]) -> None:
+    """What our loop reads of the configs, and parts that fit one another: a folder assembled
+    from two models (another model's VAE or text encoder copied in) would otherwise fail at its
+    first step with a matrix-shape error."""
+    size = unet.sample_size
+    if not isinstance(size, int) or isinstance(size, bool) or not 2 <= size <= MAX_SAMPLE_SIZE:
+        raise ModelError(
+            f"model {path}: unet/config.json has sample_size {size!r}; it must be a whole "
+            f"number in 2..{MAX_SAMPLE_SIZE} (latent cells a side: 64 for SD 1.5)"
+        )
+    scale = getattr(vae, "scaling_factor", 1.0)
+    if not isinstance(scale, int | float) or not (math.isfinite(scale) and scale > 0):
+        raise ModelError(
+            f"model {path}: vae/config.json has scaling_factor {scale!r}; it must be a number "
+            f"above 0 (0.18215 for SD 1.5)"
+        )
+    if vae.latent_channels != LATENT_CHANNELS or unet.out_channels != LATENT_CHANNELS:
+        raise ModelError(
+            f"model {path}: its VAE has {vae.latent_channels} latent channels and its UNet "
+            f"gives {unet.out_channels}; Stable Diffusion's parts both have {LATENT_CHANNELS} "
+            f"(are vae/ and unet/ from the same model?)"
+        )
+    encoders = [parts[e] for e in ("text_encoder", "text_encoder_2") if parts.get(e) is not None]
+    width = sum(int(e.config.hidden_size) for e in encoders)
+    if isinstance(unet.cross_attention_dim, int) and width != unet.cross_attention_dim:
+        raise ModelError(
+            f"model {path}: its UNet reads text {unet.cross_attention_dim} wide but its text "
+            f"encoder{'s give' if len(encoders) > 1 else ' gives'} {width} (are unet/ and "
+            f"text_encoder/ from the same model?)"
+        )
+
+
+def _fit_tokenizer(path: Path, tokenizer: Any, encoder: Any, name: str) -> None:
+    """A tokenizer's model_max_length within its text encoder's positions (77 for CLIP).
+
+    transformers says 10^30 when tokenizer_config.json gives none: that means "as many as the
+    encoder takes"; an explicit number outside 3..positions is refused."""
+    positions = getattr(getattr(encoder, "config", None), "max_position_embeddings", None)
+    if tokenizer is None or not isinstance(positions, int):
+        return
+    length = tokenizer.model_max_length
+    if length >= UNSET_MAX_LENGTH:
+        tokenizer.model_max_length = positions
+    elif not 3 <= length <= positions:
+        raise ModelError(
+            f"model {path}: {name}/tokenizer_config.json has model_max_length {length}; its "
+            f"text encoder takes 3..{positions} tokens"
+        )
 
 
 def _refuse_pickle_only(folder: Path, components: tuple[str, ...]) -> None:

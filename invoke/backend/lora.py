@@ -30,6 +30,7 @@ LyCORIS's other kinds (LoHa, LoKr, DoRA...) are refused by name.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from invoke.backend.finite import HALF, check_weights, nonfinite_count
 from invoke.errors import InvokeError
 
 if TYPE_CHECKING:
@@ -114,10 +116,25 @@ def use_loras(model: Model, loras: tuple[Lora, ...]) -> list[str]:
                 if layer.module not in merged.originals:
                     merged.originals[layer.module] = weight.detach().to("cpu", copy=True)
                 weight.add_(_delta(layer, weight.shape, lora.weight).to(weight.dtype))
+            _check_merged(model, merged, lora, lora_layers)
     merged.loras = loras
     return [
         f"LoRA {lora.name} merged at {lora.weight:g} ({_parts(found)})" for lora, found in layers
     ]
+
+
+def _check_merged(model: Model, merged: _Merged, lora: Lora, layers: list[_Layer]) -> None:
+    """Finite weights can still overflow once merged (float16 ends at 65504): the model is put
+    back as it was and the line refused."""
+    bad = nonfinite_count(layer.module.weight for layer in layers)
+    if bad:
+        _restore(merged)
+        dtype = str(model.dtype).removeprefix("torch.")
+        raise InvokeError(
+            f"LoRA {lora.name}: merged at {lora.weight:g} it makes {bad} of model {model.name}'s "
+            f"weights NaN or infinite in {dtype}; try a lower weight"
+            + (", or --precision float32" if model.dtype in HALF else "")
+        )
 
 
 def _parts(layers: list[_Layer]) -> str:
@@ -186,12 +203,16 @@ def read_lora(model: Model, lora: Lora) -> list[_Layer]:
         groups.setdefault((component, name), {})[part[1]] = tensor
     if not any("down" in g for g in groups.values()):
         raise InvokeError(f"{what}: holds no LoRA weights (no lora_down/lora_A keys)")
+    check_weights(what, (t for g in groups.values() for t in g.values()), again="download it again")
     alphas = _metadata_alphas(metadata)
     resolver = _Resolver(model)
     layers = []
     for (component, name), parts in groups.items():
         if "down" not in parts or "up" not in parts:
             raise InvokeError(f"{what}: layer {name} has only half of its weights")
+        problem = _layer_problem(parts)
+        if problem is not None:
+            raise InvokeError(f"{what}: layer {name} {problem}; the file is damaged")
         module = resolver.find(component, name, what)
         down, up = parts["down"], parts["up"]
         rank = down.shape[0]
@@ -206,6 +227,25 @@ def read_lora(model: Model, lora: Lora) -> list[_Layer]:
             )
         layers.append(_Layer(module, down, up, alpha / rank, component))
     return layers
+
+
+def _layer_problem(parts: dict[str, torch.Tensor]) -> str | None:
+    """What makes a layer's tensors no low-rank update (before any arithmetic on them)."""
+    down, up = parts["down"], parts["up"]
+    for tensor in (down, up):
+        if not tensor.is_floating_point():
+            kind = str(tensor.dtype).removeprefix("torch.")
+            return f"has {kind} weights, not floating-point ones"
+    if down.ndim not in (2, 4) or up.ndim != down.ndim:
+        return (
+            f"has weights shaped {tuple(down.shape)} and {tuple(up.shape)}, where a Linear "
+            "layer's are 2-D and a convolution's 4-D"
+        )
+    if down.shape[0] == 0:
+        return "has rank 0"
+    if "alpha" in parts and parts["alpha"].numel() != 1:
+        return f"has {parts['alpha'].numel()} numbers as its alpha, where it takes one"
+    return None
 
 
 def _shape(up: torch.Tensor, down: torch.Tensor) -> tuple[int, ...]:
@@ -244,7 +284,7 @@ def _metadata_alphas(metadata: dict[str, str]) -> dict[str, float]:
     alphas = {}
     for component in ("unet", "text_encoder", "text_encoder_2"):
         alpha = values.get(f"{component}.lora_alpha") if isinstance(values, dict) else None
-        if isinstance(alpha, int | float):
+        if isinstance(alpha, int | float) and math.isfinite(alpha):
             alphas[component] = float(alpha)
     return alphas
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
+from invoke.backend.finite import check_pixels
 from invoke.backend.job import Job, StepInfo
 
 log = logging.getLogger(__name__)
@@ -137,25 +138,29 @@ class Model:
         if not self._vae_fp32:
             result = run(self.dtype)
             check = result.mean if method == "encode" else result
-            if self.dtype == torch.float32 or not torch.isnan(check).any():
+            if self.dtype == torch.float32 or bool(torch.isfinite(check).all()):
                 return result
             log.warning(
-                "model %s: the VAE gives NaN in %s; decoding in float32 from now on (slower)",
+                "model %s: the VAE gives NaN or infinity in %s; decoding in float32 from now on "
+                "(slower)",
                 self.name,
                 str(self.dtype).removeprefix("torch."),
             )
             self._vae_fp32 = True
-        self.vae.to(torch.float32)
+        # nn.Module.to: diffusers' own .to(dtype) logs a warning about float32 modules each time.
+        torch.nn.Module.to(self.vae, torch.float32)
         try:
             return run(torch.float32)
         finally:
-            self.vae.to(self.dtype)
+            torch.nn.Module.to(self.vae, self.dtype)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """The VAE's pictures of `latents` (batch, 4, h, w), as diffusers' pipelines make them."""
         scaled = latents / self.vae.config.scaling_factor
         pixels = self.vae_run("decode", scaled).float()
+        # NaN would be cast to black, infinity clamped to white: neither is a picture.
+        check_pixels(pixels, torch.float32 if self._vae_fp32 else self.dtype)
         pixels = (pixels / 2 + 0.5).clamp(0, 1)
         array = pixels.cpu().permute(0, 2, 3, 1).float().numpy()
         return [Image.fromarray(a) for a in (array * 255).round().astype("uint8")]

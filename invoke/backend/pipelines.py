@@ -1,41 +1,24 @@
-"""What runs a diffusers pipeline of its own needs (Kandinsky, the -U upscalers): loading it
-without the libraries' bars, and putting it on the device."""
+"""What runs a diffusers pipeline of its own needs (Kandinsky, the -U upscalers): its weights
+checked, and putting it on the device (loaded inside components.quiet_loading)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from invoke.backend.components import weights_name
+from invoke.backend.finite import check_weights
 from invoke.errors import ModelError
 
 
-@contextmanager
-def quiet_loading() -> Iterator[None]:
-    """diffusers' and transformers' loading bars off for the block (the front ends draw their
-    own), and transformers' warnings about what a pipeline imports but does not use here (the
-    x4 upscaler's image processor wants torchvision). Each is put back as it was."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    bars = (
-        diffusers_logging.is_progress_bar_enabled(),
-        transformers_logging.is_progress_bar_enabled(),
-    )
-    verbosity = transformers_logging.get_verbosity()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        transformers_logging.set_verbosity(verbosity)
-        if bars[0]:
-            diffusers_logging.enable_progress_bar()
-        if bars[1]:
-            transformers_logging.enable_progress_bar()
+def check_pipeline(pipe: Any, kind: str, folder: Path, dtype: torch.dtype) -> None:
+    """Each of the pipeline's networks finite (finite.check_weights), named by its weights file:
+    `upscaler FOLDER/unet/diffusion_pytorch_model.safetensors: 3 weights are NaN ...`."""
+    for name, part in pipe.components.items():
+        if isinstance(part, torch.nn.Module):
+            check_weights(f"{kind} {weights_name(folder / name)}", part, dtype=dtype)
 
 
 def place(pipe: Any, device: torch.device, offload: bool, what: str) -> None:

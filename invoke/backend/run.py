@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from invoke.backend.control import use_controlnet
 from invoke.backend.families import FAMILIES
+from invoke.backend.finite import check_latents
 from invoke.backend.lora import use_loras
 from invoke.backend.seamless import wrapped_convolutions, wrapped_decoder
 from invoke.backend.speed import guard_memory
@@ -85,6 +86,9 @@ def draw(
         if not every or (info.step % every and info.step != info.total):
             on_step(Step(info.step, info.total, float(info.timestep)))
             return
+        # A kept step becomes a picture too: latents gone NaN stop the line here, blamed on
+        # the denoising (not on the VAE that would decode them).
+        check_latents(info.latents, model.dtype, job)
         show = model.decode if job.intermediates == "decode" else model.preview
         pictures = tuple(show(info.latents))
         latents = info.latents.float().cpu().numpy()

@@ -4,6 +4,7 @@ schedule."""
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,8 +27,78 @@ def make_scheduler(sampler: str, model_config: dict[str, Any]) -> Any:
     config = {k: v for k, v in model_config.items() if not k.startswith("_")}
     is_lms = row.scheduler == "LMSDiscreteScheduler"
     cls = _lms_class() if is_lms else getattr(diffusers, row.scheduler)
-    with numpy_quiet():
+    with numpy_quiet(), _unusable_schedule(sampler):
         return cls.from_config({**config, **row.options})
+
+
+def set_steps(scheduler: Any, sampler: str, steps: int, device: Any) -> None:
+    """The scheduler's timesteps for `steps` steps (diffusers' set_timesteps)."""
+    with numpy_quiet(), _unusable_schedule(sampler):
+        scheduler.set_timesteps(steps, device=device)
+
+
+@contextmanager
+def _unusable_schedule(sampler: str) -> Iterator[None]:
+    """A schedule the load-time check (schedule_problem) let through but a sampler cannot use
+    is one line naming the sampler, not a library's error."""
+    try:
+        yield
+    except (ValueError, NotImplementedError, TypeError, ZeroDivisionError, IndexError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InvokeError(
+            f"-A/--sampler: {sampler} cannot use this model's scheduler_config.json ({first}); "
+            f"try another sampler"
+        ) from err
+
+
+# What a model's scheduler_config.json may say, as every sampler here reads it: a damaged or
+# hand-edited file is refused when the model loads, not in the middle of a line.
+MAX_TRAIN_TIMESTEPS = 100_000
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+
+
+def schedule_problem(
+    config: dict[str, Any], predictions: tuple[str, ...] = PREDICTION_TYPES
+) -> str | None:
+    """What is wrong with a scheduler config for our samplers (or a pipeline's own scheduler,
+    which may predict other things: `predictions`), in words; None when nothing."""
+    steps = config.get("num_train_timesteps", 1000)
+    if not _whole(steps) or not 2 <= steps <= MAX_TRAIN_TIMESTEPS:
+        return f"num_train_timesteps {steps!r} is not a whole number in 2..{MAX_TRAIN_TIMESTEPS}"
+    start, end = config.get("beta_start", 0.0001), config.get("beta_end", 0.02)
+    if not (_real(start) and _real(end) and 0 < start <= end < 1):
+        return f"beta_start {start!r} and beta_end {end!r} are not 0 < start <= end < 1"
+    betas = config.get("trained_betas")
+    if betas is not None and not (
+        isinstance(betas, list)
+        and len(betas) == steps
+        and all(_real(b) and 0 < b < 1 for b in betas)
+    ):
+        return f"trained_betas is not {steps} numbers in (0, 1) (one per num_train_timesteps)"
+    offset = config.get("steps_offset", 0)
+    if not _whole(offset) or not 0 <= offset < steps:
+        return f"steps_offset {offset!r} is not a whole number in 0..{steps - 1}"
+    choices = [
+        ("prediction_type", predictions, "epsilon"),
+        ("timestep_spacing", TIMESTEP_SPACINGS, "leading"),
+    ]
+    if betas is None:  # trained betas replace the schedule
+        choices.append(("beta_schedule", BETA_SCHEDULES, "linear"))
+    for key, allowed, default in choices:
+        value = config.get(key, default)
+        if value not in allowed:
+            return f"{key} {value!r} is not one of {', '.join(allowed)}"
+    return None
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @contextmanager

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 
 from invoke import CONFIGS_DIR
+from invoke.backend.components import weights_name
+from invoke.backend.finite import check_weights
 from invoke.errors import ModelError
 
 CONFIG_ROOT = CONFIGS_DIR / "model-configs"
@@ -29,6 +31,13 @@ SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SIDECAR_CONFIG = ".config"  # model.safetensors + model.config/ (a diffusers config folder)
 UNET_IN_KEY = "model.diffusion_model.input_blocks.0.0.weight"
+
+PART_NAMES = {
+    "unet": "UNet",
+    "vae": "VAE",
+    "text_encoder": "text encoder",
+    "text_encoder_2": "second text encoder",
+}
 
 # A family's text encoders in a checkpoint: (part, the prefix its weights live under, OpenCLIP
 # layout?) for each (families/ say theirs).
@@ -124,12 +133,14 @@ def load_single_file(
     """The Model's parts from one checkpoint's weights, on the architecture in config `folder`."""
     try:
         parts = _build_parts(checkpoint, folder, text_encoders)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError, IndexError) as err:
         raise ModelError(f"model {path}: does not fit {folder.name} ({_first(err)})") from err
     for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
         if parts.get(part) is not None:
             # nn.Module.to: diffusers' own .to() warns about fp32 modules these models lack.
             torch.nn.Module.to(parts[part], dtype)
+            noun = f"{PART_NAMES[part]} weight"
+            check_weights(f"model {path}", parts[part], noun=noun, dtype=dtype)
     return parts
 
 
@@ -152,6 +163,9 @@ def _build_parts(
 
     if UNET_IN_KEY not in checkpoint:
         raise KeyError(f"no UNet weights ({UNET_IN_KEY})")
+    if checkpoint[UNET_IN_KEY].ndim != 4:
+        shape = list(checkpoint[UNET_IN_KEY].shape)
+        raise ValueError(f"{UNET_IN_KEY} is {shape}, not a convolution's 4-D weight")
     unet_config = dict(UNet2DConditionModel.load_config(folder / "unet"))
     # The same family comes as a 4-channel and a 9-channel (inpainting) UNet.
     unet_config["in_channels"] = int(checkpoint[UNET_IN_KEY].shape[1])
@@ -198,6 +212,7 @@ def load_vae(
             )
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
             raise ModelError(f"vae {path}: cannot load it ({_first(err)})") from err
+        check_weights(f"vae {weights_name(path)}", vae, dtype=dtype)
         return vae.eval()
     if not path.is_file():
         raise ModelError(f"vae {path}: no such folder or file; give a VAE folder or .safetensors")
@@ -210,6 +225,7 @@ def load_vae(
     except (ValueError, KeyError, RuntimeError) as err:
         raise ModelError(f"vae {path}: does not fit this model's VAE ({_first(err)})") from err
     torch.nn.Module.to(vae, dtype)
+    check_weights(f"vae {path}", vae, dtype=dtype)
     return vae
 
 

@@ -399,14 +399,25 @@ def guard_memory(model: Model, job: Job, run: Callable[[], Any]) -> Any:
     """
     try:
         return run()
-    except torch.OutOfMemoryError:
-        pass
-    except RuntimeError as err:
-        # MPS (and older CUDA paths) say it in a plain RuntimeError.
-        if "out of memory" not in str(err).lower():
+    except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
+        if not is_out_of_memory(err):
             raise
     free_memory()
     raise InvokeError(out_of_memory_message(model, job))
+
+
+# How each allocator says it when the error is not torch.OutOfMemoryError: MPS and older CUDA
+# paths ("out of memory"), the CPU's ("DefaultCPUAllocator: can't allocate memory"; Windows:
+# "not enough memory").
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "not enough memory")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """torch's or numpy's out-of-memory error, on any device."""
+    if isinstance(err, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and any(words in text for words in OUT_OF_MEMORY)
 
 
 def give_up_compiling(model: Model, err: Exception) -> None:

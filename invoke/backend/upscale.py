@@ -19,6 +19,7 @@ is drawn; both by upscaler_kinds.sides.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,15 @@ from typing import Any
 import torch
 from PIL import Image
 
-from invoke.backend.pipelines import place, quiet_loading
+from invoke.backend.components import PART_ERRORS, quiet_loading
+from invoke.backend.finite import pictures
+from invoke.backend.pipelines import check_pipeline, place
+from invoke.backend.schedulers import PREDICTION_TYPES, schedule_problem
 from invoke.backend.upscaler_kinds import LATENT_X2, PIXEL_X4, sides
 from invoke.errors import InvokeError, ModelError
+
+# What an upscaler's schedulers may predict (the latent upscaler's predicts the picture).
+ANY = (*PREDICTION_TYPES, "sample")
 
 # The steps and guidance each is run at: the latent upscaler's model card uses 20 steps without
 # guidance; the x4 upscaler, diffusers' defaults (75 steps, guidance 9, noise level 20).
@@ -54,6 +61,7 @@ class Upscaler:
         self.name = name or folder.name  # as the line named it, for messages
         self.kind = _kind(folder)
         self.device = device
+        self.dtype = dtype
         self.pipeline = _load(folder, self.kind, device, dtype, offload)
         pipe = self.pipeline
         self.factor, self.multiple = sides(self.kind, pipe.vae.config, pipe.unet.config)
@@ -91,7 +99,7 @@ class Upscaler:
                 on_step(step + 1, self.steps)
 
         from invoke.backend.schedulers import numpy_quiet
-        from invoke.backend.speed import free_memory
+        from invoke.backend.speed import free_memory, is_out_of_memory
 
         generator = torch.Generator("cpu").manual_seed(seed)
         try:
@@ -102,10 +110,11 @@ class Upscaler:
                     image=image.convert("RGB"),
                     generator=generator,
                     callback=callback,
+                    output_type="np",  # made pictures here, where NaN is caught (finite.py)
                     **settings,
                 )
-        except (torch.OutOfMemoryError, RuntimeError) as err:
-            if not isinstance(err, torch.OutOfMemoryError) and "out of memory" not in str(err):
+        except (torch.OutOfMemoryError, RuntimeError, MemoryError) as err:
+            if not is_out_of_memory(err):
                 raise
             out = None
         if out is None:  # outside the except clause, so the failed call's tensors are freed
@@ -116,7 +125,8 @@ class Upscaler:
                 f"{width * self.factor}x{height * self.factor} on {self.device}; try "
                 f"{smaller}a smaller -W/-H, or --offload"
             )
-        upscaled = out.images[0].convert("RGB")
+        what = f"-U {self.factor}: the upscaler {self.name}"
+        upscaled = pictures(out.images, what, self.dtype, "the upscaler itself")[0]
         size = (width * self.factor, height * self.factor)
         if upscaled.size != size:  # never seen; a model of another shape would do it
             raise InvokeError(
@@ -133,6 +143,22 @@ def blend(original: Image.Image, upscaled: Image.Image, strength: float) -> Imag
         return upscaled
     plain = original.convert("RGB").resize(upscaled.size, Image.Resampling.LANCZOS)
     return Image.blend(plain, upscaled, strength)
+
+
+def _check_settings(folder: Path, pipe: Any) -> None:
+    """The config values diffusers' upscale loops rely on, each refused in one line naming its
+    file (as loading.check_settings does for models): not a library error halfway through."""
+    for part in ("scheduler", "low_res_scheduler"):
+        scheduler = getattr(pipe, part, None)
+        problem = None if scheduler is None else schedule_problem(dict(scheduler.config), ANY)
+        if problem is not None:
+            raise ModelError(f"upscaler {folder}: {part}/scheduler_config.json: {problem}")
+    scale = pipe.vae.config.scaling_factor
+    if not isinstance(scale, int | float) or not (math.isfinite(scale) and scale > 0):
+        raise ModelError(
+            f"upscaler {folder}: vae/config.json has scaling_factor {scale!r}; it must be a "
+            "number above 0"
+        )
 
 
 def _kind(folder: Path) -> str:
@@ -163,8 +189,10 @@ def _load(folder: Path, kind: str, device: torch.device, dtype: torch.dtype, off
     try:
         with quiet_loading():
             pipe = getattr(diffusers, kind).from_pretrained(folder, **options)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+    except PART_ERRORS as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"upscaler {folder}: cannot load it ({first})") from err
+    _check_settings(folder, pipe)
+    check_pipeline(pipe, "upscaler", folder, dtype)
     place(pipe, device, offload, f"upscaler {folder}")
     return pipe

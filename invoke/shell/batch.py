@@ -30,6 +30,7 @@ from invoke.shell.dispatch import (
     ShellContext,
     command,
     print_err,
+    print_out,
     printable,
     run_line,
     unexpected,
@@ -76,7 +77,7 @@ def run_batch(
     lines: Iterable[Line],
     *,
     dry_run: bool = False,
-    out=print,
+    out=print_out,
     err=print_err,
     debug: bool = False,
 ) -> int:
@@ -177,7 +178,7 @@ def run_one(
     line: str,
     *,
     dry_run: bool = False,
-    out=print,
+    out=print_out,
     err=print_err,
     debug: bool = False,
 ) -> int:

@@ -23,6 +23,7 @@ from invoke.errors import InvokeError
 from invoke.line.parse import ShellCommand, parse_line
 from invoke.line.request import Request
 from invoke.shell.history import ShellHistory
+from invoke.shell.report import show, show_err, terminal_text
 from invoke.shell.runner import Runner
 
 # How a command's argument words complete: "path"; "path+line", a path and then prompt and switches
@@ -34,9 +35,9 @@ QUIT_WORDS = ("q", "quit", "exit")
 STOPPED = "stopped (Ctrl-C); finished images were kept"
 
 
-def print_err(text: str) -> None:
-    """Print to the stderr of the moment (tests and the shell may swap it)."""
-    print(text, file=sys.stderr)
+# Where a line's text goes unless a caller says otherwise: printed escaped (report.terminal_text).
+print_out = show
+print_err = show_err
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class ShellContext:
     """What a line is run with: the runner, where text goes, and what the front end offers."""
 
     runner: Runner
-    out: Callable[[str], None] = print
+    out: Callable[[str], None] = print_out
     err: Callable[[str], None] = print_err
     history: ShellHistory | None = None  # None outside the interactive shell
     set_input: Callable[[str], None] | None = None  # next prompt's edit buffer; None in batches
@@ -161,10 +162,7 @@ def printable(text: str, limit: int = MAX_SHOWN) -> str:
     """One terminal-safe line: control characters (escape sequences!) shown as escapes."""
     if len(text) > limit:
         text = text[:limit] + f"... ({len(text)} characters)"
-    # Lone surrogates (undecodable bytes) and control characters become visible escapes.
-    return "".join(
-        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
-    )
+    return terminal_text(text)
 
 
 def unexpected(exc: BaseException, debug: bool) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime
-import sys
 from pathlib import Path
 
 from prompt_toolkit.history import FileHistory
 
 from invoke import atomic
+from invoke.shell.report import show_err
 
 HISTORY_NAME = ".invoke_history"
 
@@ -82,4 +82,4 @@ class ShellHistory(FileHistory):
 
     @staticmethod
     def _warn(text: str) -> None:
-        print(f">> {text}", file=sys.stderr)
+        show_err(f">> {text}")

@@ -21,6 +21,7 @@ from invoke.shell.dispatch import (
     STOPPED,
     ShellContext,
     print_err,
+    print_out,
     printable,
     run_line,
     unexpected,
@@ -39,7 +40,7 @@ def run_repl(
     output: Output | None = None,
     *,
     debug: bool = False,
-    out=print,
+    out=print_out,
     err=print_err,
 ) -> int:
     """Prompt for lines until the user leaves; returns the exit status (0)."""

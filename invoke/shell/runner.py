@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from invoke.config.models_yaml import ModelEntry
 from invoke.line.request import Request
+from invoke.shell.report import terminal_text
 
 DEFAULT_PROMPT = "invoke> "
 
@@ -76,4 +77,4 @@ class Runner(Protocol):
 
 def prompt_text(runner: Runner) -> str:
     """The prompt for the next line; asked every time, because `!switch` may change the model."""
-    return runner.prompt_label() or DEFAULT_PROMPT
+    return terminal_text(runner.prompt_label()) or DEFAULT_PROMPT

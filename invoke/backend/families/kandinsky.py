@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
+from invoke.backend.components import quiet_loading
+from invoke.backend.finite import pictures
 from invoke.backend.job import Job, StepInfo
-from invoke.backend.pipelines import place, quiet_loading
+from invoke.backend.pipelines import check_pipeline, place
 from invoke.backend.schedulers import make_scheduler, numpy_quiet
 from invoke.errors import InvokeError, ModelError
 from invoke.line.prompt import Parts, SubPrompt, is_weighted
@@ -174,6 +176,7 @@ def load_kandinsky(
         raise ModelError(f"model {folder}: cannot load the Kandinsky pipeline ({first})") from err
     for each in (pipe.prior_pipe, pipe.decoder_pipe):
         each.set_progress_bar_config(disable=True)
+    check_pipeline(pipe, "model", folder, dtype)
     place(pipe, device, offload, f"model {folder}")
     return {
         "pipeline": pipe,
@@ -251,6 +254,8 @@ def generate(
         with numpy_quiet(), warnings.catch_warnings():
             # The combined pipeline hands its parts a deprecated argument of its own.
             warnings.filterwarnings("ignore", "`callback_steps` is deprecated", FutureWarning)
-            out = pipe(**options, generator=generator, callback_on_step_end=step_end)
-        images.append(out.images[0].convert("RGB"))
+            out = pipe(
+                **options, generator=generator, callback_on_step_end=step_end, output_type="np"
+            )
+        images += pictures(out.images, "the pipeline", model.dtype)
     return images

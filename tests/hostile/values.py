@@ -540,7 +540,7 @@ CASES: tuple[Hostile, ...] = (
         "misreads",
         "`--config` of a file named with ESC `[2J` (clears the screen) and U+202E",
         _escape_in_the_config_name,
-        r"invoke: --config: {d}/x\x1b[2J\u202e.yaml …",
+        r"invoke: --config: {d}/x\x1b[2J\u202e.yaml…",
         status=2,
     ),
     Hostile(

@@ -143,7 +143,7 @@ def _of_model(model: ActiveModel | None) -> dict[str, str]:
             "height": f"the model's height ({height} on the default model)",
             "sampler": sampler,
         }
-    whose = f"model {model.name}'s own"
+    whose = "the active model's"
     if model.size is None:
         size = {side: f"the model's {side}, known once it is read" for side in ("width", "height")}
     else:

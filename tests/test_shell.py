@@ -291,7 +291,7 @@ def test_help_words_in_a_batch_are_one_error_each_not_a_picture(runner):
     assert prompts(runner) == ["a cat"]
     assert err[0] == (
         "line 1: help: help is for the interactive shell (type !help at invoke>, or run invoke "
-        "--help); a batch line is a prompt and its switches, so nothing was drawn"
+        "--help); here a line is a prompt and its switches, so nothing was drawn"
     )
     assert err[1].startswith("line 3: -h: help is for the interactive shell")
 

@@ -104,3 +104,24 @@ def test_the_model_load_says_it_is_loading_before_the_wait(tmp_path: Path, tiny_
     notes = err.getvalue().splitlines()
     assert notes[0] == ">> loading model tiny (folder) on cpu..."
     assert notes[1].startswith(">> model tiny loaded on cpu (float32) in ")
+
+
+def test_help_defaults_put_the_launch_options_first_as_a_line_gets_them(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from invoke.line.request import Request
+
+    settings = Settings(
+        outdir=tmp_path / "out",
+        model=str(tiny_model_dir),
+        defaults=Request(steps=30, sampler="ddim", fit=True),
+    )
+    session = Session(settings, reporter=TerminalReporter(out=io.StringIO(), err=io.StringIO()))
+    shown = session.line_defaults()
+    assert shown["steps"] == "30 (a launch option)"
+    assert shown["sampler"] == "ddim (a launch option)"  # over the model's own
+    assert shown["fit"] == "on (a launch option)"
+    assert shown["width"] == "64 (the active model's)"
+    assert shown["cfg_scale"] == "7.5"
+    assert shown["outdir"] == f"{(tmp_path / 'out').as_posix()} (the launch --outdir)"
+    assert session.models.loaded == {}

@@ -36,7 +36,7 @@ QUIT_WORDS = ("q", "quit", "exit")
 HELP_WORDS = ("-h", "--help", "help", "?")
 HELP_ELSEWHERE = (
     "help is for the interactive shell (type !help at invoke>, or run invoke --help); "
-    "a batch line is a prompt and its switches, so nothing was drawn"
+    "here a line is a prompt and its switches, so nothing was drawn"
 )
 STOPPED = "stopped (Ctrl-C); finished images were kept"
 

@@ -20,6 +20,7 @@ import click
 
 from invoke import __version__
 from invoke.config.defaults_file import META_KEY, LaunchCommand
+from invoke.config.shown_defaults import sampler_help
 from invoke.errors import InvokeError
 from invoke.line.samplers import SAMPLERS
 
@@ -177,7 +178,7 @@ def _folder_option(*names: str, help: str) -> Any:
 @click.option("--height", type=int, default=None, help="Default -H [the model's size].")
 @click.option("--cfg_scale", type=float, default=None, help="Default -C: guidance scale [7.5].")
 @click.option(
-    "--sampler", default=None, metavar="|".join(SAMPLERS[:3]) + "|...", help="Default -A [k_lms]."
+    "--sampler", default=None, metavar="|".join(SAMPLERS[:3]) + "|...", help=sampler_help()
 )
 @click.option("--strength", type=float, default=None, help="Default -f: img2img strength [0.75].")
 @click.option("--fit", is_flag=True, help="Default --fit: scale init images into -W x -H.")

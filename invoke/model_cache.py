@@ -25,6 +25,7 @@ from invoke.config.models_yaml import (
     pick_model,
 )
 from invoke.config.settings import EMBEDDED_MODEL_DIR, Settings
+from invoke.config.shown_defaults import ActiveModel, model_kind
 from invoke.errors import ModelError
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ class ModelCache:
     def _load(self, entry: ModelEntry, source: Path) -> Model:
         from invoke.backend.loading import load_model
 
+        # Said before the wait, which may be seconds (or minutes, for a big model on a disk).
+        self.note(f"loading model {entry.name} ({model_kind(entry)}) on {self.device_name()}...")
         started = time.perf_counter()
         model = load_model(
             source,
@@ -108,6 +111,32 @@ class ModelCache:
             f"in {time.perf_counter() - started:.1f}s"
         )
         return model
+
+    def device_name(self) -> str:
+        """Where the active model runs: the loaded model's device, else where --device will put
+        it (what `auto` picks on this machine; the option as given when it cannot be had, which
+        loading will say)."""
+        model = self.loaded_active()
+        if model is not None:
+            return str(model.device)
+        from invoke.backend.device import pick_device
+
+        try:
+            return str(pick_device(self.settings.device))
+        except ModelError:
+            return self.settings.device
+
+    def active_model(self) -> ActiveModel:
+        """The active model as the banner and !help describe it, loading nothing."""
+        entry = self.entry
+        unread = entry.file is not None and self.loaded_active() is None and not entry.width
+        return ActiveModel(
+            name=entry.name,
+            kind=model_kind(entry),
+            size=None if unread else self.native_size,
+            sampler=self.default_sampler(),
+            device=self.device_name(),
+        )
 
     def loaded_active(self) -> Model | None:
         return self.loaded.get(self.entry.name)

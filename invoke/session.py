@@ -23,6 +23,7 @@ from invoke import interrupts, outputs, plan
 from invoke.config.libraries import CONTROLNETS, EMBEDDINGS, LORAS, UPSCALERS
 from invoke.config.lookup import Lookup
 from invoke.config.settings import Settings, resolve
+from invoke.config.shown_defaults import ActiveModel, switch_defaults
 from invoke.errors import InvokeError
 from invoke.events import Reporter, Saved, Step, Tokens, WithoutNotes
 from invoke.images import init_image_size, load_init_image, resolve_image_path
@@ -294,6 +295,12 @@ class Session:
 
     def prompt_label(self) -> str:
         return f"({self.entry.name}) invoke> "
+
+    def active_model(self) -> ActiveModel:
+        return self.models.active_model()
+
+    def line_defaults(self) -> dict[str, str]:
+        return switch_defaults(self.models.active_model(), self.settings)
 
     # -- the Runner protocol: the model list (model_cache.py) -------------------------------------
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from invoke.backend.job import Job, Noise
 from invoke.config.models_yaml import ModelEntry
+from invoke.config.shown_defaults import ActiveModel, switch_defaults
 from invoke.errors import InvokeError
 from invoke.events import Saved, Tokens
 from invoke.line.prompt_syntax import parse_prompt
@@ -85,6 +86,12 @@ class FakeRunner:
 
     def prompt_label(self) -> str:
         return self.label
+
+    def active_model(self) -> ActiveModel:
+        return ActiveModel(self.entry.name, "embedded", (64, 64), "k_euler", "cpu")
+
+    def line_defaults(self) -> dict[str, str]:
+        return switch_defaults(self.active_model())
 
     def recent_seeds(self) -> list[int]:
         if self.seeds is not None:
@@ -514,13 +521,15 @@ def type_into_shell(session: Any, keys: str) -> list[str]:
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput
 
-    from invoke.shell.repl import run_repl
+    from invoke.shell.repl import banner, run_repl
 
     printed: list[str] = []
+    opening = banner(session.active_model())
     with create_pipe_input() as pipe:
         pipe.send_text(keys)
         status = run_repl(
             session, input=pipe, output=DummyOutput(), out=printed.append, err=printed.append
         )
     assert status == 0
-    return printed
+    assert printed[:1] == [opening]  # the shell opens with its banner; the rest is the test's
+    return printed[1:]

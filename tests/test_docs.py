@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -37,56 +36,11 @@ def _code(text: str) -> str:
 
 
 def switch_defaults() -> dict[str, str]:
-    """What each line switch is when a line leaves it out, in words, from the code that decides
-    it: settings' built-in defaults, the default model's own, and the backend's."""
-    from invoke.backend.job import Control, Job
-    from invoke.config.model_files import folder_sampler, native_size
-    from invoke.config.settings import BUILTIN_DEFAULTS, DEFAULT_OUTDIR, EMBEDDED_MODEL_DIR
-    from invoke.line.switch_defaults import OUTCROP_STRENGTH, UPSCALER_REPOS
-    from invoke.line.switches import SEAMLESS_AXES, UPSCALE_STRENGTH, number_text
-    from invoke.line.table import SWITCHES
-    from invoke.outputs.folder import DEFAULT_PNG_COMPRESSION
-    from invoke.outputs.names import DEFAULT_FNFORMAT
+    """What each line switch is when a line leaves it out, in words: from the one home that
+    `!help` reads too (the default model's, for the docs)."""
+    from invoke.config.shown_defaults import switch_defaults as shown
 
-    def field_default(cls: type, name: str) -> object:
-        return next(f.default for f in fields(cls) if f.name == name)
-
-    width, height = native_size(EMBEDDED_MODEL_DIR)
-    sampler = BUILTIN_DEFAULTS.sampler
-    own_sampler = folder_sampler(EMBEDDED_MODEL_DIR, None)
-    if own_sampler != sampler:
-        sampler = f"{sampler}; the default model's: {own_sampler}"
-    known = {
-        "seed": "random",
-        "iterations": "1",
-        "width": f"the model's width ({width} on the default model)",
-        "height": f"the model's height ({height} on the default model)",
-        "sampler": sampler,
-        "strength": f"{BUILTIN_DEFAULTS.strength}; {OUTCROP_STRENGTH} with --outcrop",
-        "control_weight": number_text(field_default(Control, "weight")),
-        "control_start": number_text(field_default(Control, "start")),
-        "control_end": number_text(field_default(Control, "end")),
-        "seamless_axes": ",".join(SEAMLESS_AXES),
-        "upscale": f"none; STRENGTH {UPSCALE_STRENGTH}",
-        "upscaler": ", ".join(f"{repo} for -U {f}" for f, repo in UPSCALER_REPOS.items()),
-        "outdir": f"the launch --outdir [{DEFAULT_OUTDIR.as_posix()}]",
-        "save_intermediates": f"{field_default(Job, 'intermediate_every')} (none)",
-        "intermediates": str(field_default(Job, "intermediates")),
-        "fnformat": f"the launch --fnformat [{DEFAULT_FNFORMAT}]",
-        "png_compression": str(DEFAULT_PNG_COMPRESSION),
-    }
-    defaults = {}
-    for switch in SWITCHES:
-        builtin = getattr(BUILTIN_DEFAULTS, switch.field, None)
-        if switch.field in known:
-            defaults[switch.field] = known[switch.field]
-        elif not switch.takes_value:
-            defaults[switch.field] = "off"
-        elif builtin not in (None, (), ""):
-            defaults[switch.field] = str(builtin)
-        else:
-            defaults[switch.field] = "none"
-    return defaults
+    return shown()
 
 
 def switch_table() -> str:

@@ -18,8 +18,8 @@ from invoke import outputs
 from invoke.line.parse import parse_request
 from invoke.line.request import Request
 from invoke.shell.batch import run_one
-from invoke.shell.commands import help_lines
 from invoke.shell.completer import ShellCompleter
+from invoke.shell.help import help_lines
 from invoke.shell.validator import LineValidator
 from tests.helpers import FakeRunner, batch, type_into_shell
 

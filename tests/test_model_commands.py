@@ -29,7 +29,7 @@ from invoke.config.user_dir import user_config_path
 from invoke.session import Session
 from invoke.shell.batch import run_batch
 from invoke.shell.completer import ShellCompleter
-from invoke.shell.repl import run_repl
+from invoke.shell.repl import banner, run_repl
 from invoke.shell.report import TerminalReporter
 
 ENTER = "\r"
@@ -73,6 +73,7 @@ def two_models(user_config: Path, tiny_model_dir: Path, second_model_dir: Path) 
 def shell(session: Session, keys: str) -> tuple[int, list[str], str]:
     """Type `keys` into the real shell; returns the status, printed lines and the screen text."""
     printed: list[str] = []
+    opening = banner(session.active_model())
     screen = io.StringIO()
     output = Vt100_Output(screen, lambda: Size(rows=24, columns=120), enable_cpr=False)
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=output):
@@ -80,7 +81,8 @@ def shell(session: Session, keys: str) -> tuple[int, list[str], str]:
         status = run_repl(
             session, input=pipe, output=output, out=printed.append, err=printed.append
         )
-    return status, printed, screen.getvalue()
+    assert printed[:1] == [opening]  # the shell opens with its banner; the rest is the test's
+    return status, printed[1:], screen.getvalue()
 
 
 def new_session(outdir: Path, **settings: object) -> Session:

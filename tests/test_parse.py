@@ -408,6 +408,16 @@ BAD_LINES = [
     # choices and paths
     ("a cat -A k_foo", f"-A/--sampler: k_foo is not one of {SAMPLER_LIST}"),
     ("a cat --intermediates full", "--intermediates: full is not one of preview, decode"),
+    # a typo gets the choice it most likely meant; a k_ sampler typed without its k_ too
+    (
+        "a cat -A k_eulr",
+        f"-A/--sampler: k_eulr is not one of {SAMPLER_LIST}; did you mean k_euler?",
+    ),
+    ("a cat -A lms", f"-A/--sampler: lms is not one of {SAMPLER_LIST}; did you mean k_lms?"),
+    (
+        "a cat --control_processor cany",
+        "--control_processor: cany is not one of canny, invert; did you mean canny?",
+    ),
     ('a cat -I ""', "-I/--init_img: '' is empty; give a file path"),
     ('a cat -M " "', "-M/--init_mask: ' ' is empty; give a file path"),
     ("a cat -o ''", "-o/--outdir: '' is empty; give a folder path"),

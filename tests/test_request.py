@@ -188,7 +188,10 @@ def test_switch_table_covers_every_field_once() -> None:
             Request(cfg_scale=float("nan")),
             "-C/--cfg_scale: nan is not a finite number; use [0, 100]",
         ),
-        (Request(sampler="K_LMS"), "-A/--sampler: K_LMS is not one of " + ", ".join(SAMPLERS)),
+        (
+            Request(sampler="K_LMS"),
+            "-A/--sampler: K_LMS is not one of " + ", ".join(SAMPLERS) + "; did you mean k_lms?",
+        ),
         (Request(intermediates="full"), "--intermediates: full is not one of preview, decode"),
         (Request(init_img=""), "-I/--init_img: '' is empty; give a file path"),
         (Request(fit=None), "-T/--fit: None is not True or False"),  # type: ignore[arg-type]

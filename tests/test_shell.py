@@ -15,13 +15,14 @@ from prompt_toolkit.validation import ValidationError
 
 from invoke.line.parse import parse_request
 from invoke.line.request import Request
-from invoke.shell.commands import help_lines
+from invoke.line.table import SWITCHES
 from invoke.shell.completer import ShellCompleter
 from invoke.shell.dispatch import COMMANDS, ShellContext, command
-from invoke.shell.repl import run_repl
+from invoke.shell.help import help_lines
+from invoke.shell.repl import banner, run_repl
 from invoke.shell.runner import Runner, prompt_text
 from invoke.shell.validator import LineValidator
-from tests.helpers import FakeRunner
+from tests.helpers import FakeRunner, batch
 
 ENTER = "\r"
 CTRL_C = "\x03"
@@ -34,6 +35,7 @@ def shell(runner: FakeRunner, keys: str, later: str = "") -> tuple[int, list[str
     lines come back."""
     out: list[str] = []
     err: list[str] = []
+    opening = banner(runner.active_model())
     with create_pipe_input() as pipe:
         pipe.send_text(keys)
         # Pausing lets prompt_toolkit validate while typing, as it does for a person.
@@ -49,7 +51,8 @@ def shell(runner: FakeRunner, keys: str, later: str = "") -> tuple[int, list[str
         finally:
             typist.cancel()
             rescue.cancel()
-    return status, out, err
+    assert out[:1] == [opening]  # the shell opens with its banner; the rest is the test's
+    return status, out[1:], err
 
 
 @pytest.fixture
@@ -186,13 +189,116 @@ def test_replay_runs_a_file_inside_the_shell(runner, tmp_path):
     assert err[1] == "3 lines run, 1 failed (line 4)"
 
 
-def test_help_lists_commands_and_switches(runner):
+def test_the_shell_opens_with_a_banner_naming_the_model_and_the_way_out(runner):
+    printed: list[str] = []
+    with create_pipe_input() as pipe:
+        pipe.send_text(CTRL_D)
+        run_repl(runner, input=pipe, output=DummyOutput(), out=printed.append)
+    assert printed == ["invoke · model fake (embedded, 64 px) on cpu · !help for help, q to quit"]
+
+
+@pytest.mark.parametrize("word", ["help", "?", "-h", "--help", " HELP "])
+def test_help_words_show_help_and_draw_nothing(runner, word):
+    status, out, err = shell(runner, word + ENTER + CTRL_D)
+    assert status == 0 and err == []
+    assert runner.requests == []  # not a 50-step picture of the word "help"
+    assert out == help_lines(runner.line_defaults())
+
+
+def test_help_is_grouped_with_every_switch_and_command_and_its_default(runner):
     _, out, _ = shell(runner, "!help" + ENTER + CTRL_D)
+    assert out == help_lines(runner.line_defaults())
     text = "\n".join(out)
-    for name in ("!history", "!NN", "!search", "!clear", "!fetch", "!replay", "!dream", "!help"):
-        assert name in text
-    assert "-s, --steps N" in text and "-A, -m, --sampler SAMPLER" in text
-    assert out == help_lines()
+    titles = [line for line in out if line and not line.startswith(" ")]
+    assert [t.split(":")[0].split(" ")[0] for t in titles[:-1]] == [
+        "Generation", "img2img,", "ControlNet", "Models", "Files", "Shell"
+    ]  # fmt: skip
+    assert "Other" not in titles  # every switch and command has its group
+    for cmd in COMMANDS.values():
+        assert cmd.usage.split()[0] in text
+    for switch in SWITCHES:
+        assert ", ".join(switch.names) in text
+    # the active model's own defaults: the default model's size and sampler, not SD's
+    assert "  -s, --steps N             sampling steps [default: 50]" in out
+    assert "k_euler (the active model's)]" in text and "[default: 64 (the active model's)]" in text
+
+
+@pytest.mark.parametrize("columns", [80, 60])
+def test_help_wraps_to_the_screen_and_never_breaks_a_word(runner, columns):
+    lines = help_lines(runner.line_defaults(), columns)
+    assert max(len(line) for line in lines) <= columns
+    # A word cut at the edge would be two words here: the same words as on an endless line.
+    unwrapped = help_lines(runner.line_defaults(), 10_000)
+    assert " ".join(lines).split() == " ".join(unwrapped).split()
+    assert len(lines) > len(unwrapped)
+
+
+def test_help_is_paged_on_a_small_screen_and_q_stops_it(runner):
+    printed: list[str] = []
+    with create_pipe_input() as pipe:
+        # !help, Space for the second page, q to stop; then the shell takes lines again
+        pipe.send_text("!help" + ENTER + " " + "q" + "a cat" + ENTER + CTRL_D)
+        status = run_repl(
+            runner, input=pipe, output=DummyOutput(), out=printed.append,
+            screen=lambda: (80, 11),
+        )  # fmt: skip
+    assert status == 0
+    full = help_lines(runner.line_defaults(), 80)
+    assert printed[1:] == full[:20]  # two pages of 10 rows (the 11th asks for more)
+    assert prompts(runner) == ["a cat"]  # the pager's keys were its own
+
+
+@pytest.mark.parametrize(
+    ("asked", "first", "shown"),
+    [
+        ("-f", "-f, --strength STRENGTH", "    default: 0.75; 0.9 with --outcrop"),
+        ("--fit", "-T, -fit, --fit", "    default: off"),
+        ("--sampler", "-A, -m, --sampler SAMPLER", "    default: k_euler (the active model's)"),
+        ("!fetch", "!fetch FILE | !fetch 'PATTERN' OUTFILE", None),
+        ("replay", "!replay FILE", None),
+    ],
+)
+def test_help_with_a_switch_or_a_command_shows_that_entry(runner, asked, first, shown):
+    _, out, err = shell(runner, f"!help {asked}" + ENTER + CTRL_D)
+    assert err == []
+    assert out[0] == first and len(out) < 8
+    assert shown is None or shown in out
+
+
+def test_help_with_an_unknown_name_suggests_one(runner):
+    _, out, err = shell(runner, "!help --strenght" + ENTER + "!help --zzz" + ENTER + CTRL_D)
+    assert out == []
+    assert err == [
+        "!help: --strenght is not a switch or a ! command; did you mean !help --strength?",
+        "!help: --zzz is not a switch or a ! command; !help lists them all",
+    ]
+
+
+def test_a_sampler_typo_gets_a_suggestion_before_enter_and_in_a_batch(runner):
+    text = "a cat -A k_eulr"
+    with pytest.raises(ValidationError) as caught:
+        LineValidator().validate(Document(text, len(text)))
+    assert caught.value.message.endswith("; did you mean k_euler?")
+    status, _, err = batch(runner, [text])
+    assert status == 1 and runner.requests == []
+    assert err[0].startswith("line 1: -A/--sampler: k_eulr is not one of ddim, ")
+    assert err[0].endswith("; did you mean k_euler?")
+
+
+def test_help_words_in_a_batch_are_one_error_each_not_a_picture(runner):
+    status, out, err = batch(runner, ["help", "a cat", "-h"])
+    assert status == 1 and out == ["invoke> help", "invoke> a cat", "invoke> -h"]
+    assert prompts(runner) == ["a cat"]
+    assert err[0] == (
+        "line 1: help: help is for the interactive shell (type !help at invoke>, or run invoke "
+        "--help); here a line is a prompt and its switches, so nothing was drawn"
+    )
+    assert err[1].startswith("line 3: -h: help is for the interactive shell")
+
+
+def test_help_words_are_not_flagged_while_typed():
+    for text in ("-h", "--help", "?", "help"):
+        LineValidator().validate(Document(text, len(text)))  # no "did you mean -H?"
 
 
 def test_a_new_command_is_one_decorated_function(runner):

@@ -12,7 +12,7 @@ from prompt_toolkit.output import DummyOutput
 
 from invoke.config.settings import Settings
 from invoke.session import Session
-from invoke.shell.repl import run_repl
+from invoke.shell.repl import banner, run_repl
 from invoke.shell.report import TerminalReporter
 
 ENTER = "\r"
@@ -65,3 +65,63 @@ def test_shell_reports_bad_lines_and_goes_on(tmp_path: Path, tiny_model_dir: Pat
     assert status == 0
     assert any("nowhere.png" in line for line in printed), printed
     assert (outdir / "000001.1.png").is_file()
+
+
+def test_help_words_draw_nothing_and_help_names_the_models_own_defaults(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from tests import helpers
+
+    outdir = tmp_path / "out"
+    session = Session(
+        Settings(outdir=outdir, model=str(tiny_model_dir)),
+        reporter=TerminalReporter(out=io.StringIO(), err=io.StringIO(), progress=False),
+    )
+    keys = f"help{ENTER}?{ENTER}-h{ENTER}--help{ENTER}!help -W{ENTER}!help -A{ENTER}{CTRL_D}"
+    printed = helpers.type_into_shell(session, keys)  # it checks the banner comes first
+    assert banner(session.active_model()) == (
+        "invoke · model tiny (folder, 64 px) on cpu · !help for help, q to quit"
+    )
+    assert not list(outdir.glob("*.png"))  # help is never a picture of the word
+    assert session.models.loaded == {}  # nor a reason to load the model
+    assert printed.count("  -s, --steps N             sampling steps [default: 50]") == 4
+    width = printed.index("-W, --width PIXELS")
+    assert printed[width + 1 : width + 4] == [
+        "    image width (rounded down to a multiple of 8)",
+        "    value: a whole number in 16..4096",
+        "    default: 64 (the active model's)",
+    ]
+    assert printed[-1] == "    default: k_lms"  # a Stable Diffusion model's, as it will draw
+
+
+def test_the_model_load_says_it_is_loading_before_the_wait(tmp_path: Path, tiny_model_dir: Path):
+    err = io.StringIO()
+    session = Session(
+        Settings(outdir=tmp_path / "out", model=str(tiny_model_dir)),
+        reporter=TerminalReporter(out=io.StringIO(), err=err, progress=False),
+    )
+    session.model  # noqa: B018 - loads it
+    notes = err.getvalue().splitlines()
+    assert notes[0] == ">> loading model tiny (folder) on cpu..."
+    assert notes[1].startswith(">> model tiny loaded on cpu (float32) in ")
+
+
+def test_help_defaults_put_the_launch_options_first_as_a_line_gets_them(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from invoke.line.request import Request
+
+    settings = Settings(
+        outdir=tmp_path / "out",
+        model=str(tiny_model_dir),
+        defaults=Request(steps=30, sampler="ddim", fit=True),
+    )
+    session = Session(settings, reporter=TerminalReporter(out=io.StringIO(), err=io.StringIO()))
+    shown = session.line_defaults()
+    assert shown["steps"] == "30 (a launch option)"
+    assert shown["sampler"] == "ddim (a launch option)"  # over the model's own
+    assert shown["fit"] == "on (a launch option)"
+    assert shown["width"] == "64 (the active model's)"
+    assert shown["cfg_scale"] == "7.5"
+    assert shown["outdir"] == f"{(tmp_path / 'out').as_posix()} (the launch --outdir)"
+    assert session.models.loaded == {}

@@ -5,6 +5,7 @@ the limits and helpers they share. The table of switches a line takes is table.p
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import string
@@ -97,6 +98,16 @@ def describe_character(ch: str) -> str:
 def quote_prompt(text: str) -> str:
     """The prompt in double quotes, escaped so that shlex (posix) reads back exactly `text`."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def closest(word: str, choices: tuple[str, ...] | list[str]) -> str | None:
+    """The choice a typo most likely meant (`k_eulr` -> k_euler, `euler` -> k_euler), or None."""
+    key = word.lower()
+    for prefixed in (key, "k_" + key):  # the k_ samplers are often typed without their k_
+        if prefixed in choices and prefixed != word:
+            return prefixed
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def _range_text(lo: float, hi: float, open_lo: bool = False) -> str:
@@ -285,7 +296,9 @@ class ChoiceSwitch(Switch):
     def check(self, value: Any, text: str | None = None) -> None:
         if value not in self.choices:
             shown = text if text is not None else str(value)
-            raise self.fail(shown, f"is not one of {', '.join(self.choices)}")
+            close = closest(str(value), self.choices)
+            hint = f"; did you mean {close}?" if close else ""
+            raise self.fail(shown, f"is not one of {', '.join(self.choices)}{hint}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -188,7 +188,7 @@ SWITCHES: tuple[Switch, ...] = (
         field="control_weight",
         names=("--control_weight",),
         canonical="--control_weight",
-        help="how strongly the ControlNet guides [1.0]",
+        help="how strongly the ControlNet guides",
         metavar="WEIGHT",
         lo=0.0,
         hi=2.0,
@@ -197,7 +197,7 @@ SWITCHES: tuple[Switch, ...] = (
         field="control_start",
         names=("--control_start",),
         canonical="--control_start",
-        help="the ControlNet acts from this fraction of the steps on [0.0]",
+        help="the ControlNet acts from this fraction of the steps on",
         metavar="FRACTION",
         lo=0.0,
         hi=1.0,
@@ -206,7 +206,7 @@ SWITCHES: tuple[Switch, ...] = (
         field="control_end",
         names=("--control_end",),
         canonical="--control_end",
-        help="the ControlNet acts until this fraction of the steps [1.0]",
+        help="the ControlNet acts until this fraction of the steps",
         metavar="FRACTION",
         lo=0.0,
         hi=1.0,
@@ -237,7 +237,7 @@ SWITCHES: tuple[Switch, ...] = (
         field="seamless_axes",
         names=("--seamless_axes",),
         canonical="--seamless_axes",
-        help="with --seamless: the axes that wrap around, x, y or x,y [x,y]",
+        help="with --seamless: the axes that wrap around, x, y or x,y",
         metavar="AXES",
     ),
     UpscaleSwitch(
@@ -256,8 +256,7 @@ SWITCHES: tuple[Switch, ...] = (
         canonical="--upscaler",
         help=(
             "with -U: the upscaler to use (a folder name in upscalers/, a folder path or a hub "
-            "id in the local cache) [stabilityai/sd-x2-latent-upscaler for -U 2, "
-            "stabilityai/stable-diffusion-x4-upscaler for -U 4]"
+            "id in the local cache)"
         ),
         complete="upscaler",
         metavar="NAME",

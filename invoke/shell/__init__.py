@@ -15,5 +15,6 @@ from invoke.shell import (
     batch,  # noqa: F401 - !replay (after the built-in ! commands of commands.py, which it imports)
     commands,  # noqa: F401 - registers the built-in ! commands
     fix,  # noqa: F401 - !fix FILE --outcrop ...
+    help,  # noqa: F401 - !help
     model_commands,  # noqa: F401 - !models, !switch, !import_model, ...
 )

@@ -1,5 +1,5 @@
-"""The built-in `!` commands: history, !fetch, !help and !dream (the registry and the dispatcher
-are in dispatch.py; !replay is with the batch runner in batch.py)."""
+"""The built-in `!` commands: history, !fetch and !dream (the registry and the dispatcher are in
+dispatch.py; !replay is with the batch runner in batch.py, !help in help.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from pathlib import Path
 from invoke import atomic
 from invoke.errors import InvokeError
 from invoke.line.parse import parse_request
-from invoke.shell.dispatch import COMMANDS, ShellContext, command, printable, run_request, user_path
+from invoke.shell.dispatch import ShellContext, command, printable, run_request, user_path
 from invoke.shell.history import ShellHistory
-from invoke.shell.switches import switch_specs
 
 # -- history commands ----------------------------------------------------------------------------
 
@@ -171,26 +170,7 @@ def _glob(ctx: ShellContext, pattern: str) -> list[Path]:
     return files
 
 
-# -- help and dream ------------------------------------------------------------------------------
-
-
-@command("help", "!help", "List the ! commands and the switches of a command line.")
-def _help(ctx: ShellContext, args: str) -> None:
-    for line in help_lines():
-        ctx.out(line)
-
-
-def help_lines() -> list[str]:
-    lines = ["Commands:"]
-    for cmd in COMMANDS.values():
-        lines.append(f"  {cmd.usage:<40} {cmd.help}")
-    lines.append(f"  {'q, quit, exit, Ctrl-D':<40} Leave the shell.")
-    lines.append("")
-    lines.append('Command line: PROMPT [SWITCHES], e.g. "a red circle" -s 20 -S 42')
-    for spec in switch_specs():
-        names = ", ".join(spec.names) + (f" {spec.metavar}" if spec.metavar else "")
-        lines.append(f"  {names:<40} {spec.help}")
-    return lines
+# -- dream ---------------------------------------------------------------------------------------
 
 
 @command("dream", "!dream LINE", "Run LINE as a command line (the same as typing LINE).")

@@ -32,6 +32,13 @@ Completion = str | Callable[[Runner], Iterable[str]] | None
 Handler = Callable[["ShellContext", str], None]
 
 QUIT_WORDS = ("q", "quit", "exit")
+# A line of one of these asks for help (InvokeAI's `-h`, a shell's `help`, `?`): in the shell it
+# is !help, never a prompt to draw; in a batch a line cannot ask for help, and says so.
+HELP_WORDS = ("-h", "--help", "help", "?")
+HELP_ELSEWHERE = (
+    "help is for the interactive shell (type !help at invoke>, or run invoke --help); "
+    "here a line is a prompt and its switches, so nothing was drawn"
+)
 STOPPED = "stopped (Ctrl-C); finished images were kept"
 
 
@@ -52,6 +59,11 @@ class ShellContext:
     dry_run: bool = False
     debug: bool = False
     replaying: tuple[Path, ...] = ()  # files `!replay` is inside of, to refuse loops
+    # The terminal's (columns, rows), when stdout is one: long text (!help) is wrapped to it and
+    # shown a page at a time, `more()` asked between pages (False: stop). None: a pipe, a file,
+    # a batch: 80 columns, never paged.
+    screen: Callable[[], tuple[int, int]] | None = None
+    more: Callable[[], bool] | None = None
 
     @property
     def interactive(self) -> bool:
@@ -63,6 +75,23 @@ class ShellContext:
             self.set_input(text)
         else:
             self.out(text)
+
+    @property
+    def columns(self) -> int:
+        return max(40, self.screen()[0]) if self.screen is not None else 80
+
+    def page(self, lines: list[str]) -> None:
+        """Print `lines`, a screenful at a time where there is a screen to fill."""
+        if self.screen is None or self.more is None:
+            for line in lines:
+                self.out(line)
+            return
+        size = max(5, self.screen()[1] - 1)  # the last row asks for more
+        for start in range(0, len(lines), size):
+            for line in lines[start : start + size]:
+                self.out(line)
+            if start + size < len(lines) and not self.more():
+                return
 
 
 @dataclass(frozen=True)
@@ -124,6 +153,11 @@ def run_command(ctx: ShellContext, shell_command: ShellCommand) -> None:
 
 def run_line(ctx: ShellContext, text: str) -> bool:
     """Run one line (request or `!` command); False when it asks to quit. Errors propagate."""
+    if is_help_request(text):
+        if not ctx.interactive:
+            raise InvokeError(f"{text.strip()}: {HELP_ELSEWHERE}")
+        find_command("help").handler(ctx, "")
+        return True
     parsed = parse_line(text)
     if parsed is None:
         return True
@@ -134,6 +168,10 @@ def run_line(ctx: ShellContext, text: str) -> bool:
         return True
     run_request(ctx, parsed)
     return True
+
+
+def is_help_request(text: str) -> bool:
+    return text.strip().lower() in HELP_WORDS
 
 
 def run_request(ctx: ShellContext, request: Request) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from invoke.config.models_yaml import ModelEntry
+from invoke.config.shown_defaults import ActiveModel
 from invoke.line.request import Request
 from invoke.shell.report import terminal_text
 
@@ -51,6 +52,16 @@ class Runner(Protocol):
     def prompt_label(self) -> str:
         """The whole prompt text shown before the cursor, e.g. `(sd-1.5) invoke> `; "" for the
         plain one."""
+        ...
+
+    def active_model(self) -> ActiveModel:
+        """The active model's name, kind, size, sampler and device (the banner), loading
+        nothing."""
+        ...
+
+    def line_defaults(self) -> dict[str, str]:
+        """Each switch's field -> what a line without it gets here, in words (!help): the
+        active model's size and sampler, the launch options' defaults."""
         ...
 
     def recent_seeds(self) -> list[int]:

@@ -9,6 +9,7 @@ from prompt_toolkit.validation import ValidationError, Validator
 
 from invoke.errors import InvokeError, ParseError
 from invoke.line.parse import parse_fix, parse_line
+from invoke.shell.dispatch import is_help_request
 
 
 class LineValidator(Validator):
@@ -20,6 +21,8 @@ class LineValidator(Validator):
 
     def validate(self, document: Document) -> None:
         text = document.text
+        if is_help_request(text):  # `-h` asks for help; it is not a misspelt -H
+            return
         head = text.lstrip()
         fix = re.match(r"!fix(\s|$)", head)
         if head.startswith("!") and not fix and not re.match(r"!dream(\s|$)", head):

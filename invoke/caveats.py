@@ -168,10 +168,11 @@ def words_caveat(prompt: Prompt, vocab: Vocabulary, model_name: str) -> str | No
     groups = [f"{name} ({', '.join(words)})" for name, words in vocab.groups]
     listed = ", ".join(groups[:-1]) + f" and {groups[-1]}" if len(groups) > 1 else groups[0]
     example = f', as in "{vocab.example}"' if vocab.example else ""
-    outcome = f": {vocab.unknown}" if vocab.unknown else ""
+    outcome = f" ({vocab.unknown})" if vocab.unknown else ""
+    # The words first: what the person must read before the line wraps.
     return (
-        f"model {model_name} knows only {listed}{example}; "
-        f"it never learned: {', '.join(unknown)}{outcome}"
+        f"model {model_name} never learned: {', '.join(unknown)}{outcome}; "
+        f"it knows only {listed}{example}"
     )
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from invoke import caveats
 from invoke.config.settings import EMBEDDED_MODEL_DIR, Settings
 from invoke.errors import ModelError
 from invoke.line.parse import parse_request
@@ -133,14 +135,14 @@ def test_words_the_default_model_never_learned_are_named(tmp_path: Path):
     _, notes = dry_run(tmp_path, lines)
     words = [n for n in notes if "never learned" in n]
     assert words == [
-        ">> model default knows only colours (red, orange, yellow, green, cyan, blue, purple, "
-        "pink, white, black), shapes (circle, square, triangle, diamond, star, cross) and other "
-        'words (a, an, background, on), as in "a red circle on a blue background"; it never '
-        "learned: cat: expect a random shape",
+        ">> model default never learned: cat (expect a random shape); it knows only colours "
+        "(red, orange, yellow, green, cyan, blue, purple, pink, white, black), shapes (circle, "
+        "square, triangle, diamond, star, cross) and other words (a, an, background, on), as in "
+        '"a red circle on a blue background"',
         words[1],
     ]
-    assert words[1].endswith("it never learned: wizard: expect a random shape")  # `<my-style>`
-    # is an embedding's name, not a word
+    # The negative prompt's words count; `<my-style>` is an embedding's name, not a word.
+    assert words[1].startswith(">> model default never learned: wizard (expect a random shape);")
 
 
 def test_a_model_that_ships_no_vocabulary_gets_no_word_note(tmp_path: Path):
@@ -159,3 +161,36 @@ def test_the_shipped_vocabulary_is_the_training_captions_words():
     assert meta["vocabulary"] == world.vocabulary_key()  # what the training script exports
     known = {w for group in meta["vocabulary"].values() if isinstance(group, list) for w in group}
     assert known == set(world.vocabulary())
+
+
+def test_a_model_whose_size_is_in_its_weights_is_told_after_loading():
+    """A checkpoint file (no folder to read): the session loads it first (Teller.model is None),
+    then the caveats come with its real size."""
+
+    class Models:  # model_cache.ModelCache, as far as the teller reads it
+        entry = type("Entry", (), {"name": "ckpt"})()
+        native_size = (512, 512)
+        size_multiple = 8
+        loaded = None
+
+        def loaded_active(self):
+            return self.loaded
+
+        def unloaded_folder(self):
+            return None
+
+    said: list[str] = []
+    models = Models()
+    teller = caveats.Teller(said.append, models)
+    line = parse_request("a cat -W 2048 -H 512")
+    resolved = replace(line, width=2048, height=512, steps=50)
+    assert teller.model() is None
+    teller.tell(line, resolved, None)
+    assert said == []
+    models.loaded = object()
+    teller.tell(line, resolved, None)
+    assert said == [
+        "-W/-H: 2048x512 is 4x the size model ckpt draws best (512x512): slow, and that far above "
+        "its size a model draws repeated, tiled pictures; leave out -W/-H to draw at 512x512, or "
+        "add --hires_fix to draw at 512x512 first"
+    ]  # and no word note: it ships no vocabulary

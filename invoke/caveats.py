@@ -8,7 +8,7 @@ training.json (where a model that ships its vocabulary keeps it: the default mod
 When the size is far larger. A model draws best at its own size; a side more than twice the
 model's is "far": the UNet's view then covers less than half the picture, so it repeats its
 subject in tiles, and the time grows with the pixels (an 8x side is 64x the work). Up to twice
-the side is what people ask of SD models on purpose (768 on a 512 model) and comes out fine.
+the side is a size people choose on purpose (768 or 1024 on a 512 model): no note for that.
 
 Whom it tells:
 - an init image used at its own size (no --fit) that is far larger: every line, with the --fit

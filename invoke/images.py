@@ -174,6 +174,18 @@ def outcrop_size(size: tuple[int, int], outcrop: Sequence[tuple[str, int]]) -> t
     )
 
 
+def fitted_size(size: tuple[int, int], box: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """--fit's size for an image of `size`: scaled to fit inside `box` keeping its aspect, then
+    rounded down to `multiple`."""
+    (own_w, own_h), (width, height) = size, box
+    # Integer arithmetic: the limiting side lands exactly on the box (no off-by-one).
+    if own_w * height >= own_h * width:
+        new_w, new_h = width, own_h * width // own_w
+    else:
+        new_w, new_h = own_w * height // own_h, height
+    return (_round_down(new_w, multiple), _round_down(new_h, multiple))
+
+
 def init_image_size(path: str | os.PathLike[str], multiple: int = 8) -> tuple[int, int]:
     """The size load_init_image gives an image without --fit (upright, rounded down)."""
     with _opened(Path(path), "init image") as img:
@@ -318,12 +330,7 @@ def _fitted(
 ) -> tuple[Image.Image, Image.Image | None]:
     """--fit: scaled to fit inside `box` keeping its aspect, then rounded down to `multiple`."""
     (own_w, own_h), (width, height) = rgb.size, box
-    # Integer arithmetic: the limiting side lands exactly on the box (no off-by-one).
-    if own_w * height >= own_h * width:
-        new_w, new_h = width, own_h * width // own_w
-    else:
-        new_w, new_h = own_w * height // own_h, height
-    target = (_round_down(new_w, multiple), _round_down(new_h, multiple))
+    target = fitted_size(rgb.size, box, multiple)
     _check_size(p, "init image", target, multiple)
     if target == (own_w, own_h):
         return rgb, mask

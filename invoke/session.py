@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoke import interrupts, outputs, plan
+from invoke import caveats, interrupts, outputs, plan
 from invoke.config.libraries import CONTROLNETS, EMBEDDINGS, LORAS, UPSCALERS
 from invoke.config.lookup import Lookup
 from invoke.config.settings import Settings, resolve
@@ -51,6 +51,7 @@ class Session:
         self.reporter = WithoutNotes(reporter) if dry_run else reporter
         self._note = self.reporter.note
         self.models = ModelCache(settings, self._note, dry_run=dry_run)
+        self.caveats = caveats.Teller(reporter.note, self.models)  # in a --dry-run too
         self.lookup = Lookup(settings, self.models.unloaded_folder)
         self.jobs: JobRunner = LocalRunner(self.models)
         self.upscaling = Upscaling(
@@ -70,15 +71,19 @@ class Session:
         outdir = self._outdir_for(resolved)
         if resolved.control_image not in (None, "-1"):
             resolve_image_path(resolved.control_image, outdir)
+        init = None
         if resolved.init_img is not None and resolved.init_img != "-1":
             init = resolve_image_path(resolved.init_img, outdir)
+        self.caveats.tell(request, resolved, init)
+        if init is not None:
             resolved = outcrop_canvas(request, resolved, init, self.size_multiple, self._note)
         return resolved.to_command()
 
     def generate(self, request: Request) -> list[Path]:
-        model = self.models.model  # loaded first: its size and default sampler fill the line
+        if self.caveats.model() is None:  # its size and default sampler are in its weights
+            self.models.model  # noqa: B018 - loads it; else it loads in stage 2, after the caveats
         # 1 resolve
-        resolved, notes = self._resolve(request, model.size_multiple, model.default_sampler)
+        resolved, notes = self._resolve(request, self.size_multiple, self._sampler())
         for note in notes:
             self._note(note)
         if resolved.hires_fix:
@@ -91,6 +96,7 @@ class Session:
         fresh = secrets.randbelow(plan.SEED_LIMIT)
         resolved = replace(resolved, seed=plan.base_seed(resolved, self.saver.seeds, fresh))
         init = self._image_path(resolved.init_img, "-I/--init_img", outdir)
+        self.caveats.tell(request, resolved, init)
         resolved = prompt_from_init(resolved, init, self._note)
         resolved = outcrop_canvas(request, resolved, init, self.size_multiple, self._note)
         control = self._image_path(resolved.control_image, "--control_image", outdir)

@@ -550,6 +550,8 @@ def stage_export(args: argparse.Namespace) -> None:
                   "size": world.SIZE},
         "train_seed": TRAIN_SEED,
         "default_sampler": DEFAULT_SAMPLER,
+        # The words its captions used: invoke names a prompt's other words in a note.
+        "vocabulary": world.vocabulary_key(),
     }  # fmt: skip
     # Keep what an earlier export's file records beyond these fields (the training legs, notes).
     old_meta = args.out / "training.json"

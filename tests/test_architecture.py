@@ -33,6 +33,8 @@ MAY_IMPORT = {
     "outputs": {"outputs", "atomic", "line", "reading", ""},
     # pure: values in, passes out (backend.job is plain data)
     "plan": {"plan", "line", "backend.job"},
+    # reads an image's header and a model folder's training.json: no settings, no model
+    "caveats": {"caveats", "line", "images"},
     # the front ends reach the rest through their Runner protocol (the session)
     "shell": {"shell", "line", "config", "events", "images", "interrupts", "reading", "atomic"},
 }

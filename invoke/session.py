@@ -41,6 +41,21 @@ if TYPE_CHECKING:
     from invoke.backend.upscale import Upscaler
 
 
+def outdir_for(request: Request, settings: Settings) -> Path:
+    """Where a line's pictures go: its -o, else the launch's --outdir."""
+    return Path(request.outdir).expanduser() if request.outdir else settings.outdir
+
+
+def output_folder(request: Request, settings: Settings) -> outputs.OutputFolder:
+    """The folder a line saves into, with its file-name format and PNG compression."""
+    compression = request.png_compression
+    return outputs.OutputFolder(
+        outdir_for(request, settings),
+        fnformat=request.fnformat or settings.fnformat,
+        png_compression=compression if compression is not None else settings.png_compression,
+    )
+
+
 class Session:
     """Turns requests into images and files; implements the shell's Runner protocol."""
 
@@ -168,7 +183,7 @@ class Session:
         return self.models.default_sampler()
 
     def _outdir_for(self, request: Request) -> Path:
-        return Path(request.outdir).expanduser() if request.outdir else self.outdir
+        return outdir_for(request, self.settings)
 
     def _image_path(self, value: str | None, switch: str, outdir: Path) -> Path | None:
         """An image switch's file: -1 is the previous output, a bare name may be in outdir."""
@@ -179,15 +194,7 @@ class Session:
         return resolve_image_path(value, outdir)
 
     def _output_folder(self, request: Request) -> outputs.OutputFolder:
-        return outputs.OutputFolder(
-            self._outdir_for(request),
-            fnformat=request.fnformat or self.settings.fnformat,
-            png_compression=(
-                request.png_compression
-                if request.png_compression is not None
-                else self.settings.png_compression
-            ),
-        )
+        return output_folder(request, self.settings)
 
     def _run(self, job: Job, requests, folder, prefix: str) -> list[Any]:
         """Stage 4: the job drawn, with a bar and any intermediates."""

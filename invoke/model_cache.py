@@ -8,6 +8,7 @@ way, without loading again, until its files change.
 from __future__ import annotations
 
 import gc
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -40,6 +41,29 @@ def embedded_model_dir() -> Path:
             f"reinstall invoke-dream, or name another model with --model"
         )
     return EMBEDDED_MODEL_DIR
+
+
+# The default model's text encoder was saved by transformers >= 5.6, whose CLIPTextModel has no
+# `text_model.` level; older ones load none of its weights, and draw noise without an error.
+EMBEDDED_NEEDS_TRANSFORMERS = (5, 6)
+
+
+def transformers_version() -> str:
+    from importlib.metadata import version
+
+    return version("transformers")
+
+
+def check_embedded_transformers() -> None:
+    """Refuse, in one line, a transformers that would load the default model wrong."""
+    have = transformers_version()
+    found = re.match(r"(\d+)\.(\d+)", have)
+    if found and (int(found[1]), int(found[2])) < EMBEDDED_NEEDS_TRANSFORMERS:
+        need = ".".join(map(str, EMBEDDED_NEEDS_TRANSFORMERS))
+        raise ModelError(
+            f"the default model needs transformers {need} or newer (this is {have}); "
+            f"pip install -U 'transformers>={need}'"
+        )
 
 
 class ModelCache:
@@ -90,6 +114,8 @@ class ModelCache:
     def _load(self, entry: ModelEntry, source: Path) -> Model:
         from invoke.backend.loading import load_model
 
+        if entry.embedded:
+            check_embedded_transformers()
         # Said before the wait, which may be seconds (or minutes, for a big model on a disk).
         self.note(f"loading model {entry.name} ({model_kind(entry)}) on {self.device_name()}...")
         started = time.perf_counter()

@@ -87,8 +87,10 @@ class ModelCache:
         return self.loaded[name]
 
     def _load(self, entry: ModelEntry, source: Path) -> Model:
+        from invoke.backend.device import use_threads
         from invoke.backend.loading import load_model
 
+        use_threads(self.settings.threads)
         started = time.perf_counter()
         model = load_model(
             source,

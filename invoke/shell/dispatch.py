@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from invoke.errors import InvokeError
+from invoke.events import LineRecords
 from invoke.line.parse import ShellCommand, parse_line
 from invoke.line.request import Request
 from invoke.shell.history import ShellHistory
@@ -51,10 +52,18 @@ class ShellContext:
     dry_run: bool = False
     debug: bool = False
     replaying: tuple[Path, ...] = ()  # files `!replay` is inside of, to refuse loops
+    records: LineRecords | None = None  # told of each input line (--json, --quiet); or none
 
     @property
     def interactive(self) -> bool:
         return self.set_input is not None
+
+    def canonical(self, text: str) -> None:
+        """--dry-run: a line's canonical command, printed (or a record of it, --json)."""
+        if self.records is not None:
+            self.records.command(text)
+        else:
+            self.out(text)
 
     def offer(self, text: str) -> None:
         """Give the user a command line: into the edit buffer in the shell, printed elsewhere."""
@@ -137,7 +146,7 @@ def run_line(ctx: ShellContext, text: str) -> bool:
 
 def run_request(ctx: ShellContext, request: Request) -> None:
     if ctx.dry_run:
-        ctx.out(ctx.runner.canonical(request))
+        ctx.canonical(ctx.runner.canonical(request))
     else:
         ctx.runner.generate(request)
 

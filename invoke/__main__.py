@@ -171,6 +171,7 @@ def _folder_option(*names: str, help: str) -> Any:
     "--threads",
     type=click.IntRange(1, 1024),
     default=None,
+    metavar="N",
     help="CPU threads for torch [the cores other work leaves free; OMP_NUM_THREADS if set].",
 )
 @click.option(
@@ -197,8 +198,8 @@ def _folder_option(*names: str, help: str) -> Any:
     "--quiet",
     "-q",
     is_flag=True,
-    help="Print only errors (on stderr): no notes, bars, Outputs: blocks or summary; the exit "
-    "status says how it went.",
+    help="Print only errors (on stderr): no notes, bars or Outputs: blocks, a batch's summary "
+    "only when a line failed; the exit status says how it went.",
 )
 @click.option("--fnformat", default=None, help="File name template [{prefix}.{seed}.png].")
 @click.option("--steps", type=int, default=None, help="Default -s: sampling steps [50].")

@@ -111,7 +111,8 @@ def run_lines(ctx: ShellContext, lines: Iterable[Line]) -> BatchResult:
 
 
 def _run_numbered(ctx: ShellContext, lines: Iterable[Line], result: BatchResult) -> None:
-    echo = ctx.err if ctx.dry_run else ctx.out
+    # A dry run's echo is not its output; with records (--json, --quiet) the output is theirs.
+    echo = ctx.err if ctx.dry_run and ctx.records is None else ctx.out
     for number, raw in _numbered(lines, result):
         try:
             text = reading.line_text(raw).strip()

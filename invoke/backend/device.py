@@ -67,9 +67,8 @@ def _default_count() -> int:
 def default_threads(cpus: int, physical: int, busy: float) -> int:
     """The CPU threads that do not oversubscribe the machine: the cores that are free (`cpus`
     usable, `busy` of them taken by other work, the 1-minute load average), at most torch's own
-    choice (`physical`: the physical cores), at least one. Measured (docs/gpu.md): a thread
-    more than the free cores made a picture 10x slower; a thread fewer costs at most its
-    share."""
+    choice (`physical`: the physical cores), at least one. Measured (docs/gpu.md, 2 busy
+    cores): two threads were at best as fast as one, and at worst 12-17x slower."""
     free = cpus - round(busy)
     return max(1, min(physical, free))
 

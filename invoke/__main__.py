@@ -38,6 +38,7 @@ HELP = """Draw pictures with Stable Diffusion models from the terminal.
   invoke < prompts.txt                one command per line from stdin
   invoke --from_file prompts.txt      the same from a file ("-" = stdin)
   invoke --dry-run < prompts.txt      check a batch: print each canonical command or its error
+  invoke --json --from_file f.txt     for scripts: one JSON object a line per picture or error
   invoke --show-config                each launch setting, its value and where it came from
 
 A command line is a prompt followed by switches (-s steps, -S seed, -n images, -W/-H size,

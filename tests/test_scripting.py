@@ -270,3 +270,29 @@ def test_threads_reach_the_settings_and_zero_is_refused(isolated: Path) -> None:
     ), out
     code, _, err = invoke("--threads", "0", "--dry-run", stdin="a cat\n")
     assert code == 2 and "--threads" in err
+
+
+@pytest.mark.e2e
+def test_a_real_process_json_stdout_is_only_records(isolated: Path) -> None:
+    """What libraries print (warnings, loading bars) must not reach stdout either: the default
+    model, in a process of its own, stdout a pipe."""
+    import os
+    import subprocess
+    import sys
+
+    (isolated / "f.txt").write_text("a red circle -s 2 -S 5\na red circle -Q\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "--json", "-o", "o", "--from_file", "f.txt"],
+        capture_output=True,
+        text=True,
+        cwd=isolated,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    picture, error = records(done.stdout)
+    assert (picture["type"], picture["line"], picture["seed"]) == ("picture", 1, 5)
+    assert picture["model"] == "default" and (isolated / picture["path"]).is_file()
+    assert (error["type"], error["line"]) == ("error", 2)
+    assert "%|" not in done.stderr  # stderr is no terminal: no bar

@@ -10,7 +10,6 @@ Nothing here imports torch: `invoke --help` stays instant. The model loads on th
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import sys
 from collections.abc import Mapping
@@ -296,25 +295,34 @@ def cli(line: tuple[str, ...], show_config: bool, **options: Any) -> None:
     sys.exit(repl.run_repl(runner, debug=debug))
 
 
-def _settings(options: dict[str, Any]) -> Settings:
+def _settings(options: Mapping[str, Any]) -> Settings:
     """The launch options as Settings (a launch default's mistake: a usage error)."""
     from invoke.config.settings import DEFAULT_OUTDIR, Settings
 
-    names = {f.name for f in dataclasses.fields(Settings)} - {"defaults", "compile"}
-    given = {name: value for name, value in options.items() if name in names}
     switches = {name: options[name] for name in _LINE_DEFAULTS}
     try:
         launch = _launch_request({**switches, "fnformat": options["fnformat"]})
     except InvokeError as exc:
         raise click.UsageError(f"launch default {exc}") from exc
     return Settings(
-        **{
-            **given,
-            "outdir": options["outdir"] or DEFAULT_OUTDIR,
-            "fnformat": options["fnformat"] or Settings.fnformat,
-        },
+        outdir=options["outdir"] or DEFAULT_OUTDIR,
+        model=options["model"],
+        config=options["config"],
+        precision=options["precision"],
+        device=options["device"],
+        threads=options["threads"],
+        fnformat=options["fnformat"] or Settings.fnformat,
         defaults=launch,
+        debug=options["debug"],
+        offload=options["offload"],
+        allow_pickle=options["allow_pickle"],
+        allow_downloads=options["allow_downloads"],
         compile=options["compile_unet"],
+        max_loaded_models=options["max_loaded_models"],
+        lora_dir=options["lora_dir"],
+        embedding_dir=options["embedding_dir"],
+        controlnet_dir=options["controlnet_dir"],
+        upscaler_dir=options["upscaler_dir"],
     )
 
 

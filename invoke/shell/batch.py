@@ -133,11 +133,11 @@ def _run_numbered(ctx: ShellContext, lines: Iterable[Line], result: BatchResult)
                 result.stopped = f"stopped by q at line {number}"
                 return
         except InvokeError as exc:
-            _failed(ctx, result, number, exc, counted=False)
+            _line_failed(ctx, result, number, printable(str(exc)))
         except BrokenPipeError:
             raise  # the reader went away (`| head`): nobody to report to, stop quietly
         except Exception as exc:  # a batch outlives our own bugs: one line, go on
-            _failed(ctx, result, number, unexpected(exc, ctx.debug), counted=False)
+            _line_failed(ctx, result, number, unexpected(exc, ctx.debug))
         result.run += 1
         if interrupts.stop_requested():
             # A first Ctrl-C: the session finished the image it was making; so do we.
@@ -172,19 +172,15 @@ def _numbered(lines: Iterable[Line], result: BatchResult) -> Iterator[tuple[int,
             return
 
 
-def _failed(
-    ctx: ShellContext,
-    result: BatchResult,
-    number: int,
-    error: InvokeError | str,
-    *,
-    counted: bool = True,
-) -> None:
+def _failed(ctx: ShellContext, result: BatchResult, number: int, exc: InvokeError) -> None:
+    """A line that could not be read: it counts as run, and failed."""
+    result.run += 1
+    _line_failed(ctx, result, number, printable(str(exc)))
+
+
+def _line_failed(ctx: ShellContext, result: BatchResult, number: int, message: str) -> None:
     """Line `number` failed: said on stderr, and told to the records (--json)."""
-    if counted:
-        result.run += 1
     result.failed.append(number)
-    message = printable(str(error)) if isinstance(error, InvokeError) else error
     ctx.err(f"line {number}: {message}")
     if ctx.records is not None:
         ctx.records.failed(number, message)

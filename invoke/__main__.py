@@ -10,6 +10,7 @@ Nothing here imports torch: `invoke --help` stays instant. The model loads on th
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping
 from contextlib import closing, nullcontext
@@ -37,6 +38,7 @@ HELP = """Draw pictures with Stable Diffusion models from the terminal.
   invoke < prompts.txt                one command per line from stdin
   invoke --from_file prompts.txt      the same from a file ("-" = stdin)
   invoke --dry-run < prompts.txt      check a batch: print each canonical command or its error
+  invoke --json --from_file f.txt     for scripts: one JSON object a line per picture or error
   invoke --show-config                each launch setting, its value and where it came from
 
 A command line is a prompt followed by switches (-s steps, -S seed, -n images, -W/-H size,
@@ -65,21 +67,27 @@ def _launch_request(values: Mapping[str, Any]) -> Request:
     return request
 
 
+# Launch options that are defaults of line switches: their switch, or None for a flag.
+_LINE_DEFAULTS = {
+    "steps": "-s",
+    "width": "-W",
+    "height": "-H",
+    "cfg_scale": "-C",
+    "sampler": "-A",
+    "strength": "-f",
+    "fit": None,
+    "grid": None,
+    "seamless": None,
+}
+
+
 def _line_defaults(values: Mapping[str, Any]) -> str:
     """Launch defaults as line switches, so one parser validates both."""
-    switches = {
-        "steps": "-s",
-        "width": "-W",
-        "height": "-H",
-        "cfg_scale": "-C",
-        "sampler": "-A",
-        "strength": "-f",
-    }
     words = []
-    for name, switch in switches.items():
-        if values.get(name) is not None:
+    for name, switch in _LINE_DEFAULTS.items():
+        if switch is not None and values.get(name) is not None:
             words += [switch, str(values[name])]
-    for flag in ("fit", "grid", "seamless"):
+    for flag in (name for name, switch in _LINE_DEFAULTS.items() if switch is None):
         if values.get(flag):
             words.append(f"--{flag}")
     return " ".join(words)
@@ -154,10 +162,18 @@ def _folder_option(*names: str, help: str) -> Any:
 )
 @click.option(
     "--device",
-    type=click.Choice(["auto", "cuda", "mps", "cpu"]),
     default="auto",
     show_default=True,
-    help="Where the model runs.",
+    metavar="auto|cpu|mps|cuda|cuda:N",
+    callback=lambda ctx, param, value: _check_device(value),
+    help="Where the model runs; cuda:N is the Nth CUDA GPU, from 0.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 1024),
+    default=None,
+    metavar="N",
+    help="CPU threads for torch [the cores other work leaves free; OMP_NUM_THREADS if set].",
 )
 @click.option(
     "--from_file",
@@ -171,6 +187,20 @@ def _folder_option(*names: str, help: str) -> Any:
     "dry_run",
     is_flag=True,
     help="Print each line's canonical command or its error; generate nothing.",
+)
+@click.option(
+    "--json",
+    "json_lines",
+    is_flag=True,
+    help="For scripts: stdout is one JSON object a line, one per picture and per failed line "
+    "(see docs/shell.md); everything else goes to stderr.",
+)
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="Print only errors (on stderr): no notes, bars or Outputs: blocks, a batch's summary "
+    "only when a line failed; the exit status says how it went.",
 )
 @click.option("--fnformat", default=None, help="File name template [{prefix}.{seed}.png].")
 @click.option("--steps", type=int, default=None, help="Default -s: sampling steps [50].")
@@ -226,88 +256,105 @@ def _folder_option(*names: str, help: str) -> Any:
 )
 @click.version_option(__version__, "--version", prog_name="invoke")
 @click.argument("line", nargs=-1, type=click.UNPROCESSED)
-def cli(
-    outdir: Path | None,
-    model: str | None,
-    config: Path | None,
-    precision: str,
-    device: str,
-    from_file: str | None,
-    dry_run: bool,
-    fnformat: str | None,
-    line: tuple[str, ...],
-    debug: bool,
-    offload: bool,
-    compile_unet: bool | None,
-    allow_pickle: bool,
-    allow_downloads: bool,
-    max_loaded_models: int,
-    lora_dir: Path | None,
-    embedding_dir: Path | None,
-    controlnet_dir: Path | None,
-    upscaler_dir: Path | None,
-    show_config: bool,
-    **defaults: object,
-) -> None:
-    from invoke.config.settings import DEFAULT_OUTDIR, Settings
+def cli(line: tuple[str, ...], show_config: bool, **options: Any) -> None:
     from invoke.line.parse import join_args
     from invoke.shell.report import terminal_text
 
     ctx = click.get_current_context()
     _stop_on_a_bad_defaults_file(ctx)
-    try:
-        launch = _launch_request({**defaults, "fnformat": fnformat})
-    except InvokeError as exc:
-        raise click.UsageError(terminal_text(f"launch default {exc}")) from exc
-    settings = Settings(
-        outdir=outdir or DEFAULT_OUTDIR,
-        model=model,
-        config=config,
-        precision=precision,
-        device=device,
-        fnformat=fnformat or Settings.fnformat,
-        defaults=launch,
-        debug=debug,
-        offload=offload,
-        allow_pickle=allow_pickle,
-        allow_downloads=allow_downloads,
-        compile=compile_unet,
-        max_loaded_models=max_loaded_models,
-        lora_dir=lora_dir,
-        embedding_dir=embedding_dir,
-        controlnet_dir=controlnet_dir,
-        upscaler_dir=upscaler_dir,
-    )
+    settings = _settings(options)
     if show_config:
         _show_config(ctx, settings)
     from invoke.session import Session
     from invoke.shell import batch
-    from invoke.shell.report import TerminalReporter
 
+    from_file, dry_run, debug = options["from_file"], options["dry_run"], settings.debug
     batch_file = None if line or from_file in (None, "-") else _open_batch_file(from_file)
+    is_batch = batch_file is not None or from_file == "-" or not sys.stdin.isatty()
+    if not line and not is_batch and (dry_run or options["json_lines"]):
+        which = "--dry-run checks" if dry_run else "--json reports"
+        raise click.UsageError(f"{which} a batch: give lines on stdin or --from_file, or a line")
+    reporter, text = _reporter(options, dry_run)
     try:
-        runner = Session(settings, reporter=TerminalReporter(progress=not dry_run), dry_run=dry_run)
+        runner = Session(settings, reporter=reporter, dry_run=dry_run)
     except InvokeError as exc:
         # models.yaml's problems come one a line: each line shown safe, the breaks kept.
         lines = f"invoke: {exc}".split("\n")
         click.echo("\n".join(terminal_text(line) for line in lines), err=True)
         sys.exit(2)
     if line:
-        sys.exit(batch.run_one(runner, join_args(list(line)), dry_run=dry_run, debug=debug))
-    if batch_file is not None or from_file == "-" or not sys.stdin.isatty():
+        line_text = join_args(list(line))
+        sys.exit(batch.run_one(runner, line_text, dry_run=dry_run, debug=debug, **text))
+    if is_batch:
         from invoke.reading import batch_lines
 
         # Line by line as they arrive: a line runs when it is complete (a live producer piping
         # into invoke gets its pictures as it goes), and no more than a line is held.
         stream = batch_file if batch_file is not None else nullcontext(sys.stdin.buffer)
         with stream as source, closing(batch_lines(source)) as lines:
-            status = batch.run_batch(runner, lines, dry_run=dry_run, debug=debug)
+            status = batch.run_batch(runner, lines, dry_run=dry_run, debug=debug, **text)
         sys.exit(status)
-    if dry_run:
-        raise click.UsageError("--dry-run checks a batch: give lines on stdin or --from_file")
     from invoke.shell import repl
 
     sys.exit(repl.run_repl(runner, debug=debug))
+
+
+def _settings(options: Mapping[str, Any]) -> Settings:
+    """The launch options as Settings (a launch default's mistake: a usage error)."""
+    from invoke.config.settings import DEFAULT_OUTDIR, Settings
+    from invoke.shell.report import terminal_text
+
+    switches = {name: options[name] for name in _LINE_DEFAULTS}
+    try:
+        launch = _launch_request({**switches, "fnformat": options["fnformat"]})
+    except InvokeError as exc:
+        raise click.UsageError(terminal_text(f"launch default {exc}")) from exc
+    return Settings(
+        outdir=options["outdir"] or DEFAULT_OUTDIR,
+        model=options["model"],
+        config=options["config"],
+        precision=options["precision"],
+        device=options["device"],
+        threads=options["threads"],
+        fnformat=options["fnformat"] or Settings.fnformat,
+        defaults=launch,
+        debug=options["debug"],
+        offload=options["offload"],
+        allow_pickle=options["allow_pickle"],
+        allow_downloads=options["allow_downloads"],
+        compile=options["compile_unet"],
+        max_loaded_models=options["max_loaded_models"],
+        lora_dir=options["lora_dir"],
+        embedding_dir=options["embedding_dir"],
+        controlnet_dir=options["controlnet_dir"],
+        upscaler_dir=options["upscaler_dir"],
+    )
+
+
+def _reporter(options: Mapping[str, Any], dry_run: bool) -> tuple[Any, dict[str, Any]]:
+    """The reporter --json, --quiet and --dry-run ask for, and where a batch's text goes
+    (`out`, `err`, `records` for batch.run_batch and run_one): with --json, everything but the
+    JSON records goes to stderr; with --quiet, only errors are printed."""
+    from invoke.shell.dispatch import print_err
+    from invoke.shell.report import JsonReporter, TerminalReporter
+
+    quiet = options["quiet"]
+    if options["json_lines"]:
+        reporter = JsonReporter(quiet=quiet)
+        return reporter, {"out": _nowhere if quiet else print_err, "records": reporter}
+    reporter = TerminalReporter(progress=not dry_run, quiet=quiet)
+    return reporter, {"out": _nowhere, "records": reporter} if quiet else {}
+
+
+def _nowhere(text: str) -> None:
+    """Where --quiet sends what is not an error."""
+
+
+def _check_device(value: str) -> str:
+    """--device's form (whether that device is there is found when the model loads)."""
+    if re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", value):
+        return value
+    raise click.BadParameter(f"{value!r} is not one of auto, cpu, mps, cuda or cuda:N (N from 0)")
 
 
 def _stop_on_a_bad_defaults_file(ctx: click.Context) -> None:

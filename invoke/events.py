@@ -44,6 +44,9 @@ class Saved:
 
     path: Path
     command: str
+    seed: int | None = None
+    size: tuple[int, int] | None = None  # (width, height) of the picture as saved
+    model: str = ""  # the model that made it (a !fix upscale: the upscaler)
 
 
 class Progress(Protocol):
@@ -74,6 +77,29 @@ class Reporter(Protocol):
     def outputs(self, number: int, saved: list[Saved]) -> None:
         """The pictures one command line made (the `Outputs:` block); `number` is the line's
         count in this session, the N of `[N.M]`. Not called when nothing was saved."""
+        ...
+
+
+class LineRecords(Protocol):
+    """What a batch or a one-shot line tells a front end that reports by input line (--json,
+    --quiet), besides the text it prints as always: which line runs, how one failed, a dry
+    run's canonical command (printed instead of the plain text), and the summary (printed
+    instead of it)."""
+
+    def line(self, number: int) -> None:
+        """Input line `number` (1 for a one-shot line) starts: its pictures are its."""
+        ...
+
+    def failed(self, number: int, message: str) -> None:
+        """Line `number` failed with the one-line `message`."""
+        ...
+
+    def command(self, text: str) -> None:
+        """--dry-run: the current line's canonical command."""
+        ...
+
+    def summary(self, text: str, ok: bool) -> None:
+        """The batch's last line (`3 lines run, 1 failed (line 2)`); `ok`: nothing failed."""
         ...
 
 

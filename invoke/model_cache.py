@@ -112,10 +112,12 @@ class ModelCache:
         return self.loaded[name]
 
     def _load(self, entry: ModelEntry, source: Path) -> Model:
+        from invoke.backend.device import use_threads
         from invoke.backend.loading import load_model
 
         if entry.embedded:
             check_embedded_transformers()
+        use_threads(self.settings.threads)
         # Said before the wait, which may be seconds (or minutes, for a big model on a disk).
         self.note(f"loading model {entry.name} ({model_kind(entry)}) on {self.device_name()}...")
         started = time.perf_counter()

@@ -45,12 +45,13 @@ class Saver:
         """
         plain = command is None
         command = request.to_command() if plain else command
+        model = self.models.entry.name if plain else str(request.upscaler)
         with interrupts.held():
             path = folder.save_image(
                 image,
                 request,
                 prefix,
-                model_id=self.models.entry.name if plain else str(request.upscaler),
+                model_id=model,
                 model_hash=self.models.model_hash if plain else "",
                 command=command,
                 log=False,
@@ -59,7 +60,7 @@ class Saver:
             assert request.seed is not None
             self.seeds.append(request.seed)
             self.files.append(path)
-            saved.append(Saved(path, command))
+            saved.append(Saved(path, command, request.seed, image.size, model))
             folder.append_log(path, command)
         return path
 

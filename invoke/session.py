@@ -144,6 +144,7 @@ class Session:
         by_pass: list[Path] = []  # the first picture each pass saved: a later pass's init
         prefix = ""
         upscaler = None
+        count = sum(len(p.noises) for p in passes)  # the line's pictures, for the bar's label
         for pass_ in passes:
             if isinstance(pass_.init, plan.FromPass):
                 pass_ = pass_.with_init(by_pass[pass_.init.index])
@@ -157,7 +158,8 @@ class Session:
                     upscaler = self.upscaling.load(resolved, (job.width, job.height))
                 prefix = folder.reserve_prefix()
                 self.saver.commands += 1
-            images = self._run(job, pass_.requests, folder, prefix)  # 4 run
+            label = image_label(len(made), len(job.noises), count)
+            images = self._run(job, pass_.requests, folder, prefix, label)  # 4 run
             for i, (image, image_request) in enumerate(zip(images, pass_.requests, strict=True)):
                 if upscaler is not None:  # 5 upscale
                     image = self._upscale(upscaler, image, image_request, folder, prefix)
@@ -196,13 +198,12 @@ class Session:
     def _output_folder(self, request: Request) -> outputs.OutputFolder:
         return output_folder(request, self.settings)
 
-    def _run(self, job: Job, requests, folder, prefix: str) -> list[Any]:
-        """Stage 4: the job drawn, with a bar and any intermediates."""
+    def _run(self, job: Job, requests, folder, prefix: str, label: str) -> list[Any]:
+        """Stage 4: the job drawn, with a bar (`label`) and any intermediates."""
         if job.init_image is not None:
             self._note(
                 f"img2img: {job.steps_taken} of {job.steps} steps at strength {job.strength:.2f}"
             )
-        label = "image" if len(job.noises) == 1 else f"{len(job.noises)} images"
         bar = self.reporter.progress(job.steps_taken, label)
         every = job.intermediate_every
         dumps = (
@@ -353,3 +354,12 @@ class Session:
 
     def reload_models(self) -> None:
         self.models.reload_models()
+
+
+def image_label(done: int, drawing: int, count: int) -> str:
+    """The bar's label: which of the line's `count` pictures are being drawn, `done` made."""
+    if count == 1:
+        return "image"
+    if drawing == 1:
+        return f"image {done + 1}/{count}"
+    return f"images {done + 1}-{done + drawing}/{count}"

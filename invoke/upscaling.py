@@ -58,9 +58,10 @@ class Upscaling:
         return upscaler
 
     def _load(self, name: str, folder: Path) -> Upscaler:
-        from invoke.backend.device import pick_device, pick_dtype
+        from invoke.backend.device import pick_device, pick_dtype, use_threads
         from invoke.backend.upscale import Upscaler
 
+        use_threads(self.settings.threads)
         device = pick_device(self.settings.device)
         dtype = pick_dtype(self.precision(), device)
         started = time.monotonic()

@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# The tiny models run on one thread (_torch_on_one_thread); so does any `invoke` a test starts,
+# which leaves torch's threads as they are when OMP_NUM_THREADS is set (backend/device.py).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from collections.abc import Iterator
 from pathlib import Path

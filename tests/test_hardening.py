@@ -20,6 +20,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -1083,7 +1084,11 @@ def test_reserved_and_hidden_names_become_plain_files(
 SLOW_BATCH = "first -s 1 -S 1\nsecond -s 30 -S 2 -W 256 -H 256 -n 2\nthird -s 1 -S 3\n"
 
 
-def _start_batch(tmp_path: Path, model: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
+def _start_batch(
+    tmp_path: Path, model: Path, *, terminal: bool = False
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """The slow batch started; its stderr goes to the file it returns, through a pseudo-terminal
+    when `terminal` (a bar shows only on a terminal; read the file with _stderr_text)."""
     batch = tmp_path / "batch.txt"
     batch.write_text(SLOW_BATCH)
     outdir = tmp_path / "out"
@@ -1091,13 +1096,16 @@ def _start_batch(tmp_path: Path, model: Path) -> tuple[subprocess.Popen[bytes], 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env["XDG_CACHE_HOME"] = env["XDG_CONFIG_HOME"] = str(tmp_path / "home")
     command = [sys.executable, "-m", "invoke", "--model", str(model), "--outdir", str(outdir)]
+    stderr = _terminal_into(err) if terminal else err.open("wb")
     process = subprocess.Popen(
         [*command, "--from_file", str(batch)],
         stdout=subprocess.PIPE,
-        stderr=err.open("wb"),
+        stderr=stderr,
         cwd=tmp_path,
         env=env,
     )
+    if terminal:
+        os.close(stderr)  # the process holds it: its exit ends the copy
     # Line 1's file means the model is loaded and line 2 has begun; give it a moment to be
     # inside the sampling loop.
     deadline = time.monotonic() + 60
@@ -1107,6 +1115,44 @@ def _start_batch(tmp_path: Path, model: Path) -> tuple[subprocess.Popen[bytes], 
         time.sleep(0.05)
     time.sleep(0.5)
     return process, outdir, err
+
+
+_COPIES: dict[Path, threading.Thread] = {}
+
+
+def _terminal_into(path: Path) -> int:
+    """A pseudo-terminal whose output a thread copies into `path`; its fd for the process."""
+    import fcntl
+    import pty
+    import termios
+
+    reader, writer = pty.openpty()
+    # 24 rows of 200 columns: a new one has none, and a bar 0 columns wide prints nothing
+    fcntl.ioctl(writer, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 200, 0, 0))
+
+    def copy() -> None:
+        with path.open("wb") as file:
+            while True:
+                try:
+                    data = os.read(reader, 65536)
+                except OSError:  # EIO: the process has closed its end
+                    break
+                if not data:
+                    break
+                file.write(data)
+                file.flush()
+        os.close(reader)
+
+    _COPIES[path] = threading.Thread(target=copy, daemon=True)
+    _COPIES[path].start()
+    return writer
+
+
+def _stderr_text(path: Path) -> str:
+    """What the process wrote to stderr, all of it once it has ended."""
+    if path in _COPIES:
+        _COPIES[path].join(timeout=30)
+    return path.read_text()
 
 
 def _assert_every_file_complete(outdir: Path) -> list[str]:
@@ -1144,7 +1190,7 @@ def test_first_ctrl_c_finishes_the_image_then_stops_with_a_summary(
 
 @pytest.mark.e2e
 def test_second_ctrl_c_stops_at_once(tmp_path: Path, tiny_model_dir: Path) -> None:
-    process, outdir, err = _start_batch(tmp_path, tiny_model_dir)
+    process, outdir, err = _start_batch(tmp_path, tiny_model_dir, terminal=True)
     deadline = time.monotonic() + 60
     while not re.search(r" [1-9]\d*/30 \[", err.read_text()):  # line 2's bar has a pace
         assert process.poll() is None, err.read_text()
@@ -1156,7 +1202,7 @@ def test_second_ctrl_c_stops_at_once(tmp_path: Path, tiny_model_dir: Path) -> No
     sent = time.monotonic()
     process.communicate(timeout=120)
     stopped_in = time.monotonic() - sent
-    text = err.read_text()
+    text = _stderr_text(err)
     assert process.returncode == 130, text
     summary = [line for line in re.split(r"[\r\n]", text) if line.strip()][-1]
     assert summary == "1 line run, 0 failed; stopped by Ctrl-C at line 2; finished images were kept"

@@ -13,8 +13,15 @@ from invoke.shell.report import TerminalReporter, terminal_text
 from tests.helpers import RecordingReporter
 
 
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal, as a shell's stderr does."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def reporter(**kw: bool) -> tuple[TerminalReporter, io.StringIO, io.StringIO]:
-    out, err = io.StringIO(), io.StringIO()
+    out, err = io.StringIO(), Terminal()
     return TerminalReporter(out, err, **kw), out, err
 
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 MAX_DEFAULTS_FILE = 64_000  # bytes: a defaults file is a few lines
 META_KEY = "invoke.defaults"  # where LaunchCommand leaves the Defaults it read, in ctx.meta
 # Options that do something rather than set something: never defaults.
-NOT_SETTINGS = ("help", "version", "show_config", "from_file", "dry_run")
+NOT_SETTINGS = ("help", "version", "show_config", "from_file", "dry_run", "json_lines")
 LINE = "line"  # the command's argument: the command line to run
 
 

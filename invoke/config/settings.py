@@ -54,6 +54,7 @@ class Settings:
     embedding_dir: Path | None = None  # where <name> looks; None = EMBEDDINGS.folder()'s default
     controlnet_dir: Path | None = None  # where --controlnet looks; None = CONTROLNETS.folder()'s
     upscaler_dir: Path | None = None  # where -U finds upscalers; None = UPSCALERS.folder()'s
+    threads: int | None = None  # torch's CPU threads; None = the free cores (device.use_threads)
 
 
 def round_size(value: int, multiple: int = SIZE_MULTIPLE) -> int:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from invoke import interrupts, reading
 from invoke.errors import InvokeError
+from invoke.events import LineRecords
 from invoke.shell.commands import file_args
 from invoke.shell.dispatch import (
     STOPPED,
@@ -80,10 +81,11 @@ def run_batch(
     out=print_out,
     err=print_err,
     debug: bool = False,
+    records: LineRecords | None = None,
 ) -> int:
     """Run every line; the exit status: 0 all good, 1 some line failed, 130 stopped by Ctrl-C,
-    143 by SIGTERM."""
-    ctx = ShellContext(runner, out=out, err=err, dry_run=dry_run, debug=debug)
+    143 by SIGTERM. `records` is told of each line (--json, --quiet) and prints the summary."""
+    ctx = ShellContext(runner, out=out, err=err, dry_run=dry_run, debug=debug, records=records)
     return run_lines(ctx, lines).status
 
 
@@ -102,12 +104,16 @@ def run_lines(ctx: ShellContext, lines: Iterable[Line]) -> BatchResult:
             result.stopped
             or f"stopped by {result.by} at line {result.last}; finished images were kept"
         )
-    ctx.err(result.summary)
+    if ctx.records is not None:
+        ctx.records.summary(result.summary, ok=result.status == 0)
+    else:
+        ctx.err(result.summary)
     return result
 
 
 def _run_numbered(ctx: ShellContext, lines: Iterable[Line], result: BatchResult) -> None:
-    echo = ctx.err if ctx.dry_run else ctx.out
+    # A dry run's echo is not its output; with records (--json, --quiet) the output is theirs.
+    echo = ctx.err if ctx.dry_run and ctx.records is None else ctx.out
     for number, raw in _numbered(lines, result):
         try:
             text = reading.line_text(raw).strip()
@@ -121,18 +127,18 @@ def _run_numbered(ctx: ShellContext, lines: Iterable[Line], result: BatchResult)
         if not text or text.startswith(("#", "//")):
             continue
         echo(DEFAULT_PROMPT + printable(text))
+        if ctx.records is not None:
+            ctx.records.line(number)
         try:
             if not run_line(ctx, text):
                 result.stopped = f"stopped by q at line {number}"
                 return
         except InvokeError as exc:
-            result.failed.append(number)
-            ctx.err(f"line {number}: {printable(str(exc))}")
+            _line_failed(ctx, result, number, printable(str(exc)))
         except BrokenPipeError:
             raise  # the reader went away (`| head`): nobody to report to, stop quietly
         except Exception as exc:  # a batch outlives our own bugs: one line, go on
-            result.failed.append(number)
-            ctx.err(f"line {number}: {unexpected(exc, ctx.debug)}")
+            _line_failed(ctx, result, number, unexpected(exc, ctx.debug))
         result.run += 1
         if interrupts.stop_requested():
             # A first Ctrl-C: the session finished the image it was making; so do we.
@@ -168,9 +174,17 @@ def _numbered(lines: Iterable[Line], result: BatchResult) -> Iterator[tuple[int,
 
 
 def _failed(ctx: ShellContext, result: BatchResult, number: int, exc: InvokeError) -> None:
+    """A line that could not be read: it counts as run, and failed."""
     result.run += 1
+    _line_failed(ctx, result, number, printable(str(exc)))
+
+
+def _line_failed(ctx: ShellContext, result: BatchResult, number: int, message: str) -> None:
+    """Line `number` failed: said on stderr, and told to the records (--json)."""
     result.failed.append(number)
-    ctx.err(f"line {number}: {printable(str(exc))}")
+    ctx.err(f"line {number}: {message}")
+    if ctx.records is not None:
+        ctx.records.failed(number, message)
 
 
 def run_one(
@@ -181,25 +195,35 @@ def run_one(
     out=print_out,
     err=print_err,
     debug: bool = False,
+    records: LineRecords | None = None,
 ) -> int:
-    """The one-shot `invoke "<line>"`: like a batch of one line, errors without `line N:`."""
-    ctx = ShellContext(runner, out=out, err=err, dry_run=dry_run, debug=debug)
-    if not line.strip():
-        err('nothing to run: give a prompt and switches, e.g. invoke "a red circle -s 20"')
+    """The one-shot `invoke "<line>"`: like a batch of one line (line 1 to `records`), errors
+    without `line N:`."""
+    ctx = ShellContext(runner, out=out, err=err, dry_run=dry_run, debug=debug, records=records)
+
+    def failed(message: str) -> int:
+        err(message)
+        if records is not None:
+            records.failed(1, message)
         return 1
+
+    if not line.strip():
+        return failed(
+            'nothing to run: give a prompt and switches, e.g. invoke "a red circle -s 20"'
+        )
+    if records is not None:
+        records.line(1)
     try:
         run_line(ctx, line.strip())
     except InvokeError as exc:
-        err(printable(str(exc)))
-        return 1
+        return failed(printable(str(exc)))
     except KeyboardInterrupt as stop:
         err(STOPPED.replace("Ctrl-C", interrupts.which(stop)))
         return interrupts.EXIT_STATUS[interrupts.which(stop)]
     except BrokenPipeError:
         raise  # the reader went away (`| head`): the launcher ends quietly
     except Exception as exc:  # one line for the user, not a traceback
-        err(unexpected(exc, debug))
-        return 1
+        return failed(unexpected(exc, debug))
     return 0
 
 

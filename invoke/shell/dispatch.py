@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from invoke.errors import InvokeError
+from invoke.events import LineRecords
 from invoke.line.parse import ShellCommand, parse_line
 from invoke.line.request import Request
 from invoke.shell.history import ShellHistory
@@ -64,10 +65,18 @@ class ShellContext:
     # a batch: 80 columns, never paged.
     screen: Callable[[], tuple[int, int]] | None = None
     more: Callable[[], bool] | None = None
+    records: LineRecords | None = None  # told of each input line (--json, --quiet); or none
 
     @property
     def interactive(self) -> bool:
         return self.set_input is not None
+
+    def canonical(self, text: str) -> None:
+        """--dry-run: a line's canonical command, printed (or a record of it, --json)."""
+        if self.records is not None:
+            self.records.command(text)
+        else:
+            self.out(text)
 
     def offer(self, text: str) -> None:
         """Give the user a command line: into the edit buffer in the shell, printed elsewhere."""
@@ -176,7 +185,7 @@ def is_help_request(text: str) -> bool:
 
 def run_request(ctx: ShellContext, request: Request) -> None:
     if ctx.dry_run:
-        ctx.out(ctx.runner.canonical(request))
+        ctx.canonical(ctx.runner.canonical(request))
     else:
         ctx.runner.generate(request)
 

@@ -110,7 +110,7 @@ def _upscale(ctx: ShellContext, path: Path, line: Request) -> None:
         line = replace(line, seed=stored.seed)
     request = replace(line, init_img=str(path)).validate()
     if ctx.dry_run:
-        ctx.out(ctx.runner.canonical_upscale(request))
+        ctx.canonical(ctx.runner.canonical_upscale(request))
     else:
         ctx.runner.upscale_file(request)
 

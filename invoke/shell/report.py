@@ -3,7 +3,8 @@
 What it prints is what the shell has always printed:
 
     >> a note                                    stderr; none when notes are off (--dry-run)
-    image:  40%|####      | 8/20 [...]           stderr, a tqdm bar that clears itself when done
+    image 2/3:  40%|####    | 8/20 [...]        stderr, a tqdm bar that clears itself when done;
+                                                 only when stderr is a terminal
     Outputs:                                     stdout, after each line that saved pictures
     [3] outputs/000003.42.png: "a cat" -S 42      one picture: the line's number
     [4.1] outputs/000004.7.png: "a dog" -S 7      several: the line's number, then the picture's
@@ -14,10 +15,14 @@ A stream left as None is sys.stdout or sys.stderr at the moment of printing, as 
 
 Everything printed passes `terminal_text`: text from outside (prompts, file and model names,
 metadata, a library's message) never drives the terminal. Files keep what they were given.
+--quiet (`quiet=True`): only errors; the batch's failures and its summary when something failed.
+--json: `JsonReporter`, one JSON object a line on stdout per picture and per failed line (the
+format is in docs/shell.md), everything else as text on stderr.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import unicodedata
 from typing import Any, TextIO
@@ -62,7 +67,8 @@ def show_err(text: str) -> None:
 
 class TerminalReporter:
     """Prints events: notes and bars to `err`, the Outputs: block and -t tokens to `out`.
-    `progress=False` shows no bars; `notes=False` prints no `>>` notes (a dry run's)."""
+    `progress=False` shows no bars (nor does an `err` that is not a terminal); `notes=False`
+    prints no `>>` notes (a dry run's); `quiet=True` prints only errors (--quiet)."""
 
     def __init__(
         self,
@@ -71,11 +77,14 @@ class TerminalReporter:
         *,
         progress: bool = True,
         notes: bool = True,
+        quiet: bool = False,
     ) -> None:
         self._out = out
         self._err = err
-        self.show_progress = progress
-        self.show_notes = notes
+        self.quiet = quiet
+        self.show_progress = progress and not quiet
+        self.show_notes = notes and not quiet
+        self._bars = 0  # bars running: text printed meanwhile goes through tqdm.write
 
     @property
     def out(self) -> TextIO:
@@ -90,21 +99,36 @@ class TerminalReporter:
             print(f">> {terminal_text(text)}", file=self.err)
 
     def tokens(self, tokens: Tokens) -> None:
-        print(f">> Tokens ({tokens.count}): {terminal_text(tokens.shown)}", file=self.out)
+        if self.quiet:
+            return
+        self._print(f">> Tokens ({tokens.count}): {terminal_text(tokens.shown)}", self.out)
         if tokens.dropped_count:
             dropped = terminal_text(tokens.dropped)
-            print(f">> Tokens dropped ({tokens.dropped_count}): {dropped}", file=self.out)
+            self._print(f">> Tokens dropped ({tokens.dropped_count}): {dropped}", self.out)
+
+    def _print(self, text: str, stream: TextIO) -> None:
+        """A line printed while a bar may be running: above the bar, not through it."""
+        if not self._bars:
+            print(text, file=stream)
+            return
+        from tqdm import tqdm
+
+        tqdm.write(text, file=stream)
 
     def progress(self, total: int, label: str) -> Progress:
-        if not self.show_progress:
+        if not self.show_progress or not _is_terminal(self.err):
             return NoProgress()
         from tqdm import tqdm  # only once a picture is being made
 
         bar = tqdm(total=total, desc=terminal_text(label), unit="step", file=self.err, leave=False)
-        return _Bar(bar)
+        self._bars += 1
+        return _Bar(bar, self._bar_closed)
+
+    def _bar_closed(self) -> None:
+        self._bars -= 1
 
     def outputs(self, number: int, saved: list[Saved]) -> None:
-        if not saved:
+        if not saved or self.quiet:
             return
         print("Outputs:", file=self.out)
         for i, picture in enumerate(saved, start=1):
@@ -113,15 +137,101 @@ class TerminalReporter:
             print(terminal_text(line), file=self.out)
         self.out.flush()
 
+    # -- events.LineRecords: what a batch says of its lines ------------------------------------
+
+    def line(self, number: int) -> None:
+        pass
+
+    def failed(self, number: int, message: str) -> None:
+        pass  # the batch prints it on stderr itself
+
+    def command(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.out)
+
+    def summary(self, text: str, ok: bool) -> None:
+        if not (self.quiet and ok):
+            print(text, file=self.err)
+
+
+class JsonReporter:
+    """--json: a JSON object a line on `out` for each picture and each failed line (and each
+    canonical command of a dry run); everything else is the terminal reporter's text, all of it
+    on `err` (with `quiet`, only errors)."""
+
+    def __init__(
+        self, out: TextIO | None = None, err: TextIO | None = None, *, quiet: bool = False
+    ) -> None:
+        self._out = out
+        err = err if err is not None else sys.stderr  # -t tokens share it with the bar
+        self.text = TerminalReporter(err, err, quiet=quiet)
+        self.number = 1  # the input line being run: a one-shot line is line 1
+
+    @property
+    def out(self) -> TextIO:
+        return self._out if self._out is not None else sys.stdout
+
+    def note(self, text: str) -> None:
+        self.text.note(text)
+
+    def tokens(self, tokens: Tokens) -> None:
+        self.text.tokens(tokens)
+
+    def progress(self, total: int, label: str) -> Progress:
+        return self.text.progress(total, label)
+
+    def outputs(self, number: int, saved: list[Saved]) -> None:
+        for picture in saved:
+            width, height = picture.size or (None, None)
+            self._record(
+                "picture",
+                path=str(picture.path),
+                command=picture.command,
+                seed=picture.seed,
+                width=width,
+                height=height,
+                model=picture.model,
+            )
+
+    def line(self, number: int) -> None:
+        self.number = number
+
+    def failed(self, number: int, message: str) -> None:
+        self.number = number
+        self._record("error", message=message)
+
+    def command(self, text: str) -> None:
+        self._record("command", command=text)
+
+    def summary(self, text: str, ok: bool) -> None:
+        self.text.summary(text, ok)
+
+    def _record(self, kind: str, **fields: object) -> None:
+        # escape: json.dumps writes every control and non-ASCII character as a \u escape
+        print(json.dumps({"type": kind, "line": self.number, **fields}), file=self.out)
+        self.out.flush()  # a reader of a pipe gets each record as it happens
+
+
+def _is_terminal(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
+
 
 class _Bar:
-    """A tqdm bar as a `Progress`."""
+    """A tqdm bar as a `Progress`; `closed` is called once, when it closes."""
 
-    def __init__(self, bar: Any) -> None:
+    def __init__(self, bar: Any, closed: Any) -> None:
         self._bar = bar
+        self._closed = closed
 
     def advance(self, steps: int = 1) -> None:
         self._bar.update(steps)
 
     def close(self) -> None:
+        if self._closed is not None:
+            self._closed, closed = None, self._closed
+            closed()
         self._bar.close()

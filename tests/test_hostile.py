@@ -10,21 +10,12 @@ from pathlib import Path
 import pytest
 
 from tests.hostile import KINDS, Hostile, files, parsers, reads, values
-from tests.test_hardening import assert_no_traceback, pattern, run_cli
+from tests.test_hardening import _params, assert_no_traceback, pattern, run_cli
 
 HOSTILE: tuple[Hostile, ...] = files.CASES + reads.CASES + parsers.CASES + values.CASES
 
 # What a warning from numpy, torch or Python looks like when it reaches the user.
 _WARNING = re.compile(r"\w+Warning: |\.py:\d+: ")
-
-
-def _params(cases: tuple[Hostile, ...]) -> list[object]:
-    return [
-        pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=c.xfail)])
-        if c.xfail
-        else pytest.param(c, id=c.id)
-        for c in cases
-    ]
 
 
 @pytest.mark.parametrize("case", _params(HOSTILE))

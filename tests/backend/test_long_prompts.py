@@ -116,5 +116,6 @@ def test_log_tokenization_shows_the_chunks(model: Model) -> None:
     first = " ".join(["red"] * 74 + ["blue(1.5)"])
     assert events == [Tokens(77, f"[chunk 1/2] {first} [chunk 2/2] green square")]
     events.clear()
-    encode_prompt(model, parse_prompt("a red circle"), log_tokenization=True, on_event=events.append)
+    short = parse_prompt("a red circle")
+    encode_prompt(model, short, log_tokenization=True, on_event=events.append)
     assert events == [Tokens(3, "a red circle")]  # one chunk: shown as before

@@ -119,3 +119,39 @@ def test_log_tokenization_shows_the_chunks(model: Model) -> None:
     short = parse_prompt("a red circle")
     encode_prompt(model, short, log_tokenization=True, on_event=events.append)
     assert events == [Tokens(3, "a red circle")]  # one chunk: shown as before
+
+
+# -- SDXL: both encoders chunked alike, the pooled embedding the first chunk's ---------------------
+
+
+def test_sdxl_long_prompt_equals_compels(tiny_sdxl_dir: Path) -> None:
+    from compel import ReturnedEmbeddingsType
+
+    from invoke.backend.families.sdxl import encode_prompt as sdxl_encode
+
+    sdxl = load_model(tiny_sdxl_dir, device="cpu")
+    assert sdxl.tokenizer_2.model_max_length == 77
+    oracle = compel.Compel(
+        tokenizer=[sdxl.tokenizer, sdxl.tokenizer_2],
+        text_encoder=[sdxl.text_encoder, sdxl.text_encoder_2],
+        returned_embeddings_type=ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED,
+        requires_pooled=[False, True],
+        truncate_long_prompts=False,
+        split_long_text_mode=SplitLongTextMode.BRUTAL,
+    )
+    weighted = LONG.replace("blue", "(blue)1.3", 1) + " (red)1.5 circle"
+    cond, uncond, _, pooled_uncond = sdxl_encode(sdxl, parse_prompt(f"{weighted} [green]"))
+    with torch.no_grad():
+        theirs, _ = oracle(weighted)
+        negative, negative_pooled = oracle("green")
+        empty = oracle("")[0]  # its multi-encoder form has no empty_z of its own
+        theirs, negative = oracle.pad_conditioning_tensors_to_same_length([theirs, negative], empty)
+    assert cond.shape == uncond.shape == theirs.shape
+    assert cond.shape[1] == 154
+    assert torch.allclose(cond, theirs, atol=1e-5)
+    assert torch.allclose(uncond, negative, atol=1e-5)
+    assert torch.allclose(pooled_uncond, negative_pooled, atol=1e-5)
+    # compel pools the text as typed, "(blue)1.3" and all; ours the words: alike when plain
+    _, _, plain_pooled, _ = sdxl_encode(sdxl, parse_prompt(LONG))
+    with torch.no_grad():
+        assert torch.allclose(plain_pooled, oracle(LONG)[1], atol=1e-5)

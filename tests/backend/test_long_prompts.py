@@ -88,6 +88,14 @@ def test_a_down_weighted_word_equals_compels_prompt_without_it(model: Model) -> 
     assert torch.allclose(cond, theirs, atol=1e-5)
 
 
+def test_weight_zero_on_the_token_past_75_leaves_one_chunk_and_padding(model: Model) -> None:
+    cond, _ = encode_prompt(model, parse_prompt(" ".join(["red"] * 74) + " (green)0 square"))
+    without, _ = encode_prompt(model, parse_prompt(" ".join(["red"] * 74) + " square"))
+    empty, _ = encode_prompt(model, parse_prompt(""))
+    assert cond.shape == (1, 154, 32)
+    assert torch.allclose(cond, torch.cat([without, empty], dim=1), atol=1e-4)
+
+
 @pytest.mark.parametrize(("words", "length"), [(75, 77), (76, 154), (150, 154), (151, 231)])
 def test_chunks_start_past_75_tokens(model: Model, words: int, length: int) -> None:
     prompt = parse_prompt(" ".join(["red"] * words))

@@ -1,4 +1,4 @@
-"""Prompt text -> CLIP embeddings: sub-prompts, the negative prompt, weights, the 77-token limit.
+"""Prompt text -> CLIP embeddings: sub-prompts, the negative prompt, weights, long prompts.
 
 The prompt comes read (line/prompt.py's Prompt, made by line/prompt_syntax.py): its `[negative]`
 groups and `text:0.5` sub-prompts split off, each piece's `word+`, `(words)1.3`, `.blend()` and
@@ -14,14 +14,18 @@ groups and `text:0.5` sub-prompts split off, each piece's `word+`, `(words)1.3`,
   arithmetic), so plain prompts give the same pictures as they always did.
 - A textual inversion embedding's `<name>` (backend/embeddings.py) is the ids of its vectors'
   rows in the token table, put where the text says `<name>`; weights act on them as on words.
-- `.and()` puts each part's 77-token embedding side by side; embeddings of different lengths
+- A prompt longer than CLIP's 77 tokens is encoded in chunks, as AUTOMATIC1111 and compel
+  (InvokeAI 3+) do: every 75 tokens, wrapped in the start and end tokens and padded to 77, go
+  through the encoder on their own, and the chunks' embeddings are put one after another (the
+  UNet's cross-attention takes any length). Weights act on each token in its chunk; SDXL's pooled
+  embedding is the first chunk's. A prompt of up to 75 tokens is one chunk: as it always was.
+- `.and()` puts each part's embedding side by side; embeddings of different lengths
   (a conjunction beside a plain sub-prompt, or beside the negative prompt) are padded with the
   empty prompt's embedding, which the UNet's cross-attention takes as "nothing more".
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,17 +40,14 @@ if TYPE_CHECKING:
     from invoke.backend.job import EmbeddingFile
     from invoke.backend.model import OnEvent
 
-log = logging.getLogger(__name__)
-
 # (hidden states (1, 77 * k, dim), pooled (1, proj) or None)
 Embedding = tuple[torch.Tensor, "torch.Tensor | None"]
 
 
-def token_ids(tokenizer: Any, text: str) -> tuple[list[int], list[int]]:
-    """(the prompt's tokens that fit, those past the limit), without the start/end tokens."""
-    room = tokenizer.model_max_length - 2  # 77 = start + 75 + end
-    ids = _ids(tokenizer, text)
-    return ids[:room], ids[room:]
+def chunks(ids: list[int], room: int) -> list[list[int]]:
+    """A prompt's token ids in chunks of `room` (75 for CLIP: 77 = start + 75 + end), at least
+    one (the empty prompt's)."""
+    return [ids[start : start + room] for start in range(0, len(ids), room)] or [[]]
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -155,13 +156,14 @@ class Encoders:
             rest_tokens = [self._tokens(e, rest) for e in self.encoders]
             _, rest_raw = self._encode([ids for ids, _ in rest_tokens])
             pull = (1.0 - fragment.weight) / max(fragment.weight, 1e-6)
-            total = total + pull * self._scaled(rest_raw, [weights for _, weights in rest_tokens])
+            rest = self._scaled(rest_raw, [weights for _, weights in rest_tokens])
+            total = total + pull * self.pad(rest, hidden.shape[1])  # it may have fewer chunks
             norm += pull
         return total / norm, pooled
 
     def _tokens(self, encoder: TextEncoder, fragments: Sequence) -> tuple[list[int], list[float]]:
         """The fragments' token ids, one after another, and each token's weight (all of them:
-        the 77-token limit is applied by _encode and reported by _report)."""
+        _encode cuts them in chunks)."""
         ids: list[int] = []
         weights: list[float] = []
         for fragment in fragments:
@@ -171,50 +173,63 @@ class Encoders:
         return ids, weights
 
     def _report(self, tokens: tuple[list[int], list[float]], fragments: Sequence) -> None:
+        """-t: the tokens as the first encoder reads them, chunk by chunk when there are more
+        than one (`[chunk 1/2] ... [chunk 2/2] ...`)."""
+        if not (self.log_tokenization and self.on_event is not None):
+            return
         encoder = self.encoders[0]
         room = encoder.tokenizer.model_max_length - 2
         ids, weights = tokens
-        kept, dropped = ids[:room], ids[room:]
         weighted = any(f.weight != 1.0 for f in fragments)
-        if self.log_tokenization and self.on_event is not None:
-            shown = encoder.text(kept, weights[:room] if weighted else None)
-            tokens = Tokens(
-                len(kept), shown, len(dropped), encoder.text(dropped) if dropped else ""
-            )
-            self.on_event(tokens)
-        if dropped:
-            log.warning(
-                "prompt is longer than CLIP's %d tokens; dropped: %s",
-                encoder.tokenizer.model_max_length,
-                encoder.text(dropped),
-            )
+        pieces = chunks(ids, room)
+        shown = [
+            encoder.text(piece, weights[k * room : k * room + len(piece)] if weighted else None)
+            for k, piece in enumerate(pieces)
+        ]
+        if len(pieces) > 1:
+            shown = [f"[chunk {k}/{len(pieces)}] {text}" for k, text in enumerate(shown, 1)]
+        self.on_event(Tokens(len(ids), " ".join(shown)))
 
     def _encode(self, ids: list[list[int]]) -> tuple[Embedding, list[torch.Tensor]]:
-        """Each encoder on its ids (cut to 75, then start, end and padding as diffusers' pipelines
-        do it) -> (the features side by side with the last pooled output, each encoder's own)."""
+        """Each encoder on its ids, chunk by chunk (each chunk's start, end and padding as
+        diffusers' pipelines do it for a whole prompt; every encoder as many chunks as the
+        longest, the others' extra ones empty) -> (the features side by side with the last
+        pooled output, the first chunk's; each encoder's own)."""
+        count = max(
+            len(chunks(piece, e.tokenizer.model_max_length - 2))
+            for e, piece in zip(self.encoders, ids, strict=True)
+        )
         hidden: list[torch.Tensor] = []
         pooled = None
         for encoder, piece in zip(self.encoders, ids, strict=True):
             tokenizer = encoder.tokenizer
-            room = tokenizer.model_max_length - 2
-            padded = [tokenizer.bos_token_id, *piece[:room], tokenizer.eos_token_id]
-            padded += [tokenizer.pad_token_id] * (tokenizer.model_max_length - len(padded))
-            h, p = encoder.run(torch.tensor([padded], device=self.device))
-            hidden.append(h)
-            pooled = p if p is not None else pooled
+            pieces = chunks(piece, tokenizer.model_max_length - 2)
+            pieces += [[] for _ in range(count - len(pieces))]
+            outputs = []
+            for chunk in pieces:
+                padded = [tokenizer.bos_token_id, *chunk, tokenizer.eos_token_id]
+                padded += [tokenizer.pad_token_id] * (tokenizer.model_max_length - len(padded))
+                outputs.append(encoder.run(torch.tensor([padded], device=self.device)))
+            hidden.append(torch.cat([h for h, _ in outputs], dim=1) if count > 1 else outputs[0][0])
+            pooled = outputs[0][1] if outputs[0][1] is not None else pooled
         return (torch.cat(hidden, dim=-1), pooled), hidden
 
     def _scaled(self, raw: list[torch.Tensor], weights: list[list[float]]) -> torch.Tensor:
-        """Each encoder's tokens moved from the empty prompt's by their weights, side by side."""
+        """Each encoder's tokens moved from the empty prompt's by their weights, chunk by chunk,
+        side by side."""
         _, empty_raw = self._empty_encoded()
         out = []
         for encoder, hidden, empty, token_weights in zip(
             self.encoders, raw, empty_raw, weights, strict=True
         ):
-            room = encoder.tokenizer.model_max_length - 2
-            scale = [1.0, *token_weights[:room]]
-            scale += [1.0] * (hidden.shape[1] - len(scale))
+            length = encoder.tokenizer.model_max_length
+            room = length - 2
+            scale: list[float] = []
+            for k in range(hidden.shape[1] // length):
+                row = [1.0, *token_weights[k * room : (k + 1) * room]]
+                scale += row + [1.0] * (length - len(row))
             factor = torch.tensor(scale, device=hidden.device, dtype=hidden.dtype)[None, :, None]
+            empty = empty.repeat(1, hidden.shape[1] // length, 1)
             out.append(empty + (hidden - empty) * factor)
         return torch.cat(out, dim=-1)
 
@@ -283,11 +298,27 @@ def encode_parts(
     return (encoders.pad(cond[0], length), cond[1]), (encoders.pad(uncond[0], length), uncond[1])
 
 
-def text_length(prompt: Prompt, max_length: int = 77) -> int:
-    """How many tokens the UNet's cross-attention will see for this prompt: 77 per `.and()` part
-    of the longest sub-prompt (or negative prompt), as encode_parts pads them. Known before
-    anything is encoded, so a compiled graph can be picked for it."""
-    return max_length * prompt.conjunction_size
+def text_length(prompt: Prompt, tokenizer: Any = None) -> int:
+    """How many tokens the UNet's cross-attention will see for this prompt, as encode_parts pads
+    it: 77 per chunk of 75 tokens, the chunks of an `.and()`'s parts one after another, of the
+    longest sub-prompt or negative prompt. Known before anything is encoded, so a compiled graph
+    can be picked for it (without a tokenizer: one chunk per part; an embedding's `<name>` is
+    counted as its text, not its vectors)."""
+    length = 77 if tokenizer is None else tokenizer.model_max_length
+
+    def count(sequence: Sequence) -> int:
+        if tokenizer is None:
+            return 1
+        ids = [i for fragment in sequence for i in _ids(tokenizer, fragment.text)]
+        return len(chunks(ids, length - 2))
+
+    def size(parsed: Sequence | Parts) -> int:
+        if not isinstance(parsed, Parts):
+            return count(parsed)
+        sizes = [count(sequence) for sequence, _ in parsed.parts]
+        return sum(sizes) if parsed.combine == "and" else max(sizes)
+
+    return length * max(size(part.fragments) for part in (*prompt.positive, prompt.negative))
 
 
 @torch.no_grad()

@@ -258,14 +258,14 @@ class _CompiledUNet:
 
 
 def unet_shape(model: Model, job: Job) -> Shape:
-    """The UNet's input shape for a job, and the prompt's token count (a `.and()` prompt is 77
-    per part): what one compiled graph is specialized to."""
+    """The UNet's input shape for a job, and the prompt's token count (77 per chunk of a long
+    prompt, per `.and()` part): what one compiled graph is specialized to."""
     from invoke.backend.prompts import text_length
 
     guided = 2 if job.cfg_scale > 1 else 1
     channels = int(model.unet.config.in_channels)
     cell = model.size_multiple
-    tokens = text_length(job.prompt)  # CLIP: 77 for every family here
+    tokens = text_length(job.prompt, model.tokenizer or model.tokenizer_2)  # 77 per CLIP chunk
     return (guided * len(job.noises), channels, job.height // cell, job.width // cell, tokens)
 
 

@@ -1,8 +1,7 @@
-"""Prompt text -> embeddings: weights, the negative prompt, the 77-token limit, -t."""
+"""Prompt text -> embeddings: weights, the negative prompt, -t (long prompts: test_long_prompts)."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 
 from invoke.backend.loading import load_model
 from invoke.backend.model import Model
-from invoke.backend.prompts import embed_text, encode_prompt, token_ids
+from invoke.backend.prompts import embed_text, encode_prompt
 from invoke.events import Tokens
 from invoke.line.prompt_syntax import parse_prompt
 
@@ -44,20 +43,6 @@ def test_negative_prompt_is_the_unconditional_input(model: Model) -> None:
     with torch.no_grad():
         assert torch.allclose(uncond, embed_text(model, "blue background"))
         assert torch.allclose(cond, embed_text(model, "a red circle"))
-
-
-def test_tokens_past_77_are_dropped_with_a_warning(
-    model: Model, caplog: pytest.LogCaptureFixture
-) -> None:
-    long_prompt = " ".join(["red"] * 80 + ["cat", "dog"])
-    kept, dropped = token_ids(model.tokenizer, long_prompt)
-    assert len(kept) == 75  # with the start and end tokens: CLIP's 77
-    assert len(dropped) == 82 - 75
-    with caplog.at_level(logging.WARNING):
-        encode_prompt(model, parse_prompt(long_prompt))
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    expected = "prompt is longer than CLIP's 77 tokens; dropped: red red red red red cat dog"
-    assert warnings == [expected]
 
 
 def test_log_tokenization_reports_the_tokens(model: Model) -> None:

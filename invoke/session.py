@@ -282,7 +282,10 @@ class Session:
         """The picture's command, less the output folder and file names it may carry (the
         user's to choose, said in a note)."""
         file = Path(path).expanduser()
-        command, dropped = outputs.without_user_choices(outputs.read_command(file))
+        read, notes = outputs.read_command_and_notes(file)
+        for note in notes:
+            self._note(note)
+        command, dropped = outputs.without_user_choices(read)
         if dropped:
             self._note(outputs.dropped_note(file.name, dropped))
         return command

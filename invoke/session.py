@@ -283,11 +283,9 @@ class Session:
         user's to choose, said in a note)."""
         file = Path(path).expanduser()
         read, notes = outputs.read_command_and_notes(file)
-        for note in notes:
-            self._note(note)
         command, dropped = outputs.without_user_choices(read)
-        if dropped:
-            self._note(outputs.dropped_note(file.name, dropped))
+        for note in notes + ([outputs.dropped_note(file.name, dropped)] if dropped else []):
+            self._note(note)
         return command
 
     def recent_seeds(self) -> list[int]:

@@ -151,6 +151,6 @@ def _unmatched(meta: dict[str, Any], dropped: list[str]) -> None:
             dropped.append(f"{what} {i} (no such unit here)")
     for key, what in _UNMATCHED.items():
         value = meta.get(key)
-        if value not in (None, "", [], {}) and not (key == "clip_skip" and value == 0):
+        if value not in (None, "", [], {}, 0):  # 0: no CLIP skip, no rescale
             shown = _name(value) or str(value)
             dropped.append(f"{what} {shorten(shown, 30)!r} (no such setting here)")

@@ -221,13 +221,27 @@ def test_what_has_no_equivalent_is_named_in_one_note(tmp_path: Path) -> None:
         ipAdapters=[{"ip_adapter_model": {"name": "ip"}}],
         vae={"name": "sdxl-vae"},
         scheduler="a_future_scheduler",
+        positive_style_prompt="watercolour",
+        canvas_v2_metadata={"controlLayers": [{"id": "l1"}], "inpaintMasks": []},
     )
     command, notes = fetched(png(tmp_path / "a.png", {"invokeai_metadata": meta}))
     dropped = [note for note in notes if "dropped" in note]
     assert len(dropped) == 1
-    for what in ("ControlNet unit 0", "IP-Adapter unit 0", "sdxl-vae", "a_future_scheduler"):
+    for what in (
+        "ControlNet unit 0",
+        "IP-Adapter unit 0",
+        "sdxl-vae",
+        "a_future_scheduler",
+        "watercolour",
+        "canvas layers",
+    ):
         assert what in dropped[0]
     assert "-A" not in command
+    # SDXL's style prompt equal to the prompt (as InvokeAI's UI writes it) is nothing lost.
+    same = core_metadata(positive_style_prompt="a lighthouse at dusk")
+    assert fetched(png(tmp_path / "b.png", {"invokeai_metadata": same}))[1] == [
+        "b.png: made with model 'Dreamshaper 8' (choose it with !switch)"
+    ]
 
 
 def test_invokeai_graph_alone_is_read_from_its_metadata_node(tmp_path: Path) -> None:

@@ -135,7 +135,7 @@ def _start(meta: dict[str, Any], dropped: list[str]) -> dict[str, Any]:
         if meta.get("hrf_strength") is not None:
             fields["strength"] = number(meta["hrf_strength"], float, "hrf_strength")
         return fields
-    if strength is not None and meta.get("generation_mode", "txt2img") != "txt2img":
+    if strength is not None and "txt2img" not in str(meta.get("generation_mode", "txt2img")):
         dropped.append("the canvas image it started from (not stored in the picture)")
     return {}
 
@@ -149,6 +149,14 @@ def _unmatched(meta: dict[str, Any], dropped: list[str]) -> None:
         units = meta.get(key)
         for i in range(len(units) if isinstance(units, list) else 0):
             dropped.append(f"{what} {i} (no such unit here)")
+    for key in ("positive_style_prompt", "negative_style_prompt"):  # SDXL's second prompts
+        style = meta.get(key)
+        prompt = meta.get(key.replace("style_", ""))
+        if isinstance(style, str) and style.strip() and style.strip() != str(prompt).strip():
+            dropped.append(f"{key} {shorten(style, 30)!r} (one prompt here)")
+    canvas = meta.get("canvas_v2_metadata")
+    if isinstance(canvas, dict) and any(isinstance(v, list) and v for v in canvas.values()):
+        dropped.append("the canvas layers (no canvas here)")
     for key, what in _UNMATCHED.items():
         value = meta.get(key)
         if value not in (None, "", [], {}, 0):  # 0: no CLIP skip, no rescale

@@ -71,6 +71,9 @@ def test_a_dream_line_that_is_no_generation_command_is_not_drawn(tmp_path: Path)
         assert fetched(both)[0] == '"a red barn" -s 30 -S 42 -W 512 -H 512 -C 7.5 -A k_lms'
         alone = png(tmp_path / f"alone{i}.png", {"Dream": dream})
         assert "not a generation command" in refused(alone)
+    # An embedding's <name> opening an unquoted prompt is a prompt.
+    embedding = png(tmp_path / "e.png", {"Dream": "<my-style> a barn -s 20"})
+    assert fetched(embedding)[0] == '"<my-style> a barn" -s 20'
 
 
 def test_sd_metadata_wins_over_dream_as_in_invokeai_23(tmp_path: Path) -> None:

@@ -54,6 +54,8 @@ _FOREIGN_SWITCHES: dict[str, int] = {
     "-D": -1,
     "--new_prompt": 1,
     "--init_color": 1,
+    "--h_symmetry_time_pct": 1,
+    "--v_symmetry_time_pct": 1,
     "-r": 1,
     "--inpaint_replace": 1,
     "--seam_size": 1,
@@ -88,7 +90,7 @@ def _command_from_dream(text: str, *, ours: bool, notes: list[str] | None = None
         return canonical_fix(text) if text.startswith("!fix ") else canonical(text)
     if text.startswith("!fix "):  # ours, its sd-metadata lost: a !fix line is no InvokeAI prompt
         return canonical_fix(text)
-    if text[0] in "!<":  # InvokeAI wrote `!mask ...` and `<free text>` lines too
+    if text[0] == "!" or (text[0] == "<" and text[-1] == ">"):  # `!mask ..`, `<free text>`
         raise MetadataError(
             f"the Dream chunk holds {shorten(text, 40)!r}, not a generation command"
         )

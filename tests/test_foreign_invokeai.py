@@ -126,10 +126,11 @@ def test_invokeai_switches_we_lack_are_dropped_with_a_note(tmp_path: Path, switc
 
 def test_a_quoted_file_in_an_outcrop_fix_is_unquoted(tmp_path: Path) -> None:
     meta = sd_image()
-    fix = '!fix "my photo.png" -s 40 -S 42 -W 512 -H 512 -C 7.5 -A k_lms -c top 64'
+    fix = '!fix "my photo.png" -s 40 -S 42 -W 512 -H 512 -C 7.5 -A k_lms -c top 64 -G 0.5'
     meta["image"]["postprocessing"] = [{"tool": "outcrop", "dream_command": fix}]
-    command = fetched(png(tmp_path / "a.png", {"sd-metadata": meta}))[0]
+    command, notes = fetched(png(tmp_path / "a.png", {"sd-metadata": meta}))
     assert "-I 'my photo.png'" in command and '"' not in command.split('"')[-1]
+    assert len(notes) == 1 and "-G" in notes[0]
 
 
 def test_legacy_blend_is_read_as_a_blend(tmp_path: Path) -> None:
@@ -146,6 +147,12 @@ def test_an_invokeai_sampler_we_lack_is_named(tmp_path: Path) -> None:
     meta = sd_image(sampler="no_such_sampler")
     command, notes = fetched(png(tmp_path / "a.png", {"sd-metadata": meta}))
     assert "-A" not in command and "no_such_sampler" in notes[0]
+    # In a Dream line: the rest of the line is still read.
+    dream = png(tmp_path / "b.png", {"Dream": '"a cat" -s 20 -A no_such_sampler -C 8'})
+    command, notes = fetched(dream)
+    assert command == '"a cat" -s 20 -C 8.0' and "-A no_such_sampler" in notes[0]
+    kept = png(tmp_path / "c.png", {"Dream": '"a cat" -s 20 -A k_euler_a'})
+    assert fetched(kept) == ('"a cat" -s 20 -A k_euler_a', [])
 
 
 # -- InvokeAI 3.x-5.x ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 from invoke.errors import InvokeError, MetadataError
 from invoke.line.parse import parse_fix, quote_prompt
-from invoke.line.samplers import SAMPLERS
+from invoke.line.samplers import SAMPLERS, from_invokeai
 from invoke.line.switch_defaults import OUTCROP_STRENGTH
 from invoke.line.switches import CONTROL_PROCESSORS, SEAMLESS_AXES, Variation, shorten
 from invoke.line.table import SWITCHES
@@ -166,6 +166,13 @@ def _without_foreign_switches(switches: str, dropped: list[str] | None = None) -
             kept += [tok, _old_variations(tokens[i + 1])]
             i += 2
             continue
+        if name in ("-A", "-m", "--sampler") and i + 1 < len(tokens) and "=" not in tok:
+            sampler = from_invokeai(tokens[i + 1])  # InvokeAI's name for one of ours, or None
+            if sampler is None and dropped is not None:
+                dropped.append(f"{tok} {tokens[i + 1]}")
+            kept += [tok, sampler] if sampler else []
+            i += 2
+            continue
         kept.append(tok)
         i += 1
     return " ".join(shlex.quote(t) for t in kept)
@@ -204,7 +211,7 @@ def _command_from_sd_metadata(meta: dict[str, Any], notes: list[str] | None = No
     image = _image_object(meta)
     outcrop = _last_outcrop(image.get("postprocessing"))
     if outcrop is not None and "outcrop" not in outcrop:
-        return _command_from_invokeai_outcrop(image, outcrop)
+        return _command_from_invokeai_outcrop(image, outcrop, notes)
     fields = _core_fields(image)
     sampler = image.get("sampler")
     if notes is not None and isinstance(sampler, str) and "sampler" not in fields:
@@ -248,8 +255,8 @@ def _core_fields(image: dict[str, Any]) -> dict[str, Any]:
         if image.get(key) is not None:
             fields[key] = number(image[key], kind, f"image.{key}")
     sampler = image.get("sampler")
-    if isinstance(sampler, str) and sampler in SAMPLERS:
-        fields["sampler"] = sampler
+    if isinstance(sampler, str) and from_invokeai(sampler) is not None:
+        fields["sampler"] = from_invokeai(sampler)
     return fields
 
 
@@ -377,7 +384,9 @@ _INVOKEAI_FIX_STEPS = re.compile(r"(?<!\s)\s++(?=-s\s)")
 INVOKEAI_OUTCROP_CELL = 64  # InvokeAI's outcrop rounded each side's pixels up to 64
 
 
-def _command_from_invokeai_outcrop(image: dict[str, Any], entry: dict[str, Any]) -> str:
+def _command_from_invokeai_outcrop(
+    image: dict[str, Any], entry: dict[str, Any], notes: list[str] | None = None
+) -> str:
     """A picture InvokeAI 2.3 outcropped (`!fix FILE -c top 64`), as an img2img line on FILE.
 
     InvokeAI copied FILE's sd-metadata into the new picture (its prompt, seed and size are
@@ -401,8 +410,9 @@ def _command_from_invokeai_outcrop(image: dict[str, Any], entry: dict[str, Any])
     file = check_text(found[0], what)
     if len(file) > 1 and file[0] == file[-1] and file[0] in "\"'":  # `!fix "a b.png" -s ..`
         file = file[1:-1]
+    dropped: list[str] = []
     try:
-        switches = _without_foreign_switches(check_text(found[1], what))
+        switches = _without_foreign_switches(check_text(found[1], what), dropped)
     except ValueError as err:  # shlex: an unbalanced quote
         raise MetadataError(f"{what} {shown} cannot be split into words ({err})") from None
     line = parse_fix(f"{shlex.quote(file)} {switches}").line
@@ -420,6 +430,8 @@ def _command_from_invokeai_outcrop(image: dict[str, Any], entry: dict[str, Any])
         "strength": OUTCROP_STRENGTH,
         "outcrop": tuple((side, -(-pixels // cell) * cell) for side, pixels in line.outcrop),
     }
+    if dropped and notes is not None:
+        notes.append(f"dropped InvokeAI's {', '.join(dropped)} from its !fix (not in this program)")
     return request_to_canonical(fields, "sd-metadata")
 
 

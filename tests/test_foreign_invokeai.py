@@ -233,6 +233,7 @@ def test_what_has_no_equivalent_is_named_in_one_note(tmp_path: Path) -> None:
         scheduler="a_future_scheduler",
         positive_style_prompt="watercolour",
         canvas_v2_metadata={"controlLayers": [{"id": "l1"}], "inpaintMasks": []},
+        cfg_scale=[7.0, 6.0, 5.0],
     )
     command, notes = fetched(png(tmp_path / "a.png", {"invokeai_metadata": meta}))
     dropped = [note for note in notes if "dropped" in note]
@@ -244,6 +245,7 @@ def test_what_has_no_equivalent_is_named_in_one_note(tmp_path: Path) -> None:
         "a_future_scheduler",
         "watercolour",
         "canvas layers",
+        "cfg_scale per step",
     ):
         assert what in dropped[0]
     assert "-A" not in command

@@ -66,7 +66,9 @@ def command_from_invokeai(meta: Any, notes: list[str]) -> str:
         ("cfg_scale", "cfg_scale", float),
     ):
         value = meta.get(key)
-        if value is not None and not isinstance(value, list):  # SDXL cfg may be per step
+        if isinstance(value, list):  # a CFG scale per step
+            dropped.append(f"the {key} per step (one {key} here)")
+        elif value is not None:
             fields[field] = number(value, kind, key)
     scheduler = meta.get("scheduler")
     if isinstance(scheduler, str):

@@ -282,9 +282,10 @@ class Session:
         """The picture's command, less the output folder and file names it may carry (the
         user's to choose, said in a note)."""
         file = Path(path).expanduser()
-        command, dropped = outputs.without_user_choices(outputs.read_command(file))
-        if dropped:
-            self._note(outputs.dropped_note(file.name, dropped))
+        read, notes = outputs.read_command_and_notes(file)
+        command, dropped = outputs.without_user_choices(read)
+        for note in notes + ([outputs.dropped_note(file.name, dropped)] if dropped else []):
+            self._note(note)
         return command
 
     def recent_seeds(self) -> list[int]:

@@ -33,7 +33,7 @@ from invoke.errors import InvokeError
 from invoke.line.parse import parse_fix, parse_line
 from invoke.line.prompt_syntax import parse_prompt
 from invoke.line.switches import MAX_LINE
-from invoke.outputs import foreign, readback
+from invoke.outputs import foreign, invokeai, readback
 from invoke.shell.completer import ShellCompleter
 from invoke.shell.validator import LineValidator
 from tests.hypothesis_budget import examples
@@ -147,6 +147,13 @@ def sd_metadata(text: str) -> None:
         foreign._command_from_sd_metadata(meta)
 
 
+def invokeai_metadata(text: str) -> None:
+    """InvokeAI 3.x-5.x metadata whose prompts and LoRA name are the hostile text."""
+    lora = {"lora": {"model_name": text}, "weight": 1}
+    meta = {"positive_prompt": text, "negative_prompt": text, "scheduler": text, "loras": [lora]}
+    invokeai.command_from_invokeai(meta, [])
+
+
 PARSERS: dict[str, Callable[[str], object]] = {
     "prompt grammar": parse_prompt,
     "line": parse_line,
@@ -157,6 +164,7 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "InvokeAI Dream": invokeai_dream,
     "A1111 parameters": a1111,
     "sd-metadata": sd_metadata,
+    "InvokeAI 3-5 metadata": invokeai_metadata,
 }
 # Few examples: each costs milliseconds when the parser is linear. No shrinking: the patterns
 # are already short, and a slow parser would make each shrinking step slow.

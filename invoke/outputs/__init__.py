@@ -57,6 +57,7 @@ from invoke.outputs.readback import (
     dropped_note,
     read_chunks,
     read_command,
+    read_command_and_notes,
     without_user_choices,
 )
 
@@ -94,6 +95,7 @@ __all__ = [
     "png_chunks",
     "read_chunks",
     "read_command",
+    "read_command_and_notes",
     "sanitize_file_name",
     "sd_metadata",
     "without_user_choices",

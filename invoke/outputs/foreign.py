@@ -12,7 +12,7 @@ from typing import Any
 
 from invoke.errors import InvokeError, MetadataError
 from invoke.line.parse import parse_fix, quote_prompt
-from invoke.line.samplers import SAMPLERS
+from invoke.line.samplers import SAMPLERS, from_invokeai
 from invoke.line.switch_defaults import OUTCROP_STRENGTH
 from invoke.line.switches import CONTROL_PROCESSORS, SEAMLESS_AXES, Variation, shorten
 from invoke.line.table import SWITCHES
@@ -51,11 +51,38 @@ _FOREIGN_SWITCHES: dict[str, int] = {
     "--text_mask": -1,
     "-tm": -1,
     "--out_direction": -1,
+    "-D": -1,
     "--new_prompt": 1,
+    "--init_color": 1,
+    "--h_symmetry_time_pct": 1,
+    "--v_symmetry_time_pct": 1,
+    "-r": 1,
+    "--inpaint_replace": 1,
+    "--seam_size": 1,
+    "--seam_blur": 1,
+    "--seam_strength": 1,
+    "--seam_steps": 1,
+    "--tile_size": 1,
+    "--infill_method": 1,
+    "--force_outpaint": 0,
+    "-embiggen_strength": 1,
+    "--embiggen_strength": 1,
+    "-save_orig": 0,
+    "--save_original": 0,
+    "-p": 0,
+    "--prompt_as_dir": 0,
+    "-i": 0,
+    "--individual": 0,
 }
+_OUR_SWITCHES = frozenset(name for switch in SWITCHES for name in switch.names)
+_SWITCH_WORD = re.compile(r"-{1,2}[A-Za-z]")
+# InvokeAI's legacy blend `dog:2,cat:1` (ours: `dog:2 cat:1`): a weight, then a comma.
+_LEGACY_BLEND_COMMA = re.compile(r"(:[+-]?\d++(?:\.\d++)?+)\s*+,")
+_LEGACY_BLEND_END = re.compile(r":[+-]?\d++(?:\.\d++)?+\s*+$")
 
 
-def _command_from_dream(text: str, *, ours: bool) -> str:
+def _command_from_dream(text: str, *, ours: bool, notes: list[str] | None = None) -> str:
+    """A Dream line as our command; `notes` gets what was dropped from a foreign one."""
     text = check_text(text.strip(), "the Dream chunk")
     if not text:
         raise MetadataError("the Dream chunk is empty")
@@ -63,14 +90,29 @@ def _command_from_dream(text: str, *, ours: bool) -> str:
         return canonical_fix(text) if text.startswith("!fix ") else canonical(text)
     if text.startswith("!fix "):  # ours, its sd-metadata lost: a !fix line is no InvokeAI prompt
         return canonical_fix(text)
+    if text[0] == "!" or (text[0] == "<" and text[-1] == ">"):  # `!mask ..`, `<free text>`
+        raise MetadataError(
+            f"the Dream chunk holds {shorten(text, 40)!r}, not a generation command"
+        )
     # InvokeAI: prompts quoted with `\'` inside (their #842), switches this program lacks.
+    dropped: list[str] = []
     try:
-        return canonical(_clean_foreign_dream(text))
+        command = canonical(_clean_foreign_dream(text, dropped))
     except (ValueError, InvokeError):
         return canonical(text)
+    if dropped and notes is not None:
+        notes.append(f"dropped InvokeAI's {', '.join(dropped)} (not in this program)")
+    return command
 
 
-def _clean_foreign_dream(text: str) -> str:
+def legacy_blend(prompt: str) -> str:
+    """InvokeAI's legacy blend `dog:2,cat:1` as ours, `dog:2 cat:1`; other prompts unchanged."""
+    if _LEGACY_BLEND_END.search(prompt) is None:
+        return prompt
+    return _LEGACY_BLEND_COMMA.sub(r"\1 ", prompt)
+
+
+def _clean_foreign_dream(text: str, dropped: list[str] | None = None) -> str:
     if text[0] in "\"'":
         # A quoted prompt: find its closing quote, honouring backslash escapes. InvokeAI wrote
         # `\'` for apostrophes inside double quotes (their #842); unescape every `\x` here.
@@ -87,12 +129,14 @@ def _clean_foreign_dream(text: str) -> str:
         m = re.search(r"\s-{1,2}[A-Za-z]", text)
         prompt, rest = (text[: m.start()], text[m.start() :]) if m else (text, "")
         prompt = prompt.replace("\\'", "'")
-    return f"{quote_prompt(prompt.strip())} {_without_foreign_switches(rest)}".rstrip()
+    switches = _without_foreign_switches(rest, dropped)
+    return f"{quote_prompt(legacy_blend(prompt.strip()))} {switches}".rstrip()
 
 
-def _without_foreign_switches(switches: str) -> str:
-    """An InvokeAI line's switches, shell-quoted, less the ones this program lacks and the
-    trailing comment (2.3 ended each line with `# model_id=NAME`)."""
+def _without_foreign_switches(switches: str, dropped: list[str] | None = None) -> str:
+    """An InvokeAI line's switches, shell-quoted, less the ones this program lacks (named in
+    `dropped`) and the trailing comment (2.3 ended each line with `# model_id=NAME`); the old
+    `-V seed,weight;seed,weight` spelled as ours."""
     tokens = shlex.split(switches)
     comment = next((i for i, tok in enumerate(tokens) if tok.startswith("#")), len(tokens))
     tokens = tokens[:comment]
@@ -101,25 +145,52 @@ def _without_foreign_switches(switches: str) -> str:
     while i < len(tokens):
         tok = tokens[i]
         name = tok.split("=", 1)[0]
-        if name in _FOREIGN_SWITCHES:
-            n = _FOREIGN_SWITCHES[name]
+        known = name in _OUR_SWITCHES or name[:2] in _OUR_SWITCHES
+        if name in _FOREIGN_SWITCHES or (_SWITCH_WORD.match(tok) and not known):
+            if dropped is not None and name not in dropped:
+                dropped.append(name)
+            n = _FOREIGN_SWITCHES.get(name, -2)
             i += 1
             if "=" in tok:
                 continue
-            if n < 0:  # any number of numeric values
+            if n == -1:  # any number of numeric values
                 while i < len(tokens) and (NUMBER.match(tokens[i]) or tokens[i].isalpha()):
+                    i += 1
+            elif n == -2:  # not InvokeAI 2.3's: its words up to the next switch
+                while i < len(tokens) and not _SWITCH_WORD.match(tokens[i]):
                     i += 1
             else:
                 i += n
+            continue
+        if name in ("-V", "--with_variations") and i + 1 < len(tokens) and "=" not in tok:
+            kept += [tok, _old_variations(tokens[i + 1])]
+            i += 2
+            continue
+        if name in ("-A", "-m", "--sampler") and i + 1 < len(tokens) and "=" not in tok:
+            sampler = from_invokeai(tokens[i + 1])  # InvokeAI's name for one of ours, or None
+            if sampler is None and dropped is not None:
+                dropped.append(f"{tok} {tokens[i + 1]}")
+            kept += [tok, sampler] if sampler else []
+            i += 2
             continue
         kept.append(tok)
         i += 1
     return " ".join(shlex.quote(t) for t in kept)
 
 
+def _old_variations(text: str) -> str:
+    """InvokeAI 1.x's `-V seed,weight;seed,weight` as `seed:weight,seed:weight`."""
+    if ";" not in text and ":" in text:
+        return text
+    pairs = [pair.split(",") for pair in text.split(";")]
+    if not all(len(pair) == 2 for pair in pairs):
+        return text
+    return ",".join(f"{seed.strip()}:{weight.strip()}" for seed, weight in pairs)
+
+
 def _prompt_from_parts(prompt: Any) -> str:
     if isinstance(prompt, str):
-        return prompt
+        return legacy_blend(prompt)
     if not isinstance(prompt, list) or not prompt:
         raise MetadataError(f"image.prompt is {type(prompt).__name__}, not text or a list")
     parts: list[tuple[str, float]] = []
@@ -133,14 +204,18 @@ def _prompt_from_parts(prompt: Any) -> str:
     return " ".join(f"{t.strip().replace(':', chr(92) + ':')}:{w:g}" for t, w in parts)
 
 
-def _command_from_sd_metadata(meta: dict[str, Any]) -> str:
+def _command_from_sd_metadata(meta: dict[str, Any], notes: list[str] | None = None) -> str:
     """sd-metadata (ours, or InvokeAI 2.x's) -> the command: the prompt and numbers, variations,
-    seamless, ControlNet, then -U (a !fix line recorded with it wins) and what it started from."""
+    seamless, ControlNet, then -U (a !fix line recorded with it wins) and what it started from;
+    `notes` gets what has no switch here."""
     image = _image_object(meta)
     outcrop = _last_outcrop(image.get("postprocessing"))
     if outcrop is not None and "outcrop" not in outcrop:
-        return _command_from_invokeai_outcrop(image, outcrop)
+        return _command_from_invokeai_outcrop(image, outcrop, notes)
     fields = _core_fields(image)
+    sampler = image.get("sampler")
+    if notes is not None and isinstance(sampler, str) and "sampler" not in fields:
+        notes.append(f"dropped sampler {shorten(sampler, 40)!r} (no such sampler here)")
     fields["with_variations"] = _variations(image.get("variations") or [])
     fields.update(_seamless_fields(image))
     fields.update(_control_fields(image.get("controlnet")))
@@ -180,8 +255,8 @@ def _core_fields(image: dict[str, Any]) -> dict[str, Any]:
         if image.get(key) is not None:
             fields[key] = number(image[key], kind, f"image.{key}")
     sampler = image.get("sampler")
-    if isinstance(sampler, str) and sampler in SAMPLERS:
-        fields["sampler"] = sampler
+    if isinstance(sampler, str) and from_invokeai(sampler) is not None:
+        fields["sampler"] = from_invokeai(sampler)
     return fields
 
 
@@ -252,12 +327,16 @@ def _source_fields(image: dict[str, Any], outcrop: dict[str, Any] | None) -> dic
     """What the picture started from: an init image (with its mask and our outcrop), or the
     first pass of --hires_fix."""
     fields: dict[str, Any] = {}
-    init_img = image.get("init_img")
+    # InvokeAI 2.x's web UI wrote init_image_path/mask_image_path, and its img2img pictures
+    # keep the strength as `strength_steps`.
+    init_img = image.get("init_img") or image.get("init_image_path")
     if isinstance(init_img, str) and init_img:
         fields["init_img"] = check_text(init_img, "image.init_img")
-        if image.get("strength") is not None:
-            fields["strength"] = number(image["strength"], float, "image.strength")
-        init_mask = image.get("init_mask")
+        for key in ("strength", "strength_steps"):
+            if image.get(key) is not None:
+                fields["strength"] = number(image[key], float, f"image.{key}")
+                break
+        init_mask = image.get("init_mask") or image.get("mask_image_path")
         if isinstance(init_mask, str) and init_mask:
             fields["init_mask"] = check_text(init_mask, "image.init_mask")
         if outcrop is not None:
@@ -305,7 +384,9 @@ _INVOKEAI_FIX_STEPS = re.compile(r"(?<!\s)\s++(?=-s\s)")
 INVOKEAI_OUTCROP_CELL = 64  # InvokeAI's outcrop rounded each side's pixels up to 64
 
 
-def _command_from_invokeai_outcrop(image: dict[str, Any], entry: dict[str, Any]) -> str:
+def _command_from_invokeai_outcrop(
+    image: dict[str, Any], entry: dict[str, Any], notes: list[str] | None = None
+) -> str:
     """A picture InvokeAI 2.3 outcropped (`!fix FILE -c top 64`), as an img2img line on FILE.
 
     InvokeAI copied FILE's sd-metadata into the new picture (its prompt, seed and size are
@@ -327,8 +408,11 @@ def _command_from_invokeai_outcrop(image: dict[str, Any], entry: dict[str, Any])
         )
     what = "image.postprocessing dream_command"
     file = check_text(found[0], what)
+    if len(file) > 1 and file[0] == file[-1] and file[0] in "\"'":  # `!fix "a b.png" -s ..`
+        file = file[1:-1]
+    dropped: list[str] = []
     try:
-        switches = _without_foreign_switches(check_text(found[1], what))
+        switches = _without_foreign_switches(check_text(found[1], what), dropped)
     except ValueError as err:  # shlex: an unbalanced quote
         raise MetadataError(f"{what} {shown} cannot be split into words ({err})") from None
     line = parse_fix(f"{shlex.quote(file)} {switches}").line
@@ -346,6 +430,8 @@ def _command_from_invokeai_outcrop(image: dict[str, Any], entry: dict[str, Any])
         "strength": OUTCROP_STRENGTH,
         "outcrop": tuple((side, -(-pixels // cell) * cell) for side, pixels in line.outcrop),
     }
+    if dropped and notes is not None:
+        notes.append(f"dropped InvokeAI's {', '.join(dropped)} from its !fix (not in this program)")
     return request_to_canonical(fields, "sd-metadata")
 
 

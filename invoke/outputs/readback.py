@@ -13,7 +13,7 @@ import os
 import re
 import shlex
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,12 +26,15 @@ from invoke.outputs.foreign import (
     _command_from_dream,
     _command_from_sd_metadata,
 )
+from invoke.outputs.invokeai import command_from_invokeai, metadata_from_graph
 from invoke.outputs.metadata import APP_ID
 from invoke.reading import open_file
 
 # Metadata chunks are a few hundred bytes; anything far larger is not ours to trust.
 MAX_CHUNK_BYTES = 64 * 1024
-METADATA_KEYS = ("Dream", "sd-metadata", "parameters")
+METADATA_KEYS = ("Dream", "sd-metadata", "parameters", "invokeai_metadata", "invokeai_graph")
+# Chunks only told apart, never read: a big one is noted as there (its text left out).
+_KNOWN_KEYS = ("prompt", "workflow", "invokeai_workflow")
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -100,7 +103,10 @@ def read_chunks(path: str | os.PathLike[str]) -> dict[str, str]:
                 # The keyword comes first (<= 79 bytes + NUL): peek before reading a big body.
                 head = stream.read(min(length, 80))
                 key = head.partition(b"\x00")[0].decode("latin-1")
-                if key not in METADATA_KEYS:
+                if key not in METADATA_KEYS + _KNOWN_KEYS:
+                    continue
+                if length > MAX_CHUNK_BYTES and key in (*_KNOWN_KEYS, "invokeai_graph"):
+                    found.setdefault(key, "")
                     continue
                 if length > MAX_CHUNK_BYTES:
                     raise MetadataError(
@@ -143,7 +149,8 @@ _JSON_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*+"?|[\[\]{}]')
 
 
 def _json_object(text: str) -> tuple[Any, str]:
-    """sd-metadata's text -> (the JSON object, "") or (None, why it cannot be used)."""
+    """sd-metadata's text (or another JSON chunk's) -> (the JSON object, "") or (None, why it
+    cannot be used)."""
     depth = 0
     for token in _JSON_STRING_OR_BRACKET.finditer(text):
         first = token.group(0)[0]  # a string's quote, or a bracket
@@ -163,44 +170,90 @@ def _json_object(text: str) -> tuple[Any, str]:
 
 
 def read_command(path: str | os.PathLike[str]) -> str:
-    """The canonical command that made the PNG at `path`, for `!fetch`.
+    """The canonical command that made the PNG at `path` (read_command_and_notes, less the
+    notes)."""
+    return read_command_and_notes(path)[0]
 
-    Tries our `Dream` chunk, then InvokeAI's (`Dream`, or `sd-metadata` of InvokeAI 2.x), then
-    AUTOMATIC1111's `parameters`. The text is never executed: it becomes a Request through the
-    line parser, and the result is that request's canonical command.
+
+def read_command_and_notes(path: str | os.PathLike[str]) -> tuple[str, list[str]]:
+    """The canonical command that made the PNG at `path`, for `!fetch`, and notes on what the
+    picture holds that the command cannot (`!fetch` shows them).
+
+    Tries our `Dream` chunk; then InvokeAI 2.x's `sd-metadata` and its `Dream` (in that order,
+    as InvokeAI 2.3's own !fetch does); InvokeAI 3.x-5.x's `invokeai_metadata` (or the metadata
+    node of its `invokeai_graph`); then AUTOMATIC1111's `parameters`. The text is never
+    executed: it becomes a Request through the line parser, and the result is that request's
+    canonical command.
     """
     where = str(path)
     chunks = read_chunks(path)
-    if not chunks:
+    notes: list[str] = []
+    readers = _readers(chunks)
+    if not readers:
+        if "prompt" in chunks or "workflow" in chunks:
+            raise MetadataError(
+                f"{where}: made by ComfyUI (a node graph in its prompt/workflow chunks); "
+                "!fetch does not read ComfyUI pictures"
+            )
         raise MetadataError(
             f"{where}: has no Dream, sd-metadata or parameters text; "
             "it was not made by invoke, InvokeAI or AUTOMATIC1111"
         )
+    errors: list[str] = []
+    for name, reader in readers:
+        try:
+            command = reader(notes)
+        except InvokeError as err:
+            why = str(err)  # "sd-metadata is not valid JSON" names its chunk already
+            errors.append(why if why.startswith(name) else f"{name}: {why}")
+            notes.clear()
+            continue
+        return command, [f"{Path(where).name}: {note}" for note in notes]
+    raise MetadataError(f"{where}: no usable command in its metadata ({'; '.join(errors)})")
+
+
+_Reader = Callable[[list[str]], str]
+
+
+def _readers(chunks: dict[str, str]) -> list[tuple[str, _Reader]]:
+    """(chunk name, its reader) in the order they are tried; a JSON chunk that cannot be read
+    is a reader that says why."""
     meta: Any = None
     meta_error = ""
     if "sd-metadata" in chunks:
         meta, meta_error = _json_object(chunks["sd-metadata"])
     ours = isinstance(meta, dict) and meta.get("app_id") == APP_ID
-
-    errors: list[str] = []
-    if "Dream" in chunks:
-        try:
-            return _command_from_dream(chunks["Dream"], ours=ours)
-        except InvokeError as err:
-            errors.append(f"Dream: {err}")
-    if meta is not None:
-        try:
-            return _command_from_sd_metadata(meta)
-        except InvokeError as err:
-            errors.append(f"sd-metadata: {err}")
-    elif meta_error:
-        errors.append(meta_error)
+    dream = chunks.get("Dream")
+    readers: list[tuple[str, _Reader]] = []
+    if dream is not None and ours:
+        readers.append(("Dream", lambda notes: _command_from_dream(dream, ours=True)))
+    if "sd-metadata" in chunks:
+        readers.append(("sd-metadata", lambda notes: _sd_metadata(meta, meta_error, notes)))
+    if dream is not None and not ours:
+        readers.append(("Dream", lambda notes: _command_from_dream(dream, ours=False, notes=notes)))
+    for key in ("invokeai_metadata", "invokeai_graph"):
+        if key in chunks:
+            readers.append((key, lambda notes, key=key: _invokeai(key, chunks[key], notes)))
     if "parameters" in chunks:
-        try:
-            return _command_from_a1111(chunks["parameters"])
-        except InvokeError as err:
-            errors.append(f"parameters: {err}")
-    raise MetadataError(f"{where}: no usable command in its metadata ({'; '.join(errors)})")
+        readers.append(("parameters", lambda notes: _command_from_a1111(chunks["parameters"])))
+    return readers
+
+
+def _sd_metadata(meta: Any, error: str, notes: list[str]) -> str:
+    if meta is None:
+        raise MetadataError(error)
+    return _command_from_sd_metadata(meta, notes)
+
+
+def _invokeai(key: str, text: str, notes: list[str]) -> str:
+    if not text:
+        raise MetadataError(f"larger than {MAX_CHUNK_BYTES // 1024} KiB")
+    meta, error = _json_object(text)
+    if meta is None:
+        raise MetadataError(error.replace("sd-metadata", key))
+    return command_from_invokeai(
+        metadata_from_graph(meta) if key == "invokeai_graph" else meta, notes
+    )
 
 
 # What a picture's command never chooses for the user: where the next pictures go and their names.

@@ -37,7 +37,7 @@ def test_automatic1111_labels() -> None:
         "k_dpm_2": "DPM2",
         "k_dpm_2_a": "DPM2 a",
         "k_dpmpp_2": "DPM++ 2M",
-        "k_dpmpp_2_a": "DPM++ 2S a",
+        "k_dpmpp_2_a": "DPM++ 2M SDE",  # what runs (it was labelled "DPM++ 2S a")
     }
     labels = [row.a1111.lower() for row in SAMPLER_TABLE.values()]
     assert len(set(labels)) == len(labels), "a label must read back as one sampler"

@@ -305,7 +305,7 @@ def test_chunks_have_the_reference_shape(tmp_path: Path) -> None:
     assert chunks["parameters"] == (
         "a kitten's toy\n"
         "Negative prompt: blurry, dark\n"
-        "Steps: 20, Sampler: LMS, Schedule type: Uniform, CFG scale: 7.5, Seed: 42, Size: 64x64, "
+        "Steps: 20, Sampler: LMS, Schedule type: Automatic, CFG scale: 7.5, Seed: 42, Size: 64x64, "
         "Model hash: 0123456789, Model: tiny-test, Version: invoke-dream 0.1.0"
     )
 

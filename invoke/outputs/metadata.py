@@ -17,7 +17,7 @@ from invoke.errors import OutputError
 from invoke.line.prompt import Parts, Prompt, SubPrompt
 from invoke.line.prompt import Sequence as Fragments
 from invoke.line.request import Request
-from invoke.line.samplers import SAMPLER_TABLE
+from invoke.line.samplers import SAMPLER_TABLE, a1111_label
 from invoke.line.switch_defaults import UPSCALER_REPOS
 from invoke.line.switches import SEAMLESS_AXES
 
@@ -279,13 +279,12 @@ def _a1111_number(value: float) -> str:
 
 
 def _a1111_sampler(name: str) -> list[tuple[str, str]]:
-    """`Sampler` and `Schedule type` as A1111 1.9+ writes them. Our samplers step through the
-    model's own timesteps, A1111's "Uniform" schedule; without the field A1111 would fill in
-    "Automatic", which is Karras sigmas for DPM++ 2M, DPM2, DPM2 a and DPM++ 2S a."""
-    row = SAMPLER_TABLE.get(name)
-    if row is None:
+    """`Sampler` and `Schedule type` as A1111 1.9+ writes them (the sampler table's pair):
+    without a Schedule type A1111 fills one in, which need not be the schedule that ran."""
+    if name not in SAMPLER_TABLE:
         return [("Sampler", name)]
-    return [("Sampler", row.a1111), ("Schedule type", "Uniform")]
+    label, schedule = a1111_label(name)
+    return [("Sampler", label), ("Schedule type", schedule)]
 
 
 def _a1111_hires(request: Request, first_pass: tuple[int, int] | None) -> list[tuple[str, str]]:

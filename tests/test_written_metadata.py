@@ -5,8 +5,11 @@ InvokeAI 2.3's `metadata_loads` and legacy blend split), gives our values."""
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
+from PIL import Image
 
 from invoke import outputs, plan
+from invoke.__main__ import cli
 from invoke.line.prompt_syntax import parse_prompt
 from invoke.line.request import Request
 from invoke.line.samplers import SAMPLERS, from_a1111
@@ -215,3 +218,21 @@ def test_invokeai_reads_our_blend_as_its_blend() -> None:
         ("ratio 16:9 poster", 0.5),
         ("a dog", 0.5),
     ]
+
+
+def test_a_saved_hires_picture_reads_in_a1111_as_its_two_passes(tmp_path, tiny_model_dir) -> None:
+    # Through the whole program: the Saver gives the first pass's size to `parameters`.
+    out = tmp_path / "out"
+    line = "a house -W 128 -H 96 --hires_fix -f 0.5 -s 4 -S 3"
+    result = CliRunner().invoke(cli, ["--model", str(tiny_model_dir), "--outdir", str(out), line])
+    assert result.exit_code == 0, result.stderr
+    (path,) = out.glob("*.png")
+    with Image.open(path) as image:
+        image.load()
+        res = a1111_parse(image.text["parameters"])
+    assert image.size == (128, 96)
+    assert a1111_hires(res) == (True, (128, 96))
+    assert (int(res["Size-1"]), int(res["Size-2"])) == plan.first_pass(
+        Request(prompt="a", width=128, height=96, hires_fix=True), (64, 64), 8
+    )
+    assert (res["Denoising strength"], res["Hires steps"]) == ("0.5", "2")

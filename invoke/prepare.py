@@ -82,6 +82,26 @@ def outcrop_canvas(
     return replace(request, width=width, height=height)
 
 
+def init_canvas(request: Request, init: Path | None, multiple: int, note: Note) -> Request:
+    """-I without --fit or --outcrop: the picture is the init image's own size (rounded down)
+    whatever -W/-H say, so -W/-H become that size: the printed line, sd-metadata, `parameters`
+    and the file name's {width}/{height} tell the picture's real size, and the remake agrees
+    (-W/-H size an init image only with --fit). Before, a 512x384 picture drawn from its own
+    file stored the model's -W 64 -H 64."""
+    if init is None or request.fit or request.outcrop or request.width is None:
+        return request
+    size = init_image_size(init, multiple)
+    if min(size) < multiple:
+        return request  # load_init_image says what is wrong with it
+    model = (request.width, request.height or 0)
+    if size[0] < model[0] or size[1] < model[1]:
+        note(
+            f"{init.name}: {size[0]}×{size[1]} is smaller than {model[0]}×{model[1]}: results "
+            "get poor below the model's size (try --fit with -W/-H)"
+        )
+    return replace(request, width=size[0], height=size[1])
+
+
 class JobMaker:
     """Builds the Jobs of one line (its request resolved, its control image a path)."""
 

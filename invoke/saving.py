@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from invoke import interrupts, outputs
+from invoke import interrupts, outputs, plan
 from invoke.config.lookup import Lookup
 from invoke.events import Saved
 from invoke.line.request import Request
@@ -56,6 +56,7 @@ class Saver:
                 command=command,
                 log=False,
                 lora_hashes=self.lookup.lora_hashes(request) if plain else {},
+                first_pass=self._first_pass(request) if plain else None,
             )
             assert request.seed is not None
             self.seeds.append(request.seed)
@@ -63,6 +64,12 @@ class Saver:
             saved.append(Saved(path, command, request.seed, image.size, model))
             folder.append_log(path, command)
         return path
+
+    def _first_pass(self, request: Request) -> tuple[int, int] | None:
+        """--hires_fix's first-pass size, which AUTOMATIC1111's `parameters` names as `Size`."""
+        if not request.hires_fix:
+            return None
+        return plan.first_pass(request, self.models.native_size, self.models.size_multiple)
 
     def save_grid(
         self,

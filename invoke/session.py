@@ -30,7 +30,7 @@ from invoke.images import init_image_size, load_init_image, resolve_image_path
 from invoke.jobs import JobRunner, LocalRunner
 from invoke.line.request import Request
 from invoke.model_cache import ModelCache
-from invoke.prepare import JobMaker, outcrop_canvas, prompt_from_init
+from invoke.prepare import JobMaker, init_canvas, outcrop_canvas, prompt_from_init
 from invoke.saving import Saver
 from invoke.upscaling import Upscaling
 
@@ -92,6 +92,7 @@ class Session:
         self.caveats.tell(request, resolved, init)
         if init is not None:
             resolved = outcrop_canvas(request, resolved, init, self.size_multiple, self._note)
+            resolved = init_canvas(resolved, init, self.size_multiple, lambda _: None)
         return resolved.to_command()
 
     def generate(self, request: Request) -> list[Path]:
@@ -114,6 +115,7 @@ class Session:
         self.caveats.tell(request, resolved, init)
         resolved = prompt_from_init(resolved, init, self._note)
         resolved = outcrop_canvas(request, resolved, init, self.size_multiple, self._note)
+        resolved = init_canvas(resolved, init, self.size_multiple, self._note)
         control = self._image_path(resolved.control_image, "--control_image", outdir)
         if control is not None:
             # Resolved once: -1 stays the image it was when the line started, in every pass and

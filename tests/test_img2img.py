@@ -174,3 +174,25 @@ def test_no_prompt_takes_the_prompt_from_the_init_image(workdir: Path, run) -> N
     run("-I 000001.2.png -f 0.5 -s 4 -S 3")  # a bare name is looked up in the outdir
     (made,) = (workdir / "out").glob("000002.*.png")
     assert dream(made).startswith('"a tiny house"')
+
+
+def test_a_larger_init_image_stores_the_pictures_real_size_and_remakes_it(workdir, run) -> None:
+    # The tiny model's size is 64x64; without --fit the picture is the init image's own size
+    # (rounded down to 8): the command, sd-metadata and `parameters` say 96x72, not 64x64.
+    init = picture(workdir / "wide.png", size=(100, 75))
+    run(f"a house -I {init} -s 4 -f 0.6 -S 7")
+    (first,) = (workdir / "out").glob("000001.*.png")
+    with Image.open(first) as image:
+        image.load()
+        assert image.size == (96, 72)
+        assert " -W 96 -H 72 " in image.text["Dream"]
+        assert "Size: 96x72" in image.text["parameters"]
+        assert '"width": 96, "height": 72' in image.text["sd-metadata"]
+    # the stored command remakes the same picture, byte for byte
+    run(dream(first))
+    (again,) = (workdir / "out").glob("000002.*.png")
+    assert np.array_equal(rgb(again), rgb(first))
+    # and -W/-H as the line gave them still make that picture (they size it only with --fit)
+    run(f"a house -I {init} -s 4 -f 0.6 -S 7 -W 64 -H 64")
+    (third,) = (workdir / "out").glob("000003.*.png")
+    assert np.array_equal(rgb(third), rgb(first)) and dream(third) == dream(first)

@@ -19,7 +19,6 @@ from PIL import Image, PngImagePlugin
 from invoke import atomic, outputs
 from invoke.errors import InvokeError, MetadataError, OutputError
 from invoke.line.parse import parse_request
-from invoke.line.prompt_syntax import split_prompt
 from invoke.line.request import Request
 from invoke.line.switches import Variation
 from invoke.outputs import (
@@ -306,7 +305,7 @@ def test_chunks_have_the_reference_shape(tmp_path: Path) -> None:
     assert chunks["parameters"] == (
         "a kitten's toy\n"
         "Negative prompt: blurry, dark\n"
-        "Steps: 20, Sampler: LMS, CFG scale: 7.5, Seed: 42, Size: 64x64, "
+        "Steps: 20, Sampler: LMS, Schedule type: Automatic, CFG scale: 7.5, Seed: 42, Size: 64x64, "
         "Model hash: 0123456789, Model: tiny-test, Version: invoke-dream 0.1.0"
     )
 
@@ -657,12 +656,14 @@ def test_our_parameters_chunk_alone_reads_back(tmp_path: Path) -> None:
     assert read_command(path) == req.to_command()
 
 
-def test_parameters_chunk_escapes_colons_inside_weighted_sub_prompts(tmp_path: Path) -> None:
+def test_parameters_chunk_names_a_blend_that_a1111_cannot_mix() -> None:
+    # A1111 has no embedding mix, and reads `poster:0.5` as the words: the prompt line holds
+    # the words, the mix stands in a field of its own (tests/test_written_metadata.py reads it
+    # back by A1111's rules).
     req = readme_request(prompt="ratio 16\\:9 poster:0.5 a dog:0.5")
-    text = a1111_parameters(req, model_id="m")
-    path = foreign_png(tmp_path / "p.png", {"parameters": text})
-    back = parse_request(read_command(path))
-    assert split_prompt(back.prompt).positive == (("ratio 16:9 poster", 0.5), ("a dog", 0.5))
+    prompt_line, *_, fields = a1111_parameters(req, model_id="m").split("\n")
+    assert prompt_line == "ratio 16:9 poster, a dog"
+    assert 'Invoke prompt: "ratio 16\\\\:9 poster:0.5 a dog:0.5"' in fields
 
 
 # ---------------------------------------------------------------------------------------------

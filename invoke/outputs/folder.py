@@ -207,6 +207,7 @@ class OutputFolder:
         command: str | None = None,
         log: bool = True,
         lora_hashes: Mapping[str, str] | None = None,
+        first_pass: tuple[int, int] | None = None,
     ) -> Path:
         """Save one generated image with its metadata, then log it. Returns the path written.
 
@@ -221,6 +222,7 @@ class OutputFolder:
             image=image,
             command=command,
             lora_hashes=lora_hashes,
+            first_pass=first_pass,
         )
         level = request.png_compression
         path = self.write_png(

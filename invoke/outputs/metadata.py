@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,8 +14,10 @@ from PIL import Image
 
 from invoke import __version__
 from invoke.errors import OutputError
+from invoke.line.prompt import Parts, Prompt, SubPrompt
+from invoke.line.prompt import Sequence as Fragments
 from invoke.line.request import Request
-from invoke.line.samplers import SAMPLER_TABLE
+from invoke.line.samplers import SAMPLER_TABLE, a1111_label
 from invoke.line.switch_defaults import UPSCALER_REPOS
 from invoke.line.switches import SEAMLESS_AXES
 
@@ -28,6 +31,108 @@ A1111_SAMPLERS: dict[str, str] = {name: row.a1111 for name, row in SAMPLER_TABLE
 def _split_prompt(request: Request) -> tuple[tuple[tuple[str, float], ...], str]:
     words = request.parsed_prompt
     return tuple((p.text, p.weight) for p in words.positive), words.negative.text
+
+
+# -- prompts as the other tools read them -------------------------------------------------------
+
+# AUTOMATIC1111 reads `(`, `)`, `[`, `]` and `\` as emphasis syntax; escaped, they are text.
+_A1111_SPECIAL = re.compile(r"([\\()\[\]])")
+# Words A1111 splits a prompt at (`AND`: composable diffusion; `BREAK`: a new 75-token chunk).
+# CLIP's tokenizer lowercases, so the lowercase word encodes the same.
+_A1111_KEYWORDS = re.compile(r"\b(AND|BREAK)\b")
+
+
+def _a1111_words(text: str) -> str:
+    text = _A1111_SPECIAL.sub(r"\\\1", text)
+    return _A1111_KEYWORDS.sub(lambda m: m.group(1).lower(), text)
+
+
+def _a1111_sequence(fragments: Fragments, factor: float = 1.0) -> str:
+    """Weighted fragments in A1111's syntax: `(words:1.3)` for each weighted run, the rest as
+    text with A1111's special characters escaped. A1111 multiplies nested weights as we do, so
+    one flat group per run says the same."""
+    out = []
+    for fragment in fragments:
+        weight = round(fragment.weight * factor, 6)
+        words = _a1111_words(fragment.text)
+        if weight == 1.0 or not words.strip():
+            out.append(words)
+        else:
+            lead = words[: len(words) - len(words.lstrip())]
+            tail = words[len(words.rstrip()) :]
+            out.append(f"{lead}({words.strip()}:{weight:g}){tail}")
+    return "".join(out)
+
+
+def _a1111_part(fragments: Fragments | Parts) -> str | None:
+    """One sub-prompt in A1111's syntax, or None when A1111 has nothing that means the same
+    (`.blend()`: A1111 does not mix embeddings). `.and()` puts each prompt in its own 77-token
+    chunk, which is what A1111's BREAK does; its weights scale the words, as a group's do."""
+    if not isinstance(fragments, Parts):
+        return _a1111_sequence(fragments)
+    if fragments.combine != "and":
+        return None
+    return " BREAK ".join(_a1111_sequence(seq, weight).strip() for seq, weight in fragments.parts)
+
+
+def a1111_prompts(prompt: Prompt) -> tuple[str, str, bool]:
+    """(positive, negative, exact) in AUTOMATIC1111's prompt syntax. `exact` is False when the
+    prompt mixes sub-prompts (`a cat:0.7 a dog:0.3`, `.blend()`): A1111 has no embedding mix,
+    so the words are written one after the other (what A1111 would draw from them) and the
+    caller names the mix in a field of its own, never as a weight A1111 would misread."""
+    parts = [_a1111_part(sub.fragments) for sub in prompt.positive]
+    exact = len(parts) == 1 and parts[0] is not None
+    words = ", ".join(_a1111_words(sub.plain) for sub in prompt.positive)
+    positive = parts[0] if exact and parts[0] is not None else words
+    negative = _a1111_part(prompt.negative.fragments)
+    if negative is None:
+        exact = False
+        negative = _a1111_words(prompt.negative.plain)
+    return " ".join(positive.split()), " ".join(negative.split()), exact
+
+
+_INVOKEAI_SIGNS = re.compile(r"(?<=\S)([+-]+)(?=\s|$)")
+
+
+def _invokeai_sequence(fragments: Fragments) -> str:
+    """Weighted fragments in InvokeAI 2.3's syntax, every colon escaped (InvokeAI 2.3 reads
+    any `:` as a sub-prompt weight, so `a photo: city` would be two prompts mixed): `(words)1.3`
+    for each weighted run. Our parser reads the text back to the same fragments."""
+    out = []
+    for fragment in fragments:
+        words = re.sub(r"([():])", r"\\\1", fragment.text)
+        words = _INVOKEAI_SIGNS.sub(lambda m: "".join("\\" + c for c in m.group(1)), words)
+        if fragment.weight == 1.0 or not words.strip():
+            out.append(words)
+        else:
+            lead = words[: len(words) - len(words.lstrip())]
+            tail = words[len(words.rstrip()) :]
+            out.append(f"{lead}({words.strip()}){fragment.weight:g}{tail}")
+    return "".join(out)
+
+
+def _invokeai_text(sub: SubPrompt) -> str:
+    """A sub-prompt's text as InvokeAI 2.3 reads it: its colons escaped."""
+    if ":" not in sub.text:
+        return sub.text
+    if isinstance(sub.fragments, Parts):
+        return sub.text.replace(":", "\\:")
+    return _invokeai_sequence(sub.fragments)
+
+
+def _invokeai_prompt(request: Request) -> str:
+    """The whole prompt for sd-metadata, as InvokeAI 2.3 reads it: unchanged unless it holds a
+    colon (a `<lora:...>` reference or words with a colon); then the words are escaped and each
+    LoRA is InvokeAI 2.3's `withLora(name, weight)`."""
+    if ":" not in request.prompt:
+        return request.prompt
+    parsed = request.parsed_prompt
+    text = _invokeai_text(parsed.positive[0])
+    if parsed.negative.text:
+        text += f" [{_invokeai_text(parsed.negative)}]"
+    for use in parsed.loras:
+        text += f" withLora({use.name}, {use.weight:g})"
+    return text
 
 
 def image_hash(image: Image.Image) -> str:
@@ -47,11 +152,12 @@ def image_metadata(
     positive, negative = _split_prompt(request)
     if len(positive) <= 1:
         # InvokeAI kept an unweighted prompt whole, `[negative]` included: same here.
-        prompt = [{"prompt": request.prompt, "weight": 1.0}]
+        prompt = [{"prompt": _invokeai_prompt(request), "weight": 1.0}]
     else:
-        prompt = [{"prompt": text, "weight": weight} for text, weight in positive]
+        parsed = request.parsed_prompt
+        prompt = [{"prompt": _invokeai_text(sub), "weight": sub.weight} for sub in parsed.positive]
         if negative:
-            prompt[-1]["prompt"] = f"{prompt[-1]['prompt']} [{negative}]"
+            prompt[-1]["prompt"] = f"{prompt[-1]['prompt']} [{_invokeai_text(parsed.negative)}]"
         # the sub-prompts leave LoRA references out; they hold for the whole line, so they go
         # with the last part, as the negative prompt does, and a fetched line keeps them.
         for use in request.parsed_prompt.loras:
@@ -79,6 +185,15 @@ def image_metadata(
         "strength": request.strength if img2img or request.hires_fix else None,
         "orig_hash": orig_hash,
     }
+    if img2img:
+        # InvokeAI 2.3's web UI wrote these beside init_img/init_mask, and reads them back
+        meta["fit"] = request.fit
+        meta["init_image_path"] = request.init_img
+        if request.init_mask is not None:
+            meta["mask_image_path"] = request.init_mask
+    if request.skip_normalize:
+        # -x by the name InvokeAI 2.3's metadata_loads gives it (every key becomes a switch)
+        meta["skip_normalize"] = True
     loras = request.parsed_prompt.loras
     if loras:
         hashes = lora_hashes or {}
@@ -163,60 +278,103 @@ def _a1111_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+def _a1111_sampler(name: str) -> list[tuple[str, str]]:
+    """`Sampler` and `Schedule type` as A1111 1.9+ writes them (the sampler table's pair):
+    without a Schedule type A1111 fills one in, which need not be the schedule that ran."""
+    if name not in SAMPLER_TABLE:
+        return [("Sampler", name)]
+    label, schedule = a1111_label(name)
+    return [("Sampler", label), ("Schedule type", schedule)]
+
+
+def _a1111_hires(request: Request, first_pass: tuple[int, int] | None) -> list[tuple[str, str]]:
+    """--hires_fix as A1111's txt2img writes its hires fix: the second pass's strength, the
+    factor (or the size, when no one factor gives both sides), its steps and upscaler. Ours
+    upscales the latents bilinearly: A1111's "Latent". A1111 runs exactly `Hires steps` in the
+    second pass; ours takes int(strength * steps), so that count is what is written."""
+    if first_pass is None or not request.hires_fix or request.steps is None:
+        return []
+    width, height = request.width or 0, request.height or 0
+    strength = _or(request.strength, 0.75)
+    fields = [("Denoising strength", _a1111_number(strength))]
+    scale = width / first_pass[0]
+    if int(first_pass[0] * scale) == width and int(first_pass[1] * scale) == height:
+        fields.append(("Hires upscale", _a1111_number(round(scale, 6))))
+    else:
+        fields.append(("Hires resize", f"{width}x{height}"))
+    second = int(strength * request.steps)
+    if second:
+        fields.append(("Hires steps", str(second)))
+    fields.append(("Hires upscaler", "Latent"))
+    return fields
+
+
+def _a1111_controlnet(request: Request) -> list[tuple[str, str]]:
+    """As the sd-webui-controlnet extension writes a unit: the preprocessor ("none" when the
+    image is used as it is), and the image scaled to cover the picture ("Crop and Resize")."""
+    if request.controlnet is None:
+        return []
+    unit = [
+        ("Module", request.control_processor or "none"),
+        ("Model", request.controlnet),
+        ("Weight", _a1111_number(_or(request.control_weight, 1.0))),
+        ("Resize Mode", "Crop and Resize"),
+        ("Guidance Start", _a1111_number(_or(request.control_start, 0.0))),
+        ("Guidance End", _a1111_number(_or(request.control_end, 1.0))),
+    ]
+    return [("ControlNet 0", ", ".join(f"{k}: {v}" for k, v in unit))]
+
+
 def a1111_parameters(
     request: Request,
     *,
     model_id: str,
     model_hash: str = "",
     lora_hashes: Mapping[str, str] | None = None,
+    first_pass: tuple[int, int] | None = None,
 ) -> str:
-    """AUTOMATIC1111's `parameters` text, so other tools show our settings."""
-    positive, negative = _split_prompt(request)
-    if len(positive) == 1:
-        prompt_text = positive[0][0]
-    else:
-        prompt_text = " ".join(f"{t.replace(':', chr(92) + ':')}:{w:g}" for t, w in positive)
+    """AUTOMATIC1111's `parameters` text, its fields in the order A1111 writes them, so that
+    A1111 (and the sites that read its text) read back our settings.
+
+    first_pass: --hires_fix's first-pass size (None: one pass); A1111's `Size` is that size."""
+    positive, negative, exact = a1111_prompts(request.parsed_prompt)
     # AUTOMATIC1111 names LoRAs in the prompt as <lora:name:weight>.
     uses = request.parsed_prompt.loras
-    lines = [" ".join([prompt_text, *(f"<lora:{u.name}:{u.weight:g}>" for u in uses)])]
+    lines = [" ".join([positive, *(f"<lora:{u.name}:{u.weight:g}>" for u in uses)]).strip()]
     if negative:
         lines.append(f"Negative prompt: {negative}")
+    hires = _a1111_hires(request, first_pass)
     fields: list[tuple[str, str]] = []
     if request.steps is not None:
         fields.append(("Steps", str(request.steps)))
     if request.sampler is not None:
-        fields.append(("Sampler", A1111_SAMPLERS.get(request.sampler, request.sampler)))
+        fields += _a1111_sampler(request.sampler)
     if request.cfg_scale is not None:
         fields.append(("CFG scale", _a1111_number(request.cfg_scale)))
     if request.seed is not None:
         fields.append(("Seed", str(request.seed)))
-    if request.width is not None and request.height is not None:
-        fields.append(("Size", f"{request.width}x{request.height}"))
+    size = first_pass if hires and first_pass else (request.width, request.height)
+    if size[0] is not None and size[1] is not None:
+        fields.append(("Size", f"{size[0]}x{size[1]}"))
     if model_hash:
         fields.append(("Model hash", model_hash[:10]))
     fields.append(("Model", model_id))
-    if request.init_img is not None and request.strength is not None:
-        fields.append(("Denoising strength", _a1111_number(request.strength)))
     if len(request.with_variations) == 1:
         v = request.with_variations[0]
         fields.append(("Variation seed", str(v.seed)))
         fields.append(("Variation seed strength", _a1111_number(v.weight)))
+    if request.init_img is not None and request.strength is not None:
+        fields.append(("Denoising strength", _a1111_number(request.strength)))
+    fields += hires[:1]  # Denoising strength stands here in A1111's order
     if request.seamless and set(request.seamless_axes or SEAMLESS_AXES) == set(SEAMLESS_AXES):
         # AUTOMATIC1111's tiling is both axes or none: a one-axis picture has no honest way to
         # say it here (Dream and sd-metadata do).
         fields.append(("Tiling", "True"))
-    if request.controlnet is not None:
-        # As the sd-webui-controlnet extension writes a unit: the preprocessor ("none" when the
-        # image is used as it is), and the image scaled to cover the picture ("Crop and Resize").
-        unit = [
-            ("Module", request.control_processor or "none"),
-            ("Model", request.controlnet),
-            ("Weight", _a1111_number(_or(request.control_weight, 1.0))),
-            ("Resize Mode", "Crop and Resize"),
-            ("Guidance Start", _a1111_number(_or(request.control_start, 0.0))),
-            ("Guidance End", _a1111_number(_or(request.control_end, 1.0))),
-        ]
-        fields.append(("ControlNet 0", ", ".join(f"{k}: {v}" for k, v in unit)))
+    fields += hires[1:]
+    if not exact:
+        # A1111 has no embedding mix: the prompt above is the words; this is the mix itself.
+        fields.append(("Invoke prompt", request.parsed_prompt.text))
+    fields += _a1111_controlnet(request)
     if request.upscale:
         # the keys AUTOMATIC1111's Extras tab writes for an upscale
         fields.append(("Postprocess upscale by", str(request.upscale[0])))
@@ -227,13 +385,15 @@ def a1111_parameters(
     if hashes:
         fields.append(("Lora hashes", ", ".join(hashes)))  # as AUTOMATIC1111 writes them
     fields.append(("Version", f"{APP_ID} {APP_VERSION}"))
-
-    def quoted(value: str) -> str:
-        # A1111 quotes values that contain its separators.
-        return json.dumps(value) if ("," in value or ":" in value or '"' in value) else value
-
-    lines.append(", ".join(f"{k}: {quoted(v)}" for k, v in fields))
+    lines.append(", ".join(f"{k}: {_a1111_quoted(v)}" for k, v in fields))
     return "\n".join(lines)
+
+
+def _a1111_quoted(value: str) -> str:
+    # A1111 quotes a value that holds its separators (a comma, a colon, a line break) as JSON.
+    if any(c in value for c in ',:"\n'):
+        return json.dumps(value, ensure_ascii=False)
+    return value
 
 
 def png_chunks(
@@ -244,8 +404,10 @@ def png_chunks(
     image: Image.Image | None = None,
     command: str | None = None,
     lora_hashes: Mapping[str, str] | None = None,
+    first_pass: tuple[int, int] | None = None,
 ) -> dict[str, str]:
-    """`Dream`, `sd-metadata` and `parameters` texts for one image made from `request`."""
+    """`Dream`, `sd-metadata` and `parameters` texts for one image made from `request`
+    (first_pass: --hires_fix's first-pass size, None for one pass)."""
     dream = command if command is not None else request.to_command()
     meta = sd_metadata(
         request,
@@ -255,7 +417,11 @@ def png_chunks(
         lora_hashes=lora_hashes,
     )
     parameters = a1111_parameters(
-        request, model_id=model_id, model_hash=model_hash, lora_hashes=lora_hashes
+        request,
+        model_id=model_id,
+        model_hash=model_hash,
+        lora_hashes=lora_hashes,
+        first_pass=first_pass,
     )
     return {
         "Dream": dream,

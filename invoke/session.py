@@ -283,10 +283,8 @@ class Session:
     def fetch(self, path: str) -> str:
         """The picture's command, less the output folder and file names it may carry (the
         user's to choose, said in a note)."""
-        file = Path(path).expanduser()
-        read, notes = outputs.read_command_and_notes(file)
-        command, dropped = outputs.without_user_choices(read)
-        for note in notes + ([outputs.dropped_note(file.name, dropped)] if dropped else []):
+        command, notes = outputs.fetched_command(Path(path).expanduser())
+        for note in notes:
             self._note(note)
         return command
 

@@ -291,3 +291,11 @@ def dropped_note(name: str, dropped: dict[str, str]) -> str:
         f"{name}: dropped {' and '.join(dropped.values())} from the picture's command "
         f"({choices} {verb} yours to choose)"
     )
+
+
+def fetched_command(path: Path) -> tuple[str, list[str]]:
+    """What `!fetch` gives for the picture at `path`: its command, less the choices that are the
+    user's (-o, --fnformat), and the notes to show (what was dropped or could not be read)."""
+    read, notes = read_command_and_notes(path)
+    command, dropped = without_user_choices(read)
+    return command, notes + ([dropped_note(path.name, dropped)] if dropped else [])

@@ -21,8 +21,8 @@ from invoke import atomic
 from invoke.errors import InvokeError, MetadataError
 from invoke.line.parse import parse_fix, parse_request
 from invoke.line.table import SWITCHES
+from invoke.outputs.a1111 import read_a1111
 from invoke.outputs.foreign import (
-    _command_from_a1111,
     _command_from_dream,
     _command_from_sd_metadata,
 )
@@ -197,7 +197,7 @@ def read_command(path: str | os.PathLike[str]) -> str:
         errors.append(meta_error)
     if "parameters" in chunks:
         try:
-            return _command_from_a1111(chunks["parameters"])
+            return read_a1111(chunks["parameters"], [])  # notes: wired with the readers' notes
         except InvokeError as err:
             errors.append(f"parameters: {err}")
     raise MetadataError(f"{where}: no usable command in its metadata ({'; '.join(errors)})")

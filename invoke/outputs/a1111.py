@@ -178,8 +178,6 @@ def _weight_text(weight: float) -> str:
 
 def _notes_on(text: str, notes: list[str]) -> str:
     """Note what A1111's prompt holds that ours has not; `text` less its BREAKs."""
-    if "\\[" in text or "\\]" in text:
-        notes.append("literal square brackets (our [...] is the negative prompt)")
     if _EDITING.search(text):
         notes.append("prompt editing/alternation [a:b:N], [a|b] (read as plain emphasis here)")
     if _AND.search(text):
@@ -195,6 +193,10 @@ def _ours(text: str, notes: list[str]) -> str:
     out: list[str] = []
     weighted_before = False  # the last thing written is `(...)WEIGHT`: keep its weight apart
     for run, weight in _attention(_notes_on(text, notes)):
+        if "[" in run or "]" in run:
+            notes.append(
+                "literal square brackets, read as spaces (our [...] is the negative prompt)"
+            )
         escaped = _escaped(run.replace("[", " ").replace("]", " "))
         if not 0 <= weight <= WEIGHT_MAX:
             shown = shorten(run.strip(), 20)
@@ -290,10 +292,27 @@ def command_from_a1111(text: str) -> tuple[str, list[str]]:
         named = values.get("Model") or "?"
         hashed = f" (hash {values['Model hash']})" if values.get("Model hash") else ""
         notes.append(f"model {named}{hashed}: choose it with !switch if you have it")
-    others = [f"{k}: {shorten(v, 30)}" for k, v in values.items() if k not in _READ]
+    others = [_unread(k, v) for k, v in values.items() if k not in _READ]
     if others:
         notes.append(f"{', '.join(others)} (no such settings here)")
     return request_to_canonical(fields, "parameters"), notes
+
+
+_CONTROLNET = re.compile(r"ControlNet (\d{1,3})")
+
+
+def _unread(key: str, value: str) -> str:
+    """A field with no equivalent here, as its note names it."""
+    unit = _CONTROLNET.fullmatch(key)
+    if unit:
+        inner = a1111_fields(value)
+        what = ", ".join(inner[k] for k in ("Module", "Model") if inner.get(k)) or shorten(
+            value, 40
+        )
+        return (
+            f"ControlNet unit {unit.group(1)} ({shorten(what, 60)}; its control image is not kept)"
+        )
+    return f"{key}: {shorten(value, 40)}"
 
 
 def _size(text: str, key: str) -> tuple[int, int]:

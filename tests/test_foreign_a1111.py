@@ -168,7 +168,7 @@ FIXTURES: dict[str, tuple[str, str, list[str]]] = {
         '"a castle" -s 20 -S 5 -W 1024 -H 768 -C 7.0 -A k_euler --hires_fix -f 0.4',
         [
             "hires first pass at 512x512 (here it is drawn at about the model's size)",
-            "Hires steps: 10 (the second pass takes -s's share here)",
+            "Hires steps: 10 (the second pass runs -f x -s = 8 here)",
             "Hires upscaler: R-ESRGAN 4x+ (the second pass enlarges latents here)",
         ],
     ),
@@ -186,6 +186,15 @@ FIXTURES: dict[str, tuple[str, str, list[str]]] = {
             "its control image is not kept), ADetailer model: face_yolov8n.pt, "
             "ADetailer confidence: 0.3 (no such settings here)",
         ],
+    ),
+    "ours, with the prompt as typed beside A1111's words": (
+        "ratio 16:9 poster, a dog\n"
+        "Steps: 20, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 512x512, Denoising strength: "
+        "0.5, Hires upscale: 2, Hires steps: 10, Hires upscaler: Latent, "
+        'Invoke prompt: "ratio 16\\\\:9 poster:0.5 a dog:0.5", Version: invoke-dream 0.1.0',
+        '"ratio 16\\\\:9 poster:0.5 a dog:0.5" -s 20 -S 5 -W 1024 -H 1024 -C 7.0 -A k_euler '
+        "--hires_fix -f 0.5",
+        ["hires first pass at 512x512 (here it is drawn at about the model's size)"],
     ),
     "a sampler none here runs": (
         "a cat\nSteps: 8, Sampler: LCM, CFG scale: 1.5, Seed: 5, Size: 512x512",

@@ -662,7 +662,8 @@ def test_parameters_chunk_escapes_colons_inside_weighted_sub_prompts(tmp_path: P
     text = a1111_parameters(req, model_id="m")
     path = foreign_png(tmp_path / "p.png", {"parameters": text})
     back = parse_request(read_command(path))
-    assert split_prompt(back.prompt).positive == (("ratio 16:9 poster", 0.5), ("a dog", 0.5))
+    # read as AUTOMATIC1111 reads it: `:0.5` is text there (no sub-prompts), so it stays text
+    assert split_prompt(back.prompt).positive == (("ratio 16:9 poster:0.5 a dog:0.5", 1.0),)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -242,7 +242,7 @@ _READ = {
     "Steps", "Seed", "CFG scale", "Size", "Sampler", "Schedule type", "Tiling",
     "Variation seed", "Variation seed strength", "Denoising strength", "Model", "Model hash",
     "Hires upscale", "Hires resize", "Hires steps", "Hires upscaler",
-    "Version", "Lora hashes", "TI hashes",
+    "Version", "Lora hashes", "TI hashes", "Invoke prompt",
 }  # fmt: skip
 # A1111's upscalers that enlarge the latents, as our --hires_fix does.
 _LATENT = re.compile(r"latent\b", re.IGNORECASE)
@@ -266,7 +266,10 @@ def command_from_a1111(text: str) -> tuple[str, list[str]]:
         else:
             positive.append(line)
     values = a1111_fields(lines[settings_at])
-    prompt, notes = prompt_from_a1111("\n".join(positive), "\n".join(negative))
+    if values.get("Invoke prompt"):  # ours: the prompt as typed, where A1111's words differ
+        prompt, notes = values["Invoke prompt"], []
+    else:
+        prompt, notes = prompt_from_a1111("\n".join(positive), "\n".join(negative))
     fields: dict[str, Any] = {"prompt": prompt}
     for key, field, kind in (
         ("Steps", "steps", int),
@@ -357,9 +360,11 @@ def _strength(values: dict[str, str], fields: dict[str, Any], notes: list[str]) 
         fields["strength"] = number(strength, float, "Denoising strength")
     first = values.get("Size", "?")
     notes.append(f"hires first pass at {first} (here it is drawn at about the model's size)")
-    steps = values.get("Hires steps", "0").strip()
-    if steps not in ("0", values.get("Steps", "").strip()):
-        notes.append(f"Hires steps: {steps} (the second pass takes -s's share here)")
+    # A1111 runs `Hires steps` exactly; 0 is -f's share of Steps, which ours runs too.
+    hires_steps = values.get("Hires steps", "0").strip()
+    share = int(fields.get("strength", 0.75) * fields.get("steps", 50))
+    if hires_steps not in ("0", str(share)):
+        notes.append(f"Hires steps: {hires_steps} (the second pass runs -f x -s = {share} here)")
     upscaler = values.get("Hires upscaler", "").strip()
     if upscaler and not _LATENT.match(upscaler):
         notes.append(f"Hires upscaler: {upscaler} (the second pass enlarges latents here)")

@@ -197,9 +197,9 @@ FIXTURES: dict[str, tuple[str, str, list[str]]] = {
         ["hires first pass at 512x512 (here it is drawn at about the model's size)"],
     ),
     "a sampler none here runs": (
-        "a cat\nSteps: 8, Sampler: LCM, CFG scale: 1.5, Seed: 5, Size: 512x512",
+        "a cat\nSteps: 8, Sampler: DPM adaptive, CFG scale: 1.5, Seed: 5, Size: 512x512",
         '"a cat" -s 8 -S 5 -W 512 -H 512 -C 1.5',
-        ["sampler LCM (none here runs it; the default sampler is used)"],
+        ["sampler DPM adaptive (none here runs it; the default sampler is used)"],
     ),
     "a long prompt, kept whole": (
         f"{LONG_PROMPT}\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 512x512",

@@ -106,9 +106,10 @@ def _attention(text: str) -> list[tuple[str, float]]:
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
-        if ch == "\\":
-            runs.append(text[i + 1 : i + 2])
-            i += 2
+        if ch == "\\":  # `\(` `\)` `\[` `\]` `\\` are literal; a lone backslash is nothing
+            escaped = text[i + 1 : i + 2] in ("(", ")", "[", "]", "\\")
+            runs.append(text[i + 1] if escaped else "")
+            i += 2 if escaped else 1
         elif ch == "(":
             round_open.append(len(runs))
             i += 1
@@ -197,6 +198,8 @@ def _ours(text: str, notes: list[str]) -> str:
             notes.append(
                 "literal square brackets, read as spaces (our [...] is the negative prompt)"
             )
+        if "\\" in run:
+            notes.append("literal backslashes, read as spaces (ours escape what follows them)")
         escaped = _escaped(run.replace("[", " ").replace("]", " "))
         if not 0 <= weight <= WEIGHT_MAX:
             shown = shorten(run.strip(), 20)

@@ -197,6 +197,12 @@ FIXTURES: dict[str, tuple[str, str, list[str]]] = {
             "Hires upscaler: R-ESRGAN 4x+ (the second pass enlarges latents here)",
         ],
     ),
+    "hires resize with one side 0: the first pass's shape": (
+        "a castle\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 512x768, "
+        "Denoising strength: 0.4, Hires resize: 1024x0, Hires upscaler: Latent (nearest-exact)",
+        '"a castle" -s 20 -S 5 -W 1024 -H 1536 -C 7.0 -A k_euler --hires_fix -f 0.4',
+        ["hires first pass at 512x768 (here it is drawn at about the model's size)"],
+    ),
     "what has no equivalent": (
         "a cat BREAK a hat <hypernet:anime:1> <lora:ink:0.8:0.5>\n"
         "Steps: 20, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 512x512, Clip skip: 2, "

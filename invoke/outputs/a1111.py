@@ -341,6 +341,18 @@ def _sampler(values: dict[str, str], fields: dict[str, Any], notes: list[str]) -
         notes.append(f"sampler {shown} (none here runs it; the default sampler is used)")
 
 
+def _hires_resize(text: str, width: int | None, height: int | None) -> tuple[int, int]:
+    """`Hires resize: WxH`; a 0 side follows the first pass's shape, as A1111 computes it."""
+    to_w, to_h = _size(text, "Hires resize")
+    if (to_w and to_h) or not (width and height):
+        if not (to_w and to_h):
+            raise MetadataError(f"Hires resize is {shorten(text)!r} and no Size gives its shape")
+        return to_w, to_h
+    if not to_h:
+        return to_w, to_w * height // width
+    return to_h * width // height, to_h
+
+
 def _strength(values: dict[str, str], fields: dict[str, Any], notes: list[str]) -> None:
     """Denoising strength: the hires pass's (with hires fields), else an img2img picture's."""
     strength = values.get("Denoising strength")
@@ -354,7 +366,7 @@ def _strength(values: dict[str, str], fields: dict[str, Any], notes: list[str]) 
         return
     width, height = fields.get("width"), fields.get("height")
     if "Hires resize" in values:
-        width, height = _size(values["Hires resize"], "Hires resize")
+        width, height = _hires_resize(values["Hires resize"], width, height)
     elif width and height:
         scale = number(values["Hires upscale"], float, "Hires upscale")
         width, height = int(width * scale), int(height * scale)

@@ -75,6 +75,14 @@ def a1111_attention(text: str) -> list[tuple[str, float]]:
     return merged
 
 
+def test_a_lora_in_the_negative_prompt_is_no_lora() -> None:
+    """A1111 loads extra networks named in the prompt alone."""
+    assert prompt_from_a1111("a cat <lora:ink:0.5>", "blurry <lora:bad:1>") == (
+        "a cat [blurry] <lora:ink:0.5>",
+        ["<lora:bad:1> in the negative prompt (words to A1111, not a network)"],
+    )
+
+
 def test_square_brackets_that_are_text_are_named_in_a_note() -> None:
     """Our [...] is the negative prompt: A1111's literal brackets cannot be written."""
     for text in (r"a \[b\] c", "a stray ] here"):

@@ -87,6 +87,12 @@ def _networks(text: str, loras: list[str], notes: list[str]) -> str:
     return _NETWORK.sub(take, text)
 
 
+def _words_not_network(m: re.Match[str], notes: list[str]) -> str:
+    """A1111 takes extra networks from the prompt only: in the negative one they are words."""
+    notes.append(f"{m.group(0)} in the negative prompt (words to A1111, not a network)")
+    return " "
+
+
 def _attention(text: str) -> list[tuple[str, float]]:
     """A1111's parse_prompt_attention, in linear time: (text, weight) runs, neighbours of one
     weight merged. A group's multiplier is laid on the runs it encloses through a running
@@ -227,7 +233,7 @@ def prompt_from_a1111(positive: str, negative: str = "") -> tuple[str, list[str]
     notes: list[str] = []
     loras: list[str] = []
     positive = _networks(positive, loras, notes)
-    negative = _networks(negative, loras, notes)
+    negative = _NETWORK.sub(lambda m: _words_not_network(m, notes), negative)
     prompt = _ours(positive, notes)
     neg = _ours(negative, notes)
     if neg:

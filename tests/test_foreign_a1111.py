@@ -211,6 +211,12 @@ FIXTURES: dict[str, tuple[str, str, list[str]]] = {
         '"a castle" -s 20 -S 5 -W 1024 -H 1536 -C 7.0 -A k_euler --hires_fix -f 0.4',
         ["hires first pass at 512x768 (here it is drawn at about the model's size)"],
     ),
+    "hires fix as A1111 before 1.0 wrote it": (
+        "a castle\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 1024x1024, "
+        "Denoising strength: 0.7, First pass size: 512x512",
+        '"a castle" -s 20 -S 5 -W 1024 -H 1024 -C 7.0 -A k_euler --hires_fix -f 0.7',
+        ["hires first pass at 512x512 (here it is drawn at about the model's size)"],
+    ),
     "what has no equivalent": (
         "a cat BREAK a hat <hypernet:anime:1> <lora:ink:0.8:0.5>\n"
         "Steps: 20, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 512x512, Clip skip: 2, "

@@ -250,7 +250,7 @@ def prompt_from_a1111(positive: str, negative: str = "") -> tuple[str, list[str]
 _READ = {
     "Steps", "Seed", "CFG scale", "Size", "Sampler", "Schedule type", "Tiling",
     "Variation seed", "Variation seed strength", "Denoising strength", "Model", "Model hash",
-    "Hires upscale", "Hires resize", "Hires steps", "Hires upscaler",
+    "Hires upscale", "Hires resize", "Hires steps", "Hires upscaler", "First pass size",
     "Version", "Lora hashes", "TI hashes", "Invoke prompt",
 }  # fmt: skip
 # A1111's upscalers that enlarge the latents, as our --hires_fix does.
@@ -362,7 +362,8 @@ def _hires_resize(text: str, width: int | None, height: int | None) -> tuple[int
 def _strength(values: dict[str, str], fields: dict[str, Any], notes: list[str]) -> None:
     """Denoising strength: the hires pass's (with hires fields), else an img2img picture's."""
     strength = values.get("Denoising strength")
-    hires = "Hires upscale" in values or "Hires resize" in values
+    # A1111 before 1.0 wrote `First pass size` with Size the final one.
+    hires = any(k in values for k in ("Hires upscale", "Hires resize", "First pass size"))
     if not hires:
         if strength is not None:
             notes.append(
@@ -373,13 +374,13 @@ def _strength(values: dict[str, str], fields: dict[str, Any], notes: list[str]) 
     width, height = fields.get("width"), fields.get("height")
     if "Hires resize" in values:
         width, height = _hires_resize(values["Hires resize"], width, height)
-    elif width and height:
+    elif width and height and "Hires upscale" in values:
         scale = number(values["Hires upscale"], float, "Hires upscale")
         width, height = int(width * scale), int(height * scale)
     fields.update(width=width, height=height, hires_fix=True)
     if strength is not None:
         fields["strength"] = number(strength, float, "Denoising strength")
-    first = values.get("Size", "?")
+    first = values.get("First pass size") or values.get("Size", "?")
     notes.append(f"hires first pass at {first} (here it is drawn at about the model's size)")
     # A1111 runs `Hires steps` exactly; 0 is -f's share of Steps, which ours runs too.
     hires_steps = values.get("Hires steps", "0").strip()

@@ -33,6 +33,7 @@ from invoke.errors import InvokeError
 from invoke.line.parse import parse_fix, parse_line
 from invoke.line.prompt_syntax import parse_prompt
 from invoke.line.switches import MAX_LINE
+from invoke.outputs import a1111 as a1111_reader
 from invoke.outputs import foreign, invokeai, readback
 from invoke.shell.completer import ShellCompleter
 from invoke.shell.validator import LineValidator
@@ -137,7 +138,7 @@ def invokeai_dream(text: str) -> None:
 
 
 def a1111(text: str) -> None:
-    foreign._command_from_a1111(text)
+    a1111_reader.command_from_a1111(text)
 
 
 def sd_metadata(text: str) -> None:
@@ -242,6 +243,18 @@ WORST = {
     "A1111 keys without a colon": ("A1111 parameters", "a\nSteps: 1, " + "a " * 32_000),
     "A1111 spaces": ("A1111 parameters", "a\nSteps: 1," + " " * 64_000 + "x"),
     "A1111 keys of + and spaces": ("A1111 parameters", "a\nSteps: 1, " + "a+ " * 21_000),
+    "A1111 prompt of ( then )": (
+        "A1111 parameters",
+        "(" * 50_000 + "a" + ")" * 49_000 + "\nSteps: 1",
+    ),
+    "A1111 prompt of (a:0.5)": (
+        "A1111 parameters",
+        "(" * 30_000 + "a:0.5)" * 10_000 + "\nSteps: 1",
+    ),
+    "A1111 prompt of [": ("A1111 parameters", "[a" * 50_000 + "\nSteps: 1"),
+    "A1111 prompt of + then x": ("A1111 parameters", "a" + "+" * 99_000 + "x\nSteps: 1"),
+    "A1111 prompt of [ and :": ("A1111 parameters", "[:" * 50_000 + "\nSteps: 1"),
+    "A1111 prompt of <lora:": ("A1111 parameters", "<lora:" * 16_000 + "\nSteps: 1"),
     "InvokeAI Dream of (": ("InvokeAI Dream", "(" * SIZE),
     "sd-metadata nested": ("sd-metadata", "[" * SIZE),
 }

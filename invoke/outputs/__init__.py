@@ -7,7 +7,8 @@ One concern per module:
 - metadata.py: the `Dream`, `sd-metadata` and `parameters` chunks written with each picture;
 - intermediates.py: step dumps and the strip of previews;
 - readback.py: a PNG's chunks back into our canonical command (`read_command`);
-- foreign.py: each metadata format (ours, InvokeAI's, AUTOMATIC1111's) into a command;
+- foreign.py: each metadata format (ours, InvokeAI's) into a command;
+- a1111.py: AUTOMATIC1111's `parameters` into a command and notes on what it cannot carry;
 - canonical.py: untrusted text through the line parser into a canonical line.
 Atomic writes and locks live in invoke.atomic. Outputs write what they are given: they import
 the command language, never settings.

@@ -1,11 +1,10 @@
 """Each metadata format -> our command: a `Dream` line (ours, or InvokeAI 2.x's, whose switches
-differ), `sd-metadata` (InvokeAI 2.x's JSON, which we write too) and AUTOMATIC1111's `parameters`.
+differ) and `sd-metadata` (InvokeAI 2.x's JSON, which we write too); AUTOMATIC1111's
+`parameters` is read in a1111.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import re
 import shlex
 from typing import Any
@@ -22,12 +21,9 @@ from invoke.outputs.canonical import (
     canonical_fix,
     check_text,
     number,
-    one_line,
     request_to_canonical,
 )
-from invoke.outputs.metadata import A1111_SAMPLERS, UPSCALE_TYPE
-
-_SAMPLER_FROM_A1111 = {v.lower(): k for k, v in A1111_SAMPLERS.items()}
+from invoke.outputs.metadata import UPSCALE_TYPE
 
 # InvokeAI switches with no meaning here (post-processing, features not in this program) and how
 # many values each takes; dropped from a foreign Dream line so the rest of it still works.
@@ -456,81 +452,3 @@ def _seamless_axes(axes: Any) -> tuple[str, ...]:
     switch = next(s for s in SWITCHES if s.field == "seamless_axes")
     read = switch.read(check_text(axes, "image.seamless_axes"))
     return () if read == SEAMLESS_AXES else read  # both: the line says --seamless alone
-
-
-# One `Key: value,` of AUTOMATIC1111's settings line (a value with commas is JSON-quoted). Every
-# repetition is possessive: nothing is given back, so a field is tried in time linear in its
-# length; _a1111_fields starts a try only where one can begin.
-_A1111_FIELD = re.compile(r'\s*+([\w ./+\-()]++):\s*+("(?:\\.|[^\\"])*+"|[^,]*+)(?:,|$)')
-_A1111_KEY = re.compile(r"\s*+[\w ./+\-()]*+")
-
-
-def _a1111_fields(settings: str) -> dict[str, str]:
-    """The `Key: value` pairs of a settings line, values unquoted. What is not a field is
-    skipped: where no field starts, none starts later in the same run of key characters either
-    (they would end at the same place), so the next try is past the run."""
-    values: dict[str, str] = {}
-    position = 0
-    while position < len(settings):
-        m = _A1111_FIELD.match(settings, position)
-        if m is None:
-            run = _A1111_KEY.match(settings, position)
-            position = max(run.end() if run else 0, position + 1)
-            continue
-        value = m.group(2).strip()
-        if value.startswith('"'):
-            with contextlib.suppress(ValueError):
-                value = json.loads(value)
-        values[m.group(1).strip()] = value
-        position = max(m.end(), position + 1)
-    return values
-
-
-def _command_from_a1111(text: str) -> str:
-    lines = text.strip().splitlines()
-    settings_at = max(
-        (i for i, line in enumerate(lines) if line.lstrip().startswith("Steps:")), default=-1
-    )
-    if settings_at < 0:
-        raise MetadataError("has no 'Steps:' line")
-    head, settings = lines[:settings_at], lines[settings_at]
-    positive: list[str] = []
-    negative: list[str] = []
-    for line in head:
-        if line.startswith("Negative prompt:") or negative:
-            negative.append(line.removeprefix("Negative prompt:"))
-        else:
-            positive.append(line)
-    values = _a1111_fields(settings)
-    prompt = one_line(" ".join(positive))
-    neg = one_line(" ".join(negative)).replace("[", "(").replace("]", ")")
-    if neg:
-        prompt = f"{prompt} [{neg}]"
-    fields: dict[str, Any] = {"prompt": prompt}
-    for key, field, kind in (
-        ("Steps", "steps", int),
-        ("Seed", "seed", int),
-        ("CFG scale", "cfg_scale", float),
-    ):
-        if key in values:
-            fields[field] = number(values[key], kind, key)
-    if "Size" in values:
-        m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", values["Size"])
-        if not m:
-            raise MetadataError(f"Size is {shorten(values['Size'])!r}, not WIDTHxHEIGHT")
-        fields["width"], fields["height"] = (number(m.group(k), int, "Size") for k in (1, 2))
-    sampler = values.get("Sampler", "").strip()
-    if sampler.lower() in _SAMPLER_FROM_A1111:
-        fields["sampler"] = _SAMPLER_FROM_A1111[sampler.lower()]
-    elif sampler in SAMPLERS:
-        fields["sampler"] = sampler
-    if values.get("Tiling", "").strip().lower() == "true":
-        fields["seamless"] = True
-    if "Variation seed" in values and "Variation seed strength" in values:
-        fields["with_variations"] = (
-            Variation(
-                number(values["Variation seed"], int, "Variation seed"),
-                number(values["Variation seed strength"], float, "Variation seed strength"),
-            ),
-        )
-    return request_to_canonical(fields, "parameters")

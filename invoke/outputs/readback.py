@@ -21,8 +21,8 @@ from invoke import atomic
 from invoke.errors import InvokeError, MetadataError
 from invoke.line.parse import parse_fix, parse_request
 from invoke.line.table import SWITCHES
+from invoke.outputs.a1111 import read_a1111
 from invoke.outputs.foreign import (
-    _command_from_a1111,
     _command_from_dream,
     _command_from_sd_metadata,
 )
@@ -235,7 +235,7 @@ def _readers(chunks: dict[str, str]) -> list[tuple[str, _Reader]]:
         if key in chunks:
             readers.append((key, lambda notes, key=key: _invokeai(key, chunks[key], notes)))
     if "parameters" in chunks:
-        readers.append(("parameters", lambda notes: _command_from_a1111(chunks["parameters"])))
+        readers.append(("parameters", lambda notes: read_a1111(chunks["parameters"], notes)))
     return readers
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from invoke.errors import InvokeError, MetadataError
 from invoke.line.parse import parse_fix, quote_prompt
-from invoke.line.samplers import SAMPLERS, from_invokeai
+from invoke.line.samplers import from_invokeai
 from invoke.line.switch_defaults import OUTCROP_STRENGTH
 from invoke.line.switches import CONTROL_PROCESSORS, SEAMLESS_AXES, Variation, shorten
 from invoke.line.table import SWITCHES

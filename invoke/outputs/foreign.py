@@ -27,7 +27,7 @@ from invoke.outputs.canonical import (
 )
 from invoke.outputs.metadata import A1111_SAMPLERS, UPSCALE_TYPE
 
-_SAMPLER_FROM_A1111 = {v.lower(): k for k, v in A1111_SAMPLERS.items()}
+_SAMPLER_FROM_A1111 = {v.lower(): k for k, v in reversed(A1111_SAMPLERS.items())}  # first row wins
 
 # InvokeAI switches with no meaning here (post-processing, features not in this program) and how
 # many values each takes; dropped from a foreign Dream line so the rest of it still works.

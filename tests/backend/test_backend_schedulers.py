@@ -70,6 +70,9 @@ NEEDS_TORCHSDE = ("dpmpp_sde", "dpmpp_sde_k")
 HAS_TORCHSDE = importlib.util.find_spec("torchsde") is not None
 # The samplers that run here (every one, where torchsde is installed).
 RUNNABLE = tuple(s for s in EXPECTED if HAS_TORCHSDE or s not in NEEDS_TORCHSDE)
+# One name for each scheduler and settings (euler and k_euler build the same one, as checked by
+# test_each_sampler_builds_its_scheduler_on_the_models_config): the pipeline parity tests'.
+DISTINCT = tuple({repr(EXPECTED[s]): s for s in reversed(RUNNABLE)}.values())[::-1]
 # A model schedule whose own settings differ from what the samplers lay over it.
 MODEL_CONFIG = {**SD15_SCHEDULER, "skip_prk_steps": False, "timestep_spacing": "trailing"}
 

@@ -37,6 +37,10 @@ def make_scheduler(sampler: str, model_config: dict[str, Any], seed: int | None 
         options["noise_sampler_seed"] = seed
     is_lms = row.scheduler == "LMSDiscreteScheduler"
     cls = _lms_class() if is_lms else getattr(diffusers, row.scheduler)
+    # What the class does not take it would ignore, with a warning on the terminal (LCM and TCD
+    # take no skip_prk_steps): left out here instead.
+    takes = inspect.signature(cls.__init__).parameters
+    config = {k: v for k, v in config.items() if k in takes}
     with numpy_quiet(), _unusable_schedule(sampler):
         return cls.from_config({**config, **options})
 

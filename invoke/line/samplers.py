@@ -73,6 +73,7 @@ def _row(
 
 
 _DPM = "DPMSolverMultistepScheduler"
+_DPM1 = "DPMSolverSinglestepScheduler"
 _SDE = "sde-dpmsolver++"
 
 _ROWS: tuple[Sampler, ...] = (
@@ -104,8 +105,10 @@ _ROWS: tuple[Sampler, ...] = (
     _row("kdpm_2_k", "KDPM2DiscreteScheduler", "DPM2", "Karras"),
     _row("kdpm_2_a", "KDPM2AncestralDiscreteScheduler", "DPM2 a"),
     _row("kdpm_2_a_k", "KDPM2AncestralDiscreteScheduler", "DPM2 a", "Karras"),
-    _row("dpmpp_2s", "DPMSolverSinglestepScheduler", "DPM++ 2S", solver_order=2),
-    _row("dpmpp_2s_k", "DPMSolverSinglestepScheduler", "DPM++ 2S", "Karras", solver_order=2),
+    # diffusers turns lower_order_final on for every schedule that ends at sigma 0 (all here),
+    # with a warning on the terminal each time: on from the start, the same numbers.
+    _row("dpmpp_2s", _DPM1, "DPM++ 2S", solver_order=2, lower_order_final=True),
+    _row("dpmpp_2s_k", _DPM1, "DPM++ 2S", "Karras", solver_order=2, lower_order_final=True),
     _row("dpmpp_2m", _DPM, "DPM++ 2M", algorithm_type="dpmsolver++", solver_order=2),
     _row("dpmpp_2m_k", _DPM, "DPM++ 2M", "Karras", algorithm_type="dpmsolver++", solver_order=2),
     _row("dpmpp_2m_sde", _DPM, "DPM++ 2M SDE", algorithm_type=_SDE, solver_order=2),

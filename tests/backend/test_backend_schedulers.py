@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from invoke.backend.schedulers import make_scheduler, numpy_quiet
+from invoke.backend.schedulers import make_scheduler, numpy_quiet, set_steps
 from invoke.errors import InvokeError, ParseError
 from invoke.line.samplers import SAMPLERS
 from tests.fixtures.tiny_models import SD15_SCHEDULER
@@ -20,6 +20,7 @@ DPM = "DPMSolverMultistepScheduler"
 ODE2 = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 SDE2 = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}
 ODE3 = {"algorithm_type": "dpmsolver++", "solver_order": 3}
+LAST1 = {"lower_order_final": True}  # what diffusers turns on anyway, with a warning
 EXPECTED: dict[str, tuple[str, dict[str, object]]] = {
     # InvokeAI 2.3's names
     "ddim": ("DDIMScheduler", {}),
@@ -48,8 +49,8 @@ EXPECTED: dict[str, tuple[str, dict[str, object]]] = {
     "kdpm_2_k": ("KDPM2DiscreteScheduler", KARRAS),
     "kdpm_2_a": ("KDPM2AncestralDiscreteScheduler", OWN),
     "kdpm_2_a_k": ("KDPM2AncestralDiscreteScheduler", KARRAS),
-    "dpmpp_2s": ("DPMSolverSinglestepScheduler", {**OWN, "solver_order": 2}),
-    "dpmpp_2s_k": ("DPMSolverSinglestepScheduler", {**KARRAS, "solver_order": 2}),
+    "dpmpp_2s": ("DPMSolverSinglestepScheduler", {**OWN, "solver_order": 2, **LAST1}),
+    "dpmpp_2s_k": ("DPMSolverSinglestepScheduler", {**KARRAS, "solver_order": 2, **LAST1}),
     "dpmpp_2m": (DPM, {**OWN, **ODE2}),
     "dpmpp_2m_k": (DPM, {**KARRAS, **ODE2}),
     "dpmpp_2m_sde": (DPM, {**OWN, **SDE2}),
@@ -197,3 +198,13 @@ def test_karras_rows_run_karras_sigmas_and_the_others_the_models_own() -> None:
     assert sigmas["euler_k"][:-1] == pytest.approx(list(karras), rel=1e-4)
     assert sigmas["dpmpp_2m_sde_exp"][0] == pytest.approx(sigma_max, rel=1e-4)
     assert sigmas["dpmpp_2m_sde_exp"] != pytest.approx(sigmas["euler_k"])
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp_2s", "lcm", "tcd"])
+def test_building_and_stepping_say_nothing_on_the_terminal(
+    sampler: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    for steps in (3, 30):
+        scheduler = make_scheduler(sampler, SD15_SCHEDULER)
+        set_steps(scheduler, sampler, steps, "cpu")
+    assert capfd.readouterr() == ("", "")

@@ -592,7 +592,7 @@ _SAMPLE_VALUES = {
     "width": ["16", "64", "4096", "15"],
     "height": ["16", "512", "4097"],
     "cfg_scale": ["0", "7.5", "100", "1e-3", "-0.0", "100.0000001"],
-    "sampler": [*SAMPLERS, "K_LMS", "euler"],
+    "sampler": [*SAMPLERS, "K_LMS", "eulr"],  # eulr: not a sampler
     "init_img": ["-1", "x.png", "'my pic.png'", "'-1'", "''", "a#b", '"q\\"t"', "'x"],
     "strength": ["1", "0.75", "1e-300", "0"],
     "init_mask": ["m.png", "'a b'"],

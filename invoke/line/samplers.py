@@ -146,6 +146,8 @@ A1111_AUTOMATIC: dict[str, str] = {
     "DPM++ 3M SDE": "Exponential",
 }
 A1111_OWN_SCHEDULE = "Uniform"  # A1111's name for the model's own schedule
+# A1111's samplers that step the model's timesteps and take no Schedule type (it writes one).
+_A1111_TIMESTEPS = ("ddim", "plms", "unipc")
 
 
 def a1111_label(name: str) -> tuple[str, str]:
@@ -170,7 +172,9 @@ def from_a1111(sampler: str, schedule: str | None) -> str | None:
         for suffix in ("karras", "exponential"):
             if label.endswith(" " + suffix):
                 label, sched = label[: -len(suffix) - 1], suffix
-    if sched == "automatic":
+    if label in _A1111_TIMESTEPS:  # A1111 runs these on their own schedule, whatever it says
+        sched = ""
+    elif sched == "automatic":
         automatic = {k.lower(): v for k, v in A1111_AUTOMATIC.items()}
         sched = automatic.get(label, "").lower()
     elif sched == A1111_OWN_SCHEDULE.lower():

@@ -141,7 +141,9 @@ CATALOGUE: tuple[Case, ...] = (
         "parser",
         "a cat -A k_bogus",
         "-A/--sampler: k_bogus is not one of ddim, plms, k_lms, k_euler, k_euler_a, k_heun, "
-        "k_dpm_2, k_dpm_2_a, k_dpmpp_2, k_dpmpp_2_a",
+        "k_dpm_2, k_dpm_2_a, k_dpmpp_2, k_dpmpp_2_a, ddpm, deis[_k], lms[_k], pndm, heun[_k], "
+        "euler[_k], euler_a, kdpm_2[_k], kdpm_2_a[_k], dpmpp_2s[_k], dpmpp_2m[_k], "
+        "dpmpp_2m_sde[_k], dpmpp_3m[_k], dpmpp_sde[_k], unipc[_k], lcm, tcd, dpmpp_2m_sde_exp",
     ),
     Case(
         "variation seed not a number",

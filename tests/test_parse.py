@@ -20,7 +20,7 @@ from invoke.line.parse import (
     parse_request,
 )
 from invoke.line.request import Request
-from invoke.line.samplers import SAMPLERS
+from invoke.line.samplers import SAMPLERS, listing
 from invoke.line.switches import (
     FNFORMAT_FIELDS,
     MAX_LINE,
@@ -235,7 +235,7 @@ def test_line_length_limit_is_exact() -> None:
 
 # --- the bad-input catalogue: one line each, naming switch, value and what is allowed ------
 
-SAMPLER_LIST = ", ".join(SAMPLERS)
+SAMPLER_LIST = listing()  # a name and its Karras twin as one name[_k]
 FIELDS = "{prefix} {seed} {steps} {cfg_scale} {sampler} {width} {height} {iteration}"
 QUOTE_HINT = "; if it is part of the prompt, put the prompt in quotes"
 
@@ -413,7 +413,10 @@ BAD_LINES = [
         "a cat -A k_eulr",
         f"-A/--sampler: k_eulr is not one of {SAMPLER_LIST}; did you mean k_euler?",
     ),
-    ("a cat -A lms", f"-A/--sampler: lms is not one of {SAMPLER_LIST}; did you mean k_lms?"),
+    (
+        "a cat -A dpmpp2m",
+        f"-A/--sampler: dpmpp2m is not one of {SAMPLER_LIST}; did you mean dpmpp_2m?",
+    ),
     (
         "a cat --control_processor cany",
         "--control_processor: cany is not one of canny, invert; did you mean canny?",
@@ -589,7 +592,7 @@ _SAMPLE_VALUES = {
     "width": ["16", "64", "4096", "15"],
     "height": ["16", "512", "4097"],
     "cfg_scale": ["0", "7.5", "100", "1e-3", "-0.0", "100.0000001"],
-    "sampler": [*SAMPLERS, "K_LMS", "euler"],
+    "sampler": [*SAMPLERS, "K_LMS", "eulr"],  # eulr: not a sampler
     "init_img": ["-1", "x.png", "'my pic.png'", "'-1'", "''", "a#b", '"q\\"t"', "'x"],
     "strength": ["1", "0.75", "1e-300", "0"],
     "init_mask": ["m.png", "'a b'"],

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from invoke.errors import ParseError
 from invoke.line.parse import parse_request
 from invoke.line.request import Request
-from invoke.line.samplers import SAMPLERS
+from invoke.line.samplers import SAMPLERS, listing
 from invoke.line.switches import (
     CONTROL_PROCESSORS,
     FNFORMAT_FIELDS,
@@ -190,7 +190,7 @@ def test_switch_table_covers_every_field_once() -> None:
         ),
         (
             Request(sampler="K_LMS"),
-            "-A/--sampler: K_LMS is not one of " + ", ".join(SAMPLERS) + "; did you mean k_lms?",
+            "-A/--sampler: K_LMS is not one of " + listing() + "; did you mean k_lms?",
         ),
         (Request(intermediates="full"), "--intermediates: full is not one of preview, decode"),
         (Request(init_img=""), "-I/--init_img: '' is empty; give a file path"),

@@ -178,7 +178,7 @@ def _denoise_pass(
 ) -> torch.Tensor:
     """txt2img (start None) or img2img from `start`, latents (1 or batch, 4, h, w)."""
     # 1. The schedule; img2img keeps its tail.
-    scheduler = make_scheduler(job.sampler, model.scheduler_config)
+    scheduler = make_scheduler(job.sampler, model.scheduler_config, job.noises[0].seed)
     set_steps(scheduler, job.sampler, job.steps, model.device)
     steps = job.steps if start is None else img2img_steps(job.steps, job.strength)
     begin = (job.steps - steps) * scheduler.order

@@ -1,8 +1,9 @@
-"""Sampler names -> diffusers schedulers (invoke/samplers.py), configured from the model's own
+"""Sampler names -> diffusers schedulers (invoke/line/samplers.py), configured from the model's own
 schedule."""
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import math
 import warnings
@@ -11,24 +12,37 @@ from contextlib import contextmanager
 from typing import Any
 
 from invoke.errors import InvokeError
-from invoke.line.samplers import SAMPLER_TABLE, SAMPLERS
+from invoke.line.samplers import SAMPLER_TABLE, listing
 
 
-def make_scheduler(sampler: str, model_config: dict[str, Any]) -> Any:
+def make_scheduler(sampler: str, model_config: dict[str, Any], seed: int | None = None) -> Any:
     """A fresh scheduler (they keep per-run state) for `sampler` on the model's noise schedule:
-    the diffusers class named by the sampler's row (invoke/samplers.py), built from the model's
-    scheduler config with the row's options laid over it."""
+    the diffusers class named by the sampler's row (invoke/line/samplers.py), built from the
+    model's scheduler config with the row's options laid over it. `seed` seeds the noise of a
+    sampler that draws its own (DPM++ SDE's Brownian tree) rather than taking generators."""
     import diffusers
 
     row = SAMPLER_TABLE.get(sampler)
     if row is None:
         shown = f"{sampler} " if sampler else ""  # worded as the parser words it
-        raise InvokeError(f"-A/--sampler: {shown}is not one of {', '.join(SAMPLERS)}")
+        raise InvokeError(f"-A/--sampler: {shown}is not one of {listing()}")
+    if row.needs and importlib.util.find_spec(row.needs) is None:
+        raise InvokeError(
+            f"-A/--sampler: {sampler} needs the {row.needs} package, which is not installed "
+            f"(pip install {row.needs}); dpmpp_2m_sde is an SDE sampler that runs without it"
+        )
     config = {k: v for k, v in model_config.items() if not k.startswith("_")}
+    options = dict(row.options)
+    if row.scheduler == "DPMSolverSDEScheduler" and seed is not None:
+        options["noise_sampler_seed"] = seed
     is_lms = row.scheduler == "LMSDiscreteScheduler"
     cls = _lms_class() if is_lms else getattr(diffusers, row.scheduler)
+    # What the class does not take it would ignore, with a warning on the terminal (LCM and TCD
+    # take no skip_prk_steps): left out here instead.
+    takes = inspect.signature(cls.__init__).parameters
+    config = {k: v for k, v in config.items() if k in takes}
     with numpy_quiet(), _unusable_schedule(sampler):
-        return cls.from_config({**config, **row.options})
+        return cls.from_config({**config, **options})
 
 
 def set_steps(scheduler: Any, sampler: str, steps: int, device: Any) -> None:

@@ -283,10 +283,11 @@ class PathSwitch(Switch):
 @dataclass(frozen=True, kw_only=True)
 class ChoiceSwitch(Switch):
     choices: tuple[str, ...]
+    listing: str = ""  # the choices as shown, where a plain list would be too long
 
     @property
     def expects(self) -> str:
-        return "one of " + ", ".join(self.choices)
+        return "one of " + (self.listing or ", ".join(self.choices))
 
     def read(self, text: str) -> Any:
         value = text.lower()
@@ -298,7 +299,7 @@ class ChoiceSwitch(Switch):
             shown = text if text is not None else str(value)
             close = closest(str(value), self.choices)
             hint = f"; did you mean {close}?" if close else ""
-            raise self.fail(shown, f"is not one of {', '.join(self.choices)}{hint}")
+            raise self.fail(shown, f"is not {self.expects}{hint}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,7 +5,7 @@ this order), with its names, kind, range and help. The parser reads names and va
 
 from __future__ import annotations
 
-from invoke.line.samplers import SAMPLERS
+from invoke.line.samplers import SAMPLERS, listing
 from invoke.line.switches import (
     CONTROL_PROCESSORS,
     FNFORMAT_FIELDS,
@@ -88,10 +88,11 @@ SWITCHES: tuple[Switch, ...] = (
         field="sampler",
         names=("-A", "-m", "--sampler"),
         canonical="-A",
-        help="sampler: " + ", ".join(SAMPLERS),
+        help="sampler, as InvokeAI 2.3 or 5 names it (name_k: Karras sigmas)",
         complete="sampler",
         metavar="SAMPLER",
         choices=SAMPLERS,
+        listing=listing(),
     ),
     FlagSwitch(
         field="hires_fix",

@@ -61,32 +61,37 @@ def test_a1111_reads_our_txt2img_settings() -> None:
     assert "Denoising strength" not in res and "Tiling" not in res
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
-def test_a1111_reads_each_sampler_and_schedule_back_to_it(sampler: str) -> None:
-    res = in_a1111(request(sampler=sampler))
-    assert from_a1111(res["Sampler"], res["Schedule type"]) == sampler
+def _runs(name: str) -> tuple[object, ...]:
+    """What a sampler runs: twins (k_lms and lms, InvokeAI 2.3's and 5's names) run the same."""
+    row = SAMPLER_TABLE[name]
+    return row.scheduler, sorted(row.options.items()), row.schedule
 
 
-# Rows whose label is (X, "Automatic") where A1111's Automatic for X is Karras/Exponential sigmas,
-# not the model's own schedule that ran here: the sampler table's a1111_label (helper "samplers",
-# invoke/line/samplers.py) should write "Uniform" for them. Strict: drop the mark when it does.
-_AUTOMATIC_IS_NOT_OURS = {"k_dpm_2", "k_dpm_2_a", "k_dpmpp_2", "k_dpmpp_2_a"}
+# A1111 ignores the Schedule type for UniPC (and DDIM, PLMS): nothing there runs UniPC on Karras
+# sigmas, so its pictures read back as plain UniPC. The label still says what ran here.
+_A1111_CANNOT_RUN = {"unipc_k"}
 
 
-@pytest.mark.parametrize(
-    "sampler",
-    [
+def _unless_a1111_cannot_run(names: tuple[str, ...]) -> list[object]:
+    return [
         pytest.param(
             name,
-            marks=pytest.mark.xfail(
-                strict=True, reason="a1111_label writes Automatic for the model's own schedule"
-            ),
+            marks=pytest.mark.xfail(strict=True, reason="A1111 has no UniPC on Karras sigmas"),
         )
-        if name in _AUTOMATIC_IS_NOT_OURS
+        if name in _A1111_CANNOT_RUN
         else name
-        for name in SAMPLERS
-    ],
-)
+        for name in names
+    ]
+
+
+@pytest.mark.parametrize("sampler", _unless_a1111_cannot_run(SAMPLERS))
+def test_a1111_reads_each_sampler_and_schedule_back_to_what_ran(sampler: str) -> None:
+    res = in_a1111(request(sampler=sampler))
+    back = from_a1111(res["Sampler"], res["Schedule type"])
+    assert back is not None and _runs(back) == _runs(sampler)
+
+
+@pytest.mark.parametrize("sampler", _unless_a1111_cannot_run(SAMPLERS))
 def test_a1111_runs_the_schedule_that_ran_here(sampler: str) -> None:
     res = in_a1111(request(sampler=sampler))
     assert a1111_schedule_run(res) == (SAMPLER_TABLE[sampler].schedule or "Uniform")

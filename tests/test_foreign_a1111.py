@@ -14,15 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
+from invoke import outputs, plan
 from invoke.config.settings import Settings
 from invoke.errors import MetadataError
 from invoke.line.parse import parse_request
 from invoke.line.prompt_syntax import parse_prompt
-from invoke.line.samplers import SAMPLER_TABLE
+from invoke.line.samplers import SAMPLER_TABLE, from_a1111
 from invoke.outputs import read_command
 from invoke.outputs.a1111 import command_from_a1111, prompt_from_a1111
 from invoke.session import Session
 from invoke.shell.report import TerminalReporter
+from tests.fixtures.foreign_rules import a1111_hires, a1111_parse, a1111_schedule_run
 from tests.helpers import batch
 from tests.hypothesis_budget import examples
 
@@ -277,7 +279,6 @@ SETTINGS = (
 )
 
 
-@pytest.mark.skipif(KARRAS is None, reason="no DPM++ 2M Karras row yet (helper samplers)")
 @pytest.mark.parametrize(
     "sampler", ["Sampler: DPM++ 2M Karras", "Sampler: DPM++ 2M, Schedule type: Karras"]
 )
@@ -294,6 +295,27 @@ def test_a_karras_hires_long_prompt_picture_remakes_its_settings(sampler: str) -
         0.5,
     )
     assert request.sampler == KARRAS
+
+
+@pytest.mark.parametrize(
+    "sampler", ["Sampler: DPM++ 2M Karras", "Sampler: DPM++ 2M, Schedule type: Karras"]
+)
+def test_the_picture_we_then_write_reads_back_in_a1111_as_those_settings(sampler: str) -> None:
+    """Acceptance 3, the way back: the line !fetch made, drawn here (on a 512 model) and written,
+    is read by AUTOMATIC1111's own field rules (tests/fixtures/foreign_rules.py) as the settings
+    the A1111 picture had."""
+    text = f"{LONG_PROMPT}\nNegative prompt: blurry\n" + SETTINGS.format(sampler=sampler)
+    request = parse_request(command_from_a1111(text)[0])
+    first = plan.first_pass(request, (512, 512), 8)
+    written = outputs.png_chunks(request, model_id="sd-1.5", model_hash="0", first_pass=first)
+    res = a1111_parse(written["parameters"])
+    assert (res["Steps"], res["CFG scale"], res["Seed"]) == ("28", "6.5", "424242")
+    assert from_a1111(res["Sampler"], res["Schedule type"]) == KARRAS
+    assert a1111_schedule_run(res) == "Karras"
+    assert (res["Size-1"], res["Size-2"]) == ("512", "512")  # A1111's first pass
+    assert a1111_hires(res) == (True, (1024, 1024))
+    assert res["Denoising strength"] == "0.5"
+    assert res["Prompt"] == LONG_PROMPT and res["Negative prompt"] == "blurry"
 
 
 # -- the whole !fetch path, and --dry-run takes every command it prints --------------------------

@@ -51,17 +51,20 @@ def _a1111_sequence(fragments: Fragments, factor: float = 1.0) -> str:
     """Weighted fragments in A1111's syntax: `(words:1.3)` for each weighted run, the rest as
     text with A1111's special characters escaped. A1111 multiplies nested weights as we do, so
     one flat group per run says the same."""
-    out = []
-    for fragment in fragments:
-        weight = round(fragment.weight * factor, 6)
-        words = _a1111_words(fragment.text)
-        if weight == 1.0 or not words.strip():
-            out.append(words)
-        else:
-            lead = words[: len(words) - len(words.lstrip())]
-            tail = words[len(words.rstrip()) :]
-            out.append(f"{lead}({words.strip()}:{weight:g}){tail}")
-    return "".join(out)
+    return "".join(
+        _weighted(_a1111_words(f.text), round(f.weight * factor, 6), "({words}:{weight:g})")
+        for f in fragments
+    )
+
+
+def _weighted(words: str, weight: float, group: str) -> str:
+    """One run of words at `weight` in another tool's syntax (`group` spells the group, e.g.
+    "({words}:{weight:g})"); its leading and trailing spaces stay outside the group."""
+    if weight == 1.0 or not words.strip():
+        return words
+    lead = words[: len(words) - len(words.lstrip())]
+    tail = words[len(words.rstrip()) :]
+    return lead + group.format(words=words.strip(), weight=weight) + tail
 
 
 def _a1111_part(fragments: Fragments | Parts) -> str | None:
@@ -102,12 +105,7 @@ def _invokeai_sequence(fragments: Fragments) -> str:
     for fragment in fragments:
         words = re.sub(r"([():])", r"\\\1", fragment.text)
         words = _INVOKEAI_SIGNS.sub(lambda m: "".join("\\" + c for c in m.group(1)), words)
-        if fragment.weight == 1.0 or not words.strip():
-            out.append(words)
-        else:
-            lead = words[: len(words) - len(words.lstrip())]
-            tail = words[len(words.rstrip()) :]
-            out.append(f"{lead}({words.strip()}){fragment.weight:g}{tail}")
+        out.append(_weighted(words, fragment.weight, "({words}){weight:g}"))
     return "".join(out)
 
 

@@ -81,11 +81,12 @@ class Session:
         resolved, _ = self._resolve(request, self.models.size_multiple, self._sampler())
         self.lookup.loras(resolved)  # an unknown LoRA name fails here too
         self.lookup.embeddings(resolved)  # and a pickled embedding without --allow-pickle
-        self.lookup.controlnet(resolved)  # and an unknown ControlNet
+        self.lookup.controlnets(resolved)  # and an unknown ControlNet
         resolved = self.lookup.with_upscaler(resolved)  # and a missing upscaler, another factor
         outdir = self._outdir_for(resolved)
-        if resolved.control_image not in (None, "-1"):
-            resolve_image_path(resolved.control_image, outdir)
+        for unit in resolved.controls:
+            if unit.control_image not in (None, "-1"):
+                resolve_image_path(unit.control_image, outdir)
         init = None
         if resolved.init_img is not None and resolved.init_img != "-1":
             init = resolve_image_path(resolved.init_img, outdir)
@@ -94,6 +95,20 @@ class Session:
             resolved = outcrop_canvas(request, resolved, init, self.size_multiple, self._note)
             resolved = init_canvas(resolved, init, self.size_multiple, lambda _: None)
         return resolved.to_command()
+
+    def _control_images(self, resolved: Request, outdir: Path) -> Request:
+        """Each ControlNet unit's image as a path, resolved once: -1 stays the image it was when
+        the line started, in every pass and in every image's command."""
+        control = self._image_path(resolved.control_image, "--control_image", outdir)
+        if control is not None:
+            resolved = replace(resolved, control_image=str(control))
+        more = tuple(
+            replace(
+                u, control_image=str(self._image_path(u.control_image, "--control_image", outdir))
+            )
+            for u in resolved.more_controls
+        )
+        return replace(resolved, more_controls=more) if more else resolved
 
     def generate(self, request: Request) -> list[Path]:
         if self.caveats.model() is None:  # its size and default sampler are in its weights
@@ -116,11 +131,7 @@ class Session:
         resolved = prompt_from_init(resolved, init, self._note)
         resolved = outcrop_canvas(request, resolved, init, self.size_multiple, self._note)
         resolved = init_canvas(resolved, init, self.size_multiple, self._note)
-        control = self._image_path(resolved.control_image, "--control_image", outdir)
-        if control is not None:
-            # Resolved once: -1 stays the image it was when the line started, in every pass and
-            # in every image's command.
-            resolved = replace(resolved, control_image=str(control))
+        resolved = self._control_images(resolved, outdir)
         # 2 plan
         passes = plan.plan(resolved, init, self.jobs.batch())
         first = plan.first_pass(resolved, self.native_size, self.size_multiple)

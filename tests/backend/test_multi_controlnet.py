@@ -4,6 +4,7 @@ add up, each with its own image, weight and steps, as diffusers' multi-ControlNe
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -106,3 +107,47 @@ def test_a_one_unit_line_is_what_it_was() -> None:
 def test_a_unit_without_its_image_is_refused_by_name() -> None:
     with pytest.raises(ParseError, match=r"unit 2: --controlnet shapes.*needs --control_image"):
         parse_request("a cat --controlnet edges --control_image ring.png --controlnet shapes")
+
+
+def test_a_two_unit_line_records_both_and_its_command_remakes_the_picture(
+    isolated: Path, tiny_model_dir: Path
+) -> None:
+    """--dry-run shows both units; the picture's Dream, sd-metadata and A1111 parameters name
+    both; each chunk alone reads back to the command, which makes the same pixels again."""
+    from tests.test_cli import each_chunk_alone_reads_back, invoke, png_text
+    from tests.test_cli import pixels as file_pixels
+
+    build_test_controlnet(isolated / "nets" / "edges", tiny_model_dir)
+    build_test_controlnet(isolated / "nets" / "shapes", tiny_model_dir, 7)
+    _shape(True).save(isolated / "ring.png")
+    _shape(False).save(isolated / "square.png")
+    args = ("--model", str(tiny_model_dir), "--controlnet_dir", "nets", "--outdir", "o")
+    line = (
+        "a red circle -s 4 -S 7 --controlnet edges --control_image ring.png --control_weight 0.8 "
+        "--controlnet shapes --control_image square.png --control_start 0.2"
+    )
+    code, out, err = invoke(*args, "--dry-run", line)
+    assert code == 0, err
+    units = (
+        "--controlnet edges --control_image ring.png --control_weight 0.8 "
+        "--controlnet shapes --control_image square.png --control_start 0.2"
+    )
+    assert units in out
+    code, _, err = invoke(*args, line)
+    assert code == 0, err
+    assert err.count("ControlNet edges loaded") == err.count("ControlNet shapes loaded") == 1
+    picture = isolated / "o" / "000001.7.png"
+    chunks = png_text(picture)
+    assert chunks["Dream"].endswith(units)
+    meta = json.loads(chunks["sd-metadata"])["image"]
+    assert meta["controlnet"]["model"] == "edges"
+    assert meta["more_controlnets"] == [
+        {"model": "shapes", "image": "square.png", "processor": None, "weight": 1.0,
+         "start": 0.2, "end": 1.0}
+    ]  # fmt: skip
+    assert 'ControlNet 0: "Module: none, Model: edges, Weight: 0.8,' in chunks["parameters"]
+    assert 'ControlNet 1: "Module: none, Model: shapes, Weight: 1,' in chunks["parameters"]
+    each_chunk_alone_reads_back(picture, isolated)
+    code, _, err = invoke(*args, chunks["Dream"])
+    assert code == 0, err
+    assert file_pixels(isolated / "o" / "000002.7.png") == file_pixels(picture)

@@ -15,6 +15,7 @@ files, for `-S -N` and `-I -1`) and holds the model cache.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,20 +97,6 @@ class Session:
             resolved = init_canvas(resolved, init, self.size_multiple, lambda _: None)
         return resolved.to_command()
 
-    def _control_images(self, resolved: Request, outdir: Path) -> Request:
-        """Each ControlNet unit's image as a path, resolved once: -1 stays the image it was when
-        the line started, in every pass and in every image's command."""
-        control = self._image_path(resolved.control_image, "--control_image", outdir)
-        if control is not None:
-            resolved = replace(resolved, control_image=str(control))
-        more = tuple(
-            replace(
-                u, control_image=str(self._image_path(u.control_image, "--control_image", outdir))
-            )
-            for u in resolved.more_controls
-        )
-        return replace(resolved, more_controls=more) if more else resolved
-
     def generate(self, request: Request) -> list[Path]:
         if self.caveats.model() is None:  # its size and default sampler are in its weights
             self.models.model  # noqa: B018 - loads it; else it loads in stage 2, after the caveats
@@ -131,7 +118,7 @@ class Session:
         resolved = prompt_from_init(resolved, init, self._note)
         resolved = outcrop_canvas(request, resolved, init, self.size_multiple, self._note)
         resolved = init_canvas(resolved, init, self.size_multiple, self._note)
-        resolved = self._control_images(resolved, outdir)
+        resolved = control_paths(resolved, lambda v: self._image_path(v, "--control_image", outdir))
         # 2 plan
         passes = plan.plan(resolved, init, self.jobs.batch())
         first = plan.first_pass(resolved, self.native_size, self.size_multiple)
@@ -375,3 +362,15 @@ def image_label(done: int, drawing: int, count: int) -> str:
     if drawing == 1:
         return f"image {done + 1}/{count}"
     return f"images {done + 1}-{done + drawing}/{count}"
+
+
+def control_paths(resolved: Request, image_path: Callable[[str | None], Path | None]) -> Request:
+    """Each ControlNet unit's image as a path (`image_path` finds it), resolved once: -1 stays
+    the image it was when the line started, in every pass and in every image's command."""
+    control = image_path(resolved.control_image)
+    if control is not None:
+        resolved = replace(resolved, control_image=str(control))
+    more = tuple(
+        replace(u, control_image=str(image_path(u.control_image))) for u in resolved.more_controls
+    )
+    return replace(resolved, more_controls=more) if more else resolved

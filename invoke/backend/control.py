@@ -11,6 +11,10 @@ It is one of the loop's contributions (`ControlNet`, denoise.Contribution): only
 arguments change, so txt2img, img2img, masks, an inpainting UNet (the ControlNet reads the 4
 latent channels of its 9), --hires_fix, variations, every sampler and SDXL's added conditions (it
 reads them as the UNet does) all work unchanged. A model keeps the last ControlNet it loaded.
+
+A line may name several (each --controlnet a unit): each acts with its own image, weight and
+steps, and their residuals add up (`ControlNets`), as diffusers' MultiControlNetModel adds them.
+The model keeps the second and later ones until a line with fewer units runs.
 """
 
 from __future__ import annotations
@@ -352,6 +356,8 @@ class ControlNets:
 
 def contribution(model: Model, job: Job, calls: int) -> ControlNet | ControlNets | None:
     """The job's ControlNets for a pass of `calls` UNet calls; None when the job has none."""
+    for slot in [s for s in model.more_controlnets if s >= len(job.controls)]:
+        del model.more_controlnets[slot]  # a later unit of an earlier line: not kept for long
     units = []
     for slot, control in enumerate(job.controls):
         net, _ = use_controlnet(model, control, slot)

@@ -76,6 +76,7 @@ def test_two_controlnets_equal_diffusers_multi_controlnet_pipeline(
     assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1
     alone = model.generate(replace(job, more_controls=()))
     assert np.abs(pixels(ours) - pixels(alone)).max() > 5  # the second unit does guide
+    assert model.more_controlnets == {}  # a line with one unit lets the second one go
 
 
 def test_each_controlnet_starts_a_unit_and_the_control_switches_follow_it() -> None:

@@ -152,3 +152,10 @@ def test_a_two_unit_line_records_both_and_its_command_remakes_the_picture(
     code, _, err = invoke(*args, chunks["Dream"])
     assert code == 0, err
     assert file_pixels(isolated / "o" / "000002.7.png") == file_pixels(picture)
+
+
+def test_a_second_controlnet_no_longer_silently_replaces_the_first() -> None:
+    """Once the later --controlnet won and the first was dropped unsaid; now each is a unit, and
+    the first one's missing image is said."""
+    with pytest.raises(ParseError, match=r"unit 1: --controlnet edges.*needs --control_image"):
+        parse_request("a cat --controlnet edges --controlnet shapes --control_image ring.png")

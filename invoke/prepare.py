@@ -25,7 +25,7 @@ from invoke.images import (
     resolve_image_path,
 )
 from invoke.line.parse import parse_request
-from invoke.line.request import Request
+from invoke.line.request import ControlUnit, Request
 from invoke.line.switches import SEAMLESS_AXES, SIZE_MAX
 
 Note = Callable[[str], None]
@@ -148,7 +148,7 @@ class JobMaker:
             first_pass=self.first_pass,
             loras=self.lookup.loras(request),
             embeddings=self.lookup.embeddings(request),
-            control=self._control(width, height),
+            **self._controls(width, height),
         )
 
     def _init_image(self, init: Path):
@@ -172,24 +172,30 @@ class JobMaker:
                 self.note(f"{mask_path.name}: {note}")
         return loaded.image, mask
 
-    def _control(self, width: int, height: int) -> Control | None:
-        """The job's ControlNet and its image, at the picture's size."""
-        request = self.request
-        weights = self.lookup.controlnet(request)
-        if weights is None:
-            return None
-        assert request.controlnet is not None and request.control_image is not None
-        path = Path(request.control_image)  # resolved by the session
-        image, notes = load_control_image(path, (width, height), request.control_processor)
+    def _controls(self, width: int, height: int) -> dict[str, object]:
+        """The job's ControlNets and their images, at the picture's size: the Job's `control`
+        (the first unit) and `more_controls` (the others)."""
+        weights = self.lookup.controlnets(self.request)
+        controls = tuple(
+            self._control(unit, path, width, height)
+            for unit, path in zip(self.request.controls, weights, strict=True)
+        )
+        return {"control": controls[0] if controls else None, "more_controls": controls[1:]}
+
+    def _control(self, unit: ControlUnit, weights: Path, width: int, height: int) -> Control:
+        """One unit's ControlNet and its image."""
+        assert unit.controlnet is not None and unit.control_image is not None
+        path = Path(unit.control_image)  # resolved by the session
+        image, notes = load_control_image(path, (width, height), unit.control_processor)
         for note in notes:
             self.note(f"{path.name}: {note}")
         info = weights.stat()
         return Control(
-            name=request.controlnet,
+            name=unit.controlnet,
             path=str(weights),
             image=image,
-            weight=1.0 if request.control_weight is None else request.control_weight,
-            start=request.control_start or 0.0,
-            end=1.0 if request.control_end is None else request.control_end,
+            weight=1.0 if unit.control_weight is None else unit.control_weight,
+            start=unit.control_start or 0.0,
+            end=1.0 if unit.control_end is None else unit.control_end,
             stamp=(info.st_size, info.st_mtime_ns),
         )

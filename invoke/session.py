@@ -15,6 +15,7 @@ files, for `-S -N` and `-I -1`) and holds the model cache.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,11 +82,12 @@ class Session:
         resolved, _ = self._resolve(request, self.models.size_multiple, self._sampler())
         self.lookup.loras(resolved)  # an unknown LoRA name fails here too
         self.lookup.embeddings(resolved)  # and a pickled embedding without --allow-pickle
-        self.lookup.controlnet(resolved)  # and an unknown ControlNet
+        self.lookup.controlnets(resolved)  # and an unknown ControlNet
         resolved = self.lookup.with_upscaler(resolved)  # and a missing upscaler, another factor
         outdir = self._outdir_for(resolved)
-        if resolved.control_image not in (None, "-1"):
-            resolve_image_path(resolved.control_image, outdir)
+        for unit in resolved.controls:
+            if unit.control_image not in (None, "-1"):
+                resolve_image_path(unit.control_image, outdir)
         init = None
         if resolved.init_img is not None and resolved.init_img != "-1":
             init = resolve_image_path(resolved.init_img, outdir)
@@ -116,11 +118,7 @@ class Session:
         resolved = prompt_from_init(resolved, init, self._note)
         resolved = outcrop_canvas(request, resolved, init, self.size_multiple, self._note)
         resolved = init_canvas(resolved, init, self.size_multiple, self._note)
-        control = self._image_path(resolved.control_image, "--control_image", outdir)
-        if control is not None:
-            # Resolved once: -1 stays the image it was when the line started, in every pass and
-            # in every image's command.
-            resolved = replace(resolved, control_image=str(control))
+        resolved = control_paths(resolved, lambda v: self._image_path(v, "--control_image", outdir))
         # 2 plan
         passes = plan.plan(resolved, init, self.jobs.batch())
         first = plan.first_pass(resolved, self.native_size, self.size_multiple)
@@ -364,3 +362,15 @@ def image_label(done: int, drawing: int, count: int) -> str:
     if drawing == 1:
         return f"image {done + 1}/{count}"
     return f"images {done + 1}-{done + drawing}/{count}"
+
+
+def control_paths(resolved: Request, image_path: Callable[[str | None], Path | None]) -> Request:
+    """Each ControlNet unit's image as a path (`image_path` finds it), resolved once: -1 stays
+    the image it was when the line started, in every pass and in every image's command."""
+    control = image_path(resolved.control_image)
+    if control is not None:
+        resolved = replace(resolved, control_image=str(control))
+    more = tuple(
+        replace(u, control_image=str(image_path(u.control_image))) for u in resolved.more_controls
+    )
+    return replace(resolved, more_controls=more) if more else resolved

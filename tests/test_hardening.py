@@ -557,6 +557,13 @@ CATALOGUE: tuple[Case, ...] = (
         "--control_start: 0.5 must be less than --control_end 0.5: the ControlNet would act on "
         "no step",
     ),
+    Case(
+        "second ControlNet unit without its image",
+        "controlnet",
+        f"a cat --controlnet {D}/cut-net --control_image {D}/good.png --controlnet canny -s 1",
+        "--controlnet (unit 2: --controlnet canny): needs --control_image FILE: the image it "
+        "follows (an edge map, a depth map...)",
+    ),
     # -- upscalers (-U) ---------------------------------------------------------------------------
     Case(
         "upscale factor that is not one",

@@ -148,7 +148,10 @@ def test_negative_seeds_round_trip() -> None:
 
 
 def test_switch_table_covers_every_field_once() -> None:
-    fields = [f.name for f in dataclasses.fields(Request) if f.name != "prompt"]
+    # more_controls: the second and later --controlnet units, the same switches again
+    fields = [
+        f.name for f in dataclasses.fields(Request) if f.name not in ("prompt", "more_controls")
+    ]
     assert [s.field for s in SWITCHES] == fields
     names = [n for s in SWITCHES for n in s.names]
     assert len(names) == len(set(names))

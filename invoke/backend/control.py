@@ -11,6 +11,10 @@ It is one of the loop's contributions (`ControlNet`, denoise.Contribution): only
 arguments change, so txt2img, img2img, masks, an inpainting UNet (the ControlNet reads the 4
 latent channels of its 9), --hires_fix, variations, every sampler and SDXL's added conditions (it
 reads them as the UNet does) all work unchanged. A model keeps the last ControlNet it loaded.
+
+A line may name several (each --controlnet a unit): each acts with its own image, weight and
+steps, and their residuals add up (`ControlNets`), as diffusers' MultiControlNetModel adds them.
+The model keeps the second and later ones until a line with fewer units runs.
 """
 
 from __future__ import annotations
@@ -36,14 +40,18 @@ if TYPE_CHECKING:
 FAMILY_OF_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 
 
-def use_controlnet(model: Model, control: Control) -> tuple[Any, bool]:
-    """The loaded ControlNet for `control` (loaded now unless the model holds it already), and
+def use_controlnet(model: Model, control: Control, slot: int = 0) -> tuple[Any, bool]:
+    """The loaded ControlNet for `control`, the line's unit `slot` (0 = the first), loaded now
+    unless the model holds it already (in that slot, or another when units trade places), and
     whether it was loaded now. Refuses, before loading weights, a file or folder that is not a
     ControlNet or one made for another kind of model."""
     key = (control.path, control.stamp)
-    if model.controlnet is not None and model.controlnet[0] == key:
-        return model.controlnet[1], False
-    model.controlnet = None  # two at once may not fit where one does
+    held = [model.controlnet, *model.more_controlnets.values()]
+    same = next((pair for pair in held if pair is not None and pair[0] == key), None)
+    if same is not None:
+        _hold(model, slot, same)
+        return same[1], False
+    _hold(model, slot, None)  # two at once may not fit where one does
     weights = Path(control.path)  # the session found it: a folder's weights or a single file
     in_folder = weights.name in FOLDER_WEIGHTS and (weights.parent / "config.json").is_file()
     where = weights.parent if in_folder else weights
@@ -58,8 +66,18 @@ def use_controlnet(model: Model, control: Control) -> tuple[Any, bool]:
         if model.offloader is None:
             speed.fuse_qkv(net)
         net.to(memory_format=torch.channels_last)
-    model.controlnet = (key, net)
+    _hold(model, slot, (key, net))
     return net, True
+
+
+def _hold(model: Model, slot: int, pair: tuple[Any, Any] | None) -> None:
+    """Keep `pair` (key, ControlNet) as the model's unit `slot`."""
+    if slot == 0:
+        model.controlnet = pair
+    elif pair is None:
+        model.more_controlnets.pop(slot, None)
+    else:
+        model.more_controlnets[slot] = pair
 
 
 FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
@@ -304,12 +322,48 @@ class ControlNet:
         return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
 
-def contribution(model: Model, job: Job, calls: int) -> ControlNet | None:
-    """The job's ControlNet for a pass of `calls` UNet calls; None when the job has none."""
-    control = job.control
-    if control is None:
+class ControlNets:
+    """Several ControlNets' residuals added up, as diffusers' MultiControlNetModel adds them:
+    each with its own image, weight and part of the steps (a denoise.Contribution)."""
+
+    def __init__(self, units: list[ControlNet]) -> None:
+        self.units = units
+
+    def __call__(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        extra: dict[str, Any],
+    ) -> dict[str, Any]:
+        total: dict[str, Any] = {}
+        for unit in self.units:
+            given = unit(sample, timestep, context, extra)
+            if not given:
+                continue
+            if not total:
+                total = given
+                continue
+            down = total["down_block_additional_residuals"]
+            more = given["down_block_additional_residuals"]
+            total = {
+                "down_block_additional_residuals": [a + b for a, b in zip(down, more, strict=True)],
+                "mid_block_additional_residual": total["mid_block_additional_residual"]
+                + given["mid_block_additional_residual"],
+            }
+        return total
+
+
+def contribution(model: Model, job: Job, calls: int) -> ControlNet | ControlNets | None:
+    """The job's ControlNets for a pass of `calls` UNet calls; None when the job has none."""
+    for slot in [s for s in model.more_controlnets if s >= len(job.controls)]:
+        del model.more_controlnets[slot]  # a later unit of an earlier line: not kept for long
+    units = []
+    for slot, control in enumerate(job.controls):
+        net, _ = use_controlnet(model, control, slot)
+        image = control_pixels(control.image, job.width, job.height, model)
+        keep = keep_schedule(calls, control.start, control.end)
+        units.append(ControlNet(net, image, control.weight, keep))
+    if not units:
         return None
-    net, _ = use_controlnet(model, control)
-    image = control_pixels(control.image, job.width, job.height, model)
-    keep = keep_schedule(calls, control.start, control.end)
-    return ControlNet(net, image, control.weight, keep)
+    return units[0] if len(units) == 1 else ControlNets(units)

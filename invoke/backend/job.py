@@ -93,6 +93,13 @@ class Job:
     embeddings: tuple[EmbeddingFile, ...] = ()
     # --controlnet with --control_image: the UNet is guided by a ControlNet's residuals.
     control: Control | None = None
+    # Several --controlnet units: the second and later ones; their residuals add to the first's.
+    more_controls: tuple[Control, ...] = ()
+
+    @property
+    def controls(self) -> tuple[Control, ...]:
+        """Every ControlNet of the job, in the line's order."""
+        return ((self.control,) if self.control is not None else ()) + self.more_controls
 
     @property
     def steps_taken(self) -> int:

@@ -84,6 +84,8 @@ class Model:
     embedding_rows: Any = field(default=None, repr=False)
     # (its path and file stamp, diffusers.ControlNetModel): the last ControlNet a job used
     controlnet: Any = field(default=None, repr=False)
+    # {unit number: the same pair}: the ControlNets of a line's second and later units
+    more_controlnets: dict[int, Any] = field(default_factory=dict, repr=False)
     # speed._State: the compile choice, eager time per shape, the prompt cache
     speed: Any = field(default=None, repr=False)
     _hash: str | None = field(default=None, repr=False)

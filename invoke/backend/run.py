@@ -61,8 +61,9 @@ class JobRunner:
         (a line per LoRA merged now, one for a ControlNet loaded now)."""
         FAMILIES[model.family].refuse(model, job)
         notes = use_loras(model, job.loras)
-        if job.control is not None and use_controlnet(model, job.control)[1]:
-            notes.append(f"ControlNet {job.control.name} loaded")
+        for slot, control in enumerate(job.controls):
+            if use_controlnet(model, control, slot)[1]:
+                notes.append(f"ControlNet {control.name} loaded")
         return notes
 
 

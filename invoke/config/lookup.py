@@ -99,12 +99,19 @@ class Lookup:
         return notes
 
     def controlnet(self, request: Request) -> Path | None:
-        """The weights file of the line's ControlNet (an unknown one is an InvokeError that
-        lists those there are)."""
-        if request.controlnet is None:
-            return None
+        """The weights file of the line's (first) ControlNet (an unknown one is an InvokeError
+        that lists those there are)."""
+        found = self.controlnets(request)
+        return found[0] if found else None
+
+    def controlnets(self, request: Request) -> tuple[Path, ...]:
+        """The weights file of each of the line's ControlNet units, in the line's order."""
         folders = self.folders(CONTROLNETS)
-        return find_controlnet(request.controlnet, folders, self.settings.allow_downloads)
+        return tuple(
+            find_controlnet(unit.controlnet, folders, self.settings.allow_downloads)
+            for unit in request.controls
+            if unit.controlnet is not None
+        )
 
     def upscaler(self, request: Request) -> tuple[str, Path] | None:
         """The line's upscaler (-U, and --upscaler or the default for its factor) as the line

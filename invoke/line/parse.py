@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 
 from invoke.errors import ParseError
-from invoke.line.request import Request
+from invoke.line.request import CONTROL_FIELDS, ControlUnit, Request
 from invoke.line.switches import (
     MAX_LINE,
     SWITCH_LIKE,
@@ -204,7 +204,7 @@ def _parse_dream(
             return None
         if quit_words and not switch_words and prompt in QUIT_WORDS:
             return ShellCommand("quit", "")
-    values = _read_switches(switch_words, quoted)
+    values = _units(_read_switches(switch_words, quoted))
     request = Request(prompt=prompt, **values)
     return request.validate() if validate else request
 
@@ -262,9 +262,28 @@ def _comment_start(text: str, offset: int) -> int:
     return len(text)
 
 
-def _read_switches(words: list[str], quoted: bool) -> dict[str, object]:
-    """Switch words -> request field values. A switch given twice: the later value wins."""
+def _units(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """(field, value) pairs in the line's order -> Request fields. A switch given twice: the
+    later value wins, except that each --controlnet starts a ControlNet unit and the control
+    switches after it are that unit's (before any --controlnet, the first unit's)."""
     values: dict[str, object] = {}
+    units: list[dict[str, object]] = [{}]
+    for field, value in pairs:
+        if field not in CONTROL_FIELDS:
+            values[field] = value
+            continue
+        if field == "controlnet" and "controlnet" in units[-1]:
+            units.append({})
+        units[-1][field] = value
+    values.update(units[0])
+    if len(units) > 1:
+        values["more_controls"] = tuple(ControlUnit(**u) for u in units[1:])  # type: ignore[arg-type]
+    return values
+
+
+def _read_switches(words: list[str], quoted: bool) -> list[tuple[str, object]]:
+    """Switch words -> (request field, value) pairs in the line's order."""
+    values: list[tuple[str, object]] = []
     index = 0
     while index < len(words):
         word = words[index]
@@ -285,12 +304,12 @@ def _read_switches(words: list[str], quoted: bool) -> dict[str, object]:
                 index += 1
             if not run:
                 raise ParseError(switch.label, "", f"needs a value: {switch.expects}")
-            values[switch.field] = switch.read(" ".join(run))
+            values.append((switch.field, switch.read(" ".join(run))))
             continue
         if not switch.takes_value:
             if attached is not None:
                 raise ParseError(switch.label, "", f"takes no value (got {show_value(word)})")
-            values[switch.field] = True
+            values.append((switch.field, True))
             continue
         if attached is None:
             if index == len(words):
@@ -303,7 +322,7 @@ def _read_switches(words: list[str], quoted: bool) -> dict[str, object]:
                 )
             attached = words[index]
             index += 1
-        values[switch.field] = switch.read(attached)
+        values.append((switch.field, switch.read(attached)))
     return values
 
 

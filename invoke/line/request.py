@@ -30,6 +30,29 @@ from invoke.line.switches import (
 )
 from invoke.line.table import SWITCHES
 
+# The switches of one ControlNet unit. Each --controlnet NAME starts a unit; the others belong to
+# the latest --controlnet before them (to the first unit when no --controlnet came yet).
+CONTROL_FIELDS = (
+    "controlnet",
+    "control_image",
+    "control_processor",
+    "control_weight",
+    "control_start",
+    "control_end",
+)
+
+
+@dataclass(frozen=True)
+class ControlUnit:
+    """A second or later ControlNet unit of a line: the same switches as the first one's."""
+
+    controlnet: str | None = None
+    control_image: str | None = None
+    control_processor: str | None = None
+    control_weight: float | None = None
+    control_start: float | None = None
+    control_end: float | None = None
+
 
 @dataclass(frozen=True)
 class Request:
@@ -57,6 +80,9 @@ class Request:
     control_weight: float | None = None  # None = 1
     control_start: float | None = None  # None = 0: from the first step
     control_end: float | None = None  # None = 1: to the last step
+    # The units of a second, third... --controlnet, in the line's order (the fields above are
+    # the first unit's, so a one-unit line is what it always was).
+    more_controls: tuple[ControlUnit, ...] = ()
     variation_amount: float | None = None
     with_variations: tuple[Variation, ...] = ()
     seamless: bool = False
@@ -151,42 +177,36 @@ class Request:
             if given:
                 raise ParseError("-c/--outcrop", "", f"cannot be combined with {switch}: {why}")
 
+    @property
+    def controls(self) -> tuple[ControlUnit, ...]:
+        """Every ControlNet unit of the line, the first one's switches first; () when none."""
+        first = ControlUnit(**{f: getattr(self, f) for f in CONTROL_FIELDS})
+        return ((first,) if first != ControlUnit() else ()) + self.more_controls
+
     def _check_control(self) -> None:
         """A ControlNet needs its image and the image its ControlNet; the other control switches
-        need both, and the part of the steps they give must not be empty."""
-        if self.controlnet is None and self.control_image is None:
-            for field, label in (
-                (self.control_processor, "--control_processor"),
-                (self.control_weight, "--control_weight"),
-                (self.control_start, "--control_start"),
-                (self.control_end, "--control_end"),
-            ):
-                if field is not None:
+        need both, and the part of the steps they give must not be empty. With several units,
+        a message names the unit (2 = the second --controlnet)."""
+        for number, unit in enumerate(self.more_controls, 2):
+            for field in CONTROL_FIELDS:
+                value = getattr(unit, field)
+                switch = _CONTROL_SWITCHES[field]
+                if _given(switch, value):
+                    switch.check(value)
+            _check_unit(unit, f" (unit {number}: --controlnet {unit.controlnet})")
+        first = ControlUnit(**{f: getattr(self, f) for f in CONTROL_FIELDS})
+        if first.controlnet is None and first.control_image is None:
+            for field in CONTROL_FIELDS[2:]:
+                if getattr(first, field) is not None:
                     raise ParseError(
-                        label,
+                        _CONTROL_SWITCHES[field].canonical,
                         "",
                         "only means something with --controlnet NAME --control_image FILE",
                     )
             return
-        if self.control_image is None:
-            raise ParseError(
-                "--controlnet",
-                "",
-                "needs --control_image FILE: the image it follows (an edge map, a depth map...)",
-            )
-        if self.controlnet is None:
-            raise ParseError(
-                "--control_image", "", "needs --controlnet NAME: the ControlNet that reads it"
-            )
-        start = 0.0 if self.control_start is None else self.control_start
-        end = 1.0 if self.control_end is None else self.control_end
-        if start >= end:
-            raise ParseError(
-                "--control_start",
-                number_text(start),
-                f"must be less than --control_end {number_text(end)}: "
-                "the ControlNet would act on no step",
-            )
+        _check_unit(
+            first, "" if not self.more_controls else f" (unit 1: --controlnet {first.controlnet})"
+        )
 
     def to_fix_command(self) -> str:
         """An --outcrop request, or a -U request that only enlarges its init image, as the
@@ -209,22 +229,62 @@ class Request:
         self.parsed_prompt  # noqa: B018 - ParseError for a LoRA or .blend() it cannot use
         for switch in SWITCHES:
             value = getattr(self, switch.field)
-            if not _given(switch, value):
-                continue
-            if not switch.takes_value:
-                words.append(switch.canonical)
-                continue
-            text = switch.show(value)
-            if switch.many:
-                # plain words (sides and numbers): no quoting, each one word as typed
-                words += [switch.canonical, *text.split()]
-                continue
-            if SWITCH_LIKE.match(text):
-                # `-I -foo` would read as two switches; `--init_img=-foo` cannot.
-                words.append(f"{switch.long}={shlex.quote(text)}")
-            else:
-                words += [switch.canonical, shlex.quote(text)]
+            if _given(switch, value):
+                words += _switch_words(switch, value)
+            if switch.field == CONTROL_FIELDS[-1]:  # the first unit written: then the others
+                for unit in self.more_controls:
+                    words += _unit_words(unit)
         return " ".join(words)
+
+
+_CONTROL_SWITCHES = {s.field: s for s in SWITCHES if s.field in CONTROL_FIELDS}
+
+
+def _check_unit(unit: ControlUnit, which: str) -> None:
+    """One unit's image, net and step range; `which` names the unit in a message."""
+    if unit.control_image is None:
+        raise ParseError(
+            f"--controlnet{which}",
+            "",
+            "needs --control_image FILE: the image it follows (an edge map, a depth map...)",
+        )
+    if unit.controlnet is None:
+        raise ParseError(
+            "--control_image", "", "needs --controlnet NAME: the ControlNet that reads it"
+        )
+    start = 0.0 if unit.control_start is None else unit.control_start
+    end = 1.0 if unit.control_end is None else unit.control_end
+    if start >= end:
+        raise ParseError(
+            f"--control_start{which}",
+            number_text(start),
+            f"must be less than --control_end {number_text(end)}: "
+            "the ControlNet would act on no step",
+        )
+
+
+def _unit_words(unit: ControlUnit) -> list[str]:
+    """A second or later unit's switches, as to_command() writes the first one's."""
+    words: list[str] = []
+    for field in CONTROL_FIELDS:
+        switch, value = _CONTROL_SWITCHES[field], getattr(unit, field)
+        if _given(switch, value):
+            words += _switch_words(switch, value)
+    return words
+
+
+def _switch_words(switch: Switch, value: Any) -> list[str]:
+    """One given switch as the canonical line writes it."""
+    if not switch.takes_value:
+        return [switch.canonical]
+    text = switch.show(value)
+    if switch.many:
+        # plain words (sides and numbers): no quoting, each one word as typed
+        return [switch.canonical, *text.split()]
+    if SWITCH_LIKE.match(text):
+        # `-I -foo` would read as two switches; `--init_img=-foo` cannot.
+        return [f"{switch.long}={shlex.quote(text)}"]
+    return [switch.canonical, shlex.quote(text)]
 
 
 def _given(switch: Switch, value: Any) -> bool:

@@ -157,7 +157,8 @@ SWITCHES: tuple[Switch, ...] = (
         canonical="--controlnet",
         help=(
             "guide the picture by a ControlNet: a folder name in controlnets/, a folder path or "
-            "a hub id in the local cache; needs --control_image"
+            "a hub id in the local cache; needs --control_image. Another --controlnet adds a "
+            "unit: the control switches after it are its own"
         ),
         complete="controlnet",
         metavar="NAME",

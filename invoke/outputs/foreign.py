@@ -11,6 +11,7 @@ from typing import Any
 
 from invoke.errors import InvokeError, MetadataError
 from invoke.line.parse import parse_fix, quote_prompt
+from invoke.line.request import ControlUnit
 from invoke.line.samplers import from_invokeai
 from invoke.line.switch_defaults import OUTCROP_STRENGTH
 from invoke.line.switches import CONTROL_PROCESSORS, SEAMLESS_AXES, Variation, shorten
@@ -215,6 +216,10 @@ def _command_from_sd_metadata(meta: dict[str, Any], notes: list[str] | None = No
     fields["with_variations"] = _variations(image.get("variations") or [])
     fields.update(_seamless_fields(image))
     fields.update(_control_fields(image.get("controlnet")))
+    more = image.get("more_controlnets")
+    if fields.get("controlnet") is not None and isinstance(more, list):
+        units = [_control_fields(record) for record in more]
+        fields["more_controls"] = tuple(ControlUnit(**unit) for unit in units if unit)
     upscale = _last_upscale(image.get("postprocessing"))
     if upscale is not None and isinstance(upscale.get("dream_command"), str):
         return canonical_fix(check_text(upscale["dream_command"], "image.postprocessing"))

@@ -16,7 +16,7 @@ from invoke import __version__
 from invoke.errors import OutputError
 from invoke.line.prompt import Parts, Prompt, SubPrompt
 from invoke.line.prompt import Sequence as Fragments
-from invoke.line.request import Request
+from invoke.line.request import ControlUnit, Request
 from invoke.line.samplers import SAMPLER_TABLE, a1111_label
 from invoke.line.switch_defaults import UPSCALER_REPOS
 from invoke.line.switches import SEAMLESS_AXES
@@ -202,15 +202,23 @@ def image_metadata(
         # InvokeAI 2.x wrote only the flag (both axes); the axes say which, for one-axis tiles.
         meta["seamless_axes"] = list(request.seamless_axes or SEAMLESS_AXES)
     if request.controlnet is not None:
-        meta["controlnet"] = {
-            "model": request.controlnet,
-            "image": request.control_image,
-            "processor": request.control_processor,
-            "weight": _or(request.control_weight, 1.0),
-            "start": _or(request.control_start, 0.0),
-            "end": _or(request.control_end, 1.0),
-        }
+        # the first unit; a line's second and later --controlnet units follow in a list
+        meta["controlnet"] = _control_record(request.controls[0])
+        if request.more_controls:
+            meta["more_controlnets"] = [_control_record(u) for u in request.more_controls]
     return meta
+
+
+def _control_record(unit: ControlUnit) -> dict[str, Any]:
+    """One ControlNet unit, every value written (the defaults too)."""
+    return {
+        "model": unit.controlnet,
+        "image": unit.control_image,
+        "processor": unit.control_processor,
+        "weight": _or(unit.control_weight, 1.0),
+        "start": _or(unit.control_start, 0.0),
+        "end": _or(unit.control_end, 1.0),
+    }
 
 
 def _or(value: float | None, default: float) -> float:
@@ -310,17 +318,18 @@ def _a1111_hires(request: Request, first_pass: tuple[int, int] | None) -> list[t
 def _a1111_controlnet(request: Request) -> list[tuple[str, str]]:
     """As the sd-webui-controlnet extension writes a unit: the preprocessor ("none" when the
     image is used as it is), and the image scaled to cover the picture ("Crop and Resize")."""
-    if request.controlnet is None:
-        return []
-    unit = [
-        ("Module", request.control_processor or "none"),
-        ("Model", request.controlnet),
-        ("Weight", _a1111_number(_or(request.control_weight, 1.0))),
-        ("Resize Mode", "Crop and Resize"),
-        ("Guidance Start", _a1111_number(_or(request.control_start, 0.0))),
-        ("Guidance End", _a1111_number(_or(request.control_end, 1.0))),
-    ]
-    return [("ControlNet 0", ", ".join(f"{k}: {v}" for k, v in unit))]
+    fields = []
+    for number, control in enumerate(request.controls):  # one `ControlNet N` per unit
+        unit = [
+            ("Module", control.control_processor or "none"),
+            ("Model", control.controlnet),
+            ("Weight", _a1111_number(_or(control.control_weight, 1.0))),
+            ("Resize Mode", "Crop and Resize"),
+            ("Guidance Start", _a1111_number(_or(control.control_start, 0.0))),
+            ("Guidance End", _a1111_number(_or(control.control_end, 1.0))),
+        ]
+        fields.append((f"ControlNet {number}", ", ".join(f"{k}: {v}" for k, v in unit)))
+    return fields
 
 
 def a1111_parameters(

@@ -73,7 +73,12 @@ def main() -> None:
         corner = world.render(world.Labels("white", "black", "star"), (18, 18), 12)
         corner.save(out / "silhouette.png")
         guided = f"{CONTROL} --controlnet silhouette --control_image silhouette.png"
-        invoke(out, [CONTROL, guided], args.model)
+        # two ControlNet units on one line: the same silhouette net, a second shape elsewhere
+        world.render(world.Labels("white", "black", "circle"), (46, 46), 12).save(
+            out / "silhouette-2.png"
+        )
+        both = f"{guided} --controlnet silhouette --control_image silhouette-2.png"
+        invoke(out, [CONTROL, guided, both], args.model)
         tile = Image.open(only(out, "000010")[0])
         tiled = Image.new("RGB", (tile.width * 2, tile.height * 2))
         for x in (0, tile.width):
@@ -96,6 +101,8 @@ def main() -> None:
         picks["controlnet-silhouette.png"] = out / "silhouette.png"
         picks["controlnet-plain.png"] = only(out, "000013")[0]
         picks["controlnet-guided.png"] = only(out, "000014")[0]
+        picks["controlnet-silhouette-2.png"] = out / "silhouette-2.png"
+        picks["controlnet-two.png"] = only(out, "000015")[0]
         args.docs.mkdir(exist_ok=True)
         for name, src in picks.items():
             shutil.copyfile(src, args.docs / name)

@@ -1,0 +1,122 @@
+"""A sweep: one line that stands for several, each run as its own line (its own prefix, its own
+`Outputs:` block) and each picture's command the expanded line that remakes it alone.
+
+- `{red|blue|green}` in the prompt: one line per alternative. Several groups give the cartesian
+  product in reading order, the first group slowest (like nested loops); a group inside an
+  alternative expands with it (`{a {b|c}|d}` is `a b`, `a c`, `d`). `\\{`, `\\}` and `\\|` are
+  literal and stay escaped in the expanded line, so it remakes the same text.
+- `-S 1,2,3`: one line per seed, after the prompt's alternatives (the seed changes fastest).
+  `-n N` applies to each.
+- `-I 'photos/*.jpg'`: one line per file the glob matches, in sorted order, slowest of all.
+
+At most SWEEP_LIMIT pictures per line, counting -n. Pure but for the glob's file listing.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import replace
+from pathlib import Path
+
+from invoke.errors import InvokeError
+from invoke.line.request import Request
+
+SWEEP_LIMIT = 1000
+_ESCAPED = "{}|\\"
+_GLOB = "*?["
+
+
+def alternatives(text: str, limit: int = SWEEP_LIMIT) -> list[str]:
+    """The prompts a `{a|b}` prompt stands for, in order; raises InvokeError past `limit` or on
+    an unbalanced brace. One left-to-right pass with a stack, no regex."""
+    # Each open group: the finished alternatives' expansions, and the prefix it started after.
+    stack: list[tuple[list[str], list[str]]] = []
+    current = [""]  # the expansions of the text read so far at this depth
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPED:
+            current = [c + text[i : i + 2] for c in current]
+            i += 2
+            continue
+        if ch == "{":
+            stack.append(([], current))
+            current = [""]
+        elif ch == "|" and stack:
+            stack[-1][0].extend(current)
+            current = [""]
+        elif ch == "}" and stack:
+            done, before = stack.pop()
+            done.extend(current)
+            _check_count(len(before) * len(done), limit)
+            current = [b + d for b in before for d in done]
+        elif ch == "}" or ch == "|":
+            raise InvokeError(
+                f"prompt: a {ch!r} outside any {{...}} group at character {i + 1}; "
+                f"write \\{ch} for a literal {ch}"
+            )
+        else:
+            current = [c + ch for c in current]
+        i += 1
+    if stack:
+        raise InvokeError(
+            "prompt: a '{' is never closed; close it with '}' (e.g. {red|blue}) "
+            "or write \\{ for a literal brace"
+        )
+    return current
+
+
+def _check_count(count: int, limit: int) -> None:
+    if count > limit:
+        raise InvokeError(
+            f"this line expands to {count} pictures, more than the {limit} one line may make; "
+            "split it into several lines"
+        )
+
+
+def has_glob(value: str | None) -> bool:
+    return value is not None and value != "-1" and any(ch in value for ch in _GLOB)
+
+
+def init_files(pattern: str) -> list[str]:
+    """The files an -I glob names, sorted; an existing file whose name has `*?[` is itself."""
+    if Path(pattern).expanduser().exists():
+        return [pattern]
+    found = sorted(glob.glob(str(Path(pattern).expanduser())))
+    if not found:
+        raise InvokeError(
+            f"-I/--init_img: {pattern!r} matches no file; check the folder and the pattern"
+        )
+    return found
+
+
+def expand(request: Request, seeds: list[int] | None = None) -> list[Request]:
+    """The lines `request` stands for, in order. `seeds`: this session's seeds, oldest first,
+    so that a sweep's `-S -N` is the seed it meant when the line was typed."""
+    prompts = alternatives(request.prompt or "") if request.prompt else [request.prompt]
+    seed = request.seed
+    seed_list: list[int | None] = list(seed) if isinstance(seed, tuple) else [seed]
+    files: list[str | None] = [request.init_img]
+    if has_glob(request.init_img):
+        files = list(init_files(request.init_img))
+    count = len(prompts) * len(seed_list) * len(files)
+    _check_count(count * (request.iterations or 1), SWEEP_LIMIT)
+    if count == 1 and not isinstance(seed, tuple) and files == [request.init_img]:
+        return [replace(request, prompt=prompts[0])]
+    if request.init_img == "-1":
+        raise InvokeError(
+            "-I/--init_img: -1 in a sweep would change with each picture; name the file"
+        )
+    if isinstance(seed, int) and seed < 0 and seeds is not None:
+        if -seed > len(seeds):
+            raise InvokeError(
+                f"-S/--seed: {seed} means the seed of the image {-seed} back, but this "
+                f"session has made {len(seeds)}"
+            )
+        seed_list = [seeds[seed]]
+    return [
+        replace(request, prompt=p, seed=s, init_img=f)
+        for f in files
+        for p in prompts
+        for s in seed_list
+    ]

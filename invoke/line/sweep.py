@@ -22,48 +22,83 @@ from invoke.errors import InvokeError
 from invoke.line.request import Request
 
 SWEEP_LIMIT = 1000
-_ESCAPED = "{}|\\"
+_ESCAPED = "{}|"
 _GLOB = "*?["
+
+
+# At most this many `{`, `|` and `}` in a prompt: enough for any sweep, and each costs at most
+# SWEEP_LIMIT steps, so a hostile prompt is read in linear time.
+MARKS_LIMIT = 500
+
+# An expansion being built: the text so far as a chain of (earlier, piece), so adding a piece to
+# each of the (at most SWEEP_LIMIT) expansions costs one step each, however long they are.
+_Chain = tuple["_Chain | None", str] | None
+
+
+def _text(chain: _Chain) -> str:
+    pieces = []
+    while chain is not None:
+        chain, piece = chain
+        pieces.append(piece)
+    return "".join(reversed(pieces))
 
 
 def alternatives(text: str, limit: int = SWEEP_LIMIT) -> list[str]:
     """The prompts a `{a|b}` prompt stands for, in order; raises InvokeError past `limit` or on
     an unbalanced brace. One left-to-right pass with a stack, no regex."""
-    # Each open group: the finished alternatives' expansions, and the prefix it started after.
-    stack: list[tuple[list[str], list[str]]] = []
-    current = [""]  # the expansions of the text read so far at this depth
+    # Each open group: its finished alternatives' texts, and the expansions before it.
+    stack: list[tuple[list[str], list[_Chain]]] = []
+    current: list[_Chain] = [None]  # the expansions of the text read so far at this depth
+    literal: list[str] = []  # plain text not yet added to `current`
+    marks = 0
+
+    def flushed(chains: list[_Chain]) -> list[_Chain]:
+        piece = "".join(literal)
+        literal.clear()
+        return [(c, piece) for c in chains] if piece else chains
+
     i = 0
     while i < len(text):
         ch = text[i]
         if ch == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPED:
-            current = [c + text[i : i + 2] for c in current]
+            literal.append(text[i : i + 2])
             i += 2
             continue
+        if ch not in "{|}":
+            literal.append(ch)
+            i += 1
+            continue
+        marks += 1
+        if marks > MARKS_LIMIT:
+            raise InvokeError(
+                f"prompt: more than {MARKS_LIMIT} of {{ | }} in one line; "
+                "write \\{ \\| \\} for literal ones"
+            )
+        current = flushed(current)
         if ch == "{":
             stack.append(([], current))
-            current = [""]
-        elif ch == "|" and stack:
-            stack[-1][0].extend(current)
-            current = [""]
-        elif ch == "}" and stack:
+            current = [None]
+        elif stack and ch == "|":
+            stack[-1][0].extend(_text(c) for c in current)
+            _check_count(len(stack[-1][0]), limit)
+            current = [None]
+        elif stack:
             done, before = stack.pop()
-            done.extend(current)
+            done.extend(_text(c) for c in current)
             _check_count(len(before) * len(done), limit)
-            current = [b + d for b in before for d in done]
-        elif ch == "}" or ch == "|":
+            current = [(b, d) for b in before for d in done]
+        else:
             raise InvokeError(
                 f"prompt: a {ch!r} outside any {{...}} group at character {i + 1}; "
                 f"write \\{ch} for a literal {ch}"
             )
-        else:
-            current = [c + ch for c in current]
         i += 1
     if stack:
         raise InvokeError(
             "prompt: a '{' is never closed; close it with '}' (e.g. {red|blue}) "
             "or write \\{ for a literal brace"
         )
-    return current
+    return [_text(c) for c in flushed(current)]
 
 
 def _check_count(count: int, limit: int) -> None:

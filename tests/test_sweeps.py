@@ -149,3 +149,13 @@ def test_the_acceptance_sweep_makes_eight_pictures_each_remade_by_its_command(
         [remade] = again.generate(parse_request(command))
         with Image.open(path) as a, Image.open(remade) as b:
             assert np.array_equal(np.asarray(a), np.asarray(b)), command
+
+
+def test_help_tells_of_sweeps_and_of_the_seed_list() -> None:
+    from invoke.shell.help import entry_lines, help_lines
+
+    text = " ".join(" ".join(help_lines()).split())
+    assert "{red|blue} in the prompt is one line per alternative" in text
+    assert "-I 'dir/*.png' one per file" in text
+    seed = " ".join(" ".join(entry_lines("-S", {})).split())
+    assert "a list 1,2,3" in seed

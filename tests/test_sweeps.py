@@ -159,3 +159,16 @@ def test_help_tells_of_sweeps_and_of_the_seed_list() -> None:
     assert "-I 'dir/*.png' one per file" in text
     seed = " ".join(" ".join(entry_lines("-S", {})).split())
     assert "a list 1,2,3" in seed
+
+
+def test_the_shell_flags_a_bad_sweep_as_it_is_typed() -> None:
+    from prompt_toolkit.document import Document
+    from prompt_toolkit.validation import ValidationError
+
+    from invoke.shell.validator import LineValidator
+
+    LineValidator().validate(Document("a {red|blue} cat -S 1,2"))
+    for line, words in (("a {red|blue cat", "never closed"), ("{a|b} -n 600", "1200 pictures")):
+        with pytest.raises(ValidationError) as caught:
+            LineValidator().validate(Document(line))
+        assert words in caught.value.message

@@ -125,6 +125,14 @@ def init_files(pattern: str) -> list[str]:
     return found
 
 
+def check(request: Request) -> None:
+    """What can be said of a sweep as it is typed (the shell's validator): its groups and its
+    size, files aside. Raises InvokeError."""
+    prompts = alternatives(request.prompt) if request.prompt else [""]
+    seeds = len(request.seed) if isinstance(request.seed, tuple) else 1
+    _check_count(len(prompts) * seeds * (request.iterations or 1), SWEEP_LIMIT)
+
+
 def expand(request: Request, seeds: list[int] | None = None) -> list[Request]:
     """The lines `request` stands for, in order. `seeds`: this session's seeds, oldest first,
     so that a sweep's `-S -N` is the seed it meant when the line was typed."""

@@ -172,3 +172,28 @@ def test_the_shell_flags_a_bad_sweep_as_it_is_typed() -> None:
         with pytest.raises(ValidationError) as caught:
             LineValidator().validate(Document(line))
         assert words in caught.value.message
+
+
+def test_a_glob_draws_from_each_file_and_each_command_names_and_remakes_it(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, colour in (("b.png", "blue"), ("a.png", "red")):
+        Image.new("RGB", (64, 64), colour).save(photos / name)
+
+    def session(outdir: Path) -> Session:
+        settings = Settings(outdir=outdir, model=str(tiny_model_dir))
+        return Session(settings, reporter=TerminalReporter(out=io.StringIO(), err=io.StringIO()))
+
+    status, _, err = batch(session(tmp_path / "out"), [f"a circle -I '{photos}/*.png' -s 2 -S 3"])
+    assert status == 0, err
+    made = sorted((tmp_path / "out").glob("*.png"))
+    stored = [fetched_command(path)[0] for path in made]
+    assert len(stored) == 2
+    assert f"-I {photos / 'a.png'}" in stored[0] and f"-I {photos / 'b.png'}" in stored[1]
+    again = session(tmp_path / "again")
+    for path, command in zip(made, stored, strict=True):
+        [remade] = again.generate(parse_request(command))
+        with Image.open(path) as a, Image.open(remade) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b)), command

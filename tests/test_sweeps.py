@@ -197,3 +197,10 @@ def test_a_glob_draws_from_each_file_and_each_command_names_and_remakes_it(
         [remade] = again.generate(parse_request(command))
         with Image.open(path) as a, Image.open(remade) as b:
             assert np.array_equal(np.asarray(a), np.asarray(b)), command
+
+
+def test_fix_upscale_refuses_a_seed_list(tmp_path: Path) -> None:
+    runner = FakeRunner(tmp_path)
+    status, _, err = batch(runner, ["!fix a.png -U 2 -S 1,2"])
+    assert status == 1 and runner.upscaled == []
+    assert any("a seed list -S 1,2 is for lines that draw" in line for line in err), err

@@ -613,6 +613,33 @@ CATALOGUE: tuple[Case, ...] = (
         "a cat --upscaler x2 -s 1",
         "--upscaler: only means something with -U FACTOR, e.g. -U 4 --upscaler NAME",
     ),
+    # -- sweeps (invoke/line/sweep.py) ---------------------------------------------------------
+    Case(
+        "seed list with a bad seed",
+        "parser",
+        "a cat -S 1,-2",
+        "-S/--seed: 1,-2 has -2, not a seed in 0..4294967295",
+    ),
+    Case(
+        "sweep group never closed",
+        "parser",
+        "a {red|blue cat",
+        "prompt: a '{' is never closed; close it with '}' (e.g. {red|blue}) "
+        "or write \\{ for a literal brace",
+    ),
+    Case(
+        "sweep past the bound",
+        "parser",
+        "a {red|blue} cat -S 1,2,3 -n 200",
+        "this line expands to 1200 pictures, more than the 1000 one line may make; "
+        "split it into several lines",
+    ),
+    Case(
+        "glob matching nothing",
+        "image",
+        f"a cat -I '{D}/*.webp'",
+        f"-I/--init_img: '{D}/*.webp' matches no file; check the folder and the pattern",
+    ),
 )
 
 

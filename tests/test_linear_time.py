@@ -32,6 +32,7 @@ from prompt_toolkit.validation import ValidationError
 from invoke.errors import InvokeError
 from invoke.line.parse import parse_fix, parse_line
 from invoke.line.prompt_syntax import parse_prompt
+from invoke.line.sweep import alternatives
 from invoke.line.switches import MAX_LINE
 from invoke.outputs import a1111 as a1111_reader
 from invoke.outputs import foreign, invokeai, readback
@@ -157,6 +158,7 @@ def invokeai_metadata(text: str) -> None:
 
 PARSERS: dict[str, Callable[[str], object]] = {
     "prompt grammar": parse_prompt,
+    "sweep expander": alternatives,
     "line": parse_line,
     "!fix line": parse_fix,
     "shell validator": validate,
@@ -257,6 +259,9 @@ WORST = {
     "A1111 prompt of <lora:": ("A1111 parameters", "<lora:" * 16_000 + "\nSteps: 1"),
     "InvokeAI Dream of (": ("InvokeAI Dream", "(" * SIZE),
     "sd-metadata nested": ("sd-metadata", "[" * SIZE),
+    "512 sweeps, then groups of one": ("sweep expander", "{a|b}" * 9 + "{a}" * 150 + "x" * 99_000),
+    "512 sweeps of long text": ("sweep expander", ("{" + "a" * 10_000 + "|b}") * 9),
+    "deep { then |": ("sweep expander", "{" * 50_000 + "|" * 50_000),
 }
 
 

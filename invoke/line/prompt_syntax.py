@@ -165,7 +165,10 @@ _WEIGHT = re.compile(r"(?<!\\):([+-]?(?:[0-9]{1,6}(?:\.[0-9]*)?|\.[0-9]+))(?=\s|
 
 
 def _unescape(text: str) -> str:
-    return text.replace("\\:", ":")
+    # `\{`, `\}`, `\|`: literal in a sweep (invoke/line/sweep.py), plain text to the model
+    for ch in ":{}|":
+        text = text.replace("\\" + ch, ch)
+    return text
 
 
 def _tidy(text: str) -> str:

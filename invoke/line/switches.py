@@ -217,9 +217,38 @@ class IntSwitch(Switch):
 
 @dataclass(frozen=True, kw_only=True)
 class SeedSwitch(IntSwitch):
+    """A seed, or a list of them (`-S 1,2,3`: a sweep, one line per seed, invoke/line/sweep.py)."""
+
     @property
     def expects(self) -> str:
-        return f"a seed in 0..{self.hi}, or -1 for the last image's"
+        return f"a seed in 0..{self.hi}, a list 1,2,3, or -1 for the last image's"
+
+    def read(self, text: str) -> Any:
+        if "," not in text:
+            return super().read(text)
+        seeds = []
+        for part in text.split(","):
+            if not _INT.fullmatch(part) or len(part.lstrip("+-0")) > 30:
+                raise self.fail(text, f"has {show_value(part)}, not a seed in 0..{self.hi}")
+            seeds.append(int(part))
+        value = tuple(seeds)
+        self.check(value, text)
+        return value
+
+    def check(self, value: Any, text: str | None = None) -> None:
+        if not isinstance(value, tuple):
+            return super().check(value, text)
+        for seed in value:
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= self.hi:
+                shown = text if text is not None else self.show(value)
+                raise self.fail(shown, f"has {seed!r}, not a seed in 0..{self.hi}")
+        if len(value) < 2:
+            raise self.fail(self.show(value), "is a list of one seed; give it without a comma")
+
+    def show(self, value: Any) -> str:
+        if isinstance(value, tuple):
+            return ",".join(str(seed) for seed in value)
+        return str(value)
 
     def out_of_range(self, text: str) -> ParseError:
         return self.fail(

@@ -42,7 +42,10 @@ SWITCHES: tuple[Switch, ...] = (
         field="seed",
         names=("-S", "--seed"),
         canonical="-S",
-        help="seed; a negative value reuses an earlier seed (-1 = the last image's)",
+        help=(
+            "seed, or a list 1,2,3 (a sweep: one line each); a negative value reuses an "
+            "earlier seed (-1 = the last image's)"
+        ),
         complete="seed",
         metavar="SEED",
         lo=SEED_REUSE_MIN,

@@ -19,8 +19,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from invoke import interrupts
 from invoke.errors import InvokeError
 from invoke.events import LineRecords
+from invoke.line import sweep
 from invoke.line.parse import ShellCommand, parse_line
 from invoke.line.request import Request
 from invoke.shell.history import ShellHistory
@@ -184,10 +186,14 @@ def is_help_request(text: str) -> bool:
 
 
 def run_request(ctx: ShellContext, request: Request) -> None:
-    if ctx.dry_run:
-        ctx.canonical(ctx.runner.canonical(request))
-    else:
-        ctx.runner.generate(request)
+    """A line, or each line of its sweep (invoke/line/sweep.py) in turn, each its own line."""
+    for line in sweep.expand(request, ctx.runner.recent_seeds()):
+        if ctx.dry_run:
+            ctx.canonical(ctx.runner.canonical(line))
+        else:
+            ctx.runner.generate(line)
+        if interrupts.stop_requested():
+            break
 
 
 def user_path(ctx: ShellContext, name: str) -> Path:

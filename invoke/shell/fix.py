@@ -57,6 +57,8 @@ def _fix(ctx: ShellContext, args: str) -> None:
             "!fix: --hires_fix draws a new picture; to make this one larger use --outcrop"
         )
     if not line.outcrop and line.upscale:
+        if isinstance(line.seed, tuple):
+            raise InvokeError("!fix -U: one seed; a seed list -S 1,2 is for lines that draw")
         _upscale(ctx, _image_path(ctx, fix.file), line)
         return
     if not line.outcrop:

@@ -82,6 +82,10 @@ GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ),
     ("Shell", (), ("history", "NN", "search", "clear", "help")),
 )
+SWEEPS = (
+    "A sweep: {red|blue} in the prompt is one line per alternative (groups combine, the first "
+    "slowest), -S 1,2 one per seed, -I 'dir/*.png' one per file; at most 1000 pictures a line."
+)
 QUIT_ENTRY = (", ".join([*QUIT_WORDS, "Ctrl-D"]), "Leave the shell.")
 NAME_COLUMN = 28  # an entry's help starts here, or on the next line when its name is longer
 HELP_INDENT = 6  # where a help that does not fit beside its name goes
@@ -121,6 +125,8 @@ def help_lines(defaults: dict[str, str] | None = None, width: int = 80) -> list[
     lines: list[str] = []
     for title, fields, names in groups:
         lines += _wrap(title, width, "", "  ")
+        if title == GROUPS[0][0]:
+            lines += _wrap(SWEEPS, width, "  ", "    ")
         for field in fields:
             spec = specs[field]
             help_text = spec.help

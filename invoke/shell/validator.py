@@ -8,7 +8,9 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.validation import ValidationError, Validator
 
 from invoke.errors import InvokeError, ParseError
+from invoke.line import sweep
 from invoke.line.parse import parse_fix, parse_line
+from invoke.line.request import Request
 from invoke.shell.dispatch import is_help_request
 
 
@@ -31,7 +33,9 @@ class LineValidator(Validator):
             if fix:
                 parse_fix(head[fix.end() :])  # the file's existence is checked on Enter
             else:
-                parse_line(text)
+                parsed = parse_line(text)
+                if isinstance(parsed, Request):
+                    sweep.check(parsed)  # an unclosed `{`, a sweep past its bound
         except ParseError as exc:
             raise ValidationError(error_position(text, exc), str(exc)) from exc
         except InvokeError as exc:

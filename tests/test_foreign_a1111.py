@@ -343,3 +343,14 @@ def test_dry_run_accepts_every_command_fetch_prints(tmp_path: Path) -> None:
     assert status == 0, err
     # each is canonical already: --dry-run prints it back, with the defaults it left out
     assert all(o.startswith(c) for o, c in zip(out, commands, strict=True))
+
+
+def test_braces_and_bars_in_an_a1111_prompt_stay_text_not_a_sweep() -> None:
+    """A1111 reads `{word}` and `a | b` as text (NovelAI's emphasis): fetched here they must not
+    become a sweep of alternatives; the model reads the same characters."""
+    from invoke.line.sweep import expand
+
+    command, _ = command_from_a1111("{masterpiece}, a cat | dog\nSteps: 20, Seed: 1, Size: 512x512")
+    lines = expand(parse_request(command))
+    assert len(lines) == 1
+    assert parse_prompt(lines[0].prompt).positive[0].plain == "{masterpiece}, a cat | dog"

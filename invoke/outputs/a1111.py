@@ -175,6 +175,8 @@ def _weighted(
 def _escaped(text: str) -> str:
     """Plain text as our prompt syntax reads it back as the same text."""
     text = text.replace("\\", " ").replace("(", "\\(").replace(")", "\\)")
+    # A1111 reads braces and bars as text (NovelAI's `{word}` emphasis): here they would be a sweep
+    text = text.replace("{", "\\{").replace("}", "\\}").replace("|", "\\|")
     text = _SIGNS_AT_END.sub(lambda m: "".join("\\" + c for c in m.group(0)), text)
     return _COLON_NUMBER.sub("\\\\:", text)
 

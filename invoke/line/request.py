@@ -57,6 +57,8 @@ class Request:
     control_weight: float | None = None  # None = 1
     control_start: float | None = None  # None = 0: from the first step
     control_end: float | None = None  # None = 1: to the last step
+    refiner: str | None = None  # an SDXL refiner: a models.yaml name or a path
+    refiner_start: float | None = None  # None = 0.8 (with --refiner)
     variation_amount: float | None = None
     with_variations: tuple[Variation, ...] = ()
     seamless: bool = False
@@ -108,6 +110,7 @@ class Request:
         if self.outcrop:
             self._check_outcrop()
         self._check_control()
+        self._check_refiner()
         if self.upscaler is not None and not self.upscale:
             raise ParseError(
                 "--upscaler", "", "only means something with -U FACTOR, e.g. -U 4 --upscaler NAME"
@@ -186,6 +189,22 @@ class Request:
                 number_text(start),
                 f"must be less than --control_end {number_text(end)}: "
                 "the ControlNet would act on no step",
+            )
+
+    def _check_refiner(self) -> None:
+        """--refiner_start needs --refiner, and a split that leaves both models a part."""
+        if self.refiner_start is None:
+            return
+        if self.refiner is None:
+            raise ParseError(
+                "--refiner_start", "", "only means something with --refiner NAME (an SDXL refiner)"
+            )
+        if not 0 < self.refiner_start < 1:
+            raise ParseError(
+                "--refiner_start",
+                number_text(self.refiner_start),
+                "must be between 0 and 1 (not either): the base runs that fraction of the "
+                "schedule, the refiner the rest; e.g. 0.8",
             )
 
     def to_fix_command(self) -> str:

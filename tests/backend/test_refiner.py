@@ -5,6 +5,8 @@ denoising_start on those latents."""
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +107,70 @@ def test_refiner_refusals(sdxl: Model, refiner: Model, tiny_model_dir: Path) -> 
     mask = Image.new("L", (64, 64), 255)
     with pytest.raises(InvokeError, match="cannot be combined with -M"):
         sdxl.prepare(job(init_image=smooth_picture(), mask=mask))
+
+
+# -- the line: --refiner NAME [--refiner_start F] through a session --------------------------------
+
+
+def new_session(outdir: Path, model: Path, **settings: object):
+    from invoke.config.settings import Settings
+    from invoke.session import Session
+    from invoke.shell.report import TerminalReporter
+
+    return Session(
+        Settings(outdir=outdir, model=str(model), **settings),
+        reporter=TerminalReporter(out=io.StringIO(), err=io.StringIO(), progress=False),
+    )
+
+
+def png_text(path: Path) -> dict[str, str]:
+    with Image.open(path) as image:
+        image.load()
+        return dict(image.text)
+
+
+def test_a_refined_line_stores_the_command_that_remakes_it(
+    tmp_path: Path, tiny_sdxl_dir: Path, tiny_refiner_dir: Path
+) -> None:
+    from invoke.line.parse import parse_request
+
+    session = new_session(tmp_path, tiny_sdxl_dir)
+    line = f"a red circle -s 5 -S 42 -W 64 -H 64 -n 2 -v 0.3 --refiner {tiny_refiner_dir}"
+    canonical = session.canonical(parse_request(line))
+    assert f"--refiner {tiny_refiner_dir} --refiner_start 0.8" in canonical
+    made = session.generate(parse_request(line))
+    assert len(made) == 2
+    for path in made:
+        text = png_text(path)
+        assert "--refiner_start 0.8" in text["Dream"]
+        metadata = json.loads(text["sd-metadata"])["image"]
+        assert (metadata["refiner"], metadata["refiner_start"]) == (str(tiny_refiner_dir), 0.8)
+        assert f"Refiner: {tiny_refiner_dir.name}, Refiner switch at: 0.8" in text["parameters"]
+        [again] = session.generate(parse_request(text["Dream"]))
+        assert again.read_bytes() == path.read_bytes() or np.array_equal(
+            np.asarray(Image.open(again)), np.asarray(Image.open(path))
+        )
+    # The refiner made the picture: without it the same seed draws another.
+    [plain] = session.generate(
+        parse_request(line.split(" --refiner")[0].replace("-n 2 -v 0.3", ""))
+    )
+    assert not np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(made[0])))
+
+
+def test_refiner_line_refusals(
+    tmp_path: Path, tiny_model_dir: Path, tiny_refiner_dir: Path
+) -> None:
+    from invoke.errors import ParseError
+    from invoke.line.parse import parse_request
+
+    session = new_session(tmp_path, tiny_model_dir)
+    with pytest.raises(InvokeError, match="a refiner takes over from an SDXL base"):
+        session.generate(parse_request(f"a red circle -s 5 --refiner {tiny_refiner_dir}"))
+    assert not list(tmp_path.glob("*.png"))  # nothing reserved, nothing written
+    with pytest.raises(InvokeError, match="--refiner: nope is neither a model"):
+        session.canonical(parse_request("a red circle --refiner nope"))
+    for start in ("0", "1", "1.5"):
+        with pytest.raises(ParseError, match="--refiner_start"):
+            parse_request(f"a red circle --refiner x --refiner_start {start}").validate()
+    with pytest.raises(ParseError, match="only means something with --refiner"):
+        parse_request("a red circle --refiner_start 0.5").validate()

@@ -227,10 +227,14 @@ SWITCHES: tuple[Switch, ...] = (
         field="refiner_start",
         names=("--refiner_start",),
         canonical="--refiner_start",
-        help="the fraction of the schedule the base runs before the refiner takes over (0.8)",
+        help=(
+            "the fraction of the schedule the base runs before the refiner takes over, "
+            "below 1 (0.8)"
+        ),
         metavar="FRACTION",
         lo=0.0,
         hi=1.0,
+        open_lo=True,
     ),
     FloatSwitch(
         field="variation_amount",

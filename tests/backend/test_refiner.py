@@ -135,7 +135,8 @@ def test_a_refined_line_stores_the_command_that_remakes_it(
 ) -> None:
     from invoke.line.parse import parse_request
 
-    session = new_session(tmp_path, tiny_sdxl_dir)
+    # The refiner stays loaded beside the base even where only one model would be kept.
+    session = new_session(tmp_path, tiny_sdxl_dir, max_loaded_models=1)
     line = f"a red circle -s 5 -S 42 -W 64 -H 64 -n 2 -v 0.3 --refiner {tiny_refiner_dir}"
     canonical = session.canonical(parse_request(line))
     assert f"--refiner {tiny_refiner_dir} --refiner_start 0.8" in canonical
@@ -152,6 +153,7 @@ def test_a_refined_line_stores_the_command_that_remakes_it(
         assert f"Refiner: {tiny_refiner_dir.name}, Refiner switch at: 0.8" in text["parameters"]
         [again] = session.generate(parse_request(text["Dream"]))
         assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(path)))
+    assert len(session.models.loaded) == 2  # base and refiner, each loaded once
     # The refiner made the picture: without it the same seed draws another.
     [plain] = session.generate(
         parse_request(line.split(" --refiner")[0].replace("-n 2 -v 0.3", ""))

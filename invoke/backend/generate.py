@@ -7,6 +7,10 @@ the init image's latents are noised to the first of them.
 --hires_fix (InvokeAI's txt2img2img) is two of these passes: txt2img at a smaller size, its
 latents upscaled bilinearly, then img2img on them (_hires_fix).
 
+--refiner (SDXL) is two passes on two models: the base's part of the schedule, cut where
+diffusers' `denoising_end` cuts it, then the refiner's from the base's latents as they are, as
+StableDiffusionXLImg2ImgPipeline's `denoising_start` takes them (_handoff, schedule).
+
 Every family that runs our loop (SD 1.x/2.x, SDXL) runs this one; what differs is only its
 `Conditioning`: the prompt's embeddings and its contributions to the UNet's arguments
 (families/sdxl.py adds its pooled embeddings and time ids there). A job adds its own

@@ -10,7 +10,7 @@ What SDXL adds, as diffusers' StableDiffusionXL pipelines do it (they are the te
 That is all this file does (`conditioning`: the embeddings, and the pooled embeddings and time ids
 as a contribution to every UNet call); the loop, variations, seeds, samplers, CFG, img2img,
 masks, the step callback, the compiled-or-eager UNet and the prompt cache are the SD path's
-(generate.py).
+(generate.py). --refiner hands a base's latents to a refiner part way (generate_refined).
 """
 
 from __future__ import annotations

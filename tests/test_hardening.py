@@ -957,7 +957,7 @@ def test_the_shell_survives_the_catalogue(
 
 def test_own_catalogue_tables_have_40_cases_every_group_and_unique_ids() -> None:
     assert len(CATALOGUE) + len(MODEL_CASES) >= 40
-    groups = {"parser", "image", "fetch", "fix", "lora", "controlnet", "upscale"}
+    groups = {"parser", "image", "fetch", "fix", "lora", "controlnet", "refiner", "upscale"}
     assert {c.group for c in CATALOGUE} == groups
     assert len({c.id for c in CATALOGUE} | {c.id for c in MODEL_CASES}) == len(CATALOGUE) + len(
         MODEL_CASES

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from invoke.backend.job import Job
+    from invoke.backend.model import Model
 
 
 class JobRunner(Protocol):
@@ -45,11 +46,24 @@ class LocalRunner:
         return plan.batch_size(self.models.model.device.type)
 
     def prepare(self, job: Job) -> list[str]:
-        return self.models.model.prepare(job)
+        notes = self.models.model.prepare(job)
+        self._refiner(job)  # loaded now: one that cannot load fails before a file is reserved
+        return notes
 
     def run(
         self, job: Job, on_step: Callable[[Step], None], on_event: Callable[[object], None]
     ) -> list[Image.Image]:
         from invoke.backend.run import draw
 
-        return draw(self.models.model, job, on_step, on_event)
+        refiner = self._refiner(job)
+        return draw(self.models.model, job, on_step, on_event, refiner)
+
+    def _refiner(self, job: Job) -> Model | None:
+        """--refiner's model, loaded beside the active one (model_cache.companion)."""
+        if job.refiner is None:
+            return None
+        refiner = self.models.companion(job.refiner.name)
+        from invoke.backend.families.sdxl import check_refiner
+
+        check_refiner(self.models.model, refiner, job)
+        return refiner

@@ -20,6 +20,7 @@ from invoke.config.models_yaml import (
     ModelEntry,
     change_models_file,
     config_path,
+    entry_for_path,
     load_model_entries,
     model_source,
     model_status,
@@ -81,30 +82,72 @@ class ModelCache:
         self.loaded: OrderedDict[str, Model] = OrderedDict()
         # Models that could not load: (entry, files' fingerprint) when it was tried, the error.
         self.failed: dict[str, tuple[tuple[ModelEntry, Any], ModelError]] = {}
+        # --refiner paths outside models.yaml, by the text the line gave.
+        self.companions: dict[str, ModelEntry] = {}
 
     # -- the active model ---------------------------------------------------------------------
 
     @property
     def model(self) -> Model:
         """The active model: loaded on first use, kept (LRU) for a fast !switch back."""
-        name = self.entry.name
+        return self._loaded(self.entry, 1)
+
+    def companion(self, name: str) -> Model:
+        """A model the active one works with (--refiner NAME: a models.yaml name or a path),
+        loaded beside it, on the same device at the active model's precision: both stay loaded
+        (at least two models, whatever --max_loaded_models says)."""
+        active = self.model
+        entry = self.companion_entry(name)
+        if entry.name == self.entry.name:
+            return active
+        return self._loaded(entry, 2)
+
+    def check_companion(self, name: str | None) -> None:
+        """A line's --refiner names a model that is there (--dry-run: nothing loads)."""
+        if name is not None:
+            self.companion_entry(name)
+
+    def companion_entry(self, name: str) -> ModelEntry:
+        """The entry --refiner NAME means: models.yaml's, else a folder or checkpoint path."""
+        if name in self.entries or name in self.unlisted:
+            return self.model_entry(name)
+        if name not in self.companions:
+            where = Path(name).expanduser()
+            if not where.exists():
+                raise ModelError(
+                    f"--refiner: {name} is neither a model in {self.models_file_name()} "
+                    f"({', '.join(self.model_names())}) nor a path to a diffusers folder or a "
+                    ".safetensors/.ckpt file"
+                )
+            taken = [*self.model_names(), *(e.name for e in self.companions.values())]
+            self.companions[name] = entry_for_path(where, taken=taken, switch="--refiner")
+        return self.companions[name]
+
+    def _loaded(self, entry: ModelEntry, least: int) -> Model:
+        """`entry`'s model, loaded now unless it is (least recently used out, the active one
+        never; `least`: how many the cache holds whatever --max_loaded_models says)."""
+        name = entry.name
         if name in self.loaded:
             self.loaded.move_to_end(name)
             return self.loaded[name]
         # Make room first: two big models at once may not fit where one does.
-        while self.loaded and len(self.loaded) >= max(1, self.settings.max_loaded_models):
-            dropped, _ = self.loaded.popitem(last=False)
+        room = max(least, self.settings.max_loaded_models)
+        while len(self.loaded) >= room:
+            dropped = next((n for n in self.loaded if n != self.entry.name), None)
+            if dropped is None:
+                break
+            del self.loaded[dropped]
             gc.collect()
             self.note(f"model {dropped} unloaded (--max_loaded_models)")
         # A model that failed to load fails the same way until its files change: a batch of
         # many lines on a broken model says why on each line without loading it again each time.
-        source = self.source(self.entry)
-        tried = (self.entry, model_files.fingerprint(source))
+        source = self.source(entry)
+        tried = (entry, model_files.fingerprint(source))
         failed = self.failed.get(name)
         if failed is not None and failed[0] == tried:
             raise failed[1]
         try:
-            self.loaded[name] = self._load(self.entry, source)
+            self.loaded[name] = self._load(entry, source)
         except ModelError as err:
             self.failed[name] = (tried, err)
             raise
@@ -124,7 +167,8 @@ class ModelCache:
         model = load_model(
             source,
             device=self.settings.device,
-            precision=self.precision(entry),
+            # The active model's precision: a companion's latents and UNet meet in one dtype.
+            precision=self.precision(self.entry),
             name=entry.name,
             offload=self.settings.offload,
             allow_pickle=self.settings.allow_pickle,

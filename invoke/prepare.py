@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from invoke import outputs
-from invoke.backend.job import Control, Job, Noise
+from invoke.backend.job import Control, Job, Noise, Refiner
 from invoke.config.lookup import Lookup
 from invoke.errors import InitImageError, InvokeError
 from invoke.images import (
@@ -26,6 +26,7 @@ from invoke.images import (
 )
 from invoke.line.parse import parse_request
 from invoke.line.request import ControlUnit, Request
+from invoke.line.switch_defaults import REFINER_START
 from invoke.line.switches import SEAMLESS_AXES, SIZE_MAX
 
 Note = Callable[[str], None]
@@ -149,7 +150,14 @@ class JobMaker:
             loras=self.lookup.loras(request),
             embeddings=self.lookup.embeddings(request),
             **self._controls(width, height),
+            refiner=self._refiner(),
         )
+
+    def _refiner(self) -> Refiner | None:
+        request = self.request
+        if request.refiner is None:
+            return None
+        return Refiner(request.refiner, request.refiner_start or REFINER_START)
 
     def _init_image(self, init: Path):
         request = self.request

@@ -83,6 +83,7 @@ class Session:
         self.lookup.loras(resolved)  # an unknown LoRA name fails here too
         self.lookup.embeddings(resolved)  # and a pickled embedding without --allow-pickle
         self.lookup.controlnets(resolved)  # and an unknown ControlNet
+        self.models.check_companion(resolved.refiner)  # and an unknown --refiner
         resolved = self.lookup.with_upscaler(resolved)  # and a missing upscaler, another factor
         outdir = self._outdir_for(resolved)
         for unit in resolved.controls:

@@ -485,6 +485,20 @@ CATALOGUE: tuple[Case, ...] = (
         f"a cat withLora({D}/cut-lora.safetensors) -s 1",
         "LoRA …/cut-lora.safetensors: cannot be read: …",
     ),
+    # -- the SDXL refiner --------------------------------------------------------------------------
+    Case(
+        "refiner on a model that is not SDXL",
+        "refiner",
+        f"a cat --refiner {D} -s 1",
+        "--refiner: model … is sd-1; a refiner takes over from an SDXL base model (!switch to one)",
+    ),
+    Case(
+        "refiner start not inside 0 to 1",
+        "refiner",
+        f"a cat --refiner {D} --refiner_start 1 -s 1",
+        "--refiner_start: 1 must be between 0 and 1 (not either): the base runs that fraction "
+        "of the schedule, the refiner the rest; e.g. 0.8",
+    ),
     # -- ControlNets ------------------------------------------------------------------------------
     Case(
         "ControlNet not in the folder",
@@ -960,7 +974,8 @@ def test_the_shell_survives_the_catalogue(
         for c in CATALOGUE
         if c.group != "parser" and c.outcome == "error" and not c.xfail and typed_through(c)
     ]
-    assert {c.group for c in cases} == {"image", "fetch", "fix", "lora", "controlnet", "upscale"}
+    groups = {"image", "fetch", "fix", "lora", "controlnet", "refiner", "upscale"}
+    assert {c.group for c in cases} == groups
     keys = "".join(_fill(c.line, d=files) + "\r" for c in cases) + GOOD_LINE + "\r\x04"
     outdir = tmp_path / "out"
     session = Session(
@@ -976,7 +991,7 @@ def test_the_shell_survives_the_catalogue(
 
 def test_own_catalogue_tables_have_40_cases_every_group_and_unique_ids() -> None:
     assert len(CATALOGUE) + len(MODEL_CASES) >= 40
-    groups = {"parser", "image", "fetch", "fix", "lora", "controlnet", "upscale"}
+    groups = {"parser", "image", "fetch", "fix", "lora", "controlnet", "refiner", "upscale"}
     assert {c.group for c in CATALOGUE} == groups
     assert len({c.id for c in CATALOGUE} | {c.id for c in MODEL_CASES}) == len(CATALOGUE) + len(
         MODEL_CASES
@@ -1299,6 +1314,7 @@ def markdown() -> str:
         "fix": "`!fix`",
         "lora": "LoRAs in the prompt",
         "controlnet": "ControlNets",
+        "refiner": "The SDXL refiner (`--refiner`)",
         "upscale": "Upscalers (`-U`)",
     }
     number = 0

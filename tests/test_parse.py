@@ -611,6 +611,8 @@ _SAMPLE_VALUES = {
     "control_weight": ["0", "2", "0.5", "2.5"],
     "control_start": ["0", "0.2", "1"],
     "control_end": ["1", "0.8", "0", "1.5"],
+    "refiner": ["sdxl-refiner", "/models/refiner", "''"],
+    "refiner_start": ["0.8", "0", "1", "0.5", "1.5"],
     "upscale": ["2", "4", "2 0.5", "4 1", "4 0", "3", "2 1.5", "2 0.5 0.5", "'2 0.25'", "x"],
     "upscaler": ["x4", "stabilityai/stable-diffusion-x4-upscaler", "''", "-1"],
 }
@@ -732,14 +734,18 @@ _CONTROL_RANGES = st.sampled_from(
 )
 _FIXED_WORDS = {
     (field, value): _switch_word(_BY_FIELD[field], st.just(value))
-    for field, values in (("control_start", ("0", "0.25", "0.5")), ("control_end", ("1", "0.75")))
+    for field, values in (
+        ("control_start", ("0", "0.25", "0.5")),
+        ("control_end", ("1", "0.75")),
+        ("refiner_start", ("0.5", "0.8")),  # inside (0, 1), and only with --refiner
+    )
     for value in values
 }
 # The switches Request.validate() ties to others, drawn below as groups that go together.
 _TIED = {
     "outcrop", "init_img", "init_mask", "invert_mask", "fit", "variation_amount", "hires_fix",
     "controlnet", "control_image", "control_processor", "control_weight", "control_start",
-    "control_end", "upscale", "upscaler",
+    "control_end", "upscale", "upscaler", "refiner", "refiner_start",
 }  # fmt: skip
 _FREE = [switch.field for switch in SWITCHES if switch.field not in _TIED]
 _IMAGE_MODES = {
@@ -769,6 +775,11 @@ def _valid_switch_words(draw: st.DrawFn) -> list[str]:
         for field, value in (("control_start", start), ("control_end", end)):
             if value is not None:
                 words.append(draw(_FIXED_WORDS[field, value]))
+    if draw(st.booleans()):
+        fields.add("refiner")
+        start = draw(st.sampled_from([None, "0.5", "0.8"]))
+        if start is not None:
+            words.append(draw(_FIXED_WORDS["refiner_start", start]))
     if draw(st.booleans()) and not ("variation_amount" in fields and "init_img" in fields):
         fields |= {"upscale", *draw(st.sampled_from([[], ["upscaler"]]))}
     words += [draw(_VALID_WORDS[field]) for field in sorted(fields)]

@@ -158,6 +158,7 @@ def test_switch_table_covers_every_field_once() -> None:
     canonical = "-s -S -n -W -H -C -A --hires_fix -I -f --fit -M --invert_mask --outcrop"
     canonical += " --controlnet --control_image --control_processor --control_weight"
     canonical += " --control_start --control_end"
+    canonical += " --refiner --refiner_start"
     canonical += " -v -V --seamless"
     canonical += " --seamless_axes -U --upscaler -g -o -t -x"
     canonical += " --save_intermediates --intermediates --fnformat -z"
@@ -171,6 +172,7 @@ def test_switch_table_covers_every_field_once() -> None:
         "outdir": "path",
         "controlnet": "controlnet",
         "upscaler": "upscaler",
+        "refiner": "model",
         "control_image": "path",
     }
 

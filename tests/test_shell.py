@@ -482,3 +482,11 @@ def test_the_fake_runner_and_the_session_implement_the_whole_protocol(runner):
     assert all(hasattr(runner, name) for name in members)
     methods = members - set(Runner.__annotations__)
     assert all(callable(getattr(Session, name, None)) for name in methods)
+
+
+def test_refiner_names_complete_from_the_model_list(runner):
+    names = runner.model_names()
+    assert names  # the fake runner's active model
+    typed = names[0][:1]
+    assert f"a cat --refiner {names[0]}" in complete(f"a cat --refiner {typed}", runner)
+    assert complete(f"a cat --refiner {typed}") == []  # no runner, no names

@@ -7,6 +7,10 @@ the init image's latents are noised to the first of them.
 --hires_fix (InvokeAI's txt2img2img) is two of these passes: txt2img at a smaller size, its
 latents upscaled bilinearly, then img2img on them (_hires_fix).
 
+--refiner (SDXL) is two passes on two models: the base's part of the schedule, cut where
+diffusers' `denoising_end` cuts it, then the refiner's from the base's latents as they are, as
+StableDiffusionXLImg2ImgPipeline's `denoising_start` takes them (_handoff, schedule).
+
 Every family that runs our loop (SD 1.x/2.x, SDXL) runs this one; what differs is only its
 `Conditioning`: the prompt's embeddings and its contributions to the UNet's arguments
 (families/sdxl.py adds its pooled embeddings and time ids there). A job adds its own
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,7 +69,9 @@ def generate(
     on_step: Callable[[StepInfo], None] | None = None,
     conditioning: Conditioning = sd_conditioning,
     on_event: OnEvent | None = None,
+    refiner: Model | None = None,
 ) -> list[Image.Image]:
+    """The job's pictures; with `refiner` (job.refiner's model) the base hands it the latents."""
     _check(model, job)
 
     def embedded(model: Model, job: Job) -> Embedded:
@@ -75,7 +81,11 @@ def generate(
         latents = _hires_fix(model, job, on_step, embedded)
     else:
         start = None if job.init_image is None else encode_image(model, job.init_image)
-        latents = _run_pass(model, job, on_step, embedded, start)
+        if refiner is None:
+            latents = _run_pass(model, job, on_step, embedded, start)
+        else:
+            latents = _handoff(model, refiner, job, on_step, embedded, start)
+            model = refiner  # its VAE decodes, as diffusers' refiner pipeline does
     check_latents(latents, model.dtype, job)
     # Decode; inpainting pastes the kept pixels back so they come out identical.
     images = model.decode(latents)
@@ -151,21 +161,23 @@ def _run_pass(
     on_step: Callable[[StepInfo], None] | None,
     conditioning: Callable[[Model, Job], Embedded],
     start: torch.Tensor | None,
+    cut: Cut | None = None,
 ) -> torch.Tensor:
     """One denoising pass on the UNet speed.py picks for the job's shape; its eager time counts
-    toward compiling that shape. Returns the final latents."""
+    toward compiling that shape. Returns the final latents. `cut`: the base's or the refiner's
+    part of a --refiner schedule."""
     unet = speed.unet_for(model, job)
     if unet is model.unet:
         with speed.timed(model, job):
-            return _denoise_pass(model, job, on_step, conditioning, unet, start)
+            return _denoise_pass(model, job, on_step, conditioning, unet, start, cut)
     try:
-        return _denoise_pass(model, job, on_step, conditioning, unet, start)
+        return _denoise_pass(model, job, on_step, conditioning, unet, start, cut)
     except Exception as err:
         if not speed.is_compile_error(err):
             raise
         # A compile that fails (no C compiler, an unsupported op) must not cost the image.
         speed.give_up_compiling(model, err)
-    return _run_pass(model, job, on_step, conditioning, start)
+    return _run_pass(model, job, on_step, conditioning, start, cut)
 
 
 def _denoise_pass(
@@ -175,16 +187,13 @@ def _denoise_pass(
     conditioning: Callable[[Model, Job], Embedded],
     unet: Any,
     start: torch.Tensor | None,
+    cut: Cut | None = None,
 ) -> torch.Tensor:
-    """txt2img (start None) or img2img from `start`, latents (1 or batch, 4, h, w)."""
-    # 1. The schedule; img2img keeps its tail.
+    """txt2img (start None) or img2img from `start`, latents (1 or batch, 4, h, w); a refiner's
+    part (cut.refiner) goes on from `start` as it is."""
+    # 1. The schedule; img2img keeps its tail, a --refiner schedule its part.
     scheduler = make_scheduler(job.sampler, model.scheduler_config, job.noises[0].seed)
-    set_steps(scheduler, job.sampler, job.steps, model.device)
-    steps = job.steps if start is None else img2img_steps(job.steps, job.strength)
-    begin = (job.steps - steps) * scheduler.order
-    timesteps = scheduler.timesteps[begin:]
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(begin)
+    timesteps, steps = schedule(scheduler, model, job, start is not None, cut)
 
     # 2. The conditioning: the job's contributions (its ControlNet), then the family's prompt
     # embeddings (cached per command) and contributions; a ControlNet goes after the family's
@@ -205,7 +214,10 @@ def _denoise_pass(
     blend = condition = None
     if model.inpainting:
         condition = _inpainting_condition(model, job).expand(batch, -1, -1, -1)
-    if start is None or (model.inpainting and job.strength >= 1):
+    if cut is not None and cut.refiner:
+        assert start is not None
+        latents = start  # diffusers' denoising_start: the base's latents, no noise added
+    elif start is None or (model.inpainting and job.strength >= 1):
         latents = noise * scheduler.init_noise_sigma
     else:
         init = start.expand(batch, -1, -1, -1)
@@ -218,6 +230,97 @@ def _denoise_pass(
         unet, scheduler, latents, timesteps, steps, cond, uncond, job.cfg_scale,
         generators, on_step, blend, condition, [*contributions, *asked],
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A --refiner schedule's split: the base runs the timesteps at or above the cutoff `at`
+    (a fraction of the training timesteps), the refiner (refiner=True) those below it."""
+
+    at: float
+    refiner: bool = False
+
+
+def schedule(
+    scheduler: Any, model: Model, job: Job, img2img: bool, cut: Cut | None = None
+) -> tuple[torch.Tensor, int]:
+    """(timesteps to run, the steps they make) for a pass, the scheduler set up for them.
+
+    As diffusers: img2img keeps the last int(strength * steps) steps; a base with denoising_end
+    keeps those at or above the cutoff; a refiner with denoising_start takes the whole schedule's
+    timesteps below it (strength plays no part), one more on a second-order sampler that would
+    otherwise stop between its two evaluations.
+    """
+    set_steps(scheduler, job.sampler, job.steps, model.device)
+    order = scheduler.order
+    if cut is not None and cut.refiner:
+        count = int((scheduler.timesteps < _cutoff(scheduler, cut.at)).sum())
+        if order == 2 and count % 2 == 0:
+            count += 1
+        begin = len(scheduler.timesteps) - count
+    else:
+        steps = img2img_steps(job.steps, job.strength) if img2img else job.steps
+        begin = (job.steps - steps) * order
+    timesteps = scheduler.timesteps[begin:]
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin)
+    if cut is None:
+        return timesteps, steps
+    if not cut.refiner:
+        timesteps = timesteps[: int((timesteps >= _cutoff(scheduler, cut.at)).sum())]
+    return timesteps, -(-len(timesteps) // order)
+
+
+def _cutoff(scheduler: Any, fraction: float) -> int:
+    train = scheduler.config.num_train_timesteps
+    return round(train - fraction * train)
+
+
+def _handoff(
+    model: Model,
+    refiner: Model,
+    job: Job,
+    on_step: Callable[[StepInfo], None] | None,
+    conditioning: Callable[[Model, Job], Embedded],
+    start: torch.Tensor | None,
+) -> torch.Tensor:
+    """--refiner: the base's part of the schedule, then the refiner's from its latents (no
+    decode between), each with its own conditioning; the steps count on through both."""
+    assert job.refiner is not None
+    at = job.refiner.start
+    base_steps, refiner_steps = handoff_steps(model, job)
+    base_on_step = refiner_on_step = None
+    if on_step is not None:
+        total = base_steps + refiner_steps
+
+        def base_on_step(info: StepInfo) -> None:
+            on_step(replace(info, total=total))
+
+        def refiner_on_step(info: StepInfo) -> None:
+            if info.step > 0:  # its step 0 is the base's last step
+                on_step(replace(info, step=base_steps + info.step, total=total))
+
+    latents = _run_pass(model, job, base_on_step, conditioning, start, Cut(at))
+    return _run_pass(refiner, job, refiner_on_step, conditioning, latents, Cut(at, refiner=True))
+
+
+def handoff_steps(model: Model, job: Job) -> tuple[int, int]:
+    """(the base's steps, the refiner's) of a --refiner job; InvokeError when either is none."""
+    assert job.refiner is not None
+    at = job.refiner.start
+    img2img = job.init_image is not None
+    counts = []
+    for cut in (Cut(at), Cut(at, refiner=True)):
+        scheduler = make_scheduler(job.sampler, model.scheduler_config, 0)
+        counts.append(schedule(scheduler, model, job, img2img, cut)[1])
+    for who, count in zip(("the base", "the refiner"), counts, strict=True):
+        if count == 0:
+            raise InvokeError(
+                f"--refiner_start: {at:g} with -s {job.steps}"
+                + (f" -f {job.strength:g}" if img2img else "")
+                + f" leaves {who} no step; give more steps or move --refiner_start"
+            )
+    return counts[0], counts[1]
 
 
 def encode_image(model: Model, image: Image.Image) -> torch.Tensor:

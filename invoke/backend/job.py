@@ -62,6 +62,15 @@ class Control:
 
 
 @dataclass(frozen=True)
+class Refiner:
+    """--refiner: an SDXL refiner that takes the base's latents part way through the schedule
+    (diffusers' denoising_end on the base, denoising_start on the refiner)."""
+
+    name: str  # a models.yaml name or a path, as the line gave it
+    start: float = 0.8  # the fraction of the schedule (in training timesteps) the base runs
+
+
+@dataclass(frozen=True)
 class Job:
     """One UNet batch: the same prompt and settings for every image, one Noise per image. Plain
     values only (the prompt read, images as PIL), so a Job pickles and another process that has
@@ -95,6 +104,8 @@ class Job:
     control: Control | None = None
     # Several --controlnet units: the second and later ones; their residuals add to the first's.
     more_controls: tuple[Control, ...] = ()
+    # --refiner NAME --refiner_start F: the base hands its latents to this refiner at F.
+    refiner: Refiner | None = None
 
     @property
     def controls(self) -> tuple[Control, ...]:

@@ -40,7 +40,12 @@ class Runner(Protocol):
     """What runs a job on a model (run.JobRunner)."""
 
     def generate(
-        self, model: Model, job: Job, on_step: OnStep | None, on_event: OnEvent | None
+        self,
+        model: Model,
+        job: Job,
+        on_step: OnStep | None,
+        on_event: OnEvent | None,
+        refiner: Model | None = None,
     ) -> list[Image.Image]: ...
 
     def prepare(self, model: Model, job: Job) -> list[str]: ...
@@ -116,10 +121,15 @@ class Model:
         return int(self.unet.config.sample_size) * self.latent_cell
 
     def generate(
-        self, job: Job, on_step: OnStep | None = None, on_event: OnEvent | None = None
+        self,
+        job: Job,
+        on_step: OnStep | None = None,
+        on_event: OnEvent | None = None,
+        refiner: Model | None = None,
     ) -> list[Image.Image]:
-        """One image per `Noise` of the job, all in one UNet batch (run.JobRunner.generate)."""
-        return self.runner.generate(self, job, on_step, on_event)
+        """One image per `Noise` of the job, all in one UNet batch (run.JobRunner.generate);
+        `refiner`: job.refiner's model, loaded."""
+        return self.runner.generate(self, job, on_step, on_event, refiner)
 
     def prepare(self, job: Job) -> list[str]:
         """What can fail before a step is taken, done now (run.JobRunner.prepare)."""

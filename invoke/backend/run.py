@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from invoke.backend.control import use_controlnet
 from invoke.backend.families import FAMILIES
+from invoke.backend.families.sdxl import check_refiner, generate_refined, refuse_refiner
 from invoke.backend.finite import check_latents
 from invoke.backend.lora import use_loras
 from invoke.backend.seamless import wrapped_convolutions, wrapped_decoder
@@ -34,8 +35,10 @@ class JobRunner:
         job: Job,
         on_step: OnStep | None = None,
         on_event: OnEvent | None = None,
+        refiner: Model | None = None,
     ) -> list[Image.Image]:
-        """One image per `Noise` of the job, all in one UNet batch. -t's tokens go to on_event.
+        """One image per `Noise` of the job, all in one UNet batch. -t's tokens go to on_event;
+        `refiner`: job.refiner's model (families/sdxl.py hands the latents over to it).
 
         Out of memory, in any family, is one InvokeError saying what to try (speed.guard_memory).
         """
@@ -52,6 +55,11 @@ class JobRunner:
         # it ends. Intermediates decoded in on_step are inside the block, so they tile too.
         axes = job.seamless_axes
         with wrapped_convolutions((model.unet,), axes), wrapped_decoder(model.vae, axes):
+            if refiner is not None:
+                check_refiner(model, refiner, job)
+                return guard_memory(
+                    model, job, lambda: generate_refined(model, refiner, job, on_step, on_event)
+                )
             return guard_memory(model, job, lambda: family.generate(model, job, on_step, on_event))
 
     def prepare(self, model: Model, job: Job) -> list[str]:
@@ -60,6 +68,7 @@ class JobRunner:
         ControlNet (loaded now, kept likewise). Returns what was done worth telling the user
         (a line per LoRA merged now, one for a ControlNet loaded now)."""
         FAMILIES[model.family].refuse(model, job)
+        refuse_refiner(model, job)
         notes = use_loras(model, job.loras)
         for slot, control in enumerate(job.controls):
             if use_controlnet(model, control, slot)[1]:
@@ -75,10 +84,12 @@ def draw(
     job: Job,
     on_step: Callable[[Step], None] | None = None,
     on_event: OnEvent | None = None,
+    refiner: Model | None = None,
 ) -> list[Image.Image]:
-    """The job's pictures, with an events.Step after each step: plain values a caller in another
-    process could be sent. The steps the job keeps (intermediate_every) carry their latents as a
-    float32 array and each picture's preview, or its VAE decode (job.intermediates)."""
+    """The job's pictures (`refiner`: job.refiner's model), with an events.Step after each step:
+    plain values a caller in another process could be sent. The steps the job keeps
+    (intermediate_every) carry their latents as a float32 array and each picture's preview, or
+    its VAE decode (job.intermediates)."""
     every = job.intermediate_every
 
     def step(info: StepInfo) -> None:
@@ -95,4 +106,4 @@ def draw(
         latents = info.latents.float().cpu().numpy()
         on_step(Step(info.step, info.total, float(info.timestep), latents, pictures))
 
-    return model.generate(job, on_step=step, on_event=on_event)
+    return model.generate(job, on_step=step, on_event=on_event, refiner=refiner)

@@ -12,7 +12,7 @@ from pathlib import Path
 from invoke.config.user_dir import user_config_path as user_config_path  # its home is user_dir
 from invoke.errors import InvokeError
 from invoke.line.request import Request
-from invoke.line.switch_defaults import OUTCROP_STRENGTH
+from invoke.line.switch_defaults import OUTCROP_STRENGTH, REFINER_START
 from invoke.line.switches import SEAMLESS_AXES
 from invoke.outputs.folder import DEFAULT_PNG_COMPRESSION
 from invoke.outputs.names import DEFAULT_FNFORMAT
@@ -101,6 +101,8 @@ def resolve(
         # Axes only mean something with --seamless, and both axes is what --seamless alone
         # means: the printed command says it the short way, as InvokeAI wrote it.
         merged = replace(merged, seamless_axes=())
+    if merged.refiner is not None and merged.refiner_start is None:
+        merged = replace(merged, refiner_start=REFINER_START)  # the command says where it split
     return merged, notes
 
 

@@ -83,6 +83,8 @@ class Request:
     # The units of a second, third... --controlnet, in the line's order (the fields above are
     # the first unit's, so a one-unit line is what it always was).
     more_controls: tuple[ControlUnit, ...] = ()
+    refiner: str | None = None  # an SDXL refiner: a models.yaml name or a path
+    refiner_start: float | None = None  # None = 0.8 (with --refiner)
     variation_amount: float | None = None
     with_variations: tuple[Variation, ...] = ()
     seamless: bool = False
@@ -134,6 +136,7 @@ class Request:
         if self.outcrop:
             self._check_outcrop()
         self._check_control()
+        self._check_refiner()
         if self.upscaler is not None and not self.upscale:
             raise ParseError(
                 "--upscaler", "", "only means something with -U FACTOR, e.g. -U 4 --upscaler NAME"
@@ -207,6 +210,22 @@ class Request:
         _check_unit(
             first, "" if not self.more_controls else f" (unit 1: --controlnet {first.controlnet})"
         )
+
+    def _check_refiner(self) -> None:
+        """--refiner_start needs --refiner, and a split that leaves both models a part."""
+        if self.refiner_start is None:
+            return
+        if self.refiner is None:
+            raise ParseError(
+                "--refiner_start", "", "only means something with --refiner NAME (an SDXL refiner)"
+            )
+        if not 0 < self.refiner_start < 1:
+            raise ParseError(
+                "--refiner_start",
+                number_text(self.refiner_start),
+                "must be between 0 and 1 (not either): the base runs that fraction of the "
+                "schedule, the refiner the rest; e.g. 0.8",
+            )
 
     def to_fix_command(self) -> str:
         """An --outcrop request, or a -U request that only enlarges its init image, as the

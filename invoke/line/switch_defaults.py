@@ -12,6 +12,10 @@ from __future__ import annotations
 # new area starts from the edge pixels stretched outwards, which 0.9 mostly repaints.
 OUTCROP_STRENGTH = 0.9
 
+# --refiner's hand-off point when the line gives no --refiner_start: the fraction of the schedule
+# the SDXL base runs, as diffusers' guide and A1111's "Refiner switch at" default have it.
+REFINER_START = 0.8
+
 # The hub's Stable Diffusion upscalers, by -U factor: what -U uses unless --upscaler names another.
 UPSCALER_REPOS = {
     2: "stabilityai/sd-x2-latent-upscaler",

@@ -216,6 +216,30 @@ SWITCHES: tuple[Switch, ...] = (
         lo=0.0,
         hi=1.0,
     ),
+    PathSwitch(
+        field="refiner",
+        names=("--refiner",),
+        canonical="--refiner",
+        help=(
+            "SDXL: the base hands its latents to this refiner (a models.yaml name or a path) at "
+            "--refiner_start, and the refiner finishes the picture"
+        ),
+        complete="model",
+        metavar="NAME",
+    ),
+    FloatSwitch(
+        field="refiner_start",
+        names=("--refiner_start",),
+        canonical="--refiner_start",
+        help=(
+            "the fraction of the schedule the base runs before the refiner takes over, "
+            "below 1 (0.8)"
+        ),
+        metavar="FRACTION",
+        lo=0.0,
+        hi=1.0,
+        open_lo=True,
+    ),
     FloatSwitch(
         field="variation_amount",
         names=("-v", "--variation_amount"),

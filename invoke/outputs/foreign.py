@@ -220,6 +220,7 @@ def _command_from_sd_metadata(meta: dict[str, Any], notes: list[str] | None = No
     if fields.get("controlnet") is not None and isinstance(more, list):
         units = [_control_fields(record) for record in more]
         fields["more_controls"] = tuple(ControlUnit(**unit) for unit in units if unit)
+    fields.update(_refiner_fields(image))
     upscale = _last_upscale(image.get("postprocessing"))
     if upscale is not None and isinstance(upscale.get("dream_command"), str):
         return canonical_fix(check_text(upscale["dream_command"], "image.postprocessing"))
@@ -285,6 +286,16 @@ def _seamless_fields(image: dict[str, Any]) -> dict[str, Any]:
     axes = image.get("seamless_axes")
     if axes is not None:
         fields["seamless_axes"] = _seamless_axes(axes)
+    return fields
+
+
+def _refiner_fields(image: dict[str, Any]) -> dict[str, Any]:
+    """Our `refiner` and `refiner_start` keys as --refiner NAME --refiner_start F."""
+    if not isinstance(image.get("refiner"), str):
+        return {}
+    fields: dict[str, Any] = {"refiner": check_text(image["refiner"], "image.refiner")}
+    if image.get("refiner_start") is not None:
+        fields["refiner_start"] = number(image["refiner_start"], float, "image.refiner_start")
     return fields
 
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -18,7 +19,7 @@ from invoke.line.prompt import Parts, Prompt, SubPrompt
 from invoke.line.prompt import Sequence as Fragments
 from invoke.line.request import ControlUnit, Request
 from invoke.line.samplers import SAMPLER_TABLE, a1111_label
-from invoke.line.switch_defaults import UPSCALER_REPOS
+from invoke.line.switch_defaults import REFINER_START, UPSCALER_REPOS
 from invoke.line.switches import SEAMLESS_AXES
 
 APP_ID = "invoke-dream"
@@ -206,6 +207,9 @@ def image_metadata(
         meta["controlnet"] = _control_record(request.controls[0])
         if request.more_controls:
             meta["more_controlnets"] = [_control_record(u) for u in request.more_controls]
+    if request.refiner is not None:
+        meta["refiner"] = request.refiner
+        meta["refiner_start"] = _or(request.refiner_start, REFINER_START)
     return meta
 
 
@@ -381,6 +385,12 @@ def a1111_parameters(
     if not exact:
         # A1111 has no embedding mix: the prompt above is the words; this is the mix itself.
         fields.append(("Invoke prompt", request.parsed_prompt.text))
+    if request.refiner is not None:
+        # As A1111 writes its refiner: the model's name (a path's last part) and the switch point.
+        fields.append(("Refiner", Path(request.refiner).name))
+        fields.append(
+            ("Refiner switch at", _a1111_number(_or(request.refiner_start, REFINER_START)))
+        )
     fields += _a1111_controlnet(request)
     if request.upscale:
         # the keys AUTOMATIC1111's Extras tab writes for an upscale

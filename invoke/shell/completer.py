@@ -75,6 +75,10 @@ class ShellCompleter(Completer):
             yield from _choices(
                 word, self._names(lambda runner: runner.controlnets()), start=-len(word)
             )
+        elif kind == "model":
+            yield from _choices(
+                word, [] if self.runner is None else self.runner.model_names(), start=-len(word)
+            )
         elif kind == "upscaler":
             yield from _choices(
                 word, self._names(lambda runner: runner.upscalers()), start=-len(word)

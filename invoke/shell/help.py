@@ -62,7 +62,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ),
     (
         "Models and add-ons",
-        (),
+        ("refiner", "refiner_start"),
         (
             "models",
             "switch",

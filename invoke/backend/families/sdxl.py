@@ -10,7 +10,7 @@ What SDXL adds, as diffusers' StableDiffusionXL pipelines do it (they are the te
 That is all this file does (`conditioning`: the embeddings, and the pooled embeddings and time ids
 as a contribution to every UNet call); the loop, variations, seeds, samplers, CFG, img2img,
 masks, the step callback, the compiled-or-eager UNet and the prompt cache are the SD path's
-(generate.py).
+(generate.py). --refiner hands a base's latents to a refiner part way (generate_refined).
 """
 
 from __future__ import annotations
@@ -126,6 +126,53 @@ class StableDiffusionXL(StableDiffusion):
         self, model: Model, job: Job, on_step: OnStep | None, on_event: OnEvent | None
     ) -> list[Image.Image]:
         return shared.generate(model, job, on_step, conditioning, on_event)
+
+
+# -- --refiner: the base hands its latents to a refiner part way through the schedule ----------
+
+REFINERS = ("sdxl-refiner", "sdxl")  # what can take an SDXL base's latents
+# What the refiner's part could not honour as the line asks: one line each, never ignored.
+_NOT_WITH_REFINER = (
+    ("first_pass", "--hires_fix"),
+    ("mask", "-M/--init_mask"),
+    ("control", "--controlnet"),
+    ("seamless_axes", "--seamless"),
+)
+
+
+def refuse_refiner(model: Model, job: Job) -> None:
+    """A --refiner line the base cannot run: not an SDXL base, a switch the hand-off cannot
+    carry, or a split that leaves the base or the refiner no step."""
+    if job.refiner is None:
+        return
+    if model.family != "sdxl":
+        raise InvokeError(
+            f"--refiner: model {model.name} is {model.family}; a refiner takes over from an "
+            "SDXL base model (!switch to one)"
+        )
+    for field, switch in _NOT_WITH_REFINER:
+        if getattr(job, field):
+            raise InvokeError(f"--refiner: cannot be combined with {switch} (yet)")
+    shared.handoff_steps(model, job)
+
+
+def check_refiner(base: Model, refiner: Model, job: Job) -> None:
+    """The model --refiner named must be an SDXL refiner (or base) the latents fit."""
+    assert job.refiner is not None
+    if refiner.family not in REFINERS:
+        raise InvokeError(
+            f"--refiner: {job.refiner.name} is a {refiner.family} model; give an SDXL refiner "
+            "(or SDXL base) model"
+        )
+    if refiner.size_multiple != base.size_multiple:
+        raise InvokeError(f"--refiner: {job.refiner.name}'s VAE does not fit {base.name}'s latents")
+
+
+def generate_refined(
+    base: Model, refiner: Model, job: Job, on_step: OnStep | None, on_event: OnEvent | None
+) -> list[Image.Image]:
+    """The base's part of the schedule, the refiner's from its latents, the refiner's decode."""
+    return shared.generate(base, job, on_step, conditioning, on_event, refiner=refiner)
 
 
 def _zeros_for_empty(index: dict[str, Any]) -> dict[str, Any]:

@@ -116,7 +116,6 @@ class JobMaker:
         multiple: int,
         outdir: Path,
         first_pass: tuple[int, int] | None,
-        model: str = "",
     ) -> None:
         self.request = request
         self.lookup = lookup
@@ -124,7 +123,6 @@ class JobMaker:
         self.multiple = multiple
         self.outdir = outdir
         self.first_pass = first_pass
-        self.model = model  # its name: --latents must come from the same model
 
     def job(self, noises: tuple[Noise, ...], init: Path | None) -> Job:
         request = self.request
@@ -137,7 +135,7 @@ class JobMaker:
         init_latents = None
         if request.latents is not None:
             path = Path(request.latents)
-            init_latents = load_latents(path, self.model, width, height, self.multiple)
+            init_latents = load_latents(path, width, height, self.multiple)
         return Job(
             prompt=request.parsed_prompt,
             steps=request.steps,

@@ -29,7 +29,7 @@ from invoke.errors import InvokeError
 from invoke.events import Reporter, Saved, Step, Tokens, WithoutNotes
 from invoke.images import init_image_size, load_init_image, resolve_image_path
 from invoke.jobs import JobRunner, LocalRunner
-from invoke.latents_file import latents_path, save_latents
+from invoke.latents_file import latents_file
 from invoke.line.request import Request
 from invoke.model_cache import ModelCache
 from invoke.prepare import JobMaker, init_canvas, outcrop_canvas, prompt_from_init
@@ -62,7 +62,6 @@ class Session:
     """Turns requests into images and files; implements the shell's Runner protocol."""
 
     def __init__(self, settings: Settings, *, reporter: Reporter, dry_run: bool = False) -> None:
-        self._final: Any = None  # the last job's final latents (pictures, 4, h, w)
         self.settings = settings
         self.outdir = settings.outdir
         self.dry_run = dry_run
@@ -117,7 +116,7 @@ class Session:
         fresh = secrets.randbelow(plan.SEED_LIMIT)
         resolved = replace(resolved, seed=plan.base_seed(resolved, self.saver.seeds, fresh))
         init = self._image_path(resolved.init_img, "-I/--init_img", outdir)
-        resolved = self._latents_file(resolved, outdir)
+        resolved = latents_file(resolved, outdir, self.saver.files, self.models.entry.name)
         self.caveats.tell(request, resolved, init)
         resolved = prompt_from_init(resolved, init, self._note)
         resolved = outcrop_canvas(request, resolved, init, self.size_multiple, self._note)
@@ -133,7 +132,6 @@ class Session:
             multiple=self.size_multiple,
             outdir=outdir,
             first_pass=first,
-            model=self.models.entry.name,
         )
         saved: list[Saved] = []
         try:
@@ -169,8 +167,6 @@ class Session:
                 if upscaler is not None:  # 5 upscale
                     image = self._upscale(upscaler, image, image_request, folder, prefix)
                 path = self.saver.save(folder, prefix, image, image_request, saved=saved)  # 6 save
-                if resolved.save_latents and self._final is not None:
-                    save_latents(path, self._final[i : i + 1], self.models.entry.name)
                 made.append((image, image_request))
                 if i == 0:
                     by_pass.append(path)
@@ -202,28 +198,6 @@ class Session:
             return plan.previous_file(switch, self.saver.files)
         return resolve_image_path(value, outdir)
 
-    def _latents_file(self, resolved: Request, outdir: Path) -> Request:
-        """--latents as the file it names (-1: the previous picture's), so the stored command
-        names the file."""
-        if resolved.latents is None:
-            return resolved
-        if resolved.latents == "-1":
-            path = latents_path(plan.previous_file("--latents", self.saver.files))
-            if not path.exists():
-                raise InvokeError(
-                    f"--latents: -1 means {path.name}, which was not saved; "
-                    "add --save_latents to the line that makes the picture"
-                )
-        else:
-            path = (
-                Path(resolved.latents)
-                if Path(resolved.latents).exists()
-                else outdir / resolved.latents
-            )
-            if not path.exists():
-                raise InvokeError(f"--latents: {resolved.latents}: no such file")
-        return replace(resolved, latents=str(path))
-
     def _output_folder(self, request: Request) -> outputs.OutputFolder:
         return output_folder(request, self.settings)
 
@@ -239,13 +213,10 @@ class Session:
             [folder.intermediates(prefix, outputs.file_seed(r)) for r in requests] if every else []
         )
 
-        self._final = None
-
         def on_step(step: Step) -> None:
             if step.step > 0:
                 bar.advance()
-            if step.step == step.total and step.latents is not None:
-                self._final = step.latents  # the final latents, for --save_latents
+            self.saver.keep_final(step)
             if dumps and step.latents is not None:
                 for dump, latents, picture in zip(dumps, step.latents, step.pictures, strict=True):
                     dump.save_step(step.step, step.timestep, latents, picture)

@@ -24,6 +24,7 @@ from invoke.images import (
     outcrop_size,
     resolve_image_path,
 )
+from invoke.latents_file import load_latents
 from invoke.line.parse import parse_request
 from invoke.line.request import ControlUnit, Request
 from invoke.line.switch_defaults import REFINER_START
@@ -131,6 +132,10 @@ class JobMaker:
         if init is not None:
             init_image, mask = self._init_image(init)
             width, height = init_image.size
+        init_latents = None
+        if request.latents is not None:
+            path = Path(request.latents)
+            init_latents = load_latents(path, width, height, self.multiple)
         return Job(
             prompt=request.parsed_prompt,
             steps=request.steps,
@@ -141,6 +146,7 @@ class JobMaker:
             noises=noises,
             init_image=init_image,
             mask=mask,
+            init_latents=init_latents,
             strength=request.strength if request.strength is not None else 0.75,
             intermediate_every=request.save_intermediates or 0,
             intermediates=request.intermediates or "preview",

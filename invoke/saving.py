@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from invoke import interrupts, outputs, plan
 from invoke.config.lookup import Lookup
-from invoke.events import Saved
+from invoke.events import Saved, Step
+from invoke.latents_file import save_latents
 from invoke.line.request import Request
 from invoke.model_cache import ModelCache
 
@@ -25,6 +26,7 @@ class Saver:
         self.seeds: list[int] = []  # every image's seed, in order: -S -1 is the last
         self.files: list[Path] = []  # every image written: -I -1 is the last
         self.commands = 0  # command lines that made images: the N of "[N.M]"
+        self.finals: list[Any] = []  # the job's final latents, one a picture: --save_latents
 
     def save(
         self,
@@ -63,7 +65,14 @@ class Saver:
             self.files.append(path)
             saved.append(Saved(path, command, request.seed, image.size, model))
             folder.append_log(path, command)
+            if plain and request.save_latents and self.finals:
+                save_latents(path, self.finals.pop(0)[None], model)
         return path
+
+    def keep_final(self, step: Step) -> None:
+        """A job's last step: its latents, one a picture, for save() to keep beside each."""
+        if step.step == step.total and step.latents is not None:
+            self.finals = list(step.latents)
 
     def _first_pass(self, request: Request) -> tuple[int, int] | None:
         """--hires_fix's first-pass size, which AUTOMATIC1111's `parameters` names as `Size`."""

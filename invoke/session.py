@@ -29,6 +29,7 @@ from invoke.errors import InvokeError
 from invoke.events import Reporter, Saved, Step, Tokens, WithoutNotes
 from invoke.images import init_image_size, load_init_image, resolve_image_path
 from invoke.jobs import JobRunner, LocalRunner
+from invoke.latents_file import latents_file
 from invoke.line.request import Request
 from invoke.model_cache import ModelCache
 from invoke.prepare import JobMaker, init_canvas, outcrop_canvas, prompt_from_init
@@ -115,6 +116,7 @@ class Session:
         fresh = secrets.randbelow(plan.SEED_LIMIT)
         resolved = replace(resolved, seed=plan.base_seed(resolved, self.saver.seeds, fresh))
         init = self._image_path(resolved.init_img, "-I/--init_img", outdir)
+        resolved = latents_file(resolved, outdir, self.saver.files, self.models.entry.name)
         self.caveats.tell(request, resolved, init)
         resolved = prompt_from_init(resolved, init, self._note)
         resolved = outcrop_canvas(request, resolved, init, self.size_multiple, self._note)
@@ -214,6 +216,7 @@ class Session:
         def on_step(step: Step) -> None:
             if step.step > 0:
                 bar.advance()
+            self.saver.keep_final(step)
             if dumps and step.latents is not None:
                 for dump, latents, picture in zip(dumps, step.latents, step.pictures, strict=True):
                     dump.save_step(step.step, step.timestep, latents, picture)

@@ -250,8 +250,8 @@ BAD_LINES = [
     ("a cat -w 64", "-w: unknown switch (did you mean -W/--width?)"),
     (
         "a cat --s 20",
-        "--s: is ambiguous: it could be --sampler, --save_intermediates, --seamless,"
-        " --seamless_axes, --seed, --skip_normalize, --steps, --strength",
+        "--s: is ambiguous: it could be --sampler, --save_intermediates, --save_latents,"
+        " --seamless, --seamless_axes, --seed, --skip_normalize, --steps, --strength",
     ),
     ("a cat --seam", "--seam: is ambiguous: it could be --seamless, --seamless_axes"),
     # --seamless_axes: only x and y, comma-separated
@@ -596,6 +596,7 @@ _SAMPLE_VALUES = {
     "init_img": ["-1", "x.png", "'my pic.png'", "'-1'", "''", "a#b", '"q\\"t"', "'x"],
     "strength": ["1", "0.75", "1e-300", "0"],
     "init_mask": ["m.png", "'a b'"],
+    "latents": ["-1", "000001.1.latents.safetensors"],
     "variation_amount": ["0", "1", "0.5"],
     "with_variations": ["12:0.1,34:0.2", "1:1", "0:0", "1:0.5,"],
     "outdir": ["out", "'o u t'", "-1"],
@@ -745,12 +746,12 @@ _FIXED_WORDS = {
 _TIED = {
     "outcrop", "init_img", "init_mask", "invert_mask", "fit", "variation_amount", "hires_fix",
     "controlnet", "control_image", "control_processor", "control_weight", "control_start",
-    "control_end", "upscale", "upscaler", "refiner", "refiner_start",
+    "control_end", "upscale", "upscaler", "refiner", "refiner_start", "latents", "save_latents",
 }  # fmt: skip
 _FREE = [switch.field for switch in SWITCHES if switch.field not in _TIED]
 _IMAGE_MODES = {
     "none": ["variation_amount"],
-    "init": ["init_mask", "invert_mask", "fit", "variation_amount"],
+    "init": ["init_mask", "invert_mask", "fit", "variation_amount", "latents"],
     "outcrop": [],
     "hires": ["hires_fix"],
 }
@@ -782,6 +783,10 @@ def _valid_switch_words(draw: st.DrawFn) -> list[str]:
             words.append(draw(_FIXED_WORDS["refiner_start", start]))
     if draw(st.booleans()) and not ("variation_amount" in fields and "init_img" in fields):
         fields |= {"upscale", *draw(st.sampled_from([[], ["upscaler"]]))}
+    elif draw(st.booleans()):
+        fields.add("save_latents")  # the latents drawn, so not with -U
+    if "latents" in fields:
+        fields.discard("init_mask")  # --latents replaces the picture, not a masked part
     words += [draw(_VALID_WORDS[field]) for field in sorted(fields)]
     return draw(st.permutations(words))
 

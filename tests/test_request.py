@@ -155,7 +155,8 @@ def test_switch_table_covers_every_field_once() -> None:
     assert [s.field for s in SWITCHES] == fields
     names = [n for s in SWITCHES for n in s.names]
     assert len(names) == len(set(names))
-    canonical = "-s -S -n -W -H -C -A --hires_fix -I -f --fit -M --invert_mask --outcrop"
+    canonical = "-s -S -n -W -H -C -A --hires_fix -I -f --fit -M --invert_mask"
+    canonical += " --latents --save_latents --outcrop"
     canonical += " --controlnet --control_image --control_processor --control_weight"
     canonical += " --control_start --control_end"
     canonical += " --refiner --refiner_start"
@@ -169,6 +170,7 @@ def test_switch_table_covers_every_field_once() -> None:
         "sampler": "sampler",
         "init_img": "path",
         "init_mask": "path",
+        "latents": "path",
         "outdir": "path",
         "controlnet": "controlnet",
         "upscaler": "upscaler",

@@ -80,7 +80,7 @@ def generate(
     if job.first_pass is not None:
         latents = _hires_fix(model, job, on_step, embedded)
     else:
-        start = None if job.init_image is None else encode_image(model, job.init_image)
+        start = _start(model, job)
         if refiner is None:
             latents = _run_pass(model, job, on_step, embedded, start)
         else:
@@ -321,6 +321,13 @@ def handoff_steps(model: Model, job: Job) -> tuple[int, int]:
                 + f" leaves {who} no step; give more steps or move --refiner_start"
             )
     return counts[0], counts[1]
+
+
+def _start(model: Model, job: Job) -> torch.Tensor | None:
+    """img2img's starting latents: the job's own (--init_latents), else its init image's."""
+    if job.init_latents is not None:
+        return torch.as_tensor(job.init_latents).to(model.device, model.dtype)
+    return None if job.init_image is None else encode_image(model, job.init_image)
 
 
 def encode_image(model: Model, image: Image.Image) -> torch.Tensor:

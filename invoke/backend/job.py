@@ -87,6 +87,9 @@ class Job:
     noises: tuple[Noise, ...]
     init_image: Image.Image | None = None  # RGB, width x height
     mask: Image.Image | None = None  # mode L, same size; 255 = redraw, 0 = keep
+    # --init_latents: img2img starts from these (1, 4, h, w) latents, a previous picture's final
+    # ones, instead of encoding init_image (which still gives the size); None: encode it.
+    init_latents: Any = None
     strength: float = 0.75  # img2img only
     intermediate_every: int = 0  # 0: the caller wants no intermediates
     intermediates: str = "preview"  # how a kept step is pictured: "preview" or "decode"

@@ -96,7 +96,9 @@ def draw(
         if on_step is None:
             return
         if not every or (info.step % every and info.step != info.total):
-            on_step(Step(info.step, info.total, float(info.timestep)))
+            # The last step always carries the final latents (--save_latents keeps them).
+            last = info.latents.float().cpu().numpy() if info.step == info.total else None
+            on_step(Step(info.step, info.total, float(info.timestep), last))
             return
         # A kept step becomes a picture too: latents gone NaN stop the line here, blamed on
         # the denoising (not on the VAE that would decode them).

@@ -72,6 +72,10 @@ class Request:
     fit: bool = False
     init_mask: str | None = None
     invert_mask: bool = False
+    # --latents FILE: img2img starts from a previous picture's saved final latents instead of
+    # encoding -I's pixels ("-1" = the previous picture's); --save_latents saves each picture's.
+    latents: str | None = None
+    save_latents: bool = False
     # --outcrop: (side, pixels) pairs in OUTCROP_DIRECTIONS order; () = no extension
     outcrop: tuple[tuple[str, int], ...] = ()
     controlnet: str | None = None  # a ControlNet name, folder or hub id
@@ -135,6 +139,17 @@ class Request:
             )
         if self.outcrop:
             self._check_outcrop()
+        if self.latents is not None and (self.init_img is None or self.outcrop or self.init_mask):
+            raise ParseError(
+                "--latents",
+                "",
+                "replaces the -I picture's pixels by its saved latents: add -I FILE (the picture "
+                "they belong to), without -M or --outcrop",
+            )
+        if self.save_latents and self.upscale:
+            raise ParseError(
+                "--save_latents", "", "keeps the drawn latents, not -U's enlarged picture; drop -U"
+            )
         self._check_control()
         self._check_refiner()
         if self.upscaler is not None and not self.upscale:

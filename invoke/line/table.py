@@ -144,6 +144,23 @@ SWITCHES: tuple[Switch, ...] = (
         canonical="--invert_mask",
         help="invert the mask",
     ),
+    PathSwitch(
+        field="latents",
+        names=("--latents",),
+        canonical="--latents",
+        help=(
+            "img2img from these saved latents (a .latents.safetensors file, -1 = the previous "
+            "picture's) instead of encoding the -I image; the same model (VAE) only"
+        ),
+        complete="path",
+        metavar="a file path",
+    ),
+    FlagSwitch(
+        field="save_latents",
+        names=("--save_latents",),
+        canonical="--save_latents",
+        help="save each picture's final latents beside it as NAME.latents.safetensors",
+    ),
     OutcropSwitch(
         field="outcrop",
         names=("-c", "--outcrop"),

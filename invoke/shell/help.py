@@ -43,7 +43,16 @@ GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ),
     (
         "img2img, inpainting and outcrop: start from a picture",
-        ("init_img", "strength", "fit", "init_mask", "invert_mask", "outcrop"),
+        (
+            "init_img",
+            "strength",
+            "fit",
+            "init_mask",
+            "invert_mask",
+            "outcrop",
+            "latents",
+            "save_latents",
+        ),
         ("fix",),
     ),
     (

@@ -273,6 +273,10 @@ def test_kandinsky_seamless_wraps_its_unet_and_movq_for_one_job(kandinsky: Model
             {"width": 64, "height": 64, "first_pass": (32, 32)},
             r"--hires_fix: model kandinsky \(kandinsky-2.2\) runs diffusers' own pipeline",
         ),
+        (
+            {"init_image": Image.new("RGB", (64, 64)), "init_latents": np.zeros((1, 4, 8, 8))},
+            r"--latents: model kandinsky \(kandinsky-2.2\) runs .* drop --latents",
+        ),
     ],
 )
 def test_kandinsky_refuses_what_its_pipeline_cannot_do(

@@ -125,6 +125,11 @@ class Kandinsky:
                 f"--hires_fix: {what} runs diffusers' own pipeline, which cannot redraw "
                 "upscaled latents; drop --hires_fix"
             )
+        if job.init_latents is not None:
+            raise InvokeError(
+                f"--latents: {what} runs diffusers' own pipeline, which starts img2img from the "
+                "picture's pixels; drop --latents"
+            )
         _refuse_own_noise(what, job)
 
     def generate(

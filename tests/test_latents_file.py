@@ -1,0 +1,42 @@
+"""--latents files: what is refused, in one line, before anything is drawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from invoke.errors import InvokeError
+from invoke.latents_file import latents_file, latents_path, load_latents, save_latents
+from invoke.line.request import Request
+
+
+def test_latents_live_beside_their_picture(tmp_path: Path) -> None:
+    picture = tmp_path / "000003.7.png"
+    path = save_latents(picture, np.ones((1, 4, 8, 8), np.float32), "tiny")
+    assert path == latents_path(picture) == tmp_path / "000003.7.latents.safetensors"
+    request = Request(prompt="x", init_img=str(picture), latents="-1")
+    found = latents_file(request, tmp_path, [picture], "tiny")
+    assert found.latents == str(path)
+    assert np.array_equal(load_latents(path, 64, 64, 8), np.ones((1, 4, 8, 8)))
+
+
+def test_another_models_latents_are_refused(tmp_path: Path) -> None:
+    picture = tmp_path / "000001.1.png"
+    save_latents(picture, np.zeros((1, 4, 8, 8), np.float32), "sd15")
+    request = Request(prompt="x", init_img=str(picture), latents="000001.1.latents.safetensors")
+    with pytest.raises(InvokeError, match="made by model sd15, not tiny: its VAE may differ"):
+        latents_file(request, tmp_path, [], "tiny")
+
+
+def test_latents_of_another_size_or_no_file_are_refused(tmp_path: Path) -> None:
+    path = save_latents(tmp_path / "a.png", np.zeros((1, 4, 8, 8), np.float32), "tiny")
+    with pytest.raises(InvokeError, match=r"shape \(1, 4, 8, 8\), not the 128x64 picture's"):
+        load_latents(path, 128, 64, 8)
+    (tmp_path / "junk.latents.safetensors").write_bytes(b"not one")
+    request = Request(prompt="x", init_img="a.png", latents="junk.latents.safetensors")
+    with pytest.raises(InvokeError, match="not a latents file"):
+        latents_file(request, tmp_path, [], "tiny")
+    with pytest.raises(InvokeError, match=r"--latents: gone\.safetensors: no such file"):
+        latents_file(Request(prompt="x", latents="gone.safetensors"), tmp_path, [], "tiny")

@@ -87,9 +87,6 @@ class Job:
     noises: tuple[Noise, ...]
     init_image: Image.Image | None = None  # RGB, width x height
     mask: Image.Image | None = None  # mode L, same size; 255 = redraw, 0 = keep
-    # --init_latents: img2img starts from these (1, 4, h, w) latents, a previous picture's final
-    # ones, instead of encoding init_image (which still gives the size); None: encode it.
-    init_latents: Any = None
     strength: float = 0.75  # img2img only
     intermediate_every: int = 0  # 0: the caller wants no intermediates
     intermediates: str = "preview"  # how a kept step is pictured: "preview" or "decode"
@@ -109,6 +106,10 @@ class Job:
     more_controls: tuple[Control, ...] = ()
     # --refiner NAME --refiner_start F: the base hands its latents to this refiner at F.
     refiner: Refiner | None = None
+    # --latents: img2img starts from these (1, 4, h, w) latents, a previous picture's final ones,
+    # instead of encoding init_image (which still gives the size); None: encode it. (Last, so
+    # that callers giving the fields above by position are not shifted.)
+    init_latents: Any = None
 
     @property
     def controls(self) -> tuple[Control, ...]:

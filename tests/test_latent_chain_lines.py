@@ -31,13 +31,19 @@ def dream(path: Path) -> str:
         return image.text["Dream"]
 
 
-def test_latent_chain_continues_from_latents_and_remakes(workdir: Path, tiny_model_dir) -> None:
+@pytest.mark.parametrize("which", ["tiny", "default"])
+def test_latent_chain_continues_from_latents_and_remakes(
+    workdir: Path, tiny_model_dir, which: str
+) -> None:
+    from invoke.config.settings import EMBEDDED_MODEL_DIR
+
+    model = tiny_model_dir if which == "tiny" else EMBEDDED_MODEL_DIR  # acceptance 2 names it
     lines = workdir / "lines.txt"
     lines.write_text(
         "a red circle -S 42 -s 4 -A ddim --save_latents\n"
         "a red circle -S 42 -s 5 -A ddim -I -1 --latents -1 -f 0.6\n"
     )
-    result = invoke(tiny_model_dir, "--from_file", str(lines))
+    result = invoke(model, "--from_file", str(lines))
     assert result.exit_code == 0, result.stderr
     out = workdir / "out"
     first, second = sorted(out.glob("00000*.png"))
@@ -49,9 +55,9 @@ def test_latent_chain_continues_from_latents_and_remakes(workdir: Path, tiny_mod
     # The same line from the PNG instead of its latents makes another picture.
     plain = command.split(" --latents ")[0]
     assert " -f 0.6" in plain
-    assert invoke(tiny_model_dir, plain).exit_code == 0
+    assert invoke(model, plain).exit_code == 0
     # The stored command remakes the second picture byte for byte.
-    assert invoke(tiny_model_dir, command).exit_code == 0
+    assert invoke(model, command).exit_code == 0
     made = sorted(out.glob("00000*.png"))
     assert len(made) == 4
     assert made[3].read_bytes() == second.read_bytes()

@@ -16,9 +16,13 @@ from invoke.backend.model import Model
 from tests.helpers import make_job, pixels, sd_pipeline, smooth_picture
 
 
-@pytest.fixture(scope="module")
-def model(tiny_model_dir: Path) -> Model:
-    return load_model(tiny_model_dir, device="cpu")
+@pytest.fixture(scope="module", params=["tiny", "default"])
+def model(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Model:
+    """The tests' tiny model, and the embedded default model (acceptance 2 names it)."""
+    from invoke.config.settings import EMBEDDED_MODEL_DIR
+
+    folder = tiny_model_dir if request.param == "tiny" else EMBEDDED_MODEL_DIR
+    return load_model(folder, device="cpu")
 
 
 def test_img2img_from_latents_equals_diffusers_latent_chain(model: Model) -> None:

@@ -33,6 +33,8 @@ SEAMLESS = "a red circle on a blue background -s 20 -S 1 --seamless"
 LORA = "a black triangle on a yellow background -s 20 -S 2"  # then with <lora:outline:1>
 # then guided by a star's silhouette in the top-left corner, drawn here as a user would draw it
 CONTROL = "a red star on a blue background -s 20 -S 4"
+# IMG2IMG at 0.7 again, continued from the red circle's latents instead of its PNG
+LATENT_CHAIN = "a green triangle on a white background -I -1 --latents -1 -s 20 -S 7 -f 0.7"
 
 
 def invoke(outdir: Path, lines: list[str], model: str | None) -> None:
@@ -79,6 +81,7 @@ def main() -> None:
         )
         both = f"{guided} --controlnet silhouette --control_image silhouette-2.png"
         invoke(out, [CONTROL, guided, both], args.model)
+        invoke(out, [f"{TXT2IMG} --save_latents", LATENT_CHAIN], args.model)
         tile = Image.open(only(out, "000010")[0])
         tiled = Image.new("RGB", (tile.width * 2, tile.height * 2))
         for x in (0, tile.width):
@@ -103,6 +106,7 @@ def main() -> None:
         picks["controlnet-guided.png"] = only(out, "000014")[0]
         picks["controlnet-silhouette-2.png"] = out / "silhouette-2.png"
         picks["controlnet-two.png"] = only(out, "000015")[0]
+        picks["latent-chain.png"] = only(out, "000017")[0]
         args.docs.mkdir(exist_ok=True)
         for name, src in picks.items():
             shutil.copyfile(src, args.docs / name)

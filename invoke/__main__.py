@@ -183,6 +183,21 @@ def _folder_option(*names: str, help: str) -> Any:
     help="Run the command lines of a file ('-' = stdin).",
 )
 @click.option(
+    "--workers",
+    default=None,
+    metavar="N|auto",
+    callback=lambda ctx, param, value: _check_workers(value),
+    help="Run the batch on N worker processes (auto: one a GPU), each keeping a model loaded; "
+    "this process writes every file, as one process would (needs the [ray] extra).",
+)
+@click.option(
+    "--cluster",
+    default=None,
+    metavar="auto|ADDR",
+    help="Run the batch on a running Ray cluster (auto: RAY_ADDRESS or this machine's); "
+    "invoke and the models must be on each node.",
+)
+@click.option(
     "--dry-run",
     "dry_run",
     is_flag=True,
@@ -274,9 +289,17 @@ def cli(line: tuple[str, ...], show_config: bool, **options: Any) -> None:
     if not line and not is_batch and (dry_run or options["json_lines"]):
         which = "--dry-run checks" if dry_run else "--json reports"
         raise click.UsageError(f"{which} a batch: give lines on stdin or --from_file, or a line")
+    spread = options["workers"] is not None or options["cluster"] is not None
+    if spread:
+        _check_spread(options, line=bool(line), is_batch=is_batch, dry_run=dry_run)
     reporter, text = _reporter(options, dry_run)
     try:
-        runner = Session(settings, reporter=reporter, dry_run=dry_run)
+        if spread:
+            from invoke.events import WithoutBars
+
+            runner = Session(settings, reporter=WithoutBars(reporter), remote=True)
+        else:
+            runner = Session(settings, reporter=reporter, dry_run=dry_run)
     except InvokeError as exc:
         # models.yaml's problems come one a line: each line shown safe, the breaks kept.
         lines = f"invoke: {exc}".split("\n")
@@ -292,7 +315,10 @@ def cli(line: tuple[str, ...], show_config: bool, **options: Any) -> None:
         # into invoke gets its pictures as it goes), and no more than a line is held.
         stream = batch_file if batch_file is not None else nullcontext(sys.stdin.buffer)
         with stream as source, closing(batch_lines(source)) as lines:
-            status = batch.run_batch(runner, lines, dry_run=dry_run, debug=debug, **text)
+            if spread:
+                status = _on_workers(runner, lines, options, reporter, debug, text)
+            else:
+                status = batch.run_batch(runner, lines, dry_run=dry_run, debug=debug, **text)
         sys.exit(status)
     from invoke.shell import repl
 
@@ -344,6 +370,61 @@ def _reporter(options: Mapping[str, Any], dry_run: bool) -> tuple[Any, dict[str,
         return reporter, {"out": _nowhere if quiet else print_err, "records": reporter}
     reporter = TerminalReporter(progress=not dry_run, quiet=quiet)
     return reporter, {"out": _nowhere, "records": reporter} if quiet else {}
+
+
+def _check_workers(value: str | None) -> str | None:
+    if value is None or value == "auto" or (value.isdecimal() and 1 <= int(value) <= 1024):
+        return value
+    raise click.BadParameter(f"{value!r} is not a count of workers (1 to 1024) or auto")
+
+
+def _check_spread(options: Mapping[str, Any], *, line: bool, is_batch: bool, dry_run: bool):
+    """--workers/--cluster run a batch: said in one line (exit 2) where there is none, or
+    where Ray is not installed."""
+    from invoke.distributed import ray_missing
+
+    switch = "--workers" if options["workers"] is not None else "--cluster"
+    if line or not is_batch:
+        raise click.UsageError(
+            f"{switch} runs a batch: give --from_file FILE or pipe lines on stdin"
+        )
+    if dry_run:
+        raise click.UsageError(f"{switch} draws on workers; --dry-run draws nothing: drop one")
+    hint = ray_missing(switch)
+    if hint is not None:
+        click.echo(f"invoke: {hint}", err=True)
+        sys.exit(2)
+
+
+def _on_workers(runner, lines, options, reporter, debug: bool, text: dict[str, Any]) -> int:
+    """The batch on workers (invoke/distributed/): started, run, shut down whatever happens."""
+    from invoke.distributed import driver
+    from invoke.shell import batch
+
+    try:
+        spread = driver.start(
+            runner,
+            workers=options["workers"],
+            cluster=options["cluster"],
+            note=reporter.note,
+            progress=reporter.workers_progress,
+        )
+    except InvokeError as exc:
+        click.echo(terminal_text_of(f"invoke: {exc}"), err=True)
+        return 2
+    summary = ""
+    try:
+        status = batch.run_batch(runner, spread.lines(lines), debug=debug, **text)
+    finally:
+        summary = spread.close()
+    reporter.note(summary)
+    return status
+
+
+def terminal_text_of(text: str) -> str:
+    from invoke.shell.report import terminal_text
+
+    return terminal_text(text)
 
 
 def _nowhere(text: str) -> None:

@@ -122,6 +122,26 @@ class WithoutNotes:
         self.inner.outputs(number, saved)
 
 
+class WithoutBars:
+    """A reporter passing on everything but the per-job bars (--workers shows one bar for the
+    whole batch instead: a Job drawn elsewhere comes back finished)."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+
+    def note(self, text: str) -> None:
+        self.inner.note(text)
+
+    def tokens(self, tokens: Tokens) -> None:
+        self.inner.tokens(tokens)
+
+    def progress(self, total: int, label: str) -> Progress:
+        return NoProgress()
+
+    def outputs(self, number: int, saved: list[Saved]) -> None:
+        self.inner.outputs(number, saved)
+
+
 class NoProgress:
     """A bar that shows nothing (quiet runs, --dry-run, tests)."""
 

@@ -70,10 +70,18 @@ def check_embedded_transformers() -> None:
 class ModelCache:
     """models.yaml's entries, the active entry and the loaded models."""
 
-    def __init__(self, settings: Settings, note: Callable[[str], None], *, dry_run: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        note: Callable[[str], None],
+        *,
+        dry_run: bool,
+        remote: bool = False,
+    ) -> None:
         self.settings = settings
         self.note = note
         self.dry_run = dry_run
+        self.remote = remote  # --workers: models load in the workers; here only files are read
         self.entries: dict[str, ModelEntry] = load_model_entries(config_path(settings))
         self.entry: ModelEntry = pick_model(settings, self.entries)
         # `--model PATH` outside models.yaml: still listed by !models and a !switch target.
@@ -84,6 +92,11 @@ class ModelCache:
         self.failed: dict[str, tuple[tuple[ModelEntry, Any], ModelError]] = {}
         # --refiner paths outside models.yaml, by the text the line gave.
         self.companions: dict[str, ModelEntry] = {}
+
+    @property
+    def loads(self) -> bool:
+        """Whether models load in this process (not in a --dry-run, nor with --workers)."""
+        return not (self.dry_run or self.remote)
 
     # -- the active model ---------------------------------------------------------------------
 
@@ -189,14 +202,7 @@ class ModelCache:
         it (what `auto` picks on this machine; the option as given when it cannot be had, which
         loading will say)."""
         model = self.loaded_active()
-        if model is not None:
-            return str(model.device)
-        from invoke.backend.device import pick_device
-
-        try:
-            return str(pick_device(self.settings.device))
-        except ModelError:
-            return self.settings.device
+        return str(model.device) if model is not None else _device_for(self.settings.device)
 
     def active_model(self) -> ActiveModel:
         """The active model as the banner and !help describe it, loading nothing."""
@@ -226,7 +232,13 @@ class ModelCache:
     def model_hash(self) -> str:
         """The active model's sha256 when the backend gives one (sd-metadata.model_hash)."""
         model = self.loaded_active()
-        return model.model_hash if model is not None else ""
+        if model is not None:
+            return model.model_hash
+        if self.remote:  # the workers' model: the same files, so the same digest
+            from invoke.backend.hashing import model_hash
+
+            return model_hash(self.source(self.entry))
+        return ""
 
     def source(self, entry: ModelEntry) -> Path:
         if entry.embedded:
@@ -260,7 +272,7 @@ class ModelCache:
 
     def _size_of_files(self) -> tuple[int, int]:
         model = self.loaded_active()
-        if model is None and self.entry.file is not None and not self.dry_run:
+        if model is None and self.entry.file is not None and self.loads:
             model = self.model  # a checkpoint's size is only known once it is read
         if model is not None:
             size = model.native_size
@@ -323,7 +335,7 @@ class ModelCache:
             raise ModelError(f"model {name}: {source} does not exist (see !models)")
         previous = self.entry
         self.entry = entry
-        if not self.dry_run:
+        if self.loads:
             try:
                 self.model.name  # noqa: B018 - loads it: the error is the switch's
             except BaseException:
@@ -351,6 +363,16 @@ class ModelCache:
         self.entries = entries
         if self.entry.listed:
             self.entry = entries.get(self.entry.name, self.entry)
+
+
+def _device_for(option: str) -> str:
+    """Where --device puts a model on this machine; the option as given when it cannot."""
+    from invoke.backend.device import pick_device
+
+    try:
+        return str(pick_device(option))
+    except ModelError:
+        return option
 
 
 def _source_of(entry: ModelEntry) -> tuple[object, ...]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,13 +61,23 @@ def output_folder(request: Request, settings: Settings) -> outputs.OutputFolder:
 class Session:
     """Turns requests into images and files; implements the shell's Runner protocol."""
 
-    def __init__(self, settings: Settings, *, reporter: Reporter, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        reporter: Reporter,
+        dry_run: bool = False,
+        remote: bool = False,
+    ) -> None:
+        """`remote`: Jobs run elsewhere (--workers sets `jobs`), so no model loads here."""
         self.settings = settings
         self.outdir = settings.outdir
         self.dry_run = dry_run
         self.reporter = WithoutNotes(reporter) if dry_run else reporter
         self._note = self.reporter.note
-        self.models = ModelCache(settings, self._note, dry_run=dry_run)
+        self.models = ModelCache(settings, self._note, dry_run=dry_run, remote=remote)
+        # A line without -S draws its seed here (--workers: the seed its planning drew)
+        self.fresh_seed: Callable[[], int] = lambda: secrets.randbelow(plan.SEED_LIMIT)
         self.caveats = caveats.Teller(reporter.note, self.models)  # in a --dry-run too
         self.lookup = Lookup(settings, self.models.unloaded_folder)
         self.jobs: JobRunner = LocalRunner(self.models)
@@ -100,46 +110,24 @@ class Session:
         return resolved.to_command()
 
     def generate(self, request: Request) -> list[Path]:
-        if self.caveats.model() is None:  # its size and default sampler are in its weights
-            self.models.model  # noqa: B018 - loads it; else it loads in stage 2, after the caveats
-        # 1 resolve
-        resolved, notes = self._resolve(request, self.size_multiple, self._sampler())
-        for note in notes:
-            self._note(note)
-        if resolved.hires_fix:
-            self._note(plan.hires_note(resolved, self.native_size, self.size_multiple))
-        for note in self.lookup.near_misses(resolved):
-            self._note(note)
-        resolved = self.lookup.with_upscaler(resolved)
-        outdir = self._outdir_for(resolved)
-        folder = self._output_folder(resolved)
-        fresh = secrets.randbelow(plan.SEED_LIMIT)
-        resolved = replace(resolved, seed=plan.base_seed(resolved, self.saver.seeds, fresh))
-        init = self._image_path(resolved.init_img, "-I/--init_img", outdir)
-        resolved = latents_file(resolved, outdir, self.saver.files, self.models.entry.name)
-        self.caveats.tell(request, resolved, init)
-        resolved = prompt_from_init(resolved, init, self._note)
-        resolved = outcrop_canvas(request, resolved, init, self.size_multiple, self._note)
-        resolved = init_canvas(resolved, init, self.size_multiple, self._note)
-        resolved = control_paths(resolved, lambda v: self._image_path(v, "--control_image", outdir))
-        # 2 plan
-        passes = plan.plan(resolved, init, self.jobs.batch())
-        first = plan.first_pass(resolved, self.native_size, self.size_multiple)
-        maker = JobMaker(
-            resolved,
-            self.lookup,
-            self._note,
-            multiple=self.size_multiple,
-            outdir=outdir,
-            first_pass=first,
-        )
+        if self.caveats.model() is None and self.models.loads:
+            self.models.model  # noqa: B018 - loads it: its size and sampler are in its weights
+        line = plan_line(self, request, self._note, tell=True)  # stages 1 and 2
         saved: list[Saved] = []
         try:
-            self._draw(resolved, passes, maker, folder, saved)
+            self._draw(line.resolved, line.passes, line.maker, line.folder, saved)
         finally:
             if saved:
                 self.reporter.outputs(self.saver.commands, saved)
         return [s.path for s in saved]
+
+    def plan_jobs(self, request: Request) -> list[Job]:
+        """The Jobs `generate(request)` would hand the JobRunner now, worked out without a note,
+        a file or a model (--workers plans lines ahead of their turn): those of its passes that
+        need no picture of the line's own. Raises InvokeError where generate would."""
+        line = plan_line(self, request, lambda _: None, tell=False)
+        passes = [p for p in line.passes if not isinstance(p.init, plan.FromPass)]
+        return [line.maker.job(p.noises, p.init) for p in passes]
 
     def _draw(self, resolved, passes, maker: JobMaker, folder, saved: list[Saved]) -> None:
         """Stages 3-6 for each pass, then the grid."""
@@ -357,6 +345,54 @@ class Session:
 
     def reload_models(self) -> None:
         self.models.reload_models()
+
+
+@dataclass(frozen=True)
+class PlannedLine:
+    """A line after stages 1 and 2: resolved, its passes planned, stage 3's JobMaker ready."""
+
+    resolved: Request
+    passes: tuple[plan.Pass, ...]
+    maker: JobMaker
+    folder: outputs.OutputFolder
+
+
+def plan_line(
+    session: Session, request: Request, note: Callable[[str], None], *, tell: bool
+) -> PlannedLine:
+    """Stages 1 and 2 of `request` on the session as it is now; what a person should know goes
+    to `note`, and the caveats too when `tell` (a line about to run, not one planned ahead)."""
+    resolved, notes = session._resolve(request, session.size_multiple, session._sampler())
+    for text in notes:
+        note(text)
+    if resolved.hires_fix:
+        note(plan.hires_note(resolved, session.native_size, session.size_multiple))
+    for text in session.lookup.near_misses(resolved):
+        note(text)
+    resolved = session.lookup.with_upscaler(resolved)
+    outdir = session._outdir_for(resolved)
+    folder = session._output_folder(resolved)
+    fresh = session.fresh_seed()
+    resolved = replace(resolved, seed=plan.base_seed(resolved, session.saver.seeds, fresh))
+    init = session._image_path(resolved.init_img, "-I/--init_img", outdir)
+    resolved = latents_file(resolved, outdir, session.saver.files, session.models.entry.name)
+    if tell:
+        session.caveats.tell(request, resolved, init)
+    resolved = prompt_from_init(resolved, init, note)
+    resolved = outcrop_canvas(request, resolved, init, session.size_multiple, note)
+    resolved = init_canvas(resolved, init, session.size_multiple, note)
+    resolved = control_paths(resolved, lambda v: session._image_path(v, "--control_image", outdir))
+    passes = plan.plan(resolved, init, session.jobs.batch())
+    first = plan.first_pass(resolved, session.native_size, session.size_multiple)
+    maker = JobMaker(
+        resolved,
+        session.lookup,
+        note,
+        multiple=session.size_multiple,
+        outdir=outdir,
+        first_pass=first,
+    )
+    return PlannedLine(resolved, passes, maker, folder)
 
 
 def image_label(done: int, drawing: int, count: int) -> str:

@@ -127,6 +127,13 @@ class TerminalReporter:
     def _bar_closed(self) -> None:
         self._bars -= 1
 
+    def workers_progress(self, workers: int) -> WorkersProgress | NoWorkersProgress:
+        """--workers: one bar of the batch's images, and a line a worker under it."""
+        if not self.show_progress or not _is_terminal(self.err):
+            return NoWorkersProgress()
+        self._bars += 1
+        return WorkersProgress(workers, self.err, self._bar_closed)
+
     def outputs(self, number: int, saved: list[Saved]) -> None:
         if not saved or self.quiet:
             return
@@ -179,6 +186,9 @@ class JsonReporter:
 
     def progress(self, total: int, label: str) -> Progress:
         return self.text.progress(total, label)
+
+    def workers_progress(self, workers: int) -> WorkersProgress | NoWorkersProgress:
+        return self.text.workers_progress(workers)
 
     def outputs(self, number: int, saved: list[Saved]) -> None:
         for picture in saved:
@@ -235,3 +245,48 @@ class _Bar:
             self._closed, closed = None, self._closed
             closed()
         self._bar.close()
+
+
+class WorkersProgress:
+    """--workers on a terminal: images done of images planned so far (tqdm gives the rate and
+    the time left), and under it one line a worker: which line it draws, or idle."""
+
+    def __init__(self, workers: int, err: TextIO, closed: Any) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=0, desc="images", unit="image", file=err, leave=False)
+        self._lines = [
+            tqdm(total=0, bar_format="{desc}", file=err, position=n, leave=False)
+            for n in range(1, workers + 1)
+        ]
+        self._closed = closed
+
+    def images(self, done: int, planned: int) -> None:
+        self._bar.total = planned
+        self._bar.n = done
+        self._bar.refresh()
+
+    def worker(self, number: int, text: str) -> None:
+        if 0 < number <= len(self._lines):
+            self._lines[number - 1].set_description_str(terminal_text(text))
+
+    def close(self) -> None:
+        if self._closed is not None:
+            self._closed, closed = None, self._closed
+            closed()
+            for line in self._lines:
+                line.close()
+            self._bar.close()
+
+
+class NoWorkersProgress:
+    """--workers without a terminal (a pipe, --json, --quiet): nothing drawn."""
+
+    def images(self, done: int, planned: int) -> None:
+        pass
+
+    def worker(self, number: int, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -262,32 +262,42 @@ def _worker_pids(where: Path) -> list[int]:
     return [int(pid) for pid in re.findall(r"worker \d+ \(pid (\d+) on .*\) ready", text)]
 
 
+def _command_lines() -> dict[int, str]:
+    """Every process's command line (Linux's /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdecimal():
+            try:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue  # gone meanwhile
+    return {pid: text.decode(errors="replace") for pid, text in found.items()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has stopped; its parent has not reaped it yet
+
+
 def _ray_left(where: Path) -> list[str]:
     """Processes still running from the private instance (their command lines name its
     folder under TMPDIR), and what it left on disk."""
-    import psutil
-
     tmp = os.readlink(where / "tmp")
-    left = []
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if any(tmp in part for part in process.info["cmdline"] or ()):
-                left.append(" ".join(process.info["cmdline"])[:200])
-        except psutil.Error:
-            continue
+    left = [text[:200] for pid, text in _command_lines().items() if tmp in text and _alive(pid)]
     return (
         left
-        + [str(p) for p in (where / "tmp").iterdir()]
+        + [str(p) for p in Path(tmp).iterdir()]
         + [str(p) for p in (where / "home").rglob("*") if ".ray" in p.parts]
     )
 
 
 def _assert_gone(where: Path, pids: list[int]) -> None:
-    import psutil
-
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        alive = [pid for pid in pids if _alive(pid)]
         if not alive and not _ray_left(where):
             return
         time.sleep(0.2)

@@ -413,8 +413,9 @@ CATALOGUE: tuple[Case, ...] = (
         "upscaling a file with drawing switches",
         "fix",
         f"!fix {D}/good.png -U 2 -s 30",
-        "!fix FILE -U enlarges FILE as it is and draws nothing: a prompt, -S, --upscaler, -o, -z "
-        "and --fnformat go with it; to draw it again larger, !fetch FILE and add -U to its line",
+        "!fix FILE -U enlarges FILE as it is and draws nothing: a prompt, -S, --latents, "
+        "--upscaler, -o, -z and --fnformat go with it; to draw it again larger, !fetch FILE and "
+        "add -U to its line",
     ),
     Case(
         "face restoration (GFPGAN, CodeFormer)",

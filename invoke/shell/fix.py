@@ -87,7 +87,7 @@ def _image_path(ctx: ShellContext, file: str) -> Path:
 # What `!fix FILE -U` takes: it enlarges FILE's pixels and draws nothing, so the drawing switches
 # have nothing to act on.
 _UPSCALE_FIELDS = ("prompt", "seed", "skip_normalize", "upscale", "upscaler", "outdir",
-                   "png_compression", "fnformat")  # fmt: skip
+                   "png_compression", "fnformat", "latents")  # fmt: skip
 
 
 def _upscale(ctx: ShellContext, path: Path, line: Request) -> None:
@@ -97,9 +97,9 @@ def _upscale(ctx: ShellContext, path: Path, line: Request) -> None:
     drawing = replace(line, **{field: getattr(Request(), field) for field in _UPSCALE_FIELDS})
     if drawing != Request():
         raise InvokeError(
-            "!fix FILE -U enlarges FILE as it is and draws nothing: a prompt, -S, --upscaler, "
-            "-o, -z and --fnformat go with it; to draw it again larger, !fetch FILE and add -U "
-            "to its line"
+            "!fix FILE -U enlarges FILE as it is and draws nothing: a prompt, -S, --latents, "
+            "--upscaler, -o, -z and --fnformat go with it; to draw it again larger, !fetch FILE "
+            "and add -U to its line"
         )
     stored = _stored(ctx, path)
     if stored is None:

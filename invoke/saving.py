@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from invoke import interrupts, outputs, plan
 from invoke.config.lookup import Lookup
+from invoke.errors import InvokeError
 from invoke.events import Saved, Step
 from invoke.latents_file import picture_digest, save_latents
 from invoke.line.request import Request
@@ -77,9 +78,15 @@ class Saver:
             self.finals = list(step.latents)
 
     def final(self, index: int, count: int) -> Any:
-        """The `index`th of the job's `count` pictures' final latents, (1, 4, h, w); None when
-        the job's last step brought none."""
-        return self.finals[index][None] if len(self.finals) == count else None
+        """The `index`th of the job's `count` pictures' final latents, (1, 4, h, w), for -U 2;
+        an InvokeError when the job's last step brought none (upscaling the pixels instead
+        would make another picture than the line's command remakes)."""
+        if len(self.finals) != count:
+            raise InvokeError(
+                "-U 2: the job's final latents did not come back with its pictures, so they "
+                "cannot be upscaled as the line's command says"
+            )
+        return self.finals[index][None]
 
     def _first_pass(self, request: Request) -> tuple[int, int] | None:
         """--hires_fix's first-pass size, which AUTOMATIC1111's `parameters` names as `Size`."""

@@ -167,8 +167,8 @@ class Session:
             images = self._run(job, pass_.requests, folder, prefix, label)  # 4 run
             for i, (image, image_request) in enumerate(zip(images, pass_.requests, strict=True)):
                 if upscaler is not None:  # 5 upscale
-                    latents = self.saver.final(i, len(images)) if from_latents else None
-                    image = self._upscale(upscaler, image, image_request, folder, prefix, latents)
+                    which = (i, len(images)) if from_latents else None  # its final latents
+                    image = self._upscale(upscaler, image, image_request, folder, prefix, which)
                 path = self.saver.save(folder, prefix, image, image_request, saved=saved)  # 6 save
                 made.append((image, image_request))
                 if i == 0:
@@ -237,10 +237,11 @@ class Session:
         if isinstance(event, Tokens):
             self.reporter.tokens(event)
 
-    def _upscale(self, upscaler: Upscaler, image, request: Request, folder, prefix: str, latents):
-        """Stage 5 (`latents`: the picture's, for -U 2 to take). If it fails (out of memory) or
-        a second Ctrl-C stops it, the picture as drawn is kept, saved without -U."""
+    def _upscale(self, upscaler: Upscaler, image, request: Request, folder, prefix: str, which):
+        """Stage 5 (`which`: its final latents' place, for -U 2 to take them). If it fails (out of
+        memory) or a second Ctrl-C stops it, the picture as drawn is kept, saved without -U."""
         try:
+            latents = None if which is None else self.saver.final(*which)
             return self.upscaling.upscale(upscaler, image, request, latents)
         except (KeyboardInterrupt, InvokeError):
             plain = replace(request, upscale=(), upscaler=None)

@@ -9,12 +9,13 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from invoke.backend.loading import load_model
 from tests.helpers import sd_pipeline
-from tests.test_cli import invoke, pixels, png_text
+from tests.test_cli import each_chunk_alone_reads_back, invoke, pixels, png_text
 
 LINE = "a red circle -s 4 -S 42 -A ddim"
 
@@ -97,6 +98,7 @@ def test_fix_u2_takes_the_latents_saved_beside_the_picture_and_names_them(
     assert (code, out.strip()) == (0, command)
     run(args, command)
     assert pixels(Path("o") / "000004.42.png") == pixels(fixed)
+    each_chunk_alone_reads_back(fixed, isolated)
 
 
 def test_fix_u2_upscales_the_pixels_of_a_picture_changed_since_its_latents(
@@ -194,3 +196,22 @@ def test_each_picture_of_a_line_upscales_its_own_latents(
     run(args, *(png_text(path)["Dream"] for path in made))
     for number, path in enumerate(made, start=2):
         assert pixels(Path("o") / f"{number:06d}.{path.name.split('.')[1]}.png") == pixels(path)
+
+
+def test_latents_that_do_not_come_back_stop_the_upscale_and_keep_the_picture(
+    isolated: Path,
+    tiny_model_dir: Path,
+    tiny_shared_upscalers: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A runner whose last step brings no latents: upscaling the pixels would make another
+    picture than the command remakes, so the line stops, the picture kept as drawn."""
+    from invoke.saving import Saver
+
+    monkeypatch.setattr(Saver, "keep_final", lambda self, step: None)
+    args = ("--model", str(tiny_model_dir), "--upscaler_dir", str(tiny_shared_upscalers))
+    code, out, err = invoke(*args, "-o", "o", stdin=f"{LINE} -U 2\n")
+    assert code == 1
+    assert "-U 2: the job's final latents did not come back with its pictures" in out + err
+    [kept] = Path("o").glob("*.png")
+    assert png_text(kept)["Dream"] == '"a red circle" -s 4 -S 42 -W 64 -H 64 -C 7.5 -A ddim'

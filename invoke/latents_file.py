@@ -108,11 +108,6 @@ def _fitting(path: Path, image: Image.Image, space: str, cell: int) -> np.ndarra
     """The latents in `path`; InvokeError unless they were decoded into `image` and are the
     latents of a VAE reading `space`, `cell` pixels a cell."""
     latents, metadata = _read(path)
-    if metadata.get("picture") != picture_digest(image):
-        raise InvokeError(
-            f"--latents: {path.name} was not decoded into this picture (it was changed since, "
-            "or they were saved without saying which)"
-        )
     if metadata.get("latent_space") != space:
         raise InvokeError(
             f"--latents: {path.name} holds latents of another VAE "
@@ -125,6 +120,11 @@ def _fitting(path: Path, image: Image.Image, space: str, cell: int) -> np.ndarra
         raise InvokeError(
             f"--latents: {path.name} holds latents of shape {tuple(latents.shape)}, not the "
             f"{width}x{height} picture's {want}"
+        )
+    if metadata.get("picture") != picture_digest(image):
+        raise InvokeError(
+            f"--latents: {path.name} was not decoded into this picture (it was changed since, "
+            "or they were saved without saying which)"
         )
     return latents
 

@@ -20,12 +20,15 @@ import numpy as np
 from invoke import atomic, plan
 from invoke.errors import InvokeError
 from invoke.line.request import Request
+from invoke.reading import read_file
 
 if TYPE_CHECKING:
     from PIL import Image
 
 SUFFIX = ".latents.safetensors"
 KEY = "latents"
+# A 4096x4096 picture's latents are 4 MB (4 channels, 512x512 cells, float32).
+MAX_BYTES = 64_000_000
 
 
 def latents_path(picture: Path) -> Path:
@@ -147,12 +150,18 @@ def _locate(value: str, outdir: Path, files: Sequence[Path]) -> Path:
 
 
 def _read(path: Path) -> tuple[np.ndarray, dict[str, str]]:
-    """The latents in `path` and its metadata; InvokeError when unreadable or not finite."""
-    from safetensors import safe_open
+    """The latents in `path` and its metadata; InvokeError when unreadable or not finite. Read
+    as the user's files are (reading.read_file): a regular file, bounded; never a FIFO's wait."""
+    import json
+    import struct
 
+    from safetensors.numpy import load
+
+    data = read_file(path, f"--latents: {path}", MAX_BYTES)
     try:
-        with safe_open(str(path), framework="numpy") as file:
-            latents, metadata = file.get_tensor(KEY), dict(file.metadata() or {})
+        latents = load(data)[KEY]
+        header = json.loads(data[8 : 8 + struct.unpack("<Q", data[:8])[0]])
+        metadata = {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
     except Exception as err:  # any unreadable file: the same one-line refusal
         raise InvokeError(f"--latents: {path}: not a latents file ({err})") from None
     if not np.issubdtype(latents.dtype, np.floating) or not np.isfinite(latents).all():

@@ -70,3 +70,22 @@ def test_fix_upscale_latents_beside_a_picture_or_named(tmp_path: Path) -> None:
     assert (kept, none) == (request, None)
     assert note is not None and note.endswith("upscaling 000001.1.png's pixels instead")
     assert "not a latents file" in note
+
+
+def test_a_fifo_beside_a_picture_is_no_wait(tmp_path: Path) -> None:
+    """A named pipe where the latents would be: read as the user's files are, so !fix says what
+    it is and upscales the pixels instead of waiting forever for a writer."""
+    import os
+
+    from PIL import Image
+
+    from invoke.latents_file import upscale_latents
+
+    picture = tmp_path / "000001.1.png"
+    os.mkfifo(latents_path(picture))
+    request = Request(prompt="x", init_img=str(picture), upscale=(2, 0.75))
+    space = "AutoencoderKL, 4 channels, 8 px a cell, scaling factor 0.18215"
+    _, latents, note = upscale_latents(
+        request, tmp_path, [], Image.new("RGB", (64, 64)), (space, 8)
+    )
+    assert latents is None and note is not None and "is a named pipe (FIFO)" in note

@@ -4,7 +4,9 @@ What it does here is outcropping: `!fix FILE --outcrop top 64 right 32` grows FI
 paints the new area at FILE's own prompt, seed, steps, guidance and sampler (read from its
 metadata, as `!fetch` reads them), each overridable on the line, and -U enlarges the result.
 `!fix FILE -U 2 [STRENGTH]` alone enlarges FILE's own pixels with an upscaler (InvokeAI's -U was
-Real-ESRGAN; here Stable Diffusion's upscalers, as -U on a line), at FILE's prompt and seed.
+Real-ESRGAN; here Stable Diffusion's upscalers, as -U on a line), at FILE's prompt and seed; or
+FILE's latents, saved beside it by --save_latents or named by --latents, when the x2 latent
+upscaler reads them (upscaling.Upscaling.file_latents; the stored line then names the file).
 InvokeAI's other `!fix` tools (-G/-ft face restoration, --embiggen) need models this program does
 not ship and cannot download; the parser refuses those switches, saying so.
 
@@ -28,7 +30,7 @@ from invoke.shell.dispatch import ShellContext, command, run_request, user_path
 
 FIX_USAGE = (
     "!fix FILE [PROMPT] --outcrop SIDE PIXELS [SIDE PIXELS ...] [-s -S -C -A -f -n -o -U] | "
-    "!fix FILE -U FACTOR [STRENGTH]"
+    "!fix FILE -U FACTOR [STRENGTH] [--latents FILE]"
 )
 EXAMPLE_PROMPT = "a red circle on a blue background"
 

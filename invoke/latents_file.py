@@ -10,7 +10,7 @@ changed since, or an upscaler whose VAE reads other latents, is known before any
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,12 +73,12 @@ def upscale_latents(
     request: Request,
     outdir: Path,
     files: Sequence[Path],
-    image: Image.Image,
+    picture: Callable[[], Image.Image],
     upscaler: tuple[str | None, int],
 ) -> tuple[Request, np.ndarray | None, str | None]:
     """`!fix FILE -U`'s latents: --latents' file, else the one beside FILE (request.init_img),
-    FILE read as `image`, for an upscaler whose VAE reads `upscaler`'s latent space (None: it
-    takes pixels only) at its pixels a cell.
+    FILE read by `picture` (only when there are latents to check), for an upscaler whose VAE
+    reads `upscaler`'s latent space (None: it takes pixels only) at its pixels a cell.
 
     Returns the request naming the file used (so the stored command does), its latents (None:
     FILE's pixels are upscaled) and a note when the file beside FILE cannot be used. A file
@@ -98,7 +98,7 @@ def upscale_latents(
         if space is None or not path.exists():
             return request, None, None
     try:
-        latents = _fitting(path, image, space, cell)
+        latents = _fitting(path, picture(), space, cell)
     except InvokeError as err:
         if named:
             raise

@@ -139,6 +139,7 @@ class Upscaling:
         (file_latents), else its own pixels, and saved with the !fix line that makes it again."""
         assert request.init_img is not None
         source = Path(request.init_img)
+        request, latents = self.file_latents(request, outdir, saver.files)  # before it loads
         upscaler = self.load(request)
         loaded = load_init_image(source, *init_image_size(source, 1), multiple=upscaler.multiple)
         for note in loaded.notes:
@@ -146,27 +147,29 @@ class Upscaling:
         if loaded.mask is not None:
             self.note(f"{source.name}: its transparency is not kept by the upscale")
         upscaler.check_size(*loaded.image.size)
-        request, latents = self.file_latents(request, outdir, saver.files, loaded.image)
         prefix = folder.reserve_prefix()
         saver.commands += 1
         large = self.upscale(upscaler, loaded.image, request, latents)
         saver.save(folder, prefix, large, request, command=request.to_fix_command(), saved=saved)
 
     def file_latents(
-        self, request: Request, outdir: Path, files: list[Path], image: Image.Image | None = None
+        self, request: Request, outdir: Path, files: list[Path]
     ) -> tuple[Request, Any]:
         """FILE's latents for `!fix FILE -U` (latents_file.upscale_latents), and the request
         naming their file; (request, None) for its pixels. Read from files alone (the upscaler's
-        configs, FILE as `image` or read here), so --dry-run decides as the run does."""
+        configs, FILE as upscale_file reads it), so --dry-run decides as the run does, and a
+        file that cannot be used is refused before the upscaler loads."""
         found = self.lookup.upscaler(request)
         assert found is not None and request.init_img is not None
         kind, _, multiple = describe_upscaler(found[1])
-        if image is None:
-            source = Path(request.init_img)
-            image = load_init_image(source, *init_image_size(source, 1), multiple=multiple).image
+        source = Path(request.init_img)
+
+        def picture() -> Image.Image:
+            return load_init_image(source, *init_image_size(source, 1), multiple=multiple).image
+
         space = model_files.latent_space(found[1]) if kind == LATENT_X2 else None
         upscaler = (space, model_files.cell(found[1]))
-        request, latents, note = upscale_latents(request, outdir, files, image, upscaler)
+        request, latents, note = upscale_latents(request, outdir, files, picture, upscaler)
         if note is not None:
             self.note(note)
         return request, latents

@@ -418,6 +418,12 @@ CATALOGUE: tuple[Case, ...] = (
         "add -U to its line",
     ),
     Case(
+        "latents to upscale that are not there",
+        "fix",
+        f"!fix {D}/shell-prompt.png -U 2 --upscaler {D}/x2-upscaler --latents gone.safetensors",
+        "--latents: gone.safetensors: no such file",
+    ),
+    Case(
         "face restoration (GFPGAN, CodeFormer)",
         "fix",
         f"!fix {D}/good.png -G 0.8 -ft gfpgan",

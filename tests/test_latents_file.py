@@ -54,19 +54,23 @@ def test_fix_upscale_latents_beside_a_picture_or_named(tmp_path: Path) -> None:
     image = Image.new("RGB", (64, 64), (200, 30, 30))
     picture = tmp_path / "000001.1.png"
     request = Request(prompt="x", init_img=str(picture), upscale=(2, 0.75))
-    assert upscale_latents(request, tmp_path, [], image, (space, 8)) == (request, None, None)
+    assert upscale_latents(request, tmp_path, [], lambda: image, (space, 8)) == (
+        request,
+        None,
+        None,
+    )
     latents = np.ones((1, 4, 8, 8), np.float32)
     save_latents(picture, latents, "tiny", space=space, digest=picture_digest(image))
-    assert upscale_latents(request, tmp_path, [], image, (None, 8)) == (request, None, None)
-    used, found, note = upscale_latents(request, tmp_path, [], image, (space, 8))
+    assert upscale_latents(request, tmp_path, [], lambda: image, (None, 8)) == (request, None, None)
+    used, found, note = upscale_latents(request, tmp_path, [], lambda: image, (space, 8))
     assert used.latents == str(latents_path(picture)) and note is None
     assert np.array_equal(found, latents)
     with pytest.raises(InvokeError, match=r"shape \(1, 4, 8, 8\), not the 128x64 picture's"):
         wide = Image.new("RGB", (128, 64))
         named = Request(prompt="x", init_img=str(picture), latents="-1", upscale=(2, 0.75))
-        upscale_latents(named, tmp_path, [picture], wide, (space, 8))
+        upscale_latents(named, tmp_path, [picture], lambda: wide, (space, 8))
     latents_path(picture).write_bytes(b"junk")
-    kept, none, note = upscale_latents(request, tmp_path, [], image, (space, 8))
+    kept, none, note = upscale_latents(request, tmp_path, [], lambda: image, (space, 8))
     assert (kept, none) == (request, None)
     assert note is not None and note.endswith("upscaling 000001.1.png's pixels instead")
     assert "not a latents file" in note
@@ -86,6 +90,6 @@ def test_a_fifo_beside_a_picture_is_no_wait(tmp_path: Path) -> None:
     request = Request(prompt="x", init_img=str(picture), upscale=(2, 0.75))
     space = "AutoencoderKL, 4 channels, 8 px a cell, scaling factor 0.18215"
     _, latents, note = upscale_latents(
-        request, tmp_path, [], Image.new("RGB", (64, 64)), (space, 8)
+        request, tmp_path, [], lambda: Image.new("RGB", (64, 64)), (space, 8)
     )
     assert latents is None and note is not None and "is a named pipe (FIFO)" in note

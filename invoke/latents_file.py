@@ -90,8 +90,8 @@ def upscale_latents(
         path = _locate(str(request.latents), outdir, files)
         if space is None:
             raise InvokeError(
-                f"--latents: the upscaler -U {request.upscale[0]} runs takes pixels, not latents "
-                "(only the x2 latent upscaler does); drop --latents"
+                f"--latents: -U {request.upscale[0]}'s upscaler takes pixels, not latents (only "
+                "the x2 latent upscaler takes latents); drop --latents"
             )
     else:
         path = latents_path(Path(request.init_img))

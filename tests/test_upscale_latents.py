@@ -147,8 +147,8 @@ def test_fix_u2_refuses_latents_it_cannot_take_in_one_line(
     x4 = tiny_upscalers / "stable-diffusion-x4-upscaler"
     said = {
         f"!fix {picture} -U 4 --latents {kept} --upscaler {x4}": (
-            "--latents: the upscaler -U 4 runs takes pixels, not latents (only the x2 latent "
-            "upscaler does); drop --latents"
+            "--latents: -U 4's upscaler takes pixels, not latents (only the x2 latent upscaler "
+            "takes latents); drop --latents"
         ),
         f"!fix {picture} -U 2 --latents {kept} --upscaler {other}": (
             "--latents: 000001.42.latents.safetensors holds latents of another VAE "

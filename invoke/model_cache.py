@@ -261,6 +261,14 @@ class ModelCache:
         except ModelError:
             return None
 
+    def latent_space(self) -> str | None:
+        """The latents the active model's VAE reads, in words: the loaded model's, else its
+        folder's config (None: neither to read)."""
+        model = self.loaded_active()
+        if model is not None:
+            return model.latent_space
+        return model_files.latent_space(self.unloaded_folder())
+
     @property
     def native_size(self) -> tuple[int, int]:
         """The active model's size: models.yaml's width/height, else the model's own."""

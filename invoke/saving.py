@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from invoke import interrupts, outputs, plan
 from invoke.config.lookup import Lookup
+from invoke.errors import InvokeError
 from invoke.events import Saved, Step
-from invoke.latents_file import save_latents
+from invoke.latents_file import picture_digest, save_latents
 from invoke.line.request import Request
 from invoke.model_cache import ModelCache
 
@@ -66,13 +67,26 @@ class Saver:
             saved.append(Saved(path, command, request.seed, image.size, model))
             folder.append_log(path, command)
             if plain and request.save_latents and self.finals:
-                save_latents(path, self.finals.pop(0)[None], model)
+                space = self.models.latent_space() or ""
+                digest = picture_digest(image)
+                save_latents(path, self.finals.pop(0)[None], model, space=space, digest=digest)
         return path
 
     def keep_final(self, step: Step) -> None:
         """A job's last step: its latents, one a picture, for save() to keep beside each."""
         if step.step == step.total and step.latents is not None:
             self.finals = list(step.latents)
+
+    def final(self, index: int, count: int) -> Any:
+        """The `index`th of the job's `count` pictures' final latents, (1, 4, h, w), for -U 2;
+        an InvokeError when the job's last step brought none (upscaling the pixels instead
+        would make another picture than the line's command remakes)."""
+        if len(self.finals) != count:
+            raise InvokeError(
+                "-U 2: the job's final latents did not come back with its pictures, so they "
+                "cannot be upscaled as the line's command says"
+            )
+        return self.finals[index][None]
 
     def _first_pass(self, request: Request) -> tuple[int, int] | None:
         """--hires_fix's first-pass size, which AUTOMATIC1111's `parameters` names as `Size`."""

@@ -27,7 +27,7 @@ from invoke.config.settings import Settings, resolve
 from invoke.config.shown_defaults import ActiveModel, switch_defaults
 from invoke.errors import InvokeError
 from invoke.events import Reporter, Saved, Step, Tokens, WithoutNotes
-from invoke.images import init_image_size, load_init_image, resolve_image_path
+from invoke.images import resolve_image_path
 from invoke.jobs import JobRunner, LocalRunner
 from invoke.latents_file import latents_file
 from invoke.line.request import Request
@@ -134,7 +134,7 @@ class Session:
         made: list[tuple[Image.Image, Request]] = []
         by_pass: list[Path] = []  # the first picture each pass saved: a later pass's init
         prefix = ""
-        upscaler = None
+        upscaler, from_latents = None, False  # from_latents: Upscaling.takes_latents
         count = sum(len(p.noises) for p in passes)  # the line's pictures, for the bar's label
         for pass_ in passes:
             if isinstance(pass_.init, plan.FromPass):
@@ -147,13 +147,16 @@ class Session:
                     self._note(note)
                 if resolved.upscale:
                     upscaler = self.upscaling.load(resolved, (job.width, job.height))
+                    space = self.models.latent_space()
+                    from_latents = self.upscaling.takes_latents(upscaler, resolved, job, space)
                 prefix = folder.reserve_prefix()
                 self.saver.commands += 1
             label = image_label(len(made), len(job.noises), count)
             images = self._run(job, pass_.requests, folder, prefix, label)  # 4 run
             for i, (image, image_request) in enumerate(zip(images, pass_.requests, strict=True)):
                 if upscaler is not None:  # 5 upscale
-                    image = self._upscale(upscaler, image, image_request, folder, prefix)
+                    which = (i, len(images)) if from_latents else None  # its final latents
+                    image = self._upscale(upscaler, image, image_request, folder, prefix, which)
                 path = self.saver.save(folder, prefix, image, image_request, saved=saved)  # 6 save
                 made.append((image, image_request))
                 if i == 0:
@@ -196,6 +199,7 @@ class Session:
                 f"img2img: {job.steps_taken} of {job.steps} steps at strength {job.strength:.2f}"
             )
         bar = self.reporter.progress(job.steps_taken, label)
+        self.saver.finals = []  # this job's, from its last step
         every = job.intermediate_every
         dumps = (
             [folder.intermediates(prefix, outputs.file_seed(r)) for r in requests] if every else []
@@ -221,11 +225,12 @@ class Session:
         if isinstance(event, Tokens):
             self.reporter.tokens(event)
 
-    def _upscale(self, upscaler: Upscaler, image, request: Request, folder, prefix: str):
-        """Stage 5. If it fails (out of memory) or a second Ctrl-C stops it, the picture as
-        drawn is kept, saved under the command that makes it without -U."""
+    def _upscale(self, upscaler: Upscaler, image, request: Request, folder, prefix: str, which):
+        """Stage 5 (`which`: its final latents' place, for -U 2 to take them). If it fails (out of
+        memory) or a second Ctrl-C stops it, the picture as drawn is kept, saved without -U."""
         try:
-            return self.upscaling.upscale(upscaler, image, request)
+            latents = None if which is None else self.saver.final(*which)
+            return self.upscaling.upscale(upscaler, image, request, latents)
         except (KeyboardInterrupt, InvokeError):
             plain = replace(request, upscale=(), upscaler=None)
             path = self.saver.save(folder, prefix, image, plain, saved=[])
@@ -235,34 +240,23 @@ class Session:
     # -- the Runner protocol: !fix -U -------------------------------------------------------------
 
     def canonical_upscale(self, request: Request) -> str:
-        """`!fix FILE -U` for --dry-run: its complete command, the upscaler resolved."""
-        return self.lookup.with_upscaler(request).to_fix_command()
+        """`!fix FILE -U` for --dry-run: its complete command, the upscaler resolved, --latents
+        named when FILE's latents would be upscaled."""
+        resolved = self.lookup.with_upscaler(request)
+        outdir = self._outdir_for(resolved)
+        return self.upscaling.file_latents(resolved, outdir, self.saver.files)[0].to_fix_command()
 
     def upscale_file(self, request: Request) -> list[Path]:
-        """`!fix FILE -U`: the init image's own pixels enlarged (nothing is drawn), saved as a new
-        picture whose command is the !fix line that makes it again."""
+        """`!fix FILE -U`: FILE enlarged (nothing is drawn), saved as a new picture whose command
+        is the !fix line that makes it again (Upscaling.upscale_file)."""
         assert request.init_img is not None and request.upscale
         fresh = secrets.randbelow(plan.SEED_LIMIT)
         seeded = replace(request, seed=plan.base_seed(request, self.saver.seeds, fresh))
         resolved = self.lookup.with_upscaler(seeded)
-        source = Path(resolved.init_img)
-        folder = self._output_folder(resolved)
-        upscaler = self.upscaling.load(resolved)
+        folder, outdir = self._output_folder(resolved), self._outdir_for(resolved)
         saved: list[Saved] = []
         try:
-            loaded = load_init_image(
-                source, *init_image_size(source, 1), multiple=upscaler.multiple
-            )
-            for note in loaded.notes:
-                self._note(f"{source.name}: {note}")
-            if loaded.mask is not None:
-                self._note(f"{source.name}: its transparency is not kept by the upscale")
-            upscaler.check_size(*loaded.image.size)
-            prefix = folder.reserve_prefix()
-            self.saver.commands += 1
-            large = self.upscaling.upscale(upscaler, loaded.image, resolved)
-            command = resolved.to_fix_command()
-            self.saver.save(folder, prefix, large, resolved, command=command, saved=saved)
+            self.upscaling.upscale_file(resolved, folder, outdir, self.saver, saved)
         finally:
             if saved:
                 self.reporter.outputs(self.saver.commands, saved)

@@ -129,6 +129,18 @@ def tiny_upscalers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_shared_upscalers(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An upscalers folder with a tiny random 2x latent upscaler whose VAE is tiny_model_dir's
+    (as sd-x2-latent-upscaler's is SD's): -U 2 hands it the model's latents."""
+    from tests.fixtures.tiny_models import build_test_upscaler
+
+    _torch_on_one_thread()
+    folder = tmp_path_factory.mktemp("shared-upscalers")
+    build_test_upscaler(folder / "sd-x2-latent-upscaler", 2, vae_from=tiny_model_dir)
+    return folder
+
+
 @pytest.fixture
 def quick_x4(monkeypatch: pytest.MonkeyPatch) -> None:
     """The 4x upscaler at 3 steps instead of 75: the tiny one takes seconds a picture at 75."""

@@ -147,9 +147,9 @@ def test_a_foreign_picture_without_metadata_needs_a_prompt_and_says_how(runner, 
         # InvokeAI's other !fix tools: why not, and what works instead
         (
             "!fix 000001.42.png -U 2 0.75 -C 5",
-            "!fix FILE -U enlarges FILE as it is and draws nothing: a prompt, -S, --upscaler, -o, "
-            "-z and --fnformat go with it; to draw it again larger, !fetch FILE and add -U to its "
-            "line",
+            "!fix FILE -U enlarges FILE as it is and draws nothing: a prompt, -S, --latents, "
+            "--upscaler, -o, -z and --fnformat go with it; to draw it again larger, !fetch FILE "
+            "and add -U to its line",
         ),
         (
             "!fix 000001.42.png --embiggen 1.5",

@@ -413,8 +413,15 @@ CATALOGUE: tuple[Case, ...] = (
         "upscaling a file with drawing switches",
         "fix",
         f"!fix {D}/good.png -U 2 -s 30",
-        "!fix FILE -U enlarges FILE as it is and draws nothing: a prompt, -S, --upscaler, -o, -z "
-        "and --fnformat go with it; to draw it again larger, !fetch FILE and add -U to its line",
+        "!fix FILE -U enlarges FILE as it is and draws nothing: a prompt, -S, --latents, "
+        "--upscaler, -o, -z and --fnformat go with it; to draw it again larger, !fetch FILE and "
+        "add -U to its line",
+    ),
+    Case(
+        "latents to upscale that are not there",
+        "fix",
+        f"!fix {D}/shell-prompt.png -U 2 --upscaler {D}/x2-upscaler --latents gone.safetensors",
+        "--latents: gone.safetensors: no such file",
     ),
     Case(
         "face restoration (GFPGAN, CodeFormer)",

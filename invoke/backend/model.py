@@ -111,6 +111,14 @@ class Model:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
+    def latent_space(self) -> str:
+        """The latents its VAE reads, in words (upscaler_kinds.latent_space): -U 2 takes the
+        final latents when the upscaler's VAE reads the same."""
+        from invoke.backend.upscaler_kinds import latent_space
+
+        return latent_space(type(self.vae).__name__, self.vae.config)
+
+    @property
     def inpainting(self) -> bool:
         """A 9-channel inpainting UNet (sd-v1-5-inpainting and the like)."""
         return int(self.unet.config.in_channels) == 9

@@ -7,6 +7,11 @@ low-resolution pixels). Both are models of their own, with their own VAE and tex
 they take the finished picture (its 8-bit pixels, as the PNG holds them), the prompt as plain
 text and the image's seed, and give the larger picture. diffusers owns their loops.
 
+The x2 latent upscaler can take the model's final latents instead of the picture (`latents=`),
+as the guide's chain `output_type="latent"` -> `image=latents` does: no decode-encode. That is
+for a model whose VAE reads the same latents as the upscaler's (`latent_space`, the same words
+for both); the caller decides (upscaling.py), this module only runs it.
+
 `strength` is InvokeAI's -U strength: the upscaler's picture blended over a plain Lanczos
 enlargement, 1 = the upscaler's alone, 0 = the enlargement alone.
 
@@ -31,7 +36,7 @@ from invoke.backend.components import PART_ERRORS, quiet_loading
 from invoke.backend.finite import pictures
 from invoke.backend.pipelines import check_pipeline, place
 from invoke.backend.schedulers import PREDICTION_TYPES, schedule_problem
-from invoke.backend.upscaler_kinds import LATENT_X2, PIXEL_X4, sides
+from invoke.backend.upscaler_kinds import LATENT_X2, PIXEL_X4, latent_space, sides
 from invoke.errors import InvokeError, ModelError
 
 # What an upscaler's schedulers may predict (the latent upscaler's predicts the picture).
@@ -65,6 +70,10 @@ class Upscaler:
         self.pipeline = _load(folder, self.kind, device, dtype, offload)
         pipe = self.pipeline
         self.factor, self.multiple = sides(self.kind, pipe.vae.config, pipe.unet.config)
+        # The latents it takes in place of a picture (the x2 latent upscaler's only), in words.
+        self.latent_space: str | None = None
+        if self.kind == LATENT_X2:
+            self.latent_space = latent_space(type(pipe.vae).__name__, pipe.vae.config)
 
     @property
     def steps(self) -> int:
@@ -88,10 +97,17 @@ class Upscaler:
         seed: int,
         strength: float,
         on_step: Callable[[int, int], None] | None = None,
+        latents: Any = None,
     ) -> Image.Image:
-        """`image` `factor` times larger. on_step(step, total) after each step."""
+        """`image` `factor` times larger. on_step(step, total) after each step. `latents`: the
+        (1, 4, h, w) final latents `image` was decoded from, upscaled in its place (the x2 latent
+        upscaler only); `image` is still what -U's strength blends over."""
         width, height = image.size
         self.check_size(width, height)
+        source: Any = image.convert("RGB")
+        if latents is not None:
+            assert self.latent_space is not None, "only the latent upscaler takes latents"
+            source = torch.as_tensor(latents).to(self.device, self.dtype)
         settings = SETTINGS[self.kind]
 
         def callback(step: int, _t: Any, _latents: Any) -> None:
@@ -107,7 +123,7 @@ class Upscaler:
                 out = self.pipeline(
                     prompt=prompt,
                     negative_prompt=negative or None,
-                    image=image.convert("RGB"),
+                    image=source,
                     generator=generator,
                     callback=callback,
                     output_type="np",  # made pictures here, where NaN is caught (finite.py)

@@ -76,6 +76,20 @@ def cell(folder: Path | None) -> int:
     return SIZE_MULTIPLE
 
 
+def latent_space(folder: Path | None) -> str | None:
+    """The latents a diffusers folder's VAE reads, in words (upscaler_kinds.latent_space), from
+    its vae/config.json alone; None when there is none to read (a checkpoint file, Kandinsky)."""
+    from invoke.backend.upscaler_kinds import latent_space as words
+
+    if folder is None:
+        return None
+    try:
+        config = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return words(config.get("_class_name"), config) if isinstance(config, dict) else None
+
+
 def folder_sampler(folder: Path | None, family: str | None) -> str:
     """The sampler a line without -A gets on a model not loaded yet: read from its folder (the
     default model's training.json names one), else its family's."""

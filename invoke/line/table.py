@@ -150,7 +150,8 @@ SWITCHES: tuple[Switch, ...] = (
         canonical="--latents",
         help=(
             "img2img from these saved latents (a .latents.safetensors file, -1 = the previous "
-            "picture's) instead of encoding the -I image; the same model (VAE) only"
+            "picture's) instead of encoding the -I image; the same model (VAE) only; with "
+            "!fix FILE -U 2, the latents to upscale"
         ),
         complete="path",
         metavar="a file path",

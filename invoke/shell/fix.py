@@ -4,7 +4,9 @@ What it does here is outcropping: `!fix FILE --outcrop top 64 right 32` grows FI
 paints the new area at FILE's own prompt, seed, steps, guidance and sampler (read from its
 metadata, as `!fetch` reads them), each overridable on the line, and -U enlarges the result.
 `!fix FILE -U 2 [STRENGTH]` alone enlarges FILE's own pixels with an upscaler (InvokeAI's -U was
-Real-ESRGAN; here Stable Diffusion's upscalers, as -U on a line), at FILE's prompt and seed.
+Real-ESRGAN; here Stable Diffusion's upscalers, as -U on a line), at FILE's prompt and seed; or
+FILE's latents, saved beside it by --save_latents or named by --latents, when the x2 latent
+upscaler reads them (upscaling.Upscaling.file_latents; the stored line then names the file).
 InvokeAI's other `!fix` tools (-G/-ft face restoration, --embiggen) need models this program does
 not ship and cannot download; the parser refuses those switches, saying so.
 
@@ -28,7 +30,7 @@ from invoke.shell.dispatch import ShellContext, command, run_request, user_path
 
 FIX_USAGE = (
     "!fix FILE [PROMPT] --outcrop SIDE PIXELS [SIDE PIXELS ...] [-s -S -C -A -f -n -o -U] | "
-    "!fix FILE -U FACTOR [STRENGTH]"
+    "!fix FILE -U FACTOR [STRENGTH] [--latents FILE]"
 )
 EXAMPLE_PROMPT = "a red circle on a blue background"
 
@@ -87,7 +89,7 @@ def _image_path(ctx: ShellContext, file: str) -> Path:
 # What `!fix FILE -U` takes: it enlarges FILE's pixels and draws nothing, so the drawing switches
 # have nothing to act on.
 _UPSCALE_FIELDS = ("prompt", "seed", "skip_normalize", "upscale", "upscaler", "outdir",
-                   "png_compression", "fnformat")  # fmt: skip
+                   "png_compression", "fnformat", "latents")  # fmt: skip
 
 
 def _upscale(ctx: ShellContext, path: Path, line: Request) -> None:
@@ -97,9 +99,9 @@ def _upscale(ctx: ShellContext, path: Path, line: Request) -> None:
     drawing = replace(line, **{field: getattr(Request(), field) for field in _UPSCALE_FIELDS})
     if drawing != Request():
         raise InvokeError(
-            "!fix FILE -U enlarges FILE as it is and draws nothing: a prompt, -S, --upscaler, "
-            "-o, -z and --fnformat go with it; to draw it again larger, !fetch FILE and add -U "
-            "to its line"
+            "!fix FILE -U enlarges FILE as it is and draws nothing: a prompt, -S, --latents, "
+            "--upscaler, -o, -z and --fnformat go with it; to draw it again larger, !fetch FILE "
+            "and add -U to its line"
         )
     stored = _stored(ctx, path)
     if stored is None:

@@ -211,7 +211,7 @@ def test_help_is_grouped_with_every_switch_and_command_and_its_default(runner):
     text = "\n".join(out)
     titles = [line for line in out if line and not line.startswith(" ")]
     assert [t.split(":")[0].split(" ")[0] for t in titles[:-1]] == [
-        "Generation", "img2img,", "ControlNet", "Models", "Files", "Shell"
+        "Generation", "img2img,", "ControlNet,", "Models", "Files", "Shell"
     ]  # fmt: skip
     assert "Other" not in titles  # every switch and command has its group
     for cmd in COMMANDS.values():

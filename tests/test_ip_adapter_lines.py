@@ -3,6 +3,7 @@ command: found in the ip_adapters/ folder, drawn, recorded, remade, and refused 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from invoke.config.user_dir import user_config_dir
-from tests.test_cli import invoke, png_text, seed_7_batch
+from tests.test_cli import each_chunk_alone_reads_back, invoke, png_text, seed_7_batch
 
 LINE = "a red circle --ip_adapter ip-adapter_tiny --ip_image disc.png --ip_weight 0.7"
 
@@ -59,6 +60,11 @@ def test_an_image_prompt_line_is_remade_by_its_command_and_leaves_the_next_line_
         '"a red circle" -s 4 -S 7 -W 64 -H 64 -C 7.5 -A k_lms --ip_adapter ip-adapter_tiny '
         "--ip_image disc.png --ip_weight 0.7"
     )
+    assert json.loads(chunks["sd-metadata"])["image"]["ip_adapter"] == {
+        "model": "ip-adapter_tiny", "image": "disc.png", "weight": 0.7
+    }  # fmt: skip
+    assert "IP-Adapter" not in chunks["parameters"] and "ip_adapter" not in chunks["parameters"]
+    each_chunk_alone_reads_back(prompted, Path.cwd())
     # -1: the previous output, named in the command as the file it was.
     assert f"--ip_image {Path('o') / '000003.7.png'}" in png_text(previous)["Dream"]
     code, _, err = invoke(*args, chunks["Dream"])

@@ -194,11 +194,13 @@ def _convert(
     processors = {
         n: p.to(model.device, model.dtype) for n, p in processors.items() if n in crossing
     }
-    check_weights(what, projection, again="download it again", dtype=model.dtype)
+    projection = projection.to(model.device, model.dtype).eval()
+    layers = torch.nn.ModuleList([projection, *processors.values()])
+    check_weights(what, layers, again="download it again", dtype=model.dtype)
     size = int(encoder.config.image_size)
     return Adapter(
         processors,
-        projection.to(model.device, model.dtype).eval(),
+        projection,
         encoder,
         CLIPImageProcessor(size=size, crop_size=size),
         isinstance(projection, ImageProjection),

@@ -186,8 +186,106 @@ def test_a_damaged_or_foreign_adapter_is_one_line(
     assert "made for SD 1.x models (text width 768)" in refusal(wide)
     fewer = {k: v for k, v in state.items() if not k.startswith("ip_adapter.1.")}
     assert "cross-attention layers" in refusal(fewer)
+    nan = torch.full_like(state["ip_adapter.3.to_v_ip.weight"], torch.nan)
+    poisoned = {**state, "ip_adapter.3.to_v_ip.weight": nan}
+    assert "NaN or infinite; the file is damaged" in refusal(poisoned)
     narrow = {
         **state,
         "image_proj.proj.weight": state["image_proj.proj.weight"][:, :8].contiguous(),
     }
     assert "image encoder gives 16" in refusal(narrow)
+
+
+def test_sdxl_with_an_image_prompt_equals_diffusers_pipeline(
+    tiny_sdxl_dir: Path, picture: Image.Image, tmp_path: Path
+) -> None:
+    """SDXL: the image embeddings go beside its pooled embeddings and time ids."""
+    from tests.fixtures.tiny_models import build_test_ip_adapter
+    from tests.helpers import sdxl_pipeline
+
+    sdxl = load_model(tiny_sdxl_dir, device="cpu")
+    adapter = build_test_ip_adapter(tmp_path / "sdxl", tiny_sdxl_dir)
+    job = make_job(steps=3, image_prompt=prompt(adapter, picture, 0.9))
+    ours = pixels(sdxl.generate(job))
+    pipe = sdxl_pipeline(sdxl, "k_euler")
+    pipe.load_ip_adapter(
+        str(adapter.parent), subfolder="", weight_name=adapter.name, local_files_only=True
+    )
+    try:
+        pipe.set_ip_adapter_scale(0.9)
+        theirs = pixels(
+            pipe(
+                prompt="a red circle",
+                negative_prompt="blue",
+                num_inference_steps=3,
+                guidance_scale=7.5,
+                height=64,
+                width=64,
+                generator=[torch.Generator().manual_seed(42)],
+                ip_adapter_image=picture,
+            ).images
+        )
+    finally:
+        pipe.unload_ip_adapter()
+    assert np.abs(ours - theirs).max() <= 1
+    plain = pixels(sdxl.generate(replace(job, image_prompt=None)))
+    assert np.abs(ours - plain).max() > 10
+
+
+def test_a_family_without_such_a_unet_is_refused_in_one_line(
+    tiny_kandinsky_dir: Path, tiny_ip_adapter_file: Path, picture: Image.Image
+) -> None:
+    kandinsky = load_model(tiny_kandinsky_dir, device="cpu")
+    with pytest.raises(InvokeError) as caught:
+        kandinsky.generate(make_job(image_prompt=prompt(tiny_ip_adapter_file, picture)))
+    assert str(caught.value) == (
+        f"--ip_adapter: model {kandinsky.name} (kandinsky-2.2) takes no IP-Adapter; they act on "
+        "SD 1.x, SD 2.x and SDXL base models"
+    )
+
+
+def test_an_image_prompt_and_a_controlnet_together_equal_diffusers(
+    model: Model, tiny_ip_adapter_file: Path, tiny_controlnet_dir: Path, picture: Image.Image
+) -> None:
+    """The ControlNet reads the text embeddings alone, the UNet the image prompt too, as in
+    diffusers' ControlNet pipeline with an IP-Adapter loaded."""
+    from invoke.backend.job import Control
+
+    edges = Image.new("RGB", (64, 64))
+    edges.paste((255, 255, 255), (20, 20, 44, 44))
+    weights = tiny_controlnet_dir / "diffusion_pytorch_model.safetensors"
+    job = make_job(
+        steps=4,
+        control=Control("edges", str(weights), edges, weight=0.8),
+        image_prompt=prompt(tiny_ip_adapter_file, picture, 0.6),
+    )
+    ours = pixels(model.generate(job))
+    assert model.controlnet is not None
+    pipe = sd_pipeline(
+        model, "k_euler", "StableDiffusionControlNetPipeline", controlnet=model.controlnet[1]
+    )
+    pipe.load_ip_adapter(
+        str(tiny_ip_adapter_file.parent),
+        subfolder="",
+        weight_name=tiny_ip_adapter_file.name,
+        local_files_only=True,
+    )
+    try:
+        pipe.set_ip_adapter_scale(0.6)
+        theirs = pixels(
+            pipe(
+                prompt="a red circle",
+                negative_prompt="blue",
+                image=edges,
+                num_inference_steps=4,
+                guidance_scale=7.5,
+                height=64,
+                width=64,
+                generator=[torch.Generator().manual_seed(42)],
+                controlnet_conditioning_scale=0.8,
+                ip_adapter_image=picture,
+            ).images
+        )
+    finally:
+        pipe.unload_ip_adapter()
+    assert np.abs(ours - theirs).max() <= 1

@@ -97,7 +97,7 @@ def _read(what: str, path: Path) -> dict[str, dict[str, torch.Tensor]]:
             "IP-Adapter .safetensors file such as h94/IP-Adapter's ip-adapter_sd15.safetensors"
         )
     proj = state["image_proj"]
-    if "proj.weight" not in proj and "latents" not in proj:
+    if not {"proj.weight", "proj.3.weight", "latents"} & proj.keys():  # plain, full face, plus
         raise InvokeError(
             f"{what}: is a kind of IP-Adapter read here only from face embeddings (FaceID); "
             "give an adapter that reads a picture (ip-adapter_sd15, ip-adapter-plus_sd15...)"

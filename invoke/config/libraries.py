@@ -1,6 +1,7 @@
 """The folders of things a line names by name: LoRAs, textual inversion embeddings, ControlNets,
-IP-Adapters and upscalers. Each is a Library (its launch option, its default folder, the files it takes);
-the find_* functions turn a name into its file or an InvokeError listing the names there are.
+IP-Adapters and upscalers. Each is a Library (its launch option, its default folder, the files
+it takes); the find_* functions turn a name into its file or an InvokeError listing the names
+there are.
 """
 
 from __future__ import annotations

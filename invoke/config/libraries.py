@@ -230,8 +230,8 @@ def find_ip_adapter(name: str, folders: Sequence[Path]) -> tuple[Path, Path]:
         found = [p for folder in folders for p in IP_ADAPTERS.files(name, folder)][:1]
         if not found:
             raise IP_ADAPTERS.not_found(
-                what, name, folders, "put IP-Adapters there (each with its image_encoder folder "
-                "beside it, as in h94/IP-Adapter's models/ folder), or give the file's path",
+                what, name, folders, "put IP-Adapters there with their image_encoder folder "
+                "(h94/IP-Adapter's models/ as it is), or give the file's path",
             )  # fmt: skip
         path = found[0]
     if path.suffix.lower() != ".safetensors":

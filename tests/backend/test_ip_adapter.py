@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,6 +93,27 @@ def test_txt2img_with_an_image_prompt_equals_diffusers_pipeline(
     assert np.abs(ours - theirs).max() <= 1
     plain = pixels(model.generate(replace(job, image_prompt=None)))
     assert np.abs(ours - plain).max() > 10  # the picture does prompt
+    # The Job is plain data: another process that has the model draws the same from a copy.
+    assert np.array_equal(pixels(model.generate(pickle.loads(pickle.dumps(job)))), ours)
+
+
+def test_an_ip_adapter_plus_equals_diffusers_pipeline(
+    model: Model, picture: Image.Image, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """IP-Adapter Plus: its resampler reads the image encoder's hidden states, and the
+    unconditional half gets a black picture's (not zeros), as diffusers encodes them."""
+    from tests.fixtures.tiny_models import build_test_ip_adapter
+
+    adapter = build_test_ip_adapter(tmp_path / "plus", tiny_model_dir, plus=True)
+    job = make_job(steps=4, image_prompt=prompt(adapter, picture, 0.8))
+    ours = pixels(model.generate(job))
+    assert model.ip_adapter is not None and not model.ip_adapter[1].plain
+    theirs = diffusers_pictures(
+        model, adapter, 0.8, ip_adapter_image=picture, num_inference_steps=4, height=64, width=64
+    )
+    assert np.abs(ours - theirs).max() <= 1
+    plain = pixels(model.generate(replace(job, image_prompt=None)))
+    assert np.abs(ours - plain).max() > 10
 
 
 def test_img2img_and_a_batch_with_an_image_prompt_equal_diffusers(

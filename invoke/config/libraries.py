@@ -205,7 +205,7 @@ IP_ADAPTERS = Library(
     "ip_adapters",
     (".safetensors",),
     one_of_many="name one by its path",
-    stored_as="IP-Adapter .safetensors files, each with an image_encoder folder beside it",
+    stored_as="IP-Adapter .safetensors files (with their image_encoder folder beside them)",
     beside=IMAGE_ENCODER,
     launched=False,
 )

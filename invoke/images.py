@@ -414,6 +414,16 @@ def load_control_image(
     return rgb, notes
 
 
+def load_prompt_image(path: str | os.PathLike[str]) -> tuple[Image.Image, list[str]]:
+    """An image prompt (--ip_image) as RGB at its own size, and notes: the IP-Adapter's image
+    encoder scales and crops it to what it reads. EXIF orientation is applied; transparency is
+    dropped, as for a control image."""
+    p = Path(path)
+    with _opened(p, "image prompt") as img:
+        rgb, _, notes = _rgb_and_alpha(ImageOps.exif_transpose(img))
+    return rgb, notes
+
+
 def _cover(rgb: Image.Image, size: tuple[int, int], notes: list[str]) -> Image.Image:
     width, height = size
     own_w, own_h = rgb.size

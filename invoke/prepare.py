@@ -1,6 +1,7 @@
 """A planned pass -> the backend's Job: the files a line names are found and its images read
-(init image, mask, control image), with no model involved. Also the two resolve steps that read
-the init image: its stored prompt (a line with no prompt) and its size (--outcrop).
+(init image, mask, control image, image prompt), with no model involved. Also the two resolve
+steps that read the init image: its stored prompt (a line with no prompt) and its size
+(--outcrop).
 
 Notes for the person (an image resized, a mask inverted...) go to `note`.
 """
@@ -12,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from invoke import outputs
-from invoke.backend.job import Control, Job, Noise, Refiner
+from invoke.backend.job import Control, ImagePrompt, Job, Noise, Refiner
 from invoke.config.lookup import Lookup
 from invoke.errors import InitImageError, InvokeError
 from invoke.images import (
@@ -20,6 +21,7 @@ from invoke.images import (
     load_control_image,
     load_init_image,
     load_mask,
+    load_prompt_image,
     outcrop_seam,
     outcrop_size,
     resolve_image_path,
@@ -157,6 +159,7 @@ class JobMaker:
             embeddings=self.lookup.embeddings(request),
             **self._controls(width, height),
             refiner=self._refiner(),
+            image_prompt=self._image_prompt(),
         )
 
     def _refiner(self) -> Refiner | None:
@@ -164,6 +167,28 @@ class JobMaker:
         if request.refiner is None:
             return None
         return Refiner(request.refiner, request.refiner_start or REFINER_START)
+
+    def _image_prompt(self) -> ImagePrompt | None:
+        """--ip_adapter: the adapter's file and image encoder, and the picture it shows."""
+        request = self.request
+        found = self.lookup.ip_adapter(request)
+        if found is None:
+            return None
+        assert request.ip_adapter is not None and request.ip_image is not None
+        adapter, encoder = found
+        path = Path(request.ip_image)  # resolved by the session
+        image, notes = load_prompt_image(path)
+        for note in notes:
+            self.note(f"{path.name}: {note}")
+        info = adapter.stat()
+        return ImagePrompt(
+            name=request.ip_adapter,
+            path=str(adapter),
+            encoder=str(encoder),
+            image=image,
+            weight=1.0 if request.ip_weight is None else request.ip_weight,
+            stamp=(info.st_size, info.st_mtime_ns),
+        )
 
     def _init_image(self, init: Path):
         request = self.request

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoke import caveats, interrupts, outputs, plan
-from invoke.config.libraries import CONTROLNETS, EMBEDDINGS, LORAS, UPSCALERS
+from invoke.config.libraries import (
+    CONTROLNETS,
+    EMBEDDINGS,
+    IP_ADAPTERS,
+    LORAS,
+    UPSCALERS,
+    Library,
+)
 from invoke.config.lookup import Lookup
 from invoke.config.settings import Settings, resolve
 from invoke.config.shown_defaults import ActiveModel, switch_defaults
@@ -56,6 +63,16 @@ def output_folder(request: Request, settings: Settings) -> outputs.OutputFolder:
         fnformat=request.fnformat or settings.fnformat,
         png_compression=compression if compression is not None else settings.png_compression,
     )
+
+
+def listing_of(library: Library) -> Callable[[Session], tuple[list[Path], list[str]]]:
+    """A Runner listing method: the library's folders and the names in them."""
+
+    def listing(session: Session) -> tuple[list[Path], list[str]]:
+        return session.lookup.listing(library)
+
+    listing.__doc__ = f"The {library.what} folders and the names in them (!{library.default})."
+    return listing
 
 
 class Session:
@@ -94,12 +111,13 @@ class Session:
         self.lookup.loras(resolved)  # an unknown LoRA name fails here too
         self.lookup.embeddings(resolved)  # and a pickled embedding without --allow-pickle
         self.lookup.controlnets(resolved)  # and an unknown ControlNet
+        self.lookup.ip_adapter(resolved)  # and an unknown IP-Adapter
         self.models.check_companion(resolved.refiner)  # and an unknown --refiner
         resolved = self.lookup.with_upscaler(resolved)  # and a missing upscaler, another factor
         outdir = self._outdir_for(resolved)
-        for unit in resolved.controls:
-            if unit.control_image not in (None, "-1"):
-                resolve_image_path(unit.control_image, outdir)
+        for image in [*(unit.control_image for unit in resolved.controls), resolved.ip_image]:
+            if image not in (None, "-1"):
+                resolve_image_path(image, outdir)
         init = None
         if resolved.init_img is not None and resolved.init_img != "-1":
             init = resolve_image_path(resolved.init_img, outdir)
@@ -284,9 +302,8 @@ class Session:
         """The embedding folders and the names in them (!embeddings, `<name>` completion)."""
         return self.lookup.listing(EMBEDDINGS)
 
-    def controlnets(self) -> tuple[list[Path], list[str]]:
-        """The ControlNet folders and the names in them (!controlnets, --controlnet)."""
-        return self.lookup.listing(CONTROLNETS)
+    controlnets = listing_of(CONTROLNETS)  # !controlnets, --controlnet's completion
+    ip_adapters = listing_of(IP_ADAPTERS)  # !ip_adapters, --ip_adapter's completion
 
     def upscalers(self) -> tuple[list[Path], list[str]]:
         """The upscaler folders and the names in them (!upscalers, --upscaler)."""
@@ -375,7 +392,7 @@ def plan_line(
     resolved = prompt_from_init(resolved, init, note)
     resolved = outcrop_canvas(request, resolved, init, session.size_multiple, note)
     resolved = init_canvas(resolved, init, session.size_multiple, note)
-    resolved = control_paths(resolved, lambda v: session._image_path(v, "--control_image", outdir))
+    resolved = control_paths(resolved, lambda v, s: session._image_path(v, s, outdir))
     passes = plan.plan(resolved, init, session.jobs.batch())
     first = plan.first_pass(resolved, session.native_size, session.size_multiple)
     maker = JobMaker(
@@ -398,13 +415,20 @@ def image_label(done: int, drawing: int, count: int) -> str:
     return f"images {done + 1}-{done + drawing}/{count}"
 
 
-def control_paths(resolved: Request, image_path: Callable[[str | None], Path | None]) -> Request:
-    """Each ControlNet unit's image as a path (`image_path` finds it), resolved once: -1 stays
-    the image it was when the line started, in every pass and in every image's command."""
-    control = image_path(resolved.control_image)
+def control_paths(
+    resolved: Request, image_path: Callable[[str | None, str], Path | None]
+) -> Request:
+    """Each ControlNet unit's image and the image prompt as paths (`image_path(value, switch)`
+    finds them), resolved once: -1 stays the image it was when the line started, in every pass
+    and in every image's command."""
+    control = image_path(resolved.control_image, "--control_image")
     if control is not None:
         resolved = replace(resolved, control_image=str(control))
+    prompt = image_path(resolved.ip_image, "--ip_image")
+    if prompt is not None:
+        resolved = replace(resolved, ip_image=str(prompt))
     more = tuple(
-        replace(u, control_image=str(image_path(u.control_image))) for u in resolved.more_controls
+        replace(u, control_image=str(image_path(u.control_image, "--control_image")))
+        for u in resolved.more_controls
     )
     return replace(resolved, more_controls=more) if more else resolved

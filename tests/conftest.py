@@ -90,6 +90,16 @@ def tiny_controlnet_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture(scope="session")
+def tiny_ip_adapter_file(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny plain IP-Adapter for tiny_model_dir: its .safetensors file, its image_encoder/
+    folder beside it."""
+    from tests.fixtures.tiny_models import build_test_ip_adapter
+
+    _torch_on_one_thread()
+    return build_test_ip_adapter(tmp_path_factory.mktemp("ip_adapters") / "tiny", tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
 def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random SDXL base folder."""
     from tests.fixtures.tiny_families import build_test_sdxl

@@ -110,6 +110,9 @@ class FakeRunner:
     def controlnets(self) -> tuple[list[Path], list[str]]:
         return self._listing("controlnets")
 
+    def ip_adapters(self) -> tuple[list[Path], list[str]]:
+        return self._listing("ip_adapters")
+
     def upscalers(self) -> tuple[list[Path], list[str]]:
         return self._listing("upscalers")
 

@@ -585,6 +585,42 @@ CATALOGUE: tuple[Case, ...] = (
         "--controlnet (unit 2: --controlnet canny): needs --control_image FILE: the image it "
         "follows (an edge map, a depth map...)",
     ),
+    # -- image prompts (IP-Adapter) ---------------------------------------------------------------
+    Case(
+        "IP-Adapter not in the folder",
+        "ip_adapter",
+        f"a cat --ip_adapter ip-adapter_sd15 --ip_image {D}/good.png -s 1",
+        "--ip_adapter: ip-adapter_sd15: not found: …/ip_adapters does not exist; put IP-Adapters "
+        "there with their image_encoder folder (h94/IP-Adapter's models/ as it is), or give the "
+        "file's path",
+    ),
+    Case(
+        "pickled IP-Adapter file",
+        "ip_adapter",
+        f"a cat --ip_adapter {D}/old-lora.pt --ip_image {D}/good.png -s 1",
+        "--ip_adapter: …/old-lora.pt is a pickle, which can run code; give its .safetensors file "
+        "(h94/IP-Adapter ships both)",
+    ),
+    Case(
+        "IP-Adapter without its image encoder",
+        "ip_adapter",
+        f"a cat --ip_adapter {D}/xl-lora.safetensors --ip_image {D}/good.png -s 1",
+        "--ip_adapter: …/xl-lora.safetensors has no image_encoder folder beside it; copy "
+        "h94/IP-Adapter's models/image_encoder there (sdxl_models/image_encoder for "
+        "ip-adapter_sdxl)",
+    ),
+    Case(
+        "image prompt without an IP-Adapter",
+        "ip_adapter",
+        f"a cat --ip_image {D}/good.png -s 1",
+        "--ip_image: needs --ip_adapter NAME: the IP-Adapter that reads it",
+    ),
+    Case(
+        "image prompt weight out of range",
+        "ip_adapter",
+        f"a cat --ip_adapter ip-adapter_sd15 --ip_image {D}/good.png --ip_weight 2.5 -s 1",
+        "--ip_weight: 2.5 is not in [0, 2]",
+    ),
     # -- upscalers (-U) ---------------------------------------------------------------------------
     Case(
         "upscale factor that is not one",
@@ -981,7 +1017,7 @@ def test_the_shell_survives_the_catalogue(
         for c in CATALOGUE
         if c.group != "parser" and c.outcome == "error" and not c.xfail and typed_through(c)
     ]
-    groups = {"image", "fetch", "fix", "lora", "controlnet", "refiner", "upscale"}
+    groups = {"image", "fetch", "fix", "lora", "controlnet", "ip_adapter", "refiner", "upscale"}
     assert {c.group for c in cases} == groups
     keys = "".join(_fill(c.line, d=files) + "\r" for c in cases) + GOOD_LINE + "\r\x04"
     outdir = tmp_path / "out"
@@ -998,7 +1034,9 @@ def test_the_shell_survives_the_catalogue(
 
 def test_own_catalogue_tables_have_40_cases_every_group_and_unique_ids() -> None:
     assert len(CATALOGUE) + len(MODEL_CASES) >= 40
-    groups = {"parser", "image", "fetch", "fix", "lora", "controlnet", "refiner", "upscale"}
+    groups = {
+        "parser", "image", "fetch", "fix", "lora", "controlnet", "ip_adapter", "refiner", "upscale"
+    }  # fmt: skip
     assert {c.group for c in CATALOGUE} == groups
     assert len({c.id for c in CATALOGUE} | {c.id for c in MODEL_CASES}) == len(CATALOGUE) + len(
         MODEL_CASES
@@ -1321,6 +1359,7 @@ def markdown() -> str:
         "fix": "`!fix`",
         "lora": "LoRAs in the prompt",
         "controlnet": "ControlNets",
+        "ip_adapter": "Image prompts (`--ip_adapter`)",
         "refiner": "The SDXL refiner (`--refiner`)",
         "upscale": "Upscalers (`-U`)",
     }

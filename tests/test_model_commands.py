@@ -614,6 +614,20 @@ def test_an_entry_with_an_anchor_keeps_it_and_a_flow_style_list_is_written_whole
             ["canny", "depth", "openpose"],
         ),
         (
+            # an adapter's image encoder weights beside it are no adapter; no launch option yet
+            "ip_adapters",
+            "no IP-Adapter files in {}: put IP-Adapter .safetensors files (with their "
+            "image_encoder folder beside them) there",
+            (
+                "sd15/ip-adapter_sd15.safetensors",
+                "sd15/ip-adapter-plus_sd15.safetensors",
+                "sd15/image_encoder/model.safetensors",
+                "sd15/image_encoder/config.json",
+                "sdxl/ip-adapter_sdxl.bin",
+            ),
+            ["ip-adapter-plus_sd15", "ip-adapter_sd15"],
+        ),
+        (
             # only a folder's own model_index.json names it, not its parts' config.json files
             "upscalers",
             "no upscaler files in {}: put upscaler folders (diffusers format) there, or launch "
@@ -646,7 +660,9 @@ def test_loras_and_embeddings_list_their_default_folder(
         (folder / name).write_bytes(b"")
     (folder / "notes.txt").write_text("neither")
     _, printed, _ = shell(session, f"!{command}{ENTER}{CTRL_D}")
-    assert printed[0].lower().startswith(f"{command} in {folder} (use as ")
+    what, _, where = printed[0].partition(" in ")
+    assert what.lower().replace("-", "_") == command  # "IP-Adapters" for !ip_adapters
+    assert where.startswith(f"{folder} (use as ")
     assert [line.strip() for line in printed[1:]] == listed
 
 
@@ -682,6 +698,24 @@ def test_controlnet_names_complete_after_the_switch(tmp_path: Path, user_config:
         Document("a house --controlnet dep"), CompleteEvent(completion_requested=True)
     )
     assert sorted(c.text for c in found) == ["depth", "depth-anything"]
+
+
+def test_ip_adapter_names_complete_after_the_switch(tmp_path: Path, user_config: Path) -> None:
+    session = new_session(tmp_path / "out")
+    for name in ("sd15/ip-adapter_sd15", "sd15/ip-adapter-plus_sd15", "sd15/image_encoder/model"):
+        (user_config.parent / "ip_adapters" / f"{name}.safetensors").parent.mkdir(
+            parents=True, exist_ok=True
+        )
+        (user_config.parent / "ip_adapters" / f"{name}.safetensors").write_bytes(b"")
+    completer = ShellCompleter(session)
+    found = completer.get_completions(
+        Document("a house --ip_adapter ip"), CompleteEvent(completion_requested=True)
+    )
+    assert sorted(c.text for c in found) == ["ip-adapter-plus_sd15", "ip-adapter_sd15"]
+    found = completer.get_completions(
+        Document("a house --ip_adapter mo"), CompleteEvent(completion_requested=True)
+    )
+    assert list(found) == []
 
 
 def test_upscaler_names_complete_after_the_switch(tmp_path: Path, user_config: Path) -> None:

@@ -612,6 +612,9 @@ _SAMPLE_VALUES = {
     "control_weight": ["0", "2", "0.5", "2.5"],
     "control_start": ["0", "0.2", "1"],
     "control_end": ["1", "0.8", "0", "1.5"],
+    "ip_adapter": ["ip-adapter_sd15", "/models/ip-adapter_sd15.safetensors", "''"],
+    "ip_image": ["face.png", "-1", "'a b.png'"],
+    "ip_weight": ["0", "2", "0.6", "2.5", "-1"],
     "refiner": ["sdxl-refiner", "/models/refiner", "''"],
     "refiner_start": ["0.8", "0", "1", "0.5", "1.5"],
     "upscale": ["2", "4", "2 0.5", "4 1", "4 0", "3", "2 1.5", "2 0.5 0.5", "'2 0.25'", "x"],
@@ -747,6 +750,7 @@ _TIED = {
     "outcrop", "init_img", "init_mask", "invert_mask", "fit", "variation_amount", "hires_fix",
     "controlnet", "control_image", "control_processor", "control_weight", "control_start",
     "control_end", "upscale", "upscaler", "refiner", "refiner_start", "latents", "save_latents",
+    "ip_adapter", "ip_image", "ip_weight",
 }  # fmt: skip
 _FREE = [switch.field for switch in SWITCHES if switch.field not in _TIED]
 _IMAGE_MODES = {
@@ -781,6 +785,8 @@ def _valid_switch_words(draw: st.DrawFn) -> list[str]:
         start = draw(st.sampled_from([None, "0.5", "0.8"]))
         if start is not None:
             words.append(draw(_FIXED_WORDS["refiner_start", start]))
+    if "refiner" not in fields and draw(st.booleans()):  # an image prompt: never with --refiner
+        fields |= {"ip_adapter", "ip_image", *draw(st.sampled_from([[], ["ip_weight"]]))}
     if draw(st.booleans()) and not ("variation_amount" in fields and "init_img" in fields):
         fields |= {"upscale", *draw(st.sampled_from([[], ["upscaler"]]))}
     elif draw(st.booleans()):

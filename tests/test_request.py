@@ -159,6 +159,7 @@ def test_switch_table_covers_every_field_once() -> None:
     canonical += " --latents --save_latents --outcrop"
     canonical += " --controlnet --control_image --control_processor --control_weight"
     canonical += " --control_start --control_end"
+    canonical += " --ip_adapter --ip_image --ip_weight"
     canonical += " --refiner --refiner_start"
     canonical += " -v -V --seamless"
     canonical += " --seamless_axes -U --upscaler -g -o -t -x"
@@ -176,6 +177,8 @@ def test_switch_table_covers_every_field_once() -> None:
         "upscaler": "upscaler",
         "refiner": "model",
         "control_image": "path",
+        "ip_adapter": "ip_adapter",
+        "ip_image": "path",
     }
 
 

@@ -211,7 +211,7 @@ def test_help_is_grouped_with_every_switch_and_command_and_its_default(runner):
     text = "\n".join(out)
     titles = [line for line in out if line and not line.startswith(" ")]
     assert [t.split(":")[0].split(" ")[0] for t in titles[:-1]] == [
-        "Generation", "img2img,", "ControlNet", "Models", "Files", "Shell"
+        "Generation", "img2img,", "ControlNet,", "Models", "Files", "Shell"
     ]  # fmt: skip
     assert "Other" not in titles  # every switch and command has its group
     for cmd in COMMANDS.values():
@@ -458,10 +458,12 @@ def test_commands_are_listed_in_their_order_of_old():
 def test_folder_names_complete_from_the_runner(runner):
     runner.listed = {"loras": ["ink"], "embeddings": ["sty"], "controlnets": ["edges"]}
     runner.listed["upscalers"] = ["x2"]
+    runner.listed["ip_adapters"] = ["ip-adapter_sd15"]
     assert complete("a cat withLora(i", runner) == ["a cat withLora(ink"]
     assert complete("a cat <s", runner) == ["a cat <sty>"]
     assert complete("a cat --controlnet e", runner) == ["a cat --controlnet edges"]
     assert complete("a cat --upscaler x", runner) == ["a cat --upscaler x2"]
+    assert complete("a cat --ip_adapter ip", runner) == ["a cat --ip_adapter ip-adapter_sd15"]
     assert complete("a cat withLora(i") == []  # no runner, no names
 
 

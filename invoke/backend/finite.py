@@ -126,5 +126,7 @@ def went_wrong(dtype: torch.dtype, job: Job | None, own: str = MODEL) -> str:
         causes.append(f"the embedding {names} (try the line without it)")
     if job is not None and job.control is not None:
         causes.append("the ControlNet (try a lower --control_weight)")
+    if job is not None and job.image_prompt is not None:
+        causes.append("the IP-Adapter (try a lower --ip_weight)")
     causes.append(own)
     return f"gave NaN or infinite numbers; nothing was saved; likely cause: {', or '.join(causes)}"

@@ -14,7 +14,7 @@ StableDiffusionXLImg2ImgPipeline's `denoising_start` takes them (_handoff, sched
 Every family that runs our loop (SD 1.x/2.x, SDXL) runs this one; what differs is only its
 `Conditioning`: the prompt's embeddings and its contributions to the UNet's arguments
 (families/sdxl.py adds its pooled embeddings and time ids there). A job adds its own
-contributions (JOB_CONTRIBUTIONS: its ControlNet), one module each.
+contributions (JOB_CONTRIBUTIONS: its ControlNets, its image prompt), one module each.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from invoke.backend import control, speed
+from invoke.backend import control, image_prompt, speed
 from invoke.backend.denoise import Contribution, denoise
 from invoke.backend.finite import check_latents
 from invoke.backend.job import Job, StepInfo, img2img_steps, second_pass_noise
@@ -48,6 +48,7 @@ Conditioning = Callable[["Model", Job, "OnEvent | None"], Embedded]
 # A job's own contributions for a pass of n UNet calls, each None when the job asks for none.
 JOB_CONTRIBUTIONS: tuple[Callable[[Model, Job, int], Contribution | None], ...] = (
     control.contribution,
+    image_prompt.contribution,  # after the ControlNet: it reads no image embeddings
 )
 
 

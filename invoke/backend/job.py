@@ -62,6 +62,19 @@ class Control:
 
 
 @dataclass(frozen=True)
+class ImagePrompt:
+    """--ip_adapter: an IP-Adapter and the picture it shows the UNet (an image prompt)."""
+
+    name: str  # as the line named it, for messages
+    path: str  # the adapter's .safetensors file (image_proj.* and ip_adapter.* weights)
+    encoder: str  # its CLIP image encoder's folder (CLIPVisionModelWithProjection)
+    image: Image.Image  # RGB, as read (the image encoder's processor sizes it)
+    weight: float = 1.0  # the adapter's scale (diffusers' set_ip_adapter_scale)
+    # (size, modification time in ns) of the adapter file: a file changed on disk is read again.
+    stamp: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
 class Refiner:
     """--refiner: an SDXL refiner that takes the base's latents part way through the schedule
     (diffusers' denoising_end on the base, denoising_start on the refiner)."""
@@ -110,6 +123,9 @@ class Job:
     # instead of encoding init_image (which still gives the size); None: encode it. (Last, so
     # that callers giving the fields above by position are not shifted.)
     init_latents: Any = None
+    # --ip_adapter NAME --ip_image FILE: an image prompt through an IP-Adapter (after
+    # init_latents for the same reason).
+    image_prompt: ImagePrompt | None = None
 
     @property
     def controls(self) -> tuple[Control, ...]:

@@ -91,6 +91,8 @@ class Model:
     controlnet: Any = field(default=None, repr=False)
     # {unit number: the same pair}: the ControlNets of a line's second and later units
     more_controlnets: dict[int, Any] = field(default_factory=dict, repr=False)
+    # (its path, file stamp and image encoder folder, image_prompt.Adapter): the last IP-Adapter
+    ip_adapter: Any = field(default=None, repr=False)
     # speed._State: the compile choice, eager time per shape, the prompt cache
     speed: Any = field(default=None, repr=False)
     _hash: str | None = field(default=None, repr=False)

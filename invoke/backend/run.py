@@ -10,9 +10,11 @@ from invoke.backend.control import use_controlnet
 from invoke.backend.families import FAMILIES
 from invoke.backend.families.sdxl import check_refiner, generate_refined, refuse_refiner
 from invoke.backend.finite import check_latents
+from invoke.backend.image_prompt import attached, use_adapter
 from invoke.backend.lora import use_loras
 from invoke.backend.seamless import wrapped_convolutions, wrapped_decoder
 from invoke.backend.speed import guard_memory
+from invoke.errors import InvokeError
 from invoke.events import Step
 
 if TYPE_CHECKING:
@@ -54,7 +56,12 @@ class JobRunner:
         # --seamless holds for this job only: the convolutions are put back when it ends, however
         # it ends. Intermediates decoded in on_step are inside the block, so they tile too.
         axes = job.seamless_axes
-        with wrapped_convolutions((model.unet,), axes), wrapped_decoder(model.vae, axes):
+        # So does --ip_adapter: its attention processors are the UNet's for this job only.
+        with (
+            wrapped_convolutions((model.unet,), axes),
+            wrapped_decoder(model.vae, axes),
+            attached(model, job),
+        ):
             if refiner is not None:
                 check_refiner(model, refiner, job)
                 return guard_memory(
@@ -73,6 +80,13 @@ class JobRunner:
         for slot, control in enumerate(job.controls):
             if use_controlnet(model, control, slot)[1]:
                 notes.append(f"ControlNet {control.name} loaded")
+        if job.image_prompt is not None and job.refiner is not None:
+            raise InvokeError(
+                "--ip_adapter: acts on one model's UNet, and --refiner hands the picture to "
+                "another; drop --refiner or --ip_adapter"
+            )
+        if job.image_prompt is not None and use_adapter(model, job.image_prompt)[1]:
+            notes.append(f"IP-Adapter {job.image_prompt.name} loaded")
         return notes
 
 

@@ -286,9 +286,10 @@ def unet_for(model: Model, job: Job) -> Any:
     A --seamless job always runs eagerly: its convolutions are patched for the job, a different
     graph from the one compiled, and a CUDA-graph replay of the plain graph would draw the plain
     picture whatever dynamo's guards make of the patch. So does a --controlnet job: the UNet
-    takes the ControlNet's residuals as extra inputs, another graph again.
+    takes the ControlNet's residuals as extra inputs, another graph again; and an --ip_adapter
+    job, whose attention processors are the adapter's.
     """
-    if job.seamless_axes or job.control is not None:
+    if job.seamless_axes or job.control is not None or job.image_prompt is not None:
         return model.unet
     shape = unet_shape(model, job)
     if not should_compile(model, shape):
@@ -315,10 +316,10 @@ def unet_for(model: Model, job: Job) -> Any:
 def record(model: Model, job: Job, seconds: float) -> None:
     """Count an eager job's time toward compiling its shape.
 
-    A --seamless or --controlnet job does not count: it never runs compiled, so its time buys
-    no compile.
+    A --seamless, --controlnet or --ip_adapter job does not count: it never runs compiled, so
+    its time buys no compile.
     """
-    if job.seamless_axes or job.control is not None:
+    if job.seamless_axes or job.control is not None or job.image_prompt is not None:
         return
     state = _state(model)
     shape = unet_shape(model, job)

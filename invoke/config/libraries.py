@@ -1,6 +1,7 @@
-"""The folders of things a line names by name: LoRAs, textual inversion embeddings, ControlNets
-and upscalers. Each is a Library (its launch option, its default folder, the files it takes);
-the find_* functions turn a name into its file or an InvokeError listing the names there are.
+"""The folders of things a line names by name: LoRAs, textual inversion embeddings, ControlNets,
+IP-Adapters and upscalers. Each is a Library (its launch option, its default folder, the files
+it takes); the find_* functions turn a name into its file or an InvokeError listing the names
+there are.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ class Library:
     inside: str = ""  # a folder NAME holding this file (plus a suffix) counts as NAME too
     one_of_many: str = "rename all but one"  # what to do when a name has several files
     stored_as: str = ""  # what to put in the folder, for messages [".safetensors {what}s"]
+    beside: str = ""  # a folder of this name holds a part of its neighbours, not names
+    launched: bool = True  # `option` is a launch option (IP-Adapters' folder has none yet)
+
+    def _counts(self, path: Path, folder: Path) -> bool:
+        """A file is one of the library's, not inside a `beside` folder (an IP-Adapter's
+        image_encoder/model.safetensors is no IP-Adapter called "model")."""
+        return path.is_file() and not (
+            self.beside and self.beside in path.relative_to(folder).parts[:-1]
+        )
 
     @property
     def option(self) -> str:
@@ -54,7 +64,7 @@ class Library:
         found = set()
         for suffix in self.suffixes:
             for path in folder.rglob(f"*{suffix}"):
-                if not path.is_file():
+                if not self._counts(path, folder):
                     continue
                 if path.stem == self.inside:
                     found.add(path.parent.name)
@@ -90,7 +100,7 @@ class Library:
         More than one of that kind is an InvokeError saying which."""
         pattern = glob.escape(name)
         for suffix in self.suffixes:
-            found = sorted(p for p in folder.rglob(f"{pattern}{suffix}") if p.is_file())
+            found = sorted(p for p in folder.rglob(f"{pattern}{suffix}") if self._counts(p, folder))
             if self.inside:
                 inner = folder.rglob(f"{pattern}/{self.inside}{suffix}")
                 found += sorted(p for p in inner if p.is_file())
@@ -105,6 +115,7 @@ class Library:
         return []
 
 
+IMAGE_ENCODER = "image_encoder"  # an IP-Adapter's CLIP image encoder, beside it
 LORAS = Library("LoRA", "lora_dir", "loras", (".safetensors",), one_of_many="name one by its path")
 # diffusers saves an embedding as NAME/learned_embeds.safetensors (.bin); .pt/.bin are pickles.
 EMBEDDINGS = Library(
@@ -183,6 +194,69 @@ def _controlnet_weights(name: str, folder: Path) -> Path:
         f"--controlnet: {name}{where} has {have}; it needs diffusion_pytorch_model.safetensors "
         "(the hub's ControlNet repos have it)"
     )
+
+
+# An IP-Adapter is a NAME.safetensors file (image_proj.* and ip_adapter.* weights) with its CLIP
+# image encoder in an image_encoder/ folder beside it: h94/IP-Adapter's models/ folder (and its
+# sdxl_models/) copied as it is. Its image_encoder's own weights are no adapter's name.
+IP_ADAPTERS = Library(
+    "IP-Adapter",
+    "ip_adapter_dir",
+    "ip_adapters",
+    (".safetensors",),
+    one_of_many="name one by its path",
+    stored_as="IP-Adapter .safetensors files (with their image_encoder folder beside them)",
+    beside=IMAGE_ENCODER,
+    launched=False,
+)
+
+
+def find_ip_adapter(name: str, folders: Sequence[Path]) -> tuple[Path, Path]:
+    """--ip_adapter NAME -> (the adapter's .safetensors file, its image encoder's folder).
+
+    NAME is looked up in the first of `folders` that has it (subfolders included), or is the
+    file itself, or a folder holding one adapter file, when it is a path (has a / or ends in
+    .safetensors). The image encoder is the image_encoder/ folder beside the file."""
+    what = f"--ip_adapter: {name}"
+    if "/" in name or os.sep in name or name.lower().endswith(".safetensors"):
+        path = Path(name).expanduser()
+        if path.is_dir():
+            path = _one_adapter(what, path)
+        elif not path.is_file():
+            raise InvokeError(
+                f"{what}: no such file or folder; give an IP-Adapter's path or a name"
+            )
+    else:
+        found = [p for folder in folders for p in IP_ADAPTERS.files(name, folder)][:1]
+        if not found:
+            raise IP_ADAPTERS.not_found(
+                what, name, folders, "put IP-Adapters there with their image_encoder folder "
+                "(h94/IP-Adapter's models/ as it is), or give the file's path",
+            )  # fmt: skip
+        path = found[0]
+    if path.suffix.lower() != ".safetensors":
+        pickle = path.suffix.lower() in PICKLE_SUFFIXES
+        kind = "a pickle, which can run code" if pickle else "not a .safetensors file"
+        raise InvokeError(
+            f"{what} is {kind}; give its .safetensors file (h94/IP-Adapter ships both)"
+        )
+    encoder = path.parent / IMAGE_ENCODER
+    if not (encoder / "config.json").is_file():
+        where = "" if "/" in name else f" ({path})"
+        raise InvokeError(
+            f"{what}{where} has no {IMAGE_ENCODER} folder beside it; copy h94/IP-Adapter's "
+            f"models/{IMAGE_ENCODER} there (sdxl_models/{IMAGE_ENCODER} for ip-adapter_sdxl)"
+        )
+    return path, encoder
+
+
+def _one_adapter(what: str, folder: Path) -> Path:
+    """The one adapter file a folder given as --ip_adapter holds."""
+    files = sorted(p for p in folder.glob("*.safetensors") if p.is_file())
+    if len(files) != 1:
+        have = ", ".join(p.name for p in files) if files else "no .safetensors file"
+        raise InvokeError(f"{what}: the folder holds {have}; name the adapter's file")
+    return files[0]
 
 
 # An upscaler is a diffusers pipeline folder NAME (model_index.json beside its parts' folders), as

@@ -1,6 +1,6 @@
-"""Where a line's names are found: LoRAs, embeddings, ControlNets and upscalers, in the user's
-folders (or the launch options') and then in the active model's own folder when it ships one
-(the default model ships loras/outline.safetensors).
+"""Where a line's names are found: LoRAs, embeddings, ControlNets, IP-Adapters and upscalers,
+in the user's folders (or the launch options') and then in the active model's own folder when it
+ships one (the default model ships loras/outline.safetensors).
 
 Nothing here loads a model: a name that is not there is an InvokeError listing those that are,
 before anything is drawn.
@@ -16,6 +16,7 @@ from invoke.backend.job import EmbeddingFile, Lora
 from invoke.config.libraries import (
     CONTROLNETS,
     EMBEDDINGS,
+    IP_ADAPTERS,
     LORAS,
     UPSCALERS,
     Library,
@@ -23,6 +24,7 @@ from invoke.config.libraries import (
     describe_upscaler,
     find_controlnet,
     find_embedding,
+    find_ip_adapter,
     find_lora,
     find_upscaler,
 )
@@ -112,6 +114,13 @@ class Lookup:
             for unit in request.controls
             if unit.controlnet is not None
         )
+
+    def ip_adapter(self, request: Request) -> tuple[Path, Path] | None:
+        """The line's IP-Adapter file and its image encoder's folder; None without one (an
+        unknown name is an InvokeError that lists those there are)."""
+        if request.ip_adapter is None:
+            return None
+        return find_ip_adapter(request.ip_adapter, self.folders(IP_ADAPTERS))
 
     def upscaler(self, request: Request) -> tuple[str, Path] | None:
         """The line's upscaler (-U, and --upscaler or the default for its factor) as the line

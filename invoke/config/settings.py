@@ -53,6 +53,7 @@ class Settings:
     lora_dir: Path | None = None  # where withLora(name) looks; None = LORAS.folder()'s default
     embedding_dir: Path | None = None  # where <name> looks; None = EMBEDDINGS.folder()'s default
     controlnet_dir: Path | None = None  # where --controlnet looks; None = CONTROLNETS.folder()'s
+    ip_adapter_dir: Path | None = None  # where --ip_adapter looks; None = IP_ADAPTERS.folder()'s
     upscaler_dir: Path | None = None  # where -U finds upscalers; None = UPSCALERS.folder()'s
     threads: int | None = None  # torch's CPU threads; None = the free cores (device.use_threads)
 

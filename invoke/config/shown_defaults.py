@@ -117,6 +117,7 @@ def _general(control: type, job: type) -> dict[str, str]:
         "control_weight": number_text(field_default(control, "weight")),
         "control_start": number_text(field_default(control, "start")),
         "control_end": number_text(field_default(control, "end")),
+        "ip_weight": "1",  # backend/job.ImagePrompt's weight, as prepare.py fills it in
         "seamless_axes": ",".join(SEAMLESS_AXES),
         "upscale": f"none; STRENGTH {UPSCALE_STRENGTH}",
         "upscaler": ", ".join(f"{repo} for -U {f}" for f, repo in UPSCALER_REPOS.items()),

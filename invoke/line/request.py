@@ -87,6 +87,9 @@ class Request:
     # The units of a second, third... --controlnet, in the line's order (the fields above are
     # the first unit's, so a one-unit line is what it always was).
     more_controls: tuple[ControlUnit, ...] = ()
+    ip_adapter: str | None = None  # an IP-Adapter's name or .safetensors path
+    ip_image: str | None = None  # its image prompt; "-1" = the previous output
+    ip_weight: float | None = None  # None = 1
     refiner: str | None = None  # an SDXL refiner: a models.yaml name or a path
     refiner_start: float | None = None  # None = 0.8 (with --refiner)
     variation_amount: float | None = None
@@ -151,6 +154,7 @@ class Request:
                 "--save_latents", "", "keeps the drawn latents, not -U's enlarged picture; drop -U"
             )
         self._check_control()
+        self._check_image_prompt()
         self._check_refiner()
         if self.upscaler is not None and not self.upscale:
             raise ParseError(
@@ -225,6 +229,30 @@ class Request:
         _check_unit(
             first, "" if not self.more_controls else f" (unit 1: --controlnet {first.controlnet})"
         )
+
+    def _check_image_prompt(self) -> None:
+        """An IP-Adapter needs its picture and the picture its adapter; --ip_weight both."""
+        if self.ip_adapter is not None and self.ip_image is None:
+            raise ParseError(
+                "--ip_adapter", "", "needs --ip_image FILE: the picture it shows the model"
+            )
+        if self.ip_image is not None and self.ip_adapter is None:
+            raise ParseError(
+                "--ip_image", "", "needs --ip_adapter NAME: the IP-Adapter that reads it"
+            )
+        if self.ip_weight is not None and self.ip_adapter is None:
+            raise ParseError(
+                "--ip_weight",
+                "",
+                "only means something with --ip_adapter NAME --ip_image FILE",
+            )
+        if self.ip_adapter is not None and self.refiner is not None:
+            raise ParseError(
+                "--ip_adapter",
+                "",
+                "acts on one model's UNet, and --refiner hands the picture to another; "
+                "drop --refiner or --ip_adapter",
+            )
 
     def _check_refiner(self) -> None:
         """--refiner_start needs --refiner, and a split that leaves both models a part."""

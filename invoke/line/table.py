@@ -235,6 +235,34 @@ SWITCHES: tuple[Switch, ...] = (
         hi=1.0,
     ),
     PathSwitch(
+        field="ip_adapter",
+        names=("--ip_adapter",),
+        canonical="--ip_adapter",
+        help=(
+            "an image prompt: an IP-Adapter (a name in ip_adapters/ or a .safetensors path, its "
+            "image_encoder folder beside it) shows the model --ip_image"
+        ),
+        complete="ip_adapter",
+        metavar="NAME",
+    ),
+    PathSwitch(
+        field="ip_image",
+        names=("--ip_image",),
+        canonical="--ip_image",
+        help="the picture the IP-Adapter shows the model (-1 = the previous output)",
+        complete="path",
+        metavar="a file path",
+    ),
+    FloatSwitch(
+        field="ip_weight",
+        names=("--ip_weight",),
+        canonical="--ip_weight",
+        help="how strongly the image prompt acts (the adapter's scale; 0 = not at all)",
+        metavar="WEIGHT",
+        lo=0.0,
+        hi=2.0,
+    ),
+    PathSwitch(
         field="refiner",
         names=("--refiner",),
         canonical="--refiner",

@@ -203,8 +203,8 @@ def _prompt_from_parts(prompt: Any) -> str:
 
 def _command_from_sd_metadata(meta: dict[str, Any], notes: list[str] | None = None) -> str:
     """sd-metadata (ours, or InvokeAI 2.x's) -> the command: the prompt and numbers, variations,
-    seamless, ControlNet, then -U (a !fix line recorded with it wins) and what it started from;
-    `notes` gets what has no switch here."""
+    seamless, ControlNet, the image prompt, then -U (a !fix line recorded with it wins) and what
+    it started from; `notes` gets what has no switch here."""
     image = _image_object(meta)
     outcrop = _last_outcrop(image.get("postprocessing"))
     if outcrop is not None and "outcrop" not in outcrop:
@@ -220,6 +220,7 @@ def _command_from_sd_metadata(meta: dict[str, Any], notes: list[str] | None = No
     if fields.get("controlnet") is not None and isinstance(more, list):
         units = [_control_fields(record) for record in more]
         fields["more_controls"] = tuple(ControlUnit(**unit) for unit in units if unit)
+    fields.update(_image_prompt_fields(image.get("ip_adapter")))
     fields.update(_refiner_fields(image))
     upscale = _last_upscale(image.get("postprocessing"))
     if upscale is not None and isinstance(upscale.get("dream_command"), str):
@@ -296,6 +297,25 @@ def _refiner_fields(image: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {"refiner": check_text(image["refiner"], "image.refiner")}
     if image.get("refiner_start") is not None:
         fields["refiner_start"] = number(image["refiner_start"], float, "image.refiner_start")
+    return fields
+
+
+def _image_prompt_fields(record: Any) -> dict[str, Any]:
+    """Our `ip_adapter` record as --ip_adapter NAME --ip_image FILE [--ip_weight W]."""
+    if not (
+        isinstance(record, dict)
+        and isinstance(record.get("model"), str)
+        and isinstance(record.get("image"), str)
+    ):
+        return {}
+    fields: dict[str, Any] = {
+        "ip_adapter": check_text(record["model"], "image.ip_adapter.model"),
+        "ip_image": check_text(record["image"], "image.ip_adapter.image"),
+    }
+    if record.get("weight") is not None:
+        weight = number(record["weight"], float, "image.ip_adapter.weight")
+        if weight != 1.0:  # the record is complete; the line names what differs
+            fields["ip_weight"] = weight
     return fields
 
 

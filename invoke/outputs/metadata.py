@@ -207,6 +207,14 @@ def image_metadata(
         meta["controlnet"] = _control_record(request.controls[0])
         if request.more_controls:
             meta["more_controlnets"] = [_control_record(u) for u in request.more_controls]
+    if request.ip_adapter is not None:
+        # ours, beside the controlnet record: an image prompt and its adapter (InvokeAI 2.x had
+        # none; its 3.x+ ipAdapters name gallery images, not files)
+        meta["ip_adapter"] = {
+            "model": request.ip_adapter,
+            "image": request.ip_image,
+            "weight": _or(request.ip_weight, 1.0),
+        }
     if request.refiner is not None:
         meta["refiner"] = request.refiner
         meta["refiner_start"] = _or(request.refiner_start, REFINER_START)

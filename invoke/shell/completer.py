@@ -75,6 +75,10 @@ class ShellCompleter(Completer):
             yield from _choices(
                 word, self._names(lambda runner: runner.controlnets()), start=-len(word)
             )
+        elif kind == "ip_adapter":
+            yield from _choices(
+                word, self._names(lambda runner: runner.ip_adapters()), start=-len(word)
+            )
         elif kind == "model":
             yield from _choices(
                 word, [] if self.runner is None else self.runner.model_names(), start=-len(word)
@@ -92,7 +96,8 @@ class ShellCompleter(Completer):
 
     def _names(self, listing: Callable[[Runner], Listing]) -> list[str]:
         """Names in a folder of files a line can name: `listing` is `Runner.loras`,
-        `Runner.embeddings`, `Runner.controlnets` or `Runner.upscalers` (none without a runner)."""
+        `Runner.embeddings`, `Runner.controlnets`, `Runner.ip_adapters` or `Runner.upscalers` (none
+        without a runner)."""
         return [] if self.runner is None else listing(self.runner)[1]
 
     def _command(self, line: str, word: str, earlier: list[str], event: CompleteEvent):

@@ -56,7 +56,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
         ("fix",),
     ),
     (
-        "ControlNet and upscaling",
+        "ControlNet, image prompts and upscaling",
         (
             "controlnet",
             "control_image",
@@ -64,6 +64,9 @@ GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
             "control_weight",
             "control_start",
             "control_end",
+            "ip_adapter",
+            "ip_image",
+            "ip_weight",
             "upscale",
             "upscaler",
         ),
@@ -81,6 +84,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
             "loras",
             "embeddings",
             "controlnets",
+            "ip_adapters",
             "upscalers",
         ),
     ),

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from invoke.config.libraries import CONTROLNETS, EMBEDDINGS, LORAS, UPSCALERS, Library
+from invoke.config.libraries import (
+    CONTROLNETS,
+    EMBEDDINGS,
+    IP_ADAPTERS,
+    LORAS,
+    UPSCALERS,
+    Library,
+)
 from invoke.config.models_yaml import (
     CHECKPOINT_SUFFIXES,
     HUB_ID,
@@ -228,13 +235,9 @@ def _folder_command(
     def handler(ctx: ShellContext, args: str) -> None:
         folders, names = listed(ctx.runner)
         if not names:
-            ctx.out(
-                printable(
-                    f"no {what} files in {folders[0]}: put "
-                    f"{library.stored_as or f'.safetensors {what}s'} there, or launch with "
-                    f"{library.option} DIR"
-                )
-            )
+            stored = library.stored_as or f".safetensors {what}s"
+            launch = f", or launch with {library.option} DIR" if library.launched else ""
+            ctx.out(printable(f"no {what} files in {folders[0]}: put {stored} there{launch}"))
             return
         where = " and ".join(str(f) for f in folders)
         ctx.out(printable(f"{what}s in {where} (use as {use}):"))
@@ -253,6 +256,12 @@ _folder_command(
     lambda runner: runner.controlnets(),
     CONTROLNETS,
     "--controlnet NAME --control_image FILE",
+)
+_folder_command(
+    "ip_adapters",
+    lambda runner: runner.ip_adapters(),
+    IP_ADAPTERS,
+    "--ip_adapter NAME --ip_image FILE",
 )
 _folder_command(
     "upscalers", lambda runner: runner.upscalers(), UPSCALERS, "-U FACTOR --upscaler NAME"

@@ -82,6 +82,7 @@ class ModelCache:
         self.note = note
         self.dry_run = dry_run
         self.remote = remote  # --workers: models load in the workers; here only files are read
+        self.loads = not (dry_run or remote)  # whether a model ever loads in this process
         self.entries: dict[str, ModelEntry] = load_model_entries(config_path(settings))
         self.entry: ModelEntry = pick_model(settings, self.entries)
         # `--model PATH` outside models.yaml: still listed by !models and a !switch target.
@@ -92,11 +93,6 @@ class ModelCache:
         self.failed: dict[str, tuple[tuple[ModelEntry, Any], ModelError]] = {}
         # --refiner paths outside models.yaml, by the text the line gave.
         self.companions: dict[str, ModelEntry] = {}
-
-    @property
-    def loads(self) -> bool:
-        """Whether models load in this process (not in a --dry-run, nor with --workers)."""
-        return not (self.dry_run or self.remote)
 
     # -- the active model ---------------------------------------------------------------------
 

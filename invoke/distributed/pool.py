@@ -188,7 +188,10 @@ class Pool:
         busy = [slot for slot in self.slots if slot.ref is not None]
         if not busy or wait <= 0:
             return
-        ready, _ = self.ray.wait([s.ref for s in busy], num_returns=len(busy), timeout=wait)
+        refs = [s.ref for s in busy]
+        ready, _ = self.ray.wait(refs, num_returns=1, timeout=wait)  # the first to finish
+        if ready:  # and any others finished by now
+            ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
         for slot in busy:
             if any(ref is slot.ref for ref in ready):
                 self._received(slot)

@@ -40,6 +40,10 @@ class Progress(Protocol):
 
     def images(self, done: int, planned: int) -> None: ...
     def worker(self, number: int, text: str) -> None: ...
+    def waiting(self, shown: bool) -> None:
+        """Shown while the driver waits for a result, hidden while it writes and prints."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -129,8 +133,14 @@ class Pool:
             self.queue.remove(key)
             self.queue.appendleft(key)
         ticket.tag = max(ticket.tag, tag)
-        while ticket.outcome is None:
-            self._pump(WAIT_S)
+        self._pump(0)
+        if ticket.outcome is None:
+            self.progress.waiting(True)
+            try:
+                while ticket.outcome is None:
+                    self._pump(WAIT_S)
+            finally:
+                self.progress.waiting(False)
         return ticket.outcome
 
     def backlog(self) -> int:

@@ -131,8 +131,10 @@ class TerminalReporter:
         """--workers: one bar of the batch's images, and a line a worker under it."""
         if not self.show_progress or not _is_terminal(self.err):
             return NoWorkersProgress()
-        self._bars += 1
-        return WorkersProgress(workers, self.err, self._bar_closed)
+        return WorkersProgress(workers, self.err, self._count_bars)
+
+    def _count_bars(self, change: int) -> None:
+        self._bars += change
 
     def outputs(self, number: int, saved: list[Saved]) -> None:
         if not saved or self.quiet:
@@ -249,34 +251,48 @@ class _Bar:
 
 class WorkersProgress:
     """--workers on a terminal: images done of images planned so far (tqdm gives the rate and
-    the time left), and under it one line a worker: which line it draws, or idle."""
+    the time left), and under it one line a worker: which line it draws, or idle. Shown only
+    while the driver waits for a worker: cleared while it writes pictures and prints their
+    `Outputs:` blocks, so its text never runs through the bar."""
 
-    def __init__(self, workers: int, err: TextIO, closed: Any) -> None:
+    def __init__(self, workers: int, err: TextIO, counted: Any) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(total=0, desc="images", unit="image", file=err, leave=False)
-        self._lines = [
+        main = tqdm(total=0, desc="images", unit="image", file=err, leave=False, position=0)
+        self._bars = [main] + [
             tqdm(total=0, bar_format="{desc}", file=err, position=n, leave=False)
             for n in range(1, workers + 1)
         ]
-        self._closed = closed
+        for bar in self._bars:
+            bar.clear()
+        self._counted = counted  # tells the reporter a bar is shown (+1) or not (-1)
+        self._shown = False
 
     def images(self, done: int, planned: int) -> None:
-        self._bar.total = planned
-        self._bar.n = done
-        self._bar.refresh()
+        bar = self._bars[0]
+        bar.total, bar.n = planned, done
+        if self._shown:
+            bar.refresh()
 
     def worker(self, number: int, text: str) -> None:
-        if 0 < number <= len(self._lines):
-            self._lines[number - 1].set_description_str(terminal_text(text))
+        if 0 < number < len(self._bars):
+            self._bars[number].set_description_str(terminal_text(text), refresh=self._shown)
+
+    def waiting(self, shown: bool) -> None:
+        if shown == self._shown:
+            return
+        self._shown = shown
+        for bar in self._bars:
+            if shown:
+                bar.refresh()
+            else:
+                bar.clear()
+        self._counted(1 if shown else -1)
 
     def close(self) -> None:
-        if self._closed is not None:
-            self._closed, closed = None, self._closed
-            closed()
-            for line in self._lines:
-                line.close()
-            self._bar.close()
+        self.waiting(False)
+        for bar in self._bars:
+            bar.close()
 
 
 class NoWorkersProgress:
@@ -286,6 +302,9 @@ class NoWorkersProgress:
         pass
 
     def worker(self, number: int, text: str) -> None:
+        pass
+
+    def waiting(self, shown: bool) -> None:
         pass
 
     def close(self) -> None:

@@ -294,6 +294,21 @@ def _ray_left(where: Path) -> list[str]:
     )
 
 
+# 127.0.0.1, ::ffff:127.0.0.1 and ::1, as /proc/net writes them
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+
+
+def _listening() -> set[tuple[str, str]]:
+    """Every listening TCP socket on the machine: (address, port) in /proc/net's hex."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A":  # LISTEN
+                found.add(tuple(fields[1].split(":")))
+    return found
+
+
 def _assert_gone(where: Path, pids: list[int]) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -364,8 +379,12 @@ def test_a_killed_worker_is_replaced_and_every_picture_is_written_once(
 @pytest.mark.e2e
 def test_ctrl_c_stops_cleanly_and_leaves_no_ray_behind(tmp_path: Path, two_models: Path) -> None:
     where = tmp_path / "stopped"
+    before = _listening()
     process = _start(where, two_models, SLOW, "--workers", "2")
     _wait_for(where / "out" / "*.png", process, "the first picture")
+    opened = _listening() - before  # Ray's servers, and nothing else of ours
+    assert opened, "the private Ray instance listens somewhere"
+    assert {address for address, _ in opened} <= LOOPBACK, opened
     process.send_signal(signal.SIGINT)
     status, out = _finish(process)
     err = (where / "stderr.txt").read_text()

@@ -148,6 +148,11 @@ def _folder_option(*names: str, help: str) -> Any:
     "NAME.safetensors) [controlnets/ beside your models.yaml copy].",
 )
 @_folder_option(
+    "--ip_adapter_dir",
+    help="Where --ip_adapter NAME finds the IP-Adapter NAME.safetensors, with its "
+    "image_encoder/ folder beside it [ip_adapters/ beside your models.yaml copy].",
+)
+@_folder_option(
     "--upscaler_dir",
     help="Where -U and --upscaler NAME find upscalers (diffusers folders, such as "
     "sd-x2-latent-upscaler and stable-diffusion-x4-upscaler) [upscalers/ beside your "
@@ -353,6 +358,7 @@ def _settings(options: Mapping[str, Any]) -> Settings:
         lora_dir=options["lora_dir"],
         embedding_dir=options["embedding_dir"],
         controlnet_dir=options["controlnet_dir"],
+        ip_adapter_dir=options["ip_adapter_dir"],
         upscaler_dir=options["upscaler_dir"],
     )
 

@@ -591,8 +591,8 @@ CATALOGUE: tuple[Case, ...] = (
         "ip_adapter",
         f"a cat --ip_adapter ip-adapter_sd15 --ip_image {D}/good.png -s 1",
         "--ip_adapter: ip-adapter_sd15: not found: …/ip_adapters does not exist; put IP-Adapters "
-        "there with their image_encoder folder (h94/IP-Adapter's models/ as it is), or give the "
-        "file's path",
+        "there with their image_encoder folder (h94/IP-Adapter's models/ as it is), launch with "
+        "--ip_adapter_dir DIR, or give the file's path",
     ),
     Case(
         "pickled IP-Adapter file",

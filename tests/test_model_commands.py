@@ -614,10 +614,10 @@ def test_an_entry_with_an_anchor_keeps_it_and_a_flow_style_list_is_written_whole
             ["canny", "depth", "openpose"],
         ),
         (
-            # an adapter's image encoder weights beside it are no adapter; no launch option yet
+            # an adapter's image encoder weights beside it are no adapter
             "ip_adapters",
             "no IP-Adapter files in {}: put IP-Adapter .safetensors files (with their "
-            "image_encoder folder beside them) there",
+            "image_encoder folder beside them) there, or launch with --ip_adapter_dir DIR",
             (
                 "sd15/ip-adapter_sd15.safetensors",
                 "sd15/ip-adapter-plus_sd15.safetensors",

@@ -36,7 +36,6 @@ class Library:
     one_of_many: str = "rename all but one"  # what to do when a name has several files
     stored_as: str = ""  # what to put in the folder, for messages [".safetensors {what}s"]
     beside: str = ""  # a folder of this name holds a part of its neighbours, not names
-    launched: bool = True  # `option` is a launch option (IP-Adapters' folder has none yet)
 
     def _counts(self, path: Path, folder: Path) -> bool:
         """A file is one of the library's, not inside a `beside` folder (an IP-Adapter's
@@ -207,7 +206,6 @@ IP_ADAPTERS = Library(
     one_of_many="name one by its path",
     stored_as="IP-Adapter .safetensors files (with their image_encoder folder beside them)",
     beside=IMAGE_ENCODER,
-    launched=False,
 )
 
 
@@ -231,7 +229,8 @@ def find_ip_adapter(name: str, folders: Sequence[Path]) -> tuple[Path, Path]:
         if not found:
             raise IP_ADAPTERS.not_found(
                 what, name, folders, "put IP-Adapters there with their image_encoder folder "
-                "(h94/IP-Adapter's models/ as it is), or give the file's path",
+                "(h94/IP-Adapter's models/ as it is), launch with --ip_adapter_dir DIR, or give "
+                "the file's path",
             )  # fmt: skip
         path = found[0]
     if path.suffix.lower() != ".safetensors":

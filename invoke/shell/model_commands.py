@@ -236,7 +236,7 @@ def _folder_command(
         folders, names = listed(ctx.runner)
         if not names:
             stored = library.stored_as or f".safetensors {what}s"
-            launch = f", or launch with {library.option} DIR" if library.launched else ""
+            launch = f", or launch with {library.option} DIR"
             ctx.out(printable(f"no {what} files in {folders[0]}: put {stored} there{launch}"))
             return
         where = " and ".join(str(f) for f in folders)

@@ -132,3 +132,14 @@ def test_image_encoder_weights_are_no_adapter_and_a_missing_encoder_is_named(
     )
     assert code == 1
     assert "--ip_adapter: alone/tiny.safetensors has no image_encoder folder beside it" in err
+
+
+def test_ip_adapter_dir_is_where_names_are_found(adapters: Path, isolated: Path) -> None:
+    """--ip_adapter_dir DIR replaces the default folder, as every library's launch option does."""
+    moved = isolated / "elsewhere"
+    adapters.parent.rename(moved)
+    code, out, err = invoke("--dry-run", LINE + " -s 4 -S 7")
+    assert code == 1 and "ip_adapters does not exist" in err
+    code, out, err = invoke("--ip_adapter_dir", str(moved), "--dry-run", LINE + " -s 4 -S 7")
+    assert code == 0, err
+    assert "--ip_adapter ip-adapter_tiny" in out

@@ -400,3 +400,130 @@ def test_ctrl_c_stops_cleanly_and_leaves_no_ray_behind(tmp_path: Path, two_model
     assert not list((where / "out").rglob(".tmp-*"))
     assert "Traceback" not in err
     _assert_gone(where, _worker_pids(where))
+
+
+# -- the pool's bookkeeping, on a stand-in for Ray ---------------------------------------------
+
+
+class FakeRay:
+    """Just enough of Ray for Pool: actors whose `draw` answers at once from `script`, a list
+    of what each successive draw does ("ok" or "die")."""
+
+    class exceptions:  # as ray.exceptions is spelled
+        class RayError(Exception):
+            pass
+
+        class RayTaskError(RayError):
+            pass
+
+        class ActorDiedError(RayError):
+            pass
+
+    def __init__(self, script: list[str]) -> None:
+        self.script = script
+        self.started = 0
+        self.drawn: list[str] = []  # each Job's prompt, in the order workers got them
+
+    def remote(self, **options):
+        ray = self
+
+        class Ref:
+            def __init__(self, value=None, error=None) -> None:
+                self.value, self.error = value, error
+
+        class Method:
+            def __init__(self, run) -> None:
+                self.run = run
+
+            def remote(self, *args):
+                return self.run(*args)
+
+        class Actor:
+            def __init__(self, number: int) -> None:
+                from invoke.distributed.worker import Where
+
+                self.where = Method(lambda: Ref(Where(1000 + number, "host", "cpu")))
+                self.draw = Method(self._draw)
+
+            def _draw(self, model: str, job) -> Ref:
+                ray.drawn.append(job.prompt)
+                if ray.script.pop(0) == "die":
+                    return Ref(error=FakeRay.exceptions.ActorDiedError("gone"))
+                return Ref(Outcome(images=[f"{job.prompt}"], seconds=0.001))
+
+        class ActorClass:
+            def remote(self, settings, threads, number):
+                ray.started += 1
+                return Actor(number)
+
+        self.Ref = Ref
+        return lambda cls: ActorClass()
+
+    def get(self, refs):
+        if isinstance(refs, list):
+            return [self.get(r) for r in refs]
+        if refs.error is not None:
+            raise refs.error
+        return refs.value
+
+    def wait(self, refs, num_returns, timeout):
+        return refs[:num_returns], refs[num_returns:]
+
+    def kill(self, actor, no_restart=True) -> None:
+        pass
+
+
+def _pool(script: list[str], notes: list[str], workers: int = 1):
+    from types import SimpleNamespace
+
+    from invoke.distributed.pool import Pool
+    from invoke.shell.report import NoWorkersProgress
+
+    ray = FakeRay(script)
+    cluster = SimpleNamespace(ray=ray)
+    pool = Pool(
+        cluster,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        count=workers,
+        threads=1,
+        gpus_each=0,
+        note=notes.append,
+        progress=NoWorkersProgress(),
+    )
+    return pool, ray
+
+
+def _job(prompt: str):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(prompt=prompt, noises=(1,))
+
+
+def test_a_job_whose_workers_keep_dying_fails_its_line_and_the_rest_go_on() -> None:
+    notes: list[str] = []
+    pool, ray = _pool(["die", "die", "die", "ok"], notes)
+    failed = pool.outcome(1, "a", _job("doomed"))
+    assert "the workers drawing it died 3 times (last: ActorDiedError)" in failed.error
+    assert ray.started == 4  # the first worker and three in the places of the dead
+    assert sum("died (ActorDiedError); a new worker takes its place" in n for n in notes) == 3
+    assert pool.outcome(2, "a", _job("next")).images == ["next"]
+
+
+def test_a_dead_workers_job_is_drawn_again_and_its_result_comes_once() -> None:
+    notes: list[str] = []
+    pool, ray = _pool(["ok", "die", "ok", "ok"], notes)
+    for tag, prompt in enumerate(("one", "two", "three"), start=1):
+        pool.submit(tag, "a", _job(prompt))
+    assert pool.outcome(2, "a", _job("two")).images == ["two"]
+    assert pool.outcome(3, "a", _job("three")).images == ["three"]
+    assert ray.drawn == ["one", "two", "two", "three"]  # "two" again, on the new worker
+    assert pool.done == 3  # images received: "two" counted once
+    assert ray.started == 2
+
+
+def test_a_job_asked_for_but_not_planned_goes_first() -> None:
+    pool, ray = _pool(["ok"] * 4, [])
+    pool.submit(5, "a", _job("planned"))  # drawn at once: the worker is free
+    pool.submit(6, "a", _job("later"))
+    pool.outcome(4, "a", _job("needed now"))
+    assert ray.drawn[:2] == ["planned", "needed now"]

@@ -92,7 +92,7 @@ class Pool:
         self.started = time.perf_counter()
         self.overheads: list[float] = []  # per Job: round trip less the worker's own time
         self.planned = self.done = 0
-        self.slots = [Slot(n, self._new_actor()) for n in range(1, count + 1)]
+        self.slots = [Slot(n, self._new_actor(n)) for n in range(1, count + 1)]
         try:
             wheres = self.ray.get([s.actor.where.remote() for s in self.slots])
         except self.ray.exceptions.RayError as exc:
@@ -171,8 +171,8 @@ class Pool:
 
     # -- the workers ---------------------------------------------------------------------------
 
-    def _new_actor(self) -> Any:
-        return self._actor.remote(self.settings, self.threads)
+    def _new_actor(self, number: int) -> Any:
+        return self._actor.remote(self.settings, self.threads, number)
 
     def _ready(self, slot: Slot, where: Where) -> None:
         slot.where = where
@@ -219,6 +219,8 @@ class Pool:
             self._lost(slot, key, exc)
             return
         self.progress.worker(slot.number, f"{self._name(slot)}: idle")
+        for note in outcome.said:
+            self.note(note)
         if ticket is None:
             return  # forgotten while it was drawn
         ticket.outcome = outcome
@@ -232,7 +234,7 @@ class Pool:
         self.note(f"{self._name(slot)} died ({why}); a new worker takes its place")
         with contextlib.suppress(self.ray.exceptions.RayError):  # already gone
             self.ray.kill(slot.actor, no_restart=True)
-        slot.actor, slot.where = self._new_actor(), None
+        slot.actor, slot.where = self._new_actor(slot.number), None
         self.progress.worker(slot.number, f"{self._name(slot)}: starting")
         self._ready(slot, self.ray.get(slot.actor.where.remote()))
         self.note(f"{self._name(slot)} ready")

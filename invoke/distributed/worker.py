@@ -30,7 +30,8 @@ class Outcome:
     images: list[Any] = field(default_factory=list)  # PIL images, one a Noise of the job
     steps: list[Any] = field(default_factory=list)  # events.Step, in order
     events: list[Any] = field(default_factory=list)  # events.Tokens
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the job's, told with its line
+    said: list[str] = field(default_factory=list)  # the worker's own (model loads), told now
     error: str = ""  # the line's one-line error; "" when it drew
     stage: str = ""  # where it failed: "prepare" (before a file is reserved) or "run"
     unexpected: bool = False  # the error is a bug of ours (the batch says "unexpected error")
@@ -49,11 +50,12 @@ class Where:
 class Drawer:
     """One worker: `draw` a Job on the model the driver's session has active."""
 
-    def __init__(self, settings: Settings, threads: int) -> None:
+    def __init__(self, settings: Settings, threads: int, number: int) -> None:
         # A terminal's Ctrl-C reaches every process of its group: the driver decides what
         # stops, so a worker finishes its job and is then shut down by the driver.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.said: list[str] = []
+        self.number = number  # as the driver's notes and progress lines name this worker
         settings = replace(settings, threads=threads)
         self.models = ModelCache(settings, self.said.append, dry_run=False)
         self.runner = LocalRunner(self.models)
@@ -79,6 +81,6 @@ class Drawer:
             outcome.error = f"{type(exc).__name__}: {detail}"
             outcome.stage, outcome.unexpected = stage, True
             traceback.print_exc()  # into the worker's log
-        outcome.notes = [*self.said, *outcome.notes]
+        outcome.said = [f"worker {self.number}: {note}" for note in self.said]
         outcome.seconds = time.perf_counter() - started
         return outcome

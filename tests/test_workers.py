@@ -527,3 +527,33 @@ def test_a_job_asked_for_but_not_planned_goes_first() -> None:
     pool.submit(6, "a", _job("later"))
     pool.outcome(4, "a", _job("needed now"))
     assert ray.drawn[:2] == ["planned", "needed now"]
+
+
+@pytest.mark.e2e
+def test_a_live_producer_gets_its_first_picture_before_stdin_closes(
+    tmp_path: Path, two_models: Path
+) -> None:
+    """Planning ahead takes the lines already read and never waits for the next one."""
+    where = tmp_path / "live"
+    where.mkdir()
+    command = [sys.executable, "-m", "invoke", "--config", str(two_models), "--threads", "1"]
+    process = subprocess.Popen(
+        [*command, "-o", "out", "--workers", "2"],
+        cwd=where,
+        env=_env(where),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=(where / "stderr.txt").open("wb"),
+    )
+    assert process.stdin is not None
+    process.stdin.write(b"a red circle -s 4 -S 1\n")
+    process.stdin.flush()
+    _wait_for(where / "out" / "000001.1.png", process, "the first picture, with stdin open")
+    process.stdin.write(b"a blue square -s 4 -S 2\n")
+    process.stdin.close()
+    assert process.stdout is not None
+    process.stdout.read()
+    status = process.wait(timeout=120)
+    assert status == 0, (where / "stderr.txt").read_text()
+    assert sorted(p.name for p in (where / "out").glob("*.png")) == ["000001.1.png", "000002.2.png"]
+    _assert_gone(where, _worker_pids(where))

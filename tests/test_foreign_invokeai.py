@@ -196,6 +196,17 @@ def test_invokeai_5_txt2img_reads_back(tmp_path: Path) -> None:
     assert notes == ["a.png: made with model 'Dreamshaper 8' (choose it with !switch)"]
 
 
+def test_braces_and_bars_in_an_invokeai_prompt_are_text_not_a_sweep(tmp_path: Path) -> None:
+    from invoke.line.sweep import expand
+
+    meta = core_metadata(positive_prompt="a {red|blue} sign", negative_prompt="{ugly}")
+    command, _ = fetched(png(tmp_path / "a.png", {"invokeai_metadata": meta}))
+    (line,) = expand(parse_request(command), [])  # one picture, not two
+    assert line.prompt == "a \\{red\\|blue\\} sign [\\{ugly\\}]"
+    assert line.parsed_prompt.positive[0].text == "a {red|blue} sign"
+    assert line.parsed_prompt.negative.text == "{ugly}"
+
+
 def test_invokeai_3_loras_seamless_and_img2img(tmp_path: Path) -> None:
     meta = core_metadata(
         generation_mode="img2img",

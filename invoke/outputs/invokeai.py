@@ -50,12 +50,12 @@ def command_from_invokeai(meta: Any, notes: list[str]) -> str:
     `notes`, one line."""
     if not isinstance(meta, dict) or not isinstance(meta.get("positive_prompt"), str):
         raise MetadataError("invokeai_metadata holds no positive_prompt (no generation command)")
-    prompt = one_line(check_text(meta["positive_prompt"], "positive_prompt"))
+    prompt = _literal(one_line(check_text(meta["positive_prompt"], "positive_prompt")))
     dropped: list[str] = []
     prompt += _lora_words(meta.get("loras"), dropped)
     negative = meta.get("negative_prompt")
     if isinstance(negative, str) and negative.strip():
-        neg = one_line(check_text(negative, "negative_prompt"))
+        neg = _literal(one_line(check_text(negative, "negative_prompt")))
         prompt = f"{prompt} [{neg.replace('[', '(').replace(']', ')')}]"
     fields: dict[str, Any] = {"prompt": prompt}
     for key, field, kind in (
@@ -164,3 +164,9 @@ def _unmatched(meta: dict[str, Any], dropped: list[str]) -> None:
         if value not in (None, "", [], {}, 0):  # 0: no CLIP skip, no rescale
             shown = _name(value) or str(value)
             dropped.append(f"{what} {shorten(shown, 30)!r} (no such setting here)")
+
+
+def _literal(prompt: str) -> str:
+    """InvokeAI stores a prompt after its dynamic prompts expanded `{a|b}`: braces and bars left
+    in it are text, escaped so that here they are no sweep."""
+    return "".join("\\" + ch if ch in "{|}" else ch for ch in prompt)

@@ -557,3 +557,32 @@ def test_a_live_producer_gets_its_first_picture_before_stdin_closes(
     assert status == 0, (where / "stderr.txt").read_text()
     assert sorted(p.name for p in (where / "out").glob("*.png")) == ["000001.1.png", "000002.2.png"]
     _assert_gone(where, _worker_pids(where))
+
+
+def test_only_the_cluster_module_imports_ray() -> None:
+    """Ray is an optional extra: nothing else may need it (the pool reaches it through the
+    Cluster), and `invoke --help` never loads it."""
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "invoke"
+    importers = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(name == "ray" or name.startswith("ray.") for name in names):
+                importers.add(path.relative_to(package).as_posix())
+    assert importers == {"distributed/cluster.py"}
+    check = "import sys; from invoke.__main__ import cli; print('ray' in sys.modules)"
+    shown = subprocess.run(
+        [sys.executable, "-c", check],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == "False"

@@ -35,6 +35,11 @@ class JobRunner(Protocol):
         """One picture per Noise of the job."""
         ...
 
+    def finishing(self) -> bool:
+        """After a first Ctrl-C: whether Jobs already being drawn elsewhere wait to be written
+        (the batch goes on through their lines, then stops). Never, for Jobs drawn here."""
+        ...
+
 
 class LocalRunner:
     """Jobs run in this process, on the active model (loaded on first use)."""
@@ -57,6 +62,9 @@ class LocalRunner:
 
         refiner = self._refiner(job)
         return draw(self.models.model, job, on_step, on_event, refiner)
+
+    def finishing(self) -> bool:
+        return False  # here only the Job being drawn was started, and it is written
 
     def _refiner(self, job: Job) -> Model | None:
         """--refiner's model, loaded beside the active one (model_cache.companion)."""

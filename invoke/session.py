@@ -139,6 +139,9 @@ class Session:
                 self.reporter.outputs(self.saver.commands, saved)
         return [s.path for s in saved]
 
+    def finishing(self) -> bool:
+        return self.jobs.finishing()
+
     def plan_jobs(self, request: Request) -> list[Job]:
         """The Jobs `generate(request)` would hand the JobRunner now, worked out without a note,
         a file or a model (--workers plans lines ahead of their turn): those of its passes that
@@ -179,7 +182,7 @@ class Session:
                 made.append((image, image_request))
                 if i == 0:
                     by_pass.append(path)
-            if interrupts.stop_requested():
+            if interrupts.stop_requested() and not self.jobs.finishing():
                 break
         if resolved.grid and len(made) > 1:
             self.saver.save_grid(folder, prefix, [m[0] for m in made], [m[1] for m in made])

@@ -93,6 +93,9 @@ class FakeRunner:
     def line_defaults(self) -> dict[str, str]:
         return switch_defaults(self.active_model())
 
+    def finishing(self) -> bool:
+        return False
+
     def recent_seeds(self) -> list[int]:
         if self.seeds is not None:
             return list(self.seeds)

@@ -119,9 +119,15 @@ class FakePool:
     def forget(self, through: int) -> None:
         self.forgotten.append(through)
 
-    def outcome(self, tag: int, model: str, job: object) -> Outcome:
+    def outcome(self, tag: int, model: str, job: object, *, take: bool = False) -> Outcome:
         self.asked.append(tag)
         return self._outcome
+
+    def has_started(self, model: str, job: object) -> bool:
+        return True
+
+    def unwritten(self) -> bool:
+        return False
 
 
 class FakeSession:
@@ -377,7 +383,12 @@ def test_a_killed_worker_is_replaced_and_every_picture_is_written_once(
 
 
 @pytest.mark.e2e
-def test_ctrl_c_stops_cleanly_and_leaves_no_ray_behind(tmp_path: Path, two_models: Path) -> None:
+def test_ctrl_c_writes_what_workers_are_drawing_then_stops_and_leaves_no_ray_behind(
+    tmp_path: Path, two_models: Path
+) -> None:
+    """The first Ctrl-C: no Job starts, the ones being drawn (both workers busy: the batch has
+    12 lines) are written in their lines' order, the batch stops; nothing half-written, the
+    private Ray instance gone, and it listened on loopback only."""
     where = tmp_path / "stopped"
     before = _listening()
     process = _start(where, two_models, SLOW, "--workers", "2")
@@ -385,13 +396,15 @@ def test_ctrl_c_stops_cleanly_and_leaves_no_ray_behind(tmp_path: Path, two_model
     opened = _listening() - before  # Ray's servers, and nothing else of ours
     assert opened, "the private Ray instance listens somewhere"
     assert {address for address, _ in opened} <= LOOPBACK, opened
+    written = len(list((where / "out").glob("*.png")))
     process.send_signal(signal.SIGINT)
     status, out = _finish(process)
     err = (where / "stderr.txt").read_text()
     assert status == 130, err
-    assert re.search(r"stopped by Ctrl-C after line \d+; finished images were kept", err)
+    assert "being drawn are written, in their lines' order, then the batch stops" in err
+    assert re.search(r"stopped by Ctrl-C (after|at) line \d+; finished images were kept", err)
     names = sorted(p.name for p in (where / "out").glob("*.png"))
-    assert 1 <= len(names) < 12
+    assert written + 2 <= len(names) < 12  # both workers' Jobs, and no new one
     assert names == [f"{k:06d}.{k}.png" for k in range(1, len(names) + 1)]
     logged = (where / "out" / "invoke_log.txt").read_text().splitlines()
     assert sorted(Path(line.split(":")[0]).name for line in logged) == names

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from invoke import interrupts
 from invoke.config.settings import Settings
 from invoke.distributed.cluster import Cluster
 from invoke.distributed.worker import Drawer, Outcome, Where
@@ -56,6 +57,7 @@ class Ticket:
     outcome: Outcome | None = None
     tries: int = 0
     sent: float = 0.0
+    taken: bool = False  # the session has written its pictures
 
 
 @dataclass
@@ -92,6 +94,7 @@ class Pool:
         self.started = time.perf_counter()
         self.overheads: list[float] = []  # per Job: round trip less the worker's own time
         self.planned = self.done = 0
+        self._stopping = False  # a first Ctrl-C was seen
         self.slots = [Slot(n, self._new_actor(n)) for n in range(1, count + 1)]
         try:
             wheres = self.ray.get([s.actor.where.remote() for s in self.slots])
@@ -121,8 +124,9 @@ class Pool:
         self._planned(len(job.noises))
         self._pump(0)
 
-    def outcome(self, tag: int, model: str, job: Any) -> Outcome:
-        """The Job's result, waiting for it (drawn now, ahead of the queue, if not planned)."""
+    def outcome(self, tag: int, model: str, job: Any, *, take: bool = False) -> Outcome:
+        """The Job's result, waiting for it (drawn now, ahead of the queue, if not planned);
+        `take`: the session writes it now."""
         key = job_key(model, job)
         ticket = self.tickets.get(key)
         if ticket is None:
@@ -141,7 +145,24 @@ class Pool:
                     self._pump(WAIT_S)
             finally:
                 self.progress.waiting(False)
+        ticket.taken = ticket.taken or take
         return ticket.outcome
+
+    def has_started(self, model: str, job: Any) -> bool:
+        """Whether a worker has drawn the Job or is drawing it."""
+        key = job_key(model, job)
+        ticket = self.tickets.get(key)
+        return ticket is not None and (ticket.outcome is not None or self._drawing(key))
+
+    def unwritten(self) -> bool:
+        """Whether a Job a worker has drawn or is drawing has not been written yet."""
+        return any(
+            not t.taken and (t.outcome is not None or self._drawing(k))
+            for k, t in self.tickets.items()
+        )
+
+    def _drawing(self, key: str) -> bool:
+        return any(slot.key == key for slot in self.slots)
 
     def backlog(self) -> int:
         """Jobs sent or waiting that have no result yet."""
@@ -185,9 +206,19 @@ class Pool:
         return f"worker {slot.number} (pid {where.pid} on {where.host}, {where.device})"
 
     def _pump(self, wait: float) -> None:
-        """Give free workers the next Jobs, then take the results that come within `wait`."""
+        """Give free workers the next Jobs, then take the results that come within `wait`.
+        After a first Ctrl-C no Job starts: those being drawn finish and are written."""
+        stopping = interrupts.stop_requested()
+        if stopping and not self._stopping:
+            self._stopping = True
+            drawing = sum(slot.key is not None for slot in self.slots)
+            if drawing:
+                self.note(
+                    f"no new Jobs start; the {drawing} being drawn are written, in their lines' "
+                    "order, then the batch stops"
+                )
         for slot in self.slots:
-            if slot.key is None and self.queue:
+            if slot.key is None and self.queue and not stopping:
                 key = self.queue.popleft()
                 ticket = self.tickets[key]
                 ticket.sent = time.perf_counter()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from invoke import plan
+from invoke import interrupts, plan
 from invoke.distributed.pool import Pool
 from invoke.distributed.worker import Outcome
 from invoke.errors import InvokeError
@@ -41,7 +41,7 @@ class PoolRunner:
         return plan.batch_size(self.pool.device_type)
 
     def prepare(self, job: Job) -> list[str]:
-        outcome = self._outcome(job)
+        outcome = self._outcome(job, take=False)
         if outcome.error and outcome.stage == "prepare":
             raise _error(outcome)
         return outcome.notes
@@ -49,7 +49,7 @@ class PoolRunner:
     def run(
         self, job: Job, on_step: Callable[[Step], None], on_event: Callable[[object], None]
     ) -> list[Any]:
-        outcome = self._outcome(job)
+        outcome = self._outcome(job, take=True)
         if outcome.error:
             raise _error(outcome)
         for step in outcome.steps:
@@ -58,8 +58,16 @@ class PoolRunner:
             on_event(event)
         return outcome.images
 
-    def _outcome(self, job: Job) -> Outcome:
-        return self.pool.outcome(self.line, self.models.entry.name, job)
+    def finishing(self) -> bool:
+        return interrupts.stop_requested() and self.pool.unwritten()
+
+    def _outcome(self, job: Job, *, take: bool) -> Outcome:
+        model = self.models.entry.name
+        if interrupts.stop_requested() and not self.pool.has_started(model, job):
+            # After a first Ctrl-C nothing new starts: the batch stops before this Job.
+            sigterm = interrupts.stopped_by() == "SIGTERM"
+            raise interrupts.Terminated if sigterm else KeyboardInterrupt
+        return self.pool.outcome(self.line, model, job, take=take)
 
 
 def _error(outcome: Outcome) -> Exception:

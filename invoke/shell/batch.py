@@ -140,7 +140,7 @@ def _run_numbered(ctx: ShellContext, lines: Iterable[Line], result: BatchResult)
         except Exception as exc:  # a batch outlives our own bugs: one line, go on
             _line_failed(ctx, result, number, unexpected(exc, ctx.debug))
         result.run += 1
-        if interrupts.stop_requested():
+        if interrupts.stop_requested() and not ctx.runner.finishing():
             # A first Ctrl-C: the session finished the image it was making; so do we.
             result.interrupted, result.by = True, interrupts.stopped_by()
             result.stopped = (

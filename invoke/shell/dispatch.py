@@ -192,7 +192,7 @@ def run_request(ctx: ShellContext, request: Request) -> None:
             ctx.canonical(ctx.runner.canonical(line))
         else:
             ctx.runner.generate(line)
-        if interrupts.stop_requested():
+        if interrupts.stop_requested() and not ctx.runner.finishing():
             break
 
 

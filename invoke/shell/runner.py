@@ -30,6 +30,11 @@ class Runner(Protocol):
         bad input; KeyboardInterrupt propagates after finished images are kept."""
         ...
 
+    def finishing(self) -> bool:
+        """After a first Ctrl-C: whether pictures already being drawn (by --workers) are still
+        to be written; the batch runs on through their lines, then stops."""
+        ...
+
     def canonical(self, request: Request) -> str:
         """The resolved canonical command(s) for --dry-run (no model loaded); raises InvokeError."""
         ...

@@ -14,7 +14,10 @@ it really has, and a Job that differs in anything is drawn anew.
 
 Lines are read by a thread into a queue, so planning takes the lines already there and never
 waits for a producer that has not written the next one yet (a live producer's first picture
-still comes before its stdin closes).
+still comes before its stdin closes). Planning happens when the batch asks for its next line
+and while the session waits for a worker (`Pool.refill`): lines read meanwhile are sent at
+once. Planning has no side effects on the session (`Session.plan_jobs`), so it may happen in
+the middle of a line.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class Lookahead:
         self._given = 0  # input lines handed to the batch (numbered as the batch numbers them)
         self._planned = 0  # input lines planned (or passed over) so far
         threading.Thread(target=self._reader, args=(iter(lines),), daemon=True).start()
+        pool.refill = self._plan_ahead  # also while the session waits for a worker
 
     def _reader(self, lines: Iterator[Any]) -> None:
         while True:

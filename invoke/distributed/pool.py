@@ -95,6 +95,9 @@ class Pool:
         self.overheads: list[float] = []  # per Job: round trip less the worker's own time
         self.planned = self.done = 0
         self._stopping = False  # a first Ctrl-C was seen
+        # Called while the driver waits for a result: plans lines read meanwhile (the
+        # lookahead sets it), so a worker is not idle while the driver waits for another.
+        self.refill: Callable[[], None] = lambda: None
         self.slots = [Slot(n, self._new_actor(n)) for n in range(1, count + 1)]
         try:
             wheres = self.ray.get([s.actor.where.remote() for s in self.slots])
@@ -143,6 +146,7 @@ class Pool:
             try:
                 while ticket.outcome is None:
                     self._pump(WAIT_S)
+                    self.refill()
             finally:
                 self.progress.waiting(False)
         ticket.taken = ticket.taken or take

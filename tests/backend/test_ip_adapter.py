@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,11 +48,10 @@ def prompt(adapter: Path, image: Image.Image, weight: float = 1.0) -> ImagePromp
     )
 
 
-def diffusers_pictures(model: Model, adapter: Path, weight: float, **call: object) -> np.ndarray:
-    """diffusers' own pipeline on the model's parts with the adapter loaded by its own loader,
-    offline; unloaded again so that the model's UNet is as it was."""
-    pipeline = "StableDiffusionImg2ImgPipeline" if "strength" in call else "StableDiffusionPipeline"
-    pipe = sd_pipeline(model, "k_euler", pipeline, image_encoder=None)
+def adapted(pipe: Any, adapter: Path, weight: float, **call: object) -> np.ndarray:
+    """`pipe` (a diffusers pipeline) run on the tests' prompt, seed 42 unless `call` says, with
+    the adapter loaded by diffusers' own loader, offline, at `weight`; unloaded again so that
+    the model's UNet is as it was."""
     pipe.load_ip_adapter(
         str(adapter.parent),
         subfolder="",
@@ -61,16 +61,21 @@ def diffusers_pictures(model: Model, adapter: Path, weight: float, **call: objec
     )
     try:
         pipe.set_ip_adapter_scale(weight)
+        call = {"generator": [torch.Generator().manual_seed(42)], **call}
         images = pipe(
-            prompt="a red circle",
-            negative_prompt="blue",
-            guidance_scale=7.5,
-            generator=[torch.Generator().manual_seed(42)],
-            **call,
+            prompt="a red circle", negative_prompt="blue", guidance_scale=7.5, **call
         ).images
     finally:
         pipe.unload_ip_adapter()
     return pixels(images)
+
+
+def diffusers_pictures(model: Model, adapter: Path, weight: float, **call: object) -> np.ndarray:
+    """diffusers' own SD pipeline on the model's parts with the adapter (see adapted)."""
+    pipeline = "StableDiffusionImg2ImgPipeline" if "strength" in call else "StableDiffusionPipeline"
+    return adapted(
+        sd_pipeline(model, "k_euler", pipeline, image_encoder=None), adapter, weight, **call
+    )
 
 
 @pytest.mark.parametrize("weight", [1.0, 0.5])
@@ -134,29 +139,17 @@ def test_img2img_and_a_batch_with_an_image_prompt_equal_diffusers(
     ours = pixels(model.generate(job))
     pipe = sd_pipeline(model, "k_euler", "StableDiffusionImg2ImgPipeline")
     latents = vae_mean_latents(pipe, start)
-    pipe.load_ip_adapter(
-        str(tiny_ip_adapter_file.parent),
-        subfolder="",
-        weight_name=tiny_ip_adapter_file.name,
-        local_files_only=True,
+    theirs = adapted(
+        pipe,
+        tiny_ip_adapter_file,
+        0.8,
+        image=latents,
+        strength=0.6,
+        num_inference_steps=6,
+        num_images_per_prompt=2,
+        generator=[torch.Generator().manual_seed(s) for s in (42, 43)],
+        ip_adapter_image=picture,
     )
-    try:
-        pipe.set_ip_adapter_scale(0.8)
-        theirs = pixels(
-            pipe(
-                prompt="a red circle",
-                negative_prompt="blue",
-                image=latents,
-                strength=0.6,
-                num_inference_steps=6,
-                guidance_scale=7.5,
-                num_images_per_prompt=2,
-                generator=[torch.Generator().manual_seed(s) for s in (42, 43)],
-                ip_adapter_image=picture,
-            ).images
-        )
-    finally:
-        pipe.unload_ip_adapter()
     assert np.abs(ours - theirs).max() <= 1
 
 
@@ -230,25 +223,9 @@ def test_sdxl_with_an_image_prompt_equals_diffusers_pipeline(
     job = make_job(steps=3, image_prompt=prompt(adapter, picture, 0.9))
     ours = pixels(sdxl.generate(job))
     pipe = sdxl_pipeline(sdxl, "k_euler")
-    pipe.load_ip_adapter(
-        str(adapter.parent), subfolder="", weight_name=adapter.name, local_files_only=True
+    theirs = adapted(
+        pipe, adapter, 0.9, num_inference_steps=3, height=64, width=64, ip_adapter_image=picture
     )
-    try:
-        pipe.set_ip_adapter_scale(0.9)
-        theirs = pixels(
-            pipe(
-                prompt="a red circle",
-                negative_prompt="blue",
-                num_inference_steps=3,
-                guidance_scale=7.5,
-                height=64,
-                width=64,
-                generator=[torch.Generator().manual_seed(42)],
-                ip_adapter_image=picture,
-            ).images
-        )
-    finally:
-        pipe.unload_ip_adapter()
     assert np.abs(ours - theirs).max() <= 1
     plain = pixels(sdxl.generate(replace(job, image_prompt=None)))
     assert np.abs(ours - plain).max() > 10
@@ -286,28 +263,15 @@ def test_an_image_prompt_and_a_controlnet_together_equal_diffusers(
     pipe = sd_pipeline(
         model, "k_euler", "StableDiffusionControlNetPipeline", controlnet=model.controlnet[1]
     )
-    pipe.load_ip_adapter(
-        str(tiny_ip_adapter_file.parent),
-        subfolder="",
-        weight_name=tiny_ip_adapter_file.name,
-        local_files_only=True,
+    theirs = adapted(
+        pipe,
+        tiny_ip_adapter_file,
+        0.6,
+        image=edges,
+        num_inference_steps=4,
+        height=64,
+        width=64,
+        controlnet_conditioning_scale=0.8,
+        ip_adapter_image=picture,
     )
-    try:
-        pipe.set_ip_adapter_scale(0.6)
-        theirs = pixels(
-            pipe(
-                prompt="a red circle",
-                negative_prompt="blue",
-                image=edges,
-                num_inference_steps=4,
-                guidance_scale=7.5,
-                height=64,
-                width=64,
-                generator=[torch.Generator().manual_seed(42)],
-                controlnet_conditioning_scale=0.8,
-                ip_adapter_image=picture,
-            ).images
-        )
-    finally:
-        pipe.unload_ip_adapter()
     assert np.abs(ours - theirs).max() <= 1

@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 
 from invoke.backend.finite import check_weights
-from invoke.errors import ModelError
+from invoke.errors import InvokeError, ModelError
 
 # What loading one part raises for a file it cannot use: damaged files (OSError, RuntimeError,
 # SafetensorError), configs whose values do not build a network (ValueError, KeyError, TypeError,
@@ -133,6 +133,29 @@ def _loaders(folder: Path, dtype: torch.dtype, allow_pickle: bool) -> dict[str, 
         ),
         "scheduler_config": lambda: _read_json(folder / "scheduler" / "scheduler_config.json"),
     }
+
+
+def load_network(cls: Any, folder: Path, failed: Callable[[str], str], **options: Any) -> Any:
+    """`cls.from_pretrained(folder, **options)` from local safetensors only, quietly, checked
+    whole (complete); one that cannot load is one line, `failed(why)`."""
+    try:
+        with quiet_loading():
+            loaded = cls.from_pretrained(
+                folder,
+                local_files_only=True,
+                use_safetensors=True,
+                output_loading_info=True,
+                **options,
+            )
+        return complete(loaded)
+    except PART_ERRORS as exc:
+        raise InvokeError(failed(first_line(exc))) from exc
+
+
+def first_line(exc: Exception) -> str:
+    """An exception's first line (at most 200 characters), or its name when it has no text."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def complete(loaded: tuple[Any, dict[str, Any]]) -> Any:

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from invoke.backend import speed
-from invoke.backend.components import PART_ERRORS, complete, quiet_loading
+from invoke.backend.components import first_line, load_network
 from invoke.backend.finite import check_weights
 from invoke.errors import InvokeError
 
@@ -93,26 +93,13 @@ def _load_folder(what: str, weights: Path, model: Model) -> Any:
     if problem is not None:
         raise InvokeError(f"{what}: its config.json {problem}; download it again")
     _check_fits(what, config, model)
-    try:
-        with quiet_loading():
-            loaded = ControlNetModel.from_pretrained(
-                folder,
-                torch_dtype=model.dtype,
-                local_files_only=True,
-                use_safetensors=True,
-                variant="fp16" if ".fp16." in weights.name else None,
-                output_loading_info=True,
-            )
-        return complete(loaded)
-    except PART_ERRORS as exc:
-        raise InvokeError(
-            f"{what}: cannot be loaded ({_first_line(exc)}); download it again"
-        ) from exc
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    return load_network(
+        ControlNetModel,
+        folder,
+        lambda why: f"{what}: cannot be loaded ({why}); download it again",
+        torch_dtype=model.dtype,
+        variant="fp16" if ".fp16." in weights.name else None,
+    )
 
 
 def _load_file(what: str, path: Path, model: Model) -> Any:
@@ -127,9 +114,7 @@ def _load_file(what: str, path: Path, model: Model) -> Any:
     try:
         state = load_file(str(path))
     except (OSError, SafetensorError) as exc:
-        raise InvokeError(
-            f"{what}: cannot be read ({_first_line(exc)}); download it again"
-        ) from exc
+        raise InvokeError(f"{what}: cannot be read ({first_line(exc)}); download it again") from exc
     if "controlnet_cond_embedding.conv_in.weight" not in state and not any(
         "input_hint_block." in k for k in state
     ):
@@ -142,7 +127,7 @@ def _load_file(what: str, path: Path, model: Model) -> Any:
     except (KeyError, IndexError, ValueError, RuntimeError) as exc:
         # A layer missing or of the wrong rank: the converter and the shape readers fail alike.
         raise InvokeError(
-            f"{what}: its layers cannot be read ({type(exc).__name__}: {_first_line(exc)}); "
+            f"{what}: its layers cannot be read ({type(exc).__name__}: {first_line(exc)}); "
             "the file is damaged or not a ControlNet: download it again"
         ) from exc
     channels = config["conditioning_embedding_out_channels"]
@@ -156,7 +141,7 @@ def _load_file(what: str, path: Path, model: Model) -> Any:
         net.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise InvokeError(
-            f"{what}: its layers do not match model {model.name}'s UNet ({_first_line(exc)}); "
+            f"{what}: its layers do not match model {model.name}'s UNet ({first_line(exc)}); "
             "it was made for another kind of model"
         ) from exc
     return net

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from invoke.backend.components import PART_ERRORS, complete, quiet_loading
+from invoke.backend.components import first_line, load_network
 from invoke.backend.control import FAMILY_OF_WIDTH
 from invoke.backend.finite import check_weights
 from invoke.errors import InvokeError
@@ -83,9 +83,7 @@ def _read(what: str, path: Path) -> dict[str, dict[str, torch.Tensor]]:
     try:
         flat = load_file(str(path))
     except (OSError, SafetensorError) as exc:
-        raise InvokeError(
-            f"{what}: cannot be read ({_first_line(exc)}); download it again"
-        ) from exc
+        raise InvokeError(f"{what}: cannot be read ({first_line(exc)}); download it again") from exc
     state: dict[str, dict[str, torch.Tensor]] = {"image_proj": {}, "ip_adapter": {}}
     for key, value in flat.items():
         part, _, rest = key.partition(".")
@@ -103,11 +101,6 @@ def _read(what: str, path: Path) -> dict[str, dict[str, torch.Tensor]]:
             "give an adapter that reads a picture (ip-adapter_sd15, ip-adapter-plus_sd15...)"
         )
     return state
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _cross_attention(model: Model) -> list[str]:
@@ -147,21 +140,15 @@ def _encoder(what: str, folder: Path, model: Model) -> Any:
             f"{what}: its image encoder {folder} has no config.json; copy h94/IP-Adapter's "
             "image_encoder folder beside the adapter file"
         )
-    try:
-        with quiet_loading():
-            loaded = CLIPVisionModelWithProjection.from_pretrained(
-                folder,
-                dtype=model.dtype,
-                local_files_only=True,
-                use_safetensors=True,
-                output_loading_info=True,
-            )
-        encoder = complete(loaded)
-    except PART_ERRORS as exc:
-        raise InvokeError(
-            f"{what}: its image encoder {folder} cannot be loaded ({_first_line(exc)}); copy "
+    encoder = load_network(
+        CLIPVisionModelWithProjection,
+        folder,
+        lambda why: (
+            f"{what}: its image encoder {folder} cannot be loaded ({why}); copy "
             "h94/IP-Adapter's image_encoder folder again"
-        ) from exc
+        ),
+        dtype=model.dtype,
+    )
     check_weights(f"{what}'s image encoder", encoder, again="copy it again", dtype=model.dtype)
     return encoder.to(model.device).eval()
 
@@ -187,7 +174,7 @@ def _convert(
         projection = unet._convert_ip_adapter_image_proj_to_diffusers(proj, low_cpu_mem_usage=False)
     except (KeyError, IndexError, ValueError, RuntimeError) as exc:
         raise InvokeError(
-            f"{what}: its layers cannot be read ({type(exc).__name__}: {_first_line(exc)}); the "
+            f"{what}: its layers cannot be read ({type(exc).__name__}: {first_line(exc)}); the "
             "file is damaged or made for another kind of model: download it again"
         ) from exc
     crossing = set(_cross_attention(model))
